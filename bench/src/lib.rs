@@ -1,0 +1,1 @@
+//! Benchmarks of fsync-core against diamond-types and yrs on real traces.

@@ -1,0 +1,17 @@
+//! fsync's model of a shared folder, with no I/O of its own.
+//!
+//! Everything here is a deterministic function of its inputs: bytes and time
+//! come in as arguments and messages come out, like `quinn-proto`. The daemon
+//! wraps it with disk, network and clock; tests drive it directly, many
+//! replicas in one process, with seeded randomness.
+//!
+//! - [`graph`]: the causal graph of one document in local versions.
+//! - [`text`]: text files that merge character by character (Eg-walker).
+//! - [`encoding`]: the byte format of wire and disk; safe on untrusted input.
+
+pub mod encoding;
+pub mod graph;
+pub mod ids;
+pub mod text;
+
+pub use ids::{AgentId, EventId, Lv};

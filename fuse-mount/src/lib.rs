@@ -1,0 +1,3 @@
+//! A folder's merged live state as a FUSE filesystem.
+//!
+//! Not built yet (issue 7).
