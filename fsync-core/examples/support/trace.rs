@@ -83,12 +83,12 @@ impl Trace {
     /// Builds the full history of a concurrent trace (each agent a replica,
     /// each transaction on top of its parents) and merges it.
     pub fn replay_concurrent(&self) -> Result<TextDoc, String> {
-        self.replay_concurrent_with(false)
+        self.replay_concurrent_with(0)
     }
 
-    /// As [`Trace::replay_concurrent`]; with `merge_each`, the text is merged
-    /// after every transaction instead of once at the end.
-    pub fn replay_concurrent_with(&self, merge_each: bool) -> Result<TextDoc, String> {
+    /// As [`Trace::replay_concurrent`]; with `merge_every` > 0, the text is
+    /// also merged after every `merge_every` transactions.
+    pub fn replay_concurrent_with(&self, merge_every: usize) -> Result<TextDoc, String> {
         let mut doc = TextDoc::new();
         let mut next_seq: Vec<u64> = Vec::new();
         // The version after each transaction, as event ids.
@@ -121,7 +121,7 @@ impl Trace {
                 }
             }
             after.push(parents);
-            if merge_each {
+            if merge_every > 0 && i % merge_every == 0 {
                 doc.merge_pending();
             }
         }

@@ -13,6 +13,7 @@
 //! every replica.
 
 mod encode;
+mod list;
 mod oplog;
 mod tracker;
 

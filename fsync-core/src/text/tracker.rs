@@ -18,60 +18,12 @@ use super::oplog::{OpLog, OpSlice};
 use crate::graph::{Frontier, Graph};
 use crate::ids::Lv;
 
+use super::list::{Cur, Item, ItemList, AFTER, BEFORE, INS, NIY};
+
 const NONE: Lv = Lv::MAX;
 /// Local versions of the placeholder: far above any real one.
 const PLACEHOLDER: Lv = Lv::MAX / 2;
 const PLACEHOLDER_LEN: usize = Lv::MAX / 4;
-
-/// Not yet inserted in the prepare version.
-const NIY: u32 = 0;
-/// Inserted and not deleted in the prepare version. `INS + n` means deleted
-/// by `n` concurrent deletes.
-const INS: u32 = 1;
-
-#[derive(Clone, Copy, Debug)]
-struct Item {
-    lv: Lv,
-    len: usize,
-    /// The character left of the first one when it was inserted.
-    origin_left: Lv,
-    /// The character right of the run when it was inserted.
-    origin_right: Lv,
-    state: u32,
-    /// Deleted in the effect version (and so absent from the document).
-    ever_deleted: bool,
-}
-
-impl Item {
-    fn cur_len(&self) -> usize {
-        if self.state == INS {
-            self.len
-        } else {
-            0
-        }
-    }
-    fn end_len(&self) -> usize {
-        if self.ever_deleted {
-            0
-        } else {
-            self.len
-        }
-    }
-    /// Cuts off and returns the part from `at` on.
-    fn split(&mut self, at: usize) -> Item {
-        debug_assert!(at > 0 && at < self.len);
-        let right = Item {
-            lv: self.lv + at,
-            len: self.len - at,
-            origin_left: self.lv + at - 1,
-            origin_right: self.origin_right,
-            state: self.state,
-            ever_deleted: self.ever_deleted,
-        };
-        self.len = at;
-        right
-    }
-}
 
 /// Which characters a run of delete operations removed: operation
 /// `op + i` removed `target + i` (forward) or `target + len - 1 - i`.
@@ -83,7 +35,7 @@ struct DelTarget {
 }
 
 pub(crate) struct Tracker {
-    items: Vec<Item>,
+    items: ItemList,
     /// Keyed by the first operation's local version.
     del_targets: BTreeMap<Lv, DelTarget>,
     /// The prepare version.
@@ -95,14 +47,14 @@ impl Tracker {
     /// `base` as one placeholder run.
     pub(crate) fn new(base: Frontier) -> Self {
         Tracker {
-            items: vec![Item {
+            items: ItemList::new(Item {
                 lv: PLACEHOLDER,
                 len: PLACEHOLDER_LEN,
                 origin_left: NONE,
                 origin_right: NONE,
                 state: INS,
                 ever_deleted: false,
-            }],
+            }),
             del_targets: BTreeMap::new(),
             version: base,
         }
@@ -137,25 +89,13 @@ impl Tracker {
         self.version = smallvec::smallvec![range.end - 1];
     }
 
-    /// Index and offset of the character `lv`.
-    fn find_lv(&self, lv: Lv) -> (usize, usize) {
-        for (i, it) in self.items.iter().enumerate() {
-            if lv >= it.lv && lv < it.lv + it.len {
-                return (i, lv - it.lv);
-            }
-        }
-        panic!("character {lv} is not in the merge state")
-    }
-
-    /// Splits so that an item starts at character `lv`; returns its index.
-    fn split_at_lv(&mut self, lv: Lv) -> usize {
-        let (i, off) = self.find_lv(lv);
+    /// Splits so that an item starts at character `lv`; returns it.
+    fn split_at_lv(&mut self, lv: Lv) -> Option<Cur> {
+        let (c, off) = self.items.find_lv(lv)?;
         if off == 0 {
-            return i;
+            return Some(c);
         }
-        let right = self.items[i].split(off);
-        self.items.insert(i + 1, right);
-        i + 1
+        Some(self.items.split(c, off).1)
     }
 
     /// Retreats (`advance == false`) or advances the operations in `range`
@@ -194,7 +134,7 @@ impl Tracker {
                         let hi = t.target + t.len - off;
                         hi - n..hi
                     };
-                    self.set_state(targets, |s| if advance { s + 1 } else { s - 1 });
+                    self.set_state(targets, |s| if advance { s + 1 } else { s.saturating_sub(1) });
                     lv += n;
                 }
             }
@@ -205,143 +145,112 @@ impl Tracker {
     fn set_state(&mut self, range: Range<Lv>, f: impl Fn(u32) -> u32) {
         let mut lv = range.start;
         while lv < range.end {
-            let i = self.split_at_lv(lv);
-            let it = &mut self.items[i];
-            if it.len > range.end - lv {
-                let right = it.split(range.end - lv);
-                self.items.insert(i + 1, right);
+            let Some(mut c) = self.split_at_lv(lv) else { return };
+            if self.items.get(c).len > range.end - lv {
+                c = self.items.split(c, range.end - lv).0;
             }
-            let it = &mut self.items[i];
-            it.state = f(it.state);
-            lv += it.len;
+            self.items.modify(c, |it| it.state = f(it.state));
+            lv += self.items.get(c).len;
         }
     }
 
     fn insert(&mut self, oplog: &OpLog, op: &OpSlice<'_>, text: &str, doc: Option<&mut JumpRopeBuf>) {
-        // Find the character left of the cursor in the prepare version.
-        let (mut idx, mut end_pos, origin_left) = if op.pos == 0 {
-            (0, 0, NONE)
+        // The character left of the cursor in the prepare version.
+        let (mut cursor, mut end_pos, origin_left) = if op.pos == 0 {
+            (self.items.first(), 0, NONE)
         } else {
-            let mut cur = 0;
-            let mut end = 0;
-            let mut found = None;
-            for (i, it) in self.items.iter().enumerate() {
-                let cl = it.cur_len();
-                if cur + cl >= op.pos {
-                    let off = op.pos - cur; // 1..=len
-                    let e = if it.ever_deleted { end } else { end + off };
-                    found = Some((i, off, e));
-                    break;
-                }
-                cur += cl;
-                end += it.end_len();
-            }
-            let (i, off, e) = found.expect("insert position past the end of the document");
-            let left = self.items[i].lv + off - 1;
-            if off < self.items[i].len {
-                let right = self.items[i].split(off);
-                self.items.insert(i + 1, right);
-            }
-            (i + 1, e, left)
+            let Some((c, off, end_before)) = self.items.find_visible(op.pos - 1) else {
+                return; // Past the end of an infinite placeholder: impossible.
+            };
+            let it = *self.items.get(c);
+            let end = if it.ever_deleted { end_before } else { end_before + off + 1 };
+            let cursor = if off + 1 < it.len { Some(self.items.split(c, off + 1).1) } else { self.items.next(c) };
+            (cursor, end, it.lv + off)
         };
-        let origin_right = self.items[idx..].iter().find(|it| it.state != NIY).map_or(NONE, |it| it.lv);
+        let mut origin_right = NONE;
+        let mut c = cursor;
+        while let Some(cc) = c {
+            let it = self.items.get(cc);
+            if it.state != NIY {
+                origin_right = it.lv;
+                break;
+            }
+            c = self.items.next(cc);
+        }
         let new = Item { lv: op.lv, len: op.len, origin_left, origin_right, state: INS, ever_deleted: false };
 
         // FugueMax / YjsMod: skip concurrent inserts at this place that
         // must come first, so concurrent runs never interleave.
-        let left = (idx as isize) - 1;
-        let right = if origin_right == NONE { self.items.len() } else { idx_of_run_start(&self.items, idx, origin_right) };
-        let mut scan_idx = idx;
+        let left = if origin_left == NONE { BEFORE } else { self.items.key_of_lv(origin_left) };
+        let right = if origin_right == NONE { AFTER } else { self.items.key_of_lv(origin_right) };
+        let mut scan = cursor;
         let mut scan_end = end_pos;
         let mut scanning = false;
-        while scan_idx < right {
-            let other = self.items[scan_idx];
+        while let Some(sc) = scan {
+            if self.items.key(Some(sc)) >= right {
+                break;
+            }
+            let other = *self.items.get(sc);
             if other.state != NIY {
                 break;
             }
-            let oleft = if other.origin_left == NONE { (-1, 0) } else { self.pos_of(other.origin_left) };
-            let oright =
-                if other.origin_right == NONE { (self.items.len() as isize, 0) } else { self.pos_of(other.origin_right) };
-            let left_pos = (left, if left >= 0 { self.items[left as usize].len - 1 } else { 0 });
-            let right_pos = (right as isize, 0);
-            if oleft < left_pos
-                || (oleft == left_pos && oright == right_pos && oplog.agent_seq(op.lv) < oplog.agent_seq(other.lv))
+            let oleft = if other.origin_left == NONE { BEFORE } else { self.items.key_of_lv(other.origin_left) };
+            let oright = if other.origin_right == NONE { AFTER } else { self.items.key_of_lv(other.origin_right) };
+            if oleft < left
+                || (oleft == left && oright == right && oplog.agent_seq(op.lv) < oplog.agent_seq(other.lv))
             {
                 break;
             }
-            if oleft == left_pos {
-                scanning = oright < right_pos;
+            if oleft == left {
+                scanning = oright < right;
             }
             scan_end += other.end_len();
-            scan_idx += 1;
+            scan = self.items.next(sc);
             if !scanning {
-                idx = scan_idx;
+                cursor = scan;
                 end_pos = scan_end;
             }
         }
-        self.items.insert(idx, new);
+        self.items.insert(cursor, new);
         if let Some(doc) = doc {
             // Only a malformed history puts a position past the end.
             doc.insert(end_pos.min(doc.len_chars()), text);
         }
     }
 
-    /// (index, offset) of character `lv`, for ordering comparisons.
-    fn pos_of(&self, lv: Lv) -> (isize, usize) {
-        let (i, off) = self.find_lv(lv);
-        (i as isize, off)
-    }
-
     fn delete(&mut self, op: &OpSlice<'_>, mut doc: Option<&mut JumpRopeBuf>) {
         let mut done = 0;
         while done < op.len {
             // The first character still visible at op.pos (prepare version).
-            let mut cur = 0;
-            let mut end = 0;
-            let mut found = None;
-            for (i, it) in self.items.iter().enumerate() {
-                let cl = it.cur_len();
-                if cur + cl > op.pos {
-                    found = Some((i, op.pos - cur));
-                    break;
-                }
-                cur += cl;
-                end += it.end_len();
-            }
-            let (mut i, off) = found.expect("delete past the end of the document");
+            let Some((mut c, off, mut end)) = self.items.find_visible(op.pos) else { return };
             if off > 0 {
-                if !self.items[i].ever_deleted {
+                if !self.items.get(c).ever_deleted {
                     end += off;
                 }
-                let right = self.items[i].split(off);
-                self.items.insert(i + 1, right);
-                i += 1;
+                c = self.items.split(c, off).1;
             }
-            let n = (op.len - done).min(self.items[i].len);
-            if n < self.items[i].len {
-                let right = self.items[i].split(n);
-                self.items.insert(i + 1, right);
+            let n = (op.len - done).min(self.items.get(c).len);
+            if n < self.items.get(c).len {
+                c = self.items.split(c, n).0;
             }
-            let it = &mut self.items[i];
-            it.state += 1;
-            if !it.ever_deleted {
+            let mut newly = false;
+            self.items.modify(c, |it| {
+                it.state += 1;
+                newly = !it.ever_deleted;
                 it.ever_deleted = true;
+            });
+            if newly {
                 if let Some(d) = doc.as_deref_mut() {
                     let len = d.len_chars();
                     d.remove(end.min(len)..(end + n).min(len));
                 }
             }
-            let target = it.lv;
+            let target = self.items.get(c).lv;
             let (op_lv, fwd) = if op.fwd { (op.lv + done, true) } else { (op.lv + op.len - done - n, false) };
             self.del_targets.insert(op_lv, DelTarget { len: n, target, fwd });
             done += n;
         }
     }
-}
-
-/// Index of the item starting with character `lv`, searching from `from`.
-fn idx_of_run_start(items: &[Item], from: usize, lv: Lv) -> usize {
-    items[from..].iter().position(|it| it.lv == lv).map_or(items.len(), |p| p + from)
 }
 
 /// Walks `ranges` (ascending, each inside the graph) as runs with parents.
