@@ -8,8 +8,12 @@
 //! - [`graph`]: the causal graph of one document in local versions.
 //! - [`text`]: text files that merge character by character (Eg-walker).
 //! - [`encoding`]: the byte format of wire and disk; safe on untrusted input.
+//! - [`folder`]: a shared folder: entries, registers, the resolved tree.
+//! - [`chunks`]: content-defined chunks of binary files.
 
+pub mod chunks;
 pub mod encoding;
+pub mod folder;
 pub mod graph;
 pub mod ids;
 pub mod text;

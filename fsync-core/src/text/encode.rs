@@ -7,7 +7,9 @@
 //! agents:  n, n × 16 raw bytes
 //! authors: n, n × (agent index, first seq, len)        local versions implicit
 //! graph:   n, n × (len, parent count, parents as start - parent)
-//! ops:     n, n × (len << 2 | kind, position delta)    kind: 0 ins, 1 del, 2 backspace
+//! ops:     n, n × (len << 2 | kind, then by kind:)    kind 0 ins, 1 del, 2 backspace:
+//!            position delta; kind 3 marker (len 1): payload bytes
+//! times:   n, n × (first local version delta, time delta (signed))
 //! content: 0, bytes (raw) | 1, uncompressed len, lz4 bytes
 //! ```
 //!
@@ -53,9 +55,15 @@ impl OpLog {
                 w.usize(e.start - p);
             }
         }
-        w.usize(self.ops.len());
+        w.usize(self.ops.len() + self.markers.len());
         let mut prev_end = 0i64;
+        let mut markers = self.markers.iter().peekable();
         for o in &self.ops {
+            while let Some((&lv, payload)) = markers.next_if(|(&lv, _)| lv < o.lv) {
+                let _ = lv;
+                w.usize(1 << 2 | 3);
+                w.bytes(payload);
+            }
             let kind = match o.kind {
                 OpKind::Ins { .. } => 0,
                 OpKind::Del { fwd: true } => 1,
@@ -67,6 +75,17 @@ impl OpLog {
                 OpKind::Ins { .. } => (o.pos + o.len) as i64,
                 OpKind::Del { .. } => o.pos as i64,
             };
+        }
+        for (_, payload) in markers {
+            w.usize(1 << 2 | 3);
+            w.bytes(payload);
+        }
+        w.usize(self.times.len());
+        let (mut prev_lv, mut prev_time) = (0usize, 0i64);
+        for &(lv, time) in &self.times {
+            w.usize(lv - prev_lv);
+            w.signed(time as i64 - prev_time);
+            (prev_lv, prev_time) = (lv, time as i64);
         }
         let content = self.content.as_bytes();
         if content.len() >= COMPRESS_MIN {
@@ -163,13 +182,20 @@ impl OpLog {
             if len == 0 || len > total - lv {
                 return Err(DecodeError::Invalid("operation run length"));
             }
+            if header & 3 == 3 {
+                if len != 1 {
+                    return Err(DecodeError::Invalid("marker length"));
+                }
+                log.markers.insert(lv, r.bytes()?.into());
+                lv += 1;
+                continue;
+            }
             let pos = prev_end.checked_add(r.signed()?).ok_or(DecodeError::Invalid("position"))?;
             let pos = usize::try_from(pos).map_err(|_| DecodeError::Invalid("negative position"))?;
             let kind = match header & 3 {
                 0 => OpKind::Ins { content: 0 },
                 1 => OpKind::Del { fwd: true },
-                2 => OpKind::Del { fwd: false },
-                _ => return Err(DecodeError::Invalid("operation kind")),
+                _ => OpKind::Del { fwd: false },
             };
             prev_end = match kind {
                 OpKind::Ins { .. } => {
@@ -183,6 +209,17 @@ impl OpLog {
         }
         if lv != total {
             return Err(DecodeError::Invalid("operations and history disagree"));
+        }
+        let n = r.count(2)?;
+        let (mut prev_lv, mut prev_time) = (0usize, 0i64);
+        for i in 0..n {
+            let lv = prev_lv.checked_add(r.usize_max(total)?).ok_or(DecodeError::Invalid("time index"))?;
+            if lv >= total || (i > 0 && lv == prev_lv) {
+                return Err(DecodeError::Invalid("time index"));
+            }
+            let time = prev_time.checked_add(r.signed()?).ok_or(DecodeError::Invalid("time"))?;
+            log.times.push((lv, time.max(0) as u64));
+            (prev_lv, prev_time) = (lv, time);
         }
 
         let content = match r.u8()? {
@@ -234,7 +271,9 @@ mod tests {
         let a = AgentId::from_index(1);
         let mut s = 0;
         for (pos, del, ins) in [(0, 0, "héllo wörld, a longer line of text 😀"), (5, 3, "XY"), (2, 0, "ab"), (10, 1, "")] {
-            s = d.local_edit(a, s, &Edit { pos, del, ins: ins.into() }).end;
+            s = d.local_edit_at(a, s, &Edit { pos, del, ins: ins.into() }, 1_700_000_000_000 + s).end;
+            d.local_marker(a, s, b"meta", 1_700_000_000_500 + s);
+            s += 1;
         }
         d
     }
@@ -244,6 +283,9 @@ mod tests {
         let d = sample();
         let bytes = d.oplog().encode();
         let back = OpLog::decode(&bytes).expect("decodes");
+        assert_eq!(back.markers().count(), 4);
+        assert_eq!(back.times, d.oplog().times);
+        assert_eq!(back.encode(), bytes);
         assert_eq!(TextDoc::from_oplog(back).text(), d.text());
     }
 

@@ -92,6 +92,11 @@ impl TextDoc {
     /// `seq`. Positions past the end are clamped. Returns the sequence
     /// numbers used (empty for a no-op edit).
     pub fn local_edit(&mut self, agent: AgentId, seq: u64, edit: &Edit) -> Range<u64> {
+        self.local_edit_at(agent, seq, edit, 0)
+    }
+
+    /// [`TextDoc::local_edit`] with the time of the change.
+    pub fn local_edit_at(&mut self, agent: AgentId, seq: u64, edit: &Edit, time: u64) -> Range<u64> {
         let len = self.rope.len_chars();
         let pos = edit.pos.min(len);
         let del = edit.del.min(len - pos);
@@ -99,14 +104,14 @@ impl TextDoc {
         let mut next = seq;
         if del > 0 {
             let parents = self.version.clone();
-            let r = self.oplog.push_op(ai, next, &parents, pos, PushOp::Del { len: del, fwd: true });
+            let r = self.oplog.push_op(ai, next, &parents, pos, PushOp::Del { len: del, fwd: true }, time);
             self.rope.remove(pos..pos + del);
             Graph::advance_frontier(&mut self.version, &parents, r.clone());
             next += r.len() as u64;
         }
         if !edit.ins.is_empty() {
             let parents = self.version.clone();
-            let r = self.oplog.push_op(ai, next, &parents, pos, PushOp::Ins(&edit.ins));
+            let r = self.oplog.push_op(ai, next, &parents, pos, PushOp::Ins(&edit.ins), time);
             self.rope.insert(pos, &edit.ins);
             Graph::advance_frontier(&mut self.version, &parents, r.clone());
             next += r.len() as u64;
@@ -116,21 +121,22 @@ impl TextDoc {
 
     /// Adds remote operations (any order within causal order: the parents
     /// must already be here) without merging; call [`TextDoc::merge_pending`]
-    /// after a batch. Returns `false` when the run was already known.
+    /// after a batch. Returns `false` when the run was already known. An
+    /// agent's runs must come in sequence order.
     pub fn add_remote(&mut self, op: &RemoteOp<'_>) -> Result<bool, RemoteOpError> {
         let known = self.oplog.next_seq(op.id.agent);
-        let len = match op.op {
-            PushOp::Ins(s) => s.chars().count(),
-            PushOp::Del { len, .. } => len,
-        } as u64;
+        let len = op.op.len() as u64;
+        if len == 0 {
+            return Ok(false);
+        }
         if op.id.seq + len <= known {
             return Ok(false);
         }
-        if op.id.seq > known {
-            return Err(RemoteOpError::Gap { agent: op.id.agent, expected: known, got: op.id.seq });
-        }
-        // Part of the run is known already: keep only the rest.
-        let skip = (known - op.id.seq) as usize;
+        // Sequence numbers of an agent may skip (they are numbered across a
+        // whole folder); the folder checks that none are missing. Part of the
+        // run may be known already: keep only the rest.
+        let skip = known.saturating_sub(op.id.seq) as usize;
+        let known = known.max(op.id.seq);
         let (pos, kind, parent_ids): (usize, PushOp<'_>, Vec<EventId>) = if skip == 0 {
             (op.pos, op.op, op.parents.to_vec())
         } else {
@@ -140,6 +146,7 @@ impl TextDoc {
                     (op.pos + skip, PushOp::Ins(&s[oplog::char_to_byte(s, skip)..]), prev)
                 }
                 PushOp::Del { len, fwd } => (op.pos, PushOp::Del { len: len - skip, fwd }, prev),
+                PushOp::Marker(_) => unreachable!("a marker is one version: known or not"),
             }
         };
         let mut parents = Frontier::new();
@@ -150,8 +157,24 @@ impl TextDoc {
         parents.dedup();
         let parents = if parents.len() > 1 { self.oplog.graph.reduce(&parents) } else { parents };
         let ai = self.oplog.agent_index(op.id.agent);
-        self.oplog.push_op(ai, known, &parents, pos, kind);
+        match kind {
+            PushOp::Marker(m) => {
+                self.oplog.push_marker(ai, known, &parents, m, op.time);
+            }
+            _ => {
+                self.oplog.push_op(ai, known, &parents, pos, kind, op.time);
+            }
+        }
         Ok(true)
+    }
+
+    /// Appends a local marker event (see [`OpLog::marker`]).
+    pub fn local_marker(&mut self, agent: AgentId, seq: u64, payload: &[u8], time: u64) -> Lv {
+        let ai = self.oplog.agent_index(agent);
+        let parents = self.version.clone();
+        let lv = self.oplog.push_marker(ai, seq, &parents, payload, time);
+        Graph::advance_frontier(&mut self.version, &parents, lv..lv + 1);
+        lv
     }
 
     /// Merges every operation of the log into the text.
@@ -180,6 +203,8 @@ pub struct RemoteOp<'a> {
     pub pos: usize,
     /// What it does.
     pub(crate) op: PushOp<'a>,
+    /// When it was made.
+    pub time: u64,
 }
 
 impl<'a> RemoteOp<'a> {
@@ -188,37 +213,28 @@ impl<'a> RemoteOp<'a> {
         let op = match &run.kind {
             ExportedKind::Ins(s) => PushOp::Ins(s),
             ExportedKind::Del { len, fwd } => PushOp::Del { len: *len, fwd: *fwd },
+            ExportedKind::Marker(m) => PushOp::Marker(m),
         };
-        RemoteOp { id: run.id, parents: &run.parents, pos: run.pos, op }
+        RemoteOp { id: run.id, parents: &run.parents, pos: run.pos, op, time: run.time }
     }
     /// An insert of `text` at `pos`.
     pub fn insert(id: EventId, parents: &'a [EventId], pos: usize, text: &'a str) -> Self {
-        RemoteOp { id, parents, pos, op: PushOp::Ins(text) }
+        RemoteOp { id, parents, pos, op: PushOp::Ins(text), time: 0 }
     }
     /// A delete of `len` characters at `pos..pos + len`; `fwd` says whether
     /// the unit operations go forward (Delete) or backward (Backspace).
     pub fn delete(id: EventId, parents: &'a [EventId], pos: usize, len: usize, fwd: bool) -> Self {
-        RemoteOp { id, parents, pos, op: PushOp::Del { len, fwd } }
+        RemoteOp { id, parents, pos, op: PushOp::Del { len, fwd }, time: 0 }
     }
 }
 
 /// Why a remote operation was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RemoteOpError {
     /// Its parents are not here yet.
     #[error("operation depends on {0:?}, which this replica does not have")]
     UnknownParent(EventId),
-    /// Sequence numbers of an agent must arrive without gaps.
-    #[error("agent {agent:?}: expected sequence number {expected}, got {got}")]
-    Gap {
-        /// The author.
-        agent: AgentId,
-        /// The next number this replica can take.
-        expected: u64,
-        /// The number received.
-        got: u64,
-    },
 }
 
 /// Brings `rope` (at `version`) up to `version ∪ target`.

@@ -1,6 +1,7 @@
 //! The history of one text document: every operation ever made, with its
 //! original position, its author and its parents.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 
 use crate::graph::{Frontier, Graph};
@@ -73,6 +74,12 @@ pub struct OpLog {
     pub(crate) agent_to_lv: Vec<Vec<(u64, Lv, usize)>>,
     pub(crate) ops: Vec<OpRun>,
     pub(crate) content: String,
+    /// Events that are not text operations (file metadata), by local
+    /// version; the text merge skips them.
+    pub(crate) markers: BTreeMap<Lv, Box<[u8]>>,
+    /// When each change was made (milliseconds since the Unix epoch, as the
+    /// author's clock said): (first local version, time), ascending.
+    pub(crate) times: Vec<(Lv, u64)>,
     /// The newest version: everything in the log.
     pub(crate) version: Frontier,
 }
@@ -163,6 +170,38 @@ impl OpLog {
         })
     }
 
+    /// The time of the change holding `lv`.
+    pub fn time_of(&self, lv: Lv) -> u64 {
+        let i = self.times.partition_point(|&(l, _)| l <= lv);
+        i.checked_sub(1).map_or(0, |i| self.times[i].1)
+    }
+
+    /// The marker event at `lv`, if it is one.
+    pub fn marker(&self, lv: Lv) -> Option<&[u8]> {
+        self.markers.get(&lv).map(|b| &b[..])
+    }
+
+    /// All marker events, ascending.
+    pub fn markers(&self) -> impl Iterator<Item = (Lv, &[u8])> + '_ {
+        self.markers.iter().map(|(&lv, b)| (lv, &b[..]))
+    }
+
+    fn note_time(&mut self, lv: Lv, time: u64) {
+        if self.times.last().is_none_or(|&(_, t)| t != time) {
+            self.times.push((lv, time));
+        }
+    }
+
+    /// Appends a marker event (one local version) carrying `payload`.
+    pub(crate) fn push_marker(&mut self, agent: u32, seq: u64, parents: &[Lv], payload: &[u8], time: u64) -> Lv {
+        let range = self.assign(agent, seq, 1);
+        self.graph.push(parents, range.clone());
+        Graph::advance_frontier(&mut self.version, parents, range.clone());
+        self.note_time(range.start, time);
+        self.markers.insert(range.start, payload.into());
+        range.start
+    }
+
     fn assign(&mut self, agent: u32, seq: u64, len: usize) -> Range<Lv> {
         let lv = self.len();
         if let Some(last) = self.lv_to_agent.last_mut() {
@@ -193,17 +232,16 @@ impl OpLog {
         parents: &[Lv],
         pos: usize,
         op: PushOp<'_>,
+        time: u64,
     ) -> Range<Lv> {
-        let len = match op {
-            PushOp::Ins(s) => s.chars().count(),
-            PushOp::Del { len, .. } => len,
-        };
+        let len = op.len();
         if len == 0 {
             return self.len()..self.len();
         }
         let range = self.assign(agent, seq, len);
         self.graph.push(parents, range.clone());
         Graph::advance_frontier(&mut self.version, parents, range.clone());
+        self.note_time(range.start, time);
         let linear = parents.len() == 1 && parents[0] + 1 == range.start;
         match op {
             PushOp::Ins(s) => {
@@ -241,6 +279,9 @@ impl OpLog {
                     }
                 }
                 self.ops.push(OpRun { lv: range.start, len, pos, kind: OpKind::Del { fwd } });
+            }
+            PushOp::Marker(m) => {
+                self.markers.insert(range.start, m.into());
             }
         }
         range
@@ -304,6 +345,8 @@ pub struct ExportedRun {
     pub pos: usize,
     /// What it does.
     pub kind: ExportedKind,
+    /// When it was made (ms since the Unix epoch, author's clock).
+    pub time: u64,
 }
 
 /// What an [`ExportedRun`] does.
@@ -318,6 +361,8 @@ pub enum ExportedKind {
         /// Direction.
         fwd: bool,
     },
+    /// A marker event with its payload.
+    Marker(Vec<u8>),
 }
 
 impl ExportedRun {
@@ -326,6 +371,7 @@ impl ExportedRun {
         match &self.kind {
             ExportedKind::Ins(s) => s.chars().count(),
             ExportedKind::Del { len, .. } => *len,
+            ExportedKind::Marker(_) => 1,
         }
     }
     /// True for an empty run (never produced by [`OpLog::export`]).
@@ -362,14 +408,27 @@ impl OpLog {
             let end = e.end.min(range.end);
             let parents = if lv == e.start { e.parents.clone() } else { smallvec::smallvec![lv - 1] };
             let mut parents: Vec<EventId> = parents.iter().map(|&p| self.id_of(p)).collect();
-            for op in self.ops_in(lv..end) {
-                let kind = match op.text {
-                    Some(t) => ExportedKind::Ins(t.to_owned()),
-                    None => ExportedKind::Del { len: op.len, fwd: op.fwd },
+            // Text runs and markers interleave; walk both in order, also
+            // cutting where the change time changes.
+            let mut at = lv;
+            while at < end {
+                let (kind, pos, len) = if let Some(m) = self.markers.get(&at) {
+                    (ExportedKind::Marker(m.to_vec()), 0, 1)
+                } else {
+                    let next_marker = self.markers.range(at..end).next().map_or(end, |(&l, _)| l);
+                    let next_time = self.times.get(self.times.partition_point(|&(l, _)| l <= at)).map_or(end, |&(l, _)| l);
+                    let op = self.ops_in(at..next_marker.min(next_time).min(end)).next().expect("every version is an op or a marker");
+                    let kind = match op.text {
+                        Some(t) => ExportedKind::Ins(t.to_owned()),
+                        None => ExportedKind::Del { len: op.len, fwd: op.fwd },
+                    };
+                    (kind, op.pos, op.len)
                 };
-                let id = self.id_of(op.lv);
-                out.push(ExportedRun { id, parents: std::mem::take(&mut parents), pos: op.pos, kind });
-                parents = vec![EventId { agent: id.agent, seq: id.seq + op.len as u64 - 1 }];
+                let id = self.id_of(at);
+                let time = self.time_of(at);
+                out.push(ExportedRun { id, parents: std::mem::take(&mut parents), pos, kind, time });
+                parents = vec![EventId { agent: id.agent, seq: id.seq + len as u64 - 1 }];
+                at += len;
             }
             lv = end;
         }
@@ -381,6 +440,18 @@ impl OpLog {
 pub(crate) enum PushOp<'a> {
     Ins(&'a str),
     Del { len: usize, fwd: bool },
+    Marker(&'a [u8]),
+}
+
+impl PushOp<'_> {
+    /// Number of unit operations.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            PushOp::Ins(s) => s.chars().count(),
+            PushOp::Del { len, .. } => *len,
+            PushOp::Marker(_) => 1,
+        }
+    }
 }
 
 /// Byte offset of the `chars`-th character of `s` (or its length).

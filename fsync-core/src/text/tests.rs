@@ -87,8 +87,13 @@ fn remote_op_with_unknown_parent_is_refused() {
     let p = [EventId { agent: a(9), seq: 3 }];
     let err = d.add_remote(&RemoteOp::insert(EventId { agent: a(1), seq: 0 }, &p, 0, "x"));
     assert!(matches!(err, Err(RemoteOpError::UnknownParent(_))));
-    let err = d.add_remote(&RemoteOp::insert(EventId { agent: a(1), seq: 5 }, &[], 0, "x"));
-    assert!(matches!(err, Err(RemoteOpError::Gap { .. })));
+    // Known runs are skipped, partly known ones trimmed.
+    assert_eq!(d.add_remote(&RemoteOp::insert(EventId { agent: a(1), seq: 0 }, &[], 0, "ab")), Ok(true));
+    assert_eq!(d.add_remote(&RemoteOp::insert(EventId { agent: a(1), seq: 0 }, &[], 0, "a")), Ok(false));
+    let p = [EventId { agent: a(1), seq: 0 }];
+    assert_eq!(d.add_remote(&RemoteOp::insert(EventId { agent: a(1), seq: 1 }, &p, 1, "bc")), Ok(true));
+    d.merge_pending();
+    assert_eq!(d.text(), "abc");
 }
 
 /// Random edits on `n` replicas with random pairwise syncs; at the end all

@@ -1,0 +1,566 @@
+//! One shared folder on one replica: entries, their histories, and the tree
+//! that results.
+//!
+//! Every file, directory and symlink is an *entry* with a stable identity
+//! (the id of the event that created it) and one causal graph holding both
+//! its text operations and its metadata events ([`Meta`]). The rules of
+//! `CONTRACT.md` section 2 are then plain questions about that graph:
+//!
+//! - **Deleted** only when every newest event is a delete: an edit made
+//!   concurrently with a delete keeps the file, with the edit.
+//! - **Location, executable bit, content kind, binary content, link target**
+//!   are registers: the newest events of that kind that no other such event
+//!   follows; among concurrent ones the winner is the greatest (time, agent,
+//!   seq), the same everywhere. Losing binary versions stay in the history.
+//! - **Text** merges character by character ([`crate::text`]).
+//! - **Paths** are derived ([`tree`]): a directory that was deleted while a
+//!   new file was put in it survives; same-named directories merge; a name
+//!   taken by several files goes to the smallest entry id and the others get
+//!   a suffix (see [`tree::conflict_name`]); move cycles are broken.
+//!
+//! Sequence numbers of one agent are folder-wide, so a version vector says
+//! exactly which events a replica has, and [`Folder::changes_since`] sends
+//! exactly what the other side lacks, in an order that respects causality.
+
+mod meta;
+pub mod tree;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+pub use meta::{split_path, validate_name, EntryId, Kind, Meta, PathError, MAX_NAME};
+pub use tree::{Node, Tree};
+
+use crate::chunks::ChunkRef;
+use crate::graph::Frontier;
+use crate::ids::{AgentId, EventId, Lv};
+use crate::text::{Edit, ExportedRun, RemoteOp, RemoteOpError, TextDoc};
+
+/// What a replica has: per agent, the next sequence number it lacks.
+pub type VersionVector = BTreeMap<AgentId, u64>;
+
+/// An entry's resolved state (the registers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryState {
+    /// File, directory or link.
+    pub kind: Kind,
+    /// Not deleted (a directory may still show if something in it lives).
+    pub alive: bool,
+    /// Containing directory (`None` = root).
+    pub parent: Option<EntryId>,
+    /// Name in it.
+    pub name: String,
+    /// Executable bit.
+    pub exec: bool,
+    /// What its content is.
+    pub content: Content,
+}
+
+/// The content register of an entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Content {
+    /// Directories.
+    None,
+    /// The text of the entry's history.
+    Text,
+    /// Binary bytes, as chunks.
+    Binary {
+        /// Size in bytes.
+        size: u64,
+        /// The chunks in order.
+        chunks: Vec<ChunkRef>,
+    },
+    /// A symlink's target.
+    Link(String),
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    doc: TextDoc,
+    state: EntryState,
+}
+
+/// A record of the folder's log: events `seq..seq + len` of `agent`, for
+/// `entry`, at local versions `lv..` of that entry.
+#[derive(Clone, Copy, Debug)]
+struct LogRecord {
+    agent: AgentId,
+    seq: u64,
+    len: u64,
+    entry: EntryId,
+    lv: Lv,
+}
+
+/// A batch of changes for another replica: runs of events, each for one
+/// entry, in causal order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The runs.
+    pub runs: Vec<(EntryId, ExportedRun)>,
+}
+
+/// Why a local operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FolderError {
+    /// The path is not valid.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// Nothing at that path.
+    #[error("no such file or directory: {0}")]
+    NotFound(String),
+    /// Something is already there.
+    #[error("already exists: {0}")]
+    Exists(String),
+    /// A path component is a file.
+    #[error("not a directory: {0}")]
+    NotADirectory(String),
+    /// The entry id is unknown.
+    #[error("unknown entry {0:?}")]
+    UnknownEntry(EntryId),
+    /// Moving a directory into itself.
+    #[error("cannot move a directory into itself")]
+    IntoItself,
+}
+
+/// Why remote changes were refused. Runs before the bad one were applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// The sender skipped events: ask again from our version vector.
+    #[error("events of {agent:?} from {expected} are missing (got {got})")]
+    Gap {
+        /// The author.
+        agent: AgentId,
+        /// Next sequence number this replica needs.
+        expected: u64,
+        /// What came.
+        got: u64,
+    },
+    /// An event for an entry this replica has never heard of, that is not
+    /// its creation.
+    #[error("event {0:?} for an unknown entry")]
+    UnknownEntry(EventId),
+    /// Malformed metadata (for example a name with `/` or `..`).
+    #[error("invalid metadata in {0:?}")]
+    BadMeta(EventId),
+    /// The run's parents are unknown.
+    #[error(transparent)]
+    Op(#[from] RemoteOpError),
+}
+
+/// One shared folder on one replica.
+#[derive(Clone, Debug)]
+pub struct Folder {
+    agent: AgentId,
+    next_seq: u64,
+    entries: HashMap<EntryId, Entry>,
+    vv: VersionVector,
+    log: Vec<LogRecord>,
+    tree: Tree,
+    tree_dirty: bool,
+}
+
+impl Folder {
+    /// An empty folder whose local changes are made as `agent`.
+    pub fn new(agent: AgentId) -> Self {
+        Folder {
+            agent,
+            next_seq: 0,
+            entries: HashMap::new(),
+            vv: VersionVector::new(),
+            log: Vec::new(),
+            tree: Tree::default(),
+            tree_dirty: false,
+        }
+    }
+
+    /// The local agent.
+    pub fn agent(&self) -> AgentId {
+        self.agent
+    }
+
+    /// What this replica has.
+    pub fn version_vector(&self) -> &VersionVector {
+        &self.vv
+    }
+
+    /// Number of events in the folder's log records (for sessions).
+    pub(crate) fn log_len(&self) -> usize {
+        self.log.len()
+    }
+
+    /// The resolved tree: paths to entries.
+    pub fn tree(&mut self) -> &Tree {
+        if self.tree_dirty {
+            self.tree = Tree::build(self.entries.iter().map(|(id, e)| (*id, &e.state)));
+            self.tree_dirty = false;
+        }
+        &self.tree
+    }
+
+    /// The state of an entry.
+    pub fn state(&self, id: EntryId) -> Option<&EntryState> {
+        self.entries.get(&id).map(|e| &e.state)
+    }
+
+    /// The text history (and current text) of an entry.
+    pub fn doc(&self, id: EntryId) -> Option<&TextDoc> {
+        self.entries.get(&id).map(|e| &e.doc)
+    }
+
+    /// Every entry id, in no particular order.
+    pub fn entry_ids(&self) -> impl Iterator<Item = EntryId> + '_ {
+        self.entries.keys().copied()
+    }
+
+    /// Every binary chunk referenced by any version of any entry: what a
+    /// replica must be able to serve.
+    pub fn referenced_chunks(&self) -> HashSet<crate::chunks::ChunkHash> {
+        let mut out = HashSet::new();
+        for e in self.entries.values() {
+            for (_, m) in e.doc.oplog().markers() {
+                if let Ok(Meta::Binary { chunks, .. }) = Meta::decode(m) {
+                    out.extend(chunks.iter().map(|c| c.hash));
+                }
+            }
+        }
+        out
+    }
+
+    // ----- local changes -------------------------------------------------
+
+    fn bump(&mut self, n: u64) -> u64 {
+        let s = self.next_seq;
+        self.next_seq += n;
+        self.vv.insert(self.agent, self.next_seq);
+        s
+    }
+
+    fn record(&mut self, entry: EntryId, agent: AgentId, seq: u64, len: u64, lv: Lv) {
+        if let Some(last) = self.log.last_mut() {
+            if last.entry == entry && last.agent == agent && last.seq + last.len == seq && last.lv + last.len as usize == lv {
+                last.len += len;
+                return;
+            }
+        }
+        self.log.push(LogRecord { agent, seq, len, entry, lv });
+    }
+
+    fn local_meta(&mut self, id: EntryId, meta: &Meta, now: u64) {
+        let seq = self.bump(1);
+        let agent = self.agent;
+        let Some(e) = self.entries.get_mut(&id) else { return };
+        let lv = e.doc.local_marker(agent, seq, &meta.encode(), now);
+        self.record(id, agent, seq, 1, lv);
+        self.refresh(id);
+    }
+
+    /// Recomputes an entry's registers after its history changed.
+    fn refresh(&mut self, id: EntryId) {
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.state = resolve(&e.doc, e.state.kind);
+            self.tree_dirty = true;
+        }
+    }
+
+    /// The directory at `path` (`""` = root), creating missing ones.
+    fn ensure_dir(&mut self, parts: &[&str], now: u64) -> Result<Option<EntryId>, FolderError> {
+        let mut parent = None;
+        for (i, name) in parts.iter().enumerate() {
+            let sub = parts[..=i].join("/");
+            match self.tree().lookup(&sub) {
+                Some(n) if n.kind == Kind::Dir => parent = Some(n.id),
+                Some(_) => return Err(FolderError::NotADirectory(sub)),
+                None => parent = Some(self.create_in(parent, name, Kind::Dir, now)),
+            }
+        }
+        Ok(parent)
+    }
+
+    fn create_in(&mut self, parent: Option<EntryId>, name: &str, kind: Kind, now: u64) -> EntryId {
+        let seq = self.bump(1);
+        let id = EntryId(EventId { agent: self.agent, seq });
+        let mut doc = TextDoc::new();
+        let meta = Meta::Create { kind, parent, name: name.to_owned() };
+        let lv = doc.local_marker(self.agent, seq, &meta.encode(), now);
+        let state = resolve(&doc, kind);
+        self.entries.insert(id, Entry { doc, state });
+        self.record(id, self.agent, seq, 1, lv);
+        self.tree_dirty = true;
+        id
+    }
+
+    /// Creates an empty file, directory or symlink at `path` (missing
+    /// parent directories too).
+    pub fn create(&mut self, path: &str, kind: Kind, now: u64) -> Result<EntryId, FolderError> {
+        let parts = split_path(path)?;
+        if self.tree().lookup(path).is_some() {
+            return Err(FolderError::Exists(path.to_owned()));
+        }
+        let (name, dirs) = parts.split_last().ok_or(PathError::Empty)?;
+        let parent = self.ensure_dir(dirs, now)?;
+        Ok(self.create_in(parent, name, kind, now))
+    }
+
+    /// Applies text edits (positions in Unicode scalar values, each relative
+    /// to the text after the previous edit) as one change.
+    pub fn edit_text(&mut self, id: EntryId, edits: &[Edit], now: u64) -> Result<(), FolderError> {
+        let e = self.entries.get(&id).ok_or(FolderError::UnknownEntry(id))?;
+        if e.state.content != Content::Text {
+            self.local_meta(id, &Meta::Text, now);
+        }
+        let agent = self.agent;
+        for edit in edits {
+            let seq = self.next_seq;
+            let e = self.entries.get_mut(&id).ok_or(FolderError::UnknownEntry(id))?;
+            let before = e.doc.oplog().len();
+            let r = e.doc.local_edit_at(agent, seq, edit, now);
+            let n = r.end - r.start;
+            if n > 0 {
+                self.bump(n);
+                self.record(id, agent, seq, n, before);
+            }
+        }
+        self.refresh(id);
+        Ok(())
+    }
+
+    /// Replaces the whole text, as the smallest single edit (common prefix
+    /// and suffix kept). The watcher computes finer diffs.
+    pub fn set_text(&mut self, id: EntryId, new: &str, now: u64) -> Result<(), FolderError> {
+        let e = self.entries.get(&id).ok_or(FolderError::UnknownEntry(id))?;
+        let old = e.doc.text();
+        let is_text = e.state.content == Content::Text;
+        if old == new && is_text {
+            return Ok(());
+        }
+        let edit = simple_diff(&old, new);
+        self.edit_text(id, &[edit], now)
+    }
+
+    /// Sets binary content.
+    pub fn write_binary(&mut self, id: EntryId, chunks: Vec<ChunkRef>, now: u64) -> Result<(), FolderError> {
+        if !self.entries.contains_key(&id) {
+            return Err(FolderError::UnknownEntry(id));
+        }
+        let size = chunks.iter().map(|c| c.len as u64).sum();
+        self.local_meta(id, &Meta::Binary { size, chunks }, now);
+        Ok(())
+    }
+
+    /// Sets a symlink's target.
+    pub fn set_link(&mut self, id: EntryId, target: &str, now: u64) -> Result<(), FolderError> {
+        if !self.entries.contains_key(&id) {
+            return Err(FolderError::UnknownEntry(id));
+        }
+        self.local_meta(id, &Meta::Link(target.to_owned()), now);
+        Ok(())
+    }
+
+    /// Sets the executable bit.
+    pub fn set_exec(&mut self, id: EntryId, exec: bool, now: u64) -> Result<(), FolderError> {
+        let e = self.entries.get(&id).ok_or(FolderError::UnknownEntry(id))?;
+        if e.state.exec != exec {
+            self.local_meta(id, &Meta::Exec(exec), now);
+        }
+        Ok(())
+    }
+
+    /// Renames or moves an entry to `path` (missing parents are created).
+    pub fn rename(&mut self, id: EntryId, path: &str, now: u64) -> Result<(), FolderError> {
+        let parts = split_path(path)?;
+        if !self.entries.contains_key(&id) {
+            return Err(FolderError::UnknownEntry(id));
+        }
+        if self.tree().lookup(path).is_some_and(|n| n.id != id) {
+            return Err(FolderError::Exists(path.to_owned()));
+        }
+        let (name, dirs) = parts.split_last().ok_or(PathError::Empty)?;
+        if let Some(p) = self.tree().path_of(id).map(str::to_owned) {
+            if path.starts_with(&format!("{p}/")) {
+                return Err(FolderError::IntoItself);
+            }
+        }
+        let parent = self.ensure_dir(dirs, now)?;
+        self.local_meta(id, &Meta::Move { parent, name: (*name).to_owned() }, now);
+        Ok(())
+    }
+
+    /// Deletes an entry; a directory with everything in it.
+    pub fn delete(&mut self, id: EntryId, now: u64) -> Result<(), FolderError> {
+        if !self.entries.contains_key(&id) {
+            return Err(FolderError::UnknownEntry(id));
+        }
+        let below: Vec<EntryId> = self.tree().descendants(id);
+        for d in below.into_iter().rev() {
+            self.local_meta(d, &Meta::Delete, now);
+        }
+        self.local_meta(id, &Meta::Delete, now);
+        Ok(())
+    }
+
+    // ----- sync ----------------------------------------------------------
+
+    /// Everything this replica has that a replica with version vector
+    /// `have` lacks, starting at log record `from` (0 for all), in causal
+    /// order. Stops after about `max_ops` unit operations; returns the log
+    /// position to continue from.
+    pub fn changes_since(&self, have: &VersionVector, from: usize, max_ops: usize) -> (Changes, usize) {
+        let mut out = Changes::default();
+        let mut ops = 0usize;
+        let mut pos = from;
+        while pos < self.log.len() {
+            if ops >= max_ops && !out.runs.is_empty() {
+                break;
+            }
+            let rec = self.log[pos];
+            pos += 1;
+            let h = have.get(&rec.agent).copied().unwrap_or(0);
+            if h >= rec.seq + rec.len {
+                continue;
+            }
+            let skip = h.saturating_sub(rec.seq) as usize;
+            let Some(e) = self.entries.get(&rec.entry) else { continue };
+            let mut runs = Vec::new();
+            e.doc.oplog().export_range(rec.lv + skip..rec.lv + rec.len as usize, &mut runs);
+            ops += rec.len as usize - skip;
+            out.runs.extend(runs.into_iter().map(|r| (rec.entry, r)));
+        }
+        (out, pos)
+    }
+
+    /// Takes changes from another replica. Duplicates are skipped; runs are
+    /// applied in order until one cannot be (see [`ApplyError`]), and what
+    /// came before it stays applied. Returns the entries that changed.
+    pub fn apply_changes(&mut self, changes: &Changes) -> Result<Vec<EntryId>, ApplyError> {
+        let mut touched: Vec<EntryId> = Vec::new();
+        let mut result = Ok(());
+        for (entry, run) in &changes.runs {
+            if let Err(e) = self.apply_run(*entry, run, &mut touched) {
+                result = Err(e);
+                break;
+            }
+        }
+        for id in &touched {
+            if let Some(e) = self.entries.get_mut(id) {
+                e.doc.merge_pending();
+            }
+            self.refresh(*id);
+        }
+        result.map(|_| touched)
+    }
+
+    fn apply_run(&mut self, entry: EntryId, run: &ExportedRun, touched: &mut Vec<EntryId>) -> Result<(), ApplyError> {
+        let agent = run.id.agent;
+        let have = self.vv.get(&agent).copied().unwrap_or(0);
+        let len = run.len() as u64;
+        if len == 0 || run.id.seq + len <= have {
+            return Ok(());
+        }
+        if run.id.seq > have {
+            return Err(ApplyError::Gap { agent, expected: have, got: run.id.seq });
+        }
+        if let crate::text::ExportedKind::Marker(m) = &run.kind {
+            Meta::decode(m).map_err(|_| ApplyError::BadMeta(run.id))?;
+        }
+        if !self.entries.contains_key(&entry) {
+            let kind = match &run.kind {
+                crate::text::ExportedKind::Marker(m) if run.id == entry.0 && run.parents.is_empty() => {
+                    match Meta::decode(m) {
+                        Ok(Meta::Create { kind, .. }) => kind,
+                        _ => return Err(ApplyError::UnknownEntry(run.id)),
+                    }
+                }
+                _ => return Err(ApplyError::UnknownEntry(run.id)),
+            };
+            let doc = TextDoc::new();
+            let state = EntryState {
+                kind,
+                alive: true,
+                parent: None,
+                name: String::new(),
+                exec: false,
+                content: Content::None,
+            };
+            self.entries.insert(entry, Entry { doc, state });
+        }
+        let e = self.entries.get_mut(&entry).ok_or(ApplyError::UnknownEntry(run.id))?;
+        let before = e.doc.oplog().len();
+        e.doc.add_remote(&RemoteOp::from_exported(run))?;
+        let added = (e.doc.oplog().len() - before) as u64;
+        let start_seq = run.id.seq + len - added;
+        self.vv.insert(agent, start_seq + added);
+        self.record(entry, agent, start_seq, added, before);
+        if !touched.contains(&entry) {
+            touched.push(entry);
+        }
+        Ok(())
+    }
+}
+
+/// Resolves an entry's registers from its history.
+fn resolve(doc: &TextDoc, kind: Kind) -> EntryState {
+    let log = doc.oplog();
+    let graph = log.graph();
+    // Newest events first; an event counts for a register unless a later
+    // event of the same register follows it.
+    let mut metas: Vec<(Lv, Meta)> = log.markers().filter_map(|(lv, m)| Some((lv, Meta::decode(m).ok()?))).collect();
+    metas.reverse();
+    let mut winners: [Option<(u64, EventId, Lv)>; 4] = [None; 4];
+    let mut accepted: [Frontier; 4] = Default::default();
+    for (lv, m) in &metas {
+        // Registers: 0 location, 1 exec, 2 content, 3 link target.
+        let regs: &[usize] = match m {
+            Meta::Create { kind: Kind::File, .. } => &[0, 2],
+            Meta::Create { .. } => &[0],
+            Meta::Move { .. } => &[0],
+            Meta::Exec(_) => &[1],
+            Meta::Binary { .. } | Meta::Text => &[2],
+            Meta::Link(_) => &[3],
+            Meta::Delete => &[],
+        };
+        for &r in regs {
+            if graph.frontier_contains(&accepted[r], *lv) {
+                continue;
+            }
+            accepted[r].push(*lv);
+            let key = (log.time_of(*lv), log.id_of(*lv), *lv);
+            if winners[r].is_none_or(|w| (key.0, key.1) > (w.0, w.1)) {
+                winners[r] = Some(key);
+            }
+        }
+    }
+    let meta_at = |r: usize| winners[r].and_then(|(_, _, lv)| metas.iter().find(|(l, _)| *l == lv)).map(|(_, m)| m);
+    let (parent, name) = match meta_at(0) {
+        Some(Meta::Create { parent, name, .. }) | Some(Meta::Move { parent, name }) => (*parent, name.clone()),
+        _ => (None, String::new()),
+    };
+    let exec = matches!(meta_at(1), Some(Meta::Exec(true)));
+    let content = match kind {
+        Kind::Dir => Content::None,
+        Kind::Symlink => match meta_at(3) {
+            Some(Meta::Link(t)) => Content::Link(t.clone()),
+            _ => Content::Link(String::new()),
+        },
+        Kind::File => match meta_at(2) {
+            Some(Meta::Binary { size, chunks }) => Content::Binary { size: *size, chunks: chunks.clone() },
+            _ => Content::Text,
+        },
+    };
+    // Deleted only when every newest event is a delete.
+    let alive = !doc.version().iter().all(|&lv| matches!(log.marker(lv).map(Meta::decode), Some(Ok(Meta::Delete))));
+    EntryState { kind, alive, parent, name, exec, content }
+}
+
+/// The single edit turning `old` into `new`: common prefix and suffix kept.
+pub fn simple_diff(old: &str, new: &str) -> Edit {
+    let o: Vec<char> = old.chars().collect();
+    let n: Vec<char> = new.chars().collect();
+    let pre = o.iter().zip(&n).take_while(|(a, b)| a == b).count();
+    let max_suf = o.len().min(n.len()) - pre;
+    let suf = o.iter().rev().zip(n.iter().rev()).take(max_suf).take_while(|(a, b)| a == b).count();
+    Edit { pos: pre, del: o.len() - pre - suf, ins: n[pre..n.len() - suf].iter().collect() }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,267 @@
+use super::*;
+use crate::chunks::{split, ChunkHash};
+
+pub(crate) fn agent(i: u64) -> AgentId {
+    AgentId::from_index(i)
+}
+
+/// Sends what `to` lacks from `from`.
+pub(crate) fn send(from: &Folder, to: &mut Folder) {
+    let (c, _) = from.changes_since(to.version_vector(), 0, usize::MAX);
+    to.apply_changes(&c).expect("valid changes");
+}
+
+/// Everyone hears from everyone.
+pub(crate) fn sync_all(fs: &mut [Folder]) {
+    for _ in 0..2 {
+        for i in 0..fs.len() {
+            for j in 0..fs.len() {
+                if i != j {
+                    let from = fs[j].clone();
+                    send(&from, &mut fs[i]);
+                }
+            }
+        }
+    }
+}
+
+/// Path -> (kind, text or chunk list, exec), for comparing replicas.
+pub(crate) fn snapshot(f: &mut Folder) -> Vec<(String, String)> {
+    let nodes: Vec<Node> = f.tree().nodes().cloned().collect();
+    nodes
+        .into_iter()
+        .map(|n| {
+            let st = f.state(n.id).expect("node has state").clone();
+            let body = match &st.content {
+                Content::Text => f.doc(n.id).map(|d| d.text()).unwrap_or_default(),
+                Content::Binary { chunks, .. } => format!("{:?}", chunks.iter().map(|c| c.hash).collect::<Vec<_>>()),
+                Content::Link(t) => format!("-> {t}"),
+                Content::None => "<dir>".into(),
+            };
+            (n.path, format!("{:?} x={} {body}", st.kind, st.exec))
+        })
+        .collect()
+}
+
+fn text_at(f: &mut Folder, path: &str) -> Option<String> {
+    let id = f.tree().lookup(path)?.id;
+    f.doc(id).map(|d| d.text())
+}
+
+/// Two replicas that share `setup`, then diverge.
+fn pair(setup: impl FnOnce(&mut Folder)) -> (Folder, Folder) {
+    let mut a = Folder::new(agent(1));
+    setup(&mut a);
+    let mut b = Folder::new(agent(2));
+    send(&a, &mut b);
+    (a, b)
+}
+
+fn converge(a: &mut Folder, b: &mut Folder) {
+    let a0 = a.clone();
+    send(b, a);
+    send(&a0, b);
+    assert_eq!(snapshot(a), snapshot(b), "replicas differ");
+}
+
+fn file(f: &mut Folder, path: &str, text: &str) -> EntryId {
+    let id = f.create(path, Kind::File, 1).expect("create");
+    f.set_text(id, text, 1).expect("write");
+    id
+}
+
+#[test]
+fn text_edits_at_different_places_both_present() {
+    let (mut a, mut b) = pair(|f| {
+        file(f, "notes.txt", "alpha\nbeta\ngamma\n");
+    });
+    let id = a.tree().lookup("notes.txt").expect("exists").id;
+    a.set_text(id, "ALPHA\nbeta\ngamma\n", 2).expect("edit");
+    b.set_text(id, "alpha\nbeta\nGAMMA\n", 2).expect("edit");
+    converge(&mut a, &mut b);
+    assert_eq!(text_at(&mut a, "notes.txt").as_deref(), Some("ALPHA\nbeta\nGAMMA\n"));
+}
+
+#[test]
+fn inserts_at_one_place_do_not_interleave() {
+    let (mut a, mut b) = pair(|f| {
+        file(f, "t", "[]");
+    });
+    let id = a.tree().lookup("t").expect("exists").id;
+    a.set_text(id, "[hello]", 2).expect("edit");
+    b.set_text(id, "[world]", 2).expect("edit");
+    converge(&mut a, &mut b);
+    let t = text_at(&mut a, "t").expect("text");
+    assert!(t == "[helloworld]" || t == "[worldhello]", "{t}");
+}
+
+#[test]
+fn binary_on_two_nodes_has_one_winner_and_keeps_the_loser() {
+    let (mut a, mut b) = pair(|f| {
+        f.create("img.bin", Kind::File, 1).expect("create");
+    });
+    let id = a.tree().lookup("img.bin").expect("exists").id;
+    let ca: Vec<ChunkRef> = split(&[1u8; 5000]).into_iter().map(|c| c.0).collect();
+    let cb: Vec<ChunkRef> = split(&[2u8; 7000]).into_iter().map(|c| c.0).collect();
+    a.write_binary(id, ca.clone(), 10).expect("write");
+    b.write_binary(id, cb.clone(), 20).expect("write");
+    converge(&mut a, &mut b);
+    // The later write (by time) wins everywhere; the other is in history.
+    assert_eq!(a.state(id).map(|s| s.content.clone()), Some(Content::Binary { size: 7000, chunks: cb }));
+    let hashes: HashSet<ChunkHash> = a.referenced_chunks();
+    assert!(hashes.contains(&ca[0].hash));
+}
+
+#[test]
+fn edit_beats_concurrent_delete() {
+    let (mut a, mut b) = pair(|f| {
+        file(f, "doc.txt", "keep me");
+    });
+    let id = a.tree().lookup("doc.txt").expect("exists").id;
+    a.set_text(id, "keep me, edited", 2).expect("edit");
+    b.delete(id, 2).expect("delete");
+    assert!(b.tree().lookup("doc.txt").is_none());
+    converge(&mut a, &mut b);
+    assert_eq!(text_at(&mut b, "doc.txt").as_deref(), Some("keep me, edited"));
+}
+
+#[test]
+fn delete_after_seeing_the_edit_deletes() {
+    let (mut a, mut b) = pair(|f| {
+        file(f, "doc.txt", "x");
+    });
+    let id = a.tree().lookup("doc.txt").expect("exists").id;
+    a.set_text(id, "xy", 2).expect("edit");
+    send(&a, &mut b);
+    b.delete(id, 3).expect("delete");
+    converge(&mut a, &mut b);
+    assert!(a.tree().lookup("doc.txt").is_none());
+}
+
+#[test]
+fn edit_and_concurrent_move_meet_at_the_new_path() {
+    let (mut a, mut b) = pair(|f| {
+        file(f, "a.txt", "one");
+    });
+    let id = a.tree().lookup("a.txt").expect("exists").id;
+    a.set_text(id, "one two", 2).expect("edit");
+    b.rename(id, "sub/dir/b.txt", 2).expect("move");
+    converge(&mut a, &mut b);
+    assert!(a.tree().lookup("a.txt").is_none());
+    assert_eq!(text_at(&mut a, "sub/dir/b.txt").as_deref(), Some("one two"));
+}
+
+#[test]
+fn renamed_to_two_names_ends_with_one() {
+    let (mut a, mut b) = pair(|f| {
+        file(f, "x", "data");
+    });
+    let id = a.tree().lookup("x").expect("exists").id;
+    a.rename(id, "from-a", 2).expect("rename");
+    b.rename(id, "from-b", 3).expect("rename");
+    converge(&mut a, &mut b);
+    let paths: Vec<String> = a.tree().nodes().map(|n| n.path.clone()).collect();
+    assert_eq!(paths, vec!["from-b".to_owned()]);
+}
+
+#[test]
+fn same_new_path_on_two_nodes_keeps_both() {
+    let mut a = Folder::new(agent(1));
+    let mut b = Folder::new(agent(2));
+    file(&mut a, "plan.md", "from a");
+    file(&mut b, "plan.md", "from b");
+    converge(&mut a, &mut b);
+    let snap = snapshot(&mut a);
+    assert_eq!(snap.len(), 2, "{snap:?}");
+    assert_eq!(text_at(&mut a, "plan.md").as_deref(), Some("from a"), "smallest entry id keeps the name");
+    let other = format!("plan ({}).md", agent(2).short());
+    assert_eq!(text_at(&mut a, &other).as_deref(), Some("from b"));
+}
+
+#[test]
+fn same_directory_created_on_two_nodes_merges() {
+    let mut a = Folder::new(agent(1));
+    let mut b = Folder::new(agent(2));
+    file(&mut a, "docs/a.txt", "A");
+    file(&mut b, "docs/b.txt", "B");
+    converge(&mut a, &mut b);
+    let paths: Vec<String> = a.tree().nodes().map(|n| n.path.clone()).collect();
+    assert_eq!(paths, vec!["docs", "docs/a.txt", "docs/b.txt"]);
+}
+
+#[test]
+fn new_file_in_concurrently_deleted_directory_survives() {
+    let (mut a, mut b) = pair(|f| {
+        file(f, "d/old.txt", "old");
+    });
+    let d = a.tree().lookup("d").expect("dir").id;
+    a.delete(d, 2).expect("delete");
+    file(&mut b, "d/new.txt", "new");
+    converge(&mut a, &mut b);
+    let paths: Vec<String> = a.tree().nodes().map(|n| n.path.clone()).collect();
+    assert_eq!(paths, vec!["d", "d/new.txt"]);
+}
+
+#[test]
+fn exec_bit_and_symlinks_replicate() {
+    let (mut a, mut b) = pair(|_| {});
+    let s = file(&mut a, "run.sh", "#!/bin/sh\n");
+    a.set_exec(s, true, 2).expect("chmod");
+    let l = a.create("link", Kind::Symlink, 2).expect("create");
+    a.set_link(l, "run.sh", 2).expect("link");
+    converge(&mut a, &mut b);
+    assert!(b.state(s).is_some_and(|st| st.exec));
+    assert_eq!(b.state(l).map(|st| st.content.clone()), Some(Content::Link("run.sh".into())));
+}
+
+#[test]
+fn crossed_directory_moves_do_not_lose_anything() {
+    let (mut a, mut b) = pair(|f| {
+        file(f, "p/in-p.txt", "p");
+        file(f, "q/in-q.txt", "q");
+    });
+    let p = a.tree().lookup("p").expect("p").id;
+    let q = a.tree().lookup("q").expect("q").id;
+    a.rename(p, "q/p", 2).expect("move");
+    b.rename(q, "p/q", 2).expect("move");
+    converge(&mut a, &mut b);
+    let snap = snapshot(&mut a);
+    assert!(snap.iter().any(|(p, _)| p.ends_with("in-p.txt")), "{snap:?}");
+    assert!(snap.iter().any(|(p, _)| p.ends_with("in-q.txt")), "{snap:?}");
+}
+
+#[test]
+fn hostile_changes_are_refused() {
+    let mut a = Folder::new(agent(1));
+    let id = file(&mut a, "f", "x");
+    let (mut c, _) = a.changes_since(&VersionVector::new(), 0, usize::MAX);
+    // A move to ".." smuggled in as the entry's next event.
+    let evil = Meta::Move { parent: None, name: "..".into() };
+    let last = c.runs.last().expect("runs").1.clone();
+    let next = EventId { agent: agent(1), seq: last.id.seq + last.len() as u64 };
+    c.runs.push((
+        id,
+        ExportedRun {
+            id: next,
+            parents: vec![EventId { agent: agent(1), seq: next.seq - 1 }],
+            pos: 0,
+            kind: crate::text::ExportedKind::Marker(evil.encode()),
+            time: 0,
+        },
+    ));
+    let mut b = Folder::new(agent(2));
+    assert!(matches!(b.apply_changes(&c), Err(ApplyError::BadMeta(_))));
+    // What came before the bad event was applied and nothing escaped.
+    assert_eq!(text_at(&mut b, "f").as_deref(), Some("x"));
+    // A gap is reported, not papered over.
+    let mut gap = a.changes_since(&VersionVector::new(), 0, usize::MAX).0;
+    gap.runs.remove(0);
+    assert!(matches!(Folder::new(agent(3)).apply_changes(&gap), Err(ApplyError::Gap { .. })));
+}
+
+#[test]
+fn simple_diff_is_minimal_around_the_change() {
+    assert_eq!(simple_diff("abcdef", "abXYef"), Edit { pos: 2, del: 2, ins: "XY".into() });
+    assert_eq!(simple_diff("aaa", "aaaa"), Edit { pos: 3, del: 0, ins: "a".into() });
+    assert_eq!(simple_diff("", ""), Edit { pos: 0, del: 0, ins: String::new() });
+}

@@ -1,0 +1,222 @@
+//! From entries to paths: the one place where names are resolved.
+//!
+//! The rules, applied the same way on every replica:
+//! 1. Files and links show when not deleted. A directory shows when not
+//!    deleted or when anything inside it shows (a file created in a
+//!    directory that another replica deleted keeps its directory).
+//! 2. Directories with the same name in the same place merge into one path.
+//! 3. When several files or links (or a file and a directory) want one
+//!    name, a directory keeps it, else the smallest entry id; the others are
+//!    renamed `stem (AGENT).ext` after their creator ([`conflict_name`]).
+//!    Both contents stay reachable; nothing is overwritten.
+//! 4. An entry whose parent chain loops (concurrent moves of two directories
+//!    into each other) is attached at the root, smallest entry id first.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::{EntryId, EntryState, Kind};
+
+/// A visible entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// The entry (for merged directories, the smallest id).
+    pub id: EntryId,
+    /// File, directory or link.
+    pub kind: Kind,
+    /// Path relative to the folder root, `/`-separated.
+    pub path: String,
+}
+
+/// Every visible path of a folder.
+#[derive(Clone, Debug, Default)]
+pub struct Tree {
+    by_path: BTreeMap<String, Node>,
+    path_of: HashMap<EntryId, String>,
+}
+
+impl Tree {
+    /// The node at `path`.
+    pub fn lookup(&self, path: &str) -> Option<&Node> {
+        self.by_path.get(path)
+    }
+
+    /// Where an entry shows (merged directories all map to one path).
+    pub fn path_of(&self, id: EntryId) -> Option<&str> {
+        self.path_of.get(&id).map(String::as_str)
+    }
+
+    /// All nodes in path order.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> + '_ {
+        self.by_path.values()
+    }
+
+    /// Number of visible paths.
+    pub fn len(&self) -> usize {
+        self.by_path.len()
+    }
+
+    /// True for an empty folder.
+    pub fn is_empty(&self) -> bool {
+        self.by_path.is_empty()
+    }
+
+    /// Every entry below `id` (not `id` itself), parents before children.
+    pub fn descendants(&self, id: EntryId) -> Vec<EntryId> {
+        let Some(p) = self.path_of.get(&id) else { return Vec::new() };
+        let prefix = format!("{p}/");
+        let mut out = Vec::new();
+        for (path, node) in self.by_path.range(prefix.clone()..) {
+            if !path.starts_with(&prefix) {
+                break;
+            }
+            out.push(node.id);
+            // Merged directories: every entry behind the path.
+            out.extend(self.path_of.iter().filter(|(e, q)| *q == path && **e != node.id).map(|(e, _)| *e));
+        }
+        out
+    }
+
+    /// Resolves paths from entry states.
+    pub(crate) fn build<'a>(entries: impl Iterator<Item = (EntryId, &'a EntryState)>) -> Tree {
+        let states: HashMap<EntryId, &EntryState> = entries.collect();
+        let dir_parent = |s: &EntryState| s.parent.filter(|p| states.get(p).is_some_and(|ps| ps.kind == Kind::Dir));
+
+        // Rule 1: what shows.
+        let mut visible: HashSet<EntryId> = HashSet::new();
+        let mut ids: Vec<EntryId> = states.keys().copied().collect();
+        ids.sort();
+        for &id in &ids {
+            if !states[&id].alive {
+                continue;
+            }
+            let mut cur = Some(id);
+            let mut steps = 0;
+            while let Some(c) = cur {
+                if !visible.insert(c) || steps > states.len() {
+                    break;
+                }
+                steps += 1;
+                cur = dir_parent(states[&c]);
+            }
+        }
+        let mut children: HashMap<Option<EntryId>, Vec<EntryId>> = HashMap::new();
+        for &id in &ids {
+            if visible.contains(&id) {
+                children.entry(dir_parent(states[&id])).or_default().push(id);
+            }
+        }
+
+        let mut tree = Tree::default();
+        let mut reached: HashSet<EntryId> = HashSet::new();
+        let mut root_used: HashSet<String> = HashSet::new();
+        let mut queue: Vec<(String, Vec<Option<EntryId>>)> = vec![(String::new(), vec![None])];
+        loop {
+            while let Some((prefix, dirs)) = queue.pop() {
+                let mut kids: Vec<EntryId> = dirs
+                    .iter()
+                    .flat_map(|d| children.get(d).into_iter().flatten().copied())
+                    .filter(|k| !reached.contains(k))
+                    .collect();
+                kids.sort();
+                kids.dedup();
+                let mut used = if prefix.is_empty() { std::mem::take(&mut root_used) } else { HashSet::new() };
+                tree.place(&prefix, &kids, &states, &mut used, &mut reached, &mut queue);
+                if prefix.is_empty() {
+                    root_used = used;
+                }
+            }
+            // Rule 4: whatever was not reached hangs in a cycle.
+            let Some(&stray) = ids.iter().find(|id| visible.contains(id) && !reached.contains(id)) else { break };
+            tree.place("", &[stray], &states, &mut root_used, &mut reached, &mut queue);
+        }
+        tree
+    }
+
+    /// Names `kids` inside the directory at `prefix` (rules 2 and 3) and
+    /// queues the directories among them.
+    fn place(
+        &mut self,
+        prefix: &str,
+        kids: &[EntryId],
+        states: &HashMap<EntryId, &EntryState>,
+        used: &mut HashSet<String>,
+        reached: &mut HashSet<EntryId>,
+        queue: &mut Vec<(String, Vec<Option<EntryId>>)>,
+    ) {
+        let mut by_name: BTreeMap<&str, Vec<EntryId>> = BTreeMap::new();
+        for &k in kids {
+            by_name.entry(states[&k].name.as_str()).or_default().push(k);
+        }
+        let join = |name: &str| if prefix.is_empty() { name.to_owned() } else { format!("{prefix}/{name}") };
+        let mut losers = Vec::new();
+        for (name, group) in by_name {
+            let dirs: Vec<EntryId> = group.iter().copied().filter(|k| states[k].kind == Kind::Dir).collect();
+            let others = group.iter().copied().filter(|k| states[k].kind != Kind::Dir);
+            if name.is_empty() || used.contains(name) {
+                losers.extend(group.iter().copied());
+                continue;
+            }
+            used.insert(name.to_owned());
+            let path = join(name);
+            if let Some(&canon) = dirs.first() {
+                for &d in &dirs {
+                    reached.insert(d);
+                    self.path_of.insert(d, path.clone());
+                }
+                self.by_path.insert(path.clone(), Node { id: canon, kind: Kind::Dir, path: path.clone() });
+                queue.push((path, dirs.iter().map(|d| Some(*d)).collect()));
+                losers.extend(others);
+            } else {
+                let mut others = others;
+                if let Some(first) = others.next() {
+                    reached.insert(first);
+                    self.path_of.insert(first, path.clone());
+                    self.by_path.insert(path.clone(), Node { id: first, kind: states[&first].kind, path });
+                }
+                losers.extend(others);
+            }
+        }
+        losers.sort();
+        for k in losers {
+            let name = conflict_name(&states[&k].name, k, used);
+            used.insert(name.clone());
+            reached.insert(k);
+            let path = join(&name);
+            self.path_of.insert(k, path.clone());
+            let kind = states[&k].kind;
+            self.by_path.insert(path.clone(), Node { id: k, kind, path: path.clone() });
+            if kind == Kind::Dir {
+                queue.push((path, vec![Some(k)]));
+            }
+        }
+    }
+}
+
+/// The name a losing entry gets: `stem (AGENT).ext`, `AGENT` being the first
+/// hex digits of its creator's id, made unique with the creator's sequence
+/// number if needed.
+pub fn conflict_name(name: &str, id: EntryId, used: &HashSet<String>) -> String {
+    let name = if name.is_empty() { "unnamed" } else { name };
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => name.split_at(i),
+        _ => (name, ""),
+    };
+    let short = id.0.agent.short();
+    let mut stem = stem.to_owned();
+    // Keep the result within the name length limit.
+    while stem.len() + ext.len() + short.len() + 30 > super::MAX_NAME {
+        stem.pop();
+    }
+    let first = format!("{stem} ({short}){ext}");
+    if !used.contains(&first) {
+        return first;
+    }
+    let mut n = id.0.seq;
+    loop {
+        let c = format!("{stem} ({short}-{n}){ext}");
+        if !used.contains(&c) {
+            return c;
+        }
+        n += 1;
+    }
+}
