@@ -75,12 +75,15 @@ fn utf16_pos(s: &str, chars: usize) -> u32 {
     s.chars().take(chars).map(|c| c.len_utf16() as u32).sum()
 }
 
-/// yrs: every patch as a local edit. Returns the doc.
+/// yrs: every patch as a local edit. Returns the doc. Trace positions are
+/// code points and yrs counts UTF-16 units, so a rope alongside converts
+/// them when the trace is not ASCII.
 pub fn yrs_local(t: &Trace) -> Doc {
     let doc = ydoc(1);
     let text = doc.get_or_insert_text("t");
     let mut txn = doc.transact_mut();
-    let ascii = t.end.is_ascii() && t.txns.iter().all(|x| x.patches.iter().all(|p| p.2.is_ascii()));
+    let ascii = t.start.is_ascii() && t.txns.iter().all(|x| x.patches.iter().all(|p| p.2.is_ascii()));
+    let mut shadow = ropey::Rope::from_str(&t.start);
     if !t.start.is_empty() {
         text.insert(&mut txn, 0, &t.start);
     }
@@ -89,9 +92,11 @@ pub fn yrs_local(t: &Trace) -> Doc {
             let (p, d) = if ascii {
                 (*pos as u32, *del as u32)
             } else {
-                let cur = text.get_string(&txn);
-                let p = utf16_pos(&cur, *pos);
-                (p, utf16_pos(&cur, pos + del) - p)
+                let p = shadow.char_to_utf16_cu(*pos);
+                let e = shadow.char_to_utf16_cu(pos + del);
+                shadow.remove(*pos..pos + del);
+                shadow.insert(*pos, ins);
+                (p as u32, (e - p) as u32)
             };
             if d > 0 {
                 text.remove_range(&mut txn, p, d);

@@ -10,12 +10,16 @@
 //! - [`encoding`]: the byte format of wire and disk; safe on untrusted input.
 //! - [`folder`]: a shared folder: entries, registers, the resolved tree.
 //! - [`chunks`]: content-defined chunks of binary files.
+//! - [`session`]: the sync state machine for one peer and one folder;
+//!   [`wire`] its messages.
 
 pub mod chunks;
 pub mod encoding;
 pub mod folder;
 pub mod graph;
 pub mod ids;
+pub mod session;
 pub mod text;
+pub mod wire;
 
 pub use ids::{AgentId, EventId, Lv};

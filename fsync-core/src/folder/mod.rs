@@ -431,8 +431,9 @@ impl Folder {
 
     /// Takes changes from another replica. Duplicates are skipped; runs are
     /// applied in order until one cannot be (see [`ApplyError`]), and what
-    /// came before it stays applied. Returns the entries that changed.
-    pub fn apply_changes(&mut self, changes: &Changes) -> Result<Vec<EntryId>, ApplyError> {
+    /// came before it stays applied. Returns the entries that changed, and
+    /// the error that stopped it, if one did.
+    pub fn apply_changes(&mut self, changes: &Changes) -> (Vec<EntryId>, Result<(), ApplyError>) {
         let mut touched: Vec<EntryId> = Vec::new();
         let mut result = Ok(());
         for (entry, run) in &changes.runs {
@@ -447,7 +448,7 @@ impl Folder {
             }
             self.refresh(*id);
         }
-        result.map(|_| touched)
+        (touched, result)
     }
 
     fn apply_run(&mut self, entry: EntryId, run: &ExportedRun, touched: &mut Vec<EntryId>) -> Result<(), ApplyError> {
@@ -563,4 +564,4 @@ pub fn simple_diff(old: &str, new: &str) -> Edit {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

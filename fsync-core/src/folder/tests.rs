@@ -8,7 +8,7 @@ pub(crate) fn agent(i: u64) -> AgentId {
 /// Sends what `to` lacks from `from`.
 pub(crate) fn send(from: &Folder, to: &mut Folder) {
     let (c, _) = from.changes_since(to.version_vector(), 0, usize::MAX);
-    to.apply_changes(&c).expect("valid changes");
+    to.apply_changes(&c).1.expect("valid changes");
 }
 
 /// Everyone hears from everyone.
@@ -250,13 +250,13 @@ fn hostile_changes_are_refused() {
         },
     ));
     let mut b = Folder::new(agent(2));
-    assert!(matches!(b.apply_changes(&c), Err(ApplyError::BadMeta(_))));
+    assert!(matches!(b.apply_changes(&c).1, Err(ApplyError::BadMeta(_))));
     // What came before the bad event was applied and nothing escaped.
     assert_eq!(text_at(&mut b, "f").as_deref(), Some("x"));
     // A gap is reported, not papered over.
     let mut gap = a.changes_since(&VersionVector::new(), 0, usize::MAX).0;
     gap.runs.remove(0);
-    assert!(matches!(Folder::new(agent(3)).apply_changes(&gap), Err(ApplyError::Gap { .. })));
+    assert!(matches!(Folder::new(agent(3)).apply_changes(&gap).1, Err(ApplyError::Gap { .. })));
 }
 
 #[test]

@@ -1,0 +1,316 @@
+//! A seeded network of in-memory peers with virtual time, latency, loss,
+//! duplication, reordering and partitions (quinn-proto's `Pair`, grown to N
+//! peers). Every peer edits at random; after healing, all must converge.
+
+use std::collections::BTreeMap;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+use crate::chunks::{split, MemoryChunks};
+use crate::folder::tests::snapshot;
+use crate::folder::{Content, Kind};
+use crate::ids::AgentId;
+use crate::text::Edit;
+
+struct Peer {
+    folder: Folder,
+    chunks: MemoryChunks,
+    sessions: BTreeMap<usize, Session>,
+}
+
+struct Packet {
+    from: usize,
+    to: usize,
+    at: u64,
+    bytes: Vec<u8>,
+}
+
+pub(crate) struct Faults {
+    pub(crate) loss: f64,
+    pub(crate) dup: f64,
+    pub(crate) max_delay: u64,
+    pub(crate) partitions: bool,
+}
+
+struct Net {
+    peers: Vec<Peer>,
+    links: Vec<(usize, usize)>,
+    cut: Vec<bool>,
+    flight: Vec<Packet>,
+    now: u64,
+    rng: StdRng,
+}
+
+impl Net {
+    fn new(n: usize, seed: u64) -> Net {
+        let mut rng = StdRng::seed_from_u64(seed);
+        // A random spanning tree (so the graph is connected, and relaying is
+        // needed) plus a few extra edges.
+        let mut links = Vec::new();
+        for i in 1..n {
+            links.push((rng.random_range(0..i), i));
+        }
+        for _ in 0..rng.random_range(0..n) {
+            let (a, b) = (rng.random_range(0..n), rng.random_range(0..n));
+            if a != b && !links.contains(&(a.min(b), a.max(b))) {
+                links.push((a.min(b), a.max(b)));
+            }
+        }
+        let mut peers: Vec<Peer> = (0..n)
+            .map(|i| Peer {
+                folder: Folder::new(AgentId::from_index(i as u64 + 1)),
+                chunks: MemoryChunks::default(),
+                sessions: BTreeMap::new(),
+            })
+            .collect();
+        for &(a, b) in &links {
+            for (x, y) in [(a, b), (b, a)] {
+                let mut s = Session::new();
+                s.start(&peers[x].folder);
+                peers[x].sessions.insert(y, s);
+            }
+        }
+        let cut = vec![false; links.len()];
+        Net { peers, links, cut, flight: Vec::new(), now: 0, rng }
+    }
+
+    fn link_cut(&self, a: usize, b: usize) -> bool {
+        let l = (a.min(b), a.max(b));
+        self.links.iter().position(|x| *x == l).is_some_and(|i| self.cut[i])
+    }
+
+    /// Collects every message the sessions want to send.
+    fn pump(&mut self, f: &Faults) {
+        for i in 0..self.peers.len() {
+            let p = &mut self.peers[i];
+            for (&to, s) in p.sessions.iter_mut() {
+                while let Some(bytes) = s.poll_transmit(&p.folder, &p.chunks) {
+                    let lost = self.rng.random_bool(f.loss);
+                    let copies = if self.rng.random_bool(f.dup) { 2 } else { 1 };
+                    for _ in 0..copies {
+                        if !lost {
+                            let at = self.now + self.rng.random_range(0..=f.max_delay);
+                            self.flight.push(Packet { from: i, to, at, bytes: bytes.clone() });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers due packets in random order.
+    fn deliver(&mut self) {
+        let mut due = Vec::new();
+        let mut i = 0;
+        while i < self.flight.len() {
+            if self.flight[i].at <= self.now {
+                due.push(self.flight.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        while !due.is_empty() {
+            let pk = due.swap_remove(self.rng.random_range(0..due.len()));
+            if self.link_cut(pk.from, pk.to) {
+                continue;
+            }
+            let now = self.now;
+            let p = &mut self.peers[pk.to];
+            let s = p.sessions.get_mut(&pk.from).expect("session exists");
+            s.handle_message(now, &pk.bytes, &mut p.folder, &mut p.chunks).expect("honest peers send valid messages");
+            while s.poll_event().is_some() {}
+        }
+    }
+
+    fn random_edit(&mut self, i: usize) {
+        let now = self.now;
+        let choice = self.rng.random_range(0..100);
+        let n = self.rng.random_range(0..1000u32);
+        let p = &mut self.peers[i];
+        let f = &mut p.folder;
+        let nodes: Vec<_> = f.tree().nodes().cloned().collect();
+        let files: Vec<_> = nodes.iter().filter(|n| n.kind == Kind::File).cloned().collect();
+        let dirs: Vec<_> = nodes.iter().filter(|n| n.kind == Kind::Dir).cloned().collect();
+        let pick = |v: &Vec<crate::folder::Node>| v.get(n as usize % v.len().max(1)).cloned();
+        match choice {
+            0..=14 => {
+                let dir = pick(&dirs).map(|d| format!("{}/", d.path)).unwrap_or_default();
+                let _ = f.create(&format!("{dir}f{}", n % 7), Kind::File, now);
+            }
+            15..=19 => {
+                let _ = f.create(&format!("d{}", n % 3), Kind::Dir, now);
+            }
+            20..=59 => {
+                if let Some(file) = pick(&files) {
+                    if f.state(file.id).is_some_and(|s| s.content == Content::Text) {
+                        let len = f.doc(file.id).map_or(0, |d| d.len_chars());
+                        let pos = n as usize % (len + 1);
+                        let del = if len > pos && n % 3 == 0 { (n as usize % 4).min(len - pos) } else { 0 };
+                        let ins: String = (0..n % 5).map(|k| char::from(b'a' + ((n + k) % 26) as u8)).collect();
+                        let _ = f.edit_text(file.id, &[Edit { pos, del, ins }], now);
+                    }
+                }
+            }
+            60..=67 => {
+                if let Some(file) = pick(&files) {
+                    let bytes: Vec<u8> = (0..(n as usize * 40)).map(|k| (k as u32 ^ n) as u8).collect();
+                    let refs: Vec<_> = split(&bytes).into_iter().map(|(r, b)| {
+                        p.chunks.put(r.hash, b);
+                        r
+                    }).collect();
+                    let _ = f.write_binary(file.id, refs, now);
+                }
+            }
+            68..=77 => {
+                if let Some(node) = pick(&nodes) {
+                    let dir = pick(&dirs).map(|d| format!("{}/", d.path)).unwrap_or_default();
+                    let _ = f.rename(node.id, &format!("{dir}r{}", n % 5), now);
+                }
+            }
+            78..=85 => {
+                if let Some(node) = pick(&nodes) {
+                    let _ = f.delete(node.id, now);
+                }
+            }
+            86..=90 => {
+                if let Some(file) = pick(&files) {
+                    let _ = f.set_exec(file.id, n % 2 == 0, now);
+                }
+            }
+            _ => {
+                if let Some(file) = pick(&files) {
+                    let _ = f.set_text(file.id, "replaced whole\n", now);
+                }
+            }
+        }
+    }
+
+    fn run(&mut self, steps: usize, f: &Faults) {
+        for step in 0..steps {
+            self.now += 1;
+            if self.rng.random_bool(0.5) {
+                let i = self.rng.random_range(0..self.peers.len());
+                self.random_edit(i);
+            }
+            if f.partitions && self.rng.random_bool(0.02) {
+                let l = self.rng.random_range(0..self.links.len());
+                self.cut[l] = !self.cut[l];
+            }
+            if step % 50 == 49 {
+                self.resync_all();
+            }
+            self.pump(f);
+            self.deliver();
+        }
+    }
+
+    fn resync_all(&mut self) {
+        for p in &mut self.peers {
+            for s in p.sessions.values_mut() {
+                s.resync(&p.folder, &p.chunks);
+            }
+        }
+    }
+
+    /// Heals everything and runs without faults until quiet.
+    fn settle(&mut self) {
+        self.cut.iter_mut().for_each(|c| *c = false);
+        let calm = Faults { loss: 0.0, dup: 0.0, max_delay: 3, partitions: false };
+        self.resync_all();
+        for _ in 0..400 {
+            self.now += 1;
+            self.pump(&calm);
+            self.deliver();
+            if self.flight.is_empty() && self.now % 20 == 0 {
+                self.resync_all();
+            }
+        }
+    }
+
+    fn assert_converged(&mut self, seed: u64) {
+        let first = snapshot(&mut self.peers[0].folder);
+        for (i, p) in self.peers.iter_mut().enumerate() {
+            assert_eq!(snapshot(&mut p.folder), first, "seed {seed}: peer {i} differs from peer 0");
+            for h in p.folder.referenced_chunks() {
+                assert!(p.chunks.has(&h), "seed {seed}: peer {i} lacks chunk {h:?}");
+            }
+        }
+    }
+}
+
+pub(crate) fn simulate(seed: u64, peers: usize, steps: usize, faults: &Faults) {
+    let mut net = Net::new(peers, seed);
+    net.run(steps, faults);
+    net.settle();
+    net.assert_converged(seed);
+}
+
+#[test]
+fn converges_on_a_perfect_network() {
+    let f = Faults { loss: 0.0, dup: 0.0, max_delay: 0, partitions: false };
+    for seed in 0..10 {
+        simulate(seed, 3, 150, &f);
+    }
+}
+
+#[test]
+fn converges_with_loss_duplication_reordering_and_partitions() {
+    let f = Faults { loss: 0.1, dup: 0.1, max_delay: 8, partitions: true };
+    for seed in 0..20 {
+        simulate(seed, 3 + (seed % 3) as usize, 250, &f);
+    }
+}
+
+/// The long run: `cargo test -p fsync-core --release -- --ignored`.
+#[test]
+#[ignore]
+fn converges_forever() {
+    let f = Faults { loss: 0.2, dup: 0.2, max_delay: 20, partitions: true };
+    for seed in 0..2000 {
+        simulate(seed, 3 + (seed % 4) as usize, 600, &f);
+    }
+}
+
+#[test]
+fn a_session_sends_only_what_the_peer_lacks() {
+    let mut a = Folder::new(AgentId::from_index(1));
+    let id = a.create("x.txt", Kind::File, 1).expect("create");
+    a.set_text(id, "hello", 1).expect("write");
+    let mut b = Folder::new(AgentId::from_index(2));
+    crate::folder::tests::send(&a, &mut b);
+    a.set_text(id, "hello world", 2).expect("write");
+    let (mut ca, mut cb) = (MemoryChunks::default(), MemoryChunks::default());
+    let (mut sa, mut sb) = (Session::new(), Session::new());
+    sa.start(&a);
+    sb.start(&b);
+    for _ in 0..4 {
+        while let Some(m) = sa.poll_transmit(&a, &ca) {
+            sb.handle_message(0, &m, &mut b, &mut cb).expect("valid");
+        }
+        while let Some(m) = sb.poll_transmit(&b, &cb) {
+            sa.handle_message(0, &m, &mut a, &mut ca).expect("valid");
+        }
+    }
+    // Only the 6 new characters travelled.
+    assert_eq!(sa.stats().sent_ops, 6);
+    assert_eq!(sb.stats().sent_ops, 0);
+    assert_eq!(b.doc(id).map(|d| d.text()).as_deref(), Some("hello world"));
+}
+
+#[test]
+fn bad_chunks_and_garbage_are_refused() {
+    let mut f = Folder::new(AgentId::from_index(1));
+    let mut c = MemoryChunks::default();
+    let mut s = Session::new();
+    assert!(matches!(s.handle_message(0, b"\x01\x07", &mut f, &mut c), Err(SessionError::Decode(_))));
+    let h = ChunkHash::of(b"real");
+    s.want_chunk(h);
+    while s.poll_transmit(&f, &c).is_some() {}
+    let forged = Message::Chunk(h, b"fake".to_vec()).encode();
+    assert_eq!(s.handle_message(0, &forged, &mut f, &mut c), Err(SessionError::BadChunk(h)));
+    assert!(!c.has(&h));
+    let unasked = Message::Chunk(ChunkHash::of(b"z"), b"z".to_vec()).encode();
+    assert!(matches!(s.handle_message(0, &unasked, &mut f, &mut c), Err(SessionError::UnrequestedChunk(_))));
+}
