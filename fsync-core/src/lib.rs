@@ -12,6 +12,7 @@
 //! - [`chunks`]: content-defined chunks of binary files.
 //! - [`session`]: the sync state machine for one peer and one folder;
 //!   [`wire`] its messages.
+//! - [`store`]: persistence behind a narrow trait, and an in-memory store.
 
 pub mod chunks;
 pub mod encoding;
@@ -19,6 +20,7 @@ pub mod folder;
 pub mod graph;
 pub mod ids;
 pub mod session;
+pub mod store;
 pub mod text;
 pub mod wire;
 

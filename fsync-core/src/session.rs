@@ -267,7 +267,8 @@ impl Session {
             return Some(m);
         }
         if let Some(peer) = &mut self.peer_vv {
-            if self.log_pos < folder.log_len() {
+            // (The last record may have grown: `changes_since` looks again.)
+            if self.log_pos <= folder.log_len() {
                 let (c, pos) = folder.changes_since(peer, self.log_pos, MAX_BATCH_OPS);
                 self.log_pos = pos;
                 if !c.runs.is_empty() {

@@ -184,7 +184,7 @@ impl Folder {
         &self.vv
     }
 
-    /// Number of events in the folder's log records (for sessions).
+    /// Number of records in the folder's log (for cursors into it).
     pub(crate) fn log_len(&self) -> usize {
         self.log.len()
     }
@@ -408,7 +408,9 @@ impl Folder {
     pub fn changes_since(&self, have: &VersionVector, from: usize, max_ops: usize) -> (Changes, usize) {
         let mut out = Changes::default();
         let mut ops = 0usize;
-        let mut pos = from;
+        // The last record seen may have grown since (records merge at the
+        // tail): look at it again; `have` filters what was sent already.
+        let mut pos = from.saturating_sub(1);
         while pos < self.log.len() {
             if ops >= max_ops && !out.runs.is_empty() {
                 break;
@@ -491,6 +493,10 @@ impl Folder {
         let added = (e.doc.oplog().len() - before) as u64;
         let start_seq = run.id.seq + len - added;
         self.vv.insert(agent, start_seq + added);
+        if agent == self.agent {
+            // Our own events, reloaded: keep numbering after them.
+            self.next_seq = self.next_seq.max(start_seq + added);
+        }
         self.record(entry, agent, start_seq, added, before);
         if !touched.contains(&entry) {
             touched.push(entry);

@@ -11,19 +11,6 @@ pub(crate) fn send(from: &Folder, to: &mut Folder) {
     to.apply_changes(&c).1.expect("valid changes");
 }
 
-/// Everyone hears from everyone.
-pub(crate) fn sync_all(fs: &mut [Folder]) {
-    for _ in 0..2 {
-        for i in 0..fs.len() {
-            for j in 0..fs.len() {
-                if i != j {
-                    let from = fs[j].clone();
-                    send(&from, &mut fs[i]);
-                }
-            }
-        }
-    }
-}
 
 /// Path -> (kind, text or chunk list, exec), for comparing replicas.
 pub(crate) fn snapshot(f: &mut Folder) -> Vec<(String, String)> {

@@ -314,3 +314,31 @@ fn bad_chunks_and_garbage_are_refused() {
     let unasked = Message::Chunk(ChunkHash::of(b"z"), b"z".to_vec()).encode();
     assert!(matches!(s.handle_message(0, &unasked, &mut f, &mut c), Err(SessionError::UnrequestedChunk(_))));
 }
+
+/// Regression: consecutive local edits grow the log's last record; a live
+/// session that had already sent that record must still send the growth.
+#[test]
+fn live_edits_that_extend_the_last_log_record_are_sent() {
+    let mut a = Folder::new(AgentId::from_index(1));
+    let mut b = Folder::new(AgentId::from_index(2));
+    let (mut ca, mut cb) = (MemoryChunks::default(), MemoryChunks::default());
+    let (mut sa, mut sb) = (Session::new(), Session::new());
+    sa.start(&a);
+    sb.start(&b);
+    let id = a.create("live.txt", Kind::File, 1).expect("create");
+    let mut exchange = |a: &mut Folder, b: &mut Folder| {
+        for _ in 0..3 {
+            while let Some(m) = sa.poll_transmit(a, &ca) {
+                sb.handle_message(0, &m, b, &mut cb).expect("valid");
+            }
+            while let Some(m) = sb.poll_transmit(b, &cb) {
+                sa.handle_message(0, &m, a, &mut ca).expect("valid");
+            }
+        }
+    };
+    for word in ["a", "ab", "abc", "abcd"] {
+        a.set_text(id, word, 2).expect("type");
+        exchange(&mut a, &mut b);
+        assert_eq!(b.doc(id).map(|d| d.text()).as_deref(), Some(word));
+    }
+}

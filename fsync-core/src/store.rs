@@ -1,0 +1,258 @@
+//! Persistence behind a narrow trait.
+//!
+//! The core never touches a disk: a node's store implements [`Store`] (the
+//! durable one is its own crate; [`MemoryStore`] serves tests and the
+//! simulation, and can be told to fail). A folder is saved as an
+//! append-only sequence of encoded change batches, in log order, so reload
+//! is replay and a crash between batches loses at most the batch not yet
+//! synced; anything acknowledged to a peer must have been synced first.
+
+use std::collections::BTreeMap;
+
+use crate::chunks::{ChunkHash, ChunkStore};
+use crate::encoding::DecodeError;
+use crate::folder::{ApplyError, Changes, Folder, VersionVector};
+use crate::ids::AgentId;
+use crate::wire::Message;
+
+/// Why the store failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// An I/O failure (disk full, permission, ...), with what it was doing.
+    #[error("store I/O failed while {0}")]
+    Io(String),
+    /// Stored bytes that do not decode.
+    #[error("corrupt store: {0}")]
+    Corrupt(#[from] DecodeError),
+    /// Stored changes that do not apply.
+    #[error("inconsistent store: {0}")]
+    Inconsistent(#[from] ApplyError),
+}
+
+/// What a node keeps. Writes may be buffered until [`Store::sync`], which
+/// makes everything before it durable (the group commit point).
+pub trait Store {
+    /// Appends one batch of encoded changes to a folder's history.
+    fn append(&mut self, folder: &str, batch: &[u8]) -> Result<(), StoreError>;
+    /// Every batch of a folder, in the order appended.
+    fn batches(&self, folder: &str) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Keeps a chunk (already checked against its hash).
+    fn put_chunk(&mut self, hash: ChunkHash, bytes: &[u8]) -> Result<(), StoreError>;
+    /// A chunk's bytes.
+    fn get_chunk(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>, StoreError>;
+    /// What a peer is known to have of a folder.
+    fn set_peer_version(&mut self, peer: &str, folder: &str, vv: &VersionVector) -> Result<(), StoreError>;
+    /// See [`Store::set_peer_version`].
+    fn peer_version(&self, peer: &str, folder: &str) -> Result<Option<VersionVector>, StoreError>;
+    /// Makes everything written so far durable.
+    fn sync(&mut self) -> Result<(), StoreError>;
+}
+
+/// Remembers how much of a folder's log is saved and appends the rest.
+#[derive(Debug, Default, Clone)]
+pub struct Saver {
+    saved_vv: VersionVector,
+    log_pos: usize,
+}
+
+impl Saver {
+    /// For a folder just loaded from the store.
+    pub fn loaded(folder: &Folder) -> Self {
+        Saver { saved_vv: folder.version_vector().clone(), log_pos: folder.log_len() }
+    }
+
+    /// Appends every event not yet saved as one batch; does not sync.
+    /// Returns whether anything was written.
+    pub fn save(&mut self, name: &str, folder: &Folder, store: &mut dyn Store) -> Result<bool, StoreError> {
+        let (changes, pos) = folder.changes_since(&self.saved_vv, self.log_pos, usize::MAX);
+        if changes.runs.is_empty() {
+            self.log_pos = pos;
+            return Ok(false);
+        }
+        store.append(name, &Message::Changes(changes.clone()).encode())?;
+        for (_, r) in &changes.runs {
+            let e = self.saved_vv.entry(r.id.agent).or_insert(0);
+            *e = (*e).max(r.id.seq + r.len() as u64);
+        }
+        self.log_pos = pos;
+        Ok(true)
+    }
+}
+
+/// Rebuilds a folder from its saved batches.
+pub fn load_folder(agent: AgentId, name: &str, store: &dyn Store) -> Result<Folder, StoreError> {
+    let mut folder = Folder::new(agent);
+    for batch in store.batches(name)? {
+        match Message::decode(&batch)? {
+            Message::Changes(c) => {
+                folder.apply_changes(&c).1?;
+            }
+            _ => return Err(StoreError::Corrupt(DecodeError::Invalid("not a change batch"))),
+        }
+    }
+    Ok(folder)
+}
+
+/// A store in memory that keeps "durable" and "written" apart, so tests can
+/// crash it (drop everything since the last sync) or make it fail.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStore {
+    durable: Inner,
+    pending: Inner,
+    /// When set, every write fails with this message (a full disk).
+    pub fail_writes: Option<String>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Inner {
+    batches: BTreeMap<String, Vec<Vec<u8>>>,
+    chunks: BTreeMap<ChunkHash, Vec<u8>>,
+    peers: BTreeMap<(String, String), VersionVector>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What survives a crash now: only what was synced.
+    pub fn crash(&self) -> MemoryStore {
+        MemoryStore { durable: self.durable.clone(), pending: self.durable.clone(), fail_writes: None }
+    }
+
+    fn check(&self, what: &str) -> Result<(), StoreError> {
+        match &self.fail_writes {
+            Some(m) => Err(StoreError::Io(format!("{what}: {m}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Store for MemoryStore {
+    fn append(&mut self, folder: &str, batch: &[u8]) -> Result<(), StoreError> {
+        self.check("appending changes")?;
+        self.pending.batches.entry(folder.to_owned()).or_default().push(batch.to_vec());
+        Ok(())
+    }
+    fn batches(&self, folder: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        Ok(self.pending.batches.get(folder).cloned().unwrap_or_default())
+    }
+    fn put_chunk(&mut self, hash: ChunkHash, bytes: &[u8]) -> Result<(), StoreError> {
+        self.check("storing a chunk")?;
+        self.pending.chunks.insert(hash, bytes.to_vec());
+        Ok(())
+    }
+    fn get_chunk(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.pending.chunks.get(hash).cloned())
+    }
+    fn set_peer_version(&mut self, peer: &str, folder: &str, vv: &VersionVector) -> Result<(), StoreError> {
+        self.check("recording a peer's version")?;
+        self.pending.peers.insert((peer.to_owned(), folder.to_owned()), vv.clone());
+        Ok(())
+    }
+    fn peer_version(&self, peer: &str, folder: &str) -> Result<Option<VersionVector>, StoreError> {
+        Ok(self.pending.peers.get(&(peer.to_owned(), folder.to_owned())).cloned())
+    }
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.check("syncing")?;
+        self.durable = self.pending.clone();
+        Ok(())
+    }
+}
+
+/// Lets a [`Store`] serve as the session's chunk store. Write failures are
+/// kept in `error` for the caller to report; the chunk is then simply
+/// missing and asked for again later.
+pub struct StoreChunks<'a> {
+    /// The store.
+    pub store: &'a mut dyn Store,
+    /// The last write failure.
+    pub error: Option<StoreError>,
+}
+
+impl ChunkStore for StoreChunks<'_> {
+    fn get(&self, hash: &ChunkHash) -> Option<Vec<u8>> {
+        self.store.get_chunk(hash).ok().flatten()
+    }
+    fn has(&self, hash: &ChunkHash) -> bool {
+        self.get(hash).is_some()
+    }
+    fn put(&mut self, hash: ChunkHash, bytes: &[u8]) {
+        if let Err(e) = self.store.put_chunk(hash, bytes) {
+            self.error = Some(e);
+        }
+    }
+}
+
+/// For tests: the changes of `folder` as one batch.
+pub fn encode_all(folder: &Folder) -> Vec<u8> {
+    let (c, _): (Changes, usize) = folder.changes_since(&VersionVector::new(), 0, usize::MAX);
+    Message::Changes(c).encode()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::folder::tests::snapshot;
+    use crate::folder::Kind;
+
+    #[test]
+    fn reload_gives_the_same_folder_and_continues_numbering() {
+        let mut store = MemoryStore::new();
+        let a = AgentId::from_index(1);
+        let mut f = Folder::new(a);
+        let mut saver = Saver::default();
+        let id = f.create("d/x.txt", Kind::File, 1).expect("create");
+        f.set_text(id, "one", 2).expect("write");
+        assert!(saver.save("docs", &f, &mut store).expect("save"));
+        f.set_text(id, "one two", 3).expect("write");
+        saver.save("docs", &f, &mut store).expect("save");
+        assert!(!saver.save("docs", &f, &mut store).expect("save"), "nothing new");
+        store.sync().expect("sync");
+        let mut back = load_folder(a, "docs", &store).expect("load");
+        assert_eq!(snapshot(&mut back), snapshot(&mut f));
+        // New local events continue after the saved ones.
+        back.set_text(id, "one two three", 4).expect("write");
+        let mut other = Folder::new(AgentId::from_index(2));
+        crate::folder::tests::send(&f, &mut other);
+        crate::folder::tests::send(&back, &mut other);
+        assert_eq!(other.doc(id).map(|d| d.text()).as_deref(), Some("one two three"));
+    }
+
+    #[test]
+    fn a_crash_keeps_exactly_what_was_synced() {
+        let mut store = MemoryStore::new();
+        let a = AgentId::from_index(1);
+        let mut f = Folder::new(a);
+        let mut saver = Saver::default();
+        let id = f.create("x", Kind::File, 1).expect("create");
+        f.set_text(id, "durable", 2).expect("write");
+        saver.save("f", &f, &mut store).expect("save");
+        store.sync().expect("sync");
+        f.set_text(id, "durable, then lost", 3).expect("write");
+        saver.save("f", &f, &mut store).expect("save");
+        let mut back = load_folder(a, "f", &store.crash()).expect("load");
+        let x = back.tree().lookup("x").map(|n| n.id).expect("file survives");
+        assert_eq!(back.doc(x).map(|d| d.text()).as_deref(), Some("durable"));
+    }
+
+    #[test]
+    fn a_full_disk_is_an_error_and_nothing_is_lost() {
+        let mut store = MemoryStore::new();
+        let a = AgentId::from_index(1);
+        let mut f = Folder::new(a);
+        let mut saver = Saver::default();
+        let id = f.create("x", Kind::File, 1).expect("create");
+        f.set_text(id, "kept", 2).expect("write");
+        store.fail_writes = Some("No space left on device".into());
+        assert!(matches!(saver.save("f", &f, &mut store), Err(StoreError::Io(_))));
+        // Space comes back: the same events are saved then.
+        store.fail_writes = None;
+        assert!(saver.save("f", &f, &mut store).expect("save"));
+        store.sync().expect("sync");
+        let mut back = load_folder(a, "f", &store).expect("load");
+        assert_eq!(snapshot(&mut back), snapshot(&mut f));
+    }
+}
