@@ -229,38 +229,52 @@ impl Net {
         }
     }
 
-    fn assert_converged(&mut self, seed: u64) {
+    /// Checks convergence; returns (paths, operations sent) so callers can
+    /// check the run did something.
+    fn assert_converged(&mut self, seed: u64) -> (usize, u64) {
         let first = snapshot(&mut self.peers[0].folder);
+        let sent: u64 = self.peers.iter().flat_map(|p| p.sessions.values()).map(|s| s.stats().sent_ops).sum();
         for (i, p) in self.peers.iter_mut().enumerate() {
             assert_eq!(snapshot(&mut p.folder), first, "seed {seed}: peer {i} differs from peer 0");
             for h in p.folder.referenced_chunks() {
                 assert!(p.chunks.has(&h), "seed {seed}: peer {i} lacks chunk {h:?}");
             }
         }
+        (first.len(), sent)
     }
 }
 
-pub(crate) fn simulate(seed: u64, peers: usize, steps: usize, faults: &Faults) {
+pub(crate) fn simulate(seed: u64, peers: usize, steps: usize, faults: &Faults) -> (usize, u64) {
     let mut net = Net::new(peers, seed);
     net.run(steps, faults);
     net.settle();
-    net.assert_converged(seed);
+    net.assert_converged(seed)
 }
 
 #[test]
 fn converges_on_a_perfect_network() {
     let f = Faults { loss: 0.0, dup: 0.0, max_delay: 0, partitions: false };
+    let (mut paths, mut ops) = (0, 0);
     for seed in 0..10 {
-        simulate(seed, 3, 150, &f);
+        let (p, o) = simulate(seed, 3, 150, &f);
+        paths += p;
+        ops += o;
     }
+    eprintln!("perfect network: {paths} paths, {ops} operations sent");
+    assert!(paths > 30 && ops > 500, "the simulation did too little: {paths} paths, {ops} ops");
 }
 
 #[test]
 fn converges_with_loss_duplication_reordering_and_partitions() {
     let f = Faults { loss: 0.1, dup: 0.1, max_delay: 8, partitions: true };
+    let (mut paths, mut ops) = (0, 0);
     for seed in 0..20 {
-        simulate(seed, 3 + (seed % 3) as usize, 250, &f);
+        let (p, o) = simulate(seed, 3 + (seed % 3) as usize, 250, &f);
+        paths += p;
+        ops += o;
     }
+    eprintln!("faulty network: {paths} paths, {ops} operations sent");
+    assert!(paths > 60 && ops > 1000, "the simulation did too little: {paths} paths, {ops} ops");
 }
 
 /// The long run: `cargo test -p fsync-core --release -- --ignored`.
@@ -340,5 +354,16 @@ fn live_edits_that_extend_the_last_log_record_are_sent() {
         a.set_text(id, word, 2).expect("type");
         exchange(&mut a, &mut b);
         assert_eq!(b.doc(id).map(|d| d.text()).as_deref(), Some(word));
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+
+    /// 3 to 5 replicas, random topology and edits, any loss, duplication,
+    /// delay and partitions: after healing, all converge.
+    #[test]
+    fn any_faulty_network_converges(seed in proptest::prelude::any::<u64>(), peers in 3usize..=5, loss in 0.0f64..0.3, dup in 0.0f64..0.3, delay in 0u64..20) {
+        simulate(seed, peers, 200, &Faults { loss, dup, max_delay: delay, partitions: true });
     }
 }
