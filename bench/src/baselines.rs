@@ -81,13 +81,14 @@ fn utf16_pos(s: &str, chars: usize) -> u32 {
 pub fn yrs_local(t: &Trace) -> Doc {
     let doc = ydoc(1);
     let text = doc.get_or_insert_text("t");
-    let mut txn = doc.transact_mut();
     let ascii = t.start.is_ascii() && t.txns.iter().all(|x| x.patches.iter().all(|p| p.2.is_ascii()));
     let mut shadow = ropey::Rope::from_str(&t.start);
     if !t.start.is_empty() {
-        text.insert(&mut txn, 0, &t.start);
+        text.insert(&mut doc.transact_mut(), 0, &t.start);
     }
+    // One transaction per trace transaction, as an editor would commit.
     for x in &t.txns {
+        let mut txn = doc.transact_mut();
         for (pos, del, ins) in &x.patches {
             let (p, d) = if ascii {
                 (*pos as u32, *del as u32)
@@ -106,7 +107,6 @@ pub fn yrs_local(t: &Trace) -> Doc {
             }
         }
     }
-    drop(txn);
     doc
 }
 
@@ -124,56 +124,111 @@ pub fn yrs_load(bytes: &[u8]) -> String {
     text.get_string(&txn)
 }
 
-/// yrs: the full history of a concurrent trace, each transaction on a fork
-/// of its parents' merged state (client id per transaction, so an author
-/// committing on two branches does not reuse clocks).
+/// yrs: the full history of a concurrent trace. Each transaction works on
+/// its parents' merged state: it takes over a parent's document when it is
+/// that parent's last child, and merges the other parents by state-vector
+/// delta. Each agent is one yrs client while its transactions follow each
+/// other; where an author continues on a branch that lacks its own latest
+/// edits (a git author on two branches), a fresh client id is used so clocks
+/// are never reused.
 pub fn yrs_concurrent(t: &Trace) -> Doc {
-    let mut states: Vec<Option<Vec<u8>>> = vec![None; t.txns.len()];
-    let mut children: Vec<usize> = vec![0; t.txns.len()];
+    let n = t.txns.len();
+    let mut docs: Vec<Option<Doc>> = (0..n).map(|_| None).collect();
+    let mut children: Vec<usize> = vec![0; n];
     for x in &t.txns {
         for &p in &x.parents {
             children[p] += 1;
         }
     }
-    let mut leaves = Vec::new();
+    // Per agent: (client id in use, that client's clock after its last txn).
+    let mut clients: std::collections::HashMap<u64, (u64, u32)> = Default::default();
+    let mut fresh = 1_000_000u64;
+    let mut leaves: Vec<Doc> = Vec::new();
+    let ascii = t.txns.iter().all(|x| x.patches.iter().all(|p| p.2.is_ascii()));
     for (i, x) in t.txns.iter().enumerate() {
-        let doc = ydoc(i as u64 + 1);
-        let text = doc.get_or_insert_text("t");
-        let mut txn = doc.transact_mut();
+        let (mut client, clock) = *clients.entry(x.agent).or_insert((x.agent + 1, 0));
+        let cid = |c: u64| yrs::block::ClientID::new(c);
+        // Take over a parent's doc if we are its last child and it is ours.
+        let mut base: Option<Doc> = None;
         for &p in &x.parents {
-            if let Some(s) = &states[p] {
-                txn.apply_update(Update::decode_v1(s).expect("decodes")).expect("applies");
+            let reusable = children[p] == 1
+                && docs[p].as_ref().is_some_and(|d| d.client_id() == cid(client) && d.transact().state_vector().get(&cid(client)) == clock);
+            if reusable {
+                base = docs[p].take();
+                break;
             }
+        }
+        let doc = match base {
+            Some(d) => d,
+            None => {
+                // Does the merge of the parents hold this client's latest edits?
+                let probe = ydoc(999_998);
+                for &p in &x.parents {
+                    if let Some(d) = &docs[p] {
+                        let u = d.transact().encode_state_as_update_v1(&probe.transact().state_vector());
+                        probe.transact_mut().apply_update(Update::decode_v1(&u).expect("decodes")).expect("applies");
+                    }
+                }
+                if clock > 0 && probe.transact().state_vector().get(&cid(client)) != clock {
+                    fresh += 1;
+                    client = fresh;
+                }
+                let d = ydoc(client);
+                let u = probe.transact().encode_state_as_update_v1(&StateVector::default());
+                d.transact_mut().apply_update(Update::decode_v1(&u).expect("decodes")).expect("applies");
+                d
+            }
+        };
+        // Merge the other parents' edits.
+        for &p in &x.parents {
+            if let Some(d) = &docs[p] {
+                let u = d.transact().encode_state_as_update_v1(&doc.transact().state_vector());
+                doc.transact_mut().apply_update(Update::decode_v1(&u).expect("decodes")).expect("applies");
+            }
+        }
+        for &p in &x.parents {
             children[p] -= 1;
             if children[p] == 0 {
-                states[p] = None;
+                docs[p] = None;
             }
         }
-        for (pos, del, ins) in &x.patches {
-            let cur = text.get_string(&txn);
-            let p = utf16_pos(&cur, *pos);
-            let d = utf16_pos(&cur, pos + del) - p;
-            if d > 0 {
-                text.remove_range(&mut txn, p, d);
-            }
-            if !ins.is_empty() {
-                text.insert(&mut txn, p, ins);
+        {
+            let text = doc.get_or_insert_text("t");
+            let mut txn = doc.transact_mut();
+            for (pos, del, ins) in &x.patches {
+                let (p, d) = if ascii {
+                    (*pos as u32, *del as u32)
+                } else {
+                    let cur = text.get_string(&txn);
+                    let p = utf16_pos(&cur, *pos);
+                    (p, utf16_pos(&cur, pos + del) - p)
+                };
+                // Where yrs ordered concurrent inserts differently (A2), later
+                // positions can fall past the end: clamp, and the result is
+                // reported as not exact.
+                let len = text.len(&txn);
+                let p = p.min(len);
+                let d = d.min(len - p);
+                if d > 0 {
+                    text.remove_range(&mut txn, p, d);
+                }
+                if !ins.is_empty() {
+                    text.insert(&mut txn, p, ins);
+                }
             }
         }
-        let state = txn.encode_state_as_update_v1(&StateVector::default());
-        drop(txn);
+        let new_clock = doc.transact().state_vector().get(&cid(client));
+        clients.insert(x.agent, (client, new_clock));
         if children[i] == 0 {
-            leaves.push(state);
+            leaves.push(doc);
         } else {
-            states[i] = Some(state);
+            docs[i] = Some(doc);
         }
     }
-    let doc = ydoc(1_000_000);
-    {
-        let mut txn = doc.transact_mut();
-        for s in leaves {
-            txn.apply_update(Update::decode_v1(&s).expect("decodes")).expect("applies");
-        }
+    let out = ydoc(2_000_000_000);
+    for d in leaves {
+        let u = d.transact().encode_state_as_update_v1(&out.transact().state_vector());
+        out.transact_mut().apply_update(Update::decode_v1(&u).expect("decodes")).expect("applies");
     }
-    doc
+    out
 }

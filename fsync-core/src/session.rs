@@ -125,7 +125,7 @@ impl Session {
         // Requests may have been lost, or the peer lacked the chunk then.
         let mut missing: HashSet<ChunkHash> = self.wanted.drain().collect();
         missing.extend(self.to_want.drain(..));
-        missing.extend(folder.referenced_chunks().into_iter());
+        missing.extend(folder.referenced_chunks());
         let mut missing: Vec<ChunkHash> = missing.into_iter().filter(|h| !chunks.has(h)).collect();
         missing.sort();
         self.to_want = missing;

@@ -392,7 +392,8 @@ impl Folder {
             return Err(FolderError::UnknownEntry(id));
         }
         let below: Vec<EntryId> = self.tree().descendants(id);
-        for d in below.into_iter().rev() {
+        let same: Vec<EntryId> = self.tree().aliases_of(id);
+        for d in below.into_iter().rev().chain(same) {
             self.local_meta(d, &Meta::Delete, now);
         }
         self.local_meta(id, &Meta::Delete, now);
@@ -466,7 +467,8 @@ impl Folder {
         if let crate::text::ExportedKind::Marker(m) = &run.kind {
             Meta::decode(m).map_err(|_| ApplyError::BadMeta(run.id))?;
         }
-        if !self.entries.contains_key(&entry) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.entries.entry(entry) {
+            // Only the entry's own creation may introduce it.
             let kind = match &run.kind {
                 crate::text::ExportedKind::Marker(m) if run.id == entry.0 && run.parents.is_empty() => {
                     match Meta::decode(m) {
@@ -485,7 +487,7 @@ impl Folder {
                 exec: false,
                 content: Content::None,
             };
-            self.entries.insert(entry, Entry { doc, state });
+            slot.insert(Entry { doc, state });
         }
         let e = self.entries.get_mut(&entry).ok_or(ApplyError::UnknownEntry(run.id))?;
         let before = e.doc.oplog().len();

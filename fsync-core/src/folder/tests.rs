@@ -177,6 +177,20 @@ fn same_directory_created_on_two_nodes_merges() {
 }
 
 #[test]
+fn deleting_a_merged_directory_deletes_all_of_it() {
+    let mut a = Folder::new(agent(1));
+    let mut b = Folder::new(agent(2));
+    file(&mut a, "docs/a.txt", "A");
+    file(&mut b, "docs/b.txt", "B");
+    converge(&mut a, &mut b);
+    let d = b.tree().lookup("docs").expect("dir").id;
+    b.delete(d, 5).expect("delete");
+    assert!(b.tree().is_empty(), "{:?}", snapshot(&mut b));
+    converge(&mut a, &mut b);
+    assert!(a.tree().is_empty());
+}
+
+#[test]
 fn new_file_in_concurrently_deleted_directory_survives() {
     let (mut a, mut b) = pair(|f| {
         file(f, "d/old.txt", "old");

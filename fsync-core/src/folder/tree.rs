@@ -32,6 +32,8 @@ pub struct Node {
 pub struct Tree {
     by_path: BTreeMap<String, Node>,
     path_of: HashMap<EntryId, String>,
+    /// Merged directories: path -> the entries other than the node's id.
+    aliases: HashMap<String, Vec<EntryId>>,
 }
 
 impl Tree {
@@ -60,6 +62,18 @@ impl Tree {
         self.by_path.is_empty()
     }
 
+    /// The other entries shown at the same path as `id` (merged
+    /// directories).
+    pub fn aliases_of(&self, id: EntryId) -> Vec<EntryId> {
+        let Some(p) = self.path_of.get(&id) else { return Vec::new() };
+        let mut out: Vec<EntryId> = self.aliases.get(p).into_iter().flatten().copied().collect();
+        if let Some(n) = self.by_path.get(p) {
+            out.push(n.id);
+        }
+        out.retain(|e| *e != id);
+        out
+    }
+
     /// Every entry below `id` (not `id` itself), parents before children.
     pub fn descendants(&self, id: EntryId) -> Vec<EntryId> {
         let Some(p) = self.path_of.get(&id) else { return Vec::new() };
@@ -71,7 +85,7 @@ impl Tree {
             }
             out.push(node.id);
             // Merged directories: every entry behind the path.
-            out.extend(self.path_of.iter().filter(|(e, q)| *q == path && **e != node.id).map(|(e, _)| *e));
+            out.extend(self.aliases.get(path).into_iter().flatten().copied());
         }
         out
     }
@@ -164,6 +178,9 @@ impl Tree {
                     self.path_of.insert(d, path.clone());
                 }
                 self.by_path.insert(path.clone(), Node { id: canon, kind: Kind::Dir, path: path.clone() });
+                if dirs.len() > 1 {
+                    self.aliases.insert(path.clone(), dirs[1..].to_vec());
+                }
                 queue.push((path, dirs.iter().map(|d| Some(*d)).collect()));
                 losers.extend(others);
             } else {
