@@ -1,3 +1,15 @@
-//! QUIC between pinned peers, driving fsync-core's sync session.
+//! QUIC between pinned peers, driving fsync-core's sync sessions.
 //!
-//! Not built yet (issue 5): identities, pinned mutual TLS, framing, dialling.
+//! - [`id`]: device identities and IDs.
+//! - [`tls`]: TLS 1.3 with mutual authentication by pinned device IDs.
+//! - [`frame`]: length-prefixed frames with a size limit.
+//! - [`node`]: a node that serves and dials peers and keeps folders in sync.
+
+pub mod frame;
+pub mod id;
+pub mod node;
+pub mod tls;
+
+pub use id::{DeviceId, Identity};
+pub use node::{Node, NodeError};
+pub use tls::Trust;

@@ -1,0 +1,388 @@
+//! A node: one QUIC endpoint that serves and dials peers and keeps its
+//! folders in sync with them through fsync-core sessions.
+//!
+//! Per connection, one bidirectional stream carries every shared folder:
+//! each side first names the folders it shares *with that peer* (so a peer
+//! never learns the names of folders it is not trusted for), the
+//! intersection gets one [`Session`] each, and frames carry a folder index
+//! and a core message. Any change to a folder, local or from a peer, wakes
+//! every connection, so changes travel through the graph of peers.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fsync_core::chunks::MemoryChunks;
+use fsync_core::encoding::{Reader, Writer};
+use fsync_core::folder::Folder;
+use fsync_core::session::{Event, Session};
+use rustls::pki_types::CertificateDer;
+use tokio::sync::{mpsc, watch};
+
+use crate::frame::{read_frame, write_frame};
+use crate::id::{DeviceId, Identity};
+use crate::tls::{client_config, server_config, Trust};
+
+/// How often a connection sends a fresh summary (anti-entropy).
+const RESYNC_EVERY: Duration = Duration::from_secs(30);
+/// Longest wait between dial attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Why the node could not start or a connection failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// TLS configuration.
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    /// Binding the UDP socket.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Anything else about QUIC.
+    #[error("QUIC: {0}")]
+    Quic(String),
+    /// The peer is not who we dialled, or broke the protocol.
+    #[error("peer: {0}")]
+    Peer(String),
+}
+
+/// A folder and its chunks, shared by every connection.
+#[derive(Debug)]
+pub struct FolderState {
+    /// The folder.
+    pub folder: Folder,
+    /// Its binary chunks.
+    pub chunks: MemoryChunks,
+}
+
+struct Shared {
+    identity: Identity,
+    trust: Arc<Trust>,
+    folders: Mutex<BTreeMap<String, Arc<Mutex<FolderState>>>>,
+    /// Bumped on every change to any folder.
+    generation: watch::Sender<u64>,
+    /// Peers with an established connection (count per device).
+    connected: Mutex<BTreeMap<DeviceId, usize>>,
+}
+
+/// Counts a connection while it lives.
+struct Connected<'a>(&'a Shared, DeviceId);
+
+impl<'a> Connected<'a> {
+    fn new(sh: &'a Shared, peer: DeviceId) -> Self {
+        if let Ok(mut c) = sh.connected.lock() {
+            *c.entry(peer).or_insert(0) += 1;
+        }
+        Connected(sh, peer)
+    }
+}
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.0.connected.lock() {
+            if let Some(n) = c.get_mut(&self.1) {
+                *n -= 1;
+                if *n == 0 {
+                    c.remove(&self.1);
+                }
+            }
+        }
+    }
+}
+
+/// A running node.
+pub struct Node {
+    shared: Arc<Shared>,
+    endpoint: quinn::Endpoint,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(30)) {
+        t.max_idle_timeout(Some(idle));
+    }
+    Arc::new(t)
+}
+
+impl Node {
+    /// Starts listening on `listen` (UDP) and serving trusted peers.
+    pub fn bind(identity: Identity, trust: Arc<Trust>, listen: SocketAddr) -> Result<Node, NodeError> {
+        let server = quinn::crypto::rustls::QuicServerConfig::try_from(server_config(&identity, trust.clone())?)
+            .map_err(|e| NodeError::Quic(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
+        server.transport_config(transport());
+        let client = quinn::crypto::rustls::QuicClientConfig::try_from(client_config(&identity, trust.clone())?)
+            .map_err(|e| NodeError::Quic(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(client));
+        client.transport_config(transport());
+        let mut endpoint = quinn::Endpoint::server(server, listen).map_err(|source| NodeError::Bind { addr: listen, source })?;
+        endpoint.set_default_client_config(client);
+        let shared = Arc::new(Shared {
+            identity,
+            trust,
+            folders: Mutex::new(BTreeMap::new()),
+            generation: watch::channel(0).0,
+            connected: Mutex::new(BTreeMap::new()),
+        });
+        let (ep, sh) = (endpoint.clone(), shared.clone());
+        tokio::spawn(async move {
+            while let Some(incoming) = ep.accept().await {
+                let sh = sh.clone();
+                tokio::spawn(async move {
+                    match incoming.await {
+                        Ok(conn) => match peer_of(&conn) {
+                            Ok(peer) => {
+                                if let Err(e) = run_connection(sh, conn, peer, false).await {
+                                    tracing::info!(peer = %peer.short(), "connection ended: {e}");
+                                }
+                            }
+                            Err(e) => tracing::warn!("incoming connection without identity: {e}"),
+                        },
+                        Err(e) => tracing::info!("incoming handshake failed: {e}"),
+                    }
+                });
+            }
+        });
+        Ok(Node { shared, endpoint })
+    }
+
+    /// This node's device ID.
+    pub fn device_id(&self) -> DeviceId {
+        self.shared.identity.device_id()
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> Result<SocketAddr, NodeError> {
+        self.endpoint.local_addr().map_err(|e| NodeError::Quic(e.to_string()))
+    }
+
+    /// Devices connected right now.
+    pub fn connected_peers(&self) -> Vec<DeviceId> {
+        self.shared.connected.lock().map(|c| c.keys().copied().collect()).unwrap_or_default()
+    }
+
+    /// Shares a folder under `name`.
+    pub fn add_folder(&self, name: &str, folder: Folder) {
+        if let Ok(mut f) = self.shared.folders.lock() {
+            f.insert(name.to_owned(), Arc::new(Mutex::new(FolderState { folder, chunks: MemoryChunks::default() })));
+        }
+        self.shared.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Changes a folder (local edits); peers are told at once.
+    pub fn edit<R>(&self, name: &str, f: impl FnOnce(&mut FolderState) -> R) -> Option<R> {
+        let state = self.shared.folders.lock().ok()?.get(name)?.clone();
+        let r = f(&mut *state.lock().ok()?);
+        self.shared.generation.send_modify(|g| *g += 1);
+        Some(r)
+    }
+
+    /// Reads a folder.
+    pub fn read<R>(&self, name: &str, f: impl FnOnce(&mut FolderState) -> R) -> Option<R> {
+        let state = self.shared.folders.lock().ok()?.get(name)?.clone();
+        let mut guard = state.lock().ok()?;
+        Some(f(&mut guard))
+    }
+
+    /// Keeps a connection to `device` at `addr`: dials now and again after
+    /// every disconnect, with exponential backoff and jitter.
+    pub fn dial(&self, addr: SocketAddr, device: DeviceId) {
+        let (ep, sh) = (self.endpoint.clone(), self.shared.clone());
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let attempt = match ep.connect(addr, "fsync") {
+                    Ok(c) => c.await.map_err(|e| NodeError::Quic(e.to_string())),
+                    Err(quinn::ConnectError::EndpointStopping) => return,
+                    Err(e) => Err(NodeError::Quic(e.to_string())),
+                };
+                match attempt {
+                    Ok(conn) => {
+                        backoff = Duration::from_millis(100);
+                        match peer_of(&conn) {
+                            Ok(peer) if peer == device => {
+                                if let Err(e) = run_connection(sh.clone(), conn, peer, true).await {
+                                    tracing::info!(peer = %peer.short(), "connection ended: {e}");
+                                }
+                            }
+                            Ok(other) => {
+                                tracing::warn!(%addr, expected = %device, got = %other, "wrong device at address");
+                                conn.close(1u32.into(), b"not the device dialled");
+                            }
+                            Err(e) => tracing::warn!("{e}"),
+                        }
+                    }
+                    Err(e) => tracing::debug!(%addr, "dial failed: {e}"),
+                }
+                let jitter = Duration::from_millis(now_ms() % 100);
+                tokio::time::sleep(backoff + jitter).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        });
+    }
+
+    /// Closes every connection and stops listening.
+    pub async fn close(&self) {
+        self.endpoint.close(0u32.into(), b"bye");
+        self.endpoint.wait_idle().await;
+    }
+}
+
+fn peer_of(conn: &quinn::Connection) -> Result<DeviceId, NodeError> {
+    let certs = conn
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .ok_or_else(|| NodeError::Peer("no certificate".into()))?;
+    let cert = certs.first().ok_or_else(|| NodeError::Peer("no certificate".into()))?;
+    DeviceId::from_cert(cert).map_err(|e| NodeError::Peer(e.to_string()))
+}
+
+fn hello(names: &[String]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.varint(1); // protocol version of the hello
+    w.usize(names.len());
+    for n in names {
+        w.str(n);
+    }
+    w.into_bytes()
+}
+
+fn parse_hello(bytes: &[u8]) -> Result<Vec<String>, NodeError> {
+    let mut r = Reader::new(bytes);
+    let bad = |e: fsync_core::encoding::DecodeError| NodeError::Peer(format!("bad hello: {e}"));
+    if r.varint().map_err(bad)? != 1 {
+        return Err(NodeError::Peer("unsupported hello version".into()));
+    }
+    let n = r.count(1).map_err(bad)?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(r.str().map_err(bad)?.to_owned());
+    }
+    Ok(out)
+}
+
+struct Shared1 {
+    name: String,
+    state: Arc<Mutex<FolderState>>,
+    session: Session,
+}
+
+async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId, dialer: bool) -> Result<(), NodeError> {
+    let q = |e: &dyn std::fmt::Display| NodeError::Quic(e.to_string());
+    let (mut send, mut recv) = if dialer { conn.open_bi().await.map_err(|e| q(&e))? } else { conn.accept_bi().await.map_err(|e| q(&e))? };
+    // Offer only the folders this peer is trusted for.
+    let allowed = sh.trust.folders_of(&peer);
+    let mine: Vec<String> = match sh.folders.lock() {
+        Ok(f) => f.keys().filter(|k| allowed.contains(*k)).cloned().collect(),
+        Err(_) => Vec::new(),
+    };
+    write_frame(&mut send, &hello(&mine)).await.map_err(|e| q(&e))?;
+    let theirs = parse_hello(&read_frame(&mut recv).await.map_err(|e| q(&e))?.ok_or_else(|| NodeError::Peer("closed".into()))?)?;
+    let common: Vec<String> = mine.iter().filter(|m| theirs.contains(m)).cloned().collect();
+    tracing::info!(peer = %peer.short(), folders = ?common, "connected");
+    let _connected = Connected::new(&sh, peer);
+    let mut sessions: Vec<Shared1> = Vec::new();
+    for name in &common {
+        let Some(state) = sh.folders.lock().ok().and_then(|f| f.get(name).cloned()) else { continue };
+        let mut session = Session::new();
+        if let Ok(s) = state.lock() {
+            session.start(&s.folder);
+        }
+        sessions.push(Shared1 { name: name.clone(), state, session });
+    }
+    // Frames are read in their own task so that waiting for one is
+    // cancel-safe in the select below.
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+    tokio::spawn(async move {
+        loop {
+            match read_frame(&mut recv).await {
+                Ok(Some(f)) => {
+                    if tx.send(f).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!("closing: {e}");
+                    break;
+                }
+            }
+        }
+    });
+    let mut generation = sh.generation.subscribe();
+    let mut resync = tokio::time::interval(RESYNC_EVERY);
+    resync.tick().await;
+    loop {
+        // Send whatever the sessions have.
+        for (i, s) in sessions.iter_mut().enumerate() {
+            loop {
+                let out = match s.state.lock() {
+                    Ok(st) => s.session.poll_transmit(&st.folder, &st.chunks),
+                    Err(_) => None,
+                };
+                let Some(bytes) = out else { break };
+                let mut frame = Writer::new();
+                frame.usize(i);
+                frame.raw(&bytes);
+                write_frame(&mut send, &frame.into_bytes()).await.map_err(|e| q(&e))?;
+            }
+        }
+        tokio::select! {
+            frame = rx.recv() => {
+                let Some(frame) = frame else { break };
+                let mut r = Reader::new(&frame);
+                let idx = r.usize_max(sessions.len().saturating_sub(1)).ok().filter(|_| !sessions.is_empty());
+                let Some(idx) = idx else {
+                    conn.close(2u32.into(), b"unknown folder");
+                    return Err(NodeError::Peer("frame for an unknown folder".into()));
+                };
+                let body = r.raw(r.remaining()).unwrap_or_default();
+                let s = &mut sessions[idx];
+                let mut changed = false;
+                let result = match s.state.lock() {
+                    Ok(mut st) => {
+                        let st = &mut *st;
+                        let r = s.session.handle_message(now_ms(), body, &mut st.folder, &mut st.chunks);
+                        while let Some(ev) = s.session.poll_event() {
+                            changed |= matches!(ev, Event::Changed(_) | Event::ChunkStored(_));
+                        }
+                        r
+                    }
+                    Err(_) => Ok(()),
+                };
+                if changed {
+                    sh.generation.send_modify(|g| *g += 1);
+                }
+                if let Err(e) = result {
+                    tracing::warn!(peer = %peer.short(), folder = %s.name, "refused: {e}; closing the connection");
+                    conn.close(3u32.into(), b"protocol violation");
+                    return Err(NodeError::Peer(e.to_string()));
+                }
+            }
+            r = generation.changed() => {
+                if r.is_err() {
+                    break;
+                }
+            }
+            _ = resync.tick() => {
+                for s in &mut sessions {
+                    if let Ok(st) = s.state.lock() {
+                        s.session.resync(&st.folder, &st.chunks);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

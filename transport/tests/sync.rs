@@ -1,0 +1,161 @@
+//! Real QUIC on 127.0.0.1: nodes converge, relay through the graph, refuse
+//! strangers, and keep folders private to the peers trusted for them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fsync_core::folder::{Folder, Kind};
+use fsync_core::AgentId;
+use transport::{Identity, Node, Trust};
+
+struct Peer {
+    node: Node,
+    trust: Arc<Trust>,
+}
+
+fn peer(i: u64, folders: &[&str]) -> Peer {
+    let trust = Arc::new(Trust::default());
+    let node = Node::bind(Identity::generate().expect("identity"), trust.clone(), "127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    for f in folders {
+        node.add_folder(f, Folder::new(AgentId::from_index(i)));
+    }
+    Peer { node, trust }
+}
+
+/// `a` and `b` trust each other for `folders`.
+fn befriend(a: &Peer, b: &Peer, folders: &[&str]) {
+    for f in folders {
+        a.trust.allow(b.node.device_id(), f);
+        b.trust.allow(a.node.device_id(), f);
+    }
+}
+
+fn write(p: &Peer, folder: &str, path: &str, body: &str) {
+    p.node
+        .edit(folder, |s| {
+            let id = match s.folder.tree().lookup(path) {
+                Some(n) => n.id,
+                None => s.folder.create(path, Kind::File, 1).expect("create"),
+            };
+            s.folder.set_text(id, body, 2).expect("write");
+        })
+        .expect("folder exists");
+}
+
+fn read(p: &Peer, folder: &str, path: &str) -> Option<String> {
+    p.node.read(folder, |s| {
+        let id = s.folder.tree().lookup(path)?.id;
+        s.folder.doc(id).map(|d| d.text())
+    })?
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_sync_both_ways() {
+    let a = peer(1, &["docs"]);
+    let b = peer(2, &["docs"]);
+    befriend(&a, &b, &["docs"]);
+    write(&a, "docs", "from-a.txt", "hello from a");
+    a.node.dial(b.node.local_addr().expect("addr"), b.node.device_id());
+    eventually("a's file on b", || read(&b, "docs", "from-a.txt").as_deref() == Some("hello from a")).await;
+    assert_eq!(a.node.connected_peers(), vec![b.node.device_id()]);
+    assert_eq!(b.node.connected_peers(), vec![a.node.device_id()]);
+    // Live edits, both ways, after the first exchange.
+    let t = Instant::now();
+    write(&b, "docs", "from-a.txt", "hello from a, edited on b");
+    eventually("b's edit on a", || read(&a, "docs", "from-a.txt").as_deref() == Some("hello from a, edited on b")).await;
+    eprintln!("live edit propagated in {:?}", t.elapsed());
+    write(&a, "docs", "new.txt", "second");
+    eventually("a's new file on b", || read(&b, "docs", "new.txt").as_deref() == Some("second")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_travel_through_a_line_of_three() {
+    let (a, b, c) = (peer(1, &["f"]), peer(2, &["f"]), peer(3, &["f"]));
+    befriend(&a, &b, &["f"]);
+    befriend(&b, &c, &["f"]);
+    a.node.dial(b.node.local_addr().expect("addr"), b.node.device_id());
+    c.node.dial(b.node.local_addr().expect("addr"), b.node.device_id());
+    write(&a, "f", "x.txt", "from a");
+    eventually("a's file on c (via b)", || read(&c, "f", "x.txt").as_deref() == Some("from a")).await;
+    write(&c, "f", "x.txt", "from a, then c");
+    eventually("c's edit on a (via b)", || read(&a, "f", "x.txt").as_deref() == Some("from a, then c")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_device_is_refused_and_gets_nothing() {
+    let a = peer(1, &["secret"]);
+    let stranger = peer(9, &["secret"]);
+    // The stranger trusts a, but a does not know it.
+    stranger.trust.allow(a.node.device_id(), "secret");
+    write(&a, "secret", "plans.txt", "do not leak");
+    write(&stranger, "secret", "junk.txt", "do not accept");
+    stranger.node.dial(a.node.local_addr().expect("addr"), a.node.device_id());
+    // Keep looking while the stranger retries: no connection ever stands.
+    for _ in 0..30 {
+        assert!(a.node.connected_peers().is_empty(), "a stranger got through the handshake");
+        assert!(stranger.node.connected_peers().is_empty(), "a stranger got through the handshake");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(read(&stranger, "secret", "plans.txt"), None, "a stranger received data");
+    assert_eq!(read(&a, "secret", "junk.txt"), None, "data from a stranger was accepted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_gets_only_the_folders_it_is_trusted_for() {
+    let a = peer(1, &["shared", "private"]);
+    let b = peer(2, &["shared", "private"]);
+    // a trusts b for "shared" only; b would take both.
+    a.trust.allow(b.node.device_id(), "shared");
+    b.trust.allow(a.node.device_id(), "shared");
+    b.trust.allow(a.node.device_id(), "private");
+    write(&a, "shared", "s.txt", "ok to share");
+    write(&a, "private", "p.txt", "not for b");
+    write(&b, "private", "intrusion.txt", "not for a");
+    b.node.dial(a.node.local_addr().expect("addr"), a.node.device_id());
+    eventually("the shared folder on b", || read(&b, "shared", "s.txt").as_deref() == Some("ok to share")).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(read(&b, "private", "p.txt"), None, "a folder leaked to an untrusted peer");
+    assert_eq!(read(&a, "private", "intrusion.txt"), None, "an untrusted peer wrote a folder");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_peer_is_reconnected() {
+    let a = peer(1, &["f"]);
+    let b_identity = Identity::generate().expect("identity");
+    let b_trust = Arc::new(Trust::default());
+    let b_node = Node::bind(b_identity.clone(), b_trust.clone(), "127.0.0.1:0".parse().expect("addr")).expect("bind");
+    b_node.add_folder("f", Folder::new(AgentId::from_index(2)));
+    let b = Peer { node: b_node, trust: b_trust };
+    befriend(&a, &b, &["f"]);
+    let addr = b.node.local_addr().expect("addr");
+    a.node.dial(addr, b.node.device_id());
+    write(&a, "f", "one.txt", "1");
+    eventually("first file", || read(&b, "f", "one.txt").is_some()).await;
+
+    // b stops; a keeps editing; b comes back with its identity, its folder
+    // and its port, and a reconnects without being told.
+    let b_folder = b.node.read("f", |s| s.folder.clone()).expect("folder");
+    b.node.close().await;
+    drop(b);
+    write(&a, "f", "two.txt", "2");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let trust = Arc::new(Trust::default());
+    trust.allow(a.node.device_id(), "f");
+    let node = Node::bind(b_identity, trust.clone(), addr).expect("re-bind on the same port");
+    node.add_folder("f", b_folder);
+    let b = Peer { node, trust };
+    eventually("the edit made while b was down", || read(&b, "f", "two.txt").as_deref() == Some("2")).await;
+    assert_eq!(read(&b, "f", "one.txt").as_deref(), Some("1"));
+}
