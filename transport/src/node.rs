@@ -232,6 +232,16 @@ impl Node {
         });
     }
 
+    /// A bare connection to a peer, for tools and tests that speak the
+    /// protocol themselves (the peer must trust this node).
+    pub async fn connect_raw(&self, addr: SocketAddr) -> Result<quinn::Connection, NodeError> {
+        self.endpoint
+            .connect(addr, "fsync")
+            .map_err(|e| NodeError::Quic(e.to_string()))?
+            .await
+            .map_err(|e| NodeError::Quic(e.to_string()))
+    }
+
     /// Closes every connection and stops listening.
     pub async fn close(&self) {
         self.endpoint.close(0u32.into(), b"bye");
@@ -248,7 +258,8 @@ fn peer_of(conn: &quinn::Connection) -> Result<DeviceId, NodeError> {
     DeviceId::from_cert(cert).map_err(|e| NodeError::Peer(e.to_string()))
 }
 
-fn hello(names: &[String]) -> Vec<u8> {
+/// The first frame on a connection: the folders offered to that peer.
+pub fn hello(names: &[String]) -> Vec<u8> {
     let mut w = Writer::new();
     w.varint(1); // protocol version of the hello
     w.usize(names.len());
