@@ -26,6 +26,8 @@ use crate::tls::{client_config, server_config, Trust};
 
 /// How often a connection sends a fresh summary (anti-entropy).
 const RESYNC_EVERY: Duration = Duration::from_secs(30);
+/// Frames read ahead of processing, per connection.
+const READ_AHEAD: usize = 4;
 /// Longest wait between dial attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -314,7 +316,9 @@ async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId
     }
     // Frames are read in their own task so that waiting for one is
     // cancel-safe in the select below.
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
+    // At most a few frames wait here: per-peer memory stays under
+    // READ_AHEAD * MAX_FRAME, and QUIC flow control holds the rest back.
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(READ_AHEAD);
     tokio::spawn(async move {
         loop {
             match read_frame(&mut recv).await {
