@@ -4,7 +4,9 @@
 //! Call order: [`Session::start`] once; then, whenever bytes arrive,
 //! [`Session::handle_message`]; after that or after any local change to the
 //! folder, drain [`Session::poll_transmit`] (bytes to send, in order, on a
-//! reliable ordered stream) and [`Session::poll_event`].
+//! reliable ordered stream), [`Session::poll_bulk`] (chunk replies, each on
+//! any stream, in any order: big transfers must not hold up small edits)
+//! and [`Session::poll_event`].
 //!
 //! How it converges: each side opens with a summary (its version vector);
 //! each then sends exactly the events the other lacks, in the order of its
@@ -254,15 +256,15 @@ impl Session {
     }
 
     /// The next message to send, if any.
-    pub fn poll_transmit(&mut self, folder: &Folder, chunks: &dyn ChunkStore) -> Option<Vec<u8>> {
-        let msg = self.next_message(folder, chunks)?;
+    pub fn poll_transmit(&mut self, folder: &Folder) -> Option<Vec<u8>> {
+        let msg = self.next_message(folder)?;
         let bytes = msg.encode();
         self.stats.sent_messages += 1;
         self.stats.sent_bytes += bytes.len() as u64;
         Some(bytes)
     }
 
-    fn next_message(&mut self, folder: &Folder, chunks: &dyn ChunkStore) -> Option<Message> {
+    fn next_message(&mut self, folder: &Folder) -> Option<Message> {
         if let Some(m) = self.outbox.pop_front() {
             return Some(m);
         }
@@ -288,11 +290,27 @@ impl Session {
             self.asked.extend(batch.iter().copied());
             return Some(Message::WantChunks(batch));
         }
+        None
+    }
+
+    /// The next chunk reply to send, if any. Chunks are read from the store
+    /// only here, one at a time, so the caller decides how many are in
+    /// flight.
+    pub fn poll_bulk(&mut self, chunks: &dyn ChunkStore) -> Option<Vec<u8>> {
         let h = self.serve.pop_front()?;
-        Some(match chunks.get(&h) {
+        let msg = match chunks.get(&h) {
             Some(b) => Message::Chunk(h, b),
             None => Message::NoChunk(h),
-        })
+        };
+        let bytes = msg.encode();
+        self.stats.sent_messages += 1;
+        self.stats.sent_bytes += bytes.len() as u64;
+        Some(bytes)
+    }
+
+    /// Chunk replies waiting to be sent.
+    pub fn bulk_pending(&self) -> usize {
+        self.serve.len()
     }
 
     /// The next event, if any.

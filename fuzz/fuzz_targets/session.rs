@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     // Messages are separated by a 0xff 0xfe marker in the input.
     for msg in data.split(|&b| b == 0xfe) {
         let _ = s.handle_message(0, msg, &mut f, &mut chunks);
-        while s.poll_transmit(&f, &chunks).is_some() {}
+        while s.poll_transmit(&f).is_some() {}
         while s.poll_event().is_some() {}
     }
     let paths: Vec<String> = f.tree().nodes().map(|n| n.path.clone()).collect();

@@ -28,6 +28,8 @@ use crate::tls::{client_config, server_config, Trust};
 const RESYNC_EVERY: Duration = Duration::from_secs(30);
 /// Frames read ahead of processing, per connection.
 const READ_AHEAD: usize = 4;
+/// Chunk replies handed to the bulk writer ahead of the wire, per connection.
+const BULK_AHEAD: usize = 8;
 /// Longest wait between dial attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -316,9 +318,36 @@ async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId
     }
     // Frames are read in their own task so that waiting for one is
     // cancel-safe in the select below.
+    // The control stream goes first: a big transfer never delays an edit.
+    let _ = send.set_priority(10);
     // At most a few frames wait here: per-peer memory stays under
     // READ_AHEAD * MAX_FRAME, and QUIC flow control holds the rest back.
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(READ_AHEAD);
+    // Chunks arrive on their own unidirectional streams, one frame each.
+    let (uni_conn, uni_tx) = (conn.clone(), tx.clone());
+    tokio::spawn(async move {
+        while let Ok(mut s) = uni_conn.accept_uni().await {
+            let tx = uni_tx.clone();
+            tokio::spawn(async move {
+                if let Ok(Some(f)) = read_frame(&mut s).await {
+                    let _ = tx.send(f).await;
+                }
+            });
+        }
+    });
+    // Chunks we serve go out the same way, a few at a time.
+    let (bulk_tx, mut bulk_rx) = mpsc::channel::<Vec<u8>>(BULK_AHEAD);
+    let bulk_conn = conn.clone();
+    tokio::spawn(async move {
+        while let Some(frame) = bulk_rx.recv().await {
+            let Ok(mut s) = bulk_conn.open_uni().await else { break };
+            if write_frame(&mut s, &frame).await.is_err() {
+                break;
+            }
+            let _ = s.finish();
+        }
+    });
+    let reader_conn = conn.clone();
     tokio::spawn(async move {
         loop {
             match read_frame(&mut recv).await {
@@ -329,11 +358,13 @@ async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::warn!("closing: {e}");
+                    tracing::warn!(peer = %peer.short(), "closing: {e}");
                     break;
                 }
             }
         }
+        // The control stream is the connection: without it, end it all.
+        reader_conn.close(4u32.into(), b"control stream ended");
     });
     let mut generation = sh.generation.subscribe();
     let mut resync = tokio::time::interval(RESYNC_EVERY);
@@ -343,7 +374,7 @@ async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId
         for (i, s) in sessions.iter_mut().enumerate() {
             loop {
                 let out = match s.state.lock() {
-                    Ok(st) => s.session.poll_transmit(&st.folder, &st.chunks),
+                    Ok(st) => s.session.poll_transmit(&st.folder),
                     Err(_) => None,
                 };
                 let Some(bytes) = out else { break };
@@ -353,7 +384,20 @@ async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId
                 write_frame(&mut send, &frame.into_bytes()).await.map_err(|e| q(&e))?;
             }
         }
+        let bulk_waiting = sessions.iter().any(|s| s.session.bulk_pending() > 0);
         tokio::select! {
+            permit = bulk_tx.reserve(), if bulk_waiting => {
+                let Ok(permit) = permit else { break };
+                if let Some((i, s)) = sessions.iter_mut().enumerate().find(|(_, s)| s.session.bulk_pending() > 0) {
+                    let out = s.state.lock().ok().and_then(|st| s.session.poll_bulk(&st.chunks));
+                    if let Some(bytes) = out {
+                        let mut frame = Writer::new();
+                        frame.usize(i);
+                        frame.raw(&bytes);
+                        permit.send(frame.into_bytes());
+                    }
+                }
+            }
             frame = rx.recv() => {
                 let Some(frame) = frame else { break };
                 let mut r = Reader::new(&frame);

@@ -86,7 +86,14 @@ impl Net {
         for i in 0..self.peers.len() {
             let p = &mut self.peers[i];
             for (&to, s) in p.sessions.iter_mut() {
-                while let Some(bytes) = s.poll_transmit(&p.folder, &p.chunks) {
+                let mut out = Vec::new();
+                while let Some(bytes) = s.poll_transmit(&p.folder) {
+                    out.push(bytes);
+                }
+                while let Some(bytes) = s.poll_bulk(&p.chunks) {
+                    out.push(bytes);
+                }
+                for bytes in out {
                     let lost = self.rng.random_bool(f.loss);
                     let copies = if self.rng.random_bool(f.dup) { 2 } else { 1 };
                     for _ in 0..copies {
@@ -300,10 +307,10 @@ fn a_session_sends_only_what_the_peer_lacks() {
     sa.start(&a);
     sb.start(&b);
     for _ in 0..4 {
-        while let Some(m) = sa.poll_transmit(&a, &ca) {
+        while let Some(m) = sa.poll_transmit(&a) {
             sb.handle_message(0, &m, &mut b, &mut cb).expect("valid");
         }
-        while let Some(m) = sb.poll_transmit(&b, &cb) {
+        while let Some(m) = sb.poll_transmit(&b) {
             sa.handle_message(0, &m, &mut a, &mut ca).expect("valid");
         }
     }
@@ -321,7 +328,7 @@ fn bad_chunks_and_garbage_are_refused() {
     assert!(matches!(s.handle_message(0, b"\x01\x07", &mut f, &mut c), Err(SessionError::Decode(_))));
     let h = ChunkHash::of(b"real");
     s.want_chunk(h);
-    while s.poll_transmit(&f, &c).is_some() {}
+    while s.poll_transmit(&f).is_some() {}
     let forged = Message::Chunk(h, b"fake".to_vec()).encode();
     assert_eq!(s.handle_message(0, &forged, &mut f, &mut c), Err(SessionError::BadChunk(h)));
     assert!(!c.has(&h));
@@ -342,10 +349,10 @@ fn live_edits_that_extend_the_last_log_record_are_sent() {
     let id = a.create("live.txt", Kind::File, 1).expect("create");
     let mut exchange = |a: &mut Folder, b: &mut Folder| {
         for _ in 0..3 {
-            while let Some(m) = sa.poll_transmit(a, &ca) {
+            while let Some(m) = sa.poll_transmit(a) {
                 sb.handle_message(0, &m, b, &mut cb).expect("valid");
             }
-            while let Some(m) = sb.poll_transmit(b, &cb) {
+            while let Some(m) = sb.poll_transmit(b) {
                 sa.handle_message(0, &m, a, &mut ca).expect("valid");
             }
         }
