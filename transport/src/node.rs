@@ -71,30 +71,56 @@ struct Shared {
     folders: Mutex<BTreeMap<String, Arc<Mutex<FolderState>>>>,
     /// Bumped on every change to any folder.
     generation: watch::Sender<u64>,
-    /// Peers with an established connection (count per device).
-    connected: Mutex<BTreeMap<DeviceId, usize>>,
+    /// The one connection kept per peer, with the device that initiated it.
+    connected: Mutex<BTreeMap<DeviceId, (quinn::Connection, DeviceId)>>,
+    /// Connection loops running (for status and tests).
+    running: std::sync::atomic::AtomicUsize,
 }
 
-/// Counts a connection while it lives.
-struct Connected<'a>(&'a Shared, DeviceId);
+/// Counts a running connection loop.
+struct Running<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Running<'a> {
+    fn new(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Running(n)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Registers a connection while it lives; refuses a duplicate.
+struct Connected<'a>(&'a Shared, DeviceId, usize);
 
 impl<'a> Connected<'a> {
-    fn new(sh: &'a Shared, peer: DeviceId) -> Self {
-        if let Ok(mut c) = sh.connected.lock() {
-            *c.entry(peer).or_insert(0) += 1;
+    /// When both sides dial at once there are two connections: both sides
+    /// keep the one initiated by the smaller device ID and close the other.
+    /// A newer connection from the same initiator replaces the old one (the
+    /// old one is probably dead and waiting for its idle timeout).
+    fn register(sh: &'a Shared, conn: &quinn::Connection, peer: DeviceId, initiator: DeviceId) -> Option<Self> {
+        let me = sh.identity.device_id();
+        let preferred = me.min(peer);
+        let mut c = sh.connected.lock().ok()?;
+        if let Some((old, old_init)) = c.get(&peer) {
+            if *old_init != initiator && *old_init == preferred {
+                return None;
+            }
+            old.close(5u32.into(), b"replaced by another connection");
         }
-        Connected(sh, peer)
+        c.insert(peer, (conn.clone(), initiator));
+        Some(Connected(sh, peer, conn.stable_id()))
     }
 }
 
 impl Drop for Connected<'_> {
     fn drop(&mut self) {
         if let Ok(mut c) = self.0.connected.lock() {
-            if let Some(n) = c.get_mut(&self.1) {
-                *n -= 1;
-                if *n == 0 {
-                    c.remove(&self.1);
-                }
+            if c.get(&self.1).is_some_and(|(conn, _)| conn.stable_id() == self.2) {
+                c.remove(&self.1);
             }
         }
     }
@@ -138,6 +164,7 @@ impl Node {
             folders: Mutex::new(BTreeMap::new()),
             generation: watch::channel(0).0,
             connected: Mutex::new(BTreeMap::new()),
+            running: std::sync::atomic::AtomicUsize::new(0),
         });
         let (ep, sh) = (endpoint.clone(), shared.clone());
         tokio::spawn(async move {
@@ -176,6 +203,21 @@ impl Node {
         self.shared.connected.lock().map(|c| c.keys().copied().collect()).unwrap_or_default()
     }
 
+    /// Connection loops running now (one per peer once settled).
+    pub fn running_connections(&self) -> usize {
+        self.shared.running.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The connections kept: (peer, device that initiated it).
+    pub fn connections(&self) -> Vec<(DeviceId, DeviceId)> {
+        let me = self.device_id();
+        self.shared
+            .connected
+            .lock()
+            .map(|c| c.iter().map(|(p, (_, init))| (me.min(*p), *init)).collect())
+            .unwrap_or_default()
+    }
+
     /// Shares a folder under `name`.
     pub fn add_folder(&self, name: &str, folder: Folder) {
         if let Ok(mut f) = self.shared.folders.lock() {
@@ -206,6 +248,11 @@ impl Node {
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
+                // Connected already (the peer dialled us): just watch.
+                if sh.connected.lock().is_ok_and(|c| c.contains_key(&device)) {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
                 let attempt = match ep.connect(addr, "fsync") {
                     Ok(c) => c.await.map_err(|e| NodeError::Quic(e.to_string())),
                     Err(quinn::ConnectError::EndpointStopping) => return,
@@ -295,6 +342,11 @@ struct Shared1 {
 
 async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId, dialer: bool) -> Result<(), NodeError> {
     let q = |e: &dyn std::fmt::Display| NodeError::Quic(e.to_string());
+    let initiator = if dialer { sh.identity.device_id() } else { peer };
+    let Some(_connected) = Connected::register(&sh, &conn, peer, initiator) else {
+        conn.close(5u32.into(), b"duplicate connection");
+        return Ok(());
+    };
     let (mut send, mut recv) = if dialer { conn.open_bi().await.map_err(|e| q(&e))? } else { conn.accept_bi().await.map_err(|e| q(&e))? };
     // Offer only the folders this peer is trusted for.
     let allowed = sh.trust.folders_of(&peer);
@@ -306,7 +358,6 @@ async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId
     let theirs = parse_hello(&read_frame(&mut recv).await.map_err(|e| q(&e))?.ok_or_else(|| NodeError::Peer("closed".into()))?)?;
     let common: Vec<String> = mine.iter().filter(|m| theirs.contains(m)).cloned().collect();
     tracing::info!(peer = %peer.short(), folders = ?common, "connected");
-    let _connected = Connected::new(&sh, peer);
     let mut sessions: Vec<Shared1> = Vec::new();
     for name in &common {
         let Some(state) = sh.folders.lock().ok().and_then(|f| f.get(name).cloned()) else { continue };
@@ -366,6 +417,7 @@ async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId
         // The control stream is the connection: without it, end it all.
         reader_conn.close(4u32.into(), b"control stream ended");
     });
+    let _running = Running::new(&sh.running);
     let mut generation = sh.generation.subscribe();
     let mut resync = tokio::time::interval(RESYNC_EVERY);
     resync.tick().await;

@@ -98,6 +98,32 @@ async fn protocol_violations_are_refused_and_the_node_keeps_serving() {
     bytes.extend_from_slice(&body);
     assert!(attack(&mallory, &a, bytes).await, "unknown folder index not refused");
 
+    // 5. A chunk nobody asked for (its bytes do not even match its name).
+    let body = frame(0, &Message::Chunk(fsync_core::chunks::ChunkHash([7; 32]), b"forged".to_vec()).encode());
+    let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
+    bytes.extend_from_slice(&body);
+    assert!(attack(&mallory, &a, bytes).await, "a forged chunk was not refused");
+    // 6. Changes whose parents do not exist: not applied (treated as a gap,
+    // which an honest peer fills after a resync; this one cannot).
+    let orphan = Changes {
+        runs: vec![(
+            EntryId(EventId { agent: AgentId::from_index(77), seq: 0 }),
+            ExportedRun {
+                id: EventId { agent: AgentId::from_index(77), seq: 0 },
+                parents: vec![EventId { agent: AgentId::from_index(78), seq: 41 }],
+                pos: 0,
+                kind: ExportedKind::Ins("orphan".into()),
+                time: 0,
+            },
+        )],
+    };
+    let body = frame(0, &Message::Changes(orphan).encode());
+    let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
+    bytes.extend_from_slice(&body);
+    let _ = attack(&mallory, &a, bytes).await;
+    let vv = a.read("f", |s| s.folder.version_vector().clone()).expect("folder");
+    assert!(!vv.contains_key(&AgentId::from_index(77)), "an event with unknown parents was applied");
+
     // The node still serves the honest peer, and holds nothing bad.
     honest
         .edit("f", |s| {

@@ -159,3 +159,22 @@ async fn a_restarted_peer_is_reconnected() {
     eventually("the edit made while b was down", || read(&b, "f", "two.txt").as_deref() == Some("2")).await;
     assert_eq!(read(&b, "f", "one.txt").as_deref(), Some("1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_dialling_end_with_one_connection() {
+    let a = peer(1, &["f"]);
+    let b = peer(2, &["f"]);
+    befriend(&a, &b, &["f"]);
+    a.node.dial(b.node.local_addr().expect("addr"), b.node.device_id());
+    b.node.dial(a.node.local_addr().expect("addr"), a.node.device_id());
+    write(&a, "f", "x.txt", "x");
+    eventually("sync", || read(&b, "f", "x.txt").is_some()).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (ca, cb) = (a.node.connections(), b.node.connections());
+    assert_eq!(a.node.running_connections(), 1, "a runs more than one connection");
+    assert_eq!(b.node.running_connections(), 1, "b runs more than one connection");
+    assert_eq!(ca, cb, "the two sides kept different connections");
+    // And it still works both ways.
+    write(&b, "f", "y.txt", "y");
+    eventually("sync back", || read(&a, "f", "y.txt").is_some()).await;
+}
