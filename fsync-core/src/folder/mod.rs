@@ -325,6 +325,31 @@ impl Folder {
         Ok(())
     }
 
+    /// Applies edits made against the entry's version `base` (event ids, as
+    /// remembered when the disk was last read or written): they merge with
+    /// whatever changed since instead of overwriting it. An unknown base
+    /// (never the case for ids this folder handed out) falls back to the
+    /// current version.
+    pub fn edit_text_from(&mut self, id: EntryId, base: &[EventId], edits: &[Edit], now: u64) -> Result<(), FolderError> {
+        let e = self.entries.get(&id).ok_or(FolderError::UnknownEntry(id))?;
+        if e.state.content != Content::Text {
+            self.local_meta(id, &Meta::Text, now);
+        }
+        let agent = self.agent;
+        let seq = self.next_seq;
+        let e = self.entries.get_mut(&id).ok_or(FolderError::UnknownEntry(id))?;
+        let base_lvs = e.doc.lvs_of(base).unwrap_or_else(|| e.doc.version().iter().copied().collect());
+        let before = e.doc.oplog().len();
+        let r = e.doc.edit_from(agent, seq, &base_lvs, edits, now);
+        let n = r.end - r.start;
+        if n > 0 {
+            self.bump(n);
+            self.record(id, agent, seq, n, before);
+        }
+        self.refresh(id);
+        Ok(())
+    }
+
     /// Replaces the whole text, as the smallest single edit (common prefix
     /// and suffix kept). The watcher computes finer diffs.
     pub fn set_text(&mut self, id: EntryId, new: &str, now: u64) -> Result<(), FolderError> {

@@ -168,6 +168,45 @@ impl TextDoc {
         Ok(true)
     }
 
+    /// Applies local edits made against an older version `base` (what the
+    /// editor saw), as a branch from it, then merges: edits that arrived
+    /// meanwhile are kept, not overwritten. Positions are relative to the
+    /// text at `base`, each edit after the ones before it. With `base` the
+    /// current version this is a plain local edit.
+    pub fn edit_from(&mut self, agent: AgentId, seq: u64, base: &[Lv], edits: &[Edit], time: u64) -> Range<u64> {
+        if base == self.version.as_slice() {
+            let mut next = seq;
+            for e in edits {
+                next = self.local_edit_at(agent, next, e, time).end;
+            }
+            return seq..next;
+        }
+        let ai = self.oplog.agent_index(agent);
+        let mut parents: Frontier = base.iter().copied().collect();
+        let mut next = seq;
+        for e in edits {
+            for op in [PushOp::Del { len: e.del, fwd: true }, PushOp::Ins(&e.ins)] {
+                let r = self.oplog.push_op(ai, next, &parents, e.pos, op, time);
+                if !r.is_empty() {
+                    next += r.len() as u64;
+                    parents = smallvec::smallvec![r.end - 1];
+                }
+            }
+        }
+        self.merge_pending();
+        seq..next
+    }
+
+    /// The current version as event ids (to remember as a base).
+    pub fn version_ids(&self) -> Vec<EventId> {
+        self.version.iter().map(|&lv| self.oplog.id_of(lv)).collect()
+    }
+
+    /// Local versions of event ids this document has.
+    pub fn lvs_of(&self, ids: &[EventId]) -> Option<Frontier> {
+        ids.iter().map(|id| self.oplog.lv_of(*id)).collect()
+    }
+
     /// Appends a local marker event (see [`OpLog::marker`]).
     pub fn local_marker(&mut self, agent: AgentId, seq: u64, payload: &[u8], time: u64) -> Lv {
         let ai = self.oplog.agent_index(agent);

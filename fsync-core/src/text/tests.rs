@@ -143,3 +143,19 @@ fn fuzz_small() {
         fuzz_once(seed, 3, 30);
     }
 }
+
+#[test]
+fn edits_from_an_old_base_merge_with_what_came_since() {
+    let mut d = TextDoc::new();
+    let s = d.local_edit(a(1), 0, &edit(0, 0, "one two three")).end;
+    let base: Vec<Lv> = d.version().to_vec();
+    // A remote change lands after the editor read the file...
+    let r = d.oplog().export(|_| 0).last().map(|r| r.id).expect("ops");
+    let p = [r];
+    d.add_remote(&RemoteOp::insert(EventId { agent: a(2), seq: 0 }, &p, 13, " four")).expect("valid");
+    d.merge_pending();
+    assert_eq!(d.text(), "one two three four");
+    // ...and the editor saves its own change made on the old text.
+    d.edit_from(a(1), s, &base, &[edit(0, 3, "ONE")], 0);
+    assert_eq!(d.text(), "ONE two three four");
+}

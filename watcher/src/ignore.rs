@@ -1,0 +1,64 @@
+//! Which paths are not synced: editor and system temp files by default,
+//! fsync's own temp files always, plus `.fsyncignore` (gitignore syntax) at
+//! the folder root.
+
+use std::path::Path;
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+
+/// Prefix of the temp files fsync writes before renaming them into place.
+pub const TEMP_PREFIX: &str = ".fsync-tmp-";
+
+/// Ignored unless `.fsyncignore` re-includes them with `!`.
+pub const DEFAULT_IGNORES: &[&str] = &[
+    "*.swp", "*.swo", "*.swx", "*~", ".#*", "4913", ".DS_Store", "Thumbs.db", "*.part", "*.crdownload", "*.tmp",
+    ".*.kate-swp", ".~lock.*#",
+];
+
+/// The ignore rules of one folder.
+pub struct Ignore {
+    rules: Gitignore,
+}
+
+impl Ignore {
+    /// Default rules plus the folder's `.fsyncignore`, if any. Bad lines in
+    /// the file are skipped (and reported by the caller's status).
+    pub fn load(root: &Path) -> Ignore {
+        let mut b = GitignoreBuilder::new(root);
+        for p in DEFAULT_IGNORES {
+            let _ = b.add_line(None, p);
+        }
+        let _ = b.add(root.join(".fsyncignore"));
+        let rules = b.build().unwrap_or_else(|_| Gitignore::empty());
+        Ignore { rules }
+    }
+
+    /// True when `rel` (a path relative to the root) is not synced.
+    pub fn ignored(&self, rel: &str, is_dir: bool) -> bool {
+        let name = rel.rsplit('/').next().unwrap_or(rel);
+        if name.starts_with(TEMP_PREFIX) {
+            return true;
+        }
+        self.rules.matched_path_or_any_parents(rel, is_dir).is_ignore()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_fsyncignore() {
+        let dir = std::env::temp_dir().join(format!("fsync-ignore-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join(".fsyncignore"), "build/\n*.log\n!keep.log\n").expect("write");
+        let ig = Ignore::load(&dir);
+        for p in [".notes.txt.swp", "notes.txt~", ".#notes.txt", "4913", "build/out.o", "x.log", ".fsync-tmp-123"] {
+            assert!(ig.ignored(p, false), "{p} should be ignored");
+        }
+        for p in ["notes.txt", "keep.log", "src/build.rs"] {
+            assert!(!ig.ignored(p, false), "{p} should be synced");
+        }
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}

@@ -1,0 +1,417 @@
+//! Disk to folder: find what changed since the index last saw the disk and
+//! turn it into folder changes.
+//!
+//! Fast path: a file whose (inode, size, mtime, ctime) match the index is not
+//! read. Moves are found by inode (a `mv` within the folder, a directory
+//! moved with everything in it), then by content (an editor that writes a
+//! new file and deletes the old one under another name). A save that
+//! replaces a file by rename (sed -i, vim, VS Code) or deletes and recreates
+//! it keeps the file's identity because it is seen as one change of the same
+//! path. Text edits are diffed against the text the disk had when the index
+//! was last updated (`base`), so they merge with remote changes that
+//! arrived meanwhile instead of undoing them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use fsync_core::chunks::{split, ChunkRef, ChunkStore};
+use fsync_core::folder::{Content, EntryId, Folder, Kind};
+use fsync_core::EventId;
+
+use crate::diff::text_edits;
+use crate::ignore::Ignore;
+use crate::WatchError;
+
+/// Files above this size are treated as binary (chunked, whole-value
+/// merges) even when they are valid UTF-8.
+pub const TEXT_MAX: u64 = 4 << 20;
+
+/// What the index remembers of one path: the entry shown there, the disk
+/// metadata when it was last read or written, and the entry's version then.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Known {
+    /// The entry.
+    pub id: EntryId,
+    /// File, directory or link.
+    pub kind: Kind,
+    /// Disk metadata at that time.
+    pub stat: Stat,
+    /// The entry's version matching the disk content.
+    pub base: Vec<EventId>,
+}
+
+/// The metadata that tells whether a path changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    /// Inode.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ns.
+    pub mtime: i64,
+    /// Change time, ns.
+    pub ctime: i64,
+    /// Executable bit (owner).
+    pub exec: bool,
+}
+
+impl Stat {
+    pub(crate) fn of(m: &std::fs::Metadata) -> Stat {
+        Stat {
+            ino: m.ino(),
+            size: m.len(),
+            mtime: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            ctime: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+            exec: m.permissions().mode() & 0o100 != 0,
+        }
+    }
+}
+
+/// Path (relative, `/`-separated) to what was last seen there.
+#[derive(Clone, Debug, Default)]
+pub struct Index {
+    /// The paths.
+    pub files: BTreeMap<String, Known>,
+}
+
+impl Index {
+    /// Moves every key at or below `from` to `to`.
+    fn rekey(&mut self, from: &str, to: &str) {
+        let prefix = format!("{from}/");
+        let keys: Vec<String> = self.files.keys().filter(|k| *k == from || k.starts_with(&prefix)).cloned().collect();
+        for k in keys {
+            if let Some(v) = self.files.remove(&k) {
+                self.files.insert(format!("{to}{}", &k[from.len()..]), v);
+            }
+        }
+    }
+}
+
+/// What a scan did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScanReport {
+    /// New paths taken in.
+    pub created: Vec<String>,
+    /// Paths whose content or mode changed.
+    pub modified: Vec<String>,
+    /// (from, to) moves.
+    pub moved: Vec<(String, String)>,
+    /// Paths deleted.
+    pub deleted: Vec<String>,
+}
+
+impl ScanReport {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.created.is_empty() && self.modified.is_empty() && self.moved.is_empty() && self.deleted.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct OnDisk {
+    kind: Kind,
+    stat: Stat,
+}
+
+/// What a file holds, read once.
+enum Body {
+    Text(String),
+    Binary(Vec<u8>),
+    Link(String),
+    Dir,
+}
+
+fn read_body(path: &Path, kind: Kind) -> Result<Body, WatchError> {
+    let io = |e| WatchError::io(path, e);
+    Ok(match kind {
+        Kind::Dir => Body::Dir,
+        Kind::Symlink => Body::Link(std::fs::read_link(path).map_err(io)?.to_string_lossy().into_owned()),
+        Kind::File => {
+            let bytes = std::fs::read(path).map_err(io)?;
+            if bytes.len() as u64 <= TEXT_MAX && !bytes.contains(&0) {
+                match String::from_utf8(bytes) {
+                    Ok(s) => Body::Text(s),
+                    Err(e) => Body::Binary(e.into_bytes()),
+                }
+            } else {
+                Body::Binary(bytes)
+            }
+        }
+    })
+}
+
+/// A key for matching moved content: the same for a file on disk and the
+/// entry it came from.
+fn content_key(body: &Body) -> Option<[u8; 32]> {
+    match body {
+        Body::Text(t) => Some(fsync_core::chunks::ChunkHash::of(t.as_bytes()).0),
+        Body::Binary(b) => Some(fsync_core::chunks::ChunkHash::of(b).0),
+        _ => None,
+    }
+}
+
+fn entry_key(folder: &Folder, id: EntryId, chunks: &dyn ChunkStore) -> Option<[u8; 32]> {
+    match &folder.state(id)?.content {
+        Content::Text => Some(fsync_core::chunks::ChunkHash::of(folder.doc(id)?.text().as_bytes()).0),
+        Content::Binary { chunks: refs, .. } => {
+            fsync_core::chunks::assemble(refs, chunks).map(|b| fsync_core::chunks::ChunkHash::of(&b).0)
+        }
+        _ => None,
+    }
+}
+
+fn walk(root: &Path, ignore: &Ignore) -> Result<BTreeMap<String, OnDisk>, WatchError> {
+    let mut out = BTreeMap::new();
+    let mut it = walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name().min_depth(1).into_iter();
+    while let Some(e) = it.next() {
+        let e = match e {
+            Ok(e) => e,
+            // Vanished while walking: the next scan sees the new state.
+            Err(err) if err.io_error().is_some_and(|i| i.kind() == std::io::ErrorKind::NotFound) => continue,
+            Err(err) => return Err(WatchError::Walk(err.to_string())),
+        };
+        let Ok(rel) = e.path().strip_prefix(root) else { continue };
+        let Some(rel) = rel.to_str().map(str::to_owned) else {
+            tracing_skip(e.path());
+            continue;
+        };
+        let ft = e.file_type();
+        let kind = if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_symlink() {
+            Kind::Symlink
+        } else if ft.is_file() {
+            Kind::File
+        } else {
+            continue; // sockets, fifos, devices: not synced
+        };
+        if ignore.ignored(&rel, kind == Kind::Dir) || fsync_core::folder::split_path(&rel).is_err() {
+            if kind == Kind::Dir {
+                it.skip_current_dir();
+            }
+            continue;
+        }
+        let meta = match e.metadata() {
+            Ok(m) => m,
+            Err(_) => continue,
+        };
+        out.insert(rel, OnDisk { kind, stat: Stat::of(&meta) });
+    }
+    Ok(out)
+}
+
+fn tracing_skip(_p: &Path) {
+    // Names that are not UTF-8 cannot be shared with every platform; they
+    // are left alone (and shown by status once the daemon reports it).
+}
+
+/// Brings the folder up to date with the disk under `root`.
+pub fn scan(
+    root: &Path,
+    folder: &mut Folder,
+    chunks: &mut dyn ChunkStore,
+    index: &mut Index,
+    ignore: &Ignore,
+    now: u64,
+) -> Result<ScanReport, WatchError> {
+    let disk = walk(root, ignore)?;
+    let mut report = ScanReport::default();
+
+    // Moves by inode, directories first (shortest path first), so that what
+    // is inside moves along.
+    loop {
+        let gone: Vec<(String, Known)> = index
+            .files
+            .iter()
+            .filter(|(p, k)| disk.get(*p).is_none_or(|d| d.kind != k.kind || d.stat.ino != k.stat.ino))
+            .map(|(p, k)| (p.clone(), k.clone()))
+            .collect();
+        let by_ino: HashMap<(u64, bool), &(String, Known)> =
+            gone.iter().map(|g| ((g.1.stat.ino, g.1.kind == Kind::Dir), g)).collect();
+        let mut found = None;
+        for (path, d) in &disk {
+            if index.files.get(path).is_some_and(|k| k.stat.ino == d.stat.ino && k.kind == d.kind) {
+                continue;
+            }
+            if let Some((old, known)) = by_ino.get(&(d.stat.ino, d.kind == Kind::Dir)) {
+                if known.kind == d.kind && old != path && !path.starts_with(&format!("{old}/")) {
+                    let better = found.as_ref().is_none_or(|(o, _, _): &(String, String, EntryId)| old.len() < o.len());
+                    if better {
+                        found = Some((old.clone(), path.clone(), known.id));
+                    }
+                }
+            }
+        }
+        let Some((old, new, id)) = found else { break };
+        if folder.tree().path_of(id).is_some() {
+            folder.rename(id, &new, now)?;
+        }
+        index.rekey(&old, &new);
+        report.moved.push((old, new));
+    }
+
+    // Bodies of new paths, read once.
+    let fresh: Vec<String> = disk
+        .iter()
+        .filter(|(p, d)| index.files.get(*p).is_none_or(|k| k.kind != d.kind))
+        .map(|(p, _)| p.clone())
+        .collect();
+    let mut bodies: HashMap<String, Body> = HashMap::new();
+    for p in &fresh {
+        match read_body(&root.join(p), disk[p].kind) {
+            Ok(b) => {
+                bodies.insert(p.clone(), b);
+            }
+            Err(_) => continue, // vanished meanwhile
+        }
+    }
+
+    // Moves by content: a file gone from one path and the same bytes new at
+    // another (writers that create a new file and delete the old one).
+    let gone_files: Vec<(String, Known)> = index
+        .files
+        .iter()
+        .filter(|(p, k)| k.kind == Kind::File && disk.get(*p).is_none_or(|d| d.kind != k.kind))
+        .map(|(p, k)| (p.clone(), k.clone()))
+        .collect();
+    if !gone_files.is_empty() {
+        let mut by_key: HashMap<[u8; 32], (String, Known)> = HashMap::new();
+        for (p, k) in gone_files {
+            if let Some(key) = entry_key(folder, k.id, chunks) {
+                by_key.entry(key).or_insert((p, k));
+            }
+        }
+        for p in &fresh {
+            let Some(key) = bodies.get(p).and_then(content_key) else { continue };
+            if let Some((old, known)) = by_key.remove(&key) {
+                folder.rename(known.id, p, now)?;
+                index.files.remove(&old);
+                index.files.insert(p.clone(), Known { stat: disk[p].stat, ..known });
+                report.moved.push((old, p.clone()));
+            }
+        }
+    }
+
+    // Deletions, deepest first.
+    let gone: Vec<(String, Known)> = index
+        .files
+        .iter()
+        .rev()
+        .filter(|(p, k)| disk.get(*p).is_none_or(|d| d.kind != k.kind))
+        .map(|(p, k)| (p.clone(), k.clone()))
+        .collect();
+    for (p, k) in gone {
+        if folder.tree().path_of(k.id) == Some(p.as_str()) {
+            folder.delete(k.id, now)?;
+        }
+        index.files.remove(&p);
+        report.deleted.push(p);
+    }
+
+    // New paths, parents first.
+    for p in fresh {
+        if index.files.contains_key(&p) {
+            continue; // taken in as a move above
+        }
+        let Some(body) = bodies.remove(&p) else { continue };
+        let d = &disk[&p];
+        let id = match folder.tree().lookup(&p) {
+            // A directory the folder already has (created by a peer).
+            Some(n) if n.kind == d.kind => n.id,
+            _ => folder.create(&p, d.kind, now)?,
+        };
+        let base = take_in(folder, chunks, id, &[], body, d.stat.exec, now)?;
+        index.files.insert(p.clone(), Known { id, kind: d.kind, stat: d.stat, base });
+        report.created.push(p);
+    }
+
+    // Changes in place.
+    let changed: Vec<(String, Known)> = index
+        .files
+        .iter()
+        .filter(|(p, k)| disk.get(*p).is_some_and(|d| d.stat != k.stat))
+        .map(|(p, k)| (p.clone(), k.clone()))
+        .collect();
+    for (p, k) in changed {
+        let d = &disk[&p];
+        let Ok(body) = read_body(&root.join(&p), d.kind) else { continue };
+        let base = take_in(folder, chunks, k.id, &k.base, body, d.stat.exec, now)?;
+        index.files.insert(p.clone(), Known { stat: d.stat, base, ..k });
+        if d.kind != Kind::Dir {
+            report.modified.push(p);
+        }
+    }
+    Ok(report)
+}
+
+/// Records `body` as the content of entry `id`, edited from `base`; returns
+/// the version that matches the disk afterwards.
+fn take_in(
+    folder: &mut Folder,
+    chunks: &mut dyn ChunkStore,
+    id: EntryId,
+    base: &[EventId],
+    body: Body,
+    exec: bool,
+    now: u64,
+) -> Result<Vec<EventId>, WatchError> {
+    let doc_version = |f: &Folder| f.doc(id).map(|d| d.version_ids()).unwrap_or_default();
+    let current = doc_version(folder);
+    let base: Vec<EventId> = if base.is_empty() { current.clone() } else { base.to_vec() };
+    let ops_before = folder.doc(id).map_or(0, |d| d.oplog().len());
+    // The newest of our own text operations, if any (markers added later,
+    // like the exec bit, sit on top of the merged version).
+    let mut text_tip: Option<EventId> = None;
+    match body {
+        Body::Dir => {}
+        Body::Link(t) => {
+            if folder.state(id).map(|s| &s.content) != Some(&Content::Link(t.clone())) {
+                folder.set_link(id, &t, now)?;
+            }
+        }
+        Body::Text(t) => {
+            let doc = folder.doc(id).ok_or(WatchError::Gone)?;
+            let was_text = folder.state(id).is_some_and(|s| s.content == Content::Text);
+            let base_text = if base == current {
+                doc.text()
+            } else {
+                match doc.lvs_of(&base) {
+                    Some(lvs) => doc.text_at(&lvs),
+                    None => doc.text(),
+                }
+            };
+            let edits = text_edits(&base_text, &t);
+            if !edits.is_empty() || !was_text {
+                folder.edit_text_from(id, &base, &edits, now)?;
+                let log = folder.doc(id).ok_or(WatchError::Gone)?.oplog();
+                if log.len() > ops_before {
+                    text_tip = Some(log.id_of(log.len() - 1));
+                }
+            }
+        }
+        Body::Binary(bytes) => {
+            let refs: Vec<ChunkRef> = split(&bytes)
+                .into_iter()
+                .map(|(r, b)| {
+                    chunks.put(r.hash, b);
+                    r
+                })
+                .collect();
+            let same = matches!(folder.state(id).map(|s| &s.content), Some(Content::Binary { chunks: c, .. }) if *c == refs);
+            if !same {
+                folder.write_binary(id, refs, now)?;
+            }
+        }
+    }
+    if folder.state(id).is_some_and(|s| s.kind == Kind::File && s.exec != exec) {
+        folder.set_exec(id, exec, now)?;
+    }
+    // If nothing else arrived since `base`, the disk now holds the current
+    // version. Otherwise it holds `base` plus our edits, and the write-back
+    // brings it up to date with the merge.
+    if base == current {
+        return Ok(doc_version(folder));
+    }
+    Ok(text_tip.map_or(base, |t| vec![t]))
+}

@@ -1,0 +1,195 @@
+//! Folder to disk: write the merged state back without ever overwriting a
+//! local change the folder has not taken in.
+//!
+//! Every write goes to a temp file in the same directory, is synced, and is
+//! renamed over the target, so a crash leaves the old or the new file, never
+//! half of one. Before touching a path, its metadata is compared with what
+//! the index last saw; if it differs, the path is skipped and reported, the
+//! caller scans (taking the local change in, merged), and writes again.
+//!
+//! The remaining window is between that check and the rename: a program
+//! writing in place into the old file during those microseconds writes to
+//! an inode that the rename then unlinks. Closing it fully needs the old
+//! file held open across the rename and re-read after; that is future work.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use fsync_core::chunks::{assemble, ChunkStore};
+use fsync_core::folder::{Content, EntryId, Folder, Kind};
+
+use crate::ignore::TEMP_PREFIX;
+use crate::scan::{Index, Known, Stat};
+use crate::WatchError;
+
+/// What a write-back did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Paths written (created or replaced).
+    pub written: Vec<String>,
+    /// Paths removed.
+    pub removed: Vec<String>,
+    /// (from, to) renames on disk.
+    pub moved: Vec<(String, String)>,
+    /// Paths changed on disk since the last scan: scan, then write again.
+    pub needs_scan: Vec<String>,
+    /// Binary files whose chunks have not all arrived yet.
+    pub waiting_for_chunks: Vec<String>,
+}
+
+fn lstat(path: &Path) -> Option<Stat> {
+    std::fs::symlink_metadata(path).ok().map(|m| Stat::of(&m))
+}
+
+/// True when the disk at `path` is as the index last saw it (or absent).
+fn untouched(root: &Path, path: &str, known: Option<&Known>) -> bool {
+    match (lstat(&root.join(path)), known) {
+        (None, _) => true,
+        (Some(s), Some(k)) => s == k.stat,
+        (Some(_), None) => false,
+    }
+}
+
+fn temp_path(dir: &Path) -> PathBuf {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()))
+}
+
+/// Writes `bytes` to `target` through a synced temp file and a rename.
+fn replace_file(target: &Path, bytes: &[u8], exec: bool) -> Result<(), WatchError> {
+    let dir = target.parent().ok_or(WatchError::Gone)?;
+    let tmp = temp_path(dir);
+    let io = |e| WatchError::io(target, e);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.set_permissions(std::fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 }))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, target)?;
+        // The rename is durable once the directory is.
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+fn replace_link(target: &Path, to: &str) -> Result<(), WatchError> {
+    let dir = target.parent().ok_or(WatchError::Gone)?;
+    let tmp = temp_path(dir);
+    let io = |e| WatchError::io(target, e);
+    std::os::unix::fs::symlink(to, &tmp).map_err(io)?;
+    std::fs::rename(&tmp, target).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(e)
+    })
+}
+
+/// Brings the disk under `root` to the folder's state.
+pub fn write_back(
+    root: &Path,
+    folder: &mut Folder,
+    chunks: &dyn ChunkStore,
+    index: &mut Index,
+) -> Result<WriteReport, WatchError> {
+    let mut report = WriteReport::default();
+    let nodes: Vec<_> = folder.tree().nodes().cloned().collect();
+
+    // Renames first: an entry the index knows at another path moves on disk
+    // (keeping its inode), if that path is untouched.
+    let mut by_id: std::collections::HashMap<EntryId, String> =
+        index.files.iter().map(|(p, k)| (k.id, p.clone())).collect();
+    for n in &nodes {
+        let Some(old) = by_id.get(&n.id).cloned() else { continue };
+        if old == n.path || index.files.contains_key(&n.path) || lstat(&root.join(&n.path)).is_some() {
+            continue;
+        }
+        if !untouched(root, &old, index.files.get(&old)) {
+            report.needs_scan.push(old);
+            continue;
+        }
+        if let Some(parent) = root.join(&n.path).parent() {
+            std::fs::create_dir_all(parent).map_err(|e| WatchError::io(parent, e))?;
+        }
+        std::fs::rename(root.join(&old), root.join(&n.path)).map_err(|e| WatchError::io(&root.join(&old), e))?;
+        let prefix = format!("{old}/");
+        let moved: Vec<String> = index.files.keys().filter(|k| **k == old || k.starts_with(&prefix)).cloned().collect();
+        for k in moved {
+            if let Some(mut v) = index.files.remove(&k) {
+                let nk = format!("{}{}", n.path, &k[old.len()..]);
+                v.stat = lstat(&root.join(&nk)).unwrap_or(v.stat);
+                by_id.insert(v.id, nk.clone());
+                index.files.insert(nk, v);
+            }
+        }
+        report.moved.push((old, n.path.clone()));
+    }
+
+    // Removals, deepest first: what the index has that the tree does not.
+    let wanted: std::collections::HashSet<&str> = nodes.iter().map(|n| n.path.as_str()).collect();
+    let stale: Vec<(String, Known)> =
+        index.files.iter().rev().filter(|(p, _)| !wanted.contains(p.as_str())).map(|(p, k)| (p.clone(), k.clone())).collect();
+    for (p, k) in stale {
+        let full = root.join(&p);
+        if !untouched(root, &p, Some(&k)) {
+            report.needs_scan.push(p);
+            continue;
+        }
+        let r = match k.kind {
+            Kind::Dir => std::fs::remove_dir(&full),
+            _ => std::fs::remove_file(&full),
+        };
+        match r {
+            Ok(()) => report.removed.push(p.clone()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // A directory with unsynced (ignored or new) files stays.
+            Err(_) if k.kind == Kind::Dir => {}
+            Err(e) => return Err(WatchError::io(&full, e)),
+        }
+        index.files.remove(&p);
+    }
+
+    // Writes, parents first.
+    for n in &nodes {
+        let Some(state) = folder.state(n.id).cloned() else { continue };
+        let doc_version = folder.doc(n.id).map(|d| d.version_ids()).unwrap_or_default();
+        let full = root.join(&n.path);
+        let known = index.files.get(&n.path).cloned();
+        let up_to_date = known.as_ref().is_some_and(|k| k.id == n.id && k.base == doc_version && k.stat.exec == state.exec);
+        if up_to_date && lstat(&full).is_some() {
+            continue;
+        }
+        // A directory has no content to clobber; anything else must be as
+        // the last scan saw it.
+        if n.kind != Kind::Dir && !untouched(root, &n.path, known.as_ref()) {
+            report.needs_scan.push(n.path.clone());
+            continue;
+        }
+        match (&state.content, n.kind) {
+            (_, Kind::Dir) => {
+                std::fs::create_dir_all(&full).map_err(|e| WatchError::io(&full, e))?;
+            }
+            (Content::Link(t), _) => replace_link(&full, t)?,
+            (Content::Text, _) => {
+                let text = folder.doc(n.id).map(|d| d.text()).unwrap_or_default();
+                replace_file(&full, text.as_bytes(), state.exec)?;
+            }
+            (Content::Binary { chunks: refs, .. }, _) => match assemble(refs, chunks) {
+                Some(bytes) => replace_file(&full, &bytes, state.exec)?,
+                None => {
+                    report.waiting_for_chunks.push(n.path.clone());
+                    continue;
+                }
+            },
+            (Content::None, _) => continue,
+        }
+        let stat = lstat(&full).ok_or(WatchError::Gone)?;
+        index.files.insert(n.path.clone(), Known { id: n.id, kind: n.kind, stat, base: doc_version });
+        if n.kind != Kind::Dir || known.is_none() {
+            report.written.push(n.path.clone());
+        }
+    }
+    Ok(report)
+}

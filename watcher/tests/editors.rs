@@ -1,0 +1,229 @@
+//! Real programs on a real folder: each save is one edit of the same file,
+//! moves are moves, and write-back never clobbers a local edit.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use fsync_core::chunks::MemoryChunks;
+use fsync_core::folder::{Content, EntryId, Folder, Kind};
+use fsync_core::AgentId;
+use watcher::ignore::Ignore;
+use watcher::{scan, write_back, Index, ScanReport};
+
+struct Dir {
+    root: PathBuf,
+    folder: Folder,
+    chunks: MemoryChunks,
+    index: Index,
+    now: u64,
+}
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let root = std::env::temp_dir().join(format!("fsync-watch-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("mkdir");
+        Dir { root, folder: Folder::new(AgentId::from_index(1)), chunks: MemoryChunks::default(), index: Index::default(), now: 1 }
+    }
+
+    fn sh(&self, cmd: &str) {
+        let out = Command::new("bash").arg("-c").arg(cmd).current_dir(&self.root).output().expect("bash runs");
+        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn scan(&mut self) -> ScanReport {
+        self.now += 1;
+        let ignore = Ignore::load(&self.root);
+        scan(&self.root, &mut self.folder, &mut self.chunks, &mut self.index, &ignore, self.now).expect("scan")
+    }
+
+    fn id(&mut self, path: &str) -> EntryId {
+        self.folder.tree().lookup(path).unwrap_or_else(|| panic!("{path} not in the folder")).id
+    }
+
+    fn text(&mut self, path: &str) -> String {
+        let id = self.id(path);
+        self.folder.doc(id).expect("doc").text()
+    }
+
+    fn ops(&mut self, path: &str) -> usize {
+        let id = self.id(path);
+        self.folder.doc(id).expect("doc").oplog().len()
+    }
+
+    fn paths(&mut self) -> Vec<String> {
+        self.folder.tree().nodes().map(|n| n.path.clone()).collect()
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn has(program: &str) -> bool {
+    Command::new("bash").arg("-c").arg(format!("command -v {program}")).output().is_ok_and(|o| o.status.success())
+}
+
+fn modified_only(r: &ScanReport, path: &str) {
+    assert_eq!(r.modified, vec![path.to_owned()], "{r:?}");
+    assert!(r.created.is_empty() && r.deleted.is_empty() && r.moved.is_empty(), "{r:?}");
+}
+
+#[test]
+fn sed_in_place_is_one_small_edit_of_the_same_file() {
+    let mut d = Dir::new("sed");
+    d.sh("printf 'alpha\\nbeta\\ngamma\\n' > notes.txt");
+    assert_eq!(d.scan().created, vec!["notes.txt"]);
+    let id = d.id("notes.txt");
+    let before = d.ops("notes.txt");
+    d.sh("sed -i 's/beta/BETA/' notes.txt"); // writes a temp file, renames it over
+    modified_only(&d.scan(), "notes.txt");
+    assert_eq!(d.id("notes.txt"), id, "identity kept across the rename-over save");
+    assert_eq!(d.text("notes.txt"), "alpha\nBETA\ngamma\n");
+    assert!(d.ops("notes.txt") - before <= 8, "a 4-letter change cost {} operations", d.ops("notes.txt") - before);
+    assert!(d.scan().is_empty(), "a second scan found changes");
+}
+
+#[test]
+fn vim_save_dance_is_one_edit_and_leaves_no_temp_files() {
+    if !has("vim") {
+        eprintln!("vim is not installed: skipped");
+        return;
+    }
+    let mut d = Dir::new("vim");
+    d.sh("printf 'one\\ntwo\\n' > f.txt");
+    d.scan();
+    let id = d.id("f.txt");
+    // Default settings: backup copy, write, the 4913 probe, swap file.
+    d.sh("HOME=/nonexistent vim -Es -u NONE -c 'set backup writebackup' -c '%s/two/TWO/' -c wq f.txt");
+    modified_only(&d.scan(), "f.txt");
+    assert_eq!(d.id("f.txt"), id);
+    assert_eq!(d.text("f.txt"), "one\nTWO\n");
+    assert_eq!(d.paths(), vec!["f.txt"], "editor temp files were taken in");
+}
+
+#[test]
+fn mv_of_files_and_directories_are_moves() {
+    let mut d = Dir::new("mv");
+    d.sh("mkdir -p a/b && echo x > a/b/x.txt && echo y > top.txt");
+    d.scan();
+    let (x, top, a) = (d.id("a/b/x.txt"), d.id("top.txt"), d.id("a"));
+    d.sh("mv top.txt renamed.txt && mv a z");
+    let r = d.scan();
+    assert!(r.created.is_empty() && r.deleted.is_empty(), "{r:?}");
+    assert_eq!(r.moved.len(), 2, "{r:?}");
+    assert_eq!(d.id("renamed.txt"), top);
+    assert_eq!(d.id("z"), a);
+    assert_eq!(d.id("z/b/x.txt"), x, "the file moved with its directory");
+    assert_eq!(d.paths(), vec!["renamed.txt", "z", "z/b", "z/b/x.txt"]);
+}
+
+#[test]
+fn rm_chmod_symlink_cp_tar() {
+    let mut d = Dir::new("misc");
+    d.sh("mkdir src && echo 'fn main() {}' > src/main.rs && echo '#!/bin/sh' > run.sh");
+    d.scan();
+    d.sh("chmod +x run.sh && ln -s src/main.rs link && cp -r src copy");
+    let r = d.scan();
+    assert_eq!(r.modified, vec!["run.sh"], "{r:?}");
+    let run = d.id("run.sh");
+    assert!(d.folder.state(run).expect("state").exec);
+    let link = d.id("link");
+    assert_eq!(d.folder.state(link).expect("state").content, Content::Link("src/main.rs".into()));
+    assert!(d.paths().contains(&"copy/main.rs".to_owned()));
+    d.sh("tar cf /tmp/fsync-watch-test-$$.tar src && mkdir unpacked && tar xf /tmp/fsync-watch-test-$$.tar -C unpacked && rm /tmp/fsync-watch-test-$$.tar");
+    d.scan();
+    assert_eq!(d.text("unpacked/src/main.rs"), "fn main() {}\n");
+    d.sh("rm -r src copy");
+    let r = d.scan();
+    assert!(r.deleted.contains(&"src/main.rs".to_owned()) && r.deleted.contains(&"copy".to_owned()), "{r:?}");
+    assert!(!d.paths().iter().any(|p| p.starts_with("src") || p.starts_with("copy")));
+}
+
+#[test]
+fn git_branch_switches_are_edits_of_the_same_files() {
+    if !has("git") {
+        eprintln!("git is not installed: skipped");
+        return;
+    }
+    let mut d = Dir::new("git");
+    std::fs::write(d.root.join(".fsyncignore"), ".git/\n").expect("write");
+    let g = "git -c user.email=t@t -c user.name=t -c init.defaultBranch=main";
+    d.sh(&format!("{g} init -q && printf 'shared\\nmain\\n' > f.txt && {g} add . && {g} commit -qm one"));
+    d.sh(&format!("{g} checkout -qb other && printf 'shared\\nother\\n' > f.txt && echo new > only-other.txt && {g} add . && {g} commit -qm two"));
+    d.scan();
+    let id = d.id("f.txt");
+    d.sh(&format!("{g} checkout -q main"));
+    let r = d.scan();
+    assert_eq!(r.modified, vec!["f.txt"], "{r:?}");
+    assert_eq!(r.deleted, vec!["only-other.txt"], "{r:?}");
+    assert_eq!(d.id("f.txt"), id);
+    assert_eq!(d.text("f.txt"), "shared\nmain\n");
+    assert!(!d.paths().iter().any(|p| p.starts_with(".git/")), "ignored .git was taken in");
+}
+
+/// A second replica's change, merged into `d.folder`.
+fn remote_edit(d: &mut Dir, path: &str, f: impl FnOnce(&mut Folder, EntryId)) {
+    let mut other = Folder::new(AgentId::from_index(2));
+    let (c, _) = d.folder.changes_since(other.version_vector(), 0, usize::MAX);
+    other.apply_changes(&c).1.expect("valid");
+    let id = other.tree().lookup(path).expect("path").id;
+    f(&mut other, id);
+    let (c, _) = other.changes_since(d.folder.version_vector(), 0, usize::MAX);
+    d.folder.apply_changes(&c).1.expect("valid");
+}
+
+#[test]
+fn remote_changes_are_written_and_not_seen_again() {
+    let mut d = Dir::new("echo");
+    d.sh("printf 'line one\\n' > f.txt");
+    d.scan();
+    remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, "line one\nfrom a peer\n", 9).expect("edit"));
+    let w = write_back(&d.root, &mut d.folder, &d.chunks, &mut d.index).expect("write");
+    assert_eq!(w.written, vec!["f.txt"]);
+    assert_eq!(std::fs::read_to_string(d.root.join("f.txt")).expect("read"), "line one\nfrom a peer\n");
+    assert!(d.scan().is_empty(), "our own write came back as a local edit");
+    // A remote rename moves the file on disk.
+    remote_edit(&mut d, "f.txt", |f, id| f.rename(id, "dir/g.txt", 9).expect("rename"));
+    let w = write_back(&d.root, &mut d.folder, &d.chunks, &mut d.index).expect("write");
+    assert_eq!(w.moved, vec![("f.txt".to_owned(), "dir/g.txt".to_owned())], "{w:?}");
+    assert!(d.scan().is_empty());
+    assert!(!Path::new(&d.root.join("f.txt")).exists());
+}
+
+#[test]
+fn a_local_edit_is_never_overwritten_by_a_remote_one() {
+    let mut d = Dir::new("clobber");
+    d.sh("printf 'a\\nb\\nc\\n' > f.txt");
+    d.scan();
+    // A peer edits line a; the merge lands in the folder...
+    remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, "A (peer)\nb\nc\n", 9).expect("edit"));
+    // ...while the user saves an edit of line c that was not scanned yet.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    d.sh("printf 'a\\nb\\nC (local)\\n' > f.txt.new && mv f.txt.new f.txt");
+    let w = write_back(&d.root, &mut d.folder, &d.chunks, &mut d.index).expect("write");
+    assert_eq!(w.needs_scan, vec!["f.txt"], "{w:?}");
+    assert_eq!(std::fs::read_to_string(d.root.join("f.txt")).expect("read"), "a\nb\nC (local)\n", "the local edit was clobbered");
+    // Take the local edit in (against the text the user saw), merge, write.
+    d.scan();
+    write_back(&d.root, &mut d.folder, &d.chunks, &mut d.index).expect("write");
+    assert_eq!(std::fs::read_to_string(d.root.join("f.txt")).expect("read"), "A (peer)\nb\nC (local)\n");
+    assert!(d.scan().is_empty());
+}
+
+#[test]
+fn binary_files_are_chunked_and_written_back() {
+    let mut d = Dir::new("bin");
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(d.root.join("img.bin"), &bytes).expect("write");
+    d.scan();
+    let id = d.id("img.bin");
+    assert!(matches!(d.folder.state(id).expect("state").content, Content::Binary { size: 300_000, .. }));
+    // The same bytes written back from the folder after a remote rename.
+    remote_edit(&mut d, "img.bin", |f, id| f.rename(id, "pic.bin", 9).expect("rename"));
+    write_back(&d.root, &mut d.folder, &d.chunks, &mut d.index).expect("write");
+    assert_eq!(std::fs::read(d.root.join("pic.bin")).expect("read"), bytes);
+    assert_eq!(d.folder.state(id).expect("state").kind, Kind::File);
+}
