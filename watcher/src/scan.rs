@@ -221,17 +221,22 @@ pub fn scan(
     // Moves by inode, directories first (shortest path first), so that what
     // is inside moves along.
     loop {
+        // Gone: no longer on disk as the same kind. (A path still there
+        // with a new inode was replaced in place, as editors save.)
         let gone: Vec<(String, Known)> = index
             .files
             .iter()
-            .filter(|(p, k)| disk.get(*p).is_none_or(|d| d.kind != k.kind || d.stat.ino != k.stat.ino))
+            .filter(|(p, k)| disk.get(*p).is_none_or(|d| d.kind != k.kind))
             .map(|(p, k)| (p.clone(), k.clone()))
             .collect();
         let by_ino: HashMap<(u64, bool), &(String, Known)> =
             gone.iter().map(|g| ((g.1.stat.ino, g.1.kind == Kind::Dir), g)).collect();
         let mut found = None;
         for (path, d) in &disk {
-            if index.files.get(path).is_some_and(|k| k.stat.ino == d.stat.ino && k.kind == d.kind) {
+            // Only a path the index does not have can be where something
+            // moved to (inodes are reused: git deletes one file and its
+            // inode comes back for the next one it writes).
+            if index.files.get(path).is_some_and(|k| k.kind == d.kind) {
                 continue;
             }
             if let Some((old, known)) = by_ino.get(&(d.stat.ino, d.kind == Kind::Dir)) {

@@ -120,6 +120,24 @@ fn mv_of_files_and_directories_are_moves() {
     assert_eq!(d.paths(), vec!["renamed.txt", "z", "z/b", "z/b/x.txt"]);
 }
 
+/// Regression: git deleted one file and wrote another, which got the freed
+/// inode; that is not a move onto a path that is still taken.
+#[test]
+fn a_reused_inode_is_not_a_move() {
+    let mut d = Dir::new("inode");
+    d.sh("echo old > gone.txt && echo keep > kept.txt");
+    d.scan();
+    let kept = d.id("kept.txt");
+    // Replace kept.txt by a new file after deleting gone.txt: on most
+    // filesystems the new file takes gone.txt's inode.
+    d.sh("ino=$(stat -c %i gone.txt); rm gone.txt; echo new > kept.txt.tmp; mv kept.txt.tmp kept.txt; echo $ino $(stat -c %i kept.txt) > /dev/null");
+    let r = d.scan();
+    assert_eq!(r.deleted, vec!["gone.txt"], "{r:?}");
+    assert_eq!(r.modified, vec!["kept.txt"], "{r:?}");
+    assert_eq!(d.id("kept.txt"), kept);
+    assert_eq!(d.text("kept.txt"), "new\n");
+}
+
 #[test]
 fn rm_chmod_symlink_cp_tar() {
     let mut d = Dir::new("misc");
