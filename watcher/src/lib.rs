@@ -7,18 +7,18 @@
 //!   never over a change not yet scanned.
 //! - [`diff`]: text diffs as edits (lines, refined to characters).
 //! - [`ignore`]: default ignores and `.fsyncignore`.
-//!
-//! Not built yet: live watching with notify and its debounce, scan
-//! benchmarks on 100,000 files (issue 4 continues).
+//! - [`live`]: notify events, debounced into paths to rescan; lost events
+//!   become a full rescan.
 
 pub mod diff;
 pub mod ignore;
+pub mod live;
 pub mod scan;
 pub mod write;
 
 use std::path::Path;
 
-pub use scan::{scan, Index, Known, ScanReport};
+pub use scan::{scan, scan_scoped, Index, Known, ScanReport};
 pub use write::{write_back, WriteReport};
 
 /// Why a scan or write-back failed.

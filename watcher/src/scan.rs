@@ -161,9 +161,46 @@ fn entry_key(folder: &Folder, id: EntryId, chunks: &dyn ChunkStore) -> Option<[u
     }
 }
 
-fn walk(root: &Path, ignore: &Ignore) -> Result<BTreeMap<String, OnDisk>, WatchError> {
+/// True when `path` is one of `scope` or below one.
+fn in_scope(path: &str, scope: Option<&[String]>) -> bool {
+    scope.is_none_or(|s| s.iter().any(|p| path == p || (path.len() > p.len() && path.starts_with(p.as_str()) && path.as_bytes()[p.len()] == b'/')))
+}
+
+/// Walks the whole folder, or only `scope` (subtrees) and their parents.
+fn walk(root: &Path, ignore: &Ignore, scope: Option<&[String]>) -> Result<BTreeMap<String, OnDisk>, WatchError> {
     let mut out = BTreeMap::new();
-    let mut it = walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name().min_depth(1).into_iter();
+    let Some(scope) = scope else {
+        walk_from(root, root, 1, usize::MAX, ignore, &mut out)?;
+        return Ok(out);
+    };
+    for p in scope {
+        // The parents, one entry each, so new directories are indexed too.
+        let parts: Vec<&str> = p.split('/').collect();
+        for i in 1..parts.len() {
+            walk_from(root, &root.join(parts[..i].join("/")), 0, 0, ignore, &mut out)?;
+        }
+        walk_from(root, &root.join(p), 0, usize::MAX, ignore, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn walk_from(
+    root: &Path,
+    start: &Path,
+    min_depth: usize,
+    max_depth: usize,
+    ignore: &Ignore,
+    out: &mut BTreeMap<String, OnDisk>,
+) -> Result<(), WatchError> {
+    if min_depth == 0 && std::fs::symlink_metadata(start).is_err() {
+        return Ok(()); // not there (deleted): nothing to walk
+    }
+    let mut it = walkdir::WalkDir::new(start)
+        .follow_links(false)
+        .sort_by_file_name()
+        .min_depth(min_depth)
+        .max_depth(max_depth)
+        .into_iter();
     while let Some(e) = it.next() {
         let e = match e {
             Ok(e) => e,
@@ -198,7 +235,7 @@ fn walk(root: &Path, ignore: &Ignore) -> Result<BTreeMap<String, OnDisk>, WatchE
         };
         out.insert(rel, OnDisk { kind, stat: Stat::of(&meta) });
     }
-    Ok(out)
+    Ok(())
 }
 
 fn tracing_skip(_p: &Path) {
@@ -215,7 +252,44 @@ pub fn scan(
     ignore: &Ignore,
     now: u64,
 ) -> Result<ScanReport, WatchError> {
-    let disk = walk(root, ignore)?;
+    scan_scoped(root, folder, chunks, index, ignore, None, now)
+}
+
+/// Like [`scan`], but only for `scope` (paths relative to the root, each
+/// with everything below it) when given: what live events point at.
+pub fn scan_scoped(
+    root: &Path,
+    folder: &mut Folder,
+    chunks: &mut dyn ChunkStore,
+    index: &mut Index,
+    ignore: &Ignore,
+    scope: Option<&[String]>,
+    now: u64,
+) -> Result<ScanReport, WatchError> {
+    let disk = walk(root, ignore, scope)?;
+    // The index as far as this scan can see: the rest is left alone.
+    let mut outside = Index::default();
+    if scope.is_some() {
+        let keys: Vec<String> = index.files.keys().filter(|k| !in_scope(k, scope) && !disk.contains_key(*k)).cloned().collect();
+        for k in keys {
+            if let Some(v) = index.files.remove(&k) {
+                outside.files.insert(k, v);
+            }
+        }
+    }
+    let result = scan_inner(root, folder, chunks, index, disk, now);
+    index.files.append(&mut outside.files);
+    result
+}
+
+fn scan_inner(
+    root: &Path,
+    folder: &mut Folder,
+    chunks: &mut dyn ChunkStore,
+    index: &mut Index,
+    disk: BTreeMap<String, OnDisk>,
+    now: u64,
+) -> Result<ScanReport, WatchError> {
     let mut report = ScanReport::default();
 
     // Moves by inode, directories first (shortest path first), so that what

@@ -1,0 +1,192 @@
+//! Live watching: filesystem events to paths to rescan.
+//!
+//! [`Debouncer`] is pure (events and time in, batches out), after
+//! Syncthing's watch aggregator: a path is ready once it has been quiet for
+//! `delay` (a save is usually several events), or at the latest `max_delay`
+//! after its first event (so a file written continuously is still picked
+//! up). [`LiveWatcher`] wraps notify (inotify on Linux) and reports queue
+//! overflow or watch errors as "rescan everything", so nothing is missed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher as _};
+
+use crate::ignore::TEMP_PREFIX;
+use crate::WatchError;
+
+/// A batch ready to scan.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// Paths (relative) to rescan, each with everything below it.
+    pub paths: Vec<String>,
+    /// Rescan the whole folder (events were lost).
+    pub all: bool,
+}
+
+/// Collects events per path until they settle. Times are milliseconds.
+#[derive(Clone, Debug)]
+pub struct Debouncer {
+    delay: u64,
+    max_delay: u64,
+    /// path -> (first event, last event)
+    pending: BTreeMap<String, (u64, u64)>,
+    all: Option<u64>,
+}
+
+impl Debouncer {
+    /// Quiet time `delay`, longest wait `max_delay`.
+    pub fn new(delay: u64, max_delay: u64) -> Self {
+        Debouncer { delay, max_delay, pending: BTreeMap::new(), all: None }
+    }
+
+    /// An event on `path` at `now`.
+    pub fn push(&mut self, path: String, now: u64) {
+        let e = self.pending.entry(path).or_insert((now, now));
+        e.1 = now;
+    }
+
+    /// Events were lost: everything must be rescanned.
+    pub fn push_all(&mut self, now: u64) {
+        self.all.get_or_insert(now);
+    }
+
+    /// When to call [`Debouncer::poll`] next.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let paths = self.pending.values().map(|&(first, last)| (last + self.delay).min(first + self.max_delay));
+        paths.chain(self.all.map(|t| t + self.delay)).min()
+    }
+
+    /// The paths that are ready at `now`.
+    pub fn poll(&mut self, now: u64) -> Option<Batch> {
+        if let Some(t) = self.all {
+            if now >= t + self.delay {
+                self.all = None;
+                self.pending.clear();
+                return Some(Batch { paths: Vec::new(), all: true });
+            }
+        }
+        let ready: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, &(first, last))| now >= last + self.delay || now >= first + self.max_delay)
+            .map(|(p, _)| p.clone())
+            .collect();
+        if ready.is_empty() {
+            return None;
+        }
+        for p in &ready {
+            self.pending.remove(p);
+        }
+        // A path below another ready one is covered by it.
+        let mut paths: Vec<String> = Vec::new();
+        for p in ready {
+            if !paths.iter().any(|q| p.starts_with(q.as_str()) && p.as_bytes().get(q.len()) == Some(&b'/')) {
+                paths.push(p);
+            }
+        }
+        Some(Batch { paths, all: false })
+    }
+}
+
+/// What the watcher saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Live {
+    /// Something happened at these paths (relative to the root).
+    Paths(Vec<String>),
+    /// Events were lost (queue overflow, a watch error): rescan all.
+    Rescan(String),
+}
+
+/// Reports held for the consumer. When it falls behind, notify's thread
+/// waits, the kernel queue fills and overflows, and the overflow becomes a
+/// full rescan: memory stays bounded and nothing is missed.
+pub const QUEUE: usize = 1024;
+
+/// A recursive watch on one folder.
+pub struct LiveWatcher {
+    _watcher: notify::RecommendedWatcher,
+    rx: mpsc::Receiver<Live>,
+}
+
+impl LiveWatcher {
+    /// Starts watching `root` and everything below it (new directories are
+    /// watched as they appear).
+    pub fn new(root: &Path) -> Result<LiveWatcher, WatchError> {
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let base: PathBuf = root.canonicalize().map_err(|e| WatchError::io(root, e))?;
+        let b = base.clone();
+        let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let msg = match res {
+                Ok(ev) if ev.need_rescan() => Live::Rescan("the event queue overflowed".into()),
+                Ok(ev) => {
+                    let paths: Vec<String> = ev
+                        .paths
+                        .iter()
+                        .filter_map(|p| p.strip_prefix(&b).ok())
+                        .filter_map(|p| p.to_str().map(str::to_owned))
+                        .filter(|p| !p.is_empty() && !p.rsplit('/').next().is_some_and(|n| n.starts_with(TEMP_PREFIX)))
+                        .collect();
+                    if paths.is_empty() {
+                        return;
+                    }
+                    Live::Paths(paths)
+                }
+                Err(e) => Live::Rescan(format!("watch error: {e}")),
+            };
+            let _ = tx.send(msg);
+        })
+        .map_err(|e| WatchError::Walk(format!("cannot watch: {e}")))?;
+        w.watch(&base, RecursiveMode::Recursive).map_err(|e| WatchError::Walk(format!("cannot watch {}: {e}", base.display())))?;
+        Ok(LiveWatcher { _watcher: w, rx })
+    }
+
+    /// The next report, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<Live> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_settles_into_one_batch() {
+        let mut d = Debouncer::new(10, 1000);
+        d.push("a.txt".into(), 0);
+        d.push("a.txt".into(), 5);
+        d.push("dir/x".into(), 6);
+        d.push("dir".into(), 7);
+        assert_eq!(d.poll(14), None, "still settling");
+        assert_eq!(d.next_deadline(), Some(15));
+        let b = d.poll(17).expect("ready");
+        assert_eq!(b.paths, vec!["a.txt", "dir"], "dir/x is covered by dir");
+        assert_eq!(d.poll(100), None);
+    }
+
+    #[test]
+    fn a_file_written_without_pause_is_still_picked_up() {
+        let mut d = Debouncer::new(10, 100);
+        for t in (0..300).step_by(5) {
+            d.push("log.txt".into(), t);
+            if let Some(b) = d.poll(t) {
+                assert_eq!(b.paths, vec!["log.txt"]);
+                assert!((100..110).contains(&t), "picked up at {t}");
+                return;
+            }
+        }
+        panic!("never picked up");
+    }
+
+    #[test]
+    fn lost_events_mean_a_full_rescan() {
+        let mut d = Debouncer::new(10, 100);
+        d.push("x".into(), 0);
+        d.push_all(1);
+        assert_eq!(d.poll(11), Some(Batch { paths: Vec::new(), all: true }));
+        assert_eq!(d.poll(50), None, "the full rescan covers the pending path");
+    }
+}

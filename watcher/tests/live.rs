@@ -1,0 +1,140 @@
+//! Live events to scans, on a real folder: saves are seen within
+//! milliseconds, new directories are watched, and a queue overflow falls
+//! back to a full rescan that misses nothing.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fsync_core::chunks::MemoryChunks;
+use fsync_core::folder::Folder;
+use fsync_core::AgentId;
+use watcher::ignore::Ignore;
+use watcher::live::{Debouncer, Live, LiveWatcher};
+use watcher::{scan, scan_scoped, Index};
+
+/// The overflow test changes a system-wide setting for a moment: no other
+/// watcher of this binary may be created meanwhile.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+struct Live1 {
+    root: PathBuf,
+    folder: Folder,
+    chunks: MemoryChunks,
+    index: Index,
+    watch: LiveWatcher,
+    debounce: Debouncer,
+    start: Instant,
+    full_rescans: usize,
+}
+
+impl Live1 {
+    fn new(name: &str) -> Live1 {
+        let root = std::env::temp_dir().join(format!("fsync-live-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("mkdir");
+        let watch = LiveWatcher::new(&root).expect("watch");
+        Live1 {
+            root,
+            folder: Folder::new(AgentId::from_index(1)),
+            chunks: MemoryChunks::default(),
+            index: Index::default(),
+            watch,
+            debounce: Debouncer::new(5, 200),
+            start: Instant::now(),
+            full_rescans: 0,
+        }
+    }
+
+    fn ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Runs the event loop until `done` holds; returns how long it took.
+    fn run_until(&mut self, what: &str, mut done: impl FnMut(&mut Folder) -> bool) -> Duration {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            let wait = self.debounce.next_deadline().map_or(50, |d| d.saturating_sub(self.ms()).max(1));
+            match self.watch.recv_timeout(Duration::from_millis(wait)) {
+                Some(Live::Paths(ps)) => ps.into_iter().for_each(|p| self.debounce.push(p, self.ms())),
+                Some(Live::Rescan(_)) => self.debounce.push_all(self.ms()),
+                None => {}
+            }
+            if let Some(b) = self.debounce.poll(self.ms()) {
+                let ignore = Ignore::load(&self.root);
+                let now = self.ms();
+                if b.all {
+                    self.full_rescans += 1;
+                    scan(&self.root, &mut self.folder, &mut self.chunks, &mut self.index, &ignore, now).expect("scan");
+                } else {
+                    scan_scoped(&self.root, &mut self.folder, &mut self.chunks, &mut self.index, &ignore, Some(&b.paths), now)
+                        .expect("scan");
+                }
+            }
+            if done(&mut self.folder) {
+                return t.elapsed();
+            }
+        }
+        panic!("timed out waiting for {what}");
+    }
+}
+
+impl Drop for Live1 {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn text(f: &mut Folder, path: &str) -> Option<String> {
+    let id = f.tree().lookup(path)?.id;
+    f.doc(id).map(|d| d.text())
+}
+
+#[test]
+fn saves_are_seen_live() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut l = Live1::new("saves");
+    std::fs::write(l.root.join("a.txt"), "first").expect("write");
+    let took = l.run_until("the new file", |f| text(f, "a.txt").as_deref() == Some("first"));
+    eprintln!("new file reached the folder in {took:?}");
+    let id = l.folder.tree().lookup("a.txt").expect("a").id;
+    let out = Command::new("sed").args(["-i", "s/first/second/", "a.txt"]).current_dir(&l.root).status().expect("sed");
+    assert!(out.success());
+    let took = l.run_until("the sed save", |f| text(f, "a.txt").as_deref() == Some("second"));
+    eprintln!("sed -i save reached the folder in {took:?}");
+    assert_eq!(l.folder.tree().lookup("a.txt").map(|n| n.id), Some(id), "identity kept");
+    // New directories are watched as they appear.
+    std::fs::create_dir_all(l.root.join("new/deeper")).expect("mkdir");
+    std::fs::write(l.root.join("new/deeper/b.txt"), "inside").expect("write");
+    l.run_until("a file in a new directory", |f| text(f, "new/deeper/b.txt").as_deref() == Some("inside"));
+    std::fs::write(l.root.join("new/deeper/c.txt"), "later").expect("write");
+    l.run_until("a later file in the new directory", |f| text(f, "new/deeper/c.txt").as_deref() == Some("later"));
+    assert_eq!(l.full_rescans, 0, "no rescan should have been needed");
+}
+
+#[test]
+fn a_queue_overflow_falls_back_to_a_full_rescan() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let knob = "/proc/sys/fs/inotify/max_queued_events";
+    let Ok(old) = std::fs::read_to_string(knob) else {
+        eprintln!("{knob} is not readable: skipped");
+        return;
+    };
+    // A tiny queue for this watcher only: the size is fixed when the
+    // inotify instance is created, so the old value is restored at once.
+    if std::fs::write(knob, "16").is_err() {
+        eprintln!("{knob} is not writable (not root?): skipped");
+        return;
+    }
+    let l = std::panic::catch_unwind(|| Live1::new("overflow"));
+    std::fs::write(knob, old.trim()).expect("restore max_queued_events");
+    let mut l = l.expect("watcher");
+    // Far more events than the watcher's queue and the kernel's 16 hold,
+    // written before anything is consumed.
+    for i in 0..2000 {
+        std::fs::write(l.root.join(format!("f{i:04}.txt")), format!("{i}")).expect("write");
+    }
+    l.run_until("all 2000 files", |f| f.tree().len() == 2000);
+    assert!(l.full_rescans >= 1, "the overflow was not reported");
+    assert_eq!(text(&mut l.folder, "f1999.txt").as_deref(), Some("1999"));
+}
