@@ -198,6 +198,16 @@ impl Folder {
         &self.tree
     }
 
+    /// Checks that the tree kept up to date incrementally equals a full
+    /// rebuild (for tests).
+    #[cfg(test)]
+    pub(crate) fn assert_tree_consistent(&mut self) {
+        let kept: Vec<Node> = self.tree().nodes().cloned().collect();
+        let full = Tree::build(self.entries.iter().map(|(id, e)| (*id, &e.state)));
+        let rebuilt: Vec<Node> = full.nodes().cloned().collect();
+        assert_eq!(kept, rebuilt, "incremental tree differs from a rebuild");
+    }
+
     /// The state of an entry.
     pub fn state(&self, id: EntryId) -> Option<&EntryState> {
         self.entries.get(&id).map(|e| &e.state)
@@ -255,12 +265,22 @@ impl Folder {
         self.refresh(id);
     }
 
-    /// Recomputes an entry's registers after its history changed.
+    /// Recomputes an entry's registers after its history changed. The tree
+    /// is rebuilt only when a path may have changed, and a new entry at a
+    /// free name is simply added.
     fn refresh(&mut self, id: EntryId) {
-        if let Some(e) = self.entries.get_mut(&id) {
-            e.state = resolve(&e.doc, e.state.kind);
-            self.tree_dirty = true;
+        let Some(e) = self.entries.get_mut(&id) else { return };
+        let fresh = resolve(&e.doc, e.state.kind);
+        let old = std::mem::replace(&mut e.state, fresh);
+        let new = &e.state;
+        let same_place = old.alive == new.alive && old.parent == new.parent && old.name == new.name && old.kind == new.kind;
+        if same_place && (self.tree_dirty || self.tree.path_of(id).is_some() || !new.alive) {
+            return;
         }
+        if !self.tree_dirty && self.tree.path_of(id).is_none() && self.tree.try_insert(id, new) {
+            return;
+        }
+        self.tree_dirty = true;
     }
 
     /// The directory at `path` (`""` = root), creating missing ones.
@@ -284,9 +304,11 @@ impl Folder {
         let meta = Meta::Create { kind, parent, name: name.to_owned() };
         let lv = doc.local_marker(self.agent, seq, &meta.encode(), now);
         let state = resolve(&doc, kind);
+        if self.tree_dirty || !self.tree.try_insert(id, &state) {
+            self.tree_dirty = true;
+        }
         self.entries.insert(id, Entry { doc, state });
         self.record(id, self.agent, seq, 1, lv);
-        self.tree_dirty = true;
         id
     }
 

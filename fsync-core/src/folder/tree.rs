@@ -9,8 +9,9 @@
 //!    name, a directory keeps it, else the smallest entry id; the others are
 //!    renamed `stem (AGENT).ext` after their creator ([`conflict_name`]).
 //!    Both contents stay reachable; nothing is overwritten.
-//! 4. An entry whose parent chain loops (concurrent moves of two directories
-//!    into each other) is attached at the root, smallest entry id first.
+//! 4. Directories whose parent chains loop (concurrent moves of two
+//!    directories into each other): the smallest entry id in the loop is
+//!    attached at the root; the rest of the loop and what is below follow.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -34,6 +35,9 @@ pub struct Tree {
     path_of: HashMap<EntryId, String>,
     /// Merged directories: path -> the entries other than the node's id.
     aliases: HashMap<String, Vec<EntryId>>,
+    /// Parents named by entries but not (yet) known as directories: those
+    /// entries were placed at the root, and must move when the parent comes.
+    missing_parents: std::collections::HashSet<EntryId>,
 }
 
 impl Tree {
@@ -90,6 +94,29 @@ impl Tree {
         out
     }
 
+    /// Adds a new, visible entry without a rebuild when that is the whole
+    /// story: its directory shows, and the name is free there. Returns
+    /// false when a rebuild is needed.
+    pub(crate) fn try_insert(&mut self, id: EntryId, state: &EntryState) -> bool {
+        if !state.alive || state.name.is_empty() || self.path_of.contains_key(&id) || self.missing_parents.contains(&id) {
+            return false;
+        }
+        let prefix = match state.parent {
+            None => String::new(),
+            Some(p) => match self.path_of.get(&p) {
+                Some(pp) if self.by_path.get(pp).is_some_and(|n| n.kind == Kind::Dir) => pp.clone(),
+                _ => return false,
+            },
+        };
+        let path = if prefix.is_empty() { state.name.clone() } else { format!("{prefix}/{}", state.name) };
+        if self.by_path.contains_key(&path) {
+            return false;
+        }
+        self.path_of.insert(id, path.clone());
+        self.by_path.insert(path.clone(), Node { id, kind: state.kind, path });
+        true
+    }
+
     /// Resolves paths from entry states.
     pub(crate) fn build<'a>(entries: impl Iterator<Item = (EntryId, &'a EntryState)>) -> Tree {
         let states: HashMap<EntryId, &EntryState> = entries.collect();
@@ -114,13 +141,20 @@ impl Tree {
             }
         }
         let mut children: HashMap<Option<EntryId>, Vec<EntryId>> = HashMap::new();
+        let mut tree = Tree::default();
         for &id in &ids {
             if visible.contains(&id) {
-                children.entry(dir_parent(states[&id])).or_default().push(id);
+                let s = states[&id];
+                let parent = dir_parent(s);
+                if parent.is_none() {
+                    if let Some(p) = s.parent {
+                        tree.missing_parents.insert(p);
+                    }
+                }
+                children.entry(parent).or_default().push(id);
             }
         }
 
-        let mut tree = Tree::default();
         let mut reached: HashSet<EntryId> = HashSet::new();
         let mut root_used: HashSet<String> = HashSet::new();
         let mut queue: Vec<(String, Vec<Option<EntryId>>)> = vec![(String::new(), vec![None])];
@@ -139,8 +173,22 @@ impl Tree {
                     root_used = used;
                 }
             }
-            // Rule 4: whatever was not reached hangs in a cycle.
-            let Some(&stray) = ids.iter().find(|id| visible.contains(id) && !reached.contains(id)) else { break };
+            // Rule 4: whatever was not reached hangs in or below a cycle.
+            // Attach the smallest entry *in* a cycle at the root; what hangs
+            // below follows it.
+            let in_cycle = |id: EntryId| {
+                let mut cur = dir_parent(states[&id]);
+                for _ in 0..=states.len() {
+                    match cur {
+                        Some(c) if c == id => return true,
+                        Some(c) => cur = dir_parent(states[&c]),
+                        None => return false,
+                    }
+                }
+                false
+            };
+            let unreached = ids.iter().copied().filter(|id| visible.contains(id) && !reached.contains(id));
+            let Some(stray) = unreached.clone().find(|id| in_cycle(*id)).or_else(|| unreached.min()) else { break };
             tree.place("", &[stray], &states, &mut root_used, &mut reached, &mut queue);
         }
         tree
