@@ -7,10 +7,12 @@
 //! the index last saw; if it differs, the path is skipped and reported, the
 //! caller scans (taking the local change in, merged), and writes again.
 //!
-//! The remaining window is between that check and the rename: a program
-//! writing in place into the old file during those microseconds writes to
-//! an inode that the rename then unlinks. Closing it fully needs the old
-//! file held open across the rename and re-read after; that is future work.
+//! The window between that check and the rename is closed too: the old
+//! file is held open across the rename and checked again after it. If a
+//! program wrote into it meanwhile, its content (still readable through the
+//! open handle) is taken in as a local edit, merged, and written again. What
+//! remains: a program that keeps the file open and writes after the rename
+//! writes into the replaced inode, as with any editor that saves by rename.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -36,6 +38,13 @@ pub struct WriteReport {
     pub needs_scan: Vec<String>,
     /// Binary files whose chunks have not all arrived yet.
     pub waiting_for_chunks: Vec<String>,
+    /// Paths written to by someone else during our write: what they wrote
+    /// was taken in (text), so write back again.
+    pub raced: Vec<String>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn lstat(path: &Path) -> Option<Stat> {
@@ -56,24 +65,64 @@ fn temp_path(dir: &Path) -> PathBuf {
     dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()))
 }
 
-/// Writes `bytes` to `target` through a synced temp file and a rename.
-fn replace_file(target: &Path, bytes: &[u8], exec: bool) -> Result<(), WatchError> {
+/// How a replace went.
+enum Replaced {
+    /// Written; the metadata of what we wrote.
+    Done(Stat),
+    /// Someone wrote into the old file between the check and the rename;
+    /// here is what it held after, and the metadata of what we wrote.
+    Raced(Vec<u8>, Stat),
+}
+
+/// Writes `bytes` to `target` through a synced temp file and a rename,
+/// keeping the old file's permission bits (with the executable bits set or
+/// cleared as asked). `expected` is what the old file must still be.
+fn replace_file(target: &Path, bytes: &[u8], exec: bool, expected: Option<Stat>) -> Result<Replaced, WatchError> {
+    use std::io::Read;
     let dir = target.parent().ok_or(WatchError::Gone)?;
     let tmp = temp_path(dir);
     let io = |e| WatchError::io(target, e);
+    // Hold the old file across the rename.
+    let old = std::fs::File::open(target).ok();
+    let old_mode = old.as_ref().and_then(|f| f.metadata().ok()).map(|m| m.permissions().mode() & 0o7777);
+    let mode = match (old_mode, exec) {
+        // Executable for whoever may read it.
+        (Some(m), true) => m | 0o100 | ((m & 0o044) >> 2),
+        (Some(m), false) => m & !0o111,
+        (None, true) => 0o755,
+        (None, false) => 0o644,
+    };
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.set_permissions(std::fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 }))?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.sync_all()?;
+        let ours = Stat::of(&f.metadata()?);
         std::fs::rename(&tmp, target)?;
         // The rename is durable once the directory is.
-        std::fs::File::open(dir)?.sync_all()
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(ours)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map_err(io)
+    let mut ours: Stat = result.map_err(io)?;
+    // Renaming changes the inode's ctime; take it from the file now, unless
+    // someone already wrote to it (then keep a ctime that cannot match, so
+    // the next scan reads their write).
+    match lstat(target) {
+        Some(now) if now.ino == ours.ino && now.size == ours.size && now.mtime == ours.mtime => ours.ctime = now.ctime,
+        _ => ours.ctime = -1,
+    }
+    if let (Some(mut f), Some(exp)) = (old, expected) {
+        let now = f.metadata().map(|m| Stat::of(&m)).map_err(io)?;
+        if now.size != exp.size || now.mtime != exp.mtime {
+            let mut raced = Vec::new();
+            f.read_to_end(&mut raced).map_err(io)?;
+            return Ok(Replaced::Raced(raced, ours));
+        }
+    }
+    Ok(Replaced::Done(ours))
 }
 
 fn replace_link(target: &Path, to: &str) -> Result<(), WatchError> {
@@ -167,6 +216,7 @@ pub fn write_back(
             report.needs_scan.push(n.path.clone());
             continue;
         }
+        let mut written: Option<Stat> = None;
         match (&state.content, n.kind) {
             (_, Kind::Dir) => {
                 std::fs::create_dir_all(&full).map_err(|e| WatchError::io(&full, e))?;
@@ -174,10 +224,38 @@ pub fn write_back(
             (Content::Link(t), _) => replace_link(&full, t)?,
             (Content::Text, _) => {
                 let text = folder.doc(n.id).map(|d| d.text()).unwrap_or_default();
-                replace_file(&full, text.as_bytes(), state.exec)?;
+                let expected = known.as_ref().map(|k| k.stat);
+                let r = replace_file(&full, text.as_bytes(), state.exec, expected)?;
+                written = Some(match &r {
+                    Replaced::Done(s) | Replaced::Raced(_, s) => *s,
+                });
+                if let Replaced::Raced(bytes, _) = r {
+                    // A write slipped in: take it in from the base it was
+                    // made on, and leave the path for the next round.
+                    if let (Some(k), Ok(t)) = (known.as_ref(), String::from_utf8(bytes)) {
+                        let doc = folder.doc(n.id).ok_or(WatchError::Gone)?;
+                        let base_text = doc.lvs_of(&k.base).map_or_else(|| doc.text(), |l| doc.text_at(&l));
+                        let edits = crate::diff::text_edits(&base_text, &t);
+                        folder.edit_text_from(n.id, &k.base, &edits, now_ms())?;
+                    }
+                    // The index records what we wrote (so the merge is
+                    // written next round, and nothing is read back twice).
+                    report.raced.push(n.path.clone());
+                }
             }
             (Content::Binary { chunks: refs, .. }, _) => match assemble(refs, chunks) {
-                Some(bytes) => replace_file(&full, &bytes, state.exec)?,
+                Some(bytes) => {
+                    let expected = known.as_ref().map(|k| k.stat);
+                    let r = replace_file(&full, &bytes, state.exec, expected)?;
+                    written = Some(match &r {
+                        Replaced::Done(s) | Replaced::Raced(_, s) => *s,
+                    });
+                    if let Replaced::Raced(..) = r {
+                        // The other write is in the replaced inode; the next
+                        // scan sees the file as we wrote it. Report it.
+                        report.raced.push(n.path.clone());
+                    }
+                }
                 None => {
                     report.waiting_for_chunks.push(n.path.clone());
                     continue;
@@ -185,7 +263,10 @@ pub fn write_back(
             },
             (Content::None, _) => continue,
         }
-        let stat = lstat(&full).ok_or(WatchError::Gone)?;
+        let stat = match written {
+            Some(s) => s,
+            None => lstat(&full).ok_or(WatchError::Gone)?,
+        };
         index.files.insert(n.path.clone(), Known { id: n.id, kind: n.kind, stat, base: doc_version });
         if n.kind != Kind::Dir || known.is_none() {
             report.written.push(n.path.clone());

@@ -245,3 +245,111 @@ fn binary_files_are_chunked_and_written_back() {
     assert_eq!(std::fs::read(d.root.join("pic.bin")).expect("read"), bytes);
     assert_eq!(d.folder.state(id).expect("state").kind, Kind::File);
 }
+
+#[test]
+fn delete_and_recreate_is_one_edit_and_moves_in_and_out_work() {
+    let mut d = Dir::new("recreate");
+    d.sh("printf 'v1\\n' > f.txt && mkdir -p inside");
+    d.scan();
+    let id = d.id("f.txt");
+    d.sh("rm f.txt && printf 'v2\\n' > f.txt");
+    modified_only(&d.scan(), "f.txt");
+    assert_eq!(d.id("f.txt"), id);
+    // Moved out of the folder: deleted. Moved in: created.
+    let outside = std::env::temp_dir().join(format!("fsync-outside-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&outside);
+    std::fs::create_dir_all(outside.join("tree")).expect("mkdir");
+    std::fs::write(outside.join("tree/x.txt"), "x").expect("write");
+    d.sh(&format!("mv f.txt {0}/f.txt && mv {0}/tree inside/tree", outside.display()));
+    let r = d.scan();
+    assert_eq!(r.deleted, vec!["f.txt"], "{r:?}");
+    assert_eq!(r.created, vec!["inside/tree", "inside/tree/x.txt"], "{r:?}");
+    let _ = std::fs::remove_dir_all(&outside);
+}
+
+#[test]
+fn write_back_keeps_the_file_mode() {
+    let mut d = Dir::new("mode");
+    d.sh("printf 'secret\\n' > key.txt && chmod 600 key.txt");
+    d.scan();
+    remote_edit(&mut d, "key.txt", |f, id| f.set_text(id, "secret, rotated\n", 9).expect("edit"));
+    write_back(&d.root, &mut d.folder, &d.chunks, &mut d.index).expect("write");
+    let mode = std::fs::metadata(d.root.join("key.txt")).expect("stat");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(mode.permissions().mode() & 0o777, 0o600, "a private file became readable");
+}
+
+#[test]
+fn rsync_into_the_folder() {
+    if !has("rsync") {
+        eprintln!("rsync is not installed: skipped");
+        return;
+    }
+    let mut d = Dir::new("rsync");
+    let src = std::env::temp_dir().join(format!("fsync-rsync-src-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&src);
+    std::fs::create_dir_all(src.join("a")).expect("mkdir");
+    std::fs::write(src.join("a/one.txt"), "one").expect("write");
+    d.sh(&format!("rsync -a {}/ ./", src.display()));
+    let r = d.scan();
+    assert_eq!(r.created, vec!["a", "a/one.txt"], "{r:?}");
+    std::fs::write(src.join("a/one.txt"), "one, changed").expect("write");
+    d.sh(&format!("rsync -a {}/ ./", src.display()));
+    modified_only(&d.scan(), "a/one.txt");
+    assert_eq!(d.text("a/one.txt"), "one, changed");
+    let _ = std::fs::remove_dir_all(&src);
+}
+
+/// A process appends to a file in a loop while remote edits are merged
+/// and written back: at the end every local line and every remote line is
+/// there, on disk and in the folder.
+#[test]
+fn a_writer_in_a_loop_and_remote_edits_lose_nothing() {
+    let mut d = Dir::new("stress");
+    std::fs::write(d.root.join("log.txt"), "").expect("write");
+    d.scan();
+    let path = d.root.join("log.txt");
+    const LOCAL: usize = 200;
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        for i in 0..LOCAL {
+            let mut f = std::fs::OpenOptions::new().append(true).open(&path).expect("open");
+            writeln!(f, "local {i}").expect("append");
+            drop(f);
+            std::thread::sleep(std::time::Duration::from_micros(500 + (i as u64 * 37) % 1500));
+        }
+    });
+    let mut remote = 0;
+    let mut peer = Folder::new(AgentId::from_index(2));
+    while !writer.is_finished() || remote < 60 {
+        // A peer inserts a line at the top, concurrently with the appends.
+        let (c, _) = d.folder.changes_since(peer.version_vector(), 0, usize::MAX);
+        peer.apply_changes(&c).1.expect("valid");
+        let id = peer.tree().lookup("log.txt").expect("log").id;
+        let t = peer.doc(id).expect("doc").text();
+        peer.set_text(id, &format!("remote {remote}\n{t}"), 9).expect("edit");
+        remote += 1;
+        let (c, _) = peer.changes_since(d.folder.version_vector(), 0, usize::MAX);
+        d.folder.apply_changes(&c).1.expect("valid");
+        let w = write_back(&d.root, &mut d.folder, &d.chunks, &mut d.index).expect("write");
+        if !w.needs_scan.is_empty() || !w.raced.is_empty() {
+            d.scan();
+        }
+    }
+    writer.join().expect("writer");
+    for _ in 0..10 {
+        d.scan();
+        let w = write_back(&d.root, &mut d.folder, &d.chunks, &mut d.index).expect("write");
+        if w.written.is_empty() && w.needs_scan.is_empty() && w.raced.is_empty() {
+            break;
+        }
+    }
+    let disk = std::fs::read_to_string(d.root.join("log.txt")).expect("read");
+    assert_eq!(disk, d.text("log.txt"), "disk and folder differ");
+    for i in 0..LOCAL {
+        assert_eq!(disk.matches(&format!("local {i}\n")).count(), 1, "local write {i} lost or doubled");
+    }
+    for m in 0..remote {
+        assert_eq!(disk.matches(&format!("remote {m}\n")).count(), 1, "remote edit {m} lost or doubled");
+    }
+}
