@@ -353,3 +353,20 @@ fn a_writer_in_a_loop_and_remote_edits_lose_nothing() {
         assert_eq!(disk.matches(&format!("remote {m}\n")).count(), 1, "remote edit {m} lost or doubled");
     }
 }
+
+#[test]
+fn a_file_switching_between_text_and_binary() {
+    let mut d = Dir::new("switch");
+    d.sh("printf 'plain text\\n' > f");
+    d.scan();
+    let id = d.id("f");
+    assert_eq!(d.folder.state(id).expect("state").content, Content::Text);
+    d.sh("printf 'bin\\x00ary' > f");
+    modified_only(&d.scan(), "f");
+    assert!(matches!(d.folder.state(id).expect("state").content, Content::Binary { size: 7, .. }));
+    d.sh("printf 'text again\\n' > f");
+    modified_only(&d.scan(), "f");
+    assert_eq!(d.folder.state(id).expect("state").content, Content::Text);
+    assert_eq!(d.text("f"), "text again\n");
+    assert_eq!(d.id("f"), id);
+}
