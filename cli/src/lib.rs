@@ -1,3 +1,4 @@
-//! The `fsync` binary: config, daemon, control socket, commands.
-//!
-//! Not built yet (issue 6); the binary target lands with the daemon.
+//! The `fsync` binary's library side: the node's durable store now; config,
+//! daemon, control socket and commands follow (issue 6).
+
+pub mod store;

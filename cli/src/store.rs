@@ -1,0 +1,211 @@
+//! The node's durable store: fsync-core's [`Store`] on redb.
+//!
+//! Layout (redb tables; see `docs/store.md`):
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `meta` | `"magic"`, `"format"` | `fsync-store`, format version (u64 LE) |
+//! | `batches` | (folder, n) | one encoded change batch |
+//! | `chunks` | BLAKE3 hash | chunk bytes |
+//! | `peers` | (peer, folder) | encoded version vector |
+//!
+//! Group commit: appends commit without syncing (redb `Durability::None`);
+//! [`Store::sync`] commits with `Durability::Immediate`, which makes every
+//! earlier commit durable at once. So a burst of keystroke-sized changes
+//! costs one disk sync, and nothing is acknowledged before that sync.
+
+use std::path::Path;
+
+use fsync_core::chunks::ChunkHash;
+use fsync_core::encoding::{Reader, Writer};
+use fsync_core::folder::VersionVector;
+use fsync_core::store::{Store, StoreError};
+use fsync_core::AgentId;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition};
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const BATCHES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("batches");
+const CHUNKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("chunks");
+const PEERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("peers");
+
+const MAGIC: &[u8] = b"fsync-store";
+/// The format this build writes and reads.
+pub const FORMAT: u64 = 1;
+
+/// The durable store of one node home.
+pub struct RedbStore {
+    /// `None` after an I/O failure: redb must then be closed and reopened,
+    /// which the next write does (so sync resumes when space returns).
+    db: Option<Database>,
+    reopen: Box<dyn Fn() -> Result<Database, StoreError> + Send + Sync>,
+}
+
+fn io(what: &str) -> impl Fn(redb::Error) -> StoreError + '_ {
+    move |e| StoreError::Io(format!("{what}: {e}"))
+}
+
+fn e<E: Into<redb::Error>>(what: &str) -> impl Fn(E) -> StoreError + '_ {
+    move |err| io(what)(err.into())
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store in file `path`.
+    pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
+        let path = path.to_owned();
+        Self::with(Box::new(move || Database::create(&path).map_err(e("opening the store"))))
+    }
+
+    /// Opens a store on a backend made by `backend` (called again to
+    /// reopen after an I/O failure; tests use one that can crash or fail).
+    pub fn open_backend<B: StorageBackend>(backend: impl Fn() -> B + Send + Sync + 'static) -> Result<RedbStore, StoreError> {
+        Self::with(Box::new(move || Database::builder().create_with_backend(backend()).map_err(e("opening the store"))))
+    }
+
+    fn with(reopen: Box<dyn Fn() -> Result<Database, StoreError> + Send + Sync>) -> Result<RedbStore, StoreError> {
+        let db = Self::init(reopen()?)?;
+        Ok(RedbStore { db: Some(db), reopen })
+    }
+
+    fn db(&self) -> Result<&Database, StoreError> {
+        self.db.as_ref().ok_or_else(|| StoreError::Io("the store failed earlier and reopens on the next write".into()))
+    }
+
+    fn init(db: Database) -> Result<Database, StoreError> {
+        let txn = db.begin_write().map_err(e("opening the store"))?;
+        {
+            let mut meta = txn.open_table(META).map_err(e("opening the store"))?;
+            let magic = meta.get("magic").map_err(e("opening the store"))?.map(|v| v.value().to_vec());
+            match magic {
+                None => {
+                    meta.insert("magic", MAGIC).map_err(e("opening the store"))?;
+                    meta.insert("format", FORMAT.to_le_bytes().as_slice()).map_err(e("opening the store"))?;
+                }
+                Some(m) if m == MAGIC => {
+                    let v = meta.get("format").map_err(e("opening the store"))?.map(|v| v.value().to_vec()).unwrap_or_default();
+                    let format = u64::from_le_bytes(v.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]));
+                    if format > FORMAT {
+                        return Err(StoreError::Io(format!(
+                            "this store has format {format}, written by a newer fsync; this fsync reads format {FORMAT}: upgrade fsync"
+                        )));
+                    }
+                }
+                Some(_) => return Err(StoreError::Io("not an fsync store (bad magic)".into())),
+            }
+            txn.open_table(BATCHES).map_err(e("opening the store"))?;
+            txn.open_table(CHUNKS).map_err(e("opening the store"))?;
+            txn.open_table(PEERS).map_err(e("opening the store"))?;
+        }
+        txn.commit().map_err(e("opening the store"))?;
+        Ok(db)
+    }
+
+    /// Runs a write transaction; `durable` commits with a disk sync. After
+    /// a failure the database is dropped and reopened by the next write.
+    fn write<T>(
+        &mut self,
+        what: &str,
+        durable: bool,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T, StoreError> {
+        if self.db.is_none() {
+            self.db = Some(Self::init((self.reopen)()?)?);
+        }
+        let result = (|| {
+            let db = self.db()?;
+            let mut txn = db.begin_write().map_err(e(what))?;
+            if !durable {
+                txn.set_durability(Durability::None).map_err(|err| StoreError::Io(format!("{what}: {err}")))?;
+            }
+            let r = f(&txn).map_err(io(what))?;
+            txn.commit().map_err(e(what))?;
+            Ok(r)
+        })();
+        if result.is_err() {
+            self.db = None;
+        }
+        result
+    }
+}
+
+fn encode_vv(vv: &VersionVector) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.usize(vv.len());
+    for (a, s) in vv {
+        w.raw(&a.0);
+        w.varint(*s);
+    }
+    w.into_bytes()
+}
+
+fn decode_vv(b: &[u8]) -> Result<VersionVector, StoreError> {
+    let mut r = Reader::new(b);
+    let n = r.count(17)?;
+    let mut vv = VersionVector::new();
+    for _ in 0..n {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(r.raw(16)?);
+        vv.insert(AgentId(a), r.varint()?);
+    }
+    r.finish()?;
+    Ok(vv)
+}
+
+impl Store for RedbStore {
+    fn append(&mut self, folder: &str, batch: &[u8]) -> Result<(), StoreError> {
+        self.write("appending changes", false, |txn| {
+            let mut t = txn.open_table(BATCHES)?;
+            let next = t.range((folder, 0)..=(folder, u64::MAX))?.next_back().transpose()?.map_or(0, |(k, _)| k.value().1 + 1);
+            t.insert((folder, next), batch)?;
+            Ok(())
+        })
+    }
+
+    fn batches(&self, folder: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let txn = self.db()?.begin_read().map_err(e("reading changes"))?;
+        let t = txn.open_table(BATCHES).map_err(e("reading changes"))?;
+        let mut out = Vec::new();
+        for row in t.range((folder, 0)..=(folder, u64::MAX)).map_err(e("reading changes"))? {
+            let (_, v) = row.map_err(e("reading changes"))?;
+            out.push(v.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    fn put_chunk(&mut self, hash: ChunkHash, bytes: &[u8]) -> Result<(), StoreError> {
+        self.write("storing a chunk", false, |txn| {
+            txn.open_table(CHUNKS)?.insert(hash.0.as_slice(), bytes)?;
+            Ok(())
+        })
+    }
+
+    fn get_chunk(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db()?.begin_read().map_err(e("reading a chunk"))?;
+        let t = txn.open_table(CHUNKS).map_err(e("reading a chunk"))?;
+        Ok(t.get(hash.0.as_slice()).map_err(e("reading a chunk"))?.map(|v| v.value().to_vec()))
+    }
+
+    fn set_peer_version(&mut self, peer: &str, folder: &str, vv: &VersionVector) -> Result<(), StoreError> {
+        let bytes = encode_vv(vv);
+        self.write("recording a peer's version", false, |txn| {
+            txn.open_table(PEERS)?.insert((peer, folder), bytes.as_slice())?;
+            Ok(())
+        })
+    }
+
+    fn peer_version(&self, peer: &str, folder: &str) -> Result<Option<VersionVector>, StoreError> {
+        let txn = self.db()?.begin_read().map_err(e("reading a peer's version"))?;
+        let t = txn.open_table(PEERS).map_err(e("reading a peer's version"))?;
+        match t.get((peer, folder)).map_err(e("reading a peer's version"))? {
+            Some(v) => Ok(Some(decode_vv(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        // An immediate commit makes every earlier commit durable.
+        self.write("syncing", true, |_| Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests;
