@@ -136,10 +136,15 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-fn transport() -> Arc<quinn::TransportConfig> {
+/// How long a silent peer is given before it is considered gone.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Keep-alives every third of the idle timeout, so a live but quiet peer
+/// never times out and a dead one is found within the timeout.
+fn transport(idle: Duration) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(Duration::from_secs(5)));
-    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(30)) {
+    t.keep_alive_interval(Some(idle / 3));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(idle) {
         t.max_idle_timeout(Some(idle));
     }
     Arc::new(t)
@@ -148,14 +153,19 @@ fn transport() -> Arc<quinn::TransportConfig> {
 impl Node {
     /// Starts listening on `listen` (UDP) and serving trusted peers.
     pub fn bind(identity: Identity, trust: Arc<Trust>, listen: SocketAddr) -> Result<Node, NodeError> {
+        Node::bind_with_idle(identity, trust, listen, IDLE_TIMEOUT)
+    }
+
+    /// [`Node::bind`] with another idle timeout (tests use short ones).
+    pub fn bind_with_idle(identity: Identity, trust: Arc<Trust>, listen: SocketAddr, idle: Duration) -> Result<Node, NodeError> {
         let server = quinn::crypto::rustls::QuicServerConfig::try_from(server_config(&identity, trust.clone())?)
             .map_err(|e| NodeError::Quic(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
-        server.transport_config(transport());
+        server.transport_config(transport(idle));
         let client = quinn::crypto::rustls::QuicClientConfig::try_from(client_config(&identity, trust.clone())?)
             .map_err(|e| NodeError::Quic(e.to_string()))?;
         let mut client = quinn::ClientConfig::new(Arc::new(client));
-        client.transport_config(transport());
+        client.transport_config(transport(idle));
         let mut endpoint = quinn::Endpoint::server(server, listen).map_err(|source| NodeError::Bind { addr: listen, source })?;
         endpoint.set_default_client_config(client);
         let shared = Arc::new(Shared {

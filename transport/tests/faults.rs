@@ -181,3 +181,26 @@ async fn a_ring_of_four_converges() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_peer_is_found_by_the_idle_timeout() {
+    let idle = Duration::from_millis(900);
+    let mk = |i: u64| {
+        let trust = Arc::new(Trust::default());
+        let node = Node::bind_with_idle(Identity::generate().expect("identity"), trust.clone(), "127.0.0.1:0".parse().expect("addr"), idle)
+            .expect("bind");
+        node.add_folder("f", Folder::new(AgentId::from_index(i)));
+        Peer { node, trust }
+    };
+    let (a, b) = (mk(1), mk(2));
+    befriend(&a, &b);
+    let proxy = Proxy::start(b.node.local_addr().expect("addr"), 0.0, Duration::ZERO, Duration::ZERO).await;
+    a.node.dial(proxy.addr, b.node.device_id());
+    eventually("connected", Duration::from_secs(10), || a.node.connected_peers() == vec![b.node.device_id()]).await;
+    // Quiet but alive: keep-alives hold the connection past the timeout.
+    tokio::time::sleep(idle * 3).await;
+    assert_eq!(a.node.connected_peers(), vec![b.node.device_id()], "a live, quiet peer was dropped");
+    // The peer vanishes without a word (every packet dropped from now on).
+    proxy.cut.store(true, Ordering::Relaxed);
+    eventually("the dead peer noticed", idle * 6, || a.node.connected_peers().is_empty()).await;
+}
