@@ -20,7 +20,7 @@ use fsync_core::chunks::ChunkHash;
 use fsync_core::encoding::{Reader, Writer};
 use fsync_core::folder::VersionVector;
 use fsync_core::store::{Store, StoreError};
-use fsync_core::AgentId;
+use fsync_core::wire::{get_version_vector, put_version_vector};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -129,23 +129,13 @@ impl RedbStore {
 
 fn encode_vv(vv: &VersionVector) -> Vec<u8> {
     let mut w = Writer::new();
-    w.usize(vv.len());
-    for (a, s) in vv {
-        w.raw(&a.0);
-        w.varint(*s);
-    }
+    put_version_vector(&mut w, vv);
     w.into_bytes()
 }
 
 fn decode_vv(b: &[u8]) -> Result<VersionVector, StoreError> {
     let mut r = Reader::new(b);
-    let n = r.count(17)?;
-    let mut vv = VersionVector::new();
-    for _ in 0..n {
-        let mut a = [0u8; 16];
-        a.copy_from_slice(r.raw(16)?);
-        vv.insert(AgentId(a), r.varint()?);
-    }
+    let vv = get_version_vector(&mut r)?;
     r.finish()?;
     Ok(vv)
 }

@@ -56,6 +56,27 @@ fn get_id(r: &mut Reader<'_>, agents: &[AgentId]) -> Result<EventId, DecodeError
     Ok(EventId { agent, seq: r.varint()? })
 }
 
+/// Writes a version vector (also used by stores).
+pub fn put_version_vector(w: &mut Writer, vv: &VersionVector) {
+    w.usize(vv.len());
+    for (a, s) in vv {
+        w.raw(&a.0);
+        w.varint(*s);
+    }
+}
+
+/// Reads what [`put_version_vector`] wrote.
+pub fn get_version_vector(r: &mut Reader<'_>) -> Result<VersionVector, DecodeError> {
+    let n = r.count(17)?;
+    let mut vv = VersionVector::new();
+    for _ in 0..n {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(r.raw(16)?);
+        vv.insert(AgentId(a), r.varint()?);
+    }
+    Ok(vv)
+}
+
 fn get_hash(r: &mut Reader<'_>) -> Result<ChunkHash, DecodeError> {
     let mut h = [0u8; 32];
     h.copy_from_slice(r.raw(32)?);
@@ -70,11 +91,7 @@ impl Message {
         match self {
             Message::Summary(vv) => {
                 w.u8(0);
-                w.usize(vv.len());
-                for (a, s) in vv {
-                    w.raw(&a.0);
-                    w.varint(*s);
-                }
+                put_version_vector(&mut w, vv);
             }
             Message::Changes(c) => {
                 w.u8(1);
@@ -141,16 +158,7 @@ impl Message {
             return Err(DecodeError::UnsupportedVersion(v as u64));
         }
         let m = match r.u8()? {
-            0 => {
-                let n = r.count(17)?;
-                let mut vv = VersionVector::new();
-                for _ in 0..n {
-                    let mut a = [0u8; 16];
-                    a.copy_from_slice(r.raw(16)?);
-                    vv.insert(AgentId(a), r.varint()?);
-                }
-                Message::Summary(vv)
-            }
+            0 => Message::Summary(get_version_vector(&mut r)?),
             1 => {
                 let n = r.count(16)?;
                 let mut agents = Vec::with_capacity(n);

@@ -5,6 +5,7 @@ use rand::{Rng, SeedableRng};
 use redb::StorageBackend;
 
 use super::*;
+use fsync_core::AgentId;
 
 /// A disk in memory: writes land in `live`; `sync_data` copies them to
 /// `durable`. A crash keeps `durable` plus a random subset of the writes

@@ -327,23 +327,17 @@ impl Folder {
     /// Applies text edits (positions in Unicode scalar values, each relative
     /// to the text after the previous edit) as one change.
     pub fn edit_text(&mut self, id: EntryId, edits: &[Edit], now: u64) -> Result<(), FolderError> {
+        self.ensure_text(id, now)?;
+        let base = self.entries.get(&id).ok_or(FolderError::UnknownEntry(id))?.doc.version_ids();
+        self.edit_text_from(id, &base, edits, now)
+    }
+
+    /// Switches the entry's content to text, if it is not already.
+    fn ensure_text(&mut self, id: EntryId, now: u64) -> Result<(), FolderError> {
         let e = self.entries.get(&id).ok_or(FolderError::UnknownEntry(id))?;
         if e.state.content != Content::Text {
             self.local_meta(id, &Meta::Text, now);
         }
-        let agent = self.agent;
-        for edit in edits {
-            let seq = self.next_seq;
-            let e = self.entries.get_mut(&id).ok_or(FolderError::UnknownEntry(id))?;
-            let before = e.doc.oplog().len();
-            let r = e.doc.local_edit_at(agent, seq, edit, now);
-            let n = r.end - r.start;
-            if n > 0 {
-                self.bump(n);
-                self.record(id, agent, seq, n, before);
-            }
-        }
-        self.refresh(id);
         Ok(())
     }
 
@@ -353,10 +347,7 @@ impl Folder {
     /// (never the case for ids this folder handed out) falls back to the
     /// current version.
     pub fn edit_text_from(&mut self, id: EntryId, base: &[EventId], edits: &[Edit], now: u64) -> Result<(), FolderError> {
-        let e = self.entries.get(&id).ok_or(FolderError::UnknownEntry(id))?;
-        if e.state.content != Content::Text {
-            self.local_meta(id, &Meta::Text, now);
-        }
+        self.ensure_text(id, now)?;
         let agent = self.agent;
         let seq = self.next_seq;
         let e = self.entries.get_mut(&id).ok_or(FolderError::UnknownEntry(id))?;
