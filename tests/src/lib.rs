@@ -1,3 +1,3 @@
-//! End-to-end tests that drive the real `fsync` binary with several peers.
+//! End-to-end tests that drive the real `fsync` binary (in `tests/`).
 //!
-//! Not built yet: they arrive with the binary (issue 6).
+//! The helpers live in `tests/util.rs`; each test reads as a scenario.

@@ -1,0 +1,116 @@
+//! The node's config file (`config.toml` in its home).
+//!
+//! ```toml
+//! [[folder]]
+//! name = "notes"
+//! path = "/home/me/notes"
+//!
+//! [[peer]]
+//! id = "ABCDEFGHIJKLMN-..."
+//! addrs = ["192.0.2.7:7420"]
+//! folders = ["notes"]
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Everything the user configured.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// Shared folders.
+    #[serde(default, rename = "folder", skip_serializing_if = "Vec::is_empty")]
+    pub folders: Vec<FolderConfig>,
+    /// Trusted devices.
+    #[serde(default, rename = "peer", skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<PeerConfig>,
+}
+
+/// One shared folder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderConfig {
+    /// The name peers match folders by.
+    pub name: String,
+    /// The directory on this machine.
+    pub path: PathBuf,
+}
+
+/// One trusted device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerConfig {
+    /// Its device ID.
+    pub id: String,
+    /// Where to dial it (none: only accepted, never dialled).
+    #[serde(default)]
+    pub addrs: Vec<String>,
+    /// The folders it is trusted for.
+    #[serde(default)]
+    pub folders: Vec<String>,
+}
+
+impl Config {
+    /// Reads the config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("{} is not a valid config", path.display()))
+    }
+
+    /// Writes it atomically (temp file, sync, rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = toml::to_string_pretty(self).context("cannot encode the config")?;
+        let tmp = path.with_extension("toml.tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
+    }
+
+    /// Shares `path` as `name`; the same pair again is fine.
+    pub fn add_folder(&mut self, name: &str, path: PathBuf) -> Result<()> {
+        if name.is_empty() || name.contains('/') || name.contains('\0') {
+            bail!("invalid folder name {name:?}: use a plain name without '/'");
+        }
+        if let Some(f) = self.folders.iter().find(|f| f.name == name) {
+            if f.path == path {
+                return Ok(());
+            }
+            bail!("folder {name:?} is already shared from {}; pick another name", f.path.display());
+        }
+        if let Some(f) = self.folders.iter().find(|f| f.path == path) {
+            bail!("{} is already shared as {:?}", path.display(), f.name);
+        }
+        self.folders.push(FolderConfig { name: name.to_owned(), path });
+        Ok(())
+    }
+
+    /// Trusts a device for folders, at addresses (adding to what it had).
+    pub fn add_peer(&mut self, id: &str, addrs: &[String], folders: &[String]) -> Result<()> {
+        for f in folders {
+            if !self.folders.iter().any(|x| &x.name == f) {
+                bail!("no folder named {f:?}: add it first with `fsync folder add {f} PATH`");
+            }
+        }
+        let p = match self.peers.iter_mut().find(|p| p.id == id) {
+            Some(p) => p,
+            None => {
+                self.peers.push(PeerConfig { id: id.to_owned(), addrs: Vec::new(), folders: Vec::new() });
+                self.peers.last_mut().context("just pushed")?
+            }
+        };
+        for a in addrs {
+            if !p.addrs.contains(a) {
+                p.addrs.push(a.clone());
+            }
+        }
+        for f in folders {
+            if !p.folders.contains(f) {
+                p.folders.push(f.clone());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,96 @@
+//! `fsync`: keep a folder identical on several machines.
+
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use cli::home::Home;
+use transport::DeviceId;
+
+/// Peer-to-peer folder sync with real merges.
+#[derive(Parser)]
+#[command(name = "fsync", version, about)]
+struct Cli {
+    /// The node's home: identity, config, store.
+    #[arg(long, global = true, env = "FSYNC_HOME")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create this node's identity and config; print its device ID.
+    Init,
+    /// Print this node's device ID.
+    Id,
+    /// Shared folders.
+    Folder {
+        #[command(subcommand)]
+        command: FolderCommand,
+    },
+    /// Trusted devices.
+    Peer {
+        #[command(subcommand)]
+        command: PeerCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum FolderCommand {
+    /// Share directory PATH under the name FOLDER (created if missing).
+    Add { folder: String, path: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum PeerCommand {
+    /// Trust a device for folders, and where to reach it.
+    Add {
+        device_id: String,
+        /// HOST:PORT to dial (repeatable; none: only accepted).
+        #[arg(long = "addr")]
+        addrs: Vec<String>,
+        /// A folder to share with it (repeatable).
+        #[arg(long = "folder")]
+        folders: Vec<String>,
+    },
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let home = Home::locate(cli.home)?;
+    match cli.command {
+        Command::Init => println!("{}", home.init()?.device_id()),
+        Command::Id => println!("{}", home.identity()?.device_id()),
+        Command::Folder { command: FolderCommand::Add { folder, path } } => {
+            let mut config = home.config()?;
+            std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+            let path = path.canonicalize().with_context(|| format!("cannot resolve {}", path.display()))?;
+            config.add_folder(&folder, path)?;
+            config.save(&home.config_path())?;
+        }
+        Command::Peer { command: PeerCommand::Add { device_id, addrs, folders } } => {
+            let id: DeviceId = device_id.parse().with_context(|| format!("{device_id:?}"))?;
+            for a in &addrs {
+                if a.to_socket_addrs().map(|mut i| i.next().is_none()).unwrap_or(true) {
+                    bail!("--addr {a}: expected HOST:PORT, for example 192.0.2.7:7420");
+                }
+            }
+            let mut config = home.config()?;
+            config.add_peer(&id.to_string(), &addrs, &folders)?;
+            config.save(&home.config_path())?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fsync: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

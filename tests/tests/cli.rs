@@ -1,0 +1,96 @@
+//! CONTRACT section 1 on the real binary: init, id, folder add, peer add,
+//! --home and FSYNC_HOME, errors that say what to do.
+
+#![allow(missing_docs)]
+
+mod util;
+
+use std::process::Command;
+
+use util::{fsync_bin, Node};
+
+fn one_line(s: &str) -> &str {
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got {s:?}");
+    lines[0]
+}
+
+#[test]
+fn init_prints_one_id_and_keeps_it() {
+    let n = Node::new("init");
+    let first = n.ok(&["init"]);
+    let id = one_line(&first).to_owned();
+    assert_eq!(id.len(), 59, "{id}");
+    assert_eq!(one_line(&n.ok(&["init"])), id, "a second init changed the identity");
+    assert_eq!(one_line(&n.ok(&["id"])), id);
+    // Two homes on one machine are two nodes.
+    let m = Node::new("init2");
+    assert_ne!(one_line(&m.ok(&["init"])), id);
+}
+
+#[test]
+fn the_key_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let n = Node::new("perm");
+    n.ok(&["init"]);
+    let key = std::fs::metadata(n.home.join("key.der")).expect("key");
+    assert_eq!(key.permissions().mode() & 0o077, 0, "the private key is readable by others");
+}
+
+#[test]
+fn fsync_home_from_the_environment() {
+    let n = Node::new("env");
+    let out = Command::new(fsync_bin()).env("FSYNC_HOME", &n.home).arg("init").output().expect("runs");
+    assert!(out.status.success());
+    let id = String::from_utf8(out.stdout).expect("utf-8");
+    assert_eq!(n.ok(&["id"]), id);
+}
+
+#[test]
+fn commands_before_init_say_what_to_do() {
+    let n = Node::new("noinit");
+    let err = n.fails(&["id"]);
+    assert!(err.contains("fsync") && err.contains("init"), "{err}");
+    let err = n.fails(&["folder", "add", "x", n.scratch.join("x").to_str().expect("utf-8")]);
+    assert!(err.contains("init"), "{err}");
+}
+
+#[test]
+fn folder_add_creates_the_directory_and_records_it() {
+    let n = Node::new("folder");
+    n.ok(&["init"]);
+    let path = n.scratch.join("notes/deep");
+    n.ok(&["folder", "add", "notes", path.to_str().expect("utf-8")]);
+    assert!(path.is_dir(), "PATH was not created");
+    assert!(n.config().contains("name = \"notes\""), "{}", n.config());
+    // Again the same: fine. Same name elsewhere: refused.
+    n.ok(&["folder", "add", "notes", path.to_str().expect("utf-8")]);
+    let err = n.fails(&["folder", "add", "notes", n.scratch.join("other").to_str().expect("utf-8")]);
+    assert!(err.contains("already shared"), "{err}");
+    let err = n.fails(&["folder", "add", "a/b", n.scratch.join("ab").to_str().expect("utf-8")]);
+    assert!(err.contains("invalid folder name"), "{err}");
+}
+
+#[test]
+fn peer_add_checks_ids_addresses_and_folders() {
+    let (a, b) = (Node::new("peer-a"), Node::new("peer-b"));
+    a.ok(&["init"]);
+    let b_id = b.ok(&["init"]).trim().to_owned();
+    a.ok(&["folder", "add", "docs", a.scratch.join("docs").to_str().expect("utf-8")]);
+    a.ok(&["peer", "add", &b_id, "--addr", "127.0.0.1:7420", "--addr", "127.0.0.1:7421", "--folder", "docs"]);
+    let cfg = a.config();
+    assert!(cfg.contains(&b_id) && cfg.contains("127.0.0.1:7421") && cfg.contains("\"docs\""), "{cfg}");
+    // A peer with no address is fine (accepted, never dialled).
+    let c_id = Node::new("peer-c").ok(&["init"]).trim().to_owned();
+    a.ok(&["peer", "add", &c_id.to_lowercase(), "--folder", "docs"]);
+    assert!(a.config().contains(&c_id), "IDs are accepted in lower case");
+    // A typo in the ID is caught by its check characters.
+    let mut typo = b_id.clone().into_bytes();
+    typo[3] = if typo[3] == b'A' { b'B' } else { b'A' };
+    let err = a.fails(&["peer", "add", std::str::from_utf8(&typo).expect("ascii"), "--folder", "docs"]);
+    assert!(err.contains("typo"), "{err}");
+    let err = a.fails(&["peer", "add", &b_id, "--folder", "nope"]);
+    assert!(err.contains("no folder named") && err.contains("fsync folder add"), "{err}");
+    let err = a.fails(&["peer", "add", &b_id, "--addr", "not-an-address", "--folder", "docs"]);
+    assert!(err.contains("HOST:PORT"), "{err}");
+}
