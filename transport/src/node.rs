@@ -344,7 +344,8 @@ fn parse_hello(bytes: &[u8]) -> Result<Vec<String>, NodeError> {
     Ok(out)
 }
 
-struct Shared1 {
+/// One folder shared on one connection: its state and the core session.
+struct FolderSession {
     name: String,
     state: Arc<Mutex<FolderState>>,
     session: Session,
@@ -368,14 +369,14 @@ async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId
     let theirs = parse_hello(&read_frame(&mut recv).await.map_err(|e| q(&e))?.ok_or_else(|| NodeError::Peer("closed".into()))?)?;
     let common: Vec<String> = mine.iter().filter(|m| theirs.contains(m)).cloned().collect();
     tracing::info!(peer = %peer.short(), folders = ?common, "connected");
-    let mut sessions: Vec<Shared1> = Vec::new();
+    let mut sessions: Vec<FolderSession> = Vec::new();
     for name in &common {
         let Some(state) = sh.folders.lock().ok().and_then(|f| f.get(name).cloned()) else { continue };
         let mut session = Session::new();
         if let Ok(s) = state.lock() {
             session.start(&s.folder);
         }
-        sessions.push(Shared1 { name: name.clone(), state, session });
+        sessions.push(FolderSession { name: name.clone(), state, session });
     }
     // Frames are read in their own task so that waiting for one is
     // cancel-safe in the select below.
