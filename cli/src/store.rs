@@ -8,6 +8,7 @@
 //! | `batches` | (folder, n) | one encoded change batch |
 //! | `chunks` | BLAKE3 hash | chunk bytes |
 //! | `peers` | (peer, folder) | encoded version vector |
+//! | `state` | a name | small state, such as a folder's disk index |
 //!
 //! Group commit: appends commit without syncing (redb `Durability::None`);
 //! [`Store::sync`] commits with `Durability::Immediate`, which makes every
@@ -27,6 +28,7 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const BATCHES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("batches");
 const CHUNKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("chunks");
 const PEERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("peers");
+const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 
 const MAGIC: &[u8] = b"fsync-store";
 /// The format this build writes and reads.
@@ -94,6 +96,7 @@ impl RedbStore {
             txn.open_table(BATCHES).map_err(e("opening the store"))?;
             txn.open_table(CHUNKS).map_err(e("opening the store"))?;
             txn.open_table(PEERS).map_err(e("opening the store"))?;
+            txn.open_table(STATE).map_err(e("opening the store"))?;
         }
         txn.commit().map_err(e("opening the store"))?;
         Ok(db)
@@ -189,6 +192,19 @@ impl Store for RedbStore {
             Some(v) => Ok(Some(decode_vv(v.value())?)),
             None => Ok(None),
         }
+    }
+
+    fn put_state(&mut self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.write("saving state", false, |txn| {
+            txn.open_table(STATE)?.insert(key, bytes)?;
+            Ok(())
+        })
+    }
+
+    fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db()?.begin_read().map_err(e("reading state"))?;
+        let t = txn.open_table(STATE).map_err(e("reading state"))?;
+        Ok(t.get(key).map_err(e("reading state"))?.map(|v| v.value().to_vec()))
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {

@@ -45,6 +45,11 @@ pub trait Store {
     fn set_peer_version(&mut self, peer: &str, folder: &str, vv: &VersionVector) -> Result<(), StoreError>;
     /// See [`Store::set_peer_version`].
     fn peer_version(&self, peer: &str, folder: &str) -> Result<Option<VersionVector>, StoreError>;
+    /// Keeps a small piece of state under `key` (for example a folder's
+    /// disk index), replacing what was there.
+    fn put_state(&mut self, key: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    /// See [`Store::put_state`].
+    fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Makes everything written so far durable.
     fn sync(&mut self) -> Result<(), StoreError>;
 }
@@ -109,6 +114,7 @@ struct Inner {
     batches: BTreeMap<String, Vec<Vec<u8>>>,
     chunks: BTreeMap<ChunkHash, Vec<u8>>,
     peers: BTreeMap<(String, String), VersionVector>,
+    state: BTreeMap<String, Vec<u8>>,
 }
 
 impl MemoryStore {
@@ -154,6 +160,14 @@ impl Store for MemoryStore {
     }
     fn peer_version(&self, peer: &str, folder: &str) -> Result<Option<VersionVector>, StoreError> {
         Ok(self.pending.peers.get(&(peer.to_owned(), folder.to_owned())).cloned())
+    }
+    fn put_state(&mut self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.check("saving state")?;
+        self.pending.state.insert(key.to_owned(), bytes.to_vec());
+        Ok(())
+    }
+    fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.pending.state.get(key).cloned())
     }
     fn sync(&mut self) -> Result<(), StoreError> {
         self.check("syncing")?;

@@ -75,7 +75,78 @@ pub struct Index {
     pub files: BTreeMap<String, Known>,
 }
 
+const INDEX_MAGIC: &[u8] = b"FSIX";
+const INDEX_VERSION: u64 = 1;
+
 impl Index {
+    /// The index as bytes, to keep in the store: without it, a restarted
+    /// node could not tell a file deleted while it was stopped from one it
+    /// has not written yet.
+    pub fn encode(&self) -> Vec<u8> {
+        use fsync_core::encoding::Writer;
+        let mut w = Writer::new();
+        w.raw(INDEX_MAGIC);
+        w.varint(INDEX_VERSION);
+        w.usize(self.files.len());
+        for (path, k) in &self.files {
+            w.str(path);
+            w.raw(&k.id.0.agent.0);
+            w.varint(k.id.0.seq);
+            w.u8(match k.kind {
+                Kind::File => 0,
+                Kind::Dir => 1,
+                Kind::Symlink => 2,
+            });
+            w.varint(k.stat.ino);
+            w.varint(k.stat.size);
+            w.signed(k.stat.mtime);
+            w.signed(k.stat.ctime);
+            w.u8(k.stat.exec as u8);
+            w.usize(k.base.len());
+            for b in &k.base {
+                w.raw(&b.agent.0);
+                w.varint(b.seq);
+            }
+        }
+        w.into_bytes()
+    }
+
+    /// Reads what [`Index::encode`] wrote.
+    pub fn decode(bytes: &[u8]) -> Result<Index, fsync_core::encoding::DecodeError> {
+        use fsync_core::encoding::{DecodeError, Reader};
+        use fsync_core::AgentId;
+        let mut r = Reader::new(bytes);
+        r.magic(INDEX_MAGIC, "disk index")?;
+        let v = r.varint()?;
+        if v != INDEX_VERSION {
+            return Err(DecodeError::UnsupportedVersion(v));
+        }
+        let id = |r: &mut Reader<'_>| -> Result<EventId, DecodeError> {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(r.raw(16)?);
+            Ok(EventId { agent: AgentId(a), seq: r.varint()? })
+        };
+        let mut index = Index::default();
+        for _ in 0..r.count(20)? {
+            let path = r.str()?.to_owned();
+            let entry = EntryId(id(&mut r)?);
+            let kind = match r.u8()? {
+                0 => Kind::File,
+                1 => Kind::Dir,
+                2 => Kind::Symlink,
+                _ => return Err(DecodeError::Invalid("kind")),
+            };
+            let stat = Stat { ino: r.varint()?, size: r.varint()?, mtime: r.signed()?, ctime: r.signed()?, exec: r.u8()? != 0 };
+            let mut base = Vec::new();
+            for _ in 0..r.count(17)? {
+                base.push(id(&mut r)?);
+            }
+            index.files.insert(path, Known { id: entry, kind, stat, base });
+        }
+        r.finish()?;
+        Ok(index)
+    }
+
     /// Moves every key at or below `from` to `to`.
     fn rekey(&mut self, from: &str, to: &str) {
         let prefix = format!("{from}/");

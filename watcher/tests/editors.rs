@@ -370,3 +370,25 @@ fn a_file_switching_between_text_and_binary() {
     assert_eq!(d.text("f"), "text again\n");
     assert_eq!(d.id("f"), id);
 }
+
+/// The index kept across a restart: a file deleted while the node was
+/// stopped is a deletion (not something to write back), and a file edited
+/// while stopped is an edit.
+#[test]
+fn offline_changes_are_found_after_a_restart() {
+    let mut d = Dir::new("restart");
+    d.sh("printf 'keep\\n' > keep.txt && printf 'bye\\n' > gone.txt");
+    d.scan();
+    let saved = d.index.encode();
+    // The node stops; the user edits one file and deletes the other.
+    d.sh("printf 'keep, edited offline\\n' > keep.txt && rm gone.txt");
+    d.index = Index::decode(&saved).expect("index decodes");
+    let r = d.scan();
+    assert_eq!(r.deleted, vec!["gone.txt"], "{r:?}");
+    assert_eq!(r.modified, vec!["keep.txt"], "{r:?}");
+    let w = write_back(&d.root, &mut d.folder, &d.chunks, &mut d.index).expect("write");
+    assert!(w.written.is_empty(), "the deleted file was resurrected: {w:?}");
+    assert!(!d.root.join("gone.txt").exists());
+    assert_eq!(d.text("keep.txt"), "keep, edited offline\n");
+    assert!(Index::decode(b"junk").is_err());
+}

@@ -206,6 +206,8 @@ fn a_folder_saved_and_loaded_through_the_store() {
     saver.save("docs", &f, &mut store).expect("save");
     store.sync().expect("sync");
     store.set_peer_version("peer", "docs", f.version_vector()).expect("peer");
+    store.put_state("index/docs", b"disk index").expect("state");
+    store.put_state("index/docs", b"disk index, newer").expect("state");
     store.sync().expect("sync");
     let mut rng = StdRng::seed_from_u64(1);
     let crashed = disk.crash(&mut rng);
@@ -215,6 +217,8 @@ fn a_folder_saved_and_loaded_through_the_store() {
     let id2 = back.tree().lookup("docs/a.txt").expect("file").id;
     assert_eq!(back.doc(id2).map(|d| d.text()).as_deref(), Some("hello world"));
     assert_eq!(store.peer_version("peer", "docs").expect("read").as_ref(), Some(f.version_vector()));
+    assert_eq!(store.get_state("index/docs").expect("read").as_deref(), Some(&b"disk index, newer"[..]));
+    assert_eq!(store.get_state("index/other").expect("read"), None);
     let h = ChunkHash::of(b"c");
     let mut store = store;
     store.put_chunk(h, b"c").expect("put");
