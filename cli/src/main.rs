@@ -36,6 +36,12 @@ enum Command {
         #[command(subcommand)]
         command: PeerCommand,
     },
+    /// Run the daemon in the foreground until SIGINT/SIGTERM.
+    Run {
+        /// UDP address to listen on.
+        #[arg(long, default_value = "0.0.0.0:7420")]
+        listen: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -61,6 +67,22 @@ enum PeerCommand {
 fn run(cli: Cli) -> Result<()> {
     let home = Home::locate(cli.home)?;
     match cli.command {
+        Command::Run { listen } => {
+            let addr = listen
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut i| i.next())
+                .with_context(|| format!("--listen {listen}: expected HOST:PORT"))?;
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+            use std::io::IsTerminal;
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .init();
+            let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            rt.block_on(cli::daemon::run(&home, addr))?;
+        }
         Command::Init => println!("{}", home.init()?.device_id()),
         Command::Id => println!("{}", home.identity()?.device_id()),
         Command::Folder { command: FolderCommand::Add { folder, path } } => {

@@ -230,8 +230,13 @@ impl Node {
 
     /// Shares a folder under `name`.
     pub fn add_folder(&self, name: &str, folder: Folder) {
+        self.add_folder_with(name, folder, MemoryChunks::default());
+    }
+
+    /// Shares a folder under `name`, with the chunks it has.
+    pub fn add_folder_with(&self, name: &str, folder: Folder, chunks: MemoryChunks) {
         if let Ok(mut f) = self.shared.folders.lock() {
-            f.insert(name.to_owned(), Arc::new(Mutex::new(FolderState { folder, chunks: MemoryChunks::default() })));
+            f.insert(name.to_owned(), Arc::new(Mutex::new(FolderState { folder, chunks })));
         }
         self.shared.generation.send_modify(|g| *g += 1);
     }
@@ -244,7 +249,19 @@ impl Node {
         Some(r)
     }
 
-    /// Reads a folder.
+    /// A feed that changes whenever any folder changes (locally or from a
+    /// peer): what the daemon waits on to write merged state back.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.shared.generation.subscribe()
+    }
+
+    /// Tells every connection that folders changed (after changes made
+    /// through [`Node::read`]).
+    pub fn notify(&self) {
+        self.shared.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Reads (or changes without telling peers) a folder.
     pub fn read<R>(&self, name: &str, f: impl FnOnce(&mut FolderState) -> R) -> Option<R> {
         let state = self.shared.folders.lock().ok()?.get(name)?.clone();
         let mut guard = state.lock().ok()?;

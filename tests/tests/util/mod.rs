@@ -58,3 +58,72 @@ impl Drop for Node {
         let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }
+
+/// A free UDP port on 127.0.0.1 (bound and released; fine for tests).
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A running `fsync run`; killed if the test ends without stopping it.
+pub struct Daemon {
+    pub child: std::process::Child,
+}
+
+impl Daemon {
+    /// SIGTERM, then the exit code (None if it had to be killed).
+    pub fn stop(mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(15) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Node {
+    /// `fsync run --listen 127.0.0.1:PORT`, logs to HOME/../daemon.log.
+    pub fn start(&self, port: u16) -> Daemon {
+        let log = std::fs::File::create(self.scratch.join("daemon.log")).expect("log");
+        let child = Command::new(fsync_bin())
+            .arg("--home")
+            .arg(&self.home)
+            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("fsync run starts");
+        Daemon { child }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.scratch.join("daemon.log")).unwrap_or_default()
+    }
+}
+
+/// Waits until `f` holds (at most `secs`), else fails with `what`.
+pub fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(secs) {
+        if f() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("timed out after {secs}s waiting for {what}");
+}
+
+pub fn read(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}

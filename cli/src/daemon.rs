@@ -1,0 +1,230 @@
+//! `fsync run`: the daemon. It wires the parts together:
+//!
+//! - the store holds every folder's history, chunks and disk index;
+//! - at start, each folder is loaded from the store and scanned, so changes
+//!   made while the node was stopped are taken in (a file deleted meanwhile
+//!   is a deletion, thanks to the saved index);
+//! - live events are debounced and rescanned (only the paths they name);
+//! - changes from peers wake the loop, which writes merged state back
+//!   (never over an unscanned local edit);
+//! - after each round, new events, chunks and the index are saved and
+//!   synced once (group commit);
+//! - SIGINT or SIGTERM: save, sync, close connections, exit 0.
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context, Result};
+use fsync_core::chunks::{ChunkHash, ChunkStore, MemoryChunks};
+use fsync_core::store::{load_folder, Saver, Store};
+use fsync_core::AgentId;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use transport::node::FolderState;
+use transport::{DeviceId, Node, Trust};
+use watcher::ignore::Ignore;
+use watcher::live::{Debouncer, Live, LiveWatcher};
+use watcher::{scan_scoped, write_back, Index};
+
+use crate::home::Home;
+use crate::store::RedbStore;
+
+/// Debounce: quiet time and longest wait, in milliseconds.
+const QUIET_MS: u64 = 5;
+const MAX_WAIT_MS: u64 = 200;
+
+/// One shared folder as the daemon sees it.
+struct Local {
+    name: String,
+    root: PathBuf,
+    index: Index,
+    saver: Saver,
+    saved_chunks: HashSet<ChunkHash>,
+    debounce: Debouncer,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The agent id a device writes its changes as.
+fn agent_of(id: DeviceId) -> AgentId {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&id.0[..16]);
+    AgentId(a)
+}
+
+/// Runs until SIGINT or SIGTERM.
+pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
+    let identity = home.identity()?;
+    let config = home.config()?;
+    // One daemon per home.
+    let lock_path = home.dir.join("daemon.lock");
+    let lock = std::fs::File::create(&lock_path).with_context(|| format!("cannot create {}", lock_path.display()))?;
+    lock.try_lock().map_err(|_| anyhow!("another fsync daemon is already running on {}; stop it first", home.dir.display()))?;
+
+    let mut store = RedbStore::open(&home.store_path())?;
+    let agent = agent_of(identity.device_id());
+    let trust = Arc::new(Trust::default());
+    let mut dial = Vec::new();
+    for p in &config.peers {
+        let id: DeviceId = p.id.parse().with_context(|| format!("peer {} in the config", p.id))?;
+        for f in &p.folders {
+            trust.allow(id, f);
+        }
+        for a in &p.addrs {
+            match a.to_socket_addrs().ok().and_then(|mut i| i.next()) {
+                Some(addr) => dial.push((addr, id)),
+                None => tracing::warn!("cannot resolve {a} for peer {}", id.short()),
+            }
+        }
+    }
+    let node = Node::bind(identity.clone(), trust, listen)?;
+    tracing::info!(device = %identity.device_id(), listen = %node.local_addr()?, "fsync running");
+
+    let (tx, mut events) = mpsc::channel::<(usize, Live)>(1024);
+    let mut locals = Vec::new();
+    for (i, fc) in config.folders.iter().enumerate() {
+        let folder = load_folder(agent, &fc.name, &store)?;
+        let index = match store.get_state(&format!("index/{}", fc.name))? {
+            Some(b) => Index::decode(&b).with_context(|| format!("the saved index of {} is damaged", fc.name))?,
+            None => Index::default(),
+        };
+        let mut chunks = MemoryChunks::default();
+        let mut saved_chunks = HashSet::new();
+        for h in folder.referenced_chunks() {
+            if let Some(b) = store.get_chunk(&h)? {
+                chunks.put(h, &b);
+                saved_chunks.insert(h);
+            }
+        }
+        let saver = Saver::loaded(&folder);
+        node.add_folder_with(&fc.name, folder, chunks);
+        std::fs::create_dir_all(&fc.path).with_context(|| format!("cannot create {}", fc.path.display()))?;
+        // Live events, forwarded from a thread of their own.
+        let watch = LiveWatcher::new(&fc.path)?;
+        let tx = tx.clone();
+        std::thread::spawn(move || loop {
+            match watch.recv_timeout(Duration::from_millis(500)) {
+                Some(ev) if tx.blocking_send((i, ev)).is_err() => return,
+                None if tx.is_closed() => return,
+                _ => {}
+            }
+        });
+        let mut debounce = Debouncer::new(QUIET_MS, MAX_WAIT_MS);
+        debounce.push_all(0); // the start-up scan
+        locals.push(Local { name: fc.name.clone(), root: fc.path.clone(), index, saver, saved_chunks, debounce });
+    }
+    drop(tx);
+    for (addr, id) in dial {
+        node.dial(addr, id);
+    }
+
+    let start = Instant::now();
+    let ms = || start.elapsed().as_millis() as u64;
+    let mut changes = node.changes();
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    loop {
+        let next = locals.iter().filter_map(|l| l.debounce.next_deadline()).min();
+        let wait = next.map_or(Duration::from_secs(3600), |d| Duration::from_millis(d.saturating_sub(ms())));
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some((i, Live::Paths(ps))) => ps.into_iter().for_each(|p| locals[i].debounce.push(p, ms())),
+                Some((i, Live::Rescan(why))) => {
+                    tracing::warn!(folder = %locals[i].name, "{why}: rescanning everything");
+                    locals[i].debounce.push_all(ms());
+                }
+                None => {}
+            },
+            _ = tokio::time::sleep(wait) => {
+                for l in &mut locals {
+                    if let Some(batch) = l.debounce.poll(ms()) {
+                        let scope = if batch.all { None } else { Some(batch.paths) };
+                        scan_folder(&node, l, scope.as_deref())?;
+                        write_folder(&node, l)?;
+                        persist(&node, l, &mut store)?;
+                    }
+                }
+            }
+            r = changes.changed() => {
+                if r.is_err() {
+                    break;
+                }
+                for l in &mut locals {
+                    write_folder(&node, l)?;
+                    persist(&node, l, &mut store)?;
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("stopping");
+    for l in &mut locals {
+        persist(&node, l, &mut store)?;
+    }
+    // Everything is durable; give peers a moment to hear the close, but do
+    // not wait on a peer that is gone.
+    let _ = tokio::time::timeout(Duration::from_secs(2), node.close()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Takes disk changes in (a scope of paths, or everything).
+fn scan_folder(node: &Node, l: &mut Local, scope: Option<&[String]>) -> Result<()> {
+    let ignore = Ignore::load(&l.root);
+    let report = node
+        .read(&l.name, |s: &mut FolderState| {
+            scan_scoped(&l.root, &mut s.folder, &mut s.chunks, &mut l.index, &ignore, scope, now_ms())
+        })
+        .context("folder vanished")??;
+    if !report.is_empty() {
+        tracing::info!(folder = %l.name, created = report.created.len(), modified = report.modified.len(),
+            moved = report.moved.len(), deleted = report.deleted.len(), "local changes");
+        node.notify();
+    }
+    Ok(())
+}
+
+/// Writes merged state to disk; scans first where the disk changed.
+fn write_folder(node: &Node, l: &mut Local) -> Result<()> {
+    for _ in 0..3 {
+        let report = node
+            .read(&l.name, |s: &mut FolderState| write_back(&l.root, &mut s.folder, &s.chunks, &mut l.index))
+            .context("folder vanished")??;
+        if !report.written.is_empty() || !report.removed.is_empty() || !report.moved.is_empty() {
+            tracing::info!(folder = %l.name, written = report.written.len(), removed = report.removed.len(),
+                moved = report.moved.len(), "merged changes written");
+        }
+        if report.needs_scan.is_empty() && report.raced.is_empty() {
+            return Ok(());
+        }
+        // A local change we had not read: take it in, then write again.
+        scan_folder(node, l, Some(&report.needs_scan))?;
+    }
+    Ok(())
+}
+
+/// Saves new events, chunks and the index, then syncs once.
+fn persist(node: &Node, l: &mut Local, store: &mut RedbStore) -> Result<()> {
+    node.read(&l.name, |s: &mut FolderState| -> Result<()> {
+        l.saver.save(&l.name, &s.folder, store)?;
+        for h in s.folder.referenced_chunks() {
+            if !l.saved_chunks.contains(&h) {
+                if let Some(b) = s.chunks.get(&h) {
+                    store.put_chunk(h, &b)?;
+                    l.saved_chunks.insert(h);
+                }
+            }
+        }
+        Ok(())
+    })
+    .context("folder vanished")??;
+    store.put_state(&format!("index/{}", l.name), &l.index.encode())?;
+    store.sync()?;
+    Ok(())
+}

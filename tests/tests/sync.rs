@@ -1,0 +1,85 @@
+//! `fsync run` on two real nodes over 127.0.0.1: first sync, live edits
+//! both ways, offline edits found at start, concurrent edits made while one
+//! node was stopped (CONTRACT section 2), one daemon per home, clean stop.
+
+#![allow(missing_docs)]
+
+mod util;
+
+use std::path::PathBuf;
+
+use util::{eventually, free_port, read, Node};
+
+/// Two initialised nodes sharing "docs" with each other.
+struct Pair {
+    a: Node,
+    b: Node,
+    pa: u16,
+    pb: u16,
+}
+
+impl Pair {
+    fn new(name: &str) -> Pair {
+        let (a, b) = (Node::new(&format!("{name}-a")), Node::new(&format!("{name}-b")));
+        let (pa, pb) = (free_port(), free_port());
+        let a_id = a.ok(&["init"]).trim().to_owned();
+        let b_id = b.ok(&["init"]).trim().to_owned();
+        a.ok(&["folder", "add", "docs", a.scratch.join("docs").to_str().expect("utf-8")]);
+        b.ok(&["folder", "add", "docs", b.scratch.join("docs").to_str().expect("utf-8")]);
+        a.ok(&["peer", "add", &b_id, "--addr", &format!("127.0.0.1:{pb}"), "--folder", "docs"]);
+        b.ok(&["peer", "add", &a_id, "--addr", &format!("127.0.0.1:{pa}"), "--folder", "docs"]);
+        Pair { a, b, pa, pb }
+    }
+    fn da(&self, f: &str) -> PathBuf {
+        self.a.scratch.join("docs").join(f)
+    }
+    fn db(&self, f: &str) -> PathBuf {
+        self.b.scratch.join("docs").join(f)
+    }
+}
+
+#[test]
+fn two_daemons_sync_live_and_stop_cleanly() {
+    let p = Pair::new("live");
+    std::fs::write(p.da("before.txt"), "written before the daemon started\n").expect("write");
+    let (da, db) = (p.a.start(p.pa), p.b.start(p.pb));
+    eventually("the offline file on b", 15, || read(&p.db("before.txt")).as_deref() == Some("written before the daemon started\n"));
+    std::fs::write(p.da("hello.txt"), "hello from a\n").expect("write");
+    eventually("a's new file on b", 10, || read(&p.db("hello.txt")).as_deref() == Some("hello from a\n"));
+    std::fs::create_dir_all(p.db("sub")).expect("mkdir");
+    std::fs::write(p.db("sub/reply.txt"), "reply from b\n").expect("write");
+    eventually("b's file on a", 10, || read(&p.da("sub/reply.txt")).as_deref() == Some("reply from b\n"));
+    // One daemon per home.
+    let second = p.a.run(&["run", "--listen", &format!("127.0.0.1:{}", free_port())]);
+    assert!(!second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
+    assert_eq!(da.stop(), Some(0), "a did not exit cleanly: {}", p.a.log());
+    assert_eq!(db.stop(), Some(0), "b did not exit cleanly: {}", p.b.log());
+}
+
+#[test]
+fn edits_made_while_a_node_was_stopped_merge() {
+    let p = Pair::new("offline");
+    std::fs::write(p.da("plan.txt"), "one\ntwo\nthree\n").expect("write");
+    std::fs::write(p.da("doomed.txt"), "keep me\n").expect("write");
+    let (da, db) = (p.a.start(p.pa), p.b.start(p.pb));
+    eventually("first sync", 15, || read(&p.db("plan.txt")).is_some() && read(&p.db("doomed.txt")).is_some());
+    assert_eq!(db.stop(), Some(0));
+    // While b is stopped: both edit plan.txt at different lines; a edits
+    // doomed.txt and b deletes it.
+    std::fs::write(p.da("plan.txt"), "ONE\ntwo\nthree\n").expect("write");
+    std::fs::write(p.db("plan.txt"), "one\ntwo\nTHREE\n").expect("write");
+    std::fs::write(p.da("doomed.txt"), "keep me, edited\n").expect("write");
+    std::fs::remove_file(p.db("doomed.txt")).expect("rm");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let db = p.b.start(p.pb);
+    let merged = "ONE\ntwo\nTHREE\n";
+    eventually("the merged text on both", 20, || {
+        read(&p.da("plan.txt")).as_deref() == Some(merged) && read(&p.db("plan.txt")).as_deref() == Some(merged)
+    });
+    eventually("the edit surviving the delete on both", 20, || {
+        read(&p.da("doomed.txt")).as_deref() == Some("keep me, edited\n") && read(&p.db("doomed.txt")).as_deref() == Some("keep me, edited\n")
+    });
+    assert_eq!(da.stop(), Some(0), "{}", p.a.log());
+    assert_eq!(db.stop(), Some(0), "{}", p.b.log());
+}
