@@ -108,10 +108,14 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
         let watch = LiveWatcher::new(&fc.path)?;
         let tx = tx.clone();
         std::thread::spawn(move || loop {
-            match watch.recv_timeout(Duration::from_millis(500)) {
-                Some(ev) if tx.blocking_send((i, ev)).is_err() => return,
-                None if tx.is_closed() => return,
-                _ => {}
+            let Some(ev) = watch.recv_timeout(Duration::from_millis(500)) else {
+                if tx.is_closed() {
+                    return;
+                }
+                continue;
+            };
+            if tx.blocking_send((i, ev)).is_err() {
+                return;
             }
         });
         let mut debounce = Debouncer::new(QUIET_MS, MAX_WAIT_MS);

@@ -232,7 +232,7 @@ impl Net {
             self.now += 1;
             self.pump(&calm);
             self.deliver();
-            if self.flight.is_empty() && self.now % 20 == 0 {
+            if self.flight.is_empty() && self.now.is_multiple_of(20) {
                 self.resync_all();
             }
         }
