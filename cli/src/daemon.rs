@@ -51,7 +51,7 @@ fn now_ms() -> u64 {
 }
 
 /// The agent id a device writes its changes as.
-fn agent_of(id: DeviceId) -> AgentId {
+pub fn agent_of(id: DeviceId) -> AgentId {
     let mut a = [0u8; 16];
     a.copy_from_slice(&id.0[..16]);
     AgentId(a)
@@ -126,6 +126,8 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
     for (addr, id) in dial {
         node.dial(addr, id);
     }
+    let node = Arc::new(node);
+    serve_control(home, node.clone(), identity.device_id(), &config)?;
 
     let start = Instant::now();
     let ms = || start.elapsed().as_millis() as u64;
@@ -175,6 +177,40 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
     // not wait on a peer that is gone.
     let _ = tokio::time::timeout(Duration::from_secs(2), node.close()).await;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// The control socket (`HOME/control.sock`, owner-only): commands such as
+/// `fsync log` and `fsync cat` ask the running daemon, which holds the store.
+fn serve_control(home: &Home, node: Arc<Node>, me: DeviceId, config: &crate::config::Config) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let path = home.dir.join("control.sock");
+    // We hold the home's lock: a socket file left here is stale.
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let devices = crate::query_devices(me, config);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (node, devices) = (node.clone(), devices.clone());
+            tokio::spawn(async move {
+                let (r, mut w) = stream.into_split();
+                let mut line = String::new();
+                let mut r = BufReader::new(r.take(64 * 1024));
+                if r.read_line(&mut line).await.is_err() {
+                    return;
+                }
+                let reply = crate::answer(line.trim_end_matches(['\n', '\r']), |folder, f| node.read(folder, |s| f(&mut s.folder, &s.chunks)), &devices);
+                let bytes = match reply {
+                    Ok(b) => [b"0".as_slice(), &b].concat(),
+                    Err(e) => format!("1{e:#}").into_bytes(),
+                };
+                let _ = w.write_all(&bytes).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
     Ok(())
 }
 

@@ -36,6 +36,19 @@ enum Command {
         #[command(subcommand)]
         command: PeerCommand,
     },
+    /// The version history of a file.
+    Log {
+        path: PathBuf,
+        /// One JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A file's content now, or at a version from `fsync log`.
+    Cat {
+        path: PathBuf,
+        #[arg(long)]
+        at: Option<String>,
+    },
     /// Run the daemon in the foreground until SIGINT/SIGTERM.
     Run {
         /// UDP address to listen on.
@@ -83,6 +96,17 @@ fn run(cli: Cli) -> Result<()> {
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             rt.block_on(cli::daemon::run(&home, addr))?;
         }
+        Command::Log { path, json } => {
+            let out = query(&home, &path, "log", if json { "json" } else { "text" })?;
+            print_bytes(&out)?;
+            if json {
+                println!();
+            }
+        }
+        Command::Cat { path, at } => {
+            let out = query(&home, &path, "cat", at.as_deref().unwrap_or(""))?;
+            print_bytes(&out)?;
+        }
         Command::Init => println!("{}", home.init()?.device_id()),
         Command::Id => println!("{}", home.identity()?.device_id()),
         Command::Folder { command: FolderCommand::Add { folder, path } } => {
@@ -105,6 +129,42 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_bytes(b: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(b)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Asks the running daemon (control socket) or, when none runs, reads the
+/// store directly.
+fn query(home: &Home, path: &std::path::Path, cmd: &str, extra: &str) -> Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    let config = home.config()?;
+    let cwd = std::env::current_dir().context("no working directory")?;
+    let (folder, rel) = cli::query::locate(&config, &cwd, path)?;
+    let request = format!("{cmd}\t{folder}\t{rel}\t{extra}\n");
+    if let Ok(mut s) = std::os::unix::net::UnixStream::connect(home.dir.join("control.sock")) {
+        s.write_all(request.as_bytes())?;
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply)?;
+        return match reply.split_first() {
+            Some((b'0', rest)) => Ok(rest.to_vec()),
+            Some((_, rest)) => bail!("{}", String::from_utf8_lossy(rest)),
+            None => bail!("the daemon closed the control socket without an answer"),
+        };
+    }
+    // No daemon: read the store.
+    let identity = home.identity()?;
+    let mut store = cli::store::RedbStore::open(&home.store_path())?;
+    let agent = cli::daemon::agent_of(identity.device_id());
+    let mut f = fsync_core::store::load_folder(agent, &folder, &store)?;
+    let devices = cli::query_devices(identity.device_id(), &config);
+    let chunks = fsync_core::store::StoreChunks { store: &mut store, error: None };
+    cli::answer(request.trim_end_matches('\n'), |name, run| (name == folder).then(|| run(&mut f, &chunks)), &devices)
 }
 
 fn main() -> ExitCode {

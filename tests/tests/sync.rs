@@ -77,9 +77,56 @@ fn edits_made_while_a_node_was_stopped_merge() {
     eventually("the merged text on both", 20, || {
         read(&p.da("plan.txt")).as_deref() == Some(merged) && read(&p.db("plan.txt")).as_deref() == Some(merged)
     });
-    eventually("the edit surviving the delete on both", 20, || {
-        read(&p.da("doomed.txt")).as_deref() == Some("keep me, edited\n") && read(&p.db("doomed.txt")).as_deref() == Some("keep me, edited\n")
-    });
+    let ok = || read(&p.da("doomed.txt")).as_deref() == Some("keep me, edited\n") && read(&p.db("doomed.txt")).as_deref() == Some("keep me, edited\n");
+    let start = std::time::Instant::now();
+    while !ok() && start.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(ok(), "edit vs delete: a has {:?}, b has {:?}\nA LOG:\n{}\nB LOG:\n{}", read(&p.da("doomed.txt")), read(&p.db("doomed.txt")), p.a.log(), p.b.log());
     assert_eq!(da.stop(), Some(0), "{}", p.a.log());
     assert_eq!(db.stop(), Some(0), "{}", p.b.log());
+}
+
+/// CONTRACT: a binary file written on two nodes ends with the same bytes
+/// everywhere; the other version is listed by `fsync log` and readable with
+/// `fsync cat --at`, with the daemon running and without it.
+#[test]
+fn concurrent_binary_writes_keep_the_loser_in_history() {
+    let p = Pair::new("binary");
+    let (da, db) = (p.a.start(p.pa), p.b.start(p.pb));
+    std::fs::write(p.da("img.bin"), b"\x00first version\x00").expect("write");
+    eventually("first sync", 15, || std::fs::read(p.db("img.bin")).ok().as_deref() == Some(&b"\x00first version\x00"[..]));
+    assert_eq!(db.stop(), Some(0));
+    let va: Vec<u8> = b"\x00from a\x00".repeat(50);
+    let vb: Vec<u8> = b"\x00from b\x00".repeat(70);
+    std::fs::write(p.da("img.bin"), &va).expect("write");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::fs::write(p.db("img.bin"), &vb).expect("write");
+    let db = p.b.start(p.pb);
+    eventually("the same bytes on both", 20, || {
+        let (x, y) = (std::fs::read(p.da("img.bin")).ok(), std::fs::read(p.db("img.bin")).ok());
+        x.is_some() && x == y && (x.as_deref() == Some(&va[..]) || x.as_deref() == Some(&vb[..]))
+    });
+    let winner = std::fs::read(p.da("img.bin")).expect("read");
+    let loser = if winner == va { vb.clone() } else { va.clone() };
+    let file = p.da("img.bin");
+    let file = file.to_str().expect("utf-8");
+    // Through the running daemon.
+    let log = p.a.ok(&["log", file, "--json"]);
+    assert!(log.trim_start().starts_with('[') && log.contains("\"version\"") && log.contains("\"parents\""), "{log}");
+    let versions: Vec<String> = log
+        .split("\"version\": \"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next().map(str::to_owned))
+        .collect();
+    let found = versions.iter().any(|v| p.a.run(&["cat", file, "--at", v]).stdout == loser);
+    assert!(found, "the losing version is not readable through `fsync cat --at`: {log}");
+    assert_eq!(p.a.run(&["cat", file]).stdout, winner);
+    // Without a daemon: from the store.
+    assert_eq!(da.stop(), Some(0), "{}", p.a.log());
+    let found = versions.iter().any(|v| p.a.run(&["cat", file, "--at", v]).stdout == loser);
+    assert!(found, "offline `fsync cat --at` cannot read the losing version");
+    let err = p.a.fails(&["cat", file, "--at", "nonsense"]);
+    assert!(err.contains("not a version"), "{err}");
+    assert_eq!(db.stop(), Some(0));
 }

@@ -452,8 +452,10 @@ fn scan_inner(
         .map(|(p, k)| (p.clone(), k.clone()))
         .collect();
     for (p, k) in gone {
-        if folder.tree().path_of(k.id) == Some(p.as_str()) {
-            folder.delete(k.id, now)?;
+        // Against what the disk had: a change that arrived since and was
+        // never written out is concurrent, and an edit keeps the file.
+        if folder.tree().path_of(k.id).is_some() {
+            folder.delete_from(k.id, &k.base, now)?;
         }
         index.files.remove(&p);
         report.deleted.push(p);

@@ -424,6 +424,21 @@ impl Folder {
         Ok(())
     }
 
+    /// Deletes one entry as the disk showed it at `base` (remembered when
+    /// the disk was last read): changes that arrived since and were never
+    /// on disk are concurrent with the deletion, so an edit made meanwhile
+    /// elsewhere keeps the file. Nothing below the entry is touched.
+    pub fn delete_from(&mut self, id: EntryId, base: &[EventId], now: u64) -> Result<(), FolderError> {
+        let seq = self.bump(1);
+        let agent = self.agent;
+        let e = self.entries.get_mut(&id).ok_or(FolderError::UnknownEntry(id))?;
+        let base_lvs = e.doc.lvs_of(base).unwrap_or_else(|| e.doc.version().iter().copied().collect());
+        let lv = e.doc.marker_from(agent, seq, &base_lvs, &Meta::Delete.encode(), now);
+        self.record(id, agent, seq, 1, lv);
+        self.refresh(id);
+        Ok(())
+    }
+
     /// Deletes an entry; a directory with everything in it.
     pub fn delete(&mut self, id: EntryId, now: u64) -> Result<(), FolderError> {
         if !self.entries.contains_key(&id) {

@@ -320,3 +320,24 @@ fn a_file_below_a_move_cycle_stays_in_its_directory() {
     a.assert_tree_consistent();
     assert_eq!(a.tree().path_of(f).map(str::to_owned), Some(format!("{p_path}/new.txt")));
 }
+
+/// A deletion seen on disk is recorded against what the disk had: an edit
+/// that arrived meanwhile (never written to disk) keeps the file.
+#[test]
+fn a_delete_from_an_old_base_loses_to_an_edit_it_never_saw() {
+    let (mut a, mut b) = pair(|f| {
+        file(f, "doc.txt", "v1");
+    });
+    let id = a.tree().lookup("doc.txt").expect("doc").id;
+    let base = b.doc(id).expect("doc").version_ids();
+    a.set_text(id, "v1 edited", 2).expect("edit");
+    send(&a, &mut b); // b's folder has the edit; its disk still has v1
+    b.delete_from(id, &base, 3).expect("delete");
+    converge(&mut a, &mut b);
+    assert_eq!(text_at(&mut b, "doc.txt").as_deref(), Some("v1 edited"));
+    // With the current version as base, the delete would have won.
+    let mut c = a.clone();
+    let now = c.doc(id).expect("doc").version_ids();
+    c.delete_from(id, &now, 4).expect("delete");
+    assert!(c.tree().lookup("doc.txt").is_none());
+}

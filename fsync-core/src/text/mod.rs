@@ -207,6 +207,18 @@ impl TextDoc {
         ids.iter().map(|id| self.oplog.lv_of(*id)).collect()
     }
 
+    /// Appends a local marker event made against the older version `base`
+    /// (what the user saw), then merges.
+    pub fn marker_from(&mut self, agent: AgentId, seq: u64, base: &[Lv], payload: &[u8], time: u64) -> Lv {
+        if base == self.version.as_slice() {
+            return self.local_marker(agent, seq, payload, time);
+        }
+        let ai = self.oplog.agent_index(agent);
+        let lv = self.oplog.push_marker(ai, seq, base, payload, time);
+        self.merge_pending();
+        lv
+    }
+
     /// Appends a local marker event (see [`OpLog::marker`]).
     pub fn local_marker(&mut self, agent: AgentId, seq: u64, payload: &[u8], time: u64) -> Lv {
         let ai = self.oplog.agent_index(agent);

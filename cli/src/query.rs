@@ -1,0 +1,172 @@
+//! What `fsync log` and `fsync cat` ask of a folder. Pure functions over a
+//! folder and its chunks, so the daemon (over the control socket) and the
+//! command itself (from the store, when no daemon runs) give one answer.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use fsync_core::chunks::{assemble, ChunkStore};
+use fsync_core::folder::{Content, EntryId, Folder, Meta};
+use fsync_core::{AgentId, EventId, Lv};
+
+use crate::config::Config;
+
+/// A version id as users see it: `AGENT:SEQ` (hex agent).
+pub fn version_string(id: EventId) -> String {
+    let hex: String = id.agent.0.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}:{}", id.seq)
+}
+
+/// Parses what [`version_string`] printed.
+pub fn parse_version(s: &str) -> Result<EventId> {
+    let (hex, seq) = s.split_once(':').ok_or_else(|| anyhow!("{s:?} is not a version (expected AGENT:SEQ from `fsync log`)"))?;
+    if hex.len() != 32 {
+        bail!("{s:?} is not a version (expected AGENT:SEQ from `fsync log`)");
+    }
+    let mut a = [0u8; 16];
+    for (i, b) in a.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).with_context(|| format!("{s:?} is not a version"))?;
+    }
+    Ok(EventId { agent: AgentId(a), seq: seq.parse().with_context(|| format!("{s:?} is not a version"))? })
+}
+
+/// The folder (by name) and the path inside it of `path` (absolute, or
+/// relative to `cwd`).
+pub fn locate(config: &Config, cwd: &Path, path: &Path) -> Result<(String, String)> {
+    let abs: PathBuf = if path.is_absolute() { path.to_owned() } else { cwd.join(path) };
+    // The file may not exist (deleted): resolve its directory instead.
+    let abs = match abs.canonicalize() {
+        Ok(p) => p,
+        Err(_) => match (abs.parent().and_then(|p| p.canonicalize().ok()), abs.file_name()) {
+            (Some(dir), Some(name)) => dir.join(name),
+            _ => abs.clone(),
+        },
+    };
+    for f in &config.folders {
+        if let Ok(rel) = abs.strip_prefix(&f.path) {
+            let rel = rel.to_str().ok_or_else(|| anyhow!("{} is not valid UTF-8", abs.display()))?;
+            if rel.is_empty() {
+                bail!("{} is the folder itself; name a file inside it", abs.display());
+            }
+            return Ok((f.name.clone(), rel.to_owned()));
+        }
+    }
+    bail!("{} is not inside a shared folder (see `fsync folder add`)", abs.display())
+}
+
+fn entry(folder: &mut Folder, rel: &str) -> Result<EntryId> {
+    Ok(folder.tree().lookup(rel).ok_or_else(|| anyhow!("{rel}: no such file in the folder"))?.id)
+}
+
+/// One change of a file's history.
+pub struct Change {
+    /// The version after it.
+    pub version: EventId,
+    /// The versions it was made on.
+    pub parents: Vec<EventId>,
+    /// When (ms since the epoch, author's clock).
+    pub time: u64,
+    /// What it was.
+    pub what: String,
+    /// Size: characters for text, bytes for binary content.
+    pub size: u64,
+}
+
+/// The history of a file, oldest first.
+pub fn log(folder: &mut Folder, rel: &str) -> Result<Vec<Change>> {
+    let id = entry(folder, rel)?;
+    let doc = folder.doc(id).ok_or_else(|| anyhow!("{rel}: no history"))?;
+    let log = doc.oplog();
+    let mut out: Vec<Change> = Vec::new();
+    let cut = |range: std::ops::Range<Lv>, out: &mut Vec<Change>| {
+        let parents = log.graph().parents_of(range.start).iter().map(|&p| log.id_of(p)).collect();
+        let (mut what, mut size) = (String::new(), 0u64);
+        let mut text_ops = 0u64;
+        for lv in range.clone() {
+            match log.marker(lv).map(Meta::decode) {
+                Some(Ok(m)) => {
+                    let w = match m {
+                        Meta::Create { .. } => "create",
+                        Meta::Move { .. } => "move",
+                        Meta::Delete => "delete",
+                        Meta::Exec(_) => "mode",
+                        Meta::Binary { size: s, .. } => {
+                            size = s;
+                            "binary"
+                        }
+                        Meta::Text => "text",
+                        Meta::Link(_) => "link",
+                    };
+                    if !what.contains(w) {
+                        let _ = write!(what, "{}{w}", if what.is_empty() { "" } else { "+" });
+                    }
+                }
+                _ => text_ops += 1,
+            }
+        }
+        if text_ops > 0 {
+            size = text_ops;
+            let _ = write!(what, "{}edit", if what.is_empty() { "" } else { "+" });
+        }
+        out.push(Change { version: log.id_of(range.end - 1), parents, time: log.time_of(range.start), what, size });
+    };
+    // A change: consecutive operations of one author at one time, not
+    // crossing a merge.
+    for (range, _, _) in log.authors(0..log.len()) {
+        let mut start = range.start;
+        for lv in range.clone() {
+            let boundary = lv > start
+                && (log.time_of(lv) != log.time_of(lv - 1) || log.graph().parents_of(lv).as_slice() != [lv - 1]);
+            if boundary {
+                cut(start..lv, &mut out);
+                start = lv;
+            }
+        }
+        cut(start..range.end, &mut out);
+    }
+    Ok(out)
+}
+
+/// A file's content now, or at a version from [`log`].
+pub fn cat(folder: &mut Folder, chunks: &dyn ChunkStore, rel: &str, at: Option<EventId>) -> Result<Vec<u8>> {
+    let id = entry(folder, rel)?;
+    let doc = folder.doc(id).ok_or_else(|| anyhow!("{rel}: no history"))?;
+    let missing = || anyhow!("{rel}: the content of that version has not arrived yet");
+    match at {
+        None => match &folder.state(id).ok_or_else(|| anyhow!("{rel}: gone"))?.content {
+            Content::Text => Ok(doc.text().into_bytes()),
+            Content::Binary { chunks: refs, .. } => assemble(refs, chunks).ok_or_else(missing),
+            Content::Link(t) => Ok(t.clone().into_bytes()),
+            Content::None => bail!("{rel} is a directory"),
+        },
+        Some(v) => {
+            let lv = doc.oplog().lv_of(v).ok_or_else(|| anyhow!("{} is not a version of {rel} (see `fsync log`)", version_string(v)))?;
+            match doc.oplog().marker(lv).map(Meta::decode) {
+                Some(Ok(Meta::Binary { chunks: refs, .. })) => assemble(&refs, chunks).ok_or_else(missing),
+                _ => Ok(doc.text_at(&[lv]).into_bytes()),
+            }
+        }
+    }
+}
+
+/// The log as one JSON array (CONTRACT section 1).
+pub fn log_json(changes: &[Change], device_of: impl Fn(AgentId) -> String) -> String {
+    let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let items: Vec<String> = changes
+        .iter()
+        .map(|c| {
+            let parents: Vec<String> = c.parents.iter().map(|p| q(&version_string(*p))).collect();
+            format!(
+                "{{\"version\": {}, \"parents\": [{}], \"device\": {}, \"time\": {}, \"change\": {}, \"size\": {}}}",
+                q(&version_string(c.version)),
+                parents.join(", "),
+                q(&device_of(c.version.agent)),
+                c.time,
+                q(&c.what),
+                c.size
+            )
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
+}
