@@ -191,9 +191,10 @@ fn serve_control(home: &Home, node: Arc<Node>, me: DeviceId, config: &crate::con
     let listener = tokio::net::UnixListener::bind(&path).with_context(|| format!("cannot listen on {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     let devices = crate::query_devices(me, config);
+    let config = config.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (node, devices) = (node.clone(), devices.clone());
+            let (node, devices, config) = (node.clone(), devices.clone(), config.clone());
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();
                 let mut line = String::new();
@@ -201,7 +202,12 @@ fn serve_control(home: &Home, node: Arc<Node>, me: DeviceId, config: &crate::con
                 if r.read_line(&mut line).await.is_err() {
                     return;
                 }
-                let reply = crate::answer(line.trim_end_matches(['\n', '\r']), |folder, f| node.read(folder, |s| f(&mut s.folder, &s.chunks)), &devices);
+                let request = line.trim_end_matches(['\n', '\r']);
+                let reply = if let Some(format) = request.strip_prefix("status\t") {
+                    Ok(daemon_status(&node, me, &config, format == "json").into_bytes())
+                } else {
+                    crate::answer(request, |folder, f| node.read(folder, |s| f(&mut s.folder, &s.chunks)), &devices)
+                };
                 let bytes = match reply {
                     Ok(b) => [b"0".as_slice(), &b].concat(),
                     Err(e) => format!("1{e:#}").into_bytes(),
@@ -212,6 +218,22 @@ fn serve_control(home: &Home, node: Arc<Node>, me: DeviceId, config: &crate::con
         }
     });
     Ok(())
+}
+
+/// The status as the running daemon sees it.
+fn daemon_status(node: &Node, me: DeviceId, config: &crate::config::Config, json: bool) -> String {
+    let folders: Vec<crate::status::FolderStatus> = config
+        .folders
+        .iter()
+        .filter_map(|f| {
+            node.read(&f.name, |s| {
+                crate::status::FolderStatus::of(&f.name, &f.path.display().to_string(), &mut s.folder, &s.chunks)
+            })
+        })
+        .collect();
+    let connected: Vec<String> = node.connected_peers().iter().map(|d| d.to_string()).collect();
+    let listen = node.local_addr().ok().map(|a| a.to_string());
+    crate::status::render(json, &me.to_string(), listen, &folders, config, |id| connected.iter().any(|c| c == id))
 }
 
 /// Takes disk changes in (a scope of paths, or everything).

@@ -36,6 +36,12 @@ enum Command {
         #[command(subcommand)]
         command: PeerCommand,
     },
+    /// The node, its folders and peers (running or not).
+    Status {
+        /// One JSON object (schema in the docs).
+        #[arg(long)]
+        json: bool,
+    },
     /// The version history of a file.
     Log {
         path: PathBuf,
@@ -96,6 +102,7 @@ fn run(cli: Cli) -> Result<()> {
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             rt.block_on(cli::daemon::run(&home, addr))?;
         }
+        Command::Status { json } => print_bytes(&status(&home, json)?)?,
         Command::Log { path, json } => {
             let out = query(&home, &path, "log", if json { "json" } else { "text" })?;
             print_bytes(&out)?;
@@ -165,6 +172,40 @@ fn query(home: &Home, path: &std::path::Path, cmd: &str, extra: &str) -> Result<
     let devices = cli::query_devices(identity.device_id(), &config);
     let chunks = fsync_core::store::StoreChunks { store: &mut store, error: None };
     cli::answer(request.trim_end_matches('\n'), |name, run| (name == folder).then(|| run(&mut f, &chunks)), &devices)
+}
+
+/// From the running daemon, or from config and store.
+fn status(home: &Home, json: bool) -> Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    let config = home.config()?;
+    if let Ok(mut s) = std::os::unix::net::UnixStream::connect(home.dir.join("control.sock")) {
+        s.write_all(format!("status\t{}\n", if json { "json" } else { "text" }).as_bytes())?;
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply)?;
+        return match reply.split_first() {
+            Some((b'0', rest)) => Ok(rest.to_vec()),
+            Some((_, rest)) => bail!("{}", String::from_utf8_lossy(rest)),
+            None => bail!("the daemon closed the control socket without an answer"),
+        };
+    }
+    let identity = home.identity()?;
+    let agent = cli::daemon::agent_of(identity.device_id());
+    let mut folders = Vec::new();
+    if home.store_path().exists() {
+        let mut store = cli::store::RedbStore::open(&home.store_path())?;
+        for f in &config.folders {
+            let mut folder = fsync_core::store::load_folder(agent, &f.name, &store)?;
+            let chunks = fsync_core::store::StoreChunks { store: &mut store, error: None };
+            folders.push(cli::status::FolderStatus::of(&f.name, &f.path.display().to_string(), &mut folder, &chunks));
+        }
+    } else {
+        for f in &config.folders {
+            let mut folder = fsync_core::folder::Folder::new(agent);
+            let chunks = fsync_core::chunks::MemoryChunks::default();
+            folders.push(cli::status::FolderStatus::of(&f.name, &f.path.display().to_string(), &mut folder, &chunks));
+        }
+    }
+    Ok(cli::status::render(json, &identity.device_id().to_string(), None, &folders, &config, |_| false).into_bytes())
 }
 
 fn main() -> ExitCode {

@@ -72,6 +72,16 @@ fn folder_add_creates_the_directory_and_records_it() {
 }
 
 #[test]
+fn status_works_before_any_daemon_ran() {
+    let n = Node::new("status");
+    let id = n.ok(&["init"]).trim().to_owned();
+    n.ok(&["folder", "add", "docs", n.scratch.join("docs").to_str().expect("utf-8")]);
+    let st = n.ok(&["status", "--json"]);
+    assert!(st.starts_with('{') && st.contains(&id) && st.contains("\"running\": false") && st.contains("\"files\": 0"), "{st}");
+    assert!(n.ok(&["status"]).contains("not running"));
+}
+
+#[test]
 fn peer_add_checks_ids_addresses_and_folders() {
     let (a, b) = (Node::new("peer-a"), Node::new("peer-b"));
     a.ok(&["init"]);

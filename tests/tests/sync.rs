@@ -49,12 +49,20 @@ fn two_daemons_sync_live_and_stop_cleanly() {
     std::fs::create_dir_all(p.db("sub")).expect("mkdir");
     std::fs::write(p.db("sub/reply.txt"), "reply from b\n").expect("write");
     eventually("b's file on a", 10, || read(&p.da("sub/reply.txt")).as_deref() == Some("reply from b\n"));
+    // Status from the running daemon: b is connected, three files.
+    eventually("b connected in a's status", 10, || p.a.ok(&["status", "--json"]).contains("\"connected\": true"));
+    let st = p.a.ok(&["status", "--json"]);
+    assert!(st.contains("\"running\": true") && st.contains("\"files\": 3") && st.contains("\"name\": \"docs\""), "{st}");
+    assert!(p.a.ok(&["status"]).contains("daemon  running"));
     // One daemon per home.
     let second = p.a.run(&["run", "--listen", &format!("127.0.0.1:{}", free_port())]);
     assert!(!second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("already running"));
     assert_eq!(da.stop(), Some(0), "a did not exit cleanly: {}", p.a.log());
     assert_eq!(db.stop(), Some(0), "b did not exit cleanly: {}", p.b.log());
+    // Status without a daemon: from config and store.
+    let st = p.a.ok(&["status", "--json"]);
+    assert!(st.contains("\"running\": false") && st.contains("\"connected\": false") && st.contains("\"files\": 3"), "{st}");
 }
 
 #[test]
