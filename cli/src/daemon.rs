@@ -42,7 +42,9 @@ struct Local {
     root: PathBuf,
     index: Index,
     saver: Saver,
-    saved_chunks: HashSet<ChunkHash>,
+    /// Chunks saved events refer to whose bytes are not in the store yet
+    /// (they may still be on their way from a peer).
+    unsaved_chunks: HashSet<ChunkHash>,
     debounce: Debouncer,
 }
 
@@ -94,11 +96,13 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
             None => Index::default(),
         };
         let mut chunks = MemoryChunks::default();
-        let mut saved_chunks = HashSet::new();
+        let mut unsaved_chunks = HashSet::new();
         for h in folder.referenced_chunks() {
-            if let Some(b) = store.get_chunk(&h)? {
-                chunks.put(h, &b);
-                saved_chunks.insert(h);
+            match store.get_chunk(&h)? {
+                Some(b) => chunks.put(h, &b),
+                None => {
+                    unsaved_chunks.insert(h);
+                }
             }
         }
         let saver = Saver::loaded(&folder);
@@ -120,7 +124,7 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
         });
         let mut debounce = Debouncer::new(QUIET_MS, MAX_WAIT_MS);
         debounce.push_all(0); // the start-up scan
-        locals.push(Local { name: fc.name.clone(), root: fc.path.clone(), index, saver, saved_chunks, debounce });
+        locals.push(Local { name: fc.name.clone(), root: fc.path.clone(), index, saver, unsaved_chunks, debounce });
     }
     drop(tx);
     for (addr, id) in dial {
@@ -185,7 +189,7 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
 fn serve_control(home: &Home, node: Arc<Node>, me: DeviceId, config: &crate::config::Config) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-    let path = home.dir.join("control.sock");
+    let path = home.control_path();
     // We hold the home's lock: a socket file left here is stale.
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path).with_context(|| format!("cannot listen on {}", path.display()))?;
@@ -274,14 +278,13 @@ fn write_folder(node: &Node, l: &mut Local) -> Result<()> {
 /// Saves new events, chunks and the index, then syncs once.
 fn persist(node: &Node, l: &mut Local, store: &mut RedbStore) -> Result<()> {
     node.read(&l.name, |s: &mut FolderState| -> Result<()> {
-        l.saver.save(&l.name, &s.folder, store)?;
-        for h in s.folder.referenced_chunks() {
-            if !l.saved_chunks.contains(&h) {
-                if let Some(b) = s.chunks.get(&h) {
-                    store.put_chunk(h, &b)?;
-                    l.saved_chunks.insert(h);
-                }
+        l.saver.save_collecting(&l.name, &s.folder, store, &mut l.unsaved_chunks)?;
+        let arrived: Vec<ChunkHash> = l.unsaved_chunks.iter().copied().filter(|h| s.chunks.has(h)).collect();
+        for h in arrived {
+            if let Some(b) = s.chunks.get(&h) {
+                store.put_chunk(h, &b)?;
             }
+            l.unsaved_chunks.remove(&h);
         }
         Ok(())
     })

@@ -6,6 +6,8 @@
 //! HOME/key.der      its private key (PKCS#8, owner-only)
 //! HOME/config.toml  folders and peers
 //! HOME/store.redb   the durable store
+//! HOME/daemon.lock  held by the running daemon
+//! HOME/control.sock the running daemon's control socket (owner-only)
 //! ```
 
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -44,6 +46,10 @@ impl Home {
     /// The config file.
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("config.toml")
+    }
+    /// The daemon's control socket.
+    pub fn control_path(&self) -> PathBuf {
+        self.dir.join("control.sock")
     }
     /// The store file.
     pub fn store_path(&self) -> PathBuf {

@@ -146,23 +146,30 @@ fn print_bytes(b: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Asks the running daemon (control socket) or, when none runs, reads the
-/// store directly.
-fn query(home: &Home, path: &std::path::Path, cmd: &str, extra: &str) -> Result<Vec<u8>> {
+/// Sends one request line to the running daemon; `None` when no daemon
+/// listens on the home's control socket.
+fn ask_daemon(home: &Home, request: &str) -> Result<Option<Vec<u8>>> {
     use std::io::{Read, Write};
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(home.control_path()) else { return Ok(None) };
+    s.write_all(request.as_bytes())?;
+    s.write_all(b"\n")?;
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply)?;
+    match reply.split_first() {
+        Some((b'0', rest)) => Ok(Some(rest.to_vec())),
+        Some((_, rest)) => bail!("{}", String::from_utf8_lossy(rest)),
+        None => bail!("the daemon closed the control socket without an answer"),
+    }
+}
+
+/// Asks the running daemon or, when none runs, reads the store directly.
+fn query(home: &Home, path: &std::path::Path, cmd: &str, extra: &str) -> Result<Vec<u8>> {
     let config = home.config()?;
     let cwd = std::env::current_dir().context("no working directory")?;
     let (folder, rel) = cli::query::locate(&config, &cwd, path)?;
-    let request = format!("{cmd}\t{folder}\t{rel}\t{extra}\n");
-    if let Ok(mut s) = std::os::unix::net::UnixStream::connect(home.dir.join("control.sock")) {
-        s.write_all(request.as_bytes())?;
-        let mut reply = Vec::new();
-        s.read_to_end(&mut reply)?;
-        return match reply.split_first() {
-            Some((b'0', rest)) => Ok(rest.to_vec()),
-            Some((_, rest)) => bail!("{}", String::from_utf8_lossy(rest)),
-            None => bail!("the daemon closed the control socket without an answer"),
-        };
+    let request = format!("{cmd}\t{folder}\t{rel}\t{extra}");
+    if let Some(reply) = ask_daemon(home, &request)? {
+        return Ok(reply);
     }
     // No daemon: read the store.
     let identity = home.identity()?;
@@ -171,22 +178,14 @@ fn query(home: &Home, path: &std::path::Path, cmd: &str, extra: &str) -> Result<
     let mut f = fsync_core::store::load_folder(agent, &folder, &store)?;
     let devices = cli::query_devices(identity.device_id(), &config);
     let chunks = fsync_core::store::StoreChunks { store: &mut store, error: None };
-    cli::answer(request.trim_end_matches('\n'), |name, run| (name == folder).then(|| run(&mut f, &chunks)), &devices)
+    cli::answer(&request, |name, run| (name == folder).then(|| run(&mut f, &chunks)), &devices)
 }
 
 /// From the running daemon, or from config and store.
 fn status(home: &Home, json: bool) -> Result<Vec<u8>> {
-    use std::io::{Read, Write};
     let config = home.config()?;
-    if let Ok(mut s) = std::os::unix::net::UnixStream::connect(home.dir.join("control.sock")) {
-        s.write_all(format!("status\t{}\n", if json { "json" } else { "text" }).as_bytes())?;
-        let mut reply = Vec::new();
-        s.read_to_end(&mut reply)?;
-        return match reply.split_first() {
-            Some((b'0', rest)) => Ok(rest.to_vec()),
-            Some((_, rest)) => bail!("{}", String::from_utf8_lossy(rest)),
-            None => bail!("the daemon closed the control socket without an answer"),
-        };
+    if let Some(reply) = ask_daemon(home, &format!("status\t{}", if json { "json" } else { "text" }))? {
+        return Ok(reply);
     }
     let identity = home.identity()?;
     let agent = cli::daemon::agent_of(identity.device_id());

@@ -70,6 +70,19 @@ impl Saver {
     /// Appends every event not yet saved as one batch; does not sync.
     /// Returns whether anything was written.
     pub fn save(&mut self, name: &str, folder: &Folder, store: &mut dyn Store) -> Result<bool, StoreError> {
+        self.save_collecting(name, folder, store, &mut std::collections::HashSet::new())
+    }
+
+    /// Like [`Saver::save`], and adds to `chunks` every chunk the saved
+    /// events refer to (what must be stored with them), so a caller never
+    /// scans the whole history for that.
+    pub fn save_collecting(
+        &mut self,
+        name: &str,
+        folder: &Folder,
+        store: &mut dyn Store,
+        chunks: &mut std::collections::HashSet<crate::chunks::ChunkHash>,
+    ) -> Result<bool, StoreError> {
         let (changes, pos) = folder.changes_since(&self.saved_vv, self.log_pos, usize::MAX);
         if changes.runs.is_empty() {
             self.log_pos = pos;
@@ -77,6 +90,11 @@ impl Saver {
         }
         store.append(name, &Message::Changes(changes.clone()).encode())?;
         for (_, r) in &changes.runs {
+            if let crate::text::ExportedKind::Marker(m) = &r.kind {
+                if let Ok(crate::folder::Meta::Binary { chunks: refs, .. }) = crate::folder::Meta::decode(m) {
+                    chunks.extend(refs.iter().map(|c| c.hash));
+                }
+            }
             let e = self.saved_vv.entry(r.id.agent).or_insert(0);
             *e = (*e).max(r.id.seq + r.len() as u64);
         }
@@ -233,6 +251,22 @@ mod tests {
         crate::folder::tests::send(&f, &mut other);
         crate::folder::tests::send(&back, &mut other);
         assert_eq!(other.doc(id).map(|d| d.text()).as_deref(), Some("one two three"));
+    }
+
+    #[test]
+    fn saving_collects_the_chunks_of_the_saved_events() {
+        let mut store = MemoryStore::new();
+        let mut f = Folder::new(AgentId::from_index(1));
+        let mut saver = Saver::default();
+        let id = f.create("b.bin", Kind::File, 1).expect("create");
+        let refs: Vec<_> = crate::chunks::split(&[7u8; 1000]).into_iter().map(|c| c.0).collect();
+        f.write_binary(id, refs.clone(), 2).expect("write");
+        let mut got = std::collections::HashSet::new();
+        assert!(saver.save_collecting("f", &f, &mut store, &mut got).expect("save"));
+        assert_eq!(got, refs.iter().map(|r| r.hash).collect());
+        let mut again = std::collections::HashSet::new();
+        assert!(!saver.save_collecting("f", &f, &mut store, &mut again).expect("save"));
+        assert!(again.is_empty(), "chunks of events saved before were reported again");
     }
 
     #[test]
