@@ -51,10 +51,13 @@ fn lstat(path: &Path) -> Option<Stat> {
     std::fs::symlink_metadata(path).ok().map(|m| Stat::of(&m))
 }
 
-/// True when the disk at `path` is as the index last saw it (or absent).
+/// True when the disk at `path` is as the index last saw it. A path the
+/// index knows but the disk lacks was deleted or moved by the user and not
+/// scanned yet: not untouched (writing it would undo the user's change).
 fn untouched(root: &Path, path: &str, known: Option<&Known>) -> bool {
     match (lstat(&root.join(path)), known) {
-        (None, _) => true,
+        (None, None) => true,
+        (None, Some(_)) => false,
         (Some(s), Some(k)) => s == k.stat,
         (Some(_), None) => false,
     }
@@ -182,6 +185,11 @@ pub fn write_back(
         index.files.iter().rev().filter(|(p, _)| !wanted.contains(p.as_str())).map(|(p, k)| (p.clone(), k.clone())).collect();
     for (p, k) in stale {
         let full = root.join(&p);
+        if lstat(&full).is_none() {
+            // Gone here and in the folder: agreed, nothing to do.
+            index.files.remove(&p);
+            continue;
+        }
         if !untouched(root, &p, Some(&k)) {
             report.needs_scan.push(p);
             continue;

@@ -392,3 +392,31 @@ fn offline_changes_are_found_after_a_restart() {
     assert_eq!(d.text("keep.txt"), "keep, edited offline\n");
     assert!(Index::decode(b"junk").is_err());
 }
+
+/// Regression: a file deleted or renamed by the user, with a remote change
+/// arriving before the scan: write-back must not bring the file back (or
+/// fail on the missing source); the scan takes the user's change in first.
+#[test]
+fn write_back_before_the_scan_does_not_undo_a_local_delete_or_rename() {
+    let mut d = Dir::new("undo");
+    d.sh("printf 'x\\n' > gone.txt && printf 'y\\n' > moved.txt && printf 'z\\n' > other.txt");
+    d.scan();
+    d.sh("rm gone.txt && mv moved.txt renamed.txt");
+    // Something unrelated arrives from a peer before the scan.
+    remote_edit(&mut d, "other.txt", |f, id| f.set_text(id, "z from a peer\n", 9).expect("edit"));
+    let w = write_back(&d.root, &mut d.folder, &d.chunks, &mut d.index).expect("write-back must not fail");
+    assert!(!d.root.join("gone.txt").exists(), "a local delete was undone: {w:?}");
+    assert!(!d.root.join("moved.txt").exists(), "a local rename was undone: {w:?}");
+    assert!(w.needs_scan.contains(&"gone.txt".to_owned()), "{w:?}");
+    let r = d.scan();
+    assert_eq!(r.deleted, vec!["gone.txt"], "{r:?}");
+    assert_eq!(r.moved, vec![("moved.txt".to_owned(), "renamed.txt".to_owned())], "{r:?}");
+    write_back(&d.root, &mut d.folder, &d.chunks, &mut d.index).expect("write");
+    assert_eq!(read_file(&d, "other.txt"), "z from a peer\n");
+    assert_eq!(read_file(&d, "renamed.txt"), "y\n");
+    assert!(!d.root.join("gone.txt").exists());
+}
+
+fn read_file(d: &Dir, p: &str) -> String {
+    std::fs::read_to_string(d.root.join(p)).expect("read")
+}
