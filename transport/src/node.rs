@@ -370,11 +370,6 @@ struct FolderSession {
 
 async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId, dialer: bool) -> Result<(), NodeError> {
     let q = |e: &dyn std::fmt::Display| NodeError::Quic(e.to_string());
-    let initiator = if dialer { sh.identity.device_id() } else { peer };
-    let Some(_connected) = Connected::register(&sh, &conn, peer, initiator) else {
-        conn.close(5u32.into(), b"duplicate connection");
-        return Ok(());
-    };
     let (mut send, mut recv) = if dialer { conn.open_bi().await.map_err(|e| q(&e))? } else { conn.accept_bi().await.map_err(|e| q(&e))? };
     // Offer only the folders this peer is trusted for.
     let allowed = sh.trust.folders_of(&peer);
@@ -384,6 +379,14 @@ async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId
     };
     write_frame(&mut send, &hello(&mine)).await.map_err(|e| q(&e))?;
     let theirs = parse_hello(&read_frame(&mut recv).await.map_err(|e| q(&e))?.ok_or_else(|| NodeError::Peer("closed".into()))?)?;
+    // Only now is the peer connected: in TLS 1.3 the dialler finishes its
+    // handshake before the other side has checked its certificate, and a
+    // refused dialler never gets a hello back.
+    let initiator = if dialer { sh.identity.device_id() } else { peer };
+    let Some(_connected) = Connected::register(&sh, &conn, peer, initiator) else {
+        conn.close(5u32.into(), b"duplicate connection");
+        return Ok(());
+    };
     let common: Vec<String> = mine.iter().filter(|m| theirs.contains(m)).cloned().collect();
     tracing::info!(peer = %peer.short(), folders = ?common, "connected");
     let mut sessions: Vec<FolderSession> = Vec::new();
