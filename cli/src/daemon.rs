@@ -1,9 +1,10 @@
 //! `fsync run`: the daemon. It wires the parts together:
 //!
 //! - the store holds every folder's history, chunks and disk index;
-//! - at start, each folder is loaded from the store and scanned, so changes
-//!   made while the node was stopped are taken in (a file deleted meanwhile
-//!   is a deletion, thanks to the saved index);
+//! - at start, each folder is loaded from the store and scanned before the
+//!   node serves or dials anyone, so changes made while it was stopped are
+//!   taken in against what the disk had (a file deleted meanwhile is a
+//!   deletion, thanks to the saved index);
 //! - live events are debounced and rescanned (only the paths they name);
 //! - changes from peers wake the loop, which writes merged state back
 //!   (never over an unscanned local edit);
@@ -84,13 +85,11 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
             }
         }
     }
-    let node = Node::bind(identity.clone(), trust, listen)?;
-    tracing::info!(device = %identity.device_id(), listen = %node.local_addr()?, "fsync running");
-
     let (tx, mut events) = mpsc::channel::<(usize, Live)>(1024);
     let mut locals = Vec::new();
+    let mut started = Vec::new();
     for (i, fc) in config.folders.iter().enumerate() {
-        let folder = load_folder(agent, &fc.name, &store)?;
+        let mut folder = load_folder(agent, &fc.name, &store)?;
         let index = match store.get_state(&format!("index/{}", fc.name))? {
             Some(b) => Index::decode(&b).with_context(|| format!("the saved index of {} is damaged", fc.name))?,
             None => Index::default(),
@@ -106,9 +105,9 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
             }
         }
         let saver = Saver::loaded(&folder);
-        node.add_folder_with(&fc.name, folder, chunks);
         std::fs::create_dir_all(&fc.path).with_context(|| format!("cannot create {}", fc.path.display()))?;
-        // Live events, forwarded from a thread of their own.
+        // Live events, forwarded from a thread of their own. Watching starts
+        // before the start-up scan so nothing falls between the two.
         let watch = LiveWatcher::new(&fc.path)?;
         let tx = tx.clone();
         std::thread::spawn(move || loop {
@@ -122,11 +121,28 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
                 return;
             }
         });
-        let mut debounce = Debouncer::new(QUIET_MS, MAX_WAIT_MS);
-        debounce.push_all(0); // the start-up scan
+        // Take in what changed while we were stopped *before* any peer can
+        // send us anything: otherwise a remote change could be merged first
+        // and an offline move or delete misread against it.
+        let mut index = index;
+        let report = watcher::scan(&fc.path, &mut folder, &mut chunks, &mut index, &Ignore::load(&fc.path), now_ms())?;
+        if !report.is_empty() {
+            tracing::info!(folder = %fc.name, created = report.created.len(), modified = report.modified.len(),
+                moved = report.moved.len(), deleted = report.deleted.len(), "changes made while stopped");
+        }
+        started.push((fc.name.clone(), folder, chunks));
+        let debounce = Debouncer::new(QUIET_MS, MAX_WAIT_MS);
         locals.push(Local { name: fc.name.clone(), root: fc.path.clone(), index, saver, unsaved_chunks, debounce });
     }
     drop(tx);
+    let node = Node::bind(identity.clone(), trust, listen)?;
+    tracing::info!(device = %identity.device_id(), listen = %node.local_addr()?, "fsync running");
+    for (name, folder, chunks) in started {
+        node.add_folder_with(&name, folder, chunks);
+    }
+    for l in &mut locals {
+        persist(&node, l, &mut store)?;
+    }
     for (addr, id) in dial {
         node.dial(addr, id);
     }
@@ -269,8 +285,9 @@ fn write_folder(node: &Node, l: &mut Local) -> Result<()> {
         if report.needs_scan.is_empty() && report.raced.is_empty() {
             return Ok(());
         }
-        // A local change we had not read: take it in, then write again.
-        scan_folder(node, l, Some(&report.needs_scan))?;
+        // A local change we had not read: take it in, then write again. The
+        // whole folder: a path gone here may have moved anywhere.
+        scan_folder(node, l, None)?;
     }
     Ok(())
 }

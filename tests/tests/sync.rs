@@ -138,3 +138,105 @@ fn concurrent_binary_writes_keep_the_loser_in_history() {
     assert!(err.contains("not a version"), "{err}");
     assert_eq!(db.stop(), Some(0));
 }
+
+/// Every file tree in `root`: relative path -> content (links as "-> T",
+/// directories as "<dir>", executables marked).
+fn snapshot(root: &std::path::Path) -> Vec<(String, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        // The daemon writes while we look: what vanishes meanwhile (its temp
+        // files, replaced files) is skipped; the caller polls again anyway.
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for e in entries.flatten() {
+            let rel = e.path().strip_prefix(root).expect("inside").to_string_lossy().into_owned();
+            if e.file_name().to_string_lossy().starts_with(".fsync-tmp-") {
+                continue;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(e.path()) else { continue };
+            if meta.is_symlink() {
+                let Ok(t) = std::fs::read_link(e.path()) else { continue };
+                out.push((rel, format!("-> {}", t.display())));
+            } else if meta.is_dir() {
+                out.push((rel, "<dir>".into()));
+                stack.push(e.path());
+            } else {
+                let exec = if meta.permissions().mode() & 0o100 != 0 { "x " } else { "" };
+                let Ok(body) = std::fs::read(e.path()) else { continue };
+                out.push((rel, format!("{exec}{}", String::from_utf8_lossy(&body))));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The rest of CONTRACT section 2 on the real binary, made concurrent by
+/// stopping b, changing both sides, and starting b again.
+#[test]
+fn contract_rows_after_a_partition() {
+    let p = Pair::new("rows");
+    std::fs::write(p.da("same-place.txt"), "[]\n").expect("write");
+    std::fs::write(p.da("edit-move.txt"), "original\n").expect("write");
+    std::fs::write(p.da("two-names.txt"), "data\n").expect("write");
+    std::fs::create_dir_all(p.da("dir")).expect("mkdir");
+    std::fs::write(p.da("dir/old.txt"), "old\n").expect("write");
+    std::fs::write(p.da("run.sh"), "#!/bin/sh\n").expect("write");
+    let da = p.a.start(p.pa);
+    let db = p.b.start(p.pb);
+    eventually("first sync", 15, || snapshot(&p.a.scratch.join("docs")) == snapshot(&p.b.scratch.join("docs")) && read(&p.db("run.sh")).is_some());
+    assert_eq!(db.stop(), Some(0));
+
+    // Concurrent changes: a (running) and b (stopped) both act.
+    std::fs::write(p.da("same-place.txt"), "[aaa]\n").expect("write");
+    std::fs::write(p.db("same-place.txt"), "[bbb]\n").expect("write");
+    std::fs::write(p.da("edit-move.txt"), "original, edited on a\n").expect("write");
+    std::fs::create_dir_all(p.db("moved")).expect("mkdir");
+    std::fs::rename(p.db("edit-move.txt"), p.db("moved/edit-move.txt")).expect("mv");
+    std::fs::rename(p.da("two-names.txt"), p.da("name-a.txt")).expect("mv");
+    std::fs::rename(p.db("two-names.txt"), p.db("name-b.txt")).expect("mv");
+    std::fs::write(p.da("new.md"), "new from a\n").expect("write");
+    std::fs::write(p.db("new.md"), "new from b\n").expect("write");
+    std::fs::remove_dir_all(p.da("dir")).expect("rm -r");
+    std::fs::write(p.db("dir/added.txt"), "added on b\n").expect("write");
+    let status = std::process::Command::new("chmod").arg("+x").arg(p.db("run.sh")).status().expect("chmod");
+    assert!(status.success());
+    std::os::unix::fs::symlink("run.sh", p.db("link")).expect("ln -s");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let db = p.b.start(p.pb);
+
+    let (ra, rb) = (p.a.scratch.join("docs"), p.b.scratch.join("docs"));
+    let converged = || {
+        let s = snapshot(&ra);
+        s == snapshot(&rb) && s.iter().any(|(n, _)| n == "link") && s.iter().any(|(n, c)| n == "run.sh" && c.starts_with("x "))
+    };
+    let start = std::time::Instant::now();
+    while !converged() && start.elapsed() < std::time::Duration::from_secs(25) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let s = snapshot(&ra);
+    assert!(converged(), "not converged:\na: {s:?}\nb: {:?}\nA LOG:\n{}\nB LOG:\n{}", snapshot(&rb), p.a.log(), p.b.log());
+    let get = |n: &str| s.iter().find(|(p, _)| p == n).map(|(_, c)| c.clone());
+    // Inserts at one place: both, not interleaved.
+    let sp = get("same-place.txt").expect("same-place.txt");
+    assert!(sp == "[aaabbb]\n" || sp == "[bbbaaa]\n", "{sp}");
+    // Edited here, moved there: at the new path, with the edit.
+    assert_eq!(get("moved/edit-move.txt").as_deref(), Some("original, edited on a\n"), "A LOG:\n{}\nB LOG:\n{}", p.a.log(), p.b.log());
+    assert_eq!(get("edit-move.txt"), None);
+    // Renamed to two names: one name, no duplicate.
+    let names: Vec<&String> = s.iter().map(|(n, _)| n).filter(|n| n.starts_with("name-") || n.starts_with("two-names")).collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    // Same new path on both: both contents, one of them renamed.
+    let news: Vec<&String> = s.iter().filter(|(n, _)| n.starts_with("new")).map(|(_, c)| c).collect();
+    assert_eq!(news.len(), 2, "{s:?}");
+    assert!(news.iter().any(|c| *c == "new from a\n") && news.iter().any(|c| *c == "new from b\n"), "{s:?}");
+    // Directory deleted on a, file added in it on b: the file survives.
+    assert_eq!(get("dir/added.txt").as_deref(), Some("added on b\n"));
+    assert_eq!(get("dir/old.txt"), None);
+    // Executable bit and symlink.
+    assert!(get("run.sh").is_some_and(|c| c.starts_with("x ")));
+    assert_eq!(get("link").as_deref(), Some("-> run.sh"));
+    assert_eq!(da.stop(), Some(0));
+    assert_eq!(db.stop(), Some(0));
+}
