@@ -135,11 +135,9 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
         locals.push(Local { name: fc.name.clone(), root: fc.path.clone(), index, saver, unsaved_chunks, debounce });
     }
     drop(tx);
-    let node = Node::bind(identity.clone(), trust, listen)?;
+    // The folders are in place before the first peer can connect.
+    let node = Node::serve(identity.clone(), trust, listen, transport::node::IDLE_TIMEOUT, started)?;
     tracing::info!(device = %identity.device_id(), listen = %node.local_addr()?, "fsync running");
-    for (name, folder, chunks) in started {
-        node.add_folder_with(&name, folder, chunks);
-    }
     for l in &mut locals {
         persist(&node, l, &mut store)?;
     }

@@ -158,6 +158,20 @@ impl Node {
 
     /// [`Node::bind`] with another idle timeout (tests use short ones).
     pub fn bind_with_idle(identity: Identity, trust: Arc<Trust>, listen: SocketAddr, idle: Duration) -> Result<Node, NodeError> {
+        Node::serve(identity, trust, listen, idle, Vec::new())
+    }
+
+    /// Starts a node that shares `folders` (name, folder, chunks) from its
+    /// first connection on: a peer that connects at once is offered them.
+    /// Folders added later with [`Node::add_folder`] are offered on new
+    /// connections only.
+    pub fn serve(
+        identity: Identity,
+        trust: Arc<Trust>,
+        listen: SocketAddr,
+        idle: Duration,
+        folders: Vec<(String, Folder, MemoryChunks)>,
+    ) -> Result<Node, NodeError> {
         let server = quinn::crypto::rustls::QuicServerConfig::try_from(server_config(&identity, trust.clone())?)
             .map_err(|e| NodeError::Quic(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
@@ -168,10 +182,14 @@ impl Node {
         client.transport_config(transport(idle));
         let mut endpoint = quinn::Endpoint::server(server, listen).map_err(|source| NodeError::Bind { addr: listen, source })?;
         endpoint.set_default_client_config(client);
+        let folders = folders
+            .into_iter()
+            .map(|(name, folder, chunks)| (name, Arc::new(Mutex::new(FolderState { folder, chunks }))))
+            .collect();
         let shared = Arc::new(Shared {
             identity,
             trust,
-            folders: Mutex::new(BTreeMap::new()),
+            folders: Mutex::new(folders),
             generation: watch::channel(0).0,
             connected: Mutex::new(BTreeMap::new()),
             running: std::sync::atomic::AtomicUsize::new(0),
