@@ -150,6 +150,9 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
     let start = Instant::now();
     let ms = || start.elapsed().as_millis() as u64;
     let mut changes = node.changes();
+    // Peers may have sent changes between serve() and this subscription:
+    // start with a write-back pass so none of them waits for the next one.
+    changes.mark_changed();
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     loop {

@@ -185,7 +185,12 @@ fn contract_rows_after_a_partition() {
     std::fs::write(p.da("run.sh"), "#!/bin/sh\n").expect("write");
     let da = p.a.start(p.pa);
     let db = p.b.start(p.pb);
-    eventually("first sync", 15, || snapshot(&p.a.scratch.join("docs")) == snapshot(&p.b.scratch.join("docs")) && read(&p.db("run.sh")).is_some());
+    let synced = || snapshot(&p.a.scratch.join("docs")) == snapshot(&p.b.scratch.join("docs")) && read(&p.db("run.sh")).is_some();
+    let start = std::time::Instant::now();
+    while !synced() && start.elapsed() < std::time::Duration::from_secs(15) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(synced(), "first sync:\na: {:?}\nb: {:?}\nA LOG:\n{}\nB LOG:\n{}", snapshot(&p.a.scratch.join("docs")), snapshot(&p.b.scratch.join("docs")), p.a.log(), p.b.log());
     assert_eq!(db.stop(), Some(0));
 
     // Concurrent changes: a (running) and b (stopped) both act.
