@@ -1,6 +1,8 @@
 //! The node's config file (`config.toml` in its home).
 //!
 //! ```toml
+//! listen = "0.0.0.0:7420"     # optional; `fsync run --listen` overrides it
+//!
 //! [[folder]]
 //! name = "notes"
 //! path = "/home/me/notes"
@@ -9,6 +11,8 @@
 //! id = "ABCDEFGHIJKLMN-..."
 //! addrs = ["192.0.2.7:7420"]
 //! folders = ["notes"]
+//! join = "..."                # set by `fsync join`: the ticket's secret,
+//!                             # proved to this peer on first contact
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -19,6 +23,9 @@ use serde::{Deserialize, Serialize};
 /// Everything the user configured.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
+    /// The UDP address the daemon listens on (default `0.0.0.0:7420`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
     /// Shared folders.
     #[serde(default, rename = "folder", skip_serializing_if = "Vec::is_empty")]
     pub folders: Vec<FolderConfig>,
@@ -47,7 +54,14 @@ pub struct PeerConfig {
     /// The folders it is trusted for.
     #[serde(default)]
     pub folders: Vec<String>,
+    /// The secret of an invitation from this peer (hex), proved to it on
+    /// first contact so it trusts this node back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<String>,
 }
+
+/// Where the daemon listens when neither `--listen` nor the config say.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7420";
 
 impl Config {
     /// Reads the config file.
@@ -87,6 +101,11 @@ impl Config {
         Ok(())
     }
 
+    /// The folder shared from `path`, if any.
+    pub fn folder_at(&self, path: &Path) -> Option<&FolderConfig> {
+        self.folders.iter().find(|f| f.path == path)
+    }
+
     /// Trusts a device for folders, at addresses (adding to what it had).
     pub fn add_peer(&mut self, id: &str, addrs: &[String], folders: &[String]) -> Result<()> {
         for f in folders {
@@ -97,7 +116,7 @@ impl Config {
         let p = match self.peers.iter_mut().find(|p| p.id == id) {
             Some(p) => p,
             None => {
-                self.peers.push(PeerConfig { id: id.to_owned(), addrs: Vec::new(), folders: Vec::new() });
+                self.peers.push(PeerConfig { id: id.to_owned(), addrs: Vec::new(), folders: Vec::new(), join: None });
                 self.peers.last_mut().context("just pushed")?
             }
         };

@@ -10,9 +10,19 @@
 //!   (never over an unscanned local edit);
 //! - after each round, new events, chunks and the index are saved and
 //!   synced once (group commit);
-//! - SIGINT or SIGTERM: save, sync, close connections, exit 0.
+//! - a failure (a full disk, a folder that cannot be written) is logged,
+//!   shown by `fsync status`, and retried until it clears: the daemon keeps
+//!   serving meanwhile and loses nothing (what could not be saved is saved
+//!   again from the last durable point);
+//! - config changes (`fsync folder add`, `peer add`, `join`) are picked up
+//!   live when those commands ask the daemon to reload;
+//! - SIGINT or SIGTERM: save, sync, close connections, exit 0; a second
+//!   signal exits at once (the store is crash-safe).
+//!
+//! Scans, write-back and saving run with `block_in_place`, so connections
+//! keep moving on the other runtime threads meanwhile.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,22 +30,32 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context, Result};
 use fsync_core::chunks::{ChunkHash, ChunkStore, MemoryChunks};
+use fsync_core::folder::Folder;
 use fsync_core::store::{load_folder, Saver, Store};
 use fsync_core::AgentId;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use transport::node::FolderState;
+use transport::tls::Joined;
 use transport::{DeviceId, Node, Trust};
 use watcher::ignore::Ignore;
 use watcher::live::{Debouncer, Live, LiveWatcher};
 use watcher::{scan_scoped, write_back, Index};
 
+use crate::config::{Config, FolderConfig};
 use crate::home::Home;
+use crate::status::{ErrorEntry, Status};
 use crate::store::RedbStore;
 
 /// Debounce: quiet time and longest wait, in milliseconds.
 const QUIET_MS: u64 = 5;
 const MAX_WAIT_MS: u64 = 200;
+/// After a failure, try again this often.
+const RETRY: Duration = Duration::from_secs(2);
+/// How often long work is reported (progress) and peers' last-seen saved.
+const TICK: Duration = Duration::from_secs(5);
+/// Errors kept for `fsync status`.
+const KEEP_ERRORS: usize = 20;
 
 /// One shared folder as the daemon sees it.
 struct Local {
@@ -46,7 +66,13 @@ struct Local {
     /// Chunks saved events refer to whose bytes are not in the store yet
     /// (they may still be on their way from a peer).
     unsaved_chunks: HashSet<ChunkHash>,
+    /// Saver and unsaved chunks as of the last successful sync: a failed
+    /// save restarts from here, since the store drops what it had not
+    /// synced when it fails.
+    durable: (Saver, HashSet<ChunkHash>),
     debounce: Debouncer,
+    /// The last scan failed: the retry scans everything again.
+    rescan: bool,
 }
 
 fn now_ms() -> u64 {
@@ -60,6 +86,29 @@ pub fn agent_of(id: DeviceId) -> AgentId {
     AgentId(a)
 }
 
+/// A control request and where its answer goes (`0` + body, or `1` + error).
+type Request = (String, oneshot::Sender<Vec<u8>>);
+
+/// The running daemon's state, owned by its main loop.
+struct Daemon {
+    home: Home,
+    me: DeviceId,
+    agent: AgentId,
+    config: Config,
+    store: RedbStore,
+    node: Arc<Node>,
+    trust: Arc<Trust>,
+    locals: Vec<Local>,
+    events: mpsc::Sender<(usize, Live)>,
+    dialled: HashSet<(SocketAddr, DeviceId)>,
+    errors: VecDeque<ErrorEntry>,
+    /// Set while something failed and must be tried again.
+    retry_at: Option<Instant>,
+    /// The failure saving is stuck on, if any.
+    store_error: Option<String>,
+    start: Instant,
+}
+
 /// Runs until SIGINT or SIGTERM.
 pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
     let identity = home.identity()?;
@@ -69,141 +118,516 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
     let lock = std::fs::File::create(&lock_path).with_context(|| format!("cannot create {}", lock_path.display()))?;
     lock.try_lock().map_err(|_| anyhow!("another fsync daemon is already running on {}; stop it first", home.dir.display()))?;
 
-    let mut store = RedbStore::open(&home.store_path())?;
-    let agent = agent_of(identity.device_id());
+    let store = RedbStore::open(&home.store_path())?;
+    let me = identity.device_id();
+    let agent = agent_of(me);
     let trust = Arc::new(Trust::default());
-    let mut dial = Vec::new();
-    for p in &config.peers {
-        let id: DeviceId = p.id.parse().with_context(|| format!("peer {} in the config", p.id))?;
-        for f in &p.folders {
-            trust.allow(id, f);
-        }
-        for a in &p.addrs {
-            match a.to_socket_addrs().ok().and_then(|mut i| i.next()) {
-                Some(addr) => dial.push((addr, id)),
-                None => tracing::warn!("cannot resolve {a} for peer {}", id.short()),
-            }
-        }
+    for i in crate::invite::load(&home.invites_path())? {
+        trust.invite(i);
     }
-    let (tx, mut events) = mpsc::channel::<(usize, Live)>(1024);
+    let (joins_tx, mut joins) = mpsc::unbounded_channel::<Joined>();
+    trust.on_join(move |j| {
+        let _ = joins_tx.send(j.clone());
+    });
+    let (events_tx, mut events) = mpsc::channel::<(usize, Live)>(1024);
     let mut locals = Vec::new();
     let mut started = Vec::new();
     for (i, fc) in config.folders.iter().enumerate() {
-        let mut folder = load_folder(agent, &fc.name, &store)?;
-        let index = match store.get_state(&format!("index/{}", fc.name))? {
-            Some(b) => Index::decode(&b).with_context(|| format!("the saved index of {} is damaged", fc.name))?,
-            None => Index::default(),
-        };
-        let mut chunks = MemoryChunks::default();
-        let mut unsaved_chunks = HashSet::new();
-        for h in folder.referenced_chunks() {
-            match store.get_chunk(&h)? {
-                Some(b) => chunks.put(h, &b),
-                None => {
-                    unsaved_chunks.insert(h);
-                }
-            }
-        }
-        let saver = Saver::loaded(&folder);
-        std::fs::create_dir_all(&fc.path).with_context(|| format!("cannot create {}", fc.path.display()))?;
-        // Live events, forwarded from a thread of their own. Watching starts
-        // before the start-up scan so nothing falls between the two.
-        let watch = LiveWatcher::new(&fc.path)?;
-        let tx = tx.clone();
-        std::thread::spawn(move || loop {
-            let Some(ev) = watch.recv_timeout(Duration::from_millis(500)) else {
-                if tx.is_closed() {
-                    return;
-                }
-                continue;
-            };
-            if tx.blocking_send((i, ev)).is_err() {
-                return;
-            }
-        });
-        // Take in what changed while we were stopped *before* any peer can
-        // send us anything: otherwise a remote change could be merged first
-        // and an offline move or delete misread against it.
-        let mut index = index;
-        let report = watcher::scan(&fc.path, &mut folder, &mut chunks, &mut index, &Ignore::load(&fc.path), now_ms())?;
-        if !report.is_empty() {
-            tracing::info!(folder = %fc.name, created = report.created.len(), modified = report.modified.len(),
-                moved = report.moved.len(), deleted = report.deleted.len(), "changes made while stopped");
-        }
+        let (local, folder, chunks) = open_folder(fc, i, &store, agent, &events_tx)?;
         started.push((fc.name.clone(), folder, chunks));
-        let debounce = Debouncer::new(QUIET_MS, MAX_WAIT_MS);
-        locals.push(Local { name: fc.name.clone(), root: fc.path.clone(), index, saver, unsaved_chunks, debounce });
+        locals.push(local);
     }
-    drop(tx);
     // The folders are in place before the first peer can connect.
-    let node = Node::serve(identity.clone(), trust, listen, transport::node::IDLE_TIMEOUT, started)?;
-    tracing::info!(device = %identity.device_id(), listen = %node.local_addr()?, "fsync running");
-    for l in &mut locals {
-        persist(&node, l, &mut store)?;
+    let node = Node::serve(identity.clone(), trust.clone(), listen, transport::node::IDLE_TIMEOUT, started)?;
+    tracing::info!(device = %me, listen = %node.local_addr()?, "fsync running");
+    let mut d = Daemon {
+        home: home.clone(),
+        me,
+        agent,
+        config: Config::default(),
+        store,
+        node: Arc::new(node),
+        trust,
+        locals,
+        events: events_tx,
+        dialled: HashSet::new(),
+        errors: VecDeque::new(),
+        retry_at: None,
+        store_error: None,
+        start: Instant::now(),
+    };
+    d.apply_peers(&config);
+    d.config = config;
+    for i in 0..d.locals.len() {
+        d.persist(i);
     }
-    for (addr, id) in dial {
-        node.dial(addr, id);
-    }
-    let node = Arc::new(node);
-    serve_control(home, node.clone(), identity.device_id(), &config)?;
+    let (control_tx, mut control) = mpsc::channel::<Request>(16);
+    serve_control(home, control_tx)?;
 
-    let start = Instant::now();
-    let ms = || start.elapsed().as_millis() as u64;
-    let mut changes = node.changes();
+    let mut changes = d.node.changes();
     // Peers may have sent changes between serve() and this subscription:
     // start with a write-back pass so none of them waits for the next one.
     changes.mark_changed();
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut tick = tokio::time::interval(TICK);
     loop {
-        let next = locals.iter().filter_map(|l| l.debounce.next_deadline()).min();
-        let wait = next.map_or(Duration::from_secs(3600), |d| Duration::from_millis(d.saturating_sub(ms())));
+        let ms = d.ms();
+        let next = d.locals.iter().filter_map(|l| l.debounce.next_deadline()).min();
+        let mut wait = next.map_or(Duration::from_secs(3600), |t| Duration::from_millis(t.saturating_sub(ms)));
+        if let Some(r) = d.retry_at {
+            wait = wait.min(r.saturating_duration_since(Instant::now()));
+        }
         tokio::select! {
             ev = events.recv() => match ev {
-                Some((i, Live::Paths(ps))) => ps.into_iter().for_each(|p| locals[i].debounce.push(p, ms())),
+                Some((i, Live::Paths(ps))) => ps.into_iter().for_each(|p| d.locals[i].debounce.push(p, ms)),
                 Some((i, Live::Rescan(why))) => {
-                    tracing::warn!(folder = %locals[i].name, "{why}: rescanning everything");
-                    locals[i].debounce.push_all(ms());
+                    tracing::warn!(folder = %d.locals[i].name, "{why}: rescanning everything");
+                    d.locals[i].debounce.push_all(ms);
                 }
                 None => {}
             },
             _ = tokio::time::sleep(wait) => {
-                for l in &mut locals {
-                    if let Some(batch) = l.debounce.poll(ms()) {
-                        let scope = if batch.all { None } else { Some(batch.paths) };
-                        scan_folder(&node, l, scope.as_deref())?;
-                        write_folder(&node, l)?;
-                        persist(&node, l, &mut store)?;
+                let retrying = d.retry_at.is_some_and(|r| r <= Instant::now());
+                if retrying {
+                    d.retry_at = None;
+                }
+                for i in 0..d.locals.len() {
+                    let now = d.ms();
+                    let batch = d.locals[i].debounce.poll(now);
+                    if batch.is_none() && !retrying {
+                        continue;
                     }
+                    if let Some(batch) = batch {
+                        let scope = if batch.all { None } else { Some(batch.paths) };
+                        d.scan(i, scope.as_deref());
+                    } else if d.locals[i].rescan {
+                        d.scan(i, None);
+                    }
+                    d.write(i);
+                    d.persist(i);
                 }
             }
             r = changes.changed() => {
                 if r.is_err() {
                     break;
                 }
-                for l in &mut locals {
-                    write_folder(&node, l)?;
-                    persist(&node, l, &mut store)?;
+                for i in 0..d.locals.len() {
+                    d.write(i);
+                    d.persist(i);
                 }
             }
+            Some(j) = joins.recv() => d.joined(j),
+            Some((request, reply)) = control.recv() => {
+                let answer = match d.control(&request) {
+                    Ok(b) => [b"0".as_slice(), &b].concat(),
+                    Err(e) => format!("1{e:#}").into_bytes(),
+                };
+                let _ = reply.send(answer);
+            }
+            _ = tick.tick() => d.report(),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
-    tracing::info!("stopping");
-    for l in &mut locals {
-        persist(&node, l, &mut store)?;
+    tracing::info!("stopping (a second signal stops at once)");
+    // A second signal exits at once: the store is crash-safe, and nothing
+    // acknowledged is lost by skipping the final save.
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    for i in 0..d.locals.len() {
+        d.persist(i);
+    }
+    d.save_last_seen();
+    if let Some(e) = &d.store_error {
+        tracing::error!("stopped with unsaved changes ({e}); they are taken in again at the next start");
     }
     // Everything is durable; give peers a moment to hear the close, but do
     // not wait on a peer that is gone.
-    let _ = tokio::time::timeout(Duration::from_secs(2), node.close()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), d.node.close()).await;
     tracing::info!("stopped");
     Ok(())
 }
 
+/// Loads a folder from the store, starts watching it, and scans what
+/// changed while the daemon was stopped.
+fn open_folder(
+    fc: &FolderConfig,
+    i: usize,
+    store: &RedbStore,
+    agent: AgentId,
+    events: &mpsc::Sender<(usize, Live)>,
+) -> Result<(Local, Folder, MemoryChunks)> {
+    let mut folder = load_folder(agent, &fc.name, store)?;
+    let mut index = match store.get_state(&format!("index/{}", fc.name))? {
+        Some(b) => Index::decode(&b).with_context(|| format!("the saved index of {} is damaged", fc.name))?,
+        None => Index::default(),
+    };
+    let mut chunks = MemoryChunks::default();
+    let mut unsaved_chunks = HashSet::new();
+    for h in folder.referenced_chunks() {
+        match store.get_chunk(&h)? {
+            Some(b) => chunks.put(h, &b),
+            None => {
+                unsaved_chunks.insert(h);
+            }
+        }
+    }
+    let saver = Saver::loaded(&folder);
+    std::fs::create_dir_all(&fc.path).with_context(|| format!("cannot create {}", fc.path.display()))?;
+    // Live events, forwarded from a thread of their own. Watching starts
+    // before the start-up scan so nothing falls between the two.
+    let watch = LiveWatcher::new(&fc.path)?;
+    let tx = events.clone();
+    std::thread::spawn(move || loop {
+        let Some(ev) = watch.recv_timeout(Duration::from_millis(500)) else {
+            if tx.is_closed() {
+                return;
+            }
+            continue;
+        };
+        if tx.blocking_send((i, ev)).is_err() {
+            return;
+        }
+    });
+    // Take in what changed while we were stopped *before* any peer can
+    // send us anything: otherwise a remote change could be merged first and
+    // an offline move or delete misread against it.
+    let report = watcher::scan(&fc.path, &mut folder, &mut chunks, &mut index, &Ignore::load(&fc.path), now_ms())?;
+    if !report.is_empty() {
+        tracing::info!(folder = %fc.name, created = report.created.len(), modified = report.modified.len(),
+            moved = report.moved.len(), deleted = report.deleted.len(), "changes made while stopped");
+    }
+    let durable = (saver.clone(), unsaved_chunks.clone());
+    let local = Local {
+        name: fc.name.clone(),
+        root: fc.path.clone(),
+        index,
+        saver,
+        unsaved_chunks,
+        durable,
+        debounce: Debouncer::new(QUIET_MS, MAX_WAIT_MS),
+        rescan: false,
+    };
+    Ok((local, folder, chunks))
+}
+
+impl Daemon {
+    fn ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// Logs a failure, keeps it for `fsync status`, and schedules a retry.
+    fn fail(&mut self, what: &str, e: &anyhow::Error) {
+        let message = format!("{what}: {e:#}");
+        tracing::error!("{message}; retrying every {}s", RETRY.as_secs());
+        if self.errors.len() == KEEP_ERRORS {
+            self.errors.pop_front();
+        }
+        self.errors.push_back(ErrorEntry { time: now_ms(), message });
+        self.retry_at = Some(Instant::now() + RETRY);
+    }
+
+    /// Takes disk changes in (a scope of paths, or everything).
+    fn scan(&mut self, i: usize, scope: Option<&[String]>) {
+        let l = &mut self.locals[i];
+        let ignore = Ignore::load(&l.root);
+        let r = tokio::task::block_in_place(|| {
+            self.node
+                .read(&l.name, |s: &mut FolderState| {
+                    scan_scoped(&l.root, &mut s.folder, &mut s.chunks, &mut l.index, &ignore, scope, now_ms())
+                })
+                .context("folder vanished")
+        });
+        l.rescan = r.as_ref().map_or(true, |r| r.is_err());
+        match r.and_then(|r| r.map_err(anyhow::Error::from)) {
+            Ok(report) => {
+                if !report.is_empty() {
+                    tracing::info!(folder = %l.name, created = report.created.len(), modified = report.modified.len(),
+                        moved = report.moved.len(), deleted = report.deleted.len(), "local changes");
+                    self.node.notify();
+                }
+            }
+            Err(e) => {
+                let what = format!("cannot scan folder {} ({})", l.name, l.root.display());
+                self.fail(&what, &e);
+            }
+        }
+    }
+
+    /// Writes merged state to disk; scans first where the disk changed.
+    fn write(&mut self, i: usize) {
+        for _ in 0..3 {
+            let l = &mut self.locals[i];
+            let r = tokio::task::block_in_place(|| {
+                self.node
+                    .read(&l.name, |s: &mut FolderState| write_back(&l.root, &mut s.folder, &s.chunks, &mut l.index))
+                    .context("folder vanished")
+            });
+            let report = match r.and_then(|r| r.map_err(anyhow::Error::from)) {
+                Ok(r) => r,
+                Err(e) => {
+                    let what = format!("cannot write merged changes into {}", l.root.display());
+                    return self.fail(&what, &e);
+                }
+            };
+            if !report.written.is_empty() || !report.removed.is_empty() || !report.moved.is_empty() {
+                tracing::info!(folder = %l.name, written = report.written.len(), removed = report.removed.len(),
+                    moved = report.moved.len(), "merged changes written");
+            }
+            if report.needs_scan.is_empty() && report.raced.is_empty() {
+                return;
+            }
+            // A local change we had not read: take it in, then write again.
+            // The whole folder: a path gone here may have moved anywhere.
+            self.scan(i, None);
+        }
+    }
+
+    /// Saves new events, chunks and the index, then syncs once. On failure
+    /// the store has dropped everything since its last sync, so the next
+    /// attempt starts again from there.
+    fn persist(&mut self, i: usize) {
+        let l = &mut self.locals[i];
+        let store = &mut self.store;
+        let r = tokio::task::block_in_place(|| -> Result<()> {
+            self.node
+                .read(&l.name, |s: &mut FolderState| -> Result<()> {
+                    l.saver.save_collecting(&l.name, &s.folder, store, &mut l.unsaved_chunks)?;
+                    let arrived: Vec<ChunkHash> = l.unsaved_chunks.iter().copied().filter(|h| s.chunks.has(h)).collect();
+                    for h in arrived {
+                        if let Some(b) = s.chunks.get(&h) {
+                            store.put_chunk(h, &b)?;
+                        }
+                        l.unsaved_chunks.remove(&h);
+                    }
+                    Ok(())
+                })
+                .context("folder vanished")??;
+            store.put_state(&format!("index/{}", l.name), &l.index.encode())?;
+            store.sync()?;
+            Ok(())
+        });
+        match r {
+            Ok(()) => {
+                l.durable = (l.saver.clone(), l.unsaved_chunks.clone());
+                if self.store_error.take().is_some() {
+                    tracing::info!("saving works again; everything is saved");
+                }
+            }
+            Err(e) => {
+                l.saver = l.durable.0.clone();
+                l.unsaved_chunks = l.durable.1.clone();
+                self.store_error = Some(format!("{e:#}"));
+                self.fail("cannot save changes to the store", &e);
+            }
+        }
+    }
+
+    /// Trusts and dials what `config` lists; reconnects peers whose shared
+    /// folders changed, so their connection offers the new set.
+    fn apply_peers(&mut self, config: &Config) {
+        for p in &config.peers {
+            let Ok(id) = p.id.parse::<DeviceId>() else {
+                tracing::error!("peer {} in the config is not a device ID; ignored", p.id);
+                continue;
+            };
+            let before = self.trust.folders_of(&id);
+            for f in &p.folders {
+                self.trust.allow(id, f);
+            }
+            if let Some(secret) = p.join.as_deref().and_then(crate::invite::parse_secret) {
+                self.trust.set_join_secret(id, secret);
+            }
+            if before != self.trust.folders_of(&id) && !before.is_empty() {
+                self.node.disconnect(id);
+            }
+            for a in &p.addrs {
+                match a.to_socket_addrs().ok().and_then(|mut i| i.next()) {
+                    Some(addr) => {
+                        if self.dialled.insert((addr, id)) {
+                            self.node.dial(addr, id);
+                        }
+                    }
+                    None => tracing::warn!("cannot resolve {a} for peer {}", id.short()),
+                }
+            }
+        }
+    }
+
+    /// Re-reads the config: new folders start syncing, new peers are
+    /// trusted and dialled.
+    fn reload(&mut self) -> Result<()> {
+        let config = self.home.config()?;
+        for fc in &config.folders {
+            if self.locals.iter().any(|l| l.name == fc.name) {
+                continue;
+            }
+            let i = self.locals.len();
+            let (local, folder, chunks) =
+                tokio::task::block_in_place(|| open_folder(fc, i, &self.store, self.agent, &self.events))?;
+            self.node.add_folder_with(&fc.name, folder, chunks);
+            self.locals.push(local);
+            self.persist(i);
+            tracing::info!(folder = %fc.name, path = %fc.path.display(), "now sharing");
+            // Connections offer folders when they open: reconnect the
+            // peers trusted for this one.
+            for p in config.peers.iter().filter(|p| p.folders.contains(&fc.name)) {
+                if let Ok(id) = p.id.parse() {
+                    self.node.disconnect(id);
+                }
+            }
+        }
+        self.apply_peers(&config);
+        self.config = config;
+        Ok(())
+    }
+
+    /// A device redeemed one of our invitations: it becomes a peer as if
+    /// `fsync peer add` had been run for it.
+    fn joined(&mut self, j: Joined) {
+        let r = (|| -> Result<()> {
+            let mut config = self.home.config()?;
+            config.add_peer(&j.device.to_string(), &[j.addr.to_string()], std::slice::from_ref(&j.folder))?;
+            config.save(&self.home.config_path())?;
+            crate::invite::remove(&self.home.invites_path(), &j.secret)?;
+            self.apply_peers(&config);
+            self.config = config;
+            Ok(())
+        })();
+        match r {
+            Ok(()) => tracing::info!(peer = %j.device, folder = %j.folder, addr = %j.addr, "new peer saved to the config"),
+            Err(e) => self.fail("cannot save the peer that joined", &e),
+        }
+    }
+
+    /// Answers a control request.
+    fn control(&mut self, request: &str) -> Result<Vec<u8>> {
+        let mut parts = request.split('\t');
+        match parts.next() {
+            Some("status") => Ok(self.status(parts.next() == Some("json")).into_bytes()),
+            Some("reload") => {
+                self.reload()?;
+                Ok(Vec::new())
+            }
+            Some("invite") => {
+                let folder = parts.next().unwrap_or_default().to_owned();
+                let ttl: u64 = parts.next().and_then(|t| t.parse().ok()).unwrap_or(crate::invite::DEFAULT_TTL_SECS);
+                let addrs: Vec<String> =
+                    parts.next().unwrap_or_default().split(',').filter(|a| !a.is_empty()).map(str::to_owned).collect();
+                Ok(self.invite(&folder, ttl, addrs)?.into_bytes())
+            }
+            _ => {
+                let devices = crate::query_devices(self.me, &self.config);
+                crate::answer(request, |folder, f| self.node.read(folder, |s| f(&mut s.folder, &s.chunks)), &devices)
+            }
+        }
+    }
+
+    /// Opens an invitation and returns its ticket.
+    fn invite(&mut self, folder: &str, ttl: u64, addrs: Vec<String>) -> Result<String> {
+        if !self.config.folders.iter().any(|f| f.name == folder) {
+            anyhow::bail!("no folder named {folder:?} (see `fsync status`)");
+        }
+        let invite = crate::invite::create(&self.home.invites_path(), folder, ttl)?;
+        self.trust.invite(invite.clone());
+        let addrs = if addrs.is_empty() { crate::invite::reachable_addrs(self.node.local_addr()?) } else { addrs };
+        Ok(crate::invite::ticket(self.me, &invite, addrs).encode())
+    }
+
+    fn status(&self, json: bool) -> String {
+        let devices = crate::query_devices(self.me, &self.config);
+        let folders = self
+            .config
+            .folders
+            .iter()
+            .filter_map(|f| {
+                self.node.read(&f.name, |s| {
+                    crate::status::FolderStatus::of(&f.name, &f.path.display().to_string(), &mut s.folder, &s.chunks, &devices)
+                })
+            })
+            .collect();
+        let connected = self.node.connected_peers();
+        let info = self.node.peer_info();
+        let saved = load_last_seen(&self.store);
+        let peers = self
+            .config
+            .peers
+            .iter()
+            .map(|p| {
+                let id = p.id.parse::<DeviceId>().ok();
+                let i = id.and_then(|id| info.get(&id));
+                let is_connected = id.is_some_and(|id| connected.contains(&id));
+                let mut s = crate::status::PeerStatus::of(p, is_connected);
+                s.last_seen = i.map(|i| i.last_seen).or_else(|| saved.get(&p.id).copied());
+                if let Some(i) = i {
+                    s.address = i.addr.map(|a| a.to_string());
+                }
+                if let Some(i) = i.filter(|_| is_connected) {
+                    s.to_send = i.folders.values().map(|f| f.to_send).sum();
+                    s.to_fetch = i.folders.values().map(|f| f.to_fetch).sum();
+                }
+                s
+            })
+            .collect();
+        let status = Status {
+            device: self.me.to_string(),
+            running: true,
+            listen: self.node.local_addr().ok().map(|a| a.to_string()),
+            folders,
+            peers,
+            invites: self.trust.open_invites(),
+            store_error: self.store_error.clone(),
+            errors: self.errors.iter().cloned().collect(),
+        };
+        status.render(json)
+    }
+
+    /// Progress of long work, as log lines (one per tick while it lasts);
+    /// and peers' last-seen times, saved for `fsync status` offline.
+    fn report(&mut self) {
+        let info = self.node.peer_info();
+        let to_send: u64 = info.values().flat_map(|i| i.folders.values()).filter_map(|f| f.to_send).sum();
+        let to_fetch: usize = self
+            .config
+            .folders
+            .iter()
+            .filter_map(|f| self.node.read(&f.name, |s| s.folder.referenced_chunks().iter().filter(|h| !s.chunks.has(h)).count()))
+            .sum();
+        if to_send > 0 || to_fetch > 0 {
+            tracing::info!(changes_to_send = to_send, chunks_to_fetch = to_fetch, "syncing");
+        }
+        self.save_last_seen();
+    }
+
+    fn save_last_seen(&mut self) {
+        let mut seen = load_last_seen(&self.store);
+        for (id, i) in self.node.peer_info() {
+            seen.insert(id.to_string(), i.last_seen);
+        }
+        if let Ok(b) = serde_json::to_vec(&seen) {
+            // Best effort: it rides on the next sync.
+            let _ = self.store.put_state("last_seen", &b);
+        }
+    }
+}
+
+/// Peers' last-seen times (unix ms) as saved by the daemon.
+pub fn load_last_seen(store: &RedbStore) -> BTreeMap<String, u64> {
+    store.get_state("last_seen").ok().flatten().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
 /// The control socket (`HOME/control.sock`, owner-only): commands such as
-/// `fsync log` and `fsync cat` ask the running daemon, which holds the store.
-fn serve_control(home: &Home, node: Arc<Node>, me: DeviceId, config: &crate::config::Config) -> Result<()> {
+/// `fsync status`, `log`, `cat`, `invite` ask the running daemon, which
+/// holds the store. Each connection sends one request line and reads one
+/// answer.
+fn serve_control(home: &Home, requests: mpsc::Sender<Request>) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let path = home.control_path();
@@ -211,11 +635,9 @@ fn serve_control(home: &Home, node: Arc<Node>, me: DeviceId, config: &crate::con
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path).with_context(|| format!("cannot listen on {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    let devices = crate::query_devices(me, config);
-    let config = config.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (node, devices, config) = (node.clone(), devices.clone(), config.clone());
+            let requests = requests.clone();
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();
                 let mut line = String::new();
@@ -223,91 +645,15 @@ fn serve_control(home: &Home, node: Arc<Node>, me: DeviceId, config: &crate::con
                 if r.read_line(&mut line).await.is_err() {
                     return;
                 }
-                let request = line.trim_end_matches(['\n', '\r']);
-                let reply = if let Some(format) = request.strip_prefix("status\t") {
-                    Ok(daemon_status(&node, me, &config, format == "json").into_bytes())
-                } else {
-                    crate::answer(request, |folder, f| node.read(folder, |s| f(&mut s.folder, &s.chunks)), &devices)
-                };
-                let bytes = match reply {
-                    Ok(b) => [b"0".as_slice(), &b].concat(),
-                    Err(e) => format!("1{e:#}").into_bytes(),
-                };
+                let (tx, rx) = oneshot::channel();
+                if requests.send((line.trim_end_matches(['\n', '\r']).to_owned(), tx)).await.is_err() {
+                    return;
+                }
+                let Ok(bytes) = rx.await else { return };
                 let _ = w.write_all(&bytes).await;
                 let _ = w.shutdown().await;
             });
         }
     });
-    Ok(())
-}
-
-/// The status as the running daemon sees it.
-fn daemon_status(node: &Node, me: DeviceId, config: &crate::config::Config, json: bool) -> String {
-    let folders: Vec<crate::status::FolderStatus> = config
-        .folders
-        .iter()
-        .filter_map(|f| {
-            node.read(&f.name, |s| {
-                crate::status::FolderStatus::of(&f.name, &f.path.display().to_string(), &mut s.folder, &s.chunks)
-            })
-        })
-        .collect();
-    let connected: Vec<String> = node.connected_peers().iter().map(|d| d.to_string()).collect();
-    let listen = node.local_addr().ok().map(|a| a.to_string());
-    crate::status::render(json, &me.to_string(), listen, &folders, config, |id| connected.iter().any(|c| c == id))
-}
-
-/// Takes disk changes in (a scope of paths, or everything).
-fn scan_folder(node: &Node, l: &mut Local, scope: Option<&[String]>) -> Result<()> {
-    let ignore = Ignore::load(&l.root);
-    let report = node
-        .read(&l.name, |s: &mut FolderState| {
-            scan_scoped(&l.root, &mut s.folder, &mut s.chunks, &mut l.index, &ignore, scope, now_ms())
-        })
-        .context("folder vanished")??;
-    if !report.is_empty() {
-        tracing::info!(folder = %l.name, created = report.created.len(), modified = report.modified.len(),
-            moved = report.moved.len(), deleted = report.deleted.len(), "local changes");
-        node.notify();
-    }
-    Ok(())
-}
-
-/// Writes merged state to disk; scans first where the disk changed.
-fn write_folder(node: &Node, l: &mut Local) -> Result<()> {
-    for _ in 0..3 {
-        let report = node
-            .read(&l.name, |s: &mut FolderState| write_back(&l.root, &mut s.folder, &s.chunks, &mut l.index))
-            .context("folder vanished")??;
-        if !report.written.is_empty() || !report.removed.is_empty() || !report.moved.is_empty() {
-            tracing::info!(folder = %l.name, written = report.written.len(), removed = report.removed.len(),
-                moved = report.moved.len(), "merged changes written");
-        }
-        if report.needs_scan.is_empty() && report.raced.is_empty() {
-            return Ok(());
-        }
-        // A local change we had not read: take it in, then write again. The
-        // whole folder: a path gone here may have moved anywhere.
-        scan_folder(node, l, None)?;
-    }
-    Ok(())
-}
-
-/// Saves new events, chunks and the index, then syncs once.
-fn persist(node: &Node, l: &mut Local, store: &mut RedbStore) -> Result<()> {
-    node.read(&l.name, |s: &mut FolderState| -> Result<()> {
-        l.saver.save_collecting(&l.name, &s.folder, store, &mut l.unsaved_chunks)?;
-        let arrived: Vec<ChunkHash> = l.unsaved_chunks.iter().copied().filter(|h| s.chunks.has(h)).collect();
-        for h in arrived {
-            if let Some(b) = s.chunks.get(&h) {
-                store.put_chunk(h, &b)?;
-            }
-            l.unsaved_chunks.remove(&h);
-        }
-        Ok(())
-    })
-    .context("folder vanished")??;
-    store.put_state(&format!("index/{}", l.name), &l.index.encode())?;
-    store.sync()?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! HOME/cert.der     the self-signed certificate
 //! HOME/key.der      its private key (PKCS#8, owner-only)
 //! HOME/config.toml  folders and peers
+//! HOME/invites.toml open invitations (owner-only)
 //! HOME/store.redb   the durable store
 //! HOME/daemon.lock  held by the running daemon
 //! HOME/control.sock the running daemon's control socket (owner-only)
@@ -50,6 +51,10 @@ impl Home {
     /// The daemon's control socket.
     pub fn control_path(&self) -> PathBuf {
         self.dir.join("control.sock")
+    }
+    /// Open invitations.
+    pub fn invites_path(&self) -> PathBuf {
+        self.dir.join("invites.toml")
     }
     /// The store file.
     pub fn store_path(&self) -> PathBuf {

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod daemon;
 pub mod home;
+pub mod invite;
 pub mod query;
 pub mod status;
 pub mod store;

@@ -16,6 +16,12 @@ struct Cli {
     /// The node's home: identity, config, store.
     #[arg(long, global = true, env = "FSYNC_HOME")]
     home: Option<PathBuf>,
+    /// More log detail (-v: debug, -vv: trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Less log output (-q: warnings and errors only).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    quiet: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,12 +61,32 @@ enum Command {
         #[arg(long)]
         at: Option<String>,
     },
-    /// Run the daemon in the foreground until SIGINT/SIGTERM.
+    /// Run the daemon in the foreground until SIGINT/SIGTERM. With PATH (a
+    /// first run): init if needed, share PATH under its base name, print
+    /// the `fsync join` line for other machines, then run.
     Run {
-        /// UDP address to listen on.
-        #[arg(long, default_value = "0.0.0.0:7420")]
-        listen: String,
+        /// A directory to share before running.
+        path: Option<PathBuf>,
+        /// UDP address to listen on (default: the config's `listen`, else
+        /// 0.0.0.0:7420).
+        #[arg(long)]
+        listen: Option<String>,
     },
+    /// Print a one-line ticket that lets another machine join FOLDER.
+    Invite {
+        folder: String,
+        /// How long the ticket stays valid, e.g. 30m, 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        expires: String,
+        /// HOST:PORT to put in the ticket (repeatable; default: this
+        /// machine's address and the listening port).
+        #[arg(long = "addr")]
+        addrs: Vec<String>,
+    },
+    /// Join a folder with a ticket from `fsync invite`, sharing PATH.
+    Join { ticket: String, path: PathBuf },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
@@ -86,21 +112,65 @@ enum PeerCommand {
 fn run(cli: Cli) -> Result<()> {
     let home = Home::locate(cli.home)?;
     match cli.command {
-        Command::Run { listen } => {
-            let addr = listen
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut i| i.next())
-                .with_context(|| format!("--listen {listen}: expected HOST:PORT"))?;
-            let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "fsync", &mut std::io::stdout());
+        }
+        Command::Run { path, listen } => {
+            let level = match (cli.verbose, cli.quiet) {
+                (_, q) if q > 0 => "warn",
+                (0, _) => "info",
+                (1, _) => "debug",
+                _ => "trace",
+            };
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into());
             use std::io::IsTerminal;
             tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::stderr().is_terminal())
                 .init();
+            if let Some(path) = path {
+                first_run(&home, &path, listen.as_deref())?;
+            }
+            let config = home.config()?;
+            let listen = listen.or(config.listen).unwrap_or_else(|| cli::config::DEFAULT_LISTEN.to_owned());
+            let addr = resolve(&listen).with_context(|| format!("--listen {listen}: expected HOST:PORT"))?;
             let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
             rt.block_on(cli::daemon::run(&home, addr))?;
+        }
+        Command::Invite { folder, expires, addrs } => {
+            let ttl = parse_duration(&expires)?;
+            for a in &addrs {
+                resolve(a).with_context(|| format!("--addr {a}: expected HOST:PORT, for example 192.0.2.7:7420"))?;
+            }
+            println!("{}", invite(&home, &folder, ttl, &addrs)?);
+        }
+        Command::Join { ticket, path } => {
+            let ticket = cli::invite::Ticket::decode(&ticket)?;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            if ticket.expires <= now {
+                bail!("this ticket has expired; ask for a new one (`fsync invite {}`)", ticket.folder);
+            }
+            let me = home.init()?.device_id();
+            if me == ticket.device {
+                bail!("this ticket was made by this very node; run `fsync join` on the other machine");
+            }
+            let mut config = home.config()?;
+            let path = shared_dir(&path)?;
+            config.add_folder(&ticket.folder, path.clone())?;
+            config.add_peer(&ticket.device.to_string(), &ticket.addrs, std::slice::from_ref(&ticket.folder))?;
+            if let Some(p) = config.peers.iter_mut().find(|p| p.id == ticket.device.to_string()) {
+                p.join = Some(cli::invite::secret_hex(&ticket.secret));
+            }
+            config.save(&home.config_path())?;
+            let live = ask_daemon(&home, "reload")?.is_some();
+            eprintln!(
+                "joined folder {:?} at {}; {}",
+                ticket.folder,
+                path.display(),
+                if live { "the running daemon syncs it now" } else { "start syncing with `fsync run`" }
+            );
         }
         Command::Status { json } => print_bytes(&status(&home, json)?)?,
         Command::Log { path, json } => {
@@ -118,23 +188,95 @@ fn run(cli: Cli) -> Result<()> {
         Command::Id => println!("{}", home.identity()?.device_id()),
         Command::Folder { command: FolderCommand::Add { folder, path } } => {
             let mut config = home.config()?;
-            std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
-            let path = path.canonicalize().with_context(|| format!("cannot resolve {}", path.display()))?;
-            config.add_folder(&folder, path)?;
+            config.add_folder(&folder, shared_dir(&path)?)?;
             config.save(&home.config_path())?;
+            ask_daemon(&home, "reload")?;
         }
         Command::Peer { command: PeerCommand::Add { device_id, addrs, folders } } => {
             let id: DeviceId = device_id.parse().with_context(|| format!("{device_id:?}"))?;
             for a in &addrs {
-                if a.to_socket_addrs().map(|mut i| i.next().is_none()).unwrap_or(true) {
-                    bail!("--addr {a}: expected HOST:PORT, for example 192.0.2.7:7420");
-                }
+                resolve(a).with_context(|| format!("--addr {a}: expected HOST:PORT, for example 192.0.2.7:7420"))?;
             }
             let mut config = home.config()?;
             config.add_peer(&id.to_string(), &addrs, &folders)?;
             config.save(&home.config_path())?;
+            ask_daemon(&home, "reload")?;
         }
     }
+    Ok(())
+}
+
+fn resolve(addr: &str) -> Result<std::net::SocketAddr> {
+    addr.to_socket_addrs().ok().and_then(|mut i| i.next()).context("not a HOST:PORT address")
+}
+
+/// Creates (if missing) and resolves a directory to share.
+fn shared_dir(path: &std::path::Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
+    path.canonicalize().with_context(|| format!("cannot resolve {}", path.display()))
+}
+
+/// `30s`, `30m`, `24h`, `7d` (or plain seconds).
+fn parse_duration(s: &str) -> Result<u64> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n.parse().with_context(|| format!("{s:?}: expected a duration such as 30m, 24h or 7d"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => bail!("{s:?}: expected a duration such as 30m, 24h or 7d"),
+    };
+    if n == 0 {
+        bail!("{s:?}: a ticket must stay valid for some time");
+    }
+    Ok(n * mult)
+}
+
+/// A ticket for FOLDER, from the running daemon or written for the next.
+fn invite(home: &Home, folder: &str, ttl: u64, addrs: &[String]) -> Result<String> {
+    if let Some(t) = ask_daemon(home, &format!("invite\t{folder}\t{ttl}\t{}", addrs.join(",")))? {
+        return Ok(String::from_utf8_lossy(&t).into_owned());
+    }
+    let config = home.config()?;
+    if !config.folders.iter().any(|f| f.name == folder) {
+        bail!("no folder named {folder:?}: share one first with `fsync folder add {folder} PATH`");
+    }
+    let addrs = if addrs.is_empty() {
+        let listen = config.listen.as_deref().unwrap_or(cli::config::DEFAULT_LISTEN);
+        cli::invite::reachable_addrs(resolve(listen).with_context(|| format!("listen = {listen:?} in the config"))?)
+    } else {
+        addrs.to_vec()
+    };
+    let invite = cli::invite::create(&home.invites_path(), folder, ttl)?;
+    Ok(cli::invite::ticket(home.identity()?.device_id(), &invite, addrs).encode())
+}
+
+/// `fsync run PATH`: init, share PATH, print the join line.
+fn first_run(home: &Home, path: &std::path::Path, listen: Option<&str>) -> Result<()> {
+    if ask_daemon(home, "status\ttext")?.is_some() {
+        bail!("a daemon already runs on {}; share more with `fsync folder add` and `fsync invite`", home.dir.display());
+    }
+    let id = home.init()?.device_id();
+    let mut config = home.config()?;
+    let path = shared_dir(path)?;
+    let name = match config.folder_at(&path) {
+        Some(f) => f.name.clone(),
+        None => {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("folder").to_owned();
+            config.add_folder(&name, path.clone()).with_context(|| format!("cannot share {} as {name:?}", path.display()))?;
+            config.save(&home.config_path())?;
+            name
+        }
+    };
+    let addrs: Vec<String> = match listen {
+        Some(l) => cli::invite::reachable_addrs(resolve(l).with_context(|| format!("--listen {l}: expected HOST:PORT"))?),
+        None => Vec::new(),
+    };
+    let ticket = invite(home, &name, cli::invite::DEFAULT_TTL_SECS, &addrs)?;
+    eprintln!("device {id} shares {} as {name:?}", path.display());
+    eprintln!("on another machine, run (valid 24 hours, once):");
+    println!("fsync join {ticket} ~/{name}");
     Ok(())
 }
 
@@ -188,23 +330,46 @@ fn status(home: &Home, json: bool) -> Result<Vec<u8>> {
         return Ok(reply);
     }
     let identity = home.identity()?;
-    let agent = cli::daemon::agent_of(identity.device_id());
+    let me = identity.device_id();
+    let agent = cli::daemon::agent_of(me);
+    let devices = cli::query_devices(me, &config);
     let mut folders = Vec::new();
+    let mut last_seen = Default::default();
     if home.store_path().exists() {
         let mut store = cli::store::RedbStore::open(&home.store_path())?;
+        last_seen = cli::daemon::load_last_seen(&store);
         for f in &config.folders {
             let mut folder = fsync_core::store::load_folder(agent, &f.name, &store)?;
             let chunks = fsync_core::store::StoreChunks { store: &mut store, error: None };
-            folders.push(cli::status::FolderStatus::of(&f.name, &f.path.display().to_string(), &mut folder, &chunks));
+            folders.push(cli::status::FolderStatus::of(&f.name, &f.path.display().to_string(), &mut folder, &chunks, &devices));
         }
     } else {
         for f in &config.folders {
             let mut folder = fsync_core::folder::Folder::new(agent);
             let chunks = fsync_core::chunks::MemoryChunks::default();
-            folders.push(cli::status::FolderStatus::of(&f.name, &f.path.display().to_string(), &mut folder, &chunks));
+            folders.push(cli::status::FolderStatus::of(&f.name, &f.path.display().to_string(), &mut folder, &chunks, &devices));
         }
     }
-    Ok(cli::status::render(json, &identity.device_id().to_string(), None, &folders, &config, |_| false).into_bytes())
+    let peers = config
+        .peers
+        .iter()
+        .map(|p| {
+            let mut s = cli::status::PeerStatus::of(p, false);
+            s.last_seen = last_seen.get(&p.id).copied();
+            s
+        })
+        .collect();
+    let status = cli::status::Status {
+        device: me.to_string(),
+        running: false,
+        listen: None,
+        folders,
+        peers,
+        invites: cli::invite::load(&home.invites_path())?.len(),
+        store_error: None,
+        errors: Vec::new(),
+    };
+    Ok(status.render(json).into_bytes())
 }
 
 fn main() -> ExitCode {

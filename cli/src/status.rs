@@ -1,21 +1,72 @@
 //! `fsync status`: the node, its folders and peers, whether or not the
 //! daemon runs. With a daemon the answer comes over the control socket and
-//! says who is connected; without one it is read from config and store.
+//! says who is connected and what is still to send or fetch; without one it
+//! is read from config and store.
 //!
-//! JSON schema (stable; fields may be added, never renamed):
+//! JSON schema (stable: fields may be added, never renamed or retyped;
+//! times are unix milliseconds):
 //!
 //! ```text
 //! { "device": ID, "running": bool, "listen": "HOST:PORT" | null,
-//!   "folders": [ { "name", "path", "files", "chunks_to_fetch" } ],
-//!   "peers": [ { "id", "addrs": [..], "folders": [..], "connected": bool } ] }
+//!   "folders": [ { "name", "path", "files": n, "chunks_to_fetch": n,
+//!                  "changes": n, "version": { DEVICE_ID: n, ... } } ],
+//!   "peers": [ { "id", "addrs": [..], "folders": [..], "connected": bool,
+//!                "last_seen": ms | null, "address": "HOST:PORT" | null,
+//!                "to_send": n | null, "to_fetch": n } ],
+//!   "invites": n,
+//!   "store_error": "..." | null,
+//!   "errors": [ { "time": ms, "message": "..." } ] }
 //! ```
+//!
+//! `changes` counts unit changes (characters, metadata events) in the
+//! folder's history; `version` says how many came from each device (two
+//! nodes are in sync when their versions are equal). A peer's `to_send` is
+//! how many of our changes it still lacks (`null` until it has told us what
+//! it has, or when not connected); `to_fetch` counts chunks asked of it and
+//! not yet received. `store_error` is set while saving fails (a full disk);
+//! `errors` lists recent failures, oldest first.
+
+use std::collections::{BTreeMap, HashMap};
 
 use fsync_core::chunks::ChunkStore;
 use fsync_core::folder::{Folder, Kind};
+use fsync_core::AgentId;
+use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::PeerConfig;
 
-/// One folder's line.
+/// Everything `fsync status` shows.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    /// This node's device ID.
+    pub device: String,
+    /// Whether a daemon runs on this home.
+    pub running: bool,
+    /// Where it listens.
+    pub listen: Option<String>,
+    /// Shared folders.
+    pub folders: Vec<FolderStatus>,
+    /// Trusted devices.
+    pub peers: Vec<PeerStatus>,
+    /// Open invitations.
+    pub invites: usize,
+    /// What saving is stuck on, while it fails.
+    pub store_error: Option<String>,
+    /// Recent failures, oldest first.
+    pub errors: Vec<ErrorEntry>,
+}
+
+/// One failure.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorEntry {
+    /// Unix ms.
+    pub time: u64,
+    /// What failed and why.
+    pub message: String,
+}
+
+/// One folder.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FolderStatus {
     /// Name.
     pub name: String,
@@ -25,91 +76,126 @@ pub struct FolderStatus {
     pub files: usize,
     /// Binary chunks referenced but not here yet.
     pub chunks_to_fetch: usize,
+    /// Unit changes in its history.
+    pub changes: u64,
+    /// Changes per device.
+    pub version: BTreeMap<String, u64>,
 }
 
 impl FolderStatus {
-    /// Counts for one folder.
-    pub fn of(name: &str, path: &str, folder: &mut Folder, chunks: &dyn ChunkStore) -> FolderStatus {
+    /// Counts for one folder; `devices` names the agents we know.
+    pub fn of(
+        name: &str,
+        path: &str,
+        folder: &mut Folder,
+        chunks: &dyn ChunkStore,
+        devices: &HashMap<AgentId, String>,
+    ) -> FolderStatus {
         let files = folder.tree().nodes().filter(|n| n.kind != Kind::Dir).count();
         let chunks_to_fetch = folder.referenced_chunks().iter().filter(|h| !chunks.has(h)).count();
-        FolderStatus { name: name.to_owned(), path: path.to_owned(), files, chunks_to_fetch }
+        let version: BTreeMap<String, u64> = folder
+            .version_vector()
+            .iter()
+            .map(|(a, n)| (devices.get(a).cloned().unwrap_or_else(|| a.0.iter().map(|b| format!("{b:02x}")).collect()), *n))
+            .collect();
+        let changes = version.values().sum();
+        FolderStatus { name: name.to_owned(), path: path.to_owned(), files, chunks_to_fetch, changes, version }
     }
 }
 
-fn q(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+/// One peer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Device ID.
+    pub id: String,
+    /// Where it is dialled.
+    pub addrs: Vec<String>,
+    /// Folders it is trusted for.
+    pub folders: Vec<String>,
+    /// Connected now.
+    pub connected: bool,
+    /// Last heard from (unix ms).
+    pub last_seen: Option<u64>,
+    /// Where it was last connected from.
+    pub address: Option<String>,
+    /// Our changes it still lacks.
+    pub to_send: Option<u64>,
+    /// Chunks asked of it, not yet received.
+    pub to_fetch: usize,
+}
+
+impl PeerStatus {
+    /// What the config says; the daemon fills in the rest.
+    pub fn of(p: &PeerConfig, connected: bool) -> PeerStatus {
+        PeerStatus {
+            id: p.id.clone(),
+            addrs: p.addrs.clone(),
+            folders: p.folders.clone(),
+            connected,
+            last_seen: None,
+            address: None,
+            to_send: None,
+            to_fetch: 0,
         }
     }
-    out.push('"');
-    out
 }
 
-/// The status as JSON, or as text for people.
-pub fn render(
-    json: bool,
-    device: &str,
-    listen: Option<String>,
-    folders: &[FolderStatus],
-    config: &Config,
-    connected: impl Fn(&str) -> bool,
-) -> String {
-    if !json {
-        let mut out = format!("device  {device}\n");
-        out.push_str(&match &listen {
+fn ago(ms: u64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let s = now.saturating_sub(ms) / 1000;
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+impl Status {
+    /// As JSON (one line), or as text for people.
+    pub fn render(&self, json: bool) -> String {
+        if json {
+            return serde_json::to_string(self).map(|s| s + "\n").unwrap_or_default();
+        }
+        let mut out = format!("device  {}\n", self.device);
+        out.push_str(&match &self.listen {
             Some(l) => format!("daemon  running, listening on {l}\n"),
             None => "daemon  not running\n".to_owned(),
         });
-        for f in folders {
-            out.push_str(&format!("folder  {}  {}  {} files", f.name, f.path, f.files));
+        if let Some(e) = &self.store_error {
+            out.push_str(&format!("store   NOT SAVING: {e}\n"));
+        }
+        for f in &self.folders {
+            out.push_str(&format!("folder  {}  {}  {} files, {} changes", f.name, f.path, f.files, f.changes));
             if f.chunks_to_fetch > 0 {
                 out.push_str(&format!(", {} chunks to fetch", f.chunks_to_fetch));
             }
             out.push('\n');
         }
-        for p in &config.peers {
-            let state = if connected(&p.id) { "connected" } else { "not connected" };
+        for p in &self.peers {
+            let mut state = if p.connected { "connected".to_owned() } else { "not connected".to_owned() };
+            if let Some(a) = &p.address {
+                state.push_str(&format!(" ({a})"));
+            }
+            if !p.connected {
+                if let Some(t) = p.last_seen {
+                    state.push_str(&format!(", last seen {}", ago(t)));
+                }
+            }
+            if let Some(n) = p.to_send.filter(|n| *n > 0) {
+                state.push_str(&format!(", {n} changes to send"));
+            }
+            if p.to_fetch > 0 {
+                state.push_str(&format!(", {} chunks to fetch", p.to_fetch));
+            }
             out.push_str(&format!("peer    {}  {}  folders: {}\n", p.id, state, p.folders.join(", ")));
         }
-        return out;
+        if self.invites > 0 {
+            out.push_str(&format!("invites {} open\n", self.invites));
+        }
+        for e in &self.errors {
+            out.push_str(&format!("error   {}  {}\n", ago(e.time), e.message));
+        }
+        out
     }
-    let folders: Vec<String> = folders
-        .iter()
-        .map(|f| {
-            format!(
-                "{{\"name\": {}, \"path\": {}, \"files\": {}, \"chunks_to_fetch\": {}}}",
-                q(&f.name),
-                q(&f.path),
-                f.files,
-                f.chunks_to_fetch
-            )
-        })
-        .collect();
-    let peers: Vec<String> = config
-        .peers
-        .iter()
-        .map(|p| {
-            let list = |v: &[String]| v.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ");
-            format!(
-                "{{\"id\": {}, \"addrs\": [{}], \"folders\": [{}], \"connected\": {}}}",
-                q(&p.id),
-                list(&p.addrs),
-                list(&p.folders),
-                connected(&p.id)
-            )
-        })
-        .collect();
-    format!(
-        "{{\"device\": {}, \"running\": {}, \"listen\": {}, \"folders\": [{}], \"peers\": [{}]}}\n",
-        q(device),
-        listen.is_some(),
-        listen.as_deref().map_or("null".to_owned(), q),
-        folders.join(", "),
-        peers.join(", ")
-    )
 }

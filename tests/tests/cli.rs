@@ -76,8 +76,11 @@ fn status_works_before_any_daemon_ran() {
     let n = Node::new("status");
     let id = n.ok(&["init"]).trim().to_owned();
     n.ok(&["folder", "add", "docs", n.scratch.join("docs").to_str().expect("utf-8")]);
-    let st = n.ok(&["status", "--json"]);
-    assert!(st.starts_with('{') && st.contains(&id) && st.contains("\"running\": false") && st.contains("\"files\": 0"), "{st}");
+    let st = n.status();
+    assert_eq!(st["device"], id.as_str());
+    assert_eq!(st["running"], false);
+    assert_eq!(st["folders"][0]["files"], 0);
+    assert_eq!(st["folders"][0]["changes"], 0);
     assert!(n.ok(&["status"]).contains("not running"));
 }
 
@@ -103,4 +106,15 @@ fn peer_add_checks_ids_addresses_and_folders() {
     assert!(err.contains("no folder named") && err.contains("fsync folder add"), "{err}");
     let err = a.fails(&["peer", "add", &b_id, "--addr", "not-an-address", "--folder", "docs"]);
     assert!(err.contains("HOST:PORT"), "{err}");
+}
+
+#[test]
+fn shell_completions() {
+    let n = Node::new("completions");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = n.ok(&["completions", shell]);
+        assert!(out.contains("fsync") && out.contains("join") && out.contains("invite"), "{shell}: {out}");
+    }
+    let err = n.fails(&["completions", "cmd.exe"]);
+    assert!(err.contains("invalid value"), "{err}");
 }

@@ -50,9 +50,20 @@ fn two_daemons_sync_live_and_stop_cleanly() {
     std::fs::write(p.db("sub/reply.txt"), "reply from b\n").expect("write");
     eventually("b's file on a", 10, || read(&p.da("sub/reply.txt")).as_deref() == Some("reply from b\n"));
     // Status from the running daemon: b is connected, three files.
-    eventually("b connected in a's status", 10, || p.a.ok(&["status", "--json"]).contains("\"connected\": true"));
-    let st = p.a.ok(&["status", "--json"]);
-    assert!(st.contains("\"running\": true") && st.contains("\"files\": 3") && st.contains("\"name\": \"docs\""), "{st}");
+    eventually("b connected in a's status", 10, || p.a.status()["peers"][0]["connected"] == true);
+    // Once everything is across: nothing to send, versions equal.
+    eventually("nothing left to send", 10, || p.a.status()["peers"][0]["to_send"] == 0 && p.b.status()["peers"][0]["to_send"] == 0);
+    let (sa, sb) = (p.a.status(), p.b.status());
+    assert_eq!(sa["running"], true);
+    assert_eq!(sa["folders"][0]["name"], "docs");
+    assert_eq!(sa["folders"][0]["files"], 3);
+    assert_eq!(sa["folders"][0]["version"], sb["folders"][0]["version"], "in sync means equal versions");
+    assert_eq!(sa["folders"][0]["version"].as_object().map(|v| v.len()), Some(2), "changes from both devices: {sa}");
+    assert_eq!(sa["peers"][0]["to_fetch"], 0);
+    assert!(sa["peers"][0]["last_seen"].as_u64().is_some(), "{sa}");
+    assert_eq!(sa["peers"][0]["address"], format!("127.0.0.1:{}", p.pb).as_str(), "{sa}");
+    assert_eq!(sa["errors"].as_array().map(Vec::len), Some(0), "{sa}");
+    assert!(sa["store_error"].is_null());
     assert!(p.a.ok(&["status"]).contains("daemon  running"));
     // One daemon per home.
     let second = p.a.run(&["run", "--listen", &format!("127.0.0.1:{}", free_port())]);
@@ -61,8 +72,12 @@ fn two_daemons_sync_live_and_stop_cleanly() {
     assert_eq!(da.stop(), Some(0), "a did not exit cleanly: {}", p.a.log());
     assert_eq!(db.stop(), Some(0), "b did not exit cleanly: {}", p.b.log());
     // Status without a daemon: from config and store.
-    let st = p.a.ok(&["status", "--json"]);
-    assert!(st.contains("\"running\": false") && st.contains("\"connected\": false") && st.contains("\"files\": 3"), "{st}");
+    let st = p.a.status();
+    assert_eq!(st["running"], false);
+    assert_eq!(st["peers"][0]["connected"], false);
+    assert_eq!(st["folders"][0]["files"], 3);
+    assert!(st["peers"][0]["last_seen"].as_u64().is_some(), "last seen is kept: {st}");
+    assert!(p.a.ok(&["status"]).contains("last seen"));
 }
 
 #[test]

@@ -30,6 +30,8 @@ const RESYNC_EVERY: Duration = Duration::from_secs(30);
 const READ_AHEAD: usize = 4;
 /// Chunk replies handed to the bulk writer ahead of the wire, per connection.
 const BULK_AHEAD: usize = 8;
+/// How long a peer may take to send its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait between dial attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -75,6 +77,31 @@ struct Shared {
     connected: Mutex<BTreeMap<DeviceId, (quinn::Connection, DeviceId)>>,
     /// Connection loops running (for status and tests).
     running: std::sync::atomic::AtomicUsize,
+    /// What each peer has been up to, for status.
+    info: Mutex<BTreeMap<DeviceId, PeerInfo>>,
+}
+
+/// What a node knows about a peer, for `fsync status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Unix time (ms) the peer was last heard from.
+    pub last_seen: u64,
+    /// Where it was last connected from.
+    pub addr: Option<SocketAddr>,
+    /// Per shared folder: sync progress with this peer.
+    pub folders: BTreeMap<String, Progress>,
+}
+
+/// Sync progress of one folder with one peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Our changes (unit operations) the peer still lacks, as far as we
+    /// know; `None` until it has sent its summary.
+    pub to_send: Option<u64>,
+    /// Chunks we asked it for and still wait for.
+    pub to_fetch: usize,
+    /// Bytes sent to it on this connection.
+    pub sent_bytes: u64,
 }
 
 /// Counts a running connection loop.
@@ -193,6 +220,7 @@ impl Node {
             generation: watch::channel(0).0,
             connected: Mutex::new(BTreeMap::new()),
             running: std::sync::atomic::AtomicUsize::new(0),
+            info: Mutex::new(BTreeMap::new()),
         });
         let (ep, sh) = (endpoint.clone(), shared.clone());
         tokio::spawn(async move {
@@ -244,6 +272,22 @@ impl Node {
             .lock()
             .map(|c| c.iter().map(|(p, (_, init))| (me.min(*p), *init)).collect())
             .unwrap_or_default()
+    }
+
+    /// What is known of each peer seen since start (connected or not).
+    pub fn peer_info(&self) -> BTreeMap<DeviceId, PeerInfo> {
+        self.shared.info.lock().map(|i| i.clone()).unwrap_or_default()
+    }
+
+    /// Closes the connection to `device`, if any; a dialling side
+    /// reconnects, and the new connection offers what is trusted now (after
+    /// trust or folders changed).
+    pub fn disconnect(&self, device: DeviceId) {
+        if let Ok(c) = self.shared.connected.lock() {
+            if let Some((conn, _)) = c.get(&device) {
+                conn.close(7u32.into(), b"shared folders changed; reconnect");
+            }
+        }
     }
 
     /// Shares a folder under `name`.
@@ -354,29 +398,73 @@ fn peer_of(conn: &quinn::Connection) -> Result<DeviceId, NodeError> {
     DeviceId::from_cert(cert).map_err(|e| NodeError::Peer(e.to_string()))
 }
 
-/// The first frame on a connection: the folders offered to that peer.
-pub fn hello(names: &[String]) -> Vec<u8> {
+/// The version of the hello frame.
+const HELLO_VERSION: u64 = 2;
+
+/// The first frame on a connection: the folders offered to that peer, and
+/// the proof of an invitation's secret when joining (see
+/// [`crate::tls::join_proof`]).
+pub fn hello(names: &[String], proof: Option<&[u8; 32]>) -> Vec<u8> {
     let mut w = Writer::new();
-    w.varint(1); // protocol version of the hello
+    w.varint(HELLO_VERSION);
     w.usize(names.len());
     for n in names {
         w.str(n);
     }
+    match proof {
+        Some(p) => {
+            w.u8(1);
+            w.raw(p);
+        }
+        None => w.u8(0),
+    }
     w.into_bytes()
 }
 
-fn parse_hello(bytes: &[u8]) -> Result<Vec<String>, NodeError> {
+struct Hello {
+    folders: Vec<String>,
+    proof: Option<[u8; 32]>,
+}
+
+fn parse_hello(bytes: &[u8]) -> Result<Hello, NodeError> {
     let mut r = Reader::new(bytes);
     let bad = |e: fsync_core::encoding::DecodeError| NodeError::Peer(format!("bad hello: {e}"));
-    if r.varint().map_err(bad)? != 1 {
-        return Err(NodeError::Peer("unsupported hello version".into()));
+    let version = r.varint().map_err(bad)?;
+    if version != HELLO_VERSION {
+        return Err(NodeError::Peer(format!("unsupported hello version {version} (this node speaks {HELLO_VERSION})")));
     }
     let n = r.count(1).map_err(bad)?;
-    let mut out = Vec::with_capacity(n);
+    let mut folders = Vec::with_capacity(n);
     for _ in 0..n {
-        out.push(r.str().map_err(bad)?.to_owned());
+        folders.push(r.str().map_err(bad)?.to_owned());
     }
-    Ok(out)
+    let proof = match r.u8().map_err(bad)? {
+        0 => None,
+        1 => {
+            let mut p = [0u8; 32];
+            p.copy_from_slice(r.raw(32).map_err(bad)?);
+            Some(p)
+        }
+        t => return Err(NodeError::Peer(format!("bad hello: proof tag {t}"))),
+    };
+    Ok(Hello { folders, proof })
+}
+
+/// Notes how far each folder's session is with `peer`.
+fn record_progress(sh: &Shared, peer: DeviceId, conn: &quinn::Connection, sessions: &[FolderSession]) {
+    let mut folders = BTreeMap::new();
+    for s in sessions {
+        let to_send = s.state.lock().ok().and_then(|st| s.session.pending_ops(&st.folder));
+        let progress =
+            Progress { to_send, to_fetch: s.session.chunks_in_flight(), sent_bytes: s.session.stats().sent_bytes };
+        folders.insert(s.name.clone(), progress);
+    }
+    if let Ok(mut i) = sh.info.lock() {
+        let e = i.entry(peer).or_default();
+        e.last_seen = now_ms();
+        e.addr = Some(conn.remote_address());
+        e.folders = folders;
+    }
 }
 
 /// One folder shared on one connection: its state and the core session.
@@ -389,14 +477,48 @@ struct FolderSession {
 async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId, dialer: bool) -> Result<(), NodeError> {
     let q = |e: &dyn std::fmt::Display| NodeError::Quic(e.to_string());
     let (mut send, mut recv) = if dialer { conn.open_bi().await.map_err(|e| q(&e))? } else { conn.accept_bi().await.map_err(|e| q(&e))? };
+    let me = sh.identity.device_id();
     // Offer only the folders this peer is trusted for.
-    let allowed = sh.trust.folders_of(&peer);
-    let mine: Vec<String> = match sh.folders.lock() {
-        Ok(f) => f.keys().filter(|k| allowed.contains(*k)).cloned().collect(),
-        Err(_) => Vec::new(),
+    let offer = |sh: &Shared| -> Vec<String> {
+        let allowed = sh.trust.folders_of(&peer);
+        match sh.folders.lock() {
+            Ok(f) => f.keys().filter(|k| allowed.contains(*k)).cloned().collect(),
+            Err(_) => Vec::new(),
+        }
     };
-    write_frame(&mut send, &hello(&mine)).await.map_err(|e| q(&e))?;
-    let theirs = parse_hello(&read_frame(&mut recv).await.map_err(|e| q(&e))?.ok_or_else(|| NodeError::Peer("closed".into()))?)?;
+    let read_hello = async |recv: &mut quinn::RecvStream| -> Result<Hello, NodeError> {
+        let frame = tokio::time::timeout(HELLO_TIMEOUT, read_frame(recv))
+            .await
+            .map_err(|_| NodeError::Peer("no hello in time".into()))?
+            .map_err(|e| q(&e))?
+            .ok_or_else(|| NodeError::Peer("closed before its hello".into()))?;
+        parse_hello(&frame)
+    };
+    // The dialler speaks first; the acceptor answers once it knows whether
+    // the dialler redeems an invitation (which changes what it may see).
+    let (mine, theirs) = if dialer {
+        let mine = offer(&sh);
+        write_frame(&mut send, &hello(&mine, sh.trust.proof_for(peer, me).as_ref())).await.map_err(|e| q(&e))?;
+        (mine, read_hello(&mut recv).await?)
+    } else {
+        let theirs = read_hello(&mut recv).await?;
+        if let Some(proof) = &theirs.proof {
+            match sh.trust.redeem(peer, me, proof, conn.remote_address()) {
+                Some(folder) => tracing::info!(peer = %peer, %folder, "device joined by invitation"),
+                None if sh.trust.is_trusted(&peer) => {}
+                None => tracing::warn!(peer = %peer, "refused an invitation proof: unknown, used or expired invitation"),
+            }
+        }
+        if !sh.trust.is_trusted(&peer) {
+            tracing::warn!(peer = %peer, "refused an unknown device (no valid invitation); trust it with `fsync peer add {peer}`");
+            conn.close(6u32.into(), b"not trusted: invitation unknown, used or expired");
+            return Err(NodeError::Peer("not trusted".into()));
+        }
+        let mine = offer(&sh);
+        write_frame(&mut send, &hello(&mine, None)).await.map_err(|e| q(&e))?;
+        (mine, theirs)
+    };
+    let theirs = theirs.folders;
     // Only now is the peer connected: in TLS 1.3 the dialler finishes its
     // handshake before the other side has checked its certificate, and a
     // refused dialler never gets a hello back.
@@ -485,6 +607,7 @@ async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId
                 write_frame(&mut send, &frame.into_bytes()).await.map_err(|e| q(&e))?;
             }
         }
+        record_progress(&sh, peer, &conn, &sessions);
         let bulk_waiting = sessions.iter().any(|s| s.session.bulk_pending() > 0);
         tokio::select! {
             permit = bulk_tx.reserve(), if bulk_waiting => {

@@ -6,9 +6,14 @@
 //! handshake signature is checked against the same key. An unknown device is
 //! refused during the handshake and logged with its ID, so the user can add
 //! it.
+//!
+//! Invitations are the one exception: while an invitation is open, an
+//! unknown device gets through the handshake *provisionally*, and must then
+//! prove the invitation's secret in its hello (see [`join_proof`]) or be
+//! dropped before it learns anything.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls13_signature, CryptoProvider};
@@ -22,14 +27,136 @@ use crate::id::{DeviceId, Identity};
 /// offered beside it.
 pub const ALPN: &[u8] = b"fsync/1";
 
-/// Which devices are trusted, and for which folders. Shared and changeable
-/// while the node runs.
-#[derive(Debug, Default)]
+/// Which devices are trusted, and for which folders; open invitations, and
+/// the secrets this node proves to inviters. Shared and changeable while the
+/// node runs.
+#[derive(Default)]
 pub struct Trust {
     peers: RwLock<HashMap<DeviceId, HashSet<String>>>,
+    invites: Mutex<Vec<Invite>>,
+    /// Secrets from tickets we joined with, by inviter.
+    join_secrets: RwLock<HashMap<DeviceId, [u8; SECRET_LEN]>>,
+    on_join: Mutex<Option<JoinHook>>,
+}
+
+type JoinHook = Box<dyn Fn(&Joined) + Send + Sync>;
+
+impl std::fmt::Debug for Trust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trust").field("peers", &self.peers).finish_non_exhaustive()
+    }
+}
+
+/// Length of an invitation secret (128 bits).
+pub const SECRET_LEN: usize = 16;
+
+/// An open invitation: whoever proves `secret` before `expires` becomes
+/// trusted for `folder`, once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invite {
+    /// The folder offered.
+    pub folder: String,
+    /// The secret in the ticket.
+    pub secret: [u8; SECRET_LEN],
+    /// Unix time (seconds) after which it is void.
+    pub expires: u64,
+}
+
+/// A device that redeemed an invitation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Joined {
+    /// The new peer.
+    pub device: DeviceId,
+    /// The folder it is now trusted for.
+    pub folder: String,
+    /// The secret it proved (identifies the invitation).
+    pub secret: [u8; SECRET_LEN],
+    /// The address it connected from (its listening address, since a
+    /// node dials from the socket it listens on).
+    pub addr: std::net::SocketAddr,
+}
+
+/// What a joiner sends to prove an invitation's secret: a keyed hash bound
+/// to both devices, so the proof is useless to anyone who sees it.
+pub fn join_proof(secret: &[u8; SECRET_LEN], joiner: DeviceId, inviter: DeviceId) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..SECRET_LEN].copy_from_slice(secret);
+    let mut h = blake3::Hasher::new_keyed(&key);
+    h.update(b"fsync join v1");
+    h.update(&joiner.0);
+    h.update(&inviter.0);
+    *h.finalize().as_bytes()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl Trust {
+    /// Opens an invitation.
+    pub fn invite(&self, invite: Invite) {
+        if let Ok(mut v) = self.invites.lock() {
+            v.push(invite);
+        }
+    }
+
+    /// True while some invitation is open (unknown devices then get
+    /// through the handshake provisionally).
+    pub fn has_open_invites(&self) -> bool {
+        let now = unix_now();
+        self.invites.lock().map(|v| v.iter().any(|i| i.expires > now)).unwrap_or(false)
+    }
+
+    /// How many invitations are open.
+    pub fn open_invites(&self) -> usize {
+        let now = unix_now();
+        self.invites.lock().map(|v| v.iter().filter(|i| i.expires > now).count()).unwrap_or(0)
+    }
+
+    /// Redeems the invitation `proof` answers, for `joiner`: trusts it for
+    /// the folder, closes the invitation and tells the join hook. `None`
+    /// when no open invitation matches.
+    pub fn redeem(&self, joiner: DeviceId, me: DeviceId, proof: &[u8; 32], addr: std::net::SocketAddr) -> Option<String> {
+        let now = unix_now();
+        let invite = {
+            let mut v = self.invites.lock().ok()?;
+            v.retain(|i| i.expires > now);
+            // Compare every candidate fully: no early exit on a match.
+            let pos = v.iter().position(|i| constant_eq(&join_proof(&i.secret, joiner, me), proof))?;
+            v.remove(pos)
+        };
+        self.allow(joiner, &invite.folder);
+        let joined = Joined { device: joiner, folder: invite.folder.clone(), secret: invite.secret, addr };
+        if let Ok(hook) = self.on_join.lock() {
+            if let Some(h) = hook.as_ref() {
+                h(&joined);
+            }
+        }
+        Some(invite.folder)
+    }
+
+    /// Called after every redeemed invitation (the daemon saves the new
+    /// peer in its config).
+    pub fn on_join(&self, hook: impl Fn(&Joined) + Send + Sync + 'static) {
+        if let Ok(mut h) = self.on_join.lock() {
+            *h = Some(Box::new(hook));
+        }
+    }
+
+    /// Remembers the secret of a ticket from `inviter`, proved on every
+    /// connection to it until it is no longer needed.
+    pub fn set_join_secret(&self, inviter: DeviceId, secret: [u8; SECRET_LEN]) {
+        if let Ok(mut m) = self.join_secrets.write() {
+            m.insert(inviter, secret);
+        }
+    }
+
+    /// The proof to send to `inviter`, if we hold a ticket from it.
+    pub fn proof_for(&self, inviter: DeviceId, me: DeviceId) -> Option<[u8; 32]> {
+        let m = self.join_secrets.read().ok()?;
+        m.get(&inviter).map(|s| join_proof(s, me, inviter))
+    }
+
     /// Trusts `device` for `folder` (adds to what it had).
     pub fn allow(&self, device: DeviceId, folder: &str) {
         if let Ok(mut p) = self.peers.write() {
@@ -48,6 +175,10 @@ impl Trust {
     }
 }
 
+fn constant_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -56,12 +187,18 @@ fn provider() -> Arc<CryptoProvider> {
 struct Pinned {
     trust: Arc<Trust>,
     provider: Arc<CryptoProvider>,
+    /// Server side: let unknown clients in provisionally while an
+    /// invitation is open (they must prove it in their hello).
+    invitations: bool,
 }
 
 impl Pinned {
     fn check(&self, cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
         let id = DeviceId::from_cert(cert).map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
         if self.trust.is_trusted(&id) {
+            Ok(())
+        } else if self.invitations && self.trust.has_open_invites() {
+            tracing::debug!(device = %id, "unknown device let in provisionally: an invitation is open");
             Ok(())
         } else {
             tracing::warn!(device = %id, "refused a connection from an unknown device; trust it with `fsync peer add {id}`");
@@ -125,7 +262,7 @@ fn key(id: &Identity) -> PrivateKeyDer<'static> {
 /// The server side: requires a trusted client certificate.
 pub(crate) fn server_config(id: &Identity, trust: Arc<Trust>) -> Result<rustls::ServerConfig, rustls::Error> {
     let p = provider();
-    let verifier = Arc::new(Pinned { trust, provider: p.clone() });
+    let verifier = Arc::new(Pinned { trust, provider: p.clone(), invitations: true });
     let mut c = rustls::ServerConfig::builder_with_provider(p)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -137,7 +274,7 @@ pub(crate) fn server_config(id: &Identity, trust: Arc<Trust>) -> Result<rustls::
 /// The client side: presents our certificate, requires a trusted server.
 pub(crate) fn client_config(id: &Identity, trust: Arc<Trust>) -> Result<rustls::ClientConfig, rustls::Error> {
     let p = provider();
-    let verifier = Arc::new(Pinned { trust, provider: p.clone() });
+    let verifier = Arc::new(Pinned { trust, provider: p.clone(), invitations: false });
     let mut c = rustls::ClientConfig::builder_with_provider(p)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()

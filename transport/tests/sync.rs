@@ -178,3 +178,78 @@ async fn both_sides_dialling_end_with_one_connection() {
     write(&b, "f", "y.txt", "y");
     eventually("sync back", || read(&a, "f", "y.txt").is_some()).await;
 }
+
+fn far_future() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 3600
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitation_is_redeemed_once_and_only_with_its_secret() {
+    use transport::tls::Invite;
+    let inviter = peer(1, &["docs", "private"]);
+    let secret = [7u8; transport::tls::SECRET_LEN];
+    inviter.trust.invite(Invite { folder: "docs".into(), secret, expires: far_future() });
+    let joined = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let j = joined.clone();
+    inviter.trust.on_join(move |x| j.lock().expect("lock").push(x.clone()));
+    write(&inviter, "docs", "a.txt", "shared");
+    write(&inviter, "private", "p.txt", "secret");
+    let addr = inviter.node.local_addr().expect("addr");
+
+    // A stranger with a wrong secret: refused, learns nothing.
+    let stranger = peer(3, &["docs"]);
+    stranger.trust.allow(inviter.node.device_id(), "docs");
+    stranger.trust.set_join_secret(inviter.node.device_id(), [8u8; transport::tls::SECRET_LEN]);
+    stranger.node.dial(addr, inviter.node.device_id());
+
+    // The joiner knows only the inviter and the secret (from the ticket).
+    let joiner = peer(2, &["docs", "private"]);
+    joiner.trust.allow(inviter.node.device_id(), "docs");
+    joiner.trust.allow(inviter.node.device_id(), "private");
+    joiner.trust.set_join_secret(inviter.node.device_id(), secret);
+    joiner.node.dial(addr, inviter.node.device_id());
+    eventually("the joiner syncs", || read(&joiner, "docs", "a.txt").as_deref() == Some("shared")).await;
+    write(&joiner, "docs", "b.txt", "back");
+    eventually("the inviter trusts it back", || read(&inviter, "docs", "b.txt").as_deref() == Some("back")).await;
+    {
+        let j = joined.lock().expect("lock");
+        assert_eq!(j.len(), 1);
+        assert_eq!(j[0].device, joiner.node.device_id());
+        assert_eq!(j[0].folder, "docs");
+        assert_eq!(j[0].addr, joiner.node.local_addr().expect("addr"), "the address a node dials from is its own");
+    }
+    assert_eq!(read(&joiner, "private", "p.txt"), None, "only the invited folder is shared");
+
+    // The secret is used up: another device proving it is refused.
+    let thief = peer(4, &["docs"]);
+    thief.trust.allow(inviter.node.device_id(), "docs");
+    thief.trust.set_join_secret(inviter.node.device_id(), secret);
+    thief.node.dial(addr, inviter.node.device_id());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(read(&thief, "docs", "a.txt"), None);
+    assert_eq!(read(&stranger, "docs", "a.txt"), None);
+    assert!(!inviter.node.connected_peers().contains(&thief.node.device_id()));
+    assert!(!inviter.node.connected_peers().contains(&stranger.node.device_id()));
+    assert!(!inviter.trust.is_trusted(&thief.node.device_id()));
+    assert_eq!(joined.lock().expect("lock").len(), 1);
+    // Status knows how far the joiner is.
+    let info = inviter.node.peer_info();
+    let p = info.get(&joiner.node.device_id()).expect("joiner info");
+    assert_eq!(p.folders.get("docs").and_then(|f| f.to_send), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_invitation_lets_no_one_in() {
+    use transport::tls::Invite;
+    let inviter = peer(1, &["docs"]);
+    let secret = [9u8; transport::tls::SECRET_LEN];
+    inviter.trust.invite(Invite { folder: "docs".into(), secret, expires: 1 });
+    write(&inviter, "docs", "a.txt", "shared");
+    let joiner = peer(2, &["docs"]);
+    joiner.trust.allow(inviter.node.device_id(), "docs");
+    joiner.trust.set_join_secret(inviter.node.device_id(), secret);
+    joiner.node.dial(inviter.node.local_addr().expect("addr"), inviter.node.device_id());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(read(&joiner, "docs", "a.txt"), None);
+    assert!(!inviter.trust.is_trusted(&joiner.node.device_id()));
+}

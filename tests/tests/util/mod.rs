@@ -48,6 +48,12 @@ impl Node {
         String::from_utf8(out.stderr).expect("utf-8 output")
     }
 
+    /// `fsync status --json`, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.ok(&["status", "--json"]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {out}"))
+    }
+
     pub fn config(&self) -> String {
         std::fs::read_to_string(self.home.join("config.toml")).expect("config")
     }
@@ -105,6 +111,26 @@ impl Node {
             .spawn()
             .expect("fsync run starts");
         Daemon { child }
+    }
+
+    /// `fsync run ARGS...` with stdout kept in HOME/../daemon.out.
+    pub fn spawn(&self, args: &[&str]) -> Daemon {
+        let log = std::fs::File::create(self.scratch.join("daemon.log")).expect("log");
+        let out = std::fs::File::create(self.scratch.join("daemon.out")).expect("out");
+        let child = Command::new(fsync_bin())
+            .arg("--home")
+            .arg(&self.home)
+            .args(args)
+            .stdout(out)
+            .stderr(log)
+            .spawn()
+            .expect("fsync starts");
+        Daemon { child }
+    }
+
+    /// What a spawned daemon printed on stdout.
+    pub fn out(&self) -> String {
+        std::fs::read_to_string(self.scratch.join("daemon.out")).unwrap_or_default()
     }
 
     pub fn log(&self) -> String {
