@@ -40,7 +40,7 @@ use transport::tls::Joined;
 use transport::{DeviceId, Node, Trust};
 use watcher::ignore::Ignore;
 use watcher::live::{Debouncer, Live, LiveWatcher};
-use watcher::{scan_scoped, write_back, Index};
+use watcher::{scan_scoped, write_back_with, Index};
 
 use crate::config::{Config, FolderConfig};
 use crate::home::Home;
@@ -73,6 +73,8 @@ struct Local {
     debounce: Debouncer,
     /// The last scan failed: the retry scans everything again.
     rescan: bool,
+    /// Digest of the index as last saved (unchanged: not written again).
+    index_saved: Option<[u8; 32]>,
 }
 
 fn now_ms() -> u64 {
@@ -205,7 +207,6 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
                         d.scan(i, None);
                     }
                     d.write(i);
-                    d.persist(i);
                 }
             }
             r = changes.changed() => {
@@ -214,7 +215,6 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
                 }
                 for i in 0..d.locals.len() {
                     d.write(i);
-                    d.persist(i);
                 }
             }
             Some(j) = joins.recv() => d.joined(j),
@@ -314,6 +314,7 @@ fn open_folder(
         durable,
         debounce: Debouncer::new(QUIET_MS, MAX_WAIT_MS),
         rescan: false,
+        index_saved: None,
     };
     Ok((local, folder, chunks))
 }
@@ -334,19 +335,32 @@ impl Daemon {
         self.retry_at = Some(Instant::now() + RETRY);
     }
 
-    /// Takes disk changes in (a scope of paths, or everything).
+    /// Takes disk changes in (a scope of paths, or everything) and saves
+    /// them *before* peers hear of them: a change a peer has must never be
+    /// missing from our store after a crash, or the restart would find it on
+    /// disk again and record it a second time.
     fn scan(&mut self, i: usize, scope: Option<&[String]>) {
         let l = &mut self.locals[i];
+        let store = &mut self.store;
         let ignore = Ignore::load(&l.root);
         let r = tokio::task::block_in_place(|| {
+            let name = l.name.clone();
             self.node
-                .read(&l.name, |s: &mut FolderState| {
-                    scan_scoped(&l.root, &mut s.folder, &mut s.chunks, &mut l.index, &ignore, scope, now_ms())
+                .read(&name, |s: &mut FolderState| {
+                    let report = scan_scoped(&l.root, &mut s.folder, &mut s.chunks, &mut l.index, &ignore, scope, now_ms());
+                    let saved = save(l, s, store);
+                    (report, saved)
                 })
                 .context("folder vanished")
         });
-        l.rescan = r.as_ref().map_or(true, |r| r.is_err());
-        match r.and_then(|r| r.map_err(anyhow::Error::from)) {
+        let (report, saved) = match r {
+            Ok((report, saved)) => (report.map_err(anyhow::Error::from), saved),
+            Err(e) => (Err(e), Ok(())),
+        };
+        self.saved(i, saved);
+        let l = &mut self.locals[i];
+        l.rescan = report.is_err();
+        match report {
             Ok(report) => {
                 if !report.is_empty() {
                     tracing::info!(folder = %l.name, created = report.created.len(), modified = report.modified.len(),
@@ -362,24 +376,51 @@ impl Daemon {
     }
 
     /// Writes merged state to disk; scans first where the disk changed.
+    /// What is written is saved first: after a crash the disk never holds a
+    /// change the store lacks (it would be taken in again as a new edit).
     fn write(&mut self, i: usize) {
         for _ in 0..3 {
             let l = &mut self.locals[i];
+            let store = &mut self.store;
             let r = tokio::task::block_in_place(|| {
+                let name = l.name.clone();
                 self.node
-                    .read(&l.name, |s: &mut FolderState| write_back(&l.root, &mut s.folder, &s.chunks, &mut l.index))
-                    .context("folder vanished")
+                    .read(&name, |s: &mut FolderState| -> Result<Option<watcher::WriteReport>> {
+                        if let Err(e) = save(l, s, store) {
+                            return Err(e.context("not writing merged changes before they are saved"));
+                        }
+                        // Intents are saved before files are replaced: see
+                        // `write_back_with`.
+                        let key = format!("index/{}", l.name);
+                        let mut intents = |index: &Index| -> Result<(), String> {
+                            store.put_state(&key, &index.encode()).and_then(|_| store.sync()).map_err(|e| e.to_string())
+                        };
+                        let report = write_back_with(&l.root, &mut s.folder, &s.chunks, &mut l.index, &mut intents);
+                        // The index, as written.
+                        save(l, s, store)?;
+                        Ok(Some(report.map_err(|e| anyhow!("cannot write merged changes into {}: {e}", l.root.display()))?))
+                    })
+                    .context("folder vanished")?
             });
-            let report = match r.and_then(|r| r.map_err(anyhow::Error::from)) {
-                Ok(r) => r,
+            let report = match r {
+                Ok(Some(r)) => {
+                    self.saved(i, Ok(()));
+                    r
+                }
+                Ok(None) => return,
                 Err(e) => {
-                    let what = format!("cannot write merged changes into {}", l.root.display());
-                    return self.fail(&what, &e);
+                    self.saved(i, Err(e));
+                    return;
                 }
             };
+            let l = &self.locals[i];
             if !report.written.is_empty() || !report.removed.is_empty() || !report.moved.is_empty() {
                 tracing::info!(folder = %l.name, written = report.written.len(), removed = report.removed.len(),
                     moved = report.moved.len(), "merged changes written");
+            }
+            if !report.raced.is_empty() {
+                // Writes that slipped in were taken in as local edits.
+                self.node.notify();
             }
             if report.needs_scan.is_empty() && report.raced.is_empty() {
                 return;
@@ -390,30 +431,19 @@ impl Daemon {
         }
     }
 
-    /// Saves new events, chunks and the index, then syncs once. On failure
-    /// the store has dropped everything since its last sync, so the next
-    /// attempt starts again from there.
+    /// Saves what is not saved yet.
     fn persist(&mut self, i: usize) {
         let l = &mut self.locals[i];
         let store = &mut self.store;
-        let r = tokio::task::block_in_place(|| -> Result<()> {
-            self.node
-                .read(&l.name, |s: &mut FolderState| -> Result<()> {
-                    l.saver.save_collecting(&l.name, &s.folder, store, &mut l.unsaved_chunks)?;
-                    let arrived: Vec<ChunkHash> = l.unsaved_chunks.iter().copied().filter(|h| s.chunks.has(h)).collect();
-                    for h in arrived {
-                        if let Some(b) = s.chunks.get(&h) {
-                            store.put_chunk(h, &b)?;
-                        }
-                        l.unsaved_chunks.remove(&h);
-                    }
-                    Ok(())
-                })
-                .context("folder vanished")??;
-            store.put_state(&format!("index/{}", l.name), &l.index.encode())?;
-            store.sync()?;
-            Ok(())
-        });
+        let name = l.name.clone();
+        let r = tokio::task::block_in_place(|| self.node.read(&name, |s| save(l, s, store)).unwrap_or(Ok(())));
+        self.saved(i, r);
+    }
+
+    /// Bookkeeping after a save: remember the durable point, or go back to
+    /// it (the store drops what it had not synced when it fails).
+    fn saved(&mut self, i: usize, r: Result<()>) {
+        let l = &mut self.locals[i];
         match r {
             Ok(()) => {
                 l.durable = (l.saver.clone(), l.unsaved_chunks.clone());
@@ -424,6 +454,7 @@ impl Daemon {
             Err(e) => {
                 l.saver = l.durable.0.clone();
                 l.unsaved_chunks = l.durable.1.clone();
+                l.index_saved = None;
                 self.store_error = Some(format!("{e:#}"));
                 self.fail("cannot save changes to the store", &e);
             }
@@ -616,6 +647,32 @@ impl Daemon {
             let _ = self.store.put_state("last_seen", &b);
         }
     }
+}
+
+/// Saves a folder's new events, the chunks they need that are here, and
+/// the disk index; then syncs once (group commit). The caller holds the
+/// folder, so no peer sees a local change before it is durable.
+fn save(l: &mut Local, s: &FolderState, store: &mut RedbStore) -> Result<()> {
+    let mut wrote = l.saver.save_collecting(&l.name, &s.folder, store, &mut l.unsaved_chunks)?;
+    let arrived: Vec<ChunkHash> = l.unsaved_chunks.iter().copied().filter(|h| s.chunks.has(h)).collect();
+    for h in arrived {
+        if let Some(b) = s.chunks.get(&h) {
+            store.put_chunk(h, &b)?;
+            wrote = true;
+        }
+        l.unsaved_chunks.remove(&h);
+    }
+    let index = l.index.encode();
+    let digest = *blake3::hash(&index).as_bytes();
+    if l.index_saved != Some(digest) {
+        store.put_state(&format!("index/{}", l.name), &index)?;
+        wrote = true;
+    }
+    if wrote {
+        store.sync()?;
+    }
+    l.index_saved = Some(digest);
+    Ok(())
 }
 
 /// Peers' last-seen times (unix ms) as saved by the daemon.

@@ -304,6 +304,17 @@ fn ask_daemon(home: &Home, request: &str) -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// When no daemon answers on the control socket but one holds the home's
+/// lock, it is still starting (scanning its folders): say so, rather than
+/// fail on the store it has open.
+fn daemon_starting(home: &Home) -> Result<()> {
+    let Ok(f) = std::fs::File::open(home.dir.join("daemon.lock")) else { return Ok(()) };
+    if f.try_lock().is_err() {
+        bail!("the daemon on {} is starting up (scanning its folders); try again in a moment", home.dir.display());
+    }
+    Ok(())
+}
+
 /// Asks the running daemon or, when none runs, reads the store directly.
 fn query(home: &Home, path: &std::path::Path, cmd: &str, extra: &str) -> Result<Vec<u8>> {
     let config = home.config()?;
@@ -314,6 +325,7 @@ fn query(home: &Home, path: &std::path::Path, cmd: &str, extra: &str) -> Result<
         return Ok(reply);
     }
     // No daemon: read the store.
+    daemon_starting(home)?;
     let identity = home.identity()?;
     let mut store = cli::store::RedbStore::open(&home.store_path())?;
     let agent = cli::daemon::agent_of(identity.device_id());
@@ -329,6 +341,7 @@ fn status(home: &Home, json: bool) -> Result<Vec<u8>> {
     if let Some(reply) = ask_daemon(home, &format!("status\t{}", if json { "json" } else { "text" }))? {
         return Ok(reply);
     }
+    daemon_starting(home)?;
     let identity = home.identity()?;
     let me = identity.device_id();
     let agent = cli::daemon::agent_of(me);

@@ -31,6 +31,8 @@ const PEERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("peers"
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 
 const MAGIC: &[u8] = b"fsync-store";
+/// How long opening waits for another process to let go of the store.
+const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The format this build writes and reads.
 pub const FORMAT: u64 = 1;
 
@@ -52,9 +54,26 @@ fn e<E: Into<redb::Error>>(what: &str) -> impl Fn(E) -> StoreError + '_ {
 
 impl RedbStore {
     /// Opens (or creates) the store in file `path`.
+    ///
+    /// A command that reads the store while no daemon runs (`fsync status`,
+    /// `log`, `cat`) holds it for a moment: opening waits up to a few
+    /// seconds for it rather than fail.
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
         let path = path.to_owned();
-        Self::with(Box::new(move || Database::create(&path).map_err(e("opening the store"))))
+        Self::with(Box::new(move || {
+            let start = std::time::Instant::now();
+            loop {
+                match Database::create(&path) {
+                    Err(redb::DatabaseError::DatabaseAlreadyOpen) if start.elapsed() < OPEN_WAIT => {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                        return Err(StoreError::Io(format!("{} is in use by another fsync process", path.display())))
+                    }
+                    r => return r.map_err(e("opening the store")),
+                }
+            }
+        }))
     }
 
     /// Opens a store on a backend made by `backend` (called again to

@@ -73,8 +73,13 @@ struct Shared {
     folders: Mutex<BTreeMap<String, Arc<Mutex<FolderState>>>>,
     /// Bumped on every change to any folder.
     generation: watch::Sender<u64>,
-    /// The one connection kept per peer, with the device that initiated it.
-    connected: Mutex<BTreeMap<DeviceId, (quinn::Connection, DeviceId)>>,
+    /// The one connection kept per peer, with the device that initiated it
+    /// and the peer's boot id.
+    connected: Mutex<BTreeMap<DeviceId, (quinn::Connection, DeviceId, u64)>>,
+    /// Random per process: tells a peer that we restarted, so it drops
+    /// the connection to our old process at once instead of waiting for its
+    /// idle timeout.
+    boot: u64,
     /// Connection loops running (for status and tests).
     running: std::sync::atomic::AtomicUsize,
     /// What each peer has been up to, for status.
@@ -127,18 +132,20 @@ impl<'a> Connected<'a> {
     /// When both sides dial at once there are two connections: both sides
     /// keep the one initiated by the smaller device ID and close the other.
     /// A newer connection from the same initiator replaces the old one (the
-    /// old one is probably dead and waiting for its idle timeout).
-    fn register(sh: &'a Shared, conn: &quinn::Connection, peer: DeviceId, initiator: DeviceId) -> Option<Self> {
+    /// old one is probably dead and waiting for its idle timeout), and so
+    /// does any connection from a peer that restarted (another boot id):
+    /// its old connection is certainly dead.
+    fn register(sh: &'a Shared, conn: &quinn::Connection, peer: DeviceId, initiator: DeviceId, boot: u64) -> Option<Self> {
         let me = sh.identity.device_id();
         let preferred = me.min(peer);
         let mut c = sh.connected.lock().ok()?;
-        if let Some((old, old_init)) = c.get(&peer) {
-            if *old_init != initiator && *old_init == preferred {
+        if let Some((old, old_init, old_boot)) = c.get(&peer) {
+            if *old_boot == boot && *old_init != initiator && *old_init == preferred {
                 return None;
             }
             old.close(5u32.into(), b"replaced by another connection");
         }
-        c.insert(peer, (conn.clone(), initiator));
+        c.insert(peer, (conn.clone(), initiator, boot));
         Some(Connected(sh, peer, conn.stable_id()))
     }
 }
@@ -146,7 +153,7 @@ impl<'a> Connected<'a> {
 impl Drop for Connected<'_> {
     fn drop(&mut self) {
         if let Ok(mut c) = self.0.connected.lock() {
-            if c.get(&self.1).is_some_and(|(conn, _)| conn.stable_id() == self.2) {
+            if c.get(&self.1).is_some_and(|(conn, _, _)| conn.stable_id() == self.2) {
                 c.remove(&self.1);
             }
         }
@@ -157,6 +164,17 @@ impl Drop for Connected<'_> {
 pub struct Node {
     shared: Arc<Shared>,
     endpoint: quinn::Endpoint,
+}
+
+/// A random id for this process (clock and pid through BLAKE3).
+fn boot_id() -> u64 {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let mut h = blake3::Hasher::new();
+    h.update(&nanos.to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    u64::from_le_bytes(b)
 }
 
 fn now_ms() -> u64 {
@@ -221,6 +239,7 @@ impl Node {
             connected: Mutex::new(BTreeMap::new()),
             running: std::sync::atomic::AtomicUsize::new(0),
             info: Mutex::new(BTreeMap::new()),
+            boot: boot_id(),
         });
         let (ep, sh) = (endpoint.clone(), shared.clone());
         tokio::spawn(async move {
@@ -270,7 +289,7 @@ impl Node {
         self.shared
             .connected
             .lock()
-            .map(|c| c.iter().map(|(p, (_, init))| (me.min(*p), *init)).collect())
+            .map(|c| c.iter().map(|(p, (_, init, _))| (me.min(*p), *init)).collect())
             .unwrap_or_default()
     }
 
@@ -284,7 +303,7 @@ impl Node {
     /// trust or folders changed).
     pub fn disconnect(&self, device: DeviceId) {
         if let Ok(c) = self.shared.connected.lock() {
-            if let Some((conn, _)) = c.get(&device) {
+            if let Some((conn, _, _)) = c.get(&device) {
                 conn.close(7u32.into(), b"shared folders changed; reconnect");
             }
         }
@@ -404,9 +423,10 @@ const HELLO_VERSION: u64 = 2;
 /// The first frame on a connection: the folders offered to that peer, and
 /// the proof of an invitation's secret when joining (see
 /// [`crate::tls::join_proof`]).
-pub fn hello(names: &[String], proof: Option<&[u8; 32]>) -> Vec<u8> {
+pub fn hello(names: &[String], proof: Option<&[u8; 32]>, boot: u64) -> Vec<u8> {
     let mut w = Writer::new();
     w.varint(HELLO_VERSION);
+    w.varint(boot);
     w.usize(names.len());
     for n in names {
         w.str(n);
@@ -422,6 +442,7 @@ pub fn hello(names: &[String], proof: Option<&[u8; 32]>) -> Vec<u8> {
 }
 
 struct Hello {
+    boot: u64,
     folders: Vec<String>,
     proof: Option<[u8; 32]>,
 }
@@ -433,6 +454,7 @@ fn parse_hello(bytes: &[u8]) -> Result<Hello, NodeError> {
     if version != HELLO_VERSION {
         return Err(NodeError::Peer(format!("unsupported hello version {version} (this node speaks {HELLO_VERSION})")));
     }
+    let boot = r.varint().map_err(bad)?;
     let n = r.count(1).map_err(bad)?;
     let mut folders = Vec::with_capacity(n);
     for _ in 0..n {
@@ -447,7 +469,7 @@ fn parse_hello(bytes: &[u8]) -> Result<Hello, NodeError> {
         }
         t => return Err(NodeError::Peer(format!("bad hello: proof tag {t}"))),
     };
-    Ok(Hello { folders, proof })
+    Ok(Hello { boot, folders, proof })
 }
 
 /// Notes how far each folder's session is with `peer`.
@@ -498,7 +520,7 @@ async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId
     // the dialler redeems an invitation (which changes what it may see).
     let (mine, theirs) = if dialer {
         let mine = offer(&sh);
-        write_frame(&mut send, &hello(&mine, sh.trust.proof_for(peer, me).as_ref())).await.map_err(|e| q(&e))?;
+        write_frame(&mut send, &hello(&mine, sh.trust.proof_for(peer, me).as_ref(), sh.boot)).await.map_err(|e| q(&e))?;
         (mine, read_hello(&mut recv).await?)
     } else {
         let theirs = read_hello(&mut recv).await?;
@@ -515,15 +537,15 @@ async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId
             return Err(NodeError::Peer("not trusted".into()));
         }
         let mine = offer(&sh);
-        write_frame(&mut send, &hello(&mine, None)).await.map_err(|e| q(&e))?;
+        write_frame(&mut send, &hello(&mine, None, sh.boot)).await.map_err(|e| q(&e))?;
         (mine, theirs)
     };
-    let theirs = theirs.folders;
+    let (theirs, their_boot) = (theirs.folders, theirs.boot);
     // Only now is the peer connected: in TLS 1.3 the dialler finishes its
     // handshake before the other side has checked its certificate, and a
     // refused dialler never gets a hello back.
     let initiator = if dialer { sh.identity.device_id() } else { peer };
-    let Some(_connected) = Connected::register(&sh, &conn, peer, initiator) else {
+    let Some(_connected) = Connected::register(&sh, &conn, peer, initiator, their_boot) else {
         conn.close(5u32.into(), b"duplicate connection");
         return Ok(());
     };

@@ -34,7 +34,7 @@ fn frame(idx: usize, body: &[u8]) -> Vec<u8> {
 async fn attack(m: &Node, target: &Node, payload: Vec<u8>) -> bool {
     let conn = m.connect_raw(target.local_addr().expect("addr")).await.expect("trusted, so it connects");
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
-    write_frame(&mut send, &hello(&["f".to_owned()], None)).await.expect("hello");
+    write_frame(&mut send, &hello(&["f".to_owned()], None, 1)).await.expect("hello");
     let _their_hello = read_frame(&mut recv).await.expect("hello back");
     let _ = send.write_all(&payload).await;
     // The node closes the connection (or at least the stream) on us.

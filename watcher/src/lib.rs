@@ -19,7 +19,7 @@ pub mod write;
 use std::path::Path;
 
 pub use scan::{scan, scan_scoped, Index, Known, ScanReport};
-pub use write::{write_back, WriteReport};
+pub use write::{write_back, write_back_with, WriteReport};
 
 /// Why a scan or write-back failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,10 @@ pub enum WatchError {
     /// Something disappeared while being handled.
     #[error("an entry disappeared while being written")]
     Gone,
+    /// The caller could not make the write intents durable; nothing was
+    /// replaced.
+    #[error("cannot record what is about to be written: {0}")]
+    Intent(String),
 }
 
 impl WatchError {

@@ -39,6 +39,10 @@ pub struct Known {
     pub stat: Stat,
     /// The entry's version matching the disk content.
     pub base: Vec<EventId>,
+    /// A write-back about to replace this path: if the path holds inode
+    /// `.0`, the write landed and the disk holds version `.1` (the index
+    /// update after it may have been lost in a crash).
+    pub staged: Option<(u64, Vec<EventId>)>,
 }
 
 /// The metadata that tells whether a path changed.
@@ -76,7 +80,7 @@ pub struct Index {
 }
 
 const INDEX_MAGIC: &[u8] = b"FSIX";
-const INDEX_VERSION: u64 = 1;
+const INDEX_VERSION: u64 = 2;
 
 impl Index {
     /// The index as bytes, to keep in the store: without it, a restarted
@@ -102,10 +106,21 @@ impl Index {
             w.signed(k.stat.mtime);
             w.signed(k.stat.ctime);
             w.u8(k.stat.exec as u8);
-            w.usize(k.base.len());
-            for b in &k.base {
-                w.raw(&b.agent.0);
-                w.varint(b.seq);
+            let ids = |w: &mut Writer, v: &[EventId]| {
+                w.usize(v.len());
+                for b in v {
+                    w.raw(&b.agent.0);
+                    w.varint(b.seq);
+                }
+            };
+            ids(&mut w, &k.base);
+            match &k.staged {
+                Some((ino, v)) => {
+                    w.u8(1);
+                    w.varint(*ino);
+                    ids(&mut w, v);
+                }
+                None => w.u8(0),
             }
         }
         w.into_bytes()
@@ -118,7 +133,8 @@ impl Index {
         let mut r = Reader::new(bytes);
         r.magic(INDEX_MAGIC, "disk index")?;
         let v = r.varint()?;
-        if v != INDEX_VERSION {
+        // Version 1 lacks write intents.
+        if v != INDEX_VERSION && v != 1 {
             return Err(DecodeError::UnsupportedVersion(v));
         }
         let id = |r: &mut Reader<'_>| -> Result<EventId, DecodeError> {
@@ -137,11 +153,20 @@ impl Index {
                 _ => return Err(DecodeError::Invalid("kind")),
             };
             let stat = Stat { ino: r.varint()?, size: r.varint()?, mtime: r.signed()?, ctime: r.signed()?, exec: r.u8()? != 0 };
-            let mut base = Vec::new();
-            for _ in 0..r.count(17)? {
-                base.push(id(&mut r)?);
-            }
-            index.files.insert(path, Known { id: entry, kind, stat, base });
+            let ids = |r: &mut Reader<'_>| -> Result<Vec<EventId>, DecodeError> {
+                let mut v = Vec::new();
+                for _ in 0..r.count(17)? {
+                    v.push(id(r)?);
+                }
+                Ok(v)
+            };
+            let base = ids(&mut r)?;
+            let staged = match if v == 1 { 0 } else { r.u8()? } {
+                0 => None,
+                1 => Some((r.varint()?, ids(&mut r)?)),
+                _ => return Err(DecodeError::Invalid("staged")),
+            };
+            index.files.insert(path, Known { id: entry, kind, stat, base, staged });
         }
         r.finish()?;
         Ok(index)
@@ -474,7 +499,7 @@ fn scan_inner(
             _ => folder.create(&p, d.kind, now)?,
         };
         let base = take_in(folder, chunks, id, &[], body, d.stat.exec, now)?;
-        index.files.insert(p.clone(), Known { id, kind: d.kind, stat: d.stat, base });
+        index.files.insert(p.clone(), Known { id, kind: d.kind, stat: d.stat, base, staged: None });
         report.created.push(p);
     }
 
@@ -488,8 +513,14 @@ fn scan_inner(
     for (p, k) in changed {
         let d = &disk[&p];
         let Ok(body) = read_body(&root.join(&p), d.kind) else { continue };
-        let base = take_in(folder, chunks, k.id, &k.base, body, d.stat.exec, now)?;
-        index.files.insert(p.clone(), Known { stat: d.stat, base, ..k });
+        // Our staged write landed (the index update after it was lost):
+        // the disk holds the staged version, plus whatever was done since.
+        let from = match &k.staged {
+            Some((ino, v)) if *ino == d.stat.ino => v.clone(),
+            _ => k.base.clone(),
+        };
+        let base = take_in(folder, chunks, k.id, &from, body, d.stat.exec, now)?;
+        index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, ..k });
         if d.kind != Kind::Dir {
             report.modified.push(p);
         }
@@ -525,6 +556,16 @@ fn take_in(
         Body::Text(t) => {
             let doc = folder.doc(id).ok_or(WatchError::Gone)?;
             let was_text = folder.state(id).is_some_and(|s| s.content == Content::Text);
+            // The disk already holds the current version (a write-back whose
+            // index update was lost in a crash): nothing to take in. Diffing
+            // from the old base would record the merged changes a second
+            // time.
+            if was_text && base != current && doc.text() == t {
+                if folder.state(id).is_some_and(|s| s.kind == Kind::File && s.exec != exec) {
+                    folder.set_exec(id, exec, now)?;
+                }
+                return Ok(doc_version(folder));
+            }
             let base_text = if base == current {
                 doc.text()
             } else {

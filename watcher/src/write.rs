@@ -77,11 +77,20 @@ enum Replaced {
     Raced(Vec<u8>, Stat),
 }
 
-/// Writes `bytes` to `target` through a synced temp file and a rename,
-/// keeping the old file's permission bits (with the executable bits set or
-/// cleared as asked). `expected` is what the old file must still be.
-fn replace_file(target: &Path, bytes: &[u8], exec: bool, expected: Option<Stat>) -> Result<Replaced, WatchError> {
-    use std::io::Read;
+/// A file written to its temp path and synced, not renamed yet.
+struct Staged {
+    target: PathBuf,
+    tmp: PathBuf,
+    /// The temp file's metadata (the inode survives the rename).
+    ours: Stat,
+    /// The old file, held open across the rename.
+    old: Option<std::fs::File>,
+}
+
+/// Writes `bytes` to a synced temp file beside `target`, keeping the old
+/// file's permission bits (with the executable bits set or cleared as
+/// asked).
+fn stage(target: &Path, bytes: &[u8], exec: bool) -> Result<Staged, WatchError> {
     let dir = target.parent().ok_or(WatchError::Gone)?;
     let tmp = temp_path(dir);
     let io = |e| WatchError::io(target, e);
@@ -100,33 +109,61 @@ fn replace_file(target: &Path, bytes: &[u8], exec: bool, expected: Option<Stat>)
         f.write_all(bytes)?;
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.sync_all()?;
-        let ours = Stat::of(&f.metadata()?);
-        std::fs::rename(&tmp, target)?;
-        // The rename is durable once the directory is.
-        std::fs::File::open(dir)?.sync_all()?;
-        Ok(ours)
+        Ok(Stat::of(&f.metadata()?))
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    let mut ours: Stat = result.map_err(io)?;
-    // Renaming changes the inode's ctime; take it from the file now, unless
-    // someone already wrote to it (then keep a ctime that cannot match, so
-    // the next scan reads their write).
-    match lstat(target) {
-        Some(now) if now.ino == ours.ino && now.size == ours.size && now.mtime == ours.mtime => ours.ctime = now.ctime,
-        _ => ours.ctime = -1,
-    }
-    if let (Some(mut f), Some(exp)) = (old, expected) {
-        let now = f.metadata().map(|m| Stat::of(&m)).map_err(io)?;
-        if now.size != exp.size || now.mtime != exp.mtime {
-            let mut raced = Vec::new();
-            f.read_to_end(&mut raced).map_err(io)?;
-            return Ok(Replaced::Raced(raced, ours));
+    match result {
+        Ok(ours) => Ok(Staged { target: target.to_owned(), tmp, ours, old }),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(io(e))
         }
     }
-    Ok(Replaced::Done(ours))
 }
+
+impl Staged {
+    /// Drops the temp file (the write is abandoned).
+    fn abandon(self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+
+    /// Renames the temp file over the target. `expected` is what the old
+    /// file must still be.
+    fn land(self, expected: Option<Stat>) -> Result<Replaced, WatchError> {
+        use std::io::Read;
+        let io = |e| WatchError::io(&self.target, e);
+        let dir = self.target.parent().ok_or(WatchError::Gone)?;
+        let result = (|| {
+            std::fs::rename(&self.tmp, &self.target)?;
+            // The rename is durable once the directory is.
+            std::fs::File::open(dir)?.sync_all()
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&self.tmp);
+            return Err(io(e));
+        }
+        let mut ours = self.ours;
+        // Renaming changes the inode's ctime; take it from the file now,
+        // unless someone already wrote to it (then keep a ctime that cannot
+        // match, so the next scan reads their write).
+        match lstat(&self.target) {
+            Some(now) if now.ino == ours.ino && now.size == ours.size && now.mtime == ours.mtime => ours.ctime = now.ctime,
+            _ => ours.ctime = -1,
+        }
+        if let (Some(mut f), Some(exp)) = (self.old, expected) {
+            let now = f.metadata().map(|m| Stat::of(&m)).map_err(io)?;
+            if now.size != exp.size || now.mtime != exp.mtime {
+                let mut raced = Vec::new();
+                f.read_to_end(&mut raced).map_err(io)?;
+                return Ok(Replaced::Raced(raced, ours));
+            }
+        }
+        Ok(Replaced::Done(ours))
+    }
+}
+
+/// Files staged and renamed per round: each holds its old file open, so
+/// the round stays well under the open-file limit.
+const STAGE_BATCH: usize = 256;
 
 fn replace_link(target: &Path, to: &str) -> Result<(), WatchError> {
     let dir = target.parent().ok_or(WatchError::Gone)?;
@@ -145,6 +182,23 @@ pub fn write_back(
     folder: &mut Folder,
     chunks: &dyn ChunkStore,
     index: &mut Index,
+) -> Result<WriteReport, WatchError> {
+    write_back_with(root, folder, chunks, index, &mut |_| Ok(()))
+}
+
+/// [`write_back`], calling `intents` with the index before files are
+/// replaced: it then records, for each known path about to be replaced,
+/// the inode of the new file and its version ([`Known::staged`]). A caller
+/// that saves the index there (durably) makes a crash between a replace and
+/// the next save harmless: the restart's scan sees the new inode and knows
+/// which version the disk holds, instead of taking the merged text in again
+/// as a local edit.
+pub fn write_back_with(
+    root: &Path,
+    folder: &mut Folder,
+    chunks: &dyn ChunkStore,
+    index: &mut Index,
+    intents: &mut dyn FnMut(&Index) -> Result<(), String>,
 ) -> Result<WriteReport, WatchError> {
     let mut report = WriteReport::default();
     let nodes: Vec<_> = folder.tree().nodes().cloned().collect();
@@ -208,7 +262,9 @@ pub fn write_back(
         index.files.remove(&p);
     }
 
-    // Writes, parents first.
+    // Writes, parents first; content is staged in batches, the intents
+    // recorded, then the batch lands.
+    let mut batch: Vec<Pending> = Vec::new();
     for n in &nodes {
         let Some(state) = folder.state(n.id).cloned() else { continue };
         let doc_version = folder.doc(n.id).map(|d| d.version_ids()).unwrap_or_default();
@@ -224,61 +280,112 @@ pub fn write_back(
             report.needs_scan.push(n.path.clone());
             continue;
         }
-        let mut written: Option<Stat> = None;
-        match (&state.content, n.kind) {
+        let bytes = match (&state.content, n.kind) {
             (_, Kind::Dir) => {
                 std::fs::create_dir_all(&full).map_err(|e| WatchError::io(&full, e))?;
-            }
-            (Content::Link(t), _) => replace_link(&full, t)?,
-            (Content::Text, _) => {
-                let text = folder.doc(n.id).map(|d| d.text()).unwrap_or_default();
-                let expected = known.as_ref().map(|k| k.stat);
-                let r = replace_file(&full, text.as_bytes(), state.exec, expected)?;
-                written = Some(match &r {
-                    Replaced::Done(s) | Replaced::Raced(_, s) => *s,
-                });
-                if let Replaced::Raced(bytes, _) = r {
-                    // A write slipped in: take it in from the base it was
-                    // made on, and leave the path for the next round.
-                    if let (Some(k), Ok(t)) = (known.as_ref(), String::from_utf8(bytes)) {
-                        let doc = folder.doc(n.id).ok_or(WatchError::Gone)?;
-                        let base_text = doc.lvs_of(&k.base).map_or_else(|| doc.text(), |l| doc.text_at(&l));
-                        let edits = crate::diff::text_edits(&base_text, &t);
-                        folder.edit_text_from(n.id, &k.base, &edits, now_ms())?;
-                    }
-                    // The index records what we wrote (so the merge is
-                    // written next round, and nothing is read back twice).
-                    report.raced.push(n.path.clone());
+                let stat = lstat(&full).ok_or(WatchError::Gone)?;
+                index.files.insert(n.path.clone(), Known { id: n.id, kind: n.kind, stat, base: doc_version, staged: None });
+                if known.is_none() {
+                    report.written.push(n.path.clone());
                 }
+                continue;
             }
+            (Content::Link(t), _) => {
+                replace_link(&full, t)?;
+                let stat = lstat(&full).ok_or(WatchError::Gone)?;
+                index.files.insert(n.path.clone(), Known { id: n.id, kind: n.kind, stat, base: doc_version, staged: None });
+                report.written.push(n.path.clone());
+                continue;
+            }
+            (Content::Text, _) => folder.doc(n.id).map(|d| d.text()).unwrap_or_default().into_bytes(),
             (Content::Binary { chunks: refs, .. }, _) => match assemble(refs, chunks) {
-                Some(bytes) => {
-                    let expected = known.as_ref().map(|k| k.stat);
-                    let r = replace_file(&full, &bytes, state.exec, expected)?;
-                    written = Some(match &r {
-                        Replaced::Done(s) | Replaced::Raced(_, s) => *s,
-                    });
-                    if let Replaced::Raced(..) = r {
-                        // The other write is in the replaced inode; the next
-                        // scan sees the file as we wrote it. Report it.
-                        report.raced.push(n.path.clone());
-                    }
-                }
+                Some(bytes) => bytes,
                 None => {
                     report.waiting_for_chunks.push(n.path.clone());
                     continue;
                 }
             },
             (Content::None, _) => continue,
-        }
-        let stat = match written {
-            Some(s) => s,
-            None => lstat(&full).ok_or(WatchError::Gone)?,
         };
-        index.files.insert(n.path.clone(), Known { id: n.id, kind: n.kind, stat, base: doc_version });
-        if n.kind != Kind::Dir || known.is_none() {
-            report.written.push(n.path.clone());
+        let staged = stage(&full, &bytes, state.exec)?;
+        let text = matches!(state.content, Content::Text);
+        batch.push(Pending { path: n.path.clone(), id: n.id, kind: n.kind, text, version: doc_version, known, staged });
+        if batch.len() >= STAGE_BATCH {
+            land_batch(std::mem::take(&mut batch), folder, index, &mut report, intents)?;
         }
     }
+    land_batch(batch, folder, index, &mut report, intents)?;
     Ok(report)
+}
+
+/// A file staged for one path.
+struct Pending {
+    path: String,
+    id: EntryId,
+    kind: Kind,
+    text: bool,
+    version: Vec<fsync_core::EventId>,
+    known: Option<Known>,
+    staged: Staged,
+}
+
+/// Records the batch's intents through `intents`, then renames each file
+/// into place and updates the index.
+fn land_batch(
+    batch: Vec<Pending>,
+    folder: &mut Folder,
+    index: &mut Index,
+    report: &mut WriteReport,
+    intents: &mut dyn FnMut(&Index) -> Result<(), String>,
+) -> Result<(), WatchError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    for p in &batch {
+        if let Some(k) = index.files.get_mut(&p.path) {
+            k.staged = Some((p.staged.ours.ino, p.version.clone()));
+        }
+    }
+    if let Err(e) = intents(index) {
+        for p in batch {
+            if let Some(k) = index.files.get_mut(&p.path) {
+                k.staged = None;
+            }
+            p.staged.abandon();
+        }
+        return Err(WatchError::Intent(e));
+    }
+    let mut batch = batch.into_iter();
+    while let Some(p) = batch.next() {
+        let expected = p.known.as_ref().map(|k| k.stat);
+        let r = match p.staged.land(expected) {
+            Ok(r) => r,
+            Err(e) => {
+                batch.for_each(|p| p.staged.abandon());
+                return Err(e);
+            }
+        };
+        let stat = match &r {
+            Replaced::Done(s) | Replaced::Raced(_, s) => *s,
+        };
+        if let Replaced::Raced(bytes, _) = r {
+            // A write slipped in: take it in (text) from the base it was
+            // made on, and leave the path for the next round. A binary
+            // write is in the replaced inode; the next scan sees ours.
+            if p.text {
+                if let (Some(k), Ok(t)) = (p.known.as_ref(), String::from_utf8(bytes)) {
+                    let doc = folder.doc(p.id).ok_or(WatchError::Gone)?;
+                    let base_text = doc.lvs_of(&k.base).map_or_else(|| doc.text(), |l| doc.text_at(&l));
+                    let edits = crate::diff::text_edits(&base_text, &t);
+                    folder.edit_text_from(p.id, &k.base, &edits, now_ms())?;
+                }
+            }
+            // The index records what we wrote (so the merge is written
+            // next round, and nothing is read back twice).
+            report.raced.push(p.path.clone());
+        }
+        index.files.insert(p.path.clone(), Known { id: p.id, kind: p.kind, stat, base: p.version, staged: None });
+        report.written.push(p.path);
+    }
+    Ok(())
 }

@@ -54,6 +54,15 @@ impl Node {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {out}"))
     }
 
+    /// `fsync status --json` if it answers (a daemon may be starting).
+    pub fn try_status(&self) -> Option<serde_json::Value> {
+        let out = self.run(&["status", "--json"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
     pub fn config(&self) -> String {
         std::fs::read_to_string(self.home.join("config.toml")).expect("config")
     }
@@ -61,6 +70,10 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        // FSYNC_KEEP=1 keeps homes, folders and logs for a post-mortem.
+        if std::env::var_os("FSYNC_KEEP").is_some() {
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }
@@ -101,7 +114,7 @@ impl Drop for Daemon {
 impl Node {
     /// `fsync run --listen 127.0.0.1:PORT`, logs to HOME/../daemon.log.
     pub fn start(&self, port: u16) -> Daemon {
-        let log = std::fs::File::create(self.scratch.join("daemon.log")).expect("log");
+        let log = self.log_file();
         let child = Command::new(fsync_bin())
             .arg("--home")
             .arg(&self.home)
@@ -115,7 +128,7 @@ impl Node {
 
     /// `fsync run ARGS...` with stdout kept in HOME/../daemon.out.
     pub fn spawn(&self, args: &[&str]) -> Daemon {
-        let log = std::fs::File::create(self.scratch.join("daemon.log")).expect("log");
+        let log = self.log_file();
         let out = std::fs::File::create(self.scratch.join("daemon.out")).expect("out");
         let child = Command::new(fsync_bin())
             .arg("--home")
@@ -126,6 +139,12 @@ impl Node {
             .spawn()
             .expect("fsync starts");
         Daemon { child }
+    }
+
+    /// The daemon log, appended to by every start (a restarted node keeps
+    /// the story of its earlier runs).
+    fn log_file(&self) -> std::fs::File {
+        std::fs::OpenOptions::new().create(true).append(true).open(self.scratch.join("daemon.log")).expect("log")
     }
 
     /// What a spawned daemon printed on stdout.
