@@ -52,8 +52,8 @@ const QUIET_MS: u64 = 5;
 const MAX_WAIT_MS: u64 = 200;
 /// After a failure, try again this often.
 const RETRY: Duration = Duration::from_secs(2);
-/// How often long work is reported (progress) and peers' last-seen saved.
-const TICK: Duration = Duration::from_secs(5);
+/// How often sync progress is looked at and peers' last-seen saved.
+const TICK: Duration = Duration::from_secs(1);
 /// Errors kept for `fsync status`.
 const KEEP_ERRORS: usize = 20;
 
@@ -108,6 +108,7 @@ struct Daemon {
     retry_at: Option<Instant>,
     /// The failure saving is stuck on, if any.
     store_error: Option<String>,
+    progress: crate::progress::SyncReporter,
     start: Instant,
 }
 
@@ -156,6 +157,7 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
         errors: VecDeque::new(),
         retry_at: None,
         store_error: None,
+        progress: Default::default(),
         start: Instant::now(),
     };
     d.apply_peers(&config);
@@ -299,7 +301,12 @@ fn open_folder(
     // Take in what changed while we were stopped *before* any peer can
     // send us anything: otherwise a remote change could be merged first and
     // an offline move or delete misread against it.
-    let report = watcher::scan(&fc.path, &mut folder, &mut chunks, &mut index, &Ignore::load(&fc.path), now_ms())?;
+    let progress = Arc::new(watcher::ScanProgress::default());
+    let reporter = crate::progress::ScanReporter::start(&fc.name, progress.clone());
+    let ignore = Ignore::load(&fc.path);
+    let report = watcher::scan_with_progress(&fc.path, &mut folder, &mut chunks, &mut index, &ignore, None, now_ms(), &progress);
+    drop(reporter);
+    let report = report?;
     if !report.is_empty() {
         tracing::info!(folder = %fc.name, created = report.created.len(), modified = report.modified.len(),
             moved = report.moved.len(), deleted = report.deleted.len(), "changes made while stopped");
@@ -620,21 +627,28 @@ impl Daemon {
         status.render(json)
     }
 
-    /// Progress of long work, as log lines (one per tick while it lasts);
-    /// and peers' last-seen times, saved for `fsync status` offline.
+    /// Progress of long work (a bar on a terminal, else a log line every
+    /// few seconds); and peers' last-seen times, saved for `fsync status`
+    /// offline.
     fn report(&mut self) {
         let info = self.node.peer_info();
-        let to_send: u64 = info.values().flat_map(|i| i.folders.values()).filter_map(|f| f.to_send).sum();
+        let connected = self.node.connected_peers();
+        let to_send: u64 = info
+            .iter()
+            .filter(|(id, _)| connected.contains(id))
+            .flat_map(|(_, i)| i.folders.values())
+            .filter_map(|f| f.to_send)
+            .sum();
         let to_fetch: usize = self
             .config
             .folders
             .iter()
             .filter_map(|f| self.node.read(&f.name, |s| s.folder.referenced_chunks().iter().filter(|h| !s.chunks.has(h)).count()))
             .sum();
-        if to_send > 0 || to_fetch > 0 {
-            tracing::info!(changes_to_send = to_send, chunks_to_fetch = to_fetch, "syncing");
+        self.progress.update(to_send, to_fetch as u64);
+        if self.ms() % 5000 < 1000 {
+            self.save_last_seen();
         }
-        self.save_last_seen();
     }
 
     fn save_last_seen(&mut self) {

@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod home;
 pub mod invite;
+pub mod progress;
 pub mod query;
 pub mod status;
 pub mod store;

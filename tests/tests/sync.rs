@@ -260,3 +260,28 @@ fn contract_rows_after_a_partition() {
     assert_eq!(da.stop(), Some(0));
     assert_eq!(db.stop(), Some(0));
 }
+
+#[test]
+fn long_work_is_reported_in_the_log() {
+    let p = Pair::new("progress");
+    // A first scan with many files, and a large transfer: with stderr not a
+    // terminal, progress comes as log lines (every 1 ms here, 5 s by default).
+    for d in 0..10 {
+        std::fs::create_dir_all(p.da(&format!("d{d}"))).expect("mkdir");
+        for f in 0..150 {
+            std::fs::write(p.da(&format!("d{d}/f{f}.txt")), format!("file {d}/{f}\n")).expect("write");
+        }
+    }
+    let env = [("FSYNC_PROGRESS_MS", "1")];
+    let da = p.a.spawn_env(&["run", "--listen", &format!("127.0.0.1:{}", p.pa)], &env);
+    eventually("a's first scan", 20, || p.a.log().contains("fsync running"));
+    let log = p.a.log();
+    assert!(log.contains("scanning: ") && log.contains("scanned: 1510 paths, 1500 files read"), "{log}");
+    let big: Vec<u8> = (0..40_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(p.da("big.bin"), &big).expect("write");
+    let db = p.b.spawn_env(&["run", "--listen", &format!("127.0.0.1:{}", p.pb)], &env);
+    eventually("the big file on b", 60, || std::fs::metadata(p.db("big.bin")).is_ok_and(|m| m.len() == big.len() as u64));
+    assert!(p.b.log().contains("syncing") && p.b.log().contains("chunks_to_fetch"), "{}", p.b.log());
+    assert_eq!(da.stop(), Some(0));
+    assert_eq!(db.stop(), Some(0));
+}

@@ -218,6 +218,37 @@ enum Body {
     Dir,
 }
 
+/// How far a scan is, for progress output: shared with another thread
+/// that shows it.
+#[derive(Debug, Default)]
+pub struct ScanProgress {
+    /// Paths walked.
+    pub walked: std::sync::atomic::AtomicU64,
+    /// Files read (new or changed).
+    pub read: std::sync::atomic::AtomicU64,
+    /// Bytes read.
+    pub bytes: std::sync::atomic::AtomicU64,
+}
+
+impl ScanProgress {
+    fn add(n: &std::sync::atomic::AtomicU64, v: u64) {
+        n.fetch_add(v, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn read_counted(path: &Path, kind: Kind, progress: &ScanProgress) -> Result<Body, WatchError> {
+    let body = read_body(path, kind)?;
+    let len = match &body {
+        Body::Text(t) => t.len(),
+        Body::Binary(b) => b.len(),
+        Body::Link(_) => 0,
+        Body::Dir => return Ok(body),
+    };
+    ScanProgress::add(&progress.read, 1);
+    ScanProgress::add(&progress.bytes, len as u64);
+    Ok(body)
+}
+
 fn read_body(path: &Path, kind: Kind) -> Result<Body, WatchError> {
     let io = |e| WatchError::io(path, e);
     Ok(match kind {
@@ -263,19 +294,19 @@ fn in_scope(path: &str, scope: Option<&[String]>) -> bool {
 }
 
 /// Walks the whole folder, or only `scope` (subtrees) and their parents.
-fn walk(root: &Path, ignore: &Ignore, scope: Option<&[String]>) -> Result<BTreeMap<String, OnDisk>, WatchError> {
+fn walk(root: &Path, ignore: &Ignore, scope: Option<&[String]>, progress: &ScanProgress) -> Result<BTreeMap<String, OnDisk>, WatchError> {
     let mut out = BTreeMap::new();
     let Some(scope) = scope else {
-        walk_from(root, root, 1, usize::MAX, ignore, &mut out)?;
+        walk_from(root, root, 1, usize::MAX, ignore, &mut out, progress)?;
         return Ok(out);
     };
     for p in scope {
         // The parents, one entry each, so new directories are indexed too.
         let parts: Vec<&str> = p.split('/').collect();
         for i in 1..parts.len() {
-            walk_from(root, &root.join(parts[..i].join("/")), 0, 0, ignore, &mut out)?;
+            walk_from(root, &root.join(parts[..i].join("/")), 0, 0, ignore, &mut out, progress)?;
         }
-        walk_from(root, &root.join(p), 0, usize::MAX, ignore, &mut out)?;
+        walk_from(root, &root.join(p), 0, usize::MAX, ignore, &mut out, progress)?;
     }
     Ok(out)
 }
@@ -287,6 +318,7 @@ fn walk_from(
     max_depth: usize,
     ignore: &Ignore,
     out: &mut BTreeMap<String, OnDisk>,
+    progress: &ScanProgress,
 ) -> Result<(), WatchError> {
     if min_depth == 0 && std::fs::symlink_metadata(start).is_err() {
         return Ok(()); // not there (deleted): nothing to walk
@@ -330,6 +362,7 @@ fn walk_from(
             Err(_) => continue,
         };
         out.insert(rel, OnDisk { kind, stat: Stat::of(&meta) });
+        ScanProgress::add(&progress.walked, 1);
     }
     Ok(())
 }
@@ -362,7 +395,22 @@ pub fn scan_scoped(
     scope: Option<&[String]>,
     now: u64,
 ) -> Result<ScanReport, WatchError> {
-    let disk = walk(root, ignore, scope)?;
+    scan_with_progress(root, folder, chunks, index, ignore, scope, now, &ScanProgress::default())
+}
+
+/// [`scan_scoped`], counting its progress into `progress` as it goes.
+#[allow(clippy::too_many_arguments)]
+pub fn scan_with_progress(
+    root: &Path,
+    folder: &mut Folder,
+    chunks: &mut dyn ChunkStore,
+    index: &mut Index,
+    ignore: &Ignore,
+    scope: Option<&[String]>,
+    now: u64,
+    progress: &ScanProgress,
+) -> Result<ScanReport, WatchError> {
+    let disk = walk(root, ignore, scope, progress)?;
     // The index as far as this scan can see: the rest is left alone.
     let mut outside = Index::default();
     if scope.is_some() {
@@ -373,7 +421,7 @@ pub fn scan_scoped(
             }
         }
     }
-    let result = scan_inner(root, folder, chunks, index, disk, now);
+    let result = scan_inner(root, folder, chunks, index, disk, now, progress);
     index.files.append(&mut outside.files);
     result
 }
@@ -385,6 +433,7 @@ fn scan_inner(
     index: &mut Index,
     disk: BTreeMap<String, OnDisk>,
     now: u64,
+    progress: &ScanProgress,
 ) -> Result<ScanReport, WatchError> {
     let mut report = ScanReport::default();
 
@@ -434,7 +483,7 @@ fn scan_inner(
         .collect();
     let mut bodies: HashMap<String, Body> = HashMap::new();
     for p in &fresh {
-        match read_body(&root.join(p), disk[p].kind) {
+        match read_counted(&root.join(p), disk[p].kind, progress) {
             Ok(b) => {
                 bodies.insert(p.clone(), b);
             }
@@ -512,7 +561,7 @@ fn scan_inner(
         .collect();
     for (p, k) in changed {
         let d = &disk[&p];
-        let Ok(body) = read_body(&root.join(&p), d.kind) else { continue };
+        let Ok(body) = read_counted(&root.join(&p), d.kind, progress) else { continue };
         // Our staged write landed (the index update after it was lost):
         // the disk holds the staged version, plus whatever was done since.
         let from = match &k.staged {

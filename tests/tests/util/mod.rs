@@ -128,9 +128,15 @@ impl Node {
 
     /// `fsync run ARGS...` with stdout kept in HOME/../daemon.out.
     pub fn spawn(&self, args: &[&str]) -> Daemon {
+        self.spawn_env(args, &[])
+    }
+
+    /// [`Node::spawn`] with environment variables.
+    pub fn spawn_env(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let log = self.log_file();
         let out = std::fs::File::create(self.scratch.join("daemon.out")).expect("out");
         let child = Command::new(fsync_bin())
+            .envs(env.iter().copied())
             .arg("--home")
             .arg(&self.home)
             .args(args)
