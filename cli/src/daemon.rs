@@ -121,7 +121,7 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
     let lock = std::fs::File::create(&lock_path).with_context(|| format!("cannot create {}", lock_path.display()))?;
     lock.try_lock().map_err(|_| anyhow!("another fsync daemon is already running on {}; stop it first", home.dir.display()))?;
 
-    let store = RedbStore::open(&home.store_path())?;
+    let mut store = RedbStore::open(&home.store_path())?;
     let me = identity.device_id();
     let agent = agent_of(me);
     let trust = Arc::new(Trust::default());
@@ -140,6 +140,7 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
         started.push((fc.name.clone(), folder, chunks));
         locals.push(local);
     }
+    collect_garbage(&mut store, agent, &started);
     // The folders are in place before the first peer can connect.
     let node = Node::serve(identity.clone(), trust.clone(), listen, transport::node::IDLE_TIMEOUT, started)?;
     tracing::info!(device = %me, listen = %node.local_addr()?, "fsync running");
@@ -255,6 +256,27 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(2), d.node.close()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Removes stored chunks that no kept version of any folder in the store
+/// refers to (folders no longer in the config count too: their history is
+/// still there). Failure is only logged: it wastes space, loses nothing.
+fn collect_garbage(store: &mut RedbStore, agent: AgentId, open: &[(String, Folder, MemoryChunks)]) {
+    let r = (|| -> Result<(usize, u64)> {
+        let mut keep: HashSet<ChunkHash> = HashSet::new();
+        for name in store.folders()? {
+            match open.iter().find(|(n, _, _)| *n == name) {
+                Some((_, f, _)) => keep.extend(f.referenced_chunks()),
+                None => keep.extend(load_folder(agent, &name, store)?.referenced_chunks()),
+            }
+        }
+        Ok(store.collect_garbage(&keep)?)
+    })();
+    match r {
+        Ok((0, _)) => {}
+        Ok((n, bytes)) => tracing::info!(chunks = n, bytes, "removed chunks no version refers to"),
+        Err(e) => tracing::warn!("could not collect unused chunks: {e:#}"),
+    }
 }
 
 /// Loads a folder from the store, starts watching it, and scans what

@@ -149,6 +149,58 @@ impl RedbStore {
     }
 }
 
+impl RedbStore {
+    /// The folders that have change batches here.
+    pub fn folders(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self.db()?.begin_read().map_err(e("listing folders"))?;
+        let t = txn.open_table(BATCHES).map_err(e("listing folders"))?;
+        let mut out: Vec<String> = Vec::new();
+        let mut next = t.first().map_err(e("listing folders"))?.map(|(k, _)| k.value().0.to_owned());
+        while let Some(name) = next {
+            // Skip past this folder's batches.
+            next = t
+                .range((name.as_str(), u64::MAX)..)
+                .map_err(e("listing folders"))?
+                .map(|r| r.map(|(k, _)| k.value().0.to_owned()))
+                .find(|r| r.as_ref().map_or(true, |n| *n != name))
+                .transpose()
+                .map_err(e("listing folders"))?;
+            out.push(name);
+        }
+        Ok(out)
+    }
+
+    /// Removes every chunk not in `keep` (the chunks some kept version of
+    /// some folder refers to) and syncs; returns how many chunks and bytes
+    /// were freed.
+    pub fn collect_garbage(&mut self, keep: &std::collections::HashSet<ChunkHash>) -> Result<(usize, u64), StoreError> {
+        let doomed: Vec<(Vec<u8>, u64)> = {
+            let txn = self.db()?.begin_read().map_err(e("collecting garbage"))?;
+            let t = txn.open_table(CHUNKS).map_err(e("collecting garbage"))?;
+            let mut out = Vec::new();
+            for row in t.iter().map_err(e("collecting garbage"))? {
+                let (k, v) = row.map_err(e("collecting garbage"))?;
+                let hash: Option<[u8; 32]> = k.value().try_into().ok();
+                if hash.is_none_or(|h| !keep.contains(&ChunkHash(h))) {
+                    out.push((k.value().to_vec(), v.value().len() as u64));
+                }
+            }
+            out
+        };
+        if doomed.is_empty() {
+            return Ok((0, 0));
+        }
+        self.write("collecting garbage", true, |txn| {
+            let mut t = txn.open_table(CHUNKS)?;
+            for (k, _) in &doomed {
+                t.remove(k.as_slice())?;
+            }
+            Ok(())
+        })?;
+        Ok((doomed.len(), doomed.iter().map(|(_, n)| n).sum()))
+    }
+}
+
 fn encode_vv(vv: &VersionVector) -> Vec<u8> {
     let mut w = Writer::new();
     put_version_vector(&mut w, vv);
