@@ -109,6 +109,7 @@ struct Daemon {
     /// The failure saving is stuck on, if any.
     store_error: Option<String>,
     progress: crate::progress::SyncReporter,
+    last_seen_saved: Instant,
     start: Instant,
 }
 
@@ -159,6 +160,7 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
         retry_at: None,
         store_error: None,
         progress: Default::default(),
+        last_seen_saved: Instant::now(),
         start: Instant::now(),
     };
     d.apply_peers(&config);
@@ -175,7 +177,9 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
     changes.mark_changed();
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    let mut tick = tokio::time::interval(TICK);
+    // Progress is looked at once a second (more often when its log period
+    // is set shorter).
+    let mut tick = tokio::time::interval(TICK.min(crate::progress::log_every()).max(Duration::from_millis(50)));
     loop {
         let ms = d.ms();
         let next = d.locals.iter().filter_map(|l| l.debounce.next_deadline()).min();
@@ -668,8 +672,9 @@ impl Daemon {
             .filter_map(|f| self.node.read(&f.name, |s| s.folder.referenced_chunks().iter().filter(|h| !s.chunks.has(h)).count()))
             .sum();
         self.progress.update(to_send, to_fetch as u64);
-        if self.ms() % 5000 < 1000 {
+        if self.last_seen_saved.elapsed() >= Duration::from_secs(5) {
             self.save_last_seen();
+            self.last_seen_saved = Instant::now();
         }
     }
 
