@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use util::{free_port, Daemon, Node};
+use util::{Daemon, Node, Pair};
 
 fn append(path: &Path, line: &str) {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open for append");
@@ -63,15 +63,9 @@ fn wait_running(n: &Node) {
 #[test]
 fn sigkill_during_heavy_writes_loses_and_doubles_nothing() {
     let rounds: usize = std::env::var("FSYNC_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
-    let (a, b) = (Node::new("crash-a"), Node::new("crash-b"));
-    let (pa, pb) = (free_port(), free_port());
-    let a_id = a.ok(&["init"]).trim().to_owned();
-    let b_id = b.ok(&["init"]).trim().to_owned();
-    let (ra, rb) = (a.scratch.join("docs"), b.scratch.join("docs"));
-    a.ok(&["folder", "add", "docs", ra.to_str().expect("utf-8")]);
-    b.ok(&["folder", "add", "docs", rb.to_str().expect("utf-8")]);
-    a.ok(&["peer", "add", &b_id, "--addr", &format!("127.0.0.1:{pb}"), "--folder", "docs"]);
-    b.ok(&["peer", "add", &a_id, "--addr", &format!("127.0.0.1:{pa}"), "--folder", "docs"]);
+    let p = Pair::new("crash");
+    let (a, b, pa, pb) = (&p.a, &p.b, p.pa, p.pb);
+    let (ra, rb) = (p.da(""), p.db(""));
     // The shared file exists on both before the storm (created on both at
     // once it would be two files by the CONTRACT's same-new-path rule).
     std::fs::write(ra.join("shared.txt"), "").expect("write");
@@ -123,11 +117,11 @@ fn sigkill_during_heavy_writes_loses_and_doubles_nothing() {
         // Restart whoever was killed: its store must open every time.
         if da.is_none() {
             da = Some(a.start(pa));
-            wait_running(&a);
+            wait_running(a);
         }
         if db.is_none() {
             db = Some(b.start(pb));
-            wait_running(&b);
+            wait_running(b);
         }
         std::thread::sleep(std::time::Duration::from_millis(50 + rand() % 200));
     }
@@ -178,7 +172,7 @@ fn sigkill_during_heavy_writes_loses_and_doubles_nothing() {
     }
     let total: usize = want.values().map(Vec::len).sum();
     eprintln!("{rounds} SIGKILLs, {total} lines written, all present exactly once on both nodes (converged {:?} after the last restart)", start.elapsed());
-    for (n, d) in [(&a, da), (&b, db)] {
+    for (n, d) in [(a, da), (b, db)] {
         assert_eq!(d.expect("running").stop(), Some(0), "{}", n.log());
     }
 }

@@ -5,7 +5,7 @@
 
 mod util;
 
-use util::{eventually, free_port, read, Node};
+use util::{eventually, free_port, read, Node, Pair};
 
 /// The ticket in a `fsync join TICKET PATH` line.
 fn ticket_of(line: &str) -> String {
@@ -96,15 +96,8 @@ fn tickets_are_checked_before_anything_changes() {
 
 #[test]
 fn fsyncignore_and_editor_temp_files_stay_local() {
-    let (a, b) = (Node::new("ignore-a"), Node::new("ignore-b"));
-    let (pa, pb) = (free_port(), free_port());
-    let a_id = a.ok(&["init"]).trim().to_owned();
-    let b_id = b.ok(&["init"]).trim().to_owned();
-    let (da_path, db_path) = (a.scratch.join("docs"), b.scratch.join("docs"));
-    a.ok(&["folder", "add", "docs", da_path.to_str().expect("utf-8")]);
-    b.ok(&["folder", "add", "docs", db_path.to_str().expect("utf-8")]);
-    a.ok(&["peer", "add", &b_id, "--addr", &format!("127.0.0.1:{pb}"), "--folder", "docs"]);
-    b.ok(&["peer", "add", &a_id, "--addr", &format!("127.0.0.1:{pa}"), "--folder", "docs"]);
+    let p = Pair::new("ignore");
+    let (da_path, db_path) = (p.da(""), p.db(""));
     std::fs::write(da_path.join(".fsyncignore"), "*.log\nbuild/\n").expect("write");
     std::fs::create_dir_all(da_path.join("build")).expect("mkdir");
     std::fs::write(da_path.join("build/out.o"), "object").expect("write");
@@ -112,7 +105,7 @@ fn fsyncignore_and_editor_temp_files_stay_local() {
     std::fs::write(da_path.join(".notes.txt.swp"), "vim swap").expect("write");
     std::fs::write(da_path.join("notes.txt~"), "backup").expect("write");
     std::fs::write(da_path.join("notes.txt"), "kept\n").expect("write");
-    let (da, db) = (a.start(pa), b.start(pb));
+    let (da, db) = (p.a.start(p.pa), p.b.start(p.pb));
     eventually("notes.txt on b", 15, || read(&db_path.join("notes.txt")).as_deref() == Some("kept\n"));
     // A live one too, after the first sync.
     std::fs::write(da_path.join("live.log"), "more noise").expect("write");

@@ -6,37 +6,8 @@
 
 mod util;
 
-use std::path::PathBuf;
 
-use util::{eventually, free_port, read, Node};
-
-/// Two initialised nodes sharing "docs" with each other.
-struct Pair {
-    a: Node,
-    b: Node,
-    pa: u16,
-    pb: u16,
-}
-
-impl Pair {
-    fn new(name: &str) -> Pair {
-        let (a, b) = (Node::new(&format!("{name}-a")), Node::new(&format!("{name}-b")));
-        let (pa, pb) = (free_port(), free_port());
-        let a_id = a.ok(&["init"]).trim().to_owned();
-        let b_id = b.ok(&["init"]).trim().to_owned();
-        a.ok(&["folder", "add", "docs", a.scratch.join("docs").to_str().expect("utf-8")]);
-        b.ok(&["folder", "add", "docs", b.scratch.join("docs").to_str().expect("utf-8")]);
-        a.ok(&["peer", "add", &b_id, "--addr", &format!("127.0.0.1:{pb}"), "--folder", "docs"]);
-        b.ok(&["peer", "add", &a_id, "--addr", &format!("127.0.0.1:{pa}"), "--folder", "docs"]);
-        Pair { a, b, pa, pb }
-    }
-    fn da(&self, f: &str) -> PathBuf {
-        self.a.scratch.join("docs").join(f)
-    }
-    fn db(&self, f: &str) -> PathBuf {
-        self.b.scratch.join("docs").join(f)
-    }
-}
+use util::{eventually, free_port, read, Pair};
 
 #[test]
 fn two_daemons_sync_live_and_stop_cleanly() {

@@ -178,3 +178,31 @@ pub fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 pub fn read(path: &Path) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
+
+/// Two initialised nodes sharing "docs" with each other.
+pub struct Pair {
+    pub a: Node,
+    pub b: Node,
+    pub pa: u16,
+    pub pb: u16,
+}
+
+impl Pair {
+    pub fn new(name: &str) -> Pair {
+        let (a, b) = (Node::new(&format!("{name}-a")), Node::new(&format!("{name}-b")));
+        let (pa, pb) = (free_port(), free_port());
+        let a_id = a.ok(&["init"]).trim().to_owned();
+        let b_id = b.ok(&["init"]).trim().to_owned();
+        a.ok(&["folder", "add", "docs", a.scratch.join("docs").to_str().expect("utf-8")]);
+        b.ok(&["folder", "add", "docs", b.scratch.join("docs").to_str().expect("utf-8")]);
+        a.ok(&["peer", "add", &b_id, "--addr", &format!("127.0.0.1:{pb}"), "--folder", "docs"]);
+        b.ok(&["peer", "add", &a_id, "--addr", &format!("127.0.0.1:{pa}"), "--folder", "docs"]);
+        Pair { a, b, pa, pb }
+    }
+    pub fn da(&self, f: &str) -> PathBuf {
+        self.a.scratch.join("docs").join(f)
+    }
+    pub fn db(&self, f: &str) -> PathBuf {
+        self.b.scratch.join("docs").join(f)
+    }
+}
