@@ -418,7 +418,7 @@ impl Daemon {
             let r = tokio::task::block_in_place(|| {
                 let name = l.name.clone();
                 self.node
-                    .read(&name, |s: &mut FolderState| -> Result<Option<watcher::WriteReport>> {
+                    .read(&name, |s: &mut FolderState| -> Result<watcher::WriteReport> {
                         if let Err(e) = save(l, s, store) {
                             return Err(e.context("not writing merged changes before they are saved"));
                         }
@@ -431,16 +431,15 @@ impl Daemon {
                         let report = write_back_with(&l.root, &mut s.folder, &s.chunks, &mut l.index, &mut intents);
                         // The index, as written.
                         save(l, s, store)?;
-                        Ok(Some(report.map_err(|e| anyhow!("cannot write merged changes into {}: {e}", l.root.display()))?))
+                        report.map_err(|e| anyhow!("cannot write merged changes into {}: {e}", l.root.display()))
                     })
                     .context("folder vanished")?
             });
             let report = match r {
-                Ok(Some(r)) => {
+                Ok(r) => {
                     self.saved(i, Ok(()));
                     r
                 }
-                Ok(None) => return,
                 Err(e) => {
                     self.saved(i, Err(e));
                     return;
@@ -596,13 +595,17 @@ impl Daemon {
 
     /// Opens an invitation and returns its ticket.
     fn invite(&mut self, folder: &str, ttl: u64, addrs: Vec<String>) -> Result<String> {
-        if !self.config.folders.iter().any(|f| f.name == folder) {
-            anyhow::bail!("no folder named {folder:?} (see `fsync status`)");
-        }
-        let invite = crate::invite::create(&self.home.invites_path(), folder, ttl)?;
-        self.trust.invite(invite.clone());
-        let addrs = if addrs.is_empty() { crate::invite::reachable_addrs(self.node.local_addr()?) } else { addrs };
-        Ok(crate::invite::ticket(self.me, &invite, addrs).encode())
+        let (invite, ticket) = crate::invite::issue(
+            &self.home.invites_path(),
+            &self.config,
+            self.me,
+            folder,
+            ttl,
+            addrs,
+            self.node.local_addr()?,
+        )?;
+        self.trust.invite(invite);
+        Ok(ticket)
     }
 
     fn status(&self, json: bool) -> String {
@@ -669,7 +672,7 @@ impl Daemon {
             .config
             .folders
             .iter()
-            .filter_map(|f| self.node.read(&f.name, |s| s.folder.referenced_chunks().iter().filter(|h| !s.chunks.has(h)).count()))
+            .filter_map(|f| self.node.read(&f.name, |s| crate::status::chunks_to_fetch(&s.folder, &s.chunks)))
             .sum();
         self.progress.update(to_send, to_fetch as u64);
         if self.last_seen_saved.elapsed() >= Duration::from_secs(5) {

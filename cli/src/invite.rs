@@ -253,9 +253,25 @@ pub fn reachable_addrs(listen: SocketAddr) -> Vec<String> {
     vec![SocketAddr::new(ip, listen.port()).to_string()]
 }
 
-/// The ticket for an invitation from this node.
-pub fn ticket(device: DeviceId, invite: &Invite, addrs: Vec<String>) -> Ticket {
-    Ticket { device, folder: invite.folder.clone(), addrs, secret: invite.secret, expires: invite.expires }
+/// Opens an invitation for `folder` (which `config` must share), saved in
+/// `path`, and returns it with its one-line ticket. The ticket lists
+/// `addrs`, or by default where a node listening on `listen` is reachable.
+pub fn issue(
+    path: &Path,
+    config: &crate::config::Config,
+    device: DeviceId,
+    folder: &str,
+    ttl_secs: u64,
+    addrs: Vec<String>,
+    listen: SocketAddr,
+) -> Result<(Invite, String)> {
+    if !config.folders.iter().any(|f| f.name == folder) {
+        bail!("no folder named {folder:?}: share one first with `fsync folder add {folder} PATH`");
+    }
+    let invite = create(path, folder, ttl_secs)?;
+    let addrs = if addrs.is_empty() { reachable_addrs(listen) } else { addrs };
+    let ticket = Ticket { device, folder: folder.to_owned(), addrs, secret: invite.secret, expires: invite.expires };
+    Ok((invite, ticket.encode()))
 }
 
 #[cfg(test)]

@@ -239,17 +239,11 @@ fn invite(home: &Home, folder: &str, ttl: u64, addrs: &[String]) -> Result<Strin
         return Ok(String::from_utf8_lossy(&t).into_owned());
     }
     let config = home.config()?;
-    if !config.folders.iter().any(|f| f.name == folder) {
-        bail!("no folder named {folder:?}: share one first with `fsync folder add {folder} PATH`");
-    }
-    let addrs = if addrs.is_empty() {
-        let listen = config.listen.as_deref().unwrap_or(cli::config::DEFAULT_LISTEN);
-        cli::invite::reachable_addrs(resolve(listen).with_context(|| format!("listen = {listen:?} in the config"))?)
-    } else {
-        addrs.to_vec()
-    };
-    let invite = cli::invite::create(&home.invites_path(), folder, ttl)?;
-    Ok(cli::invite::ticket(home.identity()?.device_id(), &invite, addrs).encode())
+    let listen = config.listen.as_deref().unwrap_or(cli::config::DEFAULT_LISTEN);
+    let listen = resolve(listen).with_context(|| format!("listen = {listen:?} in the config"))?;
+    let device = home.identity()?.device_id();
+    let (_, ticket) = cli::invite::issue(&home.invites_path(), &config, device, folder, ttl, addrs.to_vec(), listen)?;
+    Ok(ticket)
 }
 
 /// `fsync run PATH`: init, share PATH, print the join line.

@@ -92,7 +92,7 @@ impl FolderStatus {
         devices: &HashMap<AgentId, String>,
     ) -> FolderStatus {
         let files = folder.tree().nodes().filter(|n| n.kind != Kind::Dir).count();
-        let chunks_to_fetch = folder.referenced_chunks().iter().filter(|h| !chunks.has(h)).count();
+        let chunks_to_fetch = chunks_to_fetch(folder, chunks);
         let version: BTreeMap<String, u64> = folder
             .version_vector()
             .iter()
@@ -101,6 +101,11 @@ impl FolderStatus {
         let changes = version.values().sum();
         FolderStatus { name: name.to_owned(), path: path.to_owned(), files, chunks_to_fetch, changes, version }
     }
+}
+
+/// Binary chunks the folder refers to that are not here yet.
+pub fn chunks_to_fetch(folder: &Folder, chunks: &dyn ChunkStore) -> usize {
+    folder.referenced_chunks().iter().filter(|h| !chunks.has(h)).count()
 }
 
 /// One peer.

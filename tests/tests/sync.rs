@@ -256,3 +256,32 @@ fn long_work_is_reported_in_the_log() {
     assert_eq!(da.stop(), Some(0));
     assert_eq!(db.stop(), Some(0));
 }
+
+/// README: "a second signal exits at once (the store is crash-safe)".
+#[test]
+fn a_second_signal_exits_at_once_and_the_store_still_opens() {
+    let p = Pair::new("twosignals");
+    std::fs::write(p.da("kept.txt"), "saved before the signals\n").expect("write");
+    let mut da = p.a.start(p.pa);
+    eventually("a running", 15, || p.a.try_status().is_some_and(|s| s["running"] == true));
+    let pid = da.child.id().to_string();
+    for _ in 0..2 {
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+    }
+    let start = std::time::Instant::now();
+    let code = loop {
+        if let Ok(Some(s)) = da.child.try_wait() {
+            break s.code();
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "still running after two signals: {}", p.a.log());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(matches!(code, Some(0) | Some(130)), "exit code {code:?}: {}", p.a.log());
+    // Whatever point it stopped at, the store opens and holds the file.
+    let cat = p.a.run(&["cat", p.da("kept.txt").to_str().expect("utf-8")]);
+    assert!(cat.status.success(), "{}", String::from_utf8_lossy(&cat.stderr));
+    assert_eq!(cat.stdout, b"saved before the signals\n");
+    let again = p.a.start(p.pa);
+    eventually("a restarts", 15, || p.a.try_status().is_some_and(|s| s["running"] == true));
+    assert_eq!(again.stop(), Some(0));
+}
