@@ -34,7 +34,7 @@ use fsync_core::folder::Folder;
 use fsync_core::store::{load_folder, Saver, Store};
 use fsync_core::AgentId;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use transport::node::FolderState;
 use transport::tls::Joined;
 use transport::{DeviceId, Node, Trust};
@@ -54,6 +54,8 @@ const MAX_WAIT_MS: u64 = 200;
 const RETRY: Duration = Duration::from_secs(2);
 /// How often sync progress is looked at and peers' last-seen saved.
 const TICK: Duration = Duration::from_secs(1);
+/// How long `status` waits for a starting daemon before saying it is busy.
+const STATUS_WAIT: Duration = Duration::from_secs(3);
 /// Errors kept for `fsync status`.
 const KEEP_ERRORS: usize = 20;
 
@@ -121,6 +123,12 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
     let lock_path = home.dir.join("daemon.lock");
     let lock = std::fs::File::create(&lock_path).with_context(|| format!("cannot create {}", lock_path.display()))?;
     lock.try_lock().map_err(|_| anyhow!("another fsync daemon is already running on {}; stop it first", home.dir.display()))?;
+    // The control socket answers from the start: requests made while the
+    // daemon starts (a `reload` after `folder add`, an `invite`) wait for it
+    // rather than go to a store and config it has already read.
+    let (phase, phase_rx) = watch::channel(Some("opening the store".to_owned()));
+    let (control_tx, mut control) = mpsc::channel::<Request>(16);
+    serve_control(home, control_tx, phase_rx)?;
 
     let mut store = RedbStore::open(&home.store_path())?;
     let me = identity.device_id();
@@ -137,6 +145,7 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
     let mut locals = Vec::new();
     let mut started = Vec::new();
     for (i, fc) in config.folders.iter().enumerate() {
+        phase.send_replace(Some(format!("scanning folder {:?} at {}", fc.name, fc.path.display())));
         let (local, folder, chunks) = open_folder(fc, i, &store, agent, &events_tx)?;
         started.push((fc.name.clone(), folder, chunks));
         locals.push(local);
@@ -168,8 +177,7 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
     for i in 0..d.locals.len() {
         d.persist(i);
     }
-    let (control_tx, mut control) = mpsc::channel::<Request>(16);
-    serve_control(home, control_tx)?;
+    phase.send_replace(None);
 
     let mut changes = d.node.changes();
     // Peers may have sent changes between serve() and this subscription:
@@ -727,8 +735,10 @@ pub fn load_last_seen(store: &RedbStore) -> BTreeMap<String, u64> {
 /// The control socket (`HOME/control.sock`, owner-only): commands such as
 /// `fsync status`, `log`, `cat`, `invite` ask the running daemon, which
 /// holds the store. Each connection sends one request line and reads one
-/// answer.
-fn serve_control(home: &Home, requests: mpsc::Sender<Request>) -> Result<()> {
+/// answer. While the daemon starts (`phase` says what it is doing), a
+/// `status` waits a little, then says what the daemon is busy with; other
+/// requests wait their turn.
+fn serve_control(home: &Home, requests: mpsc::Sender<Request>, phase: watch::Receiver<Option<String>>) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let path = home.control_path();
@@ -739,12 +749,22 @@ fn serve_control(home: &Home, requests: mpsc::Sender<Request>) -> Result<()> {
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let requests = requests.clone();
+            let mut phase = phase.clone();
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();
                 let mut line = String::new();
                 let mut r = BufReader::new(r.take(64 * 1024));
                 if r.read_line(&mut line).await.is_err() {
                     return;
+                }
+                if line.starts_with("status") {
+                    let ready = matches!(tokio::time::timeout(STATUS_WAIT, phase.wait_for(Option::is_none)).await, Ok(Ok(_)));
+                    if !ready {
+                        let doing = phase.borrow().clone().unwrap_or_default();
+                        let _ = w.write_all(format!("1the daemon is starting up ({doing}); try again in a moment").as_bytes()).await;
+                        let _ = w.shutdown().await;
+                        return;
+                    }
                 }
                 let (tx, rx) = oneshot::channel();
                 if requests.send((line.trim_end_matches(['\n', '\r']).to_owned(), tx)).await.is_err() {

@@ -283,10 +283,19 @@ fn print_bytes(b: &[u8]) -> Result<()> {
 }
 
 /// Sends one request line to the running daemon; `None` when no daemon
-/// listens on the home's control socket.
+/// runs on the home. A daemon that holds the home's lock but does not
+/// listen yet has only just started: wait for its socket a moment.
 fn ask_daemon(home: &Home, request: &str) -> Result<Option<Vec<u8>>> {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::os::unix::net::UnixStream::connect(home.control_path()) else { return Ok(None) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut s = loop {
+        match std::os::unix::net::UnixStream::connect(home.control_path()) {
+            Ok(s) => break s,
+            Err(_) if !daemon_holds_lock(home) => return Ok(None),
+            Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(e) => bail!("the daemon on {} holds its home but does not answer on {} ({e}); is it stuck?", home.dir.display(), home.control_path().display()),
+        }
+    };
     s.write_all(request.as_bytes())?;
     s.write_all(b"\n")?;
     let mut reply = Vec::new();
@@ -298,15 +307,9 @@ fn ask_daemon(home: &Home, request: &str) -> Result<Option<Vec<u8>>> {
     }
 }
 
-/// When no daemon answers on the control socket but one holds the home's
-/// lock, it is still starting (scanning its folders): say so, rather than
-/// fail on the store it has open.
-fn daemon_starting(home: &Home) -> Result<()> {
-    let Ok(f) = std::fs::File::open(home.dir.join("daemon.lock")) else { return Ok(()) };
-    if f.try_lock().is_err() {
-        bail!("the daemon on {} is starting up (scanning its folders); try again in a moment", home.dir.display());
-    }
-    Ok(())
+/// Whether a daemon runs on the home (it holds `daemon.lock` while it runs).
+fn daemon_holds_lock(home: &Home) -> bool {
+    std::fs::File::open(home.dir.join("daemon.lock")).is_ok_and(|f| f.try_lock().is_err())
 }
 
 /// Asks the running daemon or, when none runs, reads the store directly.
@@ -319,7 +322,6 @@ fn query(home: &Home, path: &std::path::Path, cmd: &str, extra: &str) -> Result<
         return Ok(reply);
     }
     // No daemon: read the store.
-    daemon_starting(home)?;
     let identity = home.identity()?;
     let mut store = cli::store::RedbStore::open(&home.store_path())?;
     let agent = cli::daemon::agent_of(identity.device_id());
@@ -335,7 +337,6 @@ fn status(home: &Home, json: bool) -> Result<Vec<u8>> {
     if let Some(reply) = ask_daemon(home, &format!("status\t{}", if json { "json" } else { "text" }))? {
         return Ok(reply);
     }
-    daemon_starting(home)?;
     let identity = home.identity()?;
     let me = identity.device_id();
     let agent = cli::daemon::agent_of(me);

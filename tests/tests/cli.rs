@@ -7,7 +7,7 @@ mod util;
 
 use std::process::Command;
 
-use util::{fsync_bin, Node};
+use util::{eventually, free_port, fsync_bin, Node};
 
 fn one_line(s: &str) -> &str {
     let lines: Vec<&str> = s.lines().collect();
@@ -82,6 +82,38 @@ fn status_works_before_any_daemon_ran() {
     assert_eq!(st["folders"][0]["files"], 0);
     assert_eq!(st["folders"][0]["changes"], 0);
     assert!(n.ok(&["status"]).contains("not running"));
+}
+
+/// Commands given the moment a daemon starts (while it opens the store and
+/// scans) reach it: `status` answers, a new folder and an invitation are not
+/// written behind the back of a daemon that has already read its config.
+#[test]
+fn commands_right_after_start_reach_the_daemon() {
+    let n = Node::new("early");
+    n.ok(&["init"]);
+    let docs = n.scratch.join("docs");
+    n.ok(&["folder", "add", "docs", docs.to_str().expect("utf-8")]);
+    // Enough files that the first scan takes a while.
+    for i in 0..2000 {
+        std::fs::write(docs.join(format!("f{i}.txt")), format!("file {i}\n")).expect("write");
+    }
+    let d = n.start(free_port());
+    let extra = n.scratch.join("extra");
+    n.ok(&["folder", "add", "extra", extra.to_str().expect("utf-8")]);
+    n.ok(&["invite", "docs", "--expires", "10m"]);
+    let st = n.status();
+    assert_eq!(st["running"], true, "{st}");
+    assert_eq!(st["invites"], 1, "the daemon knows the invitation: {st}");
+    eventually("the new folder is live", 15, || {
+        let st = n.status();
+        st["folders"].as_array().is_some_and(|f| f.iter().any(|f| f["name"] == "extra"))
+    });
+    std::fs::write(extra.join("x.txt"), "x\n").expect("write");
+    eventually("a file in the new folder is taken in", 15, || {
+        let st = n.status();
+        st["folders"].as_array().is_some_and(|f| f.iter().any(|f| f["name"] == "extra" && f["files"] == 1))
+    });
+    assert_eq!(d.stop(), Some(0), "{}", n.log());
 }
 
 #[test]
