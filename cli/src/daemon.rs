@@ -316,6 +316,7 @@ fn open_folder(
         }
     }
     let saver = Saver::loaded(&folder);
+    folder.set_shareable(Some(saver.saved().clone()));
     std::fs::create_dir_all(&fc.path).with_context(|| format!("cannot create {}", fc.path.display()))?;
     // Live events, forwarded from a thread of their own. Watching starts
     // before the start-up scan so nothing falls between the two.
@@ -486,7 +487,12 @@ impl Daemon {
         let l = &mut self.locals[i];
         match r {
             Ok(()) => {
+                // Newly durable events may go to peers now (see `save`).
+                let advanced = l.durable.0.saved() != l.saver.saved();
                 l.durable = (l.saver.clone(), l.unsaved_chunks.clone());
+                if advanced {
+                    self.node.notify();
+                }
                 if self.store_error.take().is_some() {
                     tracing::info!("saving works again; everything is saved");
                 }
@@ -704,7 +710,7 @@ impl Daemon {
 /// Saves a folder's new events, the chunks they need that are here, and
 /// the disk index; then syncs once (group commit). The caller holds the
 /// folder, so no peer sees a local change before it is durable.
-fn save(l: &mut Local, s: &FolderState, store: &mut RedbStore) -> Result<()> {
+fn save(l: &mut Local, s: &mut FolderState, store: &mut RedbStore) -> Result<()> {
     let mut wrote = l.saver.save_collecting(&l.name, &s.folder, store, &mut l.unsaved_chunks)?;
     let arrived: Vec<ChunkHash> = l.unsaved_chunks.iter().copied().filter(|h| s.chunks.has(h)).collect();
     for h in arrived {
@@ -724,6 +730,8 @@ fn save(l: &mut Local, s: &FolderState, store: &mut RedbStore) -> Result<()> {
         store.sync()?;
     }
     l.index_saved = Some(digest);
+    // Durable now: peers may have it.
+    s.folder.set_shareable(Some(l.saver.saved().clone()));
     Ok(())
 }
 

@@ -271,7 +271,7 @@ impl Session {
         if let Some(peer) = &mut self.peer_vv {
             // (The last record may have grown: `changes_since` looks again.)
             if self.log_pos <= folder.log_len() {
-                let (c, pos) = folder.changes_since(peer, self.log_pos, MAX_BATCH_OPS);
+                let (c, pos) = folder.changes_for_peer(peer, self.log_pos, MAX_BATCH_OPS);
                 self.log_pos = pos;
                 if !c.runs.is_empty() {
                     for (_, r) in &c.runs {

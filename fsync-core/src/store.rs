@@ -67,6 +67,11 @@ impl Saver {
         Saver { saved_vv: folder.version_vector().clone(), log_pos: folder.log_len() }
     }
 
+    /// What has been saved (after the caller's sync, what is durable).
+    pub fn saved(&self) -> &VersionVector {
+        &self.saved_vv
+    }
+
     /// Appends every event not yet saved as one batch; does not sync.
     /// Returns whether anything was written.
     pub fn save(&mut self, name: &str, folder: &Folder, store: &mut dyn Store) -> Result<bool, StoreError> {

@@ -158,6 +158,8 @@ pub struct Folder {
     log: Vec<LogRecord>,
     tree: Tree,
     tree_dirty: bool,
+    /// What peers may be sent (see [`Folder::set_shareable`]).
+    shareable: Option<VersionVector>,
 }
 
 impl Folder {
@@ -171,7 +173,17 @@ impl Folder {
             log: Vec::new(),
             tree: Tree::default(),
             tree_dirty: false,
+            shareable: None,
         }
+    }
+
+    /// Limits what [`Folder::changes_for_peer`] hands out to the events
+    /// within `vv` (`None`: everything). A node sets it to what its store
+    /// holds, so a peer never receives an event the node could lose in a
+    /// crash: after a restart the node would hand out the same event ids
+    /// again for different changes.
+    pub fn set_shareable(&mut self, vv: Option<VersionVector>) {
+        self.shareable = vv;
     }
 
     /// The local agent.
@@ -460,6 +472,18 @@ impl Folder {
     /// order. Stops after about `max_ops` unit operations; returns the log
     /// position to continue from.
     pub fn changes_since(&self, have: &VersionVector, from: usize, max_ops: usize) -> (Changes, usize) {
+        self.changes_within(have, from, max_ops, None)
+    }
+
+    /// [`Folder::changes_since`] for a peer: only what is shareable (see
+    /// [`Folder::set_shareable`]). It stops at the first record that is not
+    /// wholly shareable, and returns that record's position, so the rest
+    /// goes out once it is.
+    pub fn changes_for_peer(&self, have: &VersionVector, from: usize, max_ops: usize) -> (Changes, usize) {
+        self.changes_within(have, from, max_ops, self.shareable.as_ref())
+    }
+
+    fn changes_within(&self, have: &VersionVector, from: usize, max_ops: usize, limit: Option<&VersionVector>) -> (Changes, usize) {
         let mut out = Changes::default();
         let mut ops = 0usize;
         // The last record seen may have grown since (records merge at the
@@ -470,17 +494,33 @@ impl Folder {
                 break;
             }
             let rec = self.log[pos];
-            pos += 1;
+            let end = match limit {
+                Some(l) => (rec.seq + rec.len).min(l.get(&rec.agent).copied().unwrap_or(0)),
+                None => rec.seq + rec.len,
+            };
             let h = have.get(&rec.agent).copied().unwrap_or(0);
-            if h >= rec.seq + rec.len {
+            if h >= end {
+                if end < rec.seq + rec.len {
+                    // Held back: look here again next time.
+                    break;
+                }
+                pos += 1;
                 continue;
             }
             let skip = h.saturating_sub(rec.seq) as usize;
-            let Some(e) = self.entries.get(&rec.entry) else { continue };
+            let Some(e) = self.entries.get(&rec.entry) else {
+                pos += 1;
+                continue;
+            };
+            let take = (end - rec.seq) as usize;
             let mut runs = Vec::new();
-            e.doc.oplog().export_range(rec.lv + skip..rec.lv + rec.len as usize, &mut runs);
-            ops += rec.len as usize - skip;
+            e.doc.oplog().export_range(rec.lv + skip..rec.lv + take, &mut runs);
+            ops += take - skip;
             out.runs.extend(runs.into_iter().map(|r| (rec.entry, r)));
+            if take < rec.len as usize {
+                break;
+            }
+            pos += 1;
         }
         (out, pos)
     }

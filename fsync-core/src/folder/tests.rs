@@ -341,3 +341,34 @@ fn a_delete_from_an_old_base_loses_to_an_edit_it_never_saw() {
     c.delete_from(id, &now, 4).expect("delete");
     assert!(c.tree().lookup("doc.txt").is_none());
 }
+
+/// What is not shareable (not yet saved) never goes to a peer, and goes
+/// as soon as it is, from where the peer's cursor stopped.
+#[test]
+fn unshareable_changes_are_held_back_then_sent() {
+    let mut a = Folder::new(agent(1));
+    let id = a.create("a.txt", Kind::File, 1).expect("create");
+    a.edit_text(id, &[Edit { pos: 0, del: 0, ins: "hello".into() }], 2).expect("edit");
+    a.set_shareable(Some(a.version_vector().clone()));
+    // More typing into the same log record, and a new file: held back.
+    a.edit_text(id, &[Edit { pos: 5, del: 0, ins: " world".into() }], 3).expect("edit");
+    a.create("b.txt", Kind::File, 4).expect("create");
+
+    let mut b = Folder::new(agent(2));
+    let (c, pos) = a.changes_for_peer(b.version_vector(), 0, usize::MAX);
+    b.apply_changes(&c).1.expect("apply");
+    assert_eq!(text_at(&mut b, "a.txt").as_deref(), Some("hello"));
+    assert!(b.tree().lookup("b.txt").is_none());
+    let (none, pos2) = a.changes_for_peer(b.version_vector(), pos, usize::MAX);
+    assert!(none.runs.is_empty());
+
+    // Saved: everything flows, from the cursor.
+    a.set_shareable(Some(a.version_vector().clone()));
+    let (c, _) = a.changes_for_peer(b.version_vector(), pos2, usize::MAX);
+    b.apply_changes(&c).1.expect("apply");
+    assert_eq!(snapshot(&mut a), snapshot(&mut b));
+    // `changes_since` (what the store saves) was never limited.
+    let mut all = Folder::new(agent(3));
+    send(&a, &mut all);
+    assert_eq!(snapshot(&mut a), snapshot(&mut all));
+}
