@@ -73,6 +73,10 @@ pub struct MemoryChunks {
 }
 
 impl MemoryChunks {
+    /// A chunk's bytes, borrowed (readers that copy only a range).
+    pub fn get_ref(&self, hash: &ChunkHash) -> Option<&[u8]> {
+        self.map.get(hash).map(Vec::as_slice)
+    }
     /// Number of distinct chunks held.
     pub fn len(&self) -> usize {
         self.map.len()

@@ -254,18 +254,38 @@ fn read_body(path: &Path, kind: Kind) -> Result<Body, WatchError> {
     Ok(match kind {
         Kind::Dir => Body::Dir,
         Kind::Symlink => Body::Link(std::fs::read_link(path).map_err(io)?.to_string_lossy().into_owned()),
-        Kind::File => {
-            let bytes = std::fs::read(path).map_err(io)?;
-            if bytes.len() as u64 <= TEXT_MAX && !bytes.contains(&0) {
-                match String::from_utf8(bytes) {
-                    Ok(s) => Body::Text(s),
-                    Err(e) => Body::Binary(e.into_bytes()),
-                }
-            } else {
-                Body::Binary(bytes)
-            }
-        }
+        Kind::File => classify(std::fs::read(path).map_err(io)?),
     })
+}
+
+/// Text (valid UTF-8, no NUL, at most [`TEXT_MAX`] bytes) or binary.
+fn classify(bytes: Vec<u8>) -> Body {
+    if bytes.len() as u64 <= TEXT_MAX && !bytes.contains(&0) {
+        match String::from_utf8(bytes) {
+            Ok(s) => Body::Text(s),
+            Err(e) => Body::Binary(e.into_bytes()),
+        }
+    } else {
+        Body::Binary(bytes)
+    }
+}
+
+/// Records `bytes` as the new content of file `id`, written by someone who
+/// started from version `base` (empty: the current one), exactly as a scan
+/// takes in a file it read: text is diffed and merges with what changed
+/// since `base`, binary content is chunked. Returns the version the writer
+/// holds now (the base for its next change). For writers other than the
+/// disk, such as the FUSE mount.
+pub fn take_in_bytes(
+    folder: &mut Folder,
+    chunks: &mut dyn ChunkStore,
+    id: EntryId,
+    base: &[EventId],
+    bytes: Vec<u8>,
+    exec: bool,
+    now: u64,
+) -> Result<Vec<EventId>, WatchError> {
+    take_in(folder, chunks, id, base, classify(bytes), exec, now)
 }
 
 /// A key for matching moved content: the same for a file on disk and the

@@ -372,3 +372,19 @@ fn unshareable_changes_are_held_back_then_sent() {
     send(&a, &mut all);
     assert_eq!(snapshot(&mut a), snapshot(&mut all));
 }
+
+#[test]
+fn children_lists_one_level_in_name_order() {
+    let mut f = Folder::new(agent(1));
+    for p in ["a", "a b", "a.txt", "a/x", "a/y/z", "a-b", "b/c", "a0"] {
+        let kind = if p == "a" || p == "b" { Kind::Dir } else { Kind::File };
+        if f.tree().lookup(p).is_none() {
+            f.create(p, kind, 1).expect("create");
+        }
+    }
+    let names = |f: &mut Folder, d: &str| f.tree().children(d).iter().map(|n| n.path.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&mut f, ""), ["a", "a b", "a-b", "a.txt", "a0", "b"]);
+    assert_eq!(names(&mut f, "a"), ["a/x", "a/y"]);
+    assert_eq!(names(&mut f, "a/y"), ["a/y/z"]);
+    assert!(names(&mut f, "a.txt").is_empty());
+}

@@ -51,6 +51,35 @@ impl Tree {
         self.path_of.get(&id).map(String::as_str)
     }
 
+    /// The entries directly inside directory `dir` (`""` = the root), in
+    /// name order. Subtrees are skipped, not walked.
+    pub fn children(&self, dir: &str) -> Vec<&Node> {
+        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        let mut out = Vec::new();
+        let mut from = prefix.clone();
+        loop {
+            let Some((path, node)) = self.by_path.range::<str, _>((std::ops::Bound::Included(from.as_str()), std::ops::Bound::Unbounded)).next()
+            else {
+                break;
+            };
+            let Some(rest) = path.strip_prefix(prefix.as_str()) else { break };
+            if rest.is_empty() {
+                // `dir` itself is not its own child (only for the root: "").
+                from = format!("{path}\0");
+                continue;
+            }
+            match rest.find('/') {
+                // Below a child: skip that child's whole subtree ('0' follows '/').
+                Some(i) => from = format!("{prefix}{}0", &rest[..i]),
+                None => {
+                    out.push(node);
+                    from = format!("{path}\0");
+                }
+            }
+        }
+        out
+    }
+
     /// All nodes in path order.
     pub fn nodes(&self) -> impl Iterator<Item = &Node> + '_ {
         self.by_path.values()

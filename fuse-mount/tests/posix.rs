@@ -1,0 +1,342 @@
+//! The mount as programs see it: real FUSE mounts (root and /dev/fuse
+//! needed; skipped with a message otherwise) over a folder in memory.
+
+#![allow(missing_docs)]
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use fsync_core::chunks::MemoryChunks;
+use fsync_core::folder::{Content, Folder, Kind};
+use fsync_core::AgentId;
+use fuse_mount::{mount, Backend, MountOptions, Mounted};
+
+/// A folder in memory; `persist` counts calls.
+#[derive(Clone, Default)]
+struct Mem {
+    inner: Arc<Mutex<Option<(Folder, MemoryChunks)>>>,
+    persisted: Arc<AtomicUsize>,
+    changes: Arc<AtomicUsize>,
+}
+
+impl Backend for Mem {
+    fn with<R>(&self, f: impl FnOnce(&mut Folder, &mut MemoryChunks) -> R) -> Option<R> {
+        let mut g = self.inner.lock().expect("lock");
+        let (folder, chunks) = g.as_mut()?;
+        Some(f(folder, chunks))
+    }
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
+    }
+    fn persist(&self) -> Result<(), String> {
+        self.persisted.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+struct Fixture {
+    mem: Mem,
+    mnt: Option<Mounted<Mem>>,
+    dir: PathBuf,
+    base: PathBuf,
+}
+
+impl Fixture {
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.join(p)
+    }
+    fn text(&self, path: &str) -> Option<String> {
+        self.mem.with(|f, _| {
+            let id = f.tree().lookup(path)?.id;
+            (f.state(id)?.content == Content::Text).then(|| f.doc(id).map(|d| d.text()))?
+        })?
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        drop(self.mnt.take());
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+fn can_mount() -> bool {
+    let ok = Path::new("/dev/fuse").exists() && std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok();
+    if !ok {
+        eprintln!("skipped: /dev/fuse is not usable here");
+    }
+    ok
+}
+
+fn setup(name: &str) -> Option<Fixture> {
+    if !can_mount() {
+        return None;
+    }
+    let base = std::env::temp_dir().join(format!("fsync-fuse-{name}-{}", std::process::id()));
+    let _ = Command::new("umount").arg("-l").arg(base.join("mnt")).output();
+    let _ = std::fs::remove_dir_all(&base);
+    let dir = base.join("mnt");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mem = Mem::default();
+    *mem.inner.lock().expect("lock") = Some((Folder::new(AgentId::from_index(1)), MemoryChunks::default()));
+    let mnt = mount(mem.clone(), &dir, MountOptions { fsname: "fsync-test".into(), space: base.clone() }).expect("mount");
+    Some(Fixture { mem, mnt: Some(mnt), dir, base })
+}
+
+fn sh(dir: &Path, script: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(script).current_dir(dir).output().expect("sh");
+    assert!(out.status.success(), "{script}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn files_directories_and_links_through_std_fs() {
+    let Some(fx) = setup("std") else { return };
+    std::fs::create_dir(fx.path("docs")).expect("mkdir");
+    std::fs::write(fx.path("docs/a.txt"), "hello\n").expect("write");
+    assert_eq!(std::fs::read_to_string(fx.path("docs/a.txt")).expect("read"), "hello\n");
+    assert_eq!(fx.text("docs/a.txt").as_deref(), Some("hello\n"), "in the model once closed");
+    assert!(fx.mem.changes.load(Ordering::SeqCst) > 0);
+
+    // Overwrite, append, truncate.
+    std::fs::write(fx.path("docs/a.txt"), "hello world\n").expect("write");
+    let mut f = std::fs::OpenOptions::new().append(true).open(fx.path("docs/a.txt")).expect("open");
+    std::io::Write::write_all(&mut f, b"more\n").expect("append");
+    drop(f);
+    assert_eq!(fx.text("docs/a.txt").as_deref(), Some("hello world\nmore\n"));
+    let f = std::fs::OpenOptions::new().write(true).open(fx.path("docs/a.txt")).expect("open");
+    f.set_len(5).expect("truncate down");
+    drop(f);
+    assert_eq!(fx.text("docs/a.txt").as_deref(), Some("hello"));
+
+    // Metadata agrees with readdir.
+    let names: Vec<String> =
+        std::fs::read_dir(fx.path("docs")).expect("readdir").map(|e| e.expect("entry").file_name().into_string().expect("utf-8")).collect();
+    assert_eq!(names, ["a.txt"]);
+    let m = std::fs::metadata(fx.path("docs/a.txt")).expect("stat");
+    assert_eq!(m.len(), 5);
+    assert_eq!(m.nlink(), 1);
+    assert_eq!(std::fs::metadata(fx.path("docs")).expect("stat").nlink(), 2);
+    let ino = m.ino();
+    std::fs::write(fx.path("docs/a.txt"), "changed").expect("write");
+    assert_eq!(std::fs::metadata(fx.path("docs/a.txt")).expect("stat").ino(), ino, "stable inode");
+
+    // chmod: the executable bit is the model's.
+    std::fs::set_permissions(fx.path("docs/a.txt"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    assert!(fx.mem.with(|f, _| {
+        let id = f.tree().lookup("docs/a.txt").expect("there").id;
+        f.state(id).expect("state").exec
+    }).expect("folder"));
+    assert_eq!(std::fs::metadata(fx.path("docs/a.txt")).expect("stat").permissions().mode() & 0o777, 0o755);
+
+    // Symlinks are links.
+    std::os::unix::fs::symlink("a.txt", fx.path("docs/link")).expect("symlink");
+    assert_eq!(std::fs::read_link(fx.path("docs/link")).expect("readlink"), Path::new("a.txt"));
+    assert_eq!(std::fs::read_to_string(fx.path("docs/link")).expect("through the link"), "changed");
+    assert!(fx.mem.with(|f, _| f.tree().lookup("docs/link").map(|n| n.kind)).flatten() == Some(Kind::Symlink));
+
+    // Rename over an existing file; rmdir refuses a non-empty directory.
+    std::fs::write(fx.path("docs/b.txt"), "bee").expect("write");
+    std::fs::rename(fx.path("docs/b.txt"), fx.path("docs/a.txt")).expect("rename over");
+    assert_eq!(std::fs::read_to_string(fx.path("docs/a.txt")).expect("read"), "bee");
+    assert!(!fx.path("docs/b.txt").exists());
+    let e = std::fs::remove_dir(fx.path("docs")).expect_err("not empty");
+    assert_eq!(e.raw_os_error(), Some(39), "ENOTEMPTY: {e}");
+    std::fs::remove_dir_all(fx.path("docs")).expect("rm -r");
+    assert!(fx.mem.with(|f, _| f.tree().is_empty()).expect("folder"));
+
+    // Hard links are not supported, with the errno `ln` expects.
+    std::fs::write(fx.path("x"), "x").expect("write");
+    let e = std::fs::hard_link(fx.path("x"), fx.path("y")).expect_err("no hard links");
+    assert_eq!(e.raw_os_error(), Some(1), "EPERM: {e}");
+}
+
+#[test]
+fn posix_details() {
+    let Some(fx) = setup("posix") else { return };
+    // Unlinking an open file keeps it readable through the handle.
+    std::fs::write(fx.path("open.txt"), "still here").expect("write");
+    let mut f = std::fs::File::open(fx.path("open.txt")).expect("open");
+    std::fs::remove_file(fx.path("open.txt")).expect("unlink");
+    assert!(!fx.path("open.txt").exists());
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut f, &mut s).expect("read after unlink");
+    assert_eq!(s, "still here");
+    drop(f);
+    assert!(fx.mem.with(|f, _| f.tree().lookup("open.txt").is_none()).expect("folder"), "not resurrected");
+
+    // Sparse write and truncate up: zeros, and binary (NUL bytes).
+    let f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(fx.path("sparse")).expect("create");
+    std::os::unix::fs::FileExt::write_at(&f, b"end", 10).expect("write past the end");
+    f.set_len(20).expect("truncate up");
+    drop(f);
+    let b = std::fs::read(fx.path("sparse")).expect("read");
+    assert_eq!(b.len(), 20);
+    assert_eq!(&b[..10], &[0u8; 10]);
+    assert_eq!(&b[10..13], b"end");
+    let binary = fx.mem.with(|f, _| {
+        let id = f.tree().lookup("sparse").expect("there").id;
+        matches!(f.state(id).expect("state").content, Content::Binary { .. })
+    });
+    assert_eq!(binary, Some(true));
+
+    // O_APPEND from two handles: nothing overwritten.
+    std::fs::write(fx.path("log"), "").expect("create");
+    let mut a = std::fs::OpenOptions::new().append(true).open(fx.path("log")).expect("open");
+    let mut b = std::fs::OpenOptions::new().append(true).open(fx.path("log")).expect("open");
+    std::io::Write::write_all(&mut a, b"one\n").expect("write");
+    std::io::Write::write_all(&mut b, b"two\n").expect("write");
+    drop((a, b));
+    assert_eq!(std::fs::read_to_string(fx.path("log")).expect("read"), "one\ntwo\n");
+
+    // mtime follows writes; utimens sets it; ctime moves on changes.
+    let before = std::fs::metadata(fx.path("log")).expect("stat");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(fx.path("log"), "three\n").expect("write");
+    let after = std::fs::metadata(fx.path("log")).expect("stat");
+    assert!(after.modified().expect("mtime") > before.modified().expect("mtime"));
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    std::fs::File::options().write(true).open(fx.path("log")).expect("open").set_modified(t).expect("utimens");
+    assert_eq!(std::fs::metadata(fx.path("log")).expect("stat").modified().expect("mtime"), t);
+
+    // fsync waits for the store.
+    let before = fx.mem.persisted.load(Ordering::SeqCst);
+    let mut f = std::fs::OpenOptions::new().write(true).open(fx.path("log")).expect("open");
+    std::io::Write::write_all(&mut f, b"durable").expect("write");
+    f.sync_all().expect("fsync");
+    assert!(fx.mem.persisted.load(Ordering::SeqCst) > before);
+    assert_eq!(fx.text("log").as_deref(), Some("durable"), "committed by fsync, before close");
+    drop(f);
+
+    // RENAME_NOREPLACE refuses an existing target; RENAME_EXCHANGE is
+    // refused cleanly (EINVAL), touching nothing.
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    std::fs::write(fx.path("p"), "p").expect("write");
+    std::fs::write(fx.path("q"), "q").expect("write");
+    let e = renameat2(AT_FDCWD, &fx.path("p"), AT_FDCWD, &fx.path("q"), RenameFlags::RENAME_NOREPLACE).expect_err("noreplace");
+    assert_eq!(e, nix::errno::Errno::EEXIST);
+    let e = renameat2(AT_FDCWD, &fx.path("p"), AT_FDCWD, &fx.path("q"), RenameFlags::RENAME_EXCHANGE).expect_err("exchange");
+    assert_eq!(e, nix::errno::Errno::EINVAL);
+    renameat2(AT_FDCWD, &fx.path("p"), AT_FDCWD, &fx.path("r"), RenameFlags::RENAME_NOREPLACE).expect("noreplace to a free name");
+    assert_eq!(std::fs::read_to_string(fx.path("q")).expect("q"), "q");
+    assert_eq!(std::fs::read_to_string(fx.path("r")).expect("r"), "p");
+
+    // statfs answers; names too long are refused.
+    sh(&fx.dir, "df . > /dev/null");
+    let long = "x".repeat(300);
+    let e = std::fs::write(fx.path(&long), "x").expect_err("too long");
+    assert_eq!(e.raw_os_error(), Some(36), "ENAMETOOLONG: {e}");
+}
+
+#[test]
+fn real_programs_inside_the_mount() {
+    let Some(fx) = setup("programs") else { return };
+    let d = &fx.dir;
+    // cp -r, mv, rm -r, ln -s, tar x.
+    let src = fx.base.join("src");
+    std::fs::create_dir_all(src.join("sub/deeper")).expect("mkdir");
+    for i in 0..20 {
+        std::fs::write(src.join(format!("sub/f{i}.txt")), format!("file {i}\n")).expect("write");
+    }
+    std::fs::write(src.join("sub/deeper/bin"), [0u8, 1, 2, 255]).expect("write");
+    sh(d, &format!("cp -r {} copy", src.display()));
+    assert_eq!(std::fs::read_to_string(d.join("copy/sub/f7.txt")).expect("copied"), "file 7\n");
+    assert_eq!(fx.text("copy/sub/f7.txt").as_deref(), Some("file 7\n"));
+    sh(d, "mv copy/sub moved && ls moved/deeper/bin && rm -r copy");
+    assert!(!d.join("copy").exists());
+    assert_eq!(std::fs::read(d.join("moved/deeper/bin")).expect("moved"), [0u8, 1, 2, 255]);
+    sh(d, "ln -s moved/f1.txt l && cat l | grep -q 'file 1'");
+    sh(d, &format!("tar -C {} -cf {}/t.tar sub && mkdir untar && tar -C untar -xf {}/t.tar", src.display(), fx.base.display(), fx.base.display()));
+    assert_eq!(std::fs::read_to_string(d.join("untar/sub/f19.txt")).expect("untarred"), "file 19\n");
+
+    // Editors: sed -i (temp file + rename), vim (backup dance).
+    std::fs::write(d.join("conf"), "port = 1\nname = x\n").expect("write");
+    sh(d, "sed -i 's/port = 1/port = 2/' conf");
+    assert_eq!(fx.text("conf").as_deref(), Some("port = 2\nname = x\n"));
+    if Command::new("vim").arg("--version").output().is_ok() {
+        sh(d, "vim -Es -u NONE -c '%s/name = x/name = y/' -c 'wq' conf");
+        assert_eq!(fx.text("conf").as_deref(), Some("port = 2\nname = y\n"));
+    }
+
+    // git: init, commit on two branches, checkout back and forth.
+    if Command::new("git").arg("--version").output().is_ok() {
+        sh(
+            d,
+            "mkdir repo && cd repo && git init -q -b main && git config user.email t@t && git config user.name t \
+             && echo one > f && git add f && git commit -qm one \
+             && git checkout -qb other && echo two > f && git commit -qam two \
+             && git checkout -q main && test \"$(cat f)\" = one \
+             && git checkout -q other && test \"$(cat f)\" = two && git fsck --no-progress 2>&1 | (! grep -q error)",
+        );
+        assert_eq!(fx.text("repo/f").as_deref(), Some("two\n"));
+    }
+}
+
+/// A peer's replica of the mounted folder: gets what it lacks, edits, and
+/// sends its change back the way the daemon applies them.
+fn peer_edit(fx: &Fixture, peer: &mut Folder, path: &str, new_text: &str) {
+    fx.mem.with(|f, _| {
+        let (c, _) = f.changes_since(peer.version_vector(), 0, usize::MAX);
+        peer.apply_changes(&c).1.expect("apply");
+    });
+    let id = peer.tree().lookup(path).expect("peer has it").id;
+    peer.set_text(id, new_text, 99).expect("edit");
+    fx.mem.with(|f, _| {
+        let (c, _) = peer.changes_since(f.version_vector(), 0, usize::MAX);
+        f.apply_changes(&c).1.expect("apply");
+    });
+    fx.mnt.as_ref().expect("mounted").refresh();
+}
+
+#[test]
+fn remote_changes_show_at_once_and_merge_with_open_writers() {
+    let Some(fx) = setup("remote") else { return };
+    let mut peer = Folder::new(AgentId::from_index(2));
+    std::fs::write(fx.path("note.txt"), "line one\n").expect("write");
+    // The kernel caches the size and the page; a longer version from a peer
+    // must show in full at once, not cut at the old size for a TTL.
+    assert_eq!(std::fs::metadata(fx.path("note.txt")).expect("stat").len(), 9);
+    peer_edit(&fx, &mut peer, "note.txt", "line one\nline two from the peer\n");
+    let start = std::time::Instant::now();
+    loop {
+        let now = std::fs::read_to_string(fx.path("note.txt")).expect("read");
+        if now == "line one\nline two from the peer\n" {
+            break;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_millis(500), "stale for {:?}: {now:?}", start.elapsed());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+
+    // A file held open for writing while the peer edits it: both edits.
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(fx.path("note.txt")).expect("open");
+    std::os::unix::fs::FileExt::write_at(&f, b"LINE", 0).expect("write at the start");
+    peer_edit(&fx, &mut peer, "note.txt", "line one\nline two from the peer\nline three\n");
+    std::io::Write::flush(&mut f).expect("flush");
+    drop(f);
+    let merged = fx.text("note.txt").expect("text");
+    assert_eq!(merged, "LINE one\nline two from the peer\nline three\n");
+    assert_eq!(std::fs::read_to_string(fx.path("note.txt")).expect("read"), merged);
+
+    // A peer's new file and a peer's rename show up.
+    let id = peer.create("from-peer.txt", Kind::File, 100).expect("create");
+    peer.set_text(id, "hi", 101).expect("edit");
+    fx.mem.with(|f, _| {
+        let (c, _) = peer.changes_since(f.version_vector(), 0, usize::MAX);
+        f.apply_changes(&c).1.expect("apply");
+    });
+    fx.mnt.as_ref().expect("mounted").refresh();
+    assert_eq!(std::fs::read_to_string(fx.path("from-peer.txt")).expect("read"), "hi");
+    let id = peer.tree().lookup("note.txt").expect("there").id;
+    peer.rename(id, "renamed.txt", 102).expect("rename");
+    fx.mem.with(|f, _| {
+        let (c, _) = peer.changes_since(f.version_vector(), 0, usize::MAX);
+        f.apply_changes(&c).1.expect("apply");
+    });
+    fx.mnt.as_ref().expect("mounted").refresh();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(!fx.path("note.txt").exists(), "the old name is gone from the kernel's cache");
+    assert_eq!(std::fs::read_to_string(fx.path("renamed.txt")).expect("read"), merged);
+}
