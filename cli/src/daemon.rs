@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use fsync_core::chunks::{ChunkHash, ChunkStore, MemoryChunks};
 use fsync_core::folder::Folder;
 use fsync_core::store::{load_folder, Saver, Store};
@@ -62,6 +62,9 @@ const KEEP_ERRORS: usize = 20;
 /// One shared folder as the daemon sees it.
 struct Local {
     name: String,
+    /// Presented through the FUSE mount: its directory is neither scanned
+    /// nor written while mounted.
+    mounted: bool,
     root: PathBuf,
     index: Index,
     saver: Saver,
@@ -115,10 +118,44 @@ struct Daemon {
     start: Instant,
 }
 
-/// Runs until SIGINT or SIGTERM.
-pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
+/// What the mount asks of the main loop.
+enum MountMsg {
+    /// A change through the mount: save it (and tell peers).
+    Changed,
+    /// fsync: answer once everything is durable.
+    Persist(std::sync::mpsc::SyncSender<Result<(), String>>),
+}
+
+/// The mounted folder as the daemon holds it: the live folder peers sync,
+/// saved by the main loop.
+struct MountBackend {
+    node: Arc<Node>,
+    name: String,
+    tx: mpsc::UnboundedSender<MountMsg>,
+}
+
+impl fuse_mount::Backend for MountBackend {
+    fn with<R>(&self, f: impl FnOnce(&mut Folder, &mut MemoryChunks) -> R) -> Option<R> {
+        self.node.read(&self.name, |s| f(&mut s.folder, &mut s.chunks))
+    }
+    fn changed(&self) {
+        let _ = self.tx.send(MountMsg::Changed);
+    }
+    fn persist(&self) -> Result<(), String> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.tx.send(MountMsg::Persist(tx)).map_err(|_| "the daemon is stopping".to_owned())?;
+        rx.recv().map_err(|_| "the daemon is stopping".to_owned())?
+    }
+}
+
+/// Runs until SIGINT or SIGTERM; with `mount` (folder name, mount point),
+/// presents that folder through FUSE instead of its directory.
+pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf)>) -> Result<()> {
     let identity = home.identity()?;
     let config = home.config()?;
+    if let Some((name, point)) = &mount {
+        check_mount(&config, name, point)?;
+    }
     // One daemon per home.
     let lock_path = home.dir.join("daemon.lock");
     let lock = std::fs::File::create(&lock_path).with_context(|| format!("cannot create {}", lock_path.display()))?;
@@ -146,7 +183,8 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
     let mut started = Vec::new();
     for (i, fc) in config.folders.iter().enumerate() {
         phase.send_replace(Some(format!("scanning folder {:?} at {}", fc.name, fc.path.display())));
-        let (local, folder, chunks) = open_folder(fc, i, &store, agent, &events_tx)?;
+        let mounted = mount.as_ref().is_some_and(|(name, _)| *name == fc.name);
+        let (local, folder, chunks) = open_folder(fc, i, &store, agent, &events_tx, mounted)?;
         started.push((fc.name.clone(), folder, chunks));
         locals.push(local);
     }
@@ -172,6 +210,18 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
         last_seen_saved: Instant::now(),
         start: Instant::now(),
     };
+    let (mount_tx, mut mount_rx) = mpsc::unbounded_channel::<MountMsg>();
+    let mut mounted = None;
+    if let Some((name, point)) = &mount {
+        let backend = MountBackend { node: d.node.clone(), name: name.clone(), tx: mount_tx };
+        let options = fuse_mount::MountOptions { fsname: format!("fsync:{name}"), space: home.dir.clone() };
+        let m = tokio::task::block_in_place(|| fuse_mount::mount(backend, point, options))?;
+        let i = d.locals.iter().position(|l| l.name == *name).context("the mounted folder is not open")?;
+        tracing::info!(folder = %name, mountpoint = %m.mountpoint().display(), "folder mounted");
+        mounted = Some((i, m));
+    } else {
+        drop(mount_tx);
+    }
     d.apply_peers(&config);
     d.config = config;
     for i in 0..d.locals.len() {
@@ -231,6 +281,30 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
                 for i in 0..d.locals.len() {
                     d.write(i);
                 }
+                if let Some((_, m)) = &mounted {
+                    m.refresh();
+                }
+            }
+            Some(msg) = mount_rx.recv() => {
+                // Everything queued is saved together (group commit).
+                let mut waiting = Vec::new();
+                let mut next = Some(msg);
+                while let Some(msg) = next {
+                    if let MountMsg::Persist(reply) = msg {
+                        waiting.push(reply);
+                    }
+                    next = mount_rx.try_recv().ok();
+                }
+                if let Some((i, _)) = &mounted {
+                    d.persist(*i);
+                }
+                let answer = match &d.store_error {
+                    None => Ok(()),
+                    Some(e) => Err(format!("not saved: {e}")),
+                };
+                for w in waiting {
+                    let _ = w.send(answer.clone());
+                }
             }
             Some(j) = joins.recv() => d.joined(j),
             Some((request, reply)) = control.recv() => {
@@ -256,6 +330,12 @@ pub async fn run(home: &Home, listen: SocketAddr) -> Result<()> {
         tracing::warn!("second signal: exiting now");
         std::process::exit(130);
     });
+    if let Some((_, m)) = mounted.take() {
+        // Open files' unflushed writes are committed before unmounting.
+        if let Err(e) = tokio::task::block_in_place(|| m.unmount()) {
+            tracing::error!("{e}");
+        }
+    }
     for i in 0..d.locals.len() {
         d.persist(i);
     }
@@ -299,6 +379,7 @@ fn open_folder(
     store: &RedbStore,
     agent: AgentId,
     events: &mpsc::Sender<(usize, Live)>,
+    mounted: bool,
 ) -> Result<(Local, Folder, MemoryChunks)> {
     let mut folder = load_folder(agent, &fc.name, store)?;
     let mut index = match store.get_state(&format!("index/{}", fc.name))? {
@@ -317,38 +398,41 @@ fn open_folder(
     }
     let saver = Saver::loaded(&folder);
     folder.set_shareable(Some(saver.saved().clone()));
-    std::fs::create_dir_all(&fc.path).with_context(|| format!("cannot create {}", fc.path.display()))?;
-    // Live events, forwarded from a thread of their own. Watching starts
-    // before the start-up scan so nothing falls between the two.
-    let watch = LiveWatcher::new(&fc.path)?;
-    let tx = events.clone();
-    std::thread::spawn(move || loop {
-        let Some(ev) = watch.recv_timeout(Duration::from_millis(500)) else {
-            if tx.is_closed() {
+    if !mounted {
+        std::fs::create_dir_all(&fc.path).with_context(|| format!("cannot create {}", fc.path.display()))?;
+        // Live events, forwarded from a thread of their own. Watching starts
+        // before the start-up scan so nothing falls between the two.
+        let watch = LiveWatcher::new(&fc.path)?;
+        let tx = events.clone();
+        std::thread::spawn(move || loop {
+            let Some(ev) = watch.recv_timeout(Duration::from_millis(500)) else {
+                if tx.is_closed() {
+                    return;
+                }
+                continue;
+            };
+            if tx.blocking_send((i, ev)).is_err() {
                 return;
             }
-            continue;
-        };
-        if tx.blocking_send((i, ev)).is_err() {
-            return;
+        });
+        // Take in what changed while we were stopped *before* any peer can
+        // send us anything: otherwise a remote change could be merged first and
+        // an offline move or delete misread against it.
+        let progress = Arc::new(watcher::ScanProgress::default());
+        let reporter = crate::progress::ScanReporter::start(&fc.name, progress.clone());
+        let ignore = Ignore::load(&fc.path);
+        let report = watcher::scan_with_progress(&fc.path, &mut folder, &mut chunks, &mut index, &ignore, None, now_ms(), &progress);
+        drop(reporter);
+        let report = report?;
+        if !report.is_empty() {
+            tracing::info!(folder = %fc.name, created = report.created.len(), modified = report.modified.len(),
+                moved = report.moved.len(), deleted = report.deleted.len(), "changes made while stopped");
         }
-    });
-    // Take in what changed while we were stopped *before* any peer can
-    // send us anything: otherwise a remote change could be merged first and
-    // an offline move or delete misread against it.
-    let progress = Arc::new(watcher::ScanProgress::default());
-    let reporter = crate::progress::ScanReporter::start(&fc.name, progress.clone());
-    let ignore = Ignore::load(&fc.path);
-    let report = watcher::scan_with_progress(&fc.path, &mut folder, &mut chunks, &mut index, &ignore, None, now_ms(), &progress);
-    drop(reporter);
-    let report = report?;
-    if !report.is_empty() {
-        tracing::info!(folder = %fc.name, created = report.created.len(), modified = report.modified.len(),
-            moved = report.moved.len(), deleted = report.deleted.len(), "changes made while stopped");
     }
     let durable = (saver.clone(), unsaved_chunks.clone());
     let local = Local {
         name: fc.name.clone(),
+        mounted,
         root: fc.path.clone(),
         index,
         saver,
@@ -382,6 +466,9 @@ impl Daemon {
     /// missing from our store after a crash, or the restart would find it on
     /// disk again and record it a second time.
     fn scan(&mut self, i: usize, scope: Option<&[String]>) {
+        if self.locals[i].mounted {
+            return;
+        }
         let l = &mut self.locals[i];
         let store = &mut self.store;
         let ignore = Ignore::load(&l.root);
@@ -421,6 +508,11 @@ impl Daemon {
     /// What is written is saved first: after a crash the disk never holds a
     /// change the store lacks (it would be taken in again as a new edit).
     fn write(&mut self, i: usize) {
+        if self.locals[i].mounted {
+            // Saved, so peers may have what arrived; the mount reads it live.
+            self.persist(i);
+            return;
+        }
         for _ in 0..3 {
             let l = &mut self.locals[i];
             let store = &mut self.store;
@@ -548,7 +640,7 @@ impl Daemon {
             }
             let i = self.locals.len();
             let (local, folder, chunks) =
-                tokio::task::block_in_place(|| open_folder(fc, i, &self.store, self.agent, &self.events))?;
+                tokio::task::block_in_place(|| open_folder(fc, i, &self.store, self.agent, &self.events, false))?;
             self.node.add_folder_with(&fc.name, folder, chunks);
             self.locals.push(local);
             self.persist(i);
@@ -732,6 +824,21 @@ fn save(l: &mut Local, s: &mut FolderState, store: &mut RedbStore) -> Result<()>
     l.index_saved = Some(digest);
     // Durable now: peers may have it.
     s.folder.set_shareable(Some(l.saver.saved().clone()));
+    Ok(())
+}
+
+/// A folder can be mounted when it is shared, and the mount point is not
+/// inside a watched folder (the watcher would read the mount back).
+fn check_mount(config: &Config, name: &str, point: &std::path::Path) -> Result<()> {
+    if config.folders.iter().all(|f| f.name != name) {
+        bail!("no folder named {name:?}; share it first with `fsync folder add {name} PATH` or `fsync join`");
+    }
+    let abs = std::path::absolute(point).with_context(|| format!("{}", point.display()))?;
+    for f in config.folders.iter().filter(|f| f.name != name) {
+        if abs.starts_with(&f.path) {
+            bail!("{} is inside folder {:?} ({}); mount it somewhere else", abs.display(), f.name, f.path.display());
+        }
+    }
     Ok(())
 }
 

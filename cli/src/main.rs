@@ -72,6 +72,16 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Like `run`, and present FOLDER at MOUNTPOINT through FUSE (the
+    /// folder's directory is left alone meanwhile) until SIGINT/SIGTERM.
+    Mount {
+        folder: String,
+        mountpoint: PathBuf,
+        /// UDP address to listen on (default: the config's `listen`, else
+        /// 0.0.0.0:7420).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Print a one-line ticket that lets another machine join FOLDER.
     Invite {
         folder: String,
@@ -117,27 +127,15 @@ fn run(cli: Cli) -> Result<()> {
             clap_complete::generate(shell, &mut Cli::command(), "fsync", &mut std::io::stdout());
         }
         Command::Run { path, listen } => {
-            let level = match (cli.verbose, cli.quiet) {
-                (_, q) if q > 0 => "warn",
-                (0, _) => "info",
-                (1, _) => "debug",
-                _ => "trace",
-            };
-            let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into());
-            use std::io::IsTerminal;
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal())
-                .init();
+            logging(cli.verbose, cli.quiet);
             if let Some(path) = path {
                 first_run(&home, &path, listen.as_deref())?;
             }
-            let config = home.config()?;
-            let listen = listen.or(config.listen).unwrap_or_else(|| cli::config::DEFAULT_LISTEN.to_owned());
-            let addr = resolve(&listen).with_context(|| format!("--listen {listen}: expected HOST:PORT"))?;
-            let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            rt.block_on(cli::daemon::run(&home, addr))?;
+            daemon(&home, listen, None)?;
+        }
+        Command::Mount { folder, mountpoint, listen } => {
+            logging(cli.verbose, cli.quiet);
+            daemon(&home, listen, Some((folder, mountpoint)))?;
         }
         Command::Invite { folder, expires, addrs } => {
             let ttl = parse_duration(&expires)?;
@@ -204,6 +202,32 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Logs to stderr: `RUST_LOG`, else info (`-v` debug, `-vv` trace, `-q` warnings).
+fn logging(verbose: u8, quiet: u8) {
+    let level = match (verbose, quiet) {
+        (_, q) if q > 0 => "warn",
+        (0, _) => "info",
+        (1, _) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into());
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Runs the daemon (and the mount) until a signal.
+fn daemon(home: &Home, listen: Option<String>, mount: Option<(String, PathBuf)>) -> Result<()> {
+    let config = home.config()?;
+    let listen = listen.or(config.listen).unwrap_or_else(|| cli::config::DEFAULT_LISTEN.to_owned());
+    let addr = resolve(&listen).with_context(|| format!("--listen {listen}: expected HOST:PORT"))?;
+    let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+    rt.block_on(cli::daemon::run(home, addr, mount))
 }
 
 fn resolve(addr: &str) -> Result<std::net::SocketAddr> {
