@@ -54,6 +54,8 @@ const MAX_WAIT_MS: u64 = 200;
 const RETRY: Duration = Duration::from_secs(2);
 /// How often sync progress is looked at and peers' last-seen saved.
 const TICK: Duration = Duration::from_secs(1);
+/// Changes through the mount are saved together at most this often.
+const MOUNT_GROUP: Duration = Duration::from_millis(10);
 /// How long `status` waits for a starting daemon before saying it is busy.
 const STATUS_WAIT: Duration = Duration::from_secs(3);
 /// Errors kept for `fsync status`.
@@ -237,6 +239,8 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     // Progress is looked at once a second (more often when its log period
     // is set shorter).
+    let mut mount_saved = Instant::now();
+    let mut mount_save_at: Option<Instant> = None;
     let mut tick = tokio::time::interval(TICK.min(crate::progress::log_every()).max(Duration::from_millis(50)));
     loop {
         let ms = d.ms();
@@ -244,6 +248,9 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
         let mut wait = next.map_or(Duration::from_secs(3600), |t| Duration::from_millis(t.saturating_sub(ms)));
         if let Some(r) = d.retry_at {
             wait = wait.min(r.saturating_duration_since(Instant::now()));
+        }
+        if let Some(t) = mount_save_at {
+            wait = wait.min(t.saturating_duration_since(Instant::now()));
         }
         tokio::select! {
             ev = events.recv() => match ev {
@@ -255,6 +262,13 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
                 None => {}
             },
             _ = tokio::time::sleep(wait) => {
+                if let (Some(t), Some((i, _))) = (mount_save_at, &mounted) {
+                    if t <= Instant::now() {
+                        d.persist(*i);
+                        mount_saved = Instant::now();
+                        mount_save_at = None;
+                    }
+                }
                 let retrying = d.retry_at.is_some_and(|r| r <= Instant::now());
                 if retrying {
                     d.retry_at = None;
@@ -295,9 +309,18 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
                     }
                     next = mount_rx.try_recv().ok();
                 }
+                // Changes alone are saved at most every MOUNT_GROUP, so a
+                // program writing many small files pays a few disk syncs,
+                // not one per file; an fsync is answered at once.
+                if waiting.is_empty() && mount_saved.elapsed() < MOUNT_GROUP {
+                    mount_save_at.get_or_insert(mount_saved + MOUNT_GROUP);
+                    continue;
+                }
                 if let Some((i, _)) = &mounted {
                     d.persist(*i);
                 }
+                mount_saved = Instant::now();
+                mount_save_at = None;
                 let answer = match &d.store_error {
                     None => Ok(()),
                     Some(e) => Err(format!("not saved: {e}")),
@@ -569,7 +592,22 @@ impl Daemon {
         let l = &mut self.locals[i];
         let store = &mut self.store;
         let name = l.name.clone();
-        let r = tokio::task::block_in_place(|| self.node.read(&name, |s| save(l, s, store)).unwrap_or(Ok(())));
+        let node = &self.node;
+        let r = tokio::task::block_in_place(|| {
+            if !l.mounted {
+                return node.read(&name, |s| save(l, s, store)).unwrap_or(Ok(()));
+            }
+            // A mounted folder has no disk copy to keep in step, so the
+            // disk sync runs without holding the folder: the mount and
+            // peers go on meanwhile, and peers get the events only once
+            // they are durable (the shareable limit moves after the sync).
+            let wrote = node.read(&name, |s| write_unsynced(l, s, store)).unwrap_or(Ok(false))?;
+            if wrote {
+                store.sync()?;
+            }
+            node.read(&name, |s| s.folder.set_shareable(Some(l.saver.saved().clone())));
+            Ok(())
+        });
         self.saved(i, r);
     }
 
@@ -774,11 +812,12 @@ impl Daemon {
             .flat_map(|(_, i)| i.folders.values())
             .filter_map(|f| f.to_send)
             .sum();
+        // Chunks not here are among those not saved yet: counting those is
+        // cheap, where the whole history's references are not.
         let to_fetch: usize = self
-            .config
-            .folders
+            .locals
             .iter()
-            .filter_map(|f| self.node.read(&f.name, |s| crate::status::chunks_to_fetch(&s.folder, &s.chunks)))
+            .filter_map(|l| self.node.read(&l.name, |s| l.unsaved_chunks.iter().filter(|h| !s.chunks.has(h)).count()))
             .sum();
         self.progress.update(to_send, to_fetch as u64);
         if self.last_seen_saved.elapsed() >= Duration::from_secs(5) {
@@ -803,14 +842,28 @@ impl Daemon {
 /// the disk index; then syncs once (group commit). The caller holds the
 /// folder, so no peer sees a local change before it is durable.
 fn save(l: &mut Local, s: &mut FolderState, store: &mut RedbStore) -> Result<()> {
+    if write_unsynced(l, s, store)? {
+        store.sync()?;
+    }
+    // Durable now: peers may have it.
+    s.folder.set_shareable(Some(l.saver.saved().clone()));
+    Ok(())
+}
+
+/// The writing half of [`save`]: everything not saved yet, committed
+/// without a disk sync. Returns whether anything was written.
+fn write_unsynced(l: &mut Local, s: &FolderState, store: &mut RedbStore) -> Result<bool> {
     let mut wrote = l.saver.save_collecting(&l.name, &s.folder, store, &mut l.unsaved_chunks)?;
-    let arrived: Vec<ChunkHash> = l.unsaved_chunks.iter().copied().filter(|h| s.chunks.has(h)).collect();
-    for h in arrived {
-        if let Some(b) = s.chunks.get(&h) {
-            store.put_chunk(h, &b)?;
-            wrote = true;
+    let arrived: Vec<(ChunkHash, &[u8])> = l.unsaved_chunks.iter().filter_map(|h| Some((*h, s.chunks.get_ref(h)?))).collect();
+    if !arrived.is_empty() {
+        // One transaction, in slices that bound its memory.
+        for part in arrived.chunks(1024) {
+            store.put_chunks(part)?;
         }
-        l.unsaved_chunks.remove(&h);
+        wrote = true;
+        for (h, _) in &arrived {
+            l.unsaved_chunks.remove(h);
+        }
     }
     let index = l.index.encode();
     let digest = *blake3::hash(&index).as_bytes();
@@ -818,13 +871,8 @@ fn save(l: &mut Local, s: &mut FolderState, store: &mut RedbStore) -> Result<()>
         store.put_state(&format!("index/{}", l.name), &index)?;
         wrote = true;
     }
-    if wrote {
-        store.sync()?;
-    }
     l.index_saved = Some(digest);
-    // Durable now: peers may have it.
-    s.folder.set_shareable(Some(l.saver.saved().clone()));
-    Ok(())
+    Ok(wrote)
 }
 
 /// A folder can be mounted when it is shared, and the mount point is not

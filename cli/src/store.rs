@@ -235,6 +235,16 @@ impl Store for RedbStore {
         Ok(out)
     }
 
+    fn put_chunks(&mut self, chunks: &[(ChunkHash, &[u8])]) -> Result<(), StoreError> {
+        self.write("storing chunks", false, |txn| {
+            let mut t = txn.open_table(CHUNKS)?;
+            for (h, b) in chunks {
+                t.insert(h.0.as_slice(), *b)?;
+            }
+            Ok(())
+        })
+    }
+
     fn put_chunk(&mut self, hash: ChunkHash, bytes: &[u8]) -> Result<(), StoreError> {
         self.write("storing a chunk", false, |txn| {
             txn.open_table(CHUNKS)?.insert(hash.0.as_slice(), bytes)?;

@@ -39,6 +39,11 @@ pub trait Store {
     fn batches(&self, folder: &str) -> Result<Vec<Vec<u8>>, StoreError>;
     /// Keeps a chunk (already checked against its hash).
     fn put_chunk(&mut self, hash: ChunkHash, bytes: &[u8]) -> Result<(), StoreError>;
+    /// Keeps many chunks at once (one transaction where the engine has
+    /// them: a big file is thousands of chunks).
+    fn put_chunks(&mut self, chunks: &[(ChunkHash, &[u8])]) -> Result<(), StoreError> {
+        chunks.iter().try_for_each(|(h, b)| self.put_chunk(*h, b))
+    }
     /// A chunk's bytes.
     fn get_chunk(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>, StoreError>;
     /// What a peer is known to have of a folder.

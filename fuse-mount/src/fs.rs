@@ -47,6 +47,9 @@ pub(crate) struct Fs<B: Backend>(pub(crate) Arc<Inner<B>>);
 pub(crate) struct Inner<B: Backend> {
     backend: B,
     state: Mutex<State>,
+    /// Signalled when a pending commit lands.
+    landed: std::sync::Condvar,
+    jobs: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
     uid: u32,
     gid: u32,
     space: PathBuf,
@@ -73,6 +76,16 @@ struct State {
     remote: BTreeMap<AgentId, u64>,
     cache: HashMap<u64, Cached>,
     cache_bytes: usize,
+    /// Big files closed but still being chunked (see [`Inner::commit`]):
+    /// what readers see meanwhile.
+    pending: HashMap<u64, Arc<Vec<u8>>>,
+}
+
+/// A big binary file to chunk and record off the request thread.
+pub(crate) struct Job {
+    ino: u64,
+    id: EntryId,
+    data: Arc<Vec<u8>>,
 }
 
 struct OpenFile {
@@ -267,6 +280,9 @@ impl State {
         if let Some(d) = self.open.get(&ino).and_then(|o| o.data.as_ref()) {
             return Ok(d.len() as u64);
         }
+        if let Some(d) = self.pending.get(&ino) {
+            return Ok(d.len() as u64);
+        }
         Ok(match &f.state(id).ok_or(Errno::ENOENT)?.content {
             Content::Text => self.text(f, ino, id)?.len() as u64,
             Content::Binary { size, .. } => *size,
@@ -361,7 +377,72 @@ impl State {
 
 impl<B: Backend> Inner<B> {
     pub(crate) fn new(backend: B, uid: u32, gid: u32, space: PathBuf) -> Self {
-        Inner { backend, state: Mutex::new(State::default()), uid, gid, space, mounted_at: SystemTime::now() }
+        Inner {
+            backend,
+            state: Mutex::new(State::default()),
+            landed: std::sync::Condvar::new(),
+            jobs: Mutex::new(None),
+            uid,
+            gid,
+            space,
+            mounted_at: SystemTime::now(),
+        }
+    }
+
+    /// Where big files go to be chunked (set once mounted).
+    pub(crate) fn set_jobs(&self, tx: std::sync::mpsc::Sender<Job>) {
+        *self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx);
+    }
+
+    /// Chunks a big file and records it: the hashing runs with no lock
+    /// held, so the mount serves other requests meanwhile.
+    pub(crate) fn run_job(&self, job: Job) {
+        let refs: Vec<(ChunkRef, std::ops::Range<usize>)> = fsync_core::chunks::split(&job.data)
+            .into_iter()
+            .map(|(r, b)| {
+                let start = b.as_ptr() as usize - job.data.as_ptr() as usize;
+                (r, start..start + b.len())
+            })
+            .collect();
+        let r = self.run(|st, f, chunks| {
+            let latest = st.pending.get(&job.ino).is_some_and(|d| Arc::ptr_eq(d, &job.data));
+            if !latest || f.state(job.id).is_none_or(|s| !s.alive) {
+                // A newer version is on its way, or the file went: moot.
+                return Ok(false);
+            }
+            for (r, range) in &refs {
+                fsync_core::chunks::ChunkStore::put(chunks, r.hash, &job.data[range.clone()]);
+            }
+            let refs: Vec<ChunkRef> = refs.iter().map(|(r, _)| *r).collect();
+            let same = matches!(f.state(job.id).map(|s| &s.content), Some(Content::Binary { chunks: c, .. }) if *c == refs);
+            if !same {
+                f.write_binary(job.id, refs, now_ms()).map_err(|e| errno(&e))?;
+            }
+            st.pending.remove(&job.ino);
+            st.touched(f, job.ino, job.id);
+            Ok(true)
+        });
+        {
+            // Whatever happened, readers and fsync stop waiting on it.
+            let mut st = self.lock();
+            if st.pending.get(&job.ino).is_some_and(|d| Arc::ptr_eq(d, &job.data)) {
+                st.pending.remove(&job.ino);
+            }
+        }
+        self.landed.notify_all();
+        match r {
+            Ok(true) => self.backend.changed(),
+            Ok(false) => {}
+            Err(e) => tracing::error!("cannot record a big file written through the mount: {e:?}"),
+        }
+    }
+
+    /// Waits until no big file (or `ino`'s) is still being chunked.
+    fn wait_landed(&self, ino: Option<u64>) {
+        let mut st = self.lock();
+        while ino.map_or(!st.pending.is_empty(), |i| st.pending.contains_key(&i)) {
+            st = self.landed.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -416,14 +497,37 @@ impl<B: Backend> Inner<B> {
             }
             let (Some(data), base) = (of.data.take(), std::mem::take(&mut of.base)) else { return Ok(false) };
             let id = st.id(ino)?.ok_or(Errno::EISDIR)?;
-            let exec = f.state(id).is_some_and(|s| s.exec);
-            watcher::take_in_bytes(f, chunks, id, &base, data, exec, now_ms()).map_err(|e| {
-                tracing::error!("cannot record a write through the mount: {e}");
-                Errno::EIO
-            })?;
-            st.touched(f, ino, id);
-            Ok(true)
+            if data.len() as u64 > watcher::scan::TEXT_MAX {
+                // Too big to be text: binary, and chunking it takes a while.
+                // Close returns now; readers see the data until it lands,
+                // and fsync waits for it (as a page cache would write back).
+                let data = Arc::new(data);
+                let jobs = self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+                if let Some(tx) = jobs {
+                    st.pending.insert(ino, data.clone());
+                    if tx.send(Job { ino, id, data: data.clone() }).is_ok() {
+                        return Ok(false);
+                    }
+                    st.pending.remove(&ino);
+                }
+                let data = Arc::try_unwrap(data).unwrap_or_else(|d| d.to_vec());
+                return Self::take_in(st, f, chunks, ino, id, &base, data);
+            }
+            // Newer than any big version still being chunked: that one is moot.
+            st.pending.remove(&ino);
+            Self::take_in(st, f, chunks, ino, id, &base, data)
         })
+    }
+
+    /// Records `data` as file `ino`'s content, written from `base`.
+    fn take_in(st: &mut State, f: &mut Folder, chunks: &mut MemoryChunks, ino: u64, id: EntryId, base: &[EventId], data: Vec<u8>) -> Result<bool, Errno> {
+        let exec = f.state(id).is_some_and(|s| s.exec);
+        watcher::take_in_bytes(f, chunks, id, base, data, exec, now_ms()).map_err(|e| {
+            tracing::error!("cannot record a write through the mount: {e}");
+            Errno::EIO
+        })?;
+        st.touched(f, ino, id);
+        Ok(true)
     }
 
     /// Commits every open file's buffer.
@@ -433,6 +537,7 @@ impl<B: Backend> Inner<B> {
         for ino in dirty {
             changed |= self.commit(ino).unwrap_or(false);
         }
+        self.wait_landed(None);
         if changed {
             self.backend.changed();
         }
@@ -501,7 +606,11 @@ impl<B: Backend> Inner<B> {
         if loaded {
             return Ok(());
         }
-        let data = if empty { Vec::new() } else { st.content(f, chunks, ino, id)? };
+        let data = match st.pending.get(&ino) {
+            _ if empty => Vec::new(),
+            Some(d) => d.to_vec(),
+            None => st.content(f, chunks, ino, id)?,
+        };
         let base = f.doc(id).map(|d| d.version_ids()).unwrap_or_default();
         let of = st.open.entry(ino).or_insert(OpenFile { handles: 0, data: None, base: Vec::new(), dirty: false, unlinked: false });
         of.data = Some(data);
@@ -838,6 +947,9 @@ impl<B: Backend> Filesystem for Fs<B> {
             if let Some(d) = st.open.get(&ino).and_then(|o| o.data.as_ref()) {
                 return Ok(slice(d));
             }
+            if let Some(d) = st.pending.get(&ino) {
+                return Ok(slice(d));
+            }
             let id = st.id(ino)?.ok_or(Errno::EISDIR)?;
             match f.state(id).ok_or(Errno::ENOENT)?.content.clone() {
                 Content::Text => Ok(slice(&st.text(f, ino, id)?)),
@@ -937,6 +1049,7 @@ impl<B: Backend> Filesystem for Fs<B> {
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         let fs = &self.0;
         let r = fs.commit(ino.0).and_then(|_| {
+            fs.wait_landed(Some(ino.0));
             fs.backend.persist().map_err(|e| {
                 tracing::error!("fsync through the mount failed: {e}");
                 Errno::EIO

@@ -124,6 +124,19 @@ pub fn mount<B: Backend>(backend: B, mountpoint: &Path, options: MountOptions) -
     // the modes shown); a user's mount is the user's.
     config.acl = if nix::unistd::geteuid().is_root() { SessionACL::All } else { SessionACL::Owner };
     let session = fuser::spawn_mount(Fs(inner.clone()), &mountpoint, &config).map_err(|e| MountError::Fuse(mountpoint.clone(), e))?;
+    // Big files are chunked by a thread of their own (see `Inner::commit`).
+    let (jobs, queue) = mpsc::channel::<crate::fs::Job>();
+    inner.set_jobs(jobs);
+    let worker = Arc::downgrade(&inner);
+    std::thread::Builder::new()
+        .name("fsync-fuse-chunk".into())
+        .spawn(move || {
+            while let Ok(job) = queue.recv() {
+                let Some(inner) = worker.upgrade() else { return };
+                inner.run_job(job);
+            }
+        })
+        .map_err(|e| MountError::Fuse(mountpoint.clone(), e))?;
     // Kernel notifications come from a thread of their own: the kernel may
     // wait on a request in flight while it handles one.
     let (tx, rx) = mpsc::channel::<()>();

@@ -340,3 +340,38 @@ fn remote_changes_show_at_once_and_merge_with_open_writers() {
     assert!(!fx.path("note.txt").exists(), "the old name is gone from the kernel's cache");
     assert_eq!(std::fs::read_to_string(fx.path("renamed.txt")).expect("read"), merged);
 }
+
+/// Files too big to be text are chunked after close, off the request
+/// thread: readers see the new bytes at once, fsync waits for them, and a
+/// newer small version is never overwritten by the older big one.
+#[test]
+fn big_files_are_chunked_after_close_and_read_back_exactly() {
+    let Some(fx) = setup("big") else { return };
+    let big: Vec<u8> = (0..6_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(fx.path("big.bin"), &big).expect("write");
+    assert_eq!(std::fs::read(fx.path("big.bin")).expect("read at once"), big);
+    assert_eq!(std::fs::metadata(fx.path("big.bin")).expect("stat").len(), big.len() as u64);
+    let f = std::fs::OpenOptions::new().append(true).open(fx.path("big.bin")).expect("open");
+    f.sync_all().expect("fsync waits for the chunks");
+    drop(f);
+    let size = fx.mem.with(|f, c| {
+        let id = f.tree().lookup("big.bin").expect("there").id;
+        match &f.state(id).expect("state").content {
+            Content::Binary { size, chunks } => {
+                assert_eq!(fsync_core::chunks::assemble(chunks, c).expect("all chunks here"), big);
+                *size
+            }
+            other => panic!("not binary: {other:?}"),
+        }
+    });
+    assert_eq!(size, Some(big.len() as u64));
+
+    // Big, then at once small: the small one wins, whenever the big lands.
+    for _ in 0..5 {
+        std::fs::write(fx.path("flip"), &big).expect("write big");
+        std::fs::write(fx.path("flip"), "small now\n").expect("write small");
+    }
+    fx.mnt.as_ref().expect("mounted").commit_all();
+    assert_eq!(fx.text("flip").as_deref(), Some("small now\n"));
+    assert_eq!(std::fs::read_to_string(fx.path("flip")).expect("read"), "small now\n");
+}
