@@ -337,7 +337,14 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
                 };
                 let _ = reply.send(answer);
             }
-            _ = tick.tick() => d.report(),
+            _ = tick.tick() => {
+                d.report();
+                // `fsync mount` runs until unmounted (or signalled).
+                if mounted.as_ref().is_some_and(|(_, m)| !m.is_mounted()) {
+                    tracing::info!("the mount was unmounted: stopping");
+                    break;
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }

@@ -618,6 +618,15 @@ impl<B: Backend> Inner<B> {
         Ok(())
     }
 
+    /// unlink (`dir` false) or rmdir of `name` in `parent`.
+    fn remove_named(&self, parent: u64, name: &OsStr, dir: bool) -> Result<(), Errno> {
+        let name = name_of(name)?;
+        self.changed(self.run(|st, f, _| {
+            let path = Self::child_path(st, f, parent, name)?;
+            Self::remove(st, f, &path, dir)
+        }))
+    }
+
     /// Deletes what is at `path` for an unlink, rmdir or a rename over it.
     fn remove(st: &mut State, f: &mut Folder, path: &str, dir: bool) -> Result<(), Errno> {
         let node = f.tree().lookup(path).ok_or(Errno::ENOENT)?.clone();
@@ -696,33 +705,25 @@ impl<B: Backend> Filesystem for Fs<B> {
         let mut changed = false;
         let r = fs.run(|st, f, chunks| {
             let id = st.id(ino)?;
-            let now = SystemTime::now();
+            if let Some(id) = id {
+                // Stamps ctime and drops cached content.
+                st.touched(f, ino, id);
+            }
             let mut l = st.local.get(&ino).copied().unwrap_or_default();
+            l.ctime = Some(SystemTime::now());
             if let Some(m) = mode {
                 l.perm = Some((m & 0o7777) as u16);
-                if let Some(id) = id {
-                    if f.state(id).is_some_and(|s| s.kind == Kind::File) {
-                        let exec = m & 0o100 != 0;
-                        if f.state(id).is_some_and(|s| s.exec != exec) {
-                            f.set_exec(id, exec, now_ms()).map_err(|e| errno(&e))?;
-                            changed = true;
-                        }
-                    }
+                let exec = m & 0o100 != 0;
+                if let Some(id) = id.filter(|id| f.state(*id).is_some_and(|s| s.kind == Kind::File && s.exec != exec)) {
+                    f.set_exec(id, exec, now_ms()).map_err(|e| errno(&e))?;
+                    changed = true;
                 }
             }
-            if uid.is_some() {
-                l.uid = uid;
-            }
-            if gid.is_some() {
-                l.gid = gid;
-            }
-            if let Some(t) = atime {
-                l.atime = Some(when(t));
-            }
-            if let Some(t) = mtime {
-                l.mtime = Some(when(t));
-            }
-            l.ctime = Some(now);
+            l.uid = uid.or(l.uid);
+            l.gid = gid.or(l.gid);
+            l.atime = atime.map(when).or(l.atime);
+            // A truncate is a write: it moves mtime unless one is given.
+            l.mtime = mtime.map(when).or(size.map(|_| SystemTime::now())).or(l.mtime);
             st.local.insert(ino, l);
             if let Some(size) = size {
                 let id = id.ok_or(Errno::EISDIR)?;
@@ -735,21 +736,6 @@ impl<B: Backend> Filesystem for Fs<B> {
                     d.resize(size as usize, 0);
                 }
                 of.dirty = true;
-                if mtime.is_none() {
-                    let mut l = st.local.get(&ino).copied().unwrap_or_default();
-                    l.mtime = Some(now);
-                    st.local.insert(ino, l);
-                }
-            }
-            if let Some(id) = id {
-                st.touched(f, ino, id);
-                // `touched` stamps ctime; keep the times just set.
-                st.local.insert(ino, l);
-                if size.is_some() && mtime.is_none() {
-                    let mut l = l;
-                    l.mtime = Some(now);
-                    st.local.insert(ino, l);
-                }
             }
             Ok(())
         });
@@ -823,25 +809,11 @@ impl<B: Backend> Filesystem for Fs<B> {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let fs = &self.0;
-        let r = name_of(name).and_then(|name| {
-            fs.changed(fs.run(|st, f, _| {
-                let path = Inner::<B>::child_path(st, f, parent.0, name)?;
-                Inner::<B>::remove(st, f, &path, false)
-            }))
-        });
-        reply_empty(reply, r);
+        reply_empty(reply, self.0.remove_named(parent.0, name, false));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let fs = &self.0;
-        let r = name_of(name).and_then(|name| {
-            fs.changed(fs.run(|st, f, _| {
-                let path = Inner::<B>::child_path(st, f, parent.0, name)?;
-                Inner::<B>::remove(st, f, &path, true)
-            }))
-        });
-        reply_empty(reply, r);
+        reply_empty(reply, self.0.remove_named(parent.0, name, true));
     }
 
     fn symlink(&self, _req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {

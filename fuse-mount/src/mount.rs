@@ -173,6 +173,12 @@ impl<B: Backend> Mounted<B> {
         &self.mountpoint
     }
 
+    /// False once the mount is gone (unmounted from outside, say): its
+    /// session has ended.
+    pub fn is_mounted(&self) -> bool {
+        self.session.as_ref().is_some_and(|s| !s.guard.is_finished())
+    }
+
     /// The folder changed (a peer's change landed): the kernel forgets
     /// what it cached of what changed, so readers see it at once.
     pub fn refresh(&self) {

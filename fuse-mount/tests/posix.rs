@@ -275,6 +275,15 @@ fn real_programs_inside_the_mount() {
     }
 }
 
+/// Delivers the peer's changes to the mounted folder, as the daemon does.
+fn from_peer(fx: &Fixture, peer: &Folder) {
+    fx.mem.with(|f, _| {
+        let (c, _) = peer.changes_since(f.version_vector(), 0, usize::MAX);
+        f.apply_changes(&c).1.expect("apply");
+    });
+    fx.mnt.as_ref().expect("mounted").refresh();
+}
+
 /// A peer's replica of the mounted folder: gets what it lacks, edits, and
 /// sends its change back the way the daemon applies them.
 fn peer_edit(fx: &Fixture, peer: &mut Folder, path: &str, new_text: &str) {
@@ -284,11 +293,7 @@ fn peer_edit(fx: &Fixture, peer: &mut Folder, path: &str, new_text: &str) {
     });
     let id = peer.tree().lookup(path).expect("peer has it").id;
     peer.set_text(id, new_text, 99).expect("edit");
-    fx.mem.with(|f, _| {
-        let (c, _) = peer.changes_since(f.version_vector(), 0, usize::MAX);
-        f.apply_changes(&c).1.expect("apply");
-    });
-    fx.mnt.as_ref().expect("mounted").refresh();
+    from_peer(fx, peer);
 }
 
 #[test]
@@ -323,19 +328,11 @@ fn remote_changes_show_at_once_and_merge_with_open_writers() {
     // A peer's new file and a peer's rename show up.
     let id = peer.create("from-peer.txt", Kind::File, 100).expect("create");
     peer.set_text(id, "hi", 101).expect("edit");
-    fx.mem.with(|f, _| {
-        let (c, _) = peer.changes_since(f.version_vector(), 0, usize::MAX);
-        f.apply_changes(&c).1.expect("apply");
-    });
-    fx.mnt.as_ref().expect("mounted").refresh();
+    from_peer(&fx, &peer);
     assert_eq!(std::fs::read_to_string(fx.path("from-peer.txt")).expect("read"), "hi");
     let id = peer.tree().lookup("note.txt").expect("there").id;
     peer.rename(id, "renamed.txt", 102).expect("rename");
-    fx.mem.with(|f, _| {
-        let (c, _) = peer.changes_since(f.version_vector(), 0, usize::MAX);
-        f.apply_changes(&c).1.expect("apply");
-    });
-    fx.mnt.as_ref().expect("mounted").refresh();
+    from_peer(&fx, &peer);
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert!(!fx.path("note.txt").exists(), "the old name is gone from the kernel's cache");
     assert_eq!(std::fs::read_to_string(fx.path("renamed.txt")).expect("read"), merged);

@@ -138,6 +138,13 @@ fn fsynced_writes_survive_kill_and_the_stale_mount_is_cleared() {
     let db = p.b.start(p.pb);
     eventually("the fsynced file on b", 15, || read(&p.db("durable.txt")).as_deref() == Some("acknowledged by fsync\n"));
     assert_eq!(da.stop(), Some(0), "{}", p.a.log());
+    // `fsync mount` runs until unmounted: unmounting it from outside stops
+    // the daemon cleanly.
+    let (mut da, point) = start_mount(&p);
+    let out = std::process::Command::new("umount").arg(&point).output().expect("umount");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eventually("the daemon exits after the unmount", 10, || matches!(da.child.try_wait(), Ok(Some(_))));
+    assert_eq!(da.child.wait().expect("status").code(), Some(0), "{}", p.a.log());
     assert_eq!(db.stop(), Some(0), "{}", p.b.log());
     assert!(!mounted(&point));
 }
