@@ -150,6 +150,26 @@ impl fuse_mount::Backend for MountBackend {
     }
 }
 
+/// The folder presented through FUSE, and its group commit: changes
+/// alone are saved at most every [`MOUNT_GROUP`], so a program writing many
+/// small files pays a few disk syncs, not one per file.
+struct Mount {
+    /// Index of the folder in `Daemon::locals`.
+    i: usize,
+    fs: fuse_mount::Mounted<MountBackend>,
+    saved: Instant,
+    /// A save is due then.
+    due: Option<Instant>,
+}
+
+impl Mount {
+    fn save(&mut self, d: &mut Daemon) {
+        d.persist(self.i);
+        self.saved = Instant::now();
+        self.due = None;
+    }
+}
+
 /// Runs until SIGINT or SIGTERM; with `mount` (folder name, mount point),
 /// presents that folder through FUSE instead of its directory.
 pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf)>) -> Result<()> {
@@ -213,14 +233,14 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
         start: Instant::now(),
     };
     let (mount_tx, mut mount_rx) = mpsc::unbounded_channel::<MountMsg>();
-    let mut mounted = None;
+    let mut mounted: Option<Mount> = None;
     if let Some((name, point)) = &mount {
         let backend = MountBackend { node: d.node.clone(), name: name.clone(), tx: mount_tx };
         let options = fuse_mount::MountOptions { fsname: format!("fsync:{name}"), space: home.dir.clone() };
         let m = tokio::task::block_in_place(|| fuse_mount::mount(backend, point, options))?;
         let i = d.locals.iter().position(|l| l.name == *name).context("the mounted folder is not open")?;
         tracing::info!(folder = %name, mountpoint = %m.mountpoint().display(), "folder mounted");
-        mounted = Some((i, m));
+        mounted = Some(Mount { i, fs: m, saved: Instant::now(), due: None });
     } else {
         drop(mount_tx);
     }
@@ -239,8 +259,6 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     // Progress is looked at once a second (more often when its log period
     // is set shorter).
-    let mut mount_saved = Instant::now();
-    let mut mount_save_at: Option<Instant> = None;
     let mut tick = tokio::time::interval(TICK.min(crate::progress::log_every()).max(Duration::from_millis(50)));
     loop {
         let ms = d.ms();
@@ -249,7 +267,7 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
         if let Some(r) = d.retry_at {
             wait = wait.min(r.saturating_duration_since(Instant::now()));
         }
-        if let Some(t) = mount_save_at {
+        if let Some(t) = mounted.as_ref().and_then(|m| m.due) {
             wait = wait.min(t.saturating_duration_since(Instant::now()));
         }
         tokio::select! {
@@ -262,12 +280,8 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
                 None => {}
             },
             _ = tokio::time::sleep(wait) => {
-                if let (Some(t), Some((i, _))) = (mount_save_at, &mounted) {
-                    if t <= Instant::now() {
-                        d.persist(*i);
-                        mount_saved = Instant::now();
-                        mount_save_at = None;
-                    }
+                if let Some(m) = mounted.as_mut().filter(|m| m.due.is_some_and(|t| t <= Instant::now())) {
+                    m.save(&mut d);
                 }
                 let retrying = d.retry_at.is_some_and(|r| r <= Instant::now());
                 if retrying {
@@ -295,8 +309,8 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
                 for i in 0..d.locals.len() {
                     d.write(i);
                 }
-                if let Some((_, m)) = &mounted {
-                    m.refresh();
+                if let Some(m) = &mounted {
+                    m.fs.refresh();
                 }
             }
             Some(msg) = mount_rx.recv() => {
@@ -309,18 +323,14 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
                     }
                     next = mount_rx.try_recv().ok();
                 }
-                // Changes alone are saved at most every MOUNT_GROUP, so a
-                // program writing many small files pays a few disk syncs,
-                // not one per file; an fsync is answered at once.
-                if waiting.is_empty() && mount_saved.elapsed() < MOUNT_GROUP {
-                    mount_save_at.get_or_insert(mount_saved + MOUNT_GROUP);
+                let Some(m) = mounted.as_mut() else { continue };
+                // An fsync is answered at once; changes alone wait for
+                // their group (see `Mount`).
+                if waiting.is_empty() && m.saved.elapsed() < MOUNT_GROUP {
+                    m.due.get_or_insert(m.saved + MOUNT_GROUP);
                     continue;
                 }
-                if let Some((i, _)) = &mounted {
-                    d.persist(*i);
-                }
-                mount_saved = Instant::now();
-                mount_save_at = None;
+                m.save(&mut d);
                 let answer = match &d.store_error {
                     None => Ok(()),
                     Some(e) => Err(format!("not saved: {e}")),
@@ -340,7 +350,7 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
             _ = tick.tick() => {
                 d.report();
                 // `fsync mount` runs until unmounted (or signalled).
-                if mounted.as_ref().is_some_and(|(_, m)| !m.is_mounted()) {
+                if mounted.as_ref().is_some_and(|m| !m.fs.is_mounted()) {
                     tracing::info!("the mount was unmounted: stopping");
                     break;
                 }
@@ -360,9 +370,9 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
         tracing::warn!("second signal: exiting now");
         std::process::exit(130);
     });
-    if let Some((_, m)) = mounted.take() {
+    if let Some(m) = mounted.take() {
         // Open files' unflushed writes are committed before unmounting.
-        if let Err(e) = tokio::task::block_in_place(|| m.unmount()) {
+        if let Err(e) = tokio::task::block_in_place(|| m.fs.unmount()) {
             tracing::error!("{e}");
         }
     }

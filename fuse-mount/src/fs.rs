@@ -304,17 +304,21 @@ impl State {
 
     /// After a local change to `ino`: the kernel already knows it.
     fn touched(&mut self, f: &mut Folder, ino: u64, id: EntryId) {
-        let stamp = Self::stamp(f, id);
-        if let Some(p) = f.tree().path_of(id).map(str::to_owned) {
-            let (parent, name) = match p.rsplit_once('/') {
-                Some((dir, name)) => (f.tree().lookup(dir).map(|n| n.id).map_or(ROOT, |d| self.ino(d)), name.to_owned()),
-                None => (ROOT, p.clone()),
-            };
-            if let Some(s) = self.seen.get_mut(&ino) {
-                *s = Seen { parent, name, path: p, stamp };
+        if self.seen.contains_key(&ino) {
+            match f.tree().path_of(id).map(str::to_owned) {
+                Some(p) => {
+                    let (parent, name) = match p.rsplit_once('/') {
+                        Some((dir, name)) => (f.tree().lookup(dir).map(|n| n.id).map_or(ROOT, |d| self.ino(d)), name),
+                        None => (ROOT, p.as_str()),
+                    };
+                    self.saw(f, parent, name, ino, id);
+                }
+                None => {
+                    if let Some(s) = self.seen.get_mut(&ino) {
+                        s.stamp = Self::stamp(f, id);
+                    }
+                }
             }
-        } else if let Some(s) = self.seen.get_mut(&ino) {
-            s.stamp = stamp;
         }
         let mut l = self.local.get(&ino).copied().unwrap_or_default();
         l.ctime = Some(SystemTime::now());
@@ -618,6 +622,22 @@ impl<B: Backend> Inner<B> {
         Ok(())
     }
 
+    /// A new empty file for create and mknod: the executable bit goes to
+    /// the model, other mode bits stay local.
+    fn new_file(&self, st: &mut State, f: &mut Folder, parent: u64, name: &str, mode: u32, umask: u32) -> Result<(u64, FileAttr), Errno> {
+        let path = Self::child_path(st, f, parent, name)?;
+        let id = f.create(&path, Kind::File, now_ms()).map_err(|e| errno(&e))?;
+        if mode & 0o100 != 0 {
+            f.set_exec(id, true, now_ms()).map_err(|e| errno(&e))?;
+        }
+        let ino = st.ino(id);
+        let perm = (mode & !umask & 0o7777) as u16;
+        if perm & !0o111 != 0o644 {
+            st.local.insert(ino, LocalAttrs { perm: Some(perm), ..Default::default() });
+        }
+        Ok((ino, self.entry(st, f, parent, name)?))
+    }
+
     /// unlink (`dir` false) or rmdir of `name` in `parent`.
     fn remove_named(&self, parent: u64, name: &OsStr, dir: bool) -> Result<(), Errno> {
         let name = name_of(name)?;
@@ -772,22 +792,13 @@ impl<B: Backend> Filesystem for Fs<B> {
         }
     }
 
-    fn mknod(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, _rdev: u32, reply: ReplyEntry) {
+    fn mknod(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, _rdev: u32, reply: ReplyEntry) {
         if mode & S_IFMT != S_IFREG && mode & S_IFMT != 0 {
             // Devices, pipes and sockets do not sync.
             return reply.error(Errno::EPERM);
         }
         let fs = &self.0;
-        let r = name_of(name).and_then(|name| {
-            fs.changed(fs.run(|st, f, _| {
-                let path = Inner::<B>::child_path(st, f, parent.0, name)?;
-                let id = f.create(&path, Kind::File, now_ms()).map_err(|e| errno(&e))?;
-                if mode & 0o100 != 0 {
-                    f.set_exec(id, true, now_ms()).map_err(|e| errno(&e))?;
-                }
-                fs.entry(st, f, parent.0, name)
-            }))
-        });
+        let r = name_of(name).and_then(|name| fs.changed(fs.run(|st, f, _| fs.new_file(st, f, parent.0, name, mode, umask).map(|(_, a)| a))));
         reply_entry(reply, r);
     }
 
@@ -1150,22 +1161,8 @@ impl<B: Backend> Filesystem for Fs<B> {
         let fs = &self.0;
         let r = name_of(name).and_then(|name| {
             fs.changed(fs.run(|st, f, _| {
-                let path = Inner::<B>::child_path(st, f, parent.0, name)?;
-                if f.tree().lookup(&path).is_some() {
-                    return Err(Errno::EEXIST);
-                }
-                let id = f.create(&path, Kind::File, now_ms()).map_err(|e| errno(&e))?;
-                if mode & 0o100 != 0 {
-                    f.set_exec(id, true, now_ms()).map_err(|e| errno(&e))?;
-                }
-                let ino = st.ino(id);
-                let perm = (mode & !umask & 0o7777) as u16;
-                if perm & !0o111 != 0o644 {
-                    st.local.insert(ino, LocalAttrs { perm: Some(perm), ..Default::default() });
-                }
-                let attr = fs.entry(st, f, parent.0, name)?;
-                let fh = Inner::<B>::new_handle(st, ino, flags);
-                Ok((attr, fh))
+                let (ino, attr) = fs.new_file(st, f, parent.0, name, mode, umask)?;
+                Ok((attr, Inner::<B>::new_handle(st, ino, flags)))
             }))
         });
         match r {

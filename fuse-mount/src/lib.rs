@@ -28,7 +28,7 @@ mod mount;
 use fsync_core::chunks::MemoryChunks;
 use fsync_core::folder::Folder;
 
-pub use mount::{clear_stale, mount, MountError, MountOptions, Mounted};
+pub use mount::{mount, MountError, MountOptions, Mounted};
 
 /// Where the mounted folder lives: the daemon's live copy of it.
 pub trait Backend: Send + Sync + 'static {

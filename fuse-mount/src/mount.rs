@@ -52,7 +52,7 @@ impl<B: Backend> std::fmt::Debug for Mounted<B> {
 /// Unmounts what a crashed mount left at `mountpoint` (a FUSE mount whose
 /// process is gone answers every access with "transport endpoint is not
 /// connected"). Returns whether there was one.
-pub fn clear_stale(mountpoint: &Path) -> Result<bool, MountError> {
+fn clear_stale(mountpoint: &Path) -> Result<bool, MountError> {
     let abs = std::path::absolute(mountpoint).map_err(|e| MountError::MountPoint(mountpoint.to_owned(), e.to_string()))?;
     let listed = fuse_mounts().iter().any(|m| *m == abs);
     let dead = matches!(std::fs::metadata(&abs), Err(e) if e.raw_os_error() == Some(107));
