@@ -220,10 +220,8 @@ impl State {
     }
 
     fn drop_cache(&mut self, ino: u64) {
-        if let Some(c) = self.cache.remove(&ino) {
-            if let Cached::Bytes(_, b) = c {
-                self.cache_bytes = self.cache_bytes.saturating_sub(b.len());
-            }
+        if let Some(Cached::Bytes(_, b)) = self.cache.remove(&ino) {
+            self.cache_bytes = self.cache_bytes.saturating_sub(b.len());
         }
     }
 
@@ -872,13 +870,13 @@ impl<B: Backend> Filesystem for Fs<B> {
                     if flags.contains(RenameFlags::RENAME_NOREPLACE) {
                         return Err(Errno::EEXIST);
                     }
-                    Inner::<B>::remove(st, f, &dst.path, dst.kind == Kind::Dir && src.kind == Kind::Dir).or_else(|e| {
-                        // Over a directory: only a directory may go, and only
-                        // onto an empty one.
-                        Err(if e == Errno::ENOTDIR && dst.kind != Kind::Dir { Errno::ENOTDIR } else { e })
-                    })?;
-                    if dst.kind == Kind::Dir && src.kind != Kind::Dir {
-                        return Err(Errno::EISDIR);
+                    // Kinds are checked before anything is removed: a
+                    // directory goes only over an empty directory, anything
+                    // else only over a non-directory.
+                    match (src.kind == Kind::Dir, dst.kind == Kind::Dir) {
+                        (true, false) => return Err(Errno::ENOTDIR),
+                        (false, true) => return Err(Errno::EISDIR),
+                        (dir, _) => Inner::<B>::remove(st, f, &dst.path, dir)?,
                     }
                 }
                 f.rename(src.id, &to, now_ms()).map_err(|e| errno(&e))?;

@@ -54,7 +54,7 @@ impl<B: Backend> std::fmt::Debug for Mounted<B> {
 /// connected"). Returns whether there was one.
 fn clear_stale(mountpoint: &Path) -> Result<bool, MountError> {
     let abs = std::path::absolute(mountpoint).map_err(|e| MountError::MountPoint(mountpoint.to_owned(), e.to_string()))?;
-    let listed = fuse_mounts().iter().any(|m| *m == abs);
+    let listed = fuse_mounts().contains(&abs);
     let dead = matches!(std::fs::metadata(&abs), Err(e) if e.raw_os_error() == Some(107));
     if !listed && !dead {
         return Ok(false);

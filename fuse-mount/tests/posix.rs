@@ -224,6 +224,20 @@ fn posix_details() {
     assert_eq!(std::fs::read_to_string(fx.path("q")).expect("q"), "q");
     assert_eq!(std::fs::read_to_string(fx.path("r")).expect("r"), "p");
 
+    // Renames over the other kind are refused before anything is removed.
+    std::fs::create_dir_all(fx.path("full/inner")).expect("mkdir");
+    std::fs::create_dir(fx.path("empty")).expect("mkdir");
+    let e = std::fs::rename(fx.path("full"), fx.path("q")).expect_err("dir over file");
+    assert_eq!(e.raw_os_error(), Some(20), "ENOTDIR: {e}");
+    let e = std::fs::rename(fx.path("q"), fx.path("empty")).expect_err("file over dir");
+    assert_eq!(e.raw_os_error(), Some(21), "EISDIR: {e}");
+    let e = std::fs::rename(fx.path("empty"), fx.path("full")).expect_err("dir over non-empty dir");
+    assert_eq!(e.raw_os_error(), Some(39), "ENOTEMPTY: {e}");
+    assert_eq!(std::fs::read_to_string(fx.path("q")).expect("q kept"), "q");
+    assert!(fx.path("full/inner").is_dir() && fx.path("empty").is_dir(), "nothing removed");
+    std::fs::rename(fx.path("full/inner"), fx.path("empty")).expect("dir over empty dir");
+    assert!(fx.path("empty").is_dir() && !fx.path("full/inner").exists());
+
     // statfs answers; names too long are refused.
     sh(&fx.dir, "df . > /dev/null");
     let long = "x".repeat(300);

@@ -57,11 +57,7 @@ impl Tree {
         let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
         let mut out = Vec::new();
         let mut from = prefix.clone();
-        loop {
-            let Some((path, node)) = self.by_path.range::<str, _>((std::ops::Bound::Included(from.as_str()), std::ops::Bound::Unbounded)).next()
-            else {
-                break;
-            };
+        while let Some((path, node)) = self.by_path.range::<str, _>((std::ops::Bound::Included(from.as_str()), std::ops::Bound::Unbounded)).next() {
             let Some(rest) = path.strip_prefix(prefix.as_str()) else { break };
             if rest.is_empty() {
                 // `dir` itself is not its own child (only for the root: "").
