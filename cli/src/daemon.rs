@@ -823,19 +823,10 @@ impl Daemon {
     fn report(&mut self) {
         let info = self.node.peer_info();
         let connected = self.node.connected_peers();
-        let to_send: u64 = info
-            .iter()
-            .filter(|(id, _)| connected.contains(id))
-            .flat_map(|(_, i)| i.folders.values())
-            .filter_map(|f| f.to_send)
-            .sum();
-        // Chunks not here are among those not saved yet: counting those is
-        // cheap, where the whole history's references are not.
-        let to_fetch: usize = self
-            .locals
-            .iter()
-            .filter_map(|l| self.node.read(&l.name, |s| l.unsaved_chunks.iter().filter(|h| !s.chunks.has(h)).count()))
-            .sum();
+        // The transport's own counts, per connected peer: cheap, and the
+        // same numbers `status` shows per peer.
+        let live = info.iter().filter(|(id, _)| connected.contains(id)).flat_map(|(_, i)| i.folders.values());
+        let (to_send, to_fetch) = live.fold((0u64, 0usize), |(s, f), p| (s + p.to_send.unwrap_or(0), f + p.to_fetch));
         self.progress.update(to_send, to_fetch as u64);
         if self.last_seen_saved.elapsed() >= Duration::from_secs(5) {
             self.save_last_seen();
