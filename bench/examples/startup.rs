@@ -4,13 +4,20 @@
 //! the store file's bytes. Also reports the store's size against the
 //! folder's.
 //!
+//! Then a folder whose few files have long, concurrent histories (two
+//! writers typing at scattered places, exchanging every few edits), loaded
+//! with and without the snapshot of its texts that a daemon saves: the
+//! snapshot spares the merge of the whole history.
+//!
 //! `cargo run --release -p fsync-bench --example startup [FILES] [CHARS_PER_FILE]`
 
 use std::time::Instant;
 
 use cli::store::RedbStore;
 use fsync_core::folder::{Folder, Kind};
-use fsync_core::store::{load_folder, Saver, Store};
+use fsync_core::folder::Changes;
+use fsync_core::store::{load_folder, save_snapshot, snapshot_key, Saver, Store};
+use fsync_core::wire::Message;
 use fsync_core::AgentId;
 
 fn main() {
@@ -68,5 +75,91 @@ fn main() {
         "{{\"files\": {files}, \"changes\": {changes}, \"store_bytes\": {size}, \"folder_text_bytes\": {text_bytes}, \"read_file_ms\": {fl:.1}, \"open_and_load_ms\": {ld:.1}, \"ratio\": {:.1}}}",
         ld / fl
     );
+    concurrent_histories(&dir);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// 4 files, 2 writers each making 50,000 single-character edits at
+/// pseudo-random places, exchanging every 20 edits; saved every exchange.
+fn concurrent_histories(dir: &std::path::Path) {
+    let path = dir.join("concurrent.redb");
+    let mut a = Folder::new(AgentId::from_index(1));
+    let mut b = Folder::new(AgentId::from_index(2));
+    let mut store = RedbStore::open(&path).expect("open");
+    let mut saver = Saver::loaded(&a);
+    let ids: Vec<_> = (0..4).map(|i| a.create(&format!("f{i}.txt"), Kind::File, 0).expect("create")).collect();
+    let sync = |from: &Folder, to: &mut Folder| {
+        let (c, _): (Changes, usize) = from.changes_since(to.version_vector(), 0, usize::MAX);
+        to.apply_changes(&c).1.expect("apply");
+    };
+    sync(&a, &mut b);
+    let mut x: u64 = 12345;
+    let mut rand = |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n.max(1) as u64) as usize
+    };
+    let t = Instant::now();
+    for round in 0..5_000u64 {
+        for (w, f) in [&mut a, &mut b].into_iter().enumerate() {
+            for k in 0..10 {
+                let id = ids[rand(ids.len())];
+                let mut text: Vec<char> = f.doc(id).map(|d| d.text()).unwrap_or_default().chars().collect();
+                let at = rand(text.len() + 1);
+                if text.len() > 200 && rand(3) == 0 {
+                    text.remove(at.min(text.len() - 1));
+                } else {
+                    text.insert(at, (b'a' + ((w + k) % 26) as u8) as char);
+                }
+                f.set_text(id, &text.iter().collect::<String>(), round).expect("edit");
+            }
+        }
+        sync(&a, &mut b);
+        sync(&b, &mut a);
+        saver.save("c", &a, &mut store).expect("save");
+    }
+    store.sync().expect("sync");
+    let changes: u64 = a.version_vector().values().sum();
+    let text: usize = ids.iter().map(|id| a.doc(*id).map_or(0, |d| d.len_chars())).sum();
+    eprintln!("built 4 files, {changes} concurrent changes, {text} chars in {:.1?}", t.elapsed());
+    let batches: Vec<Changes> = store
+        .batches("c")
+        .expect("batches")
+        .iter()
+        .map(|b| match Message::decode(b).expect("decode") {
+            Message::Changes(c) => c,
+            _ => unreachable!("a change batch"),
+        })
+        .collect();
+    save_snapshot("c", &a, &mut store).expect("snapshot");
+    store.sync().expect("sync");
+    let snapshot = store.get_state(&snapshot_key("c")).expect("read").expect("snapshot");
+    drop(store);
+    let (mut replay, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let t = Instant::now();
+        let f = Folder::load::<fsync_core::folder::ApplyError>(AgentId::from_index(3), batches.iter().cloned().map(Ok), None).expect("load");
+        replay.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        let g = Folder::load::<fsync_core::folder::ApplyError>(AgentId::from_index(3), batches.iter().cloned().map(Ok), Some(&snapshot))
+            .expect("load");
+        with.push(t.elapsed().as_secs_f64() * 1000.0);
+        for id in &ids {
+            assert_eq!(f.doc(*id).map(|d| d.text()), a.doc(*id).map(|d| d.text()), "full replay differs");
+            assert_eq!(g.doc(*id).map(|d| d.text()), a.doc(*id).map(|d| d.text()), "snapshot load differs");
+        }
+    }
+    let (r, w) = (median(&mut replay), median(&mut with));
+    println!(
+        "{{\"concurrent_changes\": {changes}, \"batches\": {}, \"snapshot_bytes\": {}, \"load_replay_ms\": {r:.1}, \"load_with_snapshot_ms\": {w:.1}, \"ratio\": {:.2}}}",
+        batches.len(),
+        snapshot.len(),
+        w / r
+    );
 }

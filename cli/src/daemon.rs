@@ -82,7 +82,17 @@ struct Local {
     rescan: bool,
     /// Digest of the index as last saved (unchanged: not written again).
     index_saved: Option<[u8; 32]>,
+    /// Saved events when the texts were last snapshotted (see
+    /// [`SNAPSHOT_EVERY`]), and whether the next save must snapshot (at
+    /// shutdown).
+    snapshot_events: u64,
+    snapshot_now: bool,
 }
+
+/// A snapshot of a folder's texts is saved after this many new events
+/// (and at shutdown), so a start merges little history. It costs about the
+/// folder's text size, hence not on every save.
+const SNAPSHOT_EVERY: u64 = 200_000;
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -187,6 +197,8 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
     // rather than go to a store and config it has already read.
     let (phase, phase_rx) = watch::channel(Some("opening the store".to_owned()));
     let (control_tx, mut control) = mpsc::channel::<Request>(16);
+    let starting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut stop = watch_signals(starting.clone())?;
     serve_control(home, control_tx, phase_rx)?;
 
     let mut store = RedbStore::open(&home.store_path())?;
@@ -234,6 +246,8 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
     };
     let (mount_tx, mut mount_rx) = mpsc::unbounded_channel::<MountMsg>();
     let mut mounted: Option<Mount> = None;
+    // From here a signal stops the daemon the normal way (unmount, save).
+    starting.store(false, std::sync::atomic::Ordering::SeqCst);
     if let Some((name, point)) = &mount {
         let backend = MountBackend { node: d.node.clone(), name: name.clone(), tx: mount_tx };
         let options = fuse_mount::MountOptions { fsname: format!("fsync:{name}"), space: home.dir.clone() };
@@ -255,8 +269,6 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
     // Peers may have sent changes between serve() and this subscription:
     // start with a write-back pass so none of them waits for the next one.
     changes.mark_changed();
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     // Progress is looked at once a second (more often when its log period
     // is set shorter).
     let mut tick = tokio::time::interval(TICK.min(crate::progress::log_every()).max(Duration::from_millis(50)));
@@ -355,18 +367,14 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
                     break;
                 }
             }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = stop.recv() => break,
         }
     }
     tracing::info!("stopping (a second signal stops at once)");
     // A second signal exits at once: the store is crash-safe, and nothing
     // acknowledged is lost by skipping the final save.
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        stop.recv().await;
         tracing::warn!("second signal: exiting now");
         std::process::exit(130);
     });
@@ -377,6 +385,7 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
         }
     }
     for i in 0..d.locals.len() {
+        d.locals[i].snapshot_now = true;
         d.persist(i);
     }
     d.save_last_seen();
@@ -388,6 +397,33 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
     let _ = tokio::time::timeout(Duration::from_secs(2), d.node.close()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGTERM and SIGINT, watched from the first moment: while `starting`
+/// (loading and scanning, which can take long on a big folder) a signal
+/// exits at once with success: nothing was acknowledged yet, the store is
+/// crash-safe and the next start scans again. Later ones are handed to the
+/// main loop, which stops cleanly.
+fn watch_signals(starting: Arc<std::sync::atomic::AtomicBool>) -> Result<mpsc::UnboundedReceiver<()>> {
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            if starting.load(std::sync::atomic::Ordering::SeqCst) {
+                tracing::info!("stopped while starting; the next start takes up from the last saved point");
+                std::process::exit(0);
+            }
+            if tx.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 /// Removes stored chunks that no kept version of any folder in the store
@@ -421,7 +457,9 @@ fn open_folder(
     events: &mpsc::Sender<(usize, Live)>,
     mounted: bool,
 ) -> Result<(Local, Folder, MemoryChunks)> {
+    let t = Instant::now();
     let mut folder = load_folder(agent, &fc.name, store)?;
+    tracing::debug!(folder = %fc.name, ms = t.elapsed().as_millis() as u64, "history loaded");
     let mut index = match store.get_state(&format!("index/{}", fc.name))? {
         Some(b) => Index::decode(&b).with_context(|| format!("the saved index of {} is damaged", fc.name))?,
         None => Index::default(),
@@ -437,6 +475,12 @@ fn open_folder(
         }
     }
     let saver = Saver::loaded(&folder);
+    // A start without a snapshot (an older store) makes one once the
+    // history is long enough to be worth it.
+    let snapshot_events = match store.get_state(&fsync_core::store::snapshot_key(&fc.name))? {
+        Some(_) => saver.saved().values().sum(),
+        None => 0,
+    };
     folder.set_shareable(Some(saver.saved().clone()));
     if !mounted {
         std::fs::create_dir_all(&fc.path).with_context(|| format!("cannot create {}", fc.path.display()))?;
@@ -464,6 +508,7 @@ fn open_folder(
         let report = watcher::scan_with_progress(&fc.path, &mut folder, &mut chunks, &mut index, &ignore, None, now_ms(), &progress);
         drop(reporter);
         let report = report?;
+        tracing::debug!(folder = %fc.name, ms = t.elapsed().as_millis() as u64, "loaded and rescanned");
         if !report.is_empty() {
             tracing::info!(folder = %fc.name, created = report.created.len(), modified = report.modified.len(),
                 moved = report.moved.len(), deleted = report.deleted.len(), "changes made while stopped");
@@ -481,6 +526,8 @@ fn open_folder(
         debounce: Debouncer::new(QUIET_MS, MAX_WAIT_MS),
         rescan: false,
         index_saved: None,
+        snapshot_events,
+        snapshot_now: false,
     };
     Ok((local, folder, chunks))
 }
@@ -880,6 +927,13 @@ fn write_unsynced(l: &mut Local, s: &FolderState, store: &mut RedbStore) -> Resu
         wrote = true;
     }
     l.index_saved = Some(digest);
+    let events: u64 = l.saver.saved().values().sum();
+    if (l.snapshot_now && events != l.snapshot_events) || events >= l.snapshot_events + SNAPSHOT_EVERY {
+        fsync_core::store::save_snapshot(&l.name, &s.folder, store)?;
+        l.snapshot_events = events;
+        wrote = true;
+    }
+    l.snapshot_now = false;
     Ok(wrote)
 }
 

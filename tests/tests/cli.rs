@@ -116,6 +116,31 @@ fn commands_right_after_start_reach_the_daemon() {
     assert_eq!(d.stop(), Some(0), "{}", n.log());
 }
 
+/// A signal while the daemon starts (here: taking in a big folder) stops it
+/// at once with success, and the next start takes everything in.
+#[test]
+fn a_signal_while_starting_stops_at_once() {
+    let n = Node::new("early-stop");
+    n.ok(&["init"]);
+    let docs = n.scratch.join("docs");
+    n.ok(&["folder", "add", "docs", docs.to_str().expect("utf-8")]);
+    for i in 0..5000 {
+        std::fs::write(docs.join(format!("f{i}.txt")), format!("file {i}\n")).expect("write");
+    }
+    let d = n.start(free_port());
+    // The control socket exists once signals are watched.
+    eventually("the control socket", 10, || n.home.join("control.sock").exists());
+    let t = std::time::Instant::now();
+    assert_eq!(d.stop(), Some(0), "{}", n.log());
+    assert!(t.elapsed() < std::time::Duration::from_secs(5), "the stop waited for the start");
+    assert!(n.log().contains("stopped while starting"), "{}", n.log());
+    let d = n.start(free_port());
+    eventually("every file taken in", 60, || {
+        n.try_status().is_some_and(|st| st["folders"][0]["files"] == 5000)
+    });
+    assert_eq!(d.stop(), Some(0), "{}", n.log());
+}
+
 #[test]
 fn peer_add_checks_ids_addresses_and_folders() {
     let (a, b) = (Node::new("peer-a"), Node::new("peer-b"));

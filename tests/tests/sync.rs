@@ -79,6 +79,15 @@ fn edits_made_while_a_node_was_stopped_merge() {
     assert!(ok(), "edit vs delete: a has {:?}, b has {:?}\nA LOG:\n{}\nB LOG:\n{}", read(&p.da("doomed.txt")), read(&p.db("doomed.txt")), p.a.log(), p.b.log());
     assert_eq!(da.stop(), Some(0), "{}", p.a.log());
     assert_eq!(db.stop(), Some(0), "{}", p.b.log());
+    // A clean stop leaves a snapshot of the texts beside the history; what
+    // loads from it (as `cat` and the next start do) is the merged text.
+    for n in [&p.a, &p.b] {
+        let store = cli::store::RedbStore::open(&n.home.join("store.redb")).expect("store opens");
+        let key = fsync_core::store::snapshot_key("docs");
+        assert!(fsync_core::store::Store::get_state(&store, &key).expect("read").is_some(), "no snapshot at stop");
+        drop(store);
+        assert_eq!(n.ok(&["cat", &n.scratch.join("docs/plan.txt").to_string_lossy()]), merged);
+    }
 }
 
 /// CONTRACT: a binary file written on two nodes ends with the same bytes

@@ -109,7 +109,7 @@ pub fn split_path(path: &str) -> Result<Vec<&str>, PathError> {
     Ok(parts)
 }
 
-fn put_entry(w: &mut Writer, e: Option<EntryId>) {
+pub(crate) fn put_entry(w: &mut Writer, e: Option<EntryId>) {
     match e {
         None => w.u8(0),
         Some(EntryId(id)) => {

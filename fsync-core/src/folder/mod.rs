@@ -31,6 +31,7 @@ pub use meta::{split_path, validate_name, EntryId, Kind, Meta, PathError, MAX_NA
 pub use tree::{Node, Tree};
 
 use crate::chunks::ChunkRef;
+use crate::encoding::{Reader, Writer};
 use crate::graph::Frontier;
 use crate::ids::{AgentId, EventId, Lv};
 use crate::text::{Edit, ExportedRun, RemoteOp, RemoteOpError, TextDoc};
@@ -525,6 +526,63 @@ impl Folder {
         (out, pos)
     }
 
+    /// The text of every file with the version it is at, encoded: kept
+    /// beside the history, it spares a reload ([`Folder::load`]) the merge
+    /// of the whole history. The history itself stays whole (merges and
+    /// `cat --at` need it); only the resolved text is cached.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.raw(SNAPSHOT_MAGIC);
+        let files: Vec<(&EntryId, &Entry)> =
+            self.entries.iter().filter(|(_, e)| e.state.kind == Kind::File && !e.doc.version().is_empty()).collect();
+        w.usize(files.len());
+        for (id, e) in files {
+            meta::put_entry(&mut w, Some(*id));
+            let version = e.doc.version_ids();
+            w.usize(version.len());
+            for v in version {
+                w.raw(&v.agent.0);
+                w.varint(v.seq);
+            }
+            w.str(&e.doc.text());
+        }
+        w.into_bytes()
+    }
+
+    /// Rebuilds a folder from its saved history, batch by batch in the order
+    /// saved, and a [`Folder::snapshot`] if there is one: texts it holds are
+    /// taken as they are and only events after it are merged. A snapshot
+    /// that does not decode, or an entry of it at a version not in the
+    /// history, is ignored (the text is merged instead): it is only a cache.
+    pub fn load<E: From<ApplyError>>(
+        agent: AgentId,
+        batches: impl IntoIterator<Item = Result<Changes, E>>,
+        snapshot: Option<&[u8]>,
+    ) -> Result<Folder, E> {
+        let mut folder = Folder::new(agent);
+        let mut touched: Vec<EntryId> = Vec::new();
+        let mut seen: HashSet<EntryId> = HashSet::new();
+        for changes in batches {
+            for (entry, run) in &changes?.runs {
+                if seen.insert(*entry) {
+                    touched.push(*entry);
+                }
+                folder.apply_run(*entry, run, &mut Vec::new())?;
+            }
+        }
+        let mut texts = snapshot.and_then(|b| decode_snapshot(b).ok()).unwrap_or_default();
+        for id in touched {
+            if let Some(e) = folder.entries.get_mut(&id) {
+                if let Some((version, text)) = texts.remove(&id) {
+                    e.doc.restore(&version, &text);
+                }
+                e.doc.merge_pending();
+            }
+            folder.refresh(id);
+        }
+        Ok(folder)
+    }
+
     /// Takes changes from another replica. Duplicates are skipped; runs are
     /// applied in order until one cannot be (see [`ApplyError`]), and what
     /// came before it stays applied. Returns the entries that changed, and
@@ -538,6 +596,8 @@ impl Folder {
                 break;
             }
         }
+        let mut seen = HashSet::with_capacity(touched.len());
+        touched.retain(|id| seen.insert(*id));
         for id in &touched {
             if let Some(e) = self.entries.get_mut(id) {
                 e.doc.merge_pending();
@@ -593,7 +653,9 @@ impl Folder {
             self.next_seq = self.next_seq.max(start_seq + added);
         }
         self.record(entry, agent, start_seq, added, before);
-        if !touched.contains(&entry) {
+        // Runs of one entry mostly come together; callers drop the rest of
+        // the repeats (a scan of the list here was quadratic in big batches).
+        if touched.last() != Some(&entry) {
             touched.push(entry);
         }
         Ok(())
@@ -652,6 +714,29 @@ fn resolve(doc: &TextDoc, kind: Kind) -> EntryState {
     // Deleted only when every newest event is a delete.
     let alive = !doc.version().iter().all(|&lv| matches!(log.marker(lv).map(Meta::decode), Some(Ok(Meta::Delete))));
     EntryState { kind, alive, parent, name, exec, content }
+}
+
+const SNAPSHOT_MAGIC: &[u8] = b"fsync-snapshot-1";
+
+/// A [`Folder::snapshot`]: entry -> (version, text).
+fn decode_snapshot(b: &[u8]) -> Result<HashMap<EntryId, (Vec<EventId>, String)>, crate::encoding::DecodeError> {
+    let mut r = Reader::new(b);
+    r.magic(SNAPSHOT_MAGIC, "folder snapshot")?;
+    let n = r.count(20)?;
+    let mut out = HashMap::with_capacity(n);
+    for _ in 0..n {
+        let id = meta::get_entry(&mut r)?.ok_or(crate::encoding::DecodeError::Invalid("snapshot entry"))?;
+        let k = r.count(17)?;
+        let mut version = Vec::with_capacity(k);
+        for _ in 0..k {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(r.raw(16)?);
+            version.push(EventId { agent: AgentId(a), seq: r.varint()? });
+        }
+        out.insert(id, (version, r.str()?.to_owned()));
+    }
+    r.finish()?;
+    Ok(out)
 }
 
 /// The single edit turning `old` into `new`: common prefix and suffix kept.

@@ -228,6 +228,24 @@ impl TextDoc {
         lv
     }
 
+    /// Takes `text` as the content at version `ids` instead of merging the
+    /// history up to there (a reload from a snapshot; [`merge_pending`]
+    /// then merges only what came after it). Only on a document not merged
+    /// yet; `false`, with nothing changed, when the version is not here.
+    ///
+    /// [`merge_pending`]: TextDoc::merge_pending
+    pub fn restore(&mut self, ids: &[EventId], text: &str) -> bool {
+        if !self.version.is_empty() || ids.is_empty() {
+            return false;
+        }
+        let Some(version) = self.lvs_of(ids) else { return false };
+        let mut rope = JumpRopeBuf::new();
+        rope.insert(0, text);
+        self.rope = rope;
+        self.version = version;
+        true
+    }
+
     /// Merges every operation of the log into the text.
     pub fn merge_pending(&mut self) {
         let target = self.oplog.version.clone();
