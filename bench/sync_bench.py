@@ -138,7 +138,7 @@ class Fsync:
         for h, p in zip(self.homes, self.ports):
             logf = open(f"{h}/../daemon.log", "w")
             self.procs.append(subprocess.Popen([FSYNC, "--home", h, "run", "--listen", f"127.0.0.1:{p}"],
-                                               stdout=subprocess.DEVNULL, stderr=logf, env=dict(os.environ, RUST_LOG="warn")))
+                                               stdout=subprocess.DEVNULL, stderr=logf, env=dict(os.environ, RUST_LOG=os.environ.get("FSYNC_LOG", "warn"))))
         ok = wait("fsync peers connected", 60, lambda: all(self.connected(h) for h in self.homes), every=0.1)
         if ok is None:
             raise RuntimeError("fsync nodes did not connect")
@@ -454,8 +454,11 @@ def concurrent(s, rep):
             "both_edits_in_file": a_kept and b_kept, "conflict_files": conflicts, "edits_lost": lost}
 
 
-def many_files(s, baseline_kib):
-    """5b: RSS with TRACKED small files tracked, idle."""
+def many_files(s):
+    """5b: idle RSS with TRACKED more small files tracked; per file: the
+    growth over the idle RSS just before, divided by the file count."""
+    time.sleep(5)
+    baseline_kib = [rss_tree(p)[0] for p in s.pids()]
     t = time.monotonic()
     for i in range(TRACKED):
         write(f"{s.a}/many/d{i % 100}/f{i}.txt", f"{i}\n".encode())
@@ -471,7 +474,7 @@ def many_files(s, baseline_kib):
     time.sleep(10)
     rss = [rss_tree(p) for p in s.pids()]
     per_file = [(r[0] - b) * 1024 / TRACKED for r, b in zip(rss, baseline_kib)]
-    return {"files": TRACKED, "sync_s": took, "rss_kib": [r[0] for r in rss], "peak_kib": [r[1] for r in rss],
+    return {"files": TRACKED, "sync_s": took, "rss_before_kib": baseline_kib, "rss_kib": [r[0] for r in rss], "peak_kib": [r[1] for r in rss],
             "bytes_per_file": per_file}
 
 
@@ -490,8 +493,7 @@ def bench_system(name):
     wire = Wire(s.ports)
     try:
         time.sleep(3)
-        baseline = [rss_tree(p)[0] for p in s.pids()]
-        res["rss_start_kib"] = baseline
+        res["rss_start_kib"] = [rss_tree(p)[0] for p in s.pids()]
         log("  latency")
         res["latency"] = latency(s)
         log("  1 MB text")
@@ -507,7 +509,7 @@ def bench_system(name):
         res["concurrent"] = [concurrent(s, r) for r in range(REPS)]
         if TRACKED and name != "syncthing":
             log(f"  {TRACKED} files")
-            res["many_files"] = many_files(s, baseline)
+            res["many_files"] = many_files(s)
     finally:
         wire.close()
         s.stop()
@@ -536,7 +538,7 @@ def report(results, meta):
             return None
 
     rows = [
-        ("1. latency, median (40 small edits)", lambda r: r["latency"].get("median")),
+        (f"1. latency, median ({2 * LAT_N} small edits)", lambda r: r["latency"].get("median")),
         ("1. latency, p90", lambda r: r["latency"].get("p90")),
         ("2. one line of a 1 MB text file, median", lambda r: r["text_line"].get("median")),
         ("3. 2,000 files (1-8 KB, 20 dirs), median", lambda r: r["tree_summary"].get("median")),

@@ -94,6 +94,9 @@ struct Local {
 /// folder's text size, hence not on every save.
 const SNAPSHOT_EVERY: u64 = 200_000;
 
+/// See [`WriteBack`].
+const WRITE_GROUP: Duration = Duration::from_millis(20);
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -176,6 +179,37 @@ impl Mount {
     fn save(&mut self, d: &mut Daemon) {
         d.persist(self.i);
         self.saved = Instant::now();
+        self.due = None;
+    }
+}
+
+/// Remote changes are written back at most every [`WRITE_GROUP`]: a pass
+/// saves (one disk sync) under the folder lock, so passes one after the
+/// other, each for one arriving chunk, kept the transport from storing the
+/// next one and made 2,000 small files arrive at one per disk sync. A
+/// change after a quiet spell is written at once.
+struct WriteBack {
+    last: Instant,
+    due: Option<Instant>,
+}
+
+impl WriteBack {
+    fn changed(&mut self, d: &mut Daemon, mounted: Option<&Mount>) {
+        if self.last.elapsed() >= WRITE_GROUP {
+            self.run(d, mounted);
+        } else {
+            self.due.get_or_insert(self.last + WRITE_GROUP);
+        }
+    }
+
+    fn run(&mut self, d: &mut Daemon, mounted: Option<&Mount>) {
+        for i in 0..d.locals.len() {
+            d.write(i);
+        }
+        if let Some(m) = mounted {
+            m.fs.refresh();
+        }
+        self.last = Instant::now();
         self.due = None;
     }
 }
@@ -265,6 +299,7 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
     }
     phase.send_replace(None);
 
+    let mut writes = WriteBack { last: Instant::now() - WRITE_GROUP, due: None };
     let mut changes = d.node.changes();
     // Peers may have sent changes between serve() and this subscription:
     // start with a write-back pass so none of them waits for the next one.
@@ -282,6 +317,9 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
         if let Some(t) = mounted.as_ref().and_then(|m| m.due) {
             wait = wait.min(t.saturating_duration_since(Instant::now()));
         }
+        if let Some(t) = writes.due {
+            wait = wait.min(t.saturating_duration_since(Instant::now()));
+        }
         tokio::select! {
             ev = events.recv() => match ev {
                 Some((i, Live::Paths(ps))) => ps.into_iter().for_each(|p| d.locals[i].debounce.push(p, ms)),
@@ -294,6 +332,9 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
             _ = tokio::time::sleep(wait) => {
                 if let Some(m) = mounted.as_mut().filter(|m| m.due.is_some_and(|t| t <= Instant::now())) {
                     m.save(&mut d);
+                }
+                if writes.due.is_some_and(|t| t <= Instant::now()) {
+                    writes.run(&mut d, mounted.as_ref());
                 }
                 let retrying = d.retry_at.is_some_and(|r| r <= Instant::now());
                 if retrying {
@@ -318,12 +359,7 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
                 if r.is_err() {
                     break;
                 }
-                for i in 0..d.locals.len() {
-                    d.write(i);
-                }
-                if let Some(m) = &mounted {
-                    m.fs.refresh();
-                }
+                writes.changed(&mut d, mounted.as_ref());
             }
             Some(msg) = mount_rx.recv() => {
                 // Everything queued is saved together (group commit).
