@@ -120,7 +120,23 @@ class Wire:
         subprocess.run(["nft", "delete", "table", "inet", "fsyncbench"], capture_output=True)
 
 
-class Fsync:
+class Pair:
+    """Two daemons in `self.procs`."""
+
+    def pids(self):
+        return [p.pid for p in self.procs]
+
+    def stop(self):
+        for p in self.procs:
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+class Fsync(Pair):
     name = "fsync"
 
     def __init__(self):
@@ -153,20 +169,8 @@ class Fsync:
         except (subprocess.CalledProcessError, json.JSONDecodeError):
             return False
 
-    def pids(self):
-        return [p.pid for p in self.procs]
 
-    def stop(self):
-        for p in self.procs:
-            p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-
-class Syncthing:
+class Syncthing(Pair):
     """Two Syncthing instances; `delay` = fsWatcherDelayS (None: default)."""
 
     def __init__(self, delay):
@@ -241,18 +245,6 @@ class Syncthing:
             return c.get(self.ids[1 - i], {}).get("connected", False)
         except OSError:
             return False
-
-    def pids(self):
-        return [p.pid for p in self.procs]
-
-    def stop(self):
-        for p in self.procs:
-            p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
 
 
 class Rsync:
