@@ -564,22 +564,13 @@ impl Folder {
         let mut seen: HashSet<EntryId> = HashSet::new();
         for changes in batches {
             for (entry, run) in &changes?.runs {
-                if seen.insert(*entry) {
+                if folder.apply_run(*entry, run)? && seen.insert(*entry) {
                     touched.push(*entry);
                 }
-                folder.apply_run(*entry, run, &mut Vec::new())?;
             }
         }
         let mut texts = snapshot.and_then(|b| decode_snapshot(b).ok()).unwrap_or_default();
-        for id in touched {
-            if let Some(e) = folder.entries.get_mut(&id) {
-                if let Some((version, text)) = texts.remove(&id) {
-                    e.doc.restore(&version, &text);
-                }
-                e.doc.merge_pending();
-            }
-            folder.refresh(id);
-        }
+        folder.settle(&touched, &mut texts);
         Ok(folder)
     }
 
@@ -589,30 +580,46 @@ impl Folder {
     /// the error that stopped it, if one did.
     pub fn apply_changes(&mut self, changes: &Changes) -> (Vec<EntryId>, Result<(), ApplyError>) {
         let mut touched: Vec<EntryId> = Vec::new();
+        let mut seen: HashSet<EntryId> = HashSet::new();
         let mut result = Ok(());
         for (entry, run) in &changes.runs {
-            if let Err(e) = self.apply_run(*entry, run, &mut touched) {
-                result = Err(e);
-                break;
+            match self.apply_run(*entry, run) {
+                Ok(applied) => {
+                    if applied && seen.insert(*entry) {
+                        touched.push(*entry);
+                    }
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             }
         }
-        let mut seen = HashSet::with_capacity(touched.len());
-        touched.retain(|id| seen.insert(*id));
-        for id in &touched {
+        self.settle(&touched, &mut HashMap::new());
+        (touched, result)
+    }
+
+    /// After runs were applied: merges each touched entry's text (starting
+    /// from a snapshot's text where `texts` has one) and resolves its state.
+    fn settle(&mut self, touched: &[EntryId], texts: &mut HashMap<EntryId, (Vec<EventId>, String)>) {
+        for id in touched {
             if let Some(e) = self.entries.get_mut(id) {
+                if let Some((version, text)) = texts.remove(id) {
+                    e.doc.restore(&version, &text);
+                }
                 e.doc.merge_pending();
             }
             self.refresh(*id);
         }
-        (touched, result)
     }
 
-    fn apply_run(&mut self, entry: EntryId, run: &ExportedRun, touched: &mut Vec<EntryId>) -> Result<(), ApplyError> {
+    /// Applies one run without merging; `true` when it added events.
+    fn apply_run(&mut self, entry: EntryId, run: &ExportedRun) -> Result<bool, ApplyError> {
         let agent = run.id.agent;
         let have = self.vv.get(&agent).copied().unwrap_or(0);
         let len = run.len() as u64;
         if len == 0 || run.id.seq + len <= have {
-            return Ok(());
+            return Ok(false);
         }
         if run.id.seq > have {
             return Err(ApplyError::Gap { agent, expected: have, got: run.id.seq });
@@ -653,12 +660,7 @@ impl Folder {
             self.next_seq = self.next_seq.max(start_seq + added);
         }
         self.record(entry, agent, start_seq, added, before);
-        // Runs of one entry mostly come together; callers drop the rest of
-        // the repeats (a scan of the list here was quadratic in big batches).
-        if touched.last() != Some(&entry) {
-            touched.push(entry);
-        }
-        Ok(())
+        Ok(true)
     }
 }
 
