@@ -82,9 +82,9 @@ struct Local {
     rescan: bool,
     /// Digest of the index as last saved (unchanged: not written again).
     index_saved: Option<[u8; 32]>,
-    /// Saved events when the texts were last snapshotted (see
+    /// Saved events when the texts were last snapshotted, or at start (see
     /// [`SNAPSHOT_EVERY`]), and whether the next save must snapshot (at
-    /// shutdown).
+    /// shutdown, always: an older store may have none).
     snapshot_events: u64,
     snapshot_now: bool,
 }
@@ -511,12 +511,6 @@ fn open_folder(
         }
     }
     let saver = Saver::loaded(&folder);
-    // A start without a snapshot (an older store) makes one once the
-    // history is long enough to be worth it.
-    let snapshot_events = match store.get_state(&fsync_core::store::snapshot_key(&fc.name))? {
-        Some(_) => saver.saved().values().sum(),
-        None => 0,
-    };
     folder.set_shareable(Some(saver.saved().clone()));
     if !mounted {
         std::fs::create_dir_all(&fc.path).with_context(|| format!("cannot create {}", fc.path.display()))?;
@@ -551,6 +545,7 @@ fn open_folder(
         }
     }
     let durable = (saver.clone(), unsaved_chunks.clone());
+    let snapshot_events = saver.saved().values().sum();
     let local = Local {
         name: fc.name.clone(),
         mounted,
@@ -964,7 +959,7 @@ fn write_unsynced(l: &mut Local, s: &FolderState, store: &mut RedbStore) -> Resu
     }
     l.index_saved = Some(digest);
     let events: u64 = l.saver.saved().values().sum();
-    if (l.snapshot_now && events != l.snapshot_events) || events >= l.snapshot_events + SNAPSHOT_EVERY {
+    if l.snapshot_now || events >= l.snapshot_events + SNAPSHOT_EVERY {
         fsync_core::store::save_snapshot(&l.name, &s.folder, store)?;
         l.snapshot_events = events;
         wrote = true;
