@@ -109,6 +109,22 @@ impl StorageBackend for FaultDisk {
 }
 
 impl FaultDisk {
+    /// A store on this disk; reopening after a failure uses the same disk.
+    fn open(&self) -> RedbStore {
+        let d = self.clone();
+        RedbStore::open_backend(move || d.clone()).expect("the store opens")
+    }
+
+    /// Cuts the power under `store` and reopens it on what the disk kept.
+    /// The power goes first: whatever the store does on drop lands on the
+    /// old disk, not the one kept.
+    fn power_cut(&mut self, store: RedbStore, rng: &mut StdRng) -> RedbStore {
+        let cut = self.crash(rng);
+        drop(store);
+        *self = cut;
+        self.open()
+    }
+
     /// The disk after a power cut.
     fn crash(&self, rng: &mut StdRng) -> FaultDisk {
         let s = self.s.lock().expect("lock");
@@ -143,8 +159,7 @@ fn power_cuts_never_lose_synced_changes_or_corrupt_the_store() {
     for seed in 0..12 {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut disk = FaultDisk::default();
-        let d = disk.clone();
-        let mut store = RedbStore::open_backend(move || d.clone()).expect("open");
+        let mut store = disk.open();
         let mut appended: [Vec<Vec<u8>>; 2] = Default::default();
         let mut synced = [0usize; 2];
         let mut crashes = 0;
@@ -161,13 +176,7 @@ fn power_cuts_never_lose_synced_changes_or_corrupt_the_store() {
                     synced = [appended[0].len(), appended[1].len()];
                 }
                 _ => {
-                    // The power goes first; whatever the store does on
-                    // drop lands on the old disk, not the one we keep.
-                    let cut = disk.crash(&mut rng);
-                    drop(store);
-                    disk = cut;
-                    let d = disk.clone();
-                    store = RedbStore::open_backend(move || d.clone()).expect("the store opens after a crash");
+                    store = disk.power_cut(store, &mut rng);
                     crashes += 1;
                     for f in 0..2 {
                         let got = store.batches(&format!("f{f}")).expect("read");
@@ -186,8 +195,7 @@ fn power_cuts_never_lose_synced_changes_or_corrupt_the_store() {
 #[test]
 fn a_full_disk_is_an_error_and_recovers() {
     let disk = FaultDisk::default();
-    let d = disk.clone();
-    let mut store = RedbStore::open_backend(move || d.clone()).expect("open");
+    let mut store = disk.open();
     store.append("f", b"one").expect("append");
     store.sync().expect("sync");
     disk.s.lock().expect("lock").full = true;
@@ -230,9 +238,8 @@ fn a_newer_format_is_refused_with_a_clear_message() {
 fn a_folder_saved_and_loaded_through_the_store() {
     use fsync_core::folder::{Folder, Kind};
     use fsync_core::store::{load_folder, Saver};
-    let disk = FaultDisk::default();
-    let d = disk.clone();
-    let mut store = RedbStore::open_backend(move || d.clone()).expect("open");
+    let mut disk = FaultDisk::default();
+    let mut store = disk.open();
     let a = AgentId::from_index(1);
     let mut f = Folder::new(a);
     let mut saver = Saver::default();
@@ -247,9 +254,7 @@ fn a_folder_saved_and_loaded_through_the_store() {
     store.put_state("index/docs", b"disk index, newer").expect("state");
     store.sync().expect("sync");
     let mut rng = StdRng::seed_from_u64(1);
-    let crashed = disk.crash(&mut rng);
-    drop(store);
-    let store = RedbStore::open_backend(move || crashed.clone()).expect("reopen");
+    let store = disk.power_cut(store, &mut rng);
     let mut back = load_folder(a, "docs", &store).expect("load");
     let id2 = back.tree().lookup("docs/a.txt").expect("file").id;
     assert_eq!(back.doc(id2).map(|d| d.text()).as_deref(), Some("hello world"));
@@ -264,9 +269,8 @@ fn a_folder_saved_and_loaded_through_the_store() {
 
 #[test]
 fn garbage_collection_keeps_exactly_the_referenced_chunks() {
-    let disk = FaultDisk::default();
-    let d = disk.clone();
-    let mut store = RedbStore::open_backend(move || d.clone()).expect("open");
+    let mut disk = FaultDisk::default();
+    let mut store = disk.open();
     for (i, name) in ["b", "a", "c", "b"].iter().enumerate() {
         store.append(name, &batch(i, i)).expect("append");
     }
@@ -284,9 +288,7 @@ fn garbage_collection_keeps_exactly_the_referenced_chunks() {
     }
     // Durable: a power cut right after keeps the result.
     let mut rng = StdRng::seed_from_u64(7);
-    let crashed = disk.crash(&mut rng);
-    drop(store);
-    let mut store = RedbStore::open_backend(move || crashed.clone()).expect("reopen");
+    let mut store = disk.power_cut(store, &mut rng);
     assert_eq!(store.collect_garbage(&keep).expect("gc again"), (0, 0));
 }
 
@@ -350,8 +352,7 @@ fn every_operation_against_a_model_with_injected_io_errors_and_power_cuts() {
     for seed in 0..24 {
         let mut rng = StdRng::seed_from_u64(1000 + seed);
         let mut disk = FaultDisk::default();
-        let d = disk.clone();
-        let mut store = RedbStore::open_backend(move || d.clone()).expect("open");
+        let mut store = disk.open();
         // The states since the last sync, oldest (durable) first.
         let mut since_sync = vec![Model::default()];
         for step in 0..150 {
@@ -410,11 +411,7 @@ fn every_operation_against_a_model_with_injected_io_errors_and_power_cuts() {
                 _ => {
                     // A power cut: the store reopens as one of the states
                     // since the last sync.
-                    let cut = disk.crash(&mut rng);
-                    drop(store);
-                    disk = cut;
-                    let d = disk.clone();
-                    store = RedbStore::open_backend(move || d.clone()).expect("the store opens after a power cut");
+                    store = disk.power_cut(store, &mut rng);
                     cuts += 1;
                     let got = read_all(&store).expect("read after a power cut");
                     assert!(since_sync.contains(&got), "seed {seed} step {step}: a power cut left a state never written");
