@@ -16,8 +16,7 @@ use std::time::Instant;
 use cli::store::RedbStore;
 use fsync_core::folder::{Folder, Kind};
 use fsync_core::folder::Changes;
-use fsync_core::store::{load_folder, save_snapshot, snapshot_key, Saver, Store};
-use fsync_core::wire::Message;
+use fsync_core::store::{load_folder, save_snapshot, saved_changes, snapshot_key, Saver, Store};
 use fsync_core::AgentId;
 
 fn main() {
@@ -128,15 +127,7 @@ fn concurrent_histories(dir: &std::path::Path) {
     let changes: u64 = a.version_vector().values().sum();
     let text: usize = ids.iter().map(|id| a.doc(*id).map_or(0, |d| d.len_chars())).sum();
     eprintln!("built 4 files, {changes} concurrent changes, {text} chars in {:.1?}", t.elapsed());
-    let batches: Vec<Changes> = store
-        .batches("c")
-        .expect("batches")
-        .iter()
-        .map(|b| match Message::decode(b).expect("decode") {
-            Message::Changes(c) => c,
-            _ => unreachable!("a change batch"),
-        })
-        .collect();
+    let batches: Vec<Changes> = saved_changes(&store, "c").expect("batches").collect::<Result<_, _>>().expect("decode");
     save_snapshot("c", &a, &mut store).expect("snapshot");
     store.sync().expect("sync");
     let snapshot = store.get_state(&snapshot_key("c")).expect("read").expect("snapshot");

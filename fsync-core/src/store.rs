@@ -116,11 +116,15 @@ impl Saver {
 /// Rebuilds a folder from its saved batches and snapshot (if any).
 pub fn load_folder(agent: AgentId, name: &str, store: &dyn Store) -> Result<Folder, StoreError> {
     let snapshot = store.get_state(&snapshot_key(name))?;
-    let batches = store.batches(name)?.into_iter().map(|batch| match Message::decode(&batch)? {
+    Folder::load(agent, saved_changes(store, name)?, snapshot.as_deref())
+}
+
+/// A folder's saved change batches, decoded one by one as they are taken.
+pub fn saved_changes(store: &dyn Store, name: &str) -> Result<impl Iterator<Item = Result<Changes, StoreError>>, StoreError> {
+    Ok(store.batches(name)?.into_iter().map(|batch| match Message::decode(&batch)? {
         Message::Changes(c) => Ok(c),
         _ => Err(StoreError::Corrupt(DecodeError::Invalid("not a change batch"))),
-    });
-    Folder::load(agent, batches, snapshot.as_deref())
+    }))
 }
 
 /// Where a folder's [`Folder::snapshot`] is kept.
@@ -368,20 +372,11 @@ mod tests {
                 }
             }
             store.sync().expect("sync");
-            let full = Folder::load::<StoreError>(
-                a,
-                store.batches("f").expect("batches").iter().map(|b| match Message::decode(b)? {
-                    Message::Changes(c) => Ok(c),
-                    _ => unreachable!(),
-                }),
-                None,
-            )
-            .expect("full replay");
+            let mut full = Folder::load(a, saved_changes(&store, "f").expect("batches"), None).expect("full replay");
             let mut with = load_folder(a, "f", &store).expect("load with snapshot");
             if store.get_state(&snapshot_key("f")).expect("state").is_some() {
                 restored += 1;
             }
-            let mut full = full;
             assert_eq!(snapshot(&mut with), snapshot(&mut full), "seed {seed}");
             assert_eq!(snapshot(&mut with), snapshot(&mut f), "seed {seed}");
         }

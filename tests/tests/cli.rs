@@ -89,14 +89,7 @@ fn status_works_before_any_daemon_ran() {
 /// written behind the back of a daemon that has already read its config.
 #[test]
 fn commands_right_after_start_reach_the_daemon() {
-    let n = Node::new("early");
-    n.ok(&["init"]);
-    let docs = n.scratch.join("docs");
-    n.ok(&["folder", "add", "docs", docs.to_str().expect("utf-8")]);
-    // Enough files that the first scan takes a while.
-    for i in 0..2000 {
-        std::fs::write(docs.join(format!("f{i}.txt")), format!("file {i}\n")).expect("write");
-    }
+    let n = slow_to_start("early", 2000);
     let d = n.start(free_port());
     let extra = n.scratch.join("extra");
     n.ok(&["folder", "add", "extra", extra.to_str().expect("utf-8")]);
@@ -116,17 +109,24 @@ fn commands_right_after_start_reach_the_daemon() {
     assert_eq!(d.stop(), Some(0), "{}", n.log());
 }
 
+/// A node sharing folder "docs" with `files` files in it not yet taken
+/// in: its first start takes a while.
+fn slow_to_start(name: &str, files: usize) -> Node {
+    let n = Node::new(name);
+    n.ok(&["init"]);
+    let docs = n.scratch.join("docs");
+    n.ok(&["folder", "add", "docs", docs.to_str().expect("utf-8")]);
+    for i in 0..files {
+        std::fs::write(docs.join(format!("f{i}.txt")), format!("file {i}\n")).expect("write");
+    }
+    n
+}
+
 /// A signal while the daemon starts (here: taking in a big folder) stops it
 /// at once with success, and the next start takes everything in.
 #[test]
 fn a_signal_while_starting_stops_at_once() {
-    let n = Node::new("early-stop");
-    n.ok(&["init"]);
-    let docs = n.scratch.join("docs");
-    n.ok(&["folder", "add", "docs", docs.to_str().expect("utf-8")]);
-    for i in 0..5000 {
-        std::fs::write(docs.join(format!("f{i}.txt")), format!("file {i}\n")).expect("write");
-    }
+    let n = slow_to_start("early-stop", 5000);
     let d = n.start(free_port());
     // The control socket exists once signals are watched.
     eventually("the control socket", 10, || n.home.join("control.sock").exists());
