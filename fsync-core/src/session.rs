@@ -114,8 +114,15 @@ impl Session {
         Self::default()
     }
 
-    /// Opens the session: sends our summary.
-    pub fn start(&mut self, folder: &Folder) {
+    /// Opens the session: sends our summary, and asks for every chunk the
+    /// folder references but lacks. A session that ended (a dropped or
+    /// replaced connection) may have left chunks unfetched whose changes
+    /// already arrived; nothing else would ask for them again before the
+    /// next resync.
+    pub fn start(&mut self, folder: &Folder, chunks: &dyn ChunkStore) {
+        let mut missing: Vec<ChunkHash> = folder.referenced_chunks().into_iter().filter(|h| !chunks.has(h)).collect();
+        missing.sort();
+        self.to_want = missing;
         self.outbox.push_back(Message::Summary(folder.version_vector().clone()));
     }
 

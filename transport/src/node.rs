@@ -556,7 +556,7 @@ async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId
         let Some(state) = sh.folders.lock().ok().and_then(|f| f.get(name).cloned()) else { continue };
         let mut session = Session::new();
         if let Ok(s) = state.lock() {
-            session.start(&s.folder);
+            session.start(&s.folder, &s.chunks);
         }
         sessions.push(FolderSession { name: name.clone(), state, session });
     }

@@ -32,6 +32,9 @@ pub(crate) struct Faults {
     pub(crate) dup: f64,
     pub(crate) max_delay: u64,
     pub(crate) partitions: bool,
+    /// Now and then a link's connection is replaced: fresh sessions on both
+    /// ends, and what was in flight on the old one is gone.
+    pub(crate) reconnects: bool,
 }
 
 struct Net {
@@ -68,7 +71,7 @@ impl Net {
         for &(a, b) in &links {
             for (x, y) in [(a, b), (b, a)] {
                 let mut s = Session::new();
-                s.start(&peers[x].folder);
+                s.start(&peers[x].folder, &peers[x].chunks);
                 peers[x].sessions.insert(y, s);
             }
         }
@@ -207,11 +210,25 @@ impl Net {
                 let l = self.rng.random_range(0..self.links.len());
                 self.cut[l] = !self.cut[l];
             }
+            if f.reconnects && self.rng.random_bool(0.02) {
+                let l = self.rng.random_range(0..self.links.len());
+                self.reconnect(self.links[l]);
+            }
             if step % 50 == 49 {
                 self.resync_all();
             }
             self.pump(f);
             self.deliver();
+        }
+    }
+
+    fn reconnect(&mut self, (a, b): (usize, usize)) {
+        self.flight.retain(|pk| (pk.from.min(pk.to), pk.from.max(pk.to)) != (a, b));
+        for (x, y) in [(a, b), (b, a)] {
+            let p = &mut self.peers[x];
+            let mut s = Session::new();
+            s.start(&p.folder, &p.chunks);
+            p.sessions.insert(y, s);
         }
     }
 
@@ -226,7 +243,7 @@ impl Net {
     /// Heals everything and runs without faults until quiet.
     fn settle(&mut self) {
         self.cut.iter_mut().for_each(|c| *c = false);
-        let calm = Faults { loss: 0.0, dup: 0.0, max_delay: 3, partitions: false };
+        let calm = Faults { loss: 0.0, dup: 0.0, max_delay: 3, partitions: false, reconnects: false };
         self.resync_all();
         for _ in 0..400 {
             self.now += 1;
@@ -263,7 +280,7 @@ pub(crate) fn simulate(seed: u64, peers: usize, steps: usize, faults: &Faults) -
 
 #[test]
 fn converges_on_a_perfect_network() {
-    let f = Faults { loss: 0.0, dup: 0.0, max_delay: 0, partitions: false };
+    let f = Faults { loss: 0.0, dup: 0.0, max_delay: 0, partitions: false, reconnects: false };
     let (mut paths, mut ops) = (0, 0);
     for seed in 0..10 {
         let (p, o) = simulate(seed, 3, 150, &f);
@@ -276,7 +293,7 @@ fn converges_on_a_perfect_network() {
 
 #[test]
 fn converges_with_loss_duplication_reordering_and_partitions() {
-    let f = Faults { loss: 0.1, dup: 0.1, max_delay: 8, partitions: true };
+    let f = Faults { loss: 0.1, dup: 0.1, max_delay: 8, partitions: true, reconnects: true };
     let (mut paths, mut ops) = (0, 0);
     for seed in 0..20 {
         let (p, o) = simulate(seed, 3 + (seed % 3) as usize, 250, &f);
@@ -291,7 +308,7 @@ fn converges_with_loss_duplication_reordering_and_partitions() {
 #[test]
 #[ignore]
 fn converges_forever() {
-    let f = Faults { loss: 0.2, dup: 0.2, max_delay: 20, partitions: true };
+    let f = Faults { loss: 0.2, dup: 0.2, max_delay: 20, partitions: true, reconnects: true };
     let first: u64 = std::env::var("FSYNC_SIM_FROM").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
     for seed in first..first + 2000 {
         let r = std::panic::catch_unwind(|| simulate(seed, 3 + (seed % 4) as usize, 600, &f));
@@ -309,8 +326,8 @@ fn a_session_sends_only_what_the_peer_lacks() {
     a.set_text(id, "hello world", 2).expect("write");
     let (mut ca, mut cb) = (MemoryChunks::default(), MemoryChunks::default());
     let (mut sa, mut sb) = (Session::new(), Session::new());
-    sa.start(&a);
-    sb.start(&b);
+    sa.start(&a, &ca);
+    sb.start(&b, &cb);
     for _ in 0..4 {
         while let Some(m) = sa.poll_transmit(&a) {
             sb.handle_message(0, &m, &mut b, &mut cb).expect("valid");
@@ -323,6 +340,54 @@ fn a_session_sends_only_what_the_peer_lacks() {
     assert_eq!(sa.stats().sent_ops, 6);
     assert_eq!(sb.stats().sent_ops, 0);
     assert_eq!(b.doc(id).map(|d| d.text()).as_deref(), Some("hello world"));
+}
+
+/// Regression: a connection replaced after the changes of a binary file
+/// arrived but before its chunks did. The new session must fetch them at
+/// once, not at the next resync (a 30 s stall in the daemon).
+#[test]
+fn a_new_session_fetches_chunks_an_ended_one_left_missing() {
+    let mut a = Folder::new(AgentId::from_index(1));
+    let mut b = Folder::new(AgentId::from_index(2));
+    let (mut ca, mut cb) = (MemoryChunks::default(), MemoryChunks::default());
+    let id = a.create("big.bin", Kind::File, 1).expect("create");
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let refs: Vec<_> = split(&bytes).into_iter().map(|(r, data)| {
+        ca.put(r.hash, data);
+        r
+    }).collect();
+    assert!(!refs.is_empty());
+    a.write_binary(id, refs, 2).expect("write");
+    // First connection: only control messages get through, then it drops.
+    let (mut sa, mut sb) = (Session::new(), Session::new());
+    sa.start(&a, &ca);
+    sb.start(&b, &cb);
+    for _ in 0..3 {
+        while let Some(m) = sa.poll_transmit(&a) {
+            sb.handle_message(0, &m, &mut b, &mut cb).expect("valid");
+        }
+        while let Some(m) = sb.poll_transmit(&b) {
+            sa.handle_message(0, &m, &mut a, &mut ca).expect("valid");
+        }
+    }
+    assert!(b.referenced_chunks().iter().any(|h| !cb.has(h)), "the chunks must still be missing");
+    // Second connection: no resync, just the normal exchange.
+    let (mut sa, mut sb) = (Session::new(), Session::new());
+    sa.start(&a, &ca);
+    sb.start(&b, &cb);
+    for _ in 0..4 {
+        while let Some(m) = sa.poll_transmit(&a) {
+            sb.handle_message(0, &m, &mut b, &mut cb).expect("valid");
+        }
+        while let Some(m) = sa.poll_bulk(&ca) {
+            sb.handle_message(0, &m, &mut b, &mut cb).expect("valid");
+        }
+        while let Some(m) = sb.poll_transmit(&b) {
+            sa.handle_message(0, &m, &mut a, &mut ca).expect("valid");
+        }
+    }
+    assert!(b.referenced_chunks().iter().all(|h| cb.has(h)), "b still lacks chunks");
+    assert_eq!(sb.chunks_in_flight(), 0);
 }
 
 #[test]
@@ -349,8 +414,8 @@ fn live_edits_that_extend_the_last_log_record_are_sent() {
     let mut b = Folder::new(AgentId::from_index(2));
     let (mut ca, mut cb) = (MemoryChunks::default(), MemoryChunks::default());
     let (mut sa, mut sb) = (Session::new(), Session::new());
-    sa.start(&a);
-    sb.start(&b);
+    sa.start(&a, &ca);
+    sb.start(&b, &cb);
     let id = a.create("live.txt", Kind::File, 1).expect("create");
     let mut exchange = |a: &mut Folder, b: &mut Folder| {
         for _ in 0..3 {
@@ -376,6 +441,6 @@ proptest::proptest! {
     /// delay and partitions: after healing, all converge.
     #[test]
     fn any_faulty_network_converges(seed in proptest::prelude::any::<u64>(), peers in 3usize..=5, loss in 0.0f64..0.3, dup in 0.0f64..0.3, delay in 0u64..20) {
-        simulate(seed, peers, 200, &Faults { loss, dup, max_delay: delay, partitions: true });
+        simulate(seed, peers, 200, &Faults { loss, dup, max_delay: delay, partitions: true, reconnects: true });
     }
 }
