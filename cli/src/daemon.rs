@@ -605,13 +605,21 @@ impl Daemon {
             Err(e) => (Err(e), Ok(())),
         };
         self.saved(i, saved);
+        let ms = self.ms();
         let l = &mut self.locals[i];
         l.rescan = report.is_err();
         match report {
             Ok(report) => {
+                // Gone paths are looked at once more before they count as
+                // deleted (the other half of a move may be on its way).
+                for p in &report.deferred {
+                    l.debounce.push(p.clone(), ms);
+                }
                 if !report.is_empty() {
                     tracing::info!(folder = %l.name, created = report.created.len(), modified = report.modified.len(),
                         moved = report.moved.len(), deleted = report.deleted.len(), "local changes");
+                    tracing::debug!(folder = %l.name, created = ?report.created, modified = ?report.modified,
+                        moved = ?report.moved, deleted = ?report.deleted, "local changes by path");
                     self.node.notify();
                 }
             }
@@ -668,6 +676,8 @@ impl Daemon {
             if !report.written.is_empty() || !report.removed.is_empty() || !report.moved.is_empty() {
                 tracing::info!(folder = %l.name, written = report.written.len(), removed = report.removed.len(),
                     moved = report.moved.len(), "merged changes written");
+                tracing::debug!(folder = %l.name, written = ?report.written, removed = ?report.removed,
+                    moved = ?report.moved, needs_scan = ?report.needs_scan, "merged changes by path");
             }
             if !report.raced.is_empty() {
                 // Writes that slipped in were taken in as local edits.
@@ -680,6 +690,12 @@ impl Daemon {
             // The whole folder: a path gone here may have moved anywhere.
             self.scan(i, None);
         }
+        // Still racing local writes after three passes: come back soon (a
+        // scan and a pass), or what was left would wait for the next change.
+        tracing::debug!(folder = %self.locals[i].name, "write-back keeps meeting local changes; again shortly");
+        self.locals[i].rescan = true;
+        let soon = Instant::now() + WRITE_GROUP * 10;
+        self.retry_at = Some(self.retry_at.map_or(soon, |r| r.min(soon)));
     }
 
     /// Saves what is not saved yet.

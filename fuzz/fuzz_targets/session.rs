@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut chunks = MemoryChunks::default();
     let mut s = Session::new();
-    s.start(&f);
+    s.start(&f, &chunks);
     // Messages are separated by a 0xff 0xfe marker in the input.
     for msg in data.split(|&b| b == 0xfe) {
         let _ = s.handle_message(0, msg, &mut f, &mut chunks);

@@ -11,7 +11,7 @@
 //! was last updated (`base`), so they merge with remote changes that
 //! arrived meanwhile instead of undoing them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -67,7 +67,9 @@ impl Stat {
             size: m.len(),
             mtime: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
             ctime: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
-            exec: m.permissions().mode() & 0o100 != 0,
+            // Only a regular file has an executable bit we sync (a
+            // symlink's mode is always 0777, a directory's is searchable).
+            exec: m.is_file() && m.permissions().mode() & 0o100 != 0,
         }
     }
 }
@@ -77,6 +79,9 @@ impl Stat {
 pub struct Index {
     /// The paths.
     pub files: BTreeMap<String, Known>,
+    /// Paths a scoped scan found gone and did not delete yet (see
+    /// [`ScanReport::deferred`]); kept in memory only.
+    deferred: BTreeSet<String>,
 }
 
 const INDEX_MAGIC: &[u8] = b"FSIX";
@@ -195,6 +200,12 @@ pub struct ScanReport {
     pub moved: Vec<(String, String)>,
     /// Paths deleted.
     pub deleted: Vec<String>,
+    /// Paths a scoped scan found gone but left for the next scan of them:
+    /// the other half of a move may be in a later batch of events, and
+    /// deleting now would turn the move into a deletion plus a new file
+    /// (both kept, if a peer edited the old one meanwhile). The caller
+    /// scans these again shortly; then they are deleted if still gone.
+    pub deferred: Vec<String>,
 }
 
 impl ScanReport {
@@ -313,6 +324,26 @@ fn in_scope(path: &str, scope: Option<&[String]>) -> bool {
     scope.is_none_or(|s| s.iter().any(|p| path == p || (path.len() > p.len() && path.starts_with(p.as_str()) && path.as_bytes()[p.len()] == b'/')))
 }
 
+/// Known paths outside `scope` whose inode turns up new inside it, and
+/// which no longer hold that inode: where something in scope moved from.
+fn moved_from_outside(root: &Path, index: &Index, disk: &BTreeMap<String, OnDisk>, scope: &[String]) -> Vec<String> {
+    let fresh: Vec<&OnDisk> = disk.iter().filter(|(p, d)| index.files.get(*p).is_none_or(|k| k.kind != d.kind)).map(|(_, d)| d).collect();
+    if fresh.is_empty() {
+        return Vec::new();
+    }
+    let by_ino: HashMap<(u64, u8), &String> =
+        index.files.iter().filter(|(p, _)| !in_scope(p, Some(scope))).map(|(p, k)| ((k.stat.ino, k.kind as u8), p)).collect();
+    let mut from: Vec<String> = fresh
+        .iter()
+        .filter_map(|d| by_ino.get(&(d.stat.ino, d.kind as u8)))
+        .filter(|old| std::fs::symlink_metadata(root.join(old)).map_or(true, |m| std::os::unix::fs::MetadataExt::ino(&m) != index.files[**old].stat.ino))
+        .map(|old| (*old).clone())
+        .collect();
+    from.sort();
+    from.dedup();
+    from
+}
+
 /// Walks the whole folder, or only `scope` (subtrees) and their parents.
 fn walk(root: &Path, ignore: &Ignore, scope: Option<&[String]>, progress: &ScanProgress) -> Result<BTreeMap<String, OnDisk>, WatchError> {
     let mut out = BTreeMap::new();
@@ -343,8 +374,13 @@ fn walk_from(
     if min_depth == 0 && std::fs::symlink_metadata(start).is_err() {
         return Ok(()); // not there (deleted): nothing to walk
     }
+    // A scoped scan may start at a symlink (a live event for it): walkdir
+    // follows a root link by default, which read a link as its target (a
+    // file) or, dangling, as gone; peers then got it deleted and re-created
+    // over and over.
     let mut it = walkdir::WalkDir::new(start)
         .follow_links(false)
+        .follow_root_links(false)
         .sort_by_file_name()
         .min_depth(min_depth)
         .max_depth(max_depth)
@@ -430,9 +466,28 @@ pub fn scan_with_progress(
     now: u64,
     progress: &ScanProgress,
 ) -> Result<ScanReport, WatchError> {
-    let disk = walk(root, ignore, scope, progress)?;
+    let mut disk = walk(root, ignore, scope, progress)?;
+    // Something new here may have moved from outside the scope (the event
+    // for the old path comes in another batch, or never): widen the scope
+    // to the old path, or the move would be taken as a new file plus a
+    // deletion, and a concurrent edit of the old one would keep both.
+    let widened: Vec<String>;
+    let scope = match scope {
+        Some(sc) => {
+            let from = moved_from_outside(root, index, &disk, sc);
+            if from.is_empty() {
+                Some(sc)
+            } else {
+                disk.append(&mut walk(root, ignore, Some(&from), progress)?);
+                widened = sc.iter().chain(&from).cloned().collect();
+                Some(widened.as_slice())
+            }
+        }
+        None => None,
+    };
     // The index as far as this scan can see: the rest is left alone.
     let mut outside = Index::default();
+    let mut deferred = Vec::new();
     if scope.is_some() {
         let keys: Vec<String> = index.files.keys().filter(|k| !in_scope(k, scope) && !disk.contains_key(*k)).cloned().collect();
         for k in keys {
@@ -440,10 +495,39 @@ pub fn scan_with_progress(
                 outside.files.insert(k, v);
             }
         }
+        // Gone for the first time: wait for one more look (a move's new
+        // path may come in the next batch). Gone the second time: deleted.
+        // (Not what this scan sees arrive elsewhere: that is a move.)
+        let arrived: std::collections::HashSet<(u64, u8)> = disk
+            .iter()
+            .filter(|(p, d)| index.files.get(*p).is_none_or(|k| k.kind != d.kind))
+            .map(|(_, d)| (d.stat.ino, d.kind as u8))
+            .collect();
+        let gone: Vec<String> = index
+            .files
+            .iter()
+            .filter(|(p, k)| disk.get(*p).is_none_or(|d| d.kind != k.kind) && !arrived.contains(&(k.stat.ino, k.kind as u8)))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in gone {
+            if index.deferred.remove(&p) {
+                continue;
+            }
+            if let Some(v) = index.files.remove(&p) {
+                outside.files.insert(p.clone(), v);
+                index.deferred.insert(p.clone());
+                deferred.push(p);
+            }
+        }
     }
     let result = scan_inner(root, folder, chunks, index, disk, now, progress);
     index.files.append(&mut outside.files);
-    result
+    // Deferred paths that moved (or came back) meanwhile need nothing more.
+    index.deferred.retain(|p| index.files.get(p).is_some_and(|_| std::fs::symlink_metadata(root.join(p)).is_err()));
+    result.map(|mut r| {
+        r.deferred = deferred;
+        r
+    })
 }
 
 fn scan_inner(

@@ -75,6 +75,9 @@ enum Replaced {
     /// Someone wrote into the old file between the check and the rename;
     /// here is what it held after, and the metadata of what we wrote.
     Raced(Vec<u8>, Stat),
+    /// Not written: the file was moved or deleted meanwhile (or, for a new
+    /// file, one appeared at its path). The path needs a scan.
+    Moved,
 }
 
 /// A file written to its temp path and synced, not renamed yet.
@@ -127,20 +130,62 @@ impl Staged {
     }
 
     /// Renames the temp file over the target. `expected` is what the old
-    /// file must still be.
+    /// file must still be (`None`: there must be no file).
+    ///
+    /// The rename is an exchange (`renameat2`), so whatever was at the
+    /// target in that instant ends up at the temp path instead of being
+    /// destroyed: if it is not the file we expected (an editor's
+    /// temp-and-rename save, or a write into it since we looked), its bytes
+    /// are taken in as a local edit. If nothing was there any more (the
+    /// user moved or deleted it), nothing is written and the path is
+    /// scanned. A new file lands only where there is still none.
     fn land(self, expected: Option<Stat>) -> Result<Replaced, WatchError> {
+        use nix::errno::Errno;
+        use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
         use std::io::Read;
         let io = |e| WatchError::io(&self.target, e);
         let dir = self.target.parent().ok_or(WatchError::Gone)?;
-        let result = (|| {
-            std::fs::rename(&self.tmp, &self.target)?;
-            // The rename is durable once the directory is.
-            std::fs::File::open(dir)?.sync_all()
-        })();
-        if let Err(e) = result {
+        let flags = if expected.is_some() { RenameFlags::RENAME_EXCHANGE } else { RenameFlags::RENAME_NOREPLACE };
+        let exchanged = match renameat2(AT_FDCWD, &self.tmp, AT_FDCWD, &self.target, flags) {
+            Ok(()) => expected.is_some(),
+            Err(Errno::ENOENT) if expected.is_some() => {
+                let _ = std::fs::remove_file(&self.tmp);
+                return Ok(Replaced::Moved);
+            }
+            Err(Errno::EEXIST) => {
+                let _ = std::fs::remove_file(&self.tmp);
+                return Ok(Replaced::Moved);
+            }
+            // A filesystem without renameat2 flags: a plain rename, with the
+            // old file's descriptor as the only check.
+            Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
+                if let Err(e) = std::fs::rename(&self.tmp, &self.target) {
+                    let _ = std::fs::remove_file(&self.tmp);
+                    return Err(io(e));
+                }
+                false
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.tmp);
+                return Err(io(std::io::Error::from(e)));
+            }
+        };
+        // What was displaced, now at the temp path: read it if it is not
+        // what we expected, then drop it.
+        let mut displaced: Option<Vec<u8>> = None;
+        if exchanged {
+            if let (Ok(mut f), Some(exp)) = (std::fs::File::open(&self.tmp), expected) {
+                let was = f.metadata().map(|m| Stat::of(&m)).map_err(io)?;
+                if was.ino != exp.ino || was.size != exp.size || was.mtime != exp.mtime {
+                    let mut bytes = Vec::new();
+                    f.read_to_end(&mut bytes).map_err(io)?;
+                    displaced = Some(bytes);
+                }
+            }
             let _ = std::fs::remove_file(&self.tmp);
-            return Err(io(e));
         }
+        // The rename is durable once the directory is.
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         let mut ours = self.ours;
         // Renaming changes the inode's ctime; take it from the file now,
         // unless someone already wrote to it (then keep a ctime that cannot
@@ -148,6 +193,9 @@ impl Staged {
         match lstat(&self.target) {
             Some(now) if now.ino == ours.ino && now.size == ours.size && now.mtime == ours.mtime => ours.ctime = now.ctime,
             _ => ours.ctime = -1,
+        }
+        if let Some(bytes) = displaced {
+            return Ok(Replaced::Raced(bytes, ours));
         }
         if let (Some(mut f), Some(exp)) = (self.old, expected) {
             let now = f.metadata().map(|m| Stat::of(&m)).map_err(io)?;
@@ -367,6 +415,15 @@ fn land_batch(
         };
         let stat = match &r {
             Replaced::Done(s) | Replaced::Raced(_, s) => *s,
+            Replaced::Moved => {
+                // The index keeps what it knew, so the scan can find where
+                // the file went (by its inode) or that it is new.
+                if let Some(k) = index.files.get_mut(&p.path) {
+                    k.staged = None;
+                }
+                report.needs_scan.push(p.path);
+                continue;
+            }
         };
         if let Replaced::Raced(bytes, _) = r {
             // A write slipped in: take it in (text) from the base it was

@@ -211,6 +211,29 @@ fn remote_changes_are_written_and_not_seen_again() {
     assert!(!Path::new(&d.root.join("f.txt")).exists());
 }
 
+/// Regression: a symlink's mode is 0777, so its "executable bit" never
+/// matched the folder's and every write-back pass replaced it again; the
+/// watcher saw a new link each time and peers got endless copies.
+#[test]
+fn remote_links_and_directories_are_written_once() {
+    let mut d = Dir::new("links");
+    d.sh("printf 'x\\n' > t.txt && mkdir sub");
+    d.scan();
+    remote_edit(&mut d, "t.txt", |f, _| {
+        let id = f.create("l.lnk", Kind::Symlink, 9).expect("create");
+        f.set_link(id, "t.txt", 9).expect("link");
+        f.create("sub/inner", Kind::Dir, 9).expect("dir");
+    });
+    let w = write_back(&d.root, &mut d.folder, &d.chunks, &mut d.index).expect("write");
+    assert!(w.written.contains(&"l.lnk".to_owned()), "{w:?}");
+    assert_eq!(std::fs::read_link(d.root.join("l.lnk")).expect("a link"), PathBuf::from("t.txt"));
+    let ino = std::fs::symlink_metadata(d.root.join("l.lnk")).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).expect("stat");
+    let again = write_back(&d.root, &mut d.folder, &d.chunks, &mut d.index).expect("write");
+    assert!(again.written.is_empty(), "written again: {again:?}");
+    assert_eq!(std::fs::symlink_metadata(d.root.join("l.lnk")).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).expect("stat"), ino);
+    assert!(d.scan().is_empty(), "our own writes came back as local edits");
+}
+
 #[test]
 fn a_local_edit_is_never_overwritten_by_a_remote_one() {
     let mut d = Dir::new("clobber");
@@ -476,4 +499,73 @@ fn a_crash_between_replace_and_index_save_doubles_nothing() {
     assert!(r.is_err());
     assert_eq!(read_file(&d, "f.txt"), "one\nfrom a peer\nlocal\n");
     assert!(!std::fs::read_dir(&d.root).expect("dir").flatten().any(|e| e.file_name().to_string_lossy().starts_with(".fsync-tmp")));
+}
+
+/// Regression: a scan scoped to a symlink (what a live event for it asks)
+/// read the link's target instead, or found a dangling link gone.
+#[test]
+fn a_scan_scoped_to_a_link_sees_the_link() {
+    let mut d = Dir::new("scopedlink");
+    d.sh("printf 'x\\n' > t.txt && ln -s t.txt l.lnk && ln -s nowhere.txt dangling.lnk");
+    d.scan();
+    let ignore = Ignore::load(&d.root);
+    for p in ["l.lnk", "dangling.lnk"] {
+        let r = watcher::scan_scoped(&d.root, &mut d.folder, &mut d.chunks, &mut d.index, &ignore, Some(&[p.to_owned()]), 50).expect("scan");
+        assert!(r.is_empty(), "{p}: an untouched link was taken for a change: {r:?}");
+    }
+    let id = d.id("dangling.lnk");
+    assert!(matches!(d.folder.state(id).map(|s| &s.content), Some(Content::Link(t)) if t == "nowhere.txt"));
+    d.sh("ln -sfn t.txt dangling.lnk");
+    let r = watcher::scan_scoped(&d.root, &mut d.folder, &mut d.chunks, &mut d.index, &ignore, Some(&["dangling.lnk".to_owned()]), 51).expect("scan");
+    assert_eq!(r.modified, vec!["dangling.lnk"], "{r:?}");
+    assert_eq!(d.id("dangling.lnk"), id, "a new target is an edit of the same link");
+    assert!(matches!(d.folder.state(id).map(|s| &s.content), Some(Content::Link(t)) if t == "t.txt"));
+}
+
+/// Regression: live events for a move can come in two batches; a scan
+/// scoped to the new path only took the move for new files (and a later
+/// scan the old ones as deleted), so a concurrent edit kept both copies.
+#[test]
+fn a_move_seen_only_from_its_new_path_is_a_move() {
+    let mut d = Dir::new("scopedmove");
+    d.sh("mkdir -p a/inner b && printf 'one\\n' > a/inner/f.txt && printf 'two\\n' > g.txt");
+    d.scan();
+    let (dir, file, g) = (d.id("a/inner"), d.id("a/inner/f.txt"), d.id("g.txt"));
+    d.sh("mv a/inner b/moved && mv g.txt b/g2.txt");
+    let ignore = Ignore::load(&d.root);
+    let scope = ["b/moved".to_owned(), "b/g2.txt".to_owned()];
+    let r = watcher::scan_scoped(&d.root, &mut d.folder, &mut d.chunks, &mut d.index, &ignore, Some(&scope), 50).expect("scan");
+    assert!(r.created.is_empty() && r.deleted.is_empty(), "{r:?}");
+    assert_eq!((d.id("b/moved"), d.id("b/moved/f.txt"), d.id("b/g2.txt")), (dir, file, g));
+    // The old paths' own events find nothing left to do.
+    let r = watcher::scan_scoped(&d.root, &mut d.folder, &mut d.chunks, &mut d.index, &ignore, Some(&["a/inner".to_owned(), "g.txt".to_owned()]), 51).expect("scan");
+    assert!(r.is_empty(), "{r:?}");
+    assert_eq!(d.text("b/moved/f.txt"), "one\n");
+}
+
+/// The other order: the old path's events first. Its scan only defers the
+/// deletion; the new path's scan then finds the move. A real deletion is
+/// taken at the second look.
+#[test]
+fn a_move_seen_first_from_its_old_path_is_still_a_move() {
+    let mut d = Dir::new("scopedmove2");
+    d.sh("printf 'one\\n' > f.txt && printf 'two\\n' > gone.txt");
+    d.scan();
+    let f = d.id("f.txt");
+    d.sh("mkdir b && mv f.txt b/f2.txt && rm gone.txt");
+    let ignore = Ignore::load(&d.root);
+    let mut scoped = |d: &mut Dir, paths: &[&str]| {
+        let scope: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+        d.now += 1;
+        watcher::scan_scoped(&d.root, &mut d.folder, &mut d.chunks, &mut d.index, &ignore, Some(&scope), d.now).expect("scan")
+    };
+    let r = scoped(&mut d, &["f.txt", "gone.txt"]);
+    assert!(r.is_empty() && r.deferred == ["f.txt", "gone.txt"], "{r:?}");
+    let r = scoped(&mut d, &["b"]);
+    assert_eq!(r.moved, vec![("f.txt".to_owned(), "b/f2.txt".to_owned())], "{r:?}");
+    assert!(r.created == ["b"] && r.deleted.is_empty(), "{r:?}");
+    assert_eq!(d.id("b/f2.txt"), f);
+    let r = scoped(&mut d, &["f.txt", "gone.txt"]);
+    assert_eq!(r.deleted, vec!["gone.txt"], "{r:?}");
+    assert!(r.deferred.is_empty() && d.folder.tree().lookup("gone.txt").is_none());
 }

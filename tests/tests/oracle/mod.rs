@@ -1,0 +1,706 @@
+//! The convergence oracle: a cluster of real `fsync` daemons on 127.0.0.1,
+//! every link through a fault proxy, a driver that edits their folders at
+//! random the way users and tools do (in-place writes, temp file and rename,
+//! appends, deletes, renames, directory moves, chmod, symlinks, binary
+//! writes), and a ledger of every edit made. At the end all nodes must hold
+//! identical folders, and every edit must be present unless a causally
+//! later edit superseded it (CONTRACT section 2).
+//!
+//! How "superseded" is known: text edits insert unique tokens (`tok-N`), and
+//! a token counts as superseded only when the driver deleted it on a node
+//! that showed it (it read the line or the file just before). Binary writes
+//! carry a header naming their file and blob; a blob is superseded when the
+//! driver overwrote it where it saw it, and a losing concurrent write must
+//! still be in the file's history (`fsync log`, `fsync cat --at`). A blob of
+//! a file that was deleted somewhere is excused (the oracle cannot tell a
+//! concurrent loser from a concurrent write there; text tokens have no such
+//! gap).
+
+#![allow(dead_code, missing_docs, unreachable_pub)]
+
+pub mod proxy;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::util::{free_port, Daemon, Node};
+use proxy::{Faults, Proxy};
+
+/// xorshift64*: seeded, so a failing run can be replayed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+    pub fn pick<'a, T>(&mut self, v: &'a [T]) -> Option<&'a T> {
+        (!v.is_empty()).then(|| &v[self.below(v.len())])
+    }
+}
+
+/// One entry of a folder as the user sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Dir,
+    File { bytes: Vec<u8>, exec: bool },
+    Link(PathBuf),
+}
+
+/// A folder's whole tree (relative path -> entry), without our temp files.
+pub fn tree(root: &Path) -> BTreeMap<String, Entry> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".fsync-tmp-") {
+                continue;
+            }
+            let p = e.path();
+            let rel = p.strip_prefix(root).expect("inside").to_string_lossy().into_owned();
+            let Ok(m) = std::fs::symlink_metadata(&p) else { continue };
+            if m.file_type().is_symlink() {
+                out.insert(rel, Entry::Link(std::fs::read_link(&p).unwrap_or_default()));
+            } else if m.is_dir() {
+                out.insert(rel, Entry::Dir);
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                out.insert(rel, Entry::File { bytes, exec: m.permissions().mode() & 0o100 != 0 });
+            }
+        }
+    }
+    out
+}
+
+/// Where two trees differ, briefly.
+pub fn diff(a: &BTreeMap<String, Entry>, b: &BTreeMap<String, Entry>) -> String {
+    let mut out = String::new();
+    for k in a.keys().chain(b.keys()).collect::<BTreeSet<_>>() {
+        let show = |e: Option<&Entry>| match e {
+            None => "absent".to_owned(),
+            Some(Entry::Dir) => "dir".to_owned(),
+            Some(Entry::Link(t)) => format!("link -> {}", t.display()),
+            Some(Entry::File { bytes, exec }) => format!("{} bytes{} {:?}", bytes.len(), if *exec { " +x" } else { "" }, String::from_utf8_lossy(&bytes[..bytes.len().min(60)])),
+        };
+        let (x, y) = (a.get(k), b.get(k));
+        if x != y {
+            out.push_str(&format!("  {k}: {} | {}\n", show(x), show(y)));
+        }
+    }
+    out
+}
+
+/// A node of the cluster.
+pub struct Member {
+    pub node: Node,
+    pub port: u16,
+    pub id: String,
+    pub daemon: Option<Daemon>,
+}
+
+/// N daemons; node i reaches node j only through `proxies[(i, j)]`.
+pub struct Cluster {
+    pub members: Vec<Member>,
+    pub proxies: BTreeMap<(usize, usize), Proxy>,
+    pub kills: usize,
+}
+
+impl Cluster {
+    /// Makes `n` initialised nodes sharing "docs", all linked, and starts them.
+    pub fn new(name: &str, n: usize, seed: u64) -> Cluster {
+        let members: Vec<Member> = (0..n)
+            .map(|i| {
+                let node = Node::new(&format!("{name}-{i}"));
+                let id = node.ok(&["init"]).trim().to_owned();
+                node.ok(&["folder", "add", "docs", node.scratch.join("docs").to_str().expect("utf-8")]);
+                Member { node, port: free_port(), id, daemon: None }
+            })
+            .collect();
+        let mut proxies = BTreeMap::new();
+        for i in 0..n {
+            for j in 0..n {
+                if i != j {
+                    let server = format!("127.0.0.1:{}", members[j].port).parse().expect("addr");
+                    proxies.insert((i, j), Proxy::start(server, seed ^ ((i * 31 + j) as u64)));
+                }
+            }
+        }
+        for i in 0..n {
+            for j in 0..n {
+                if i != j {
+                    let addr = proxies[&(i, j)].addr.to_string();
+                    let peer = members[j].id.clone();
+                    members[i].node.ok(&["peer", "add", &peer, "--addr", &addr, "--folder", "docs"]);
+                }
+            }
+        }
+        let mut c = Cluster { members, proxies, kills: 0 };
+        for i in 0..n {
+            c.start(i);
+        }
+        c
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn root(&self, i: usize) -> PathBuf {
+        self.members[i].node.scratch.join("docs")
+    }
+
+    pub fn start(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        if m.daemon.is_none() {
+            m.daemon = Some(m.node.start(m.port));
+        }
+    }
+
+    pub fn running(&self, i: usize) -> bool {
+        self.members[i].daemon.is_some()
+    }
+
+    /// SIGKILL, no warning.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut d) = self.members[i].daemon.take() {
+            let _ = d.child.kill();
+            let _ = d.child.wait();
+            self.kills += 1;
+        }
+    }
+
+    /// The same faults on every link.
+    pub fn set_faults(&self, f: Faults) {
+        self.proxies.values().for_each(|p| p.set_faults(f));
+    }
+
+    /// Cuts every link between `side` and the rest.
+    pub fn partition(&self, side: &[usize]) {
+        for (&(i, j), p) in &self.proxies {
+            p.cut(side.contains(&i) != side.contains(&j));
+        }
+    }
+
+    /// Cuts (or heals) every link of node `i`.
+    pub fn isolate(&self, i: usize, on: bool) {
+        for (&(x, y), p) in &self.proxies {
+            if x == i || y == i {
+                p.cut(on);
+            }
+        }
+    }
+
+    pub fn heal(&self) {
+        self.set_faults(Faults::default());
+        self.proxies.values().for_each(|p| p.cut(false));
+    }
+
+    pub fn packets_dropped(&self) -> u64 {
+        self.proxies.values().map(Proxy::dropped).sum()
+    }
+
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for (i, m) in self.members.iter().enumerate() {
+            let log = m.node.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            s.push_str(&format!("--- node {i} log (last 60 lines):\n"));
+            for l in tail.into_iter().rev() {
+                s.push_str(l);
+                s.push('\n');
+            }
+        }
+        s
+    }
+
+    /// Waits until every node holds the same tree and keeps it for a second.
+    pub fn converge(&self, limit: Duration) -> Result<(BTreeMap<String, Entry>, Duration), String> {
+        let start = Instant::now();
+        let mut stable_since: Option<(Instant, BTreeMap<String, Entry>)> = None;
+        loop {
+            let trees: Vec<_> = (0..self.len()).map(|i| tree(&self.root(i))).collect();
+            let same = trees.iter().all(|t| *t == trees[0]);
+            if same {
+                match &stable_since {
+                    Some((t, prev)) if *prev == trees[0] => {
+                        if t.elapsed() >= Duration::from_secs(1) {
+                            return Ok((trees[0].clone(), start.elapsed()));
+                        }
+                    }
+                    _ => stable_since = Some((Instant::now(), trees[0].clone())),
+                }
+            } else {
+                stable_since = None;
+            }
+            if std::env::var_os("FSYNC_ORACLE_DEBUG").is_some() && start.elapsed().as_millis() % 5000 < 200 {
+                for (i, t) in trees.iter().enumerate().skip(1) {
+                    if *t != trees[0] {
+                        eprintln!("{:?}: node 0 | node {i}:\n{}", start.elapsed(), diff(&trees[0], t));
+                    }
+                }
+            }
+            if start.elapsed() > limit {
+                let mut report = String::new();
+                for (i, t) in trees.iter().enumerate().skip(1) {
+                    if *t != trees[0] {
+                        report.push_str(&format!("node 0 | node {i}:\n{}", diff(&trees[0], t)));
+                    }
+                }
+                return Err(format!("not converged after {limit:?}:\n{report}"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Stops every daemon with SIGTERM; each must exit 0.
+    pub fn stop_all(&mut self) {
+        for (i, m) in self.members.iter_mut().enumerate() {
+            if let Some(d) = m.daemon.take() {
+                assert_eq!(d.stop(), Some(0), "node {i} did not stop cleanly: {}", m.node.log());
+            }
+        }
+    }
+}
+
+/// What the driver did, and what must be found at the end.
+#[derive(Default)]
+pub struct Ledger {
+    /// token -> superseded (deleted by a node that showed it)
+    pub tokens: BTreeMap<u64, bool>,
+    /// blob -> (file id, superseded)
+    pub blobs: BTreeMap<u64, (u64, bool)>,
+    /// Binary files deleted somewhere.
+    pub deleted_bins: BTreeSet<u64>,
+    /// Edits made, by kind.
+    pub ops: BTreeMap<&'static str, usize>,
+}
+
+impl Ledger {
+    pub fn edits(&self) -> usize {
+        self.ops.values().sum()
+    }
+}
+
+/// Tokens in a text (`tok-N`).
+fn tokens_in(text: &str) -> Vec<u64> {
+    text.match_indices("tok-").filter_map(|(i, _)| text[i + 4..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()).collect()
+}
+
+const BIN_MAGIC: &[u8] = b"FSYNCBIN ";
+
+/// (file id, blob id) from a binary file's header.
+fn blob_header(bytes: &[u8]) -> Option<(u64, u64)> {
+    let rest = bytes.strip_prefix(BIN_MAGIC)?;
+    let end = rest.iter().position(|&b| b == b'\n')?;
+    let head = std::str::from_utf8(&rest[..end]).ok()?;
+    let (f, b) = head.split_once(' ')?;
+    Some((f.parse().ok()?, b.parse().ok()?))
+}
+
+/// The random workload, applied straight to a node's folder on disk.
+pub struct Driver {
+    pub rng: Rng,
+    next: u64,
+    pub ledger: Ledger,
+    /// Largest binary write (bytes); a few writes are this big.
+    pub big_binary: usize,
+    /// FSYNC_ORACLE_TRACE=1: every edit on stderr, for a post-mortem.
+    trace: bool,
+}
+
+struct Listing {
+    texts: Vec<PathBuf>,
+    bins: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+    files: Vec<PathBuf>,
+}
+
+fn list(root: &Path) -> Listing {
+    let mut l = Listing { texts: vec![], bins: vec![], dirs: vec![], files: vec![] };
+    for (rel, e) in tree(root) {
+        let p = PathBuf::from(rel);
+        match e {
+            Entry::Dir => l.dirs.push(p),
+            Entry::Link(_) => l.files.push(p),
+            Entry::File { .. } => {
+                if p.extension().is_some_and(|x| x == "bin") {
+                    l.bins.push(p.clone());
+                } else if p.extension().is_some_and(|x| x == "txt") {
+                    l.texts.push(p.clone());
+                }
+                l.files.push(p);
+            }
+        }
+    }
+    l
+}
+
+impl Driver {
+    pub fn new(seed: u64) -> Driver {
+        Driver { rng: Rng::new(seed), next: 0, ledger: Ledger::default(), big_binary: 3 << 20, trace: std::env::var_os("FSYNC_ORACLE_TRACE").is_some() }
+    }
+
+    fn fresh(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    fn count(&mut self, kind: &'static str) {
+        *self.ledger.ops.entry(kind).or_default() += 1;
+    }
+
+    fn note(&self, root: &Path, what: std::fmt::Arguments<'_>) {
+        if self.trace {
+            let node = root.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+            eprintln!("[{}.{:06}] {node}: {what}", t / 1_000_000 % 100_000, t % 1_000_000);
+        }
+    }
+
+    fn new_token(&mut self) -> String {
+        let t = self.fresh();
+        self.ledger.tokens.insert(t, false);
+        format!("tok-{t}\n")
+    }
+
+    /// Marks the tokens and blob shown in `bytes` as superseded.
+    fn supersede(&mut self, bytes: &[u8]) {
+        if let Some((file, blob)) = blob_header(bytes) {
+            if let Some(b) = self.ledger.blobs.get_mut(&blob) {
+                b.1 = true;
+            }
+            let _ = file;
+        } else if let Ok(text) = std::str::from_utf8(bytes) {
+            for t in tokens_in(text) {
+                if let Some(s) = self.ledger.tokens.get_mut(&t) {
+                    *s = true;
+                }
+            }
+        }
+    }
+
+    /// Writes `bytes` at `path` the way editors and tools do: in place, or
+    /// to a temp file renamed over it.
+    fn save(&mut self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        if self.rng.chance(0.5) {
+            std::fs::write(path, bytes)
+        } else {
+            let tmp = path.with_file_name(format!(".{}.tmp{}", path.file_name().map_or("x".into(), |n| n.to_string_lossy()), self.fresh()));
+            std::fs::write(&tmp, bytes)?;
+            // Keep the executable bit across the rename, as editors do.
+            if let Ok(m) = std::fs::metadata(path) {
+                let _ = std::fs::set_permissions(&tmp, m.permissions());
+            }
+            std::fs::rename(&tmp, path)
+        }
+    }
+
+    fn some_dir(&mut self, l: &Listing) -> PathBuf {
+        if self.rng.chance(0.3) {
+            PathBuf::new()
+        } else {
+            self.rng.pick(&l.dirs).cloned().unwrap_or_default()
+        }
+    }
+
+    /// One random edit on the folder at `root`. Errors from races with the
+    /// daemon's own writes (a file renamed away meanwhile) just skip it.
+    pub fn step(&mut self, root: &Path) {
+        let l = list(root);
+        let roll = self.rng.below(100);
+        let r = match roll {
+            0..=24 => self.insert_line(root, &l),
+            25..=34 => self.create_text(root, &l),
+            35..=41 => self.delete_line(root, &l),
+            42..=49 => self.append_line(root, &l),
+            50..=58 => self.write_binary(root, &l),
+            59..=64 => self.delete_file(root, &l),
+            65..=73 => self.rename_file(root, &l),
+            74..=78 => self.move_dir(root, &l),
+            79..=84 => self.make_dir(root, &l),
+            85..=87 => self.remove_dir(root, &l),
+            88..=93 => self.chmod(root, &l),
+            _ => self.symlink(root, &l),
+        };
+        if let Err(e) = r {
+            // Only races with the daemon may fail (a path moved meanwhile).
+            assert!(
+                matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::InvalidInput | std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory | std::io::ErrorKind::IsADirectory)
+                    || e.raw_os_error() == Some(39)
+                    || e.raw_os_error() == Some(22),
+                "the driver's edit failed: {e}"
+            );
+        }
+    }
+
+    fn insert_line(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
+        let Some(rel) = self.rng.pick(&l.texts).cloned() else { return self.create_text(root, l) };
+        let path = root.join(rel);
+        let old = std::fs::read_to_string(&path)?;
+        let lines: Vec<&str> = old.split_inclusive('\n').collect();
+        let at = self.rng.below(lines.len() + 1);
+        let tok = self.new_token();
+        let mut new = String::with_capacity(old.len() + tok.len());
+        for (i, line) in lines.iter().enumerate() {
+            if i == at {
+                new.push_str(&tok);
+            }
+            new.push_str(line);
+            if i + 1 == lines.len() && !line.ends_with('\n') {
+                new.push('\n');
+            }
+        }
+        if at == lines.len() {
+            new.push_str(&tok);
+        }
+        self.count("text insert");
+        self.note(root, format_args!("insert {} at line {at} of {}", tok.trim(), path.display()));
+        self.save(&path, new.as_bytes())
+    }
+
+    fn append_line(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
+        use std::io::Write;
+        let Some(rel) = self.rng.pick(&l.texts).cloned() else { return self.create_text(root, l) };
+        let path = root.join(rel);
+        let old = std::fs::read(&path)?;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path)?;
+        let tok = self.new_token();
+        let line = if old.last().is_some_and(|&b| b != b'\n') { format!("\n{tok}") } else { tok };
+        self.count("text append");
+        self.note(root, format_args!("append {} to {}", line.trim(), path.display()));
+        f.write_all(line.as_bytes())
+    }
+
+    fn create_text(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
+        // Now and then the same name on several nodes (CONTRACT: both survive).
+        let name = if self.rng.chance(0.2) { format!("same{}.txt", self.rng.below(4)) } else { format!("t{}.txt", self.fresh()) };
+        let path = root.join(self.some_dir(l)).join(name);
+        if path.exists() {
+            return self.insert_line(root, &Listing { texts: vec![path.strip_prefix(root).expect("inside").to_owned()], bins: vec![], dirs: vec![], files: vec![] });
+        }
+        let tok = self.new_token();
+        self.count("text create");
+        self.note(root, format_args!("create {} with {}", path.display(), tok.trim()));
+        self.save(&path, tok.as_bytes())
+    }
+
+    fn delete_line(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
+        let Some(rel) = self.rng.pick(&l.texts).cloned() else { return Ok(()) };
+        let path = root.join(rel);
+        let old = std::fs::read_to_string(&path)?;
+        let lines: Vec<&str> = old.split_inclusive('\n').collect();
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let at = self.rng.below(lines.len());
+        self.supersede(lines[at].as_bytes());
+        let new: String = lines.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, s)| *s).collect();
+        self.count("text delete");
+        self.note(root, format_args!("delete line {:?} of {}", lines[at].trim(), path.display()));
+        self.save(&path, new.as_bytes())
+    }
+
+    fn write_binary(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
+        let (path, file) = match self.rng.pick(&l.bins).cloned() {
+            Some(rel) if self.rng.chance(0.7) => {
+                let path = root.join(rel);
+                let old = std::fs::read(&path)?;
+                let Some((file, _)) = blob_header(&old) else { return Ok(()) };
+                self.supersede(&old);
+                (path, file)
+            }
+            _ => {
+                let file = self.fresh();
+                (root.join(self.some_dir(l)).join(format!("b{file}.bin")), file)
+            }
+        };
+        let blob = self.fresh();
+        let size = if self.rng.chance(0.05) { self.big_binary } else { 1 + self.rng.below(48 << 10) };
+        let mut bytes = format!("FSYNCBIN {file} {blob}\n").into_bytes();
+        bytes.push(0);
+        let mut x = blob.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        bytes.extend((0..size).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        }));
+        self.ledger.blobs.insert(blob, (file, false));
+        self.count("binary write");
+        self.note(root, format_args!("binary {file}/{blob} to {}", path.display()));
+        self.save(&path, &bytes)
+    }
+
+    fn delete_file(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
+        let Some(rel) = self.rng.pick(&l.files).cloned() else { return Ok(()) };
+        let path = root.join(rel);
+        if let Ok(old) = std::fs::read(&path) {
+            if let Some((file, _)) = blob_header(&old) {
+                self.ledger.deleted_bins.insert(file);
+            }
+            self.supersede(&old);
+        }
+        self.count("delete file");
+        self.note(root, format_args!("rm {}", path.display()));
+        std::fs::remove_file(&path)
+    }
+
+    fn rename_file(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
+        let Some(rel) = self.rng.pick(&l.files).cloned() else { return Ok(()) };
+        let ext = rel.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "lnk".into());
+        let to = root.join(self.some_dir(l)).join(format!("r{}.{ext}", self.fresh()));
+        self.count("rename file");
+        self.note(root, format_args!("mv {} {}", rel.display(), to.display()));
+        std::fs::rename(root.join(rel), to)
+    }
+
+    fn move_dir(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
+        let Some(rel) = self.rng.pick(&l.dirs).cloned() else { return self.make_dir(root, l) };
+        let parent = self.some_dir(l);
+        if parent.starts_with(&rel) || parent.components().count() > 2 {
+            return Ok(());
+        }
+        self.count("move dir");
+        let to = root.join(parent).join(format!("m{}", self.fresh()));
+        self.note(root, format_args!("mv dir {} {}", rel.display(), to.display()));
+        std::fs::rename(root.join(rel), to)
+    }
+
+    fn make_dir(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
+        let parent = self.some_dir(l);
+        if parent.components().count() > 2 {
+            return Ok(());
+        }
+        self.count("make dir");
+        std::fs::create_dir(root.join(parent).join(format!("d{}", self.fresh())))
+    }
+
+    fn remove_dir(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
+        let Some(rel) = self.rng.pick(&l.dirs).cloned() else { return Ok(()) };
+        let dir = root.join(&rel);
+        for (_, e) in tree(&dir) {
+            if let Entry::File { bytes, .. } = e {
+                if let Some((file, _)) = blob_header(&bytes) {
+                    self.ledger.deleted_bins.insert(file);
+                }
+                self.supersede(&bytes);
+            }
+        }
+        self.count("remove dir");
+        self.note(root, format_args!("rm -r {}", dir.display()));
+        std::fs::remove_dir_all(dir)
+    }
+
+    fn chmod(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
+        let Some(rel) = self.rng.pick(&l.texts).cloned() else { return Ok(()) };
+        let path = root.join(rel);
+        let mut p = std::fs::metadata(&path)?.permissions();
+        p.set_mode(p.mode() ^ 0o111);
+        self.count("chmod");
+        std::fs::set_permissions(&path, p)
+    }
+
+    fn symlink(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
+        let Some(target) = self.rng.pick(&l.texts).cloned() else { return Ok(()) };
+        // A link at the root to a file inside: relative, never leaving.
+        let link = root.join(format!("l{}.lnk", self.fresh()));
+        self.count("symlink");
+        std::os::unix::fs::symlink(target, link)
+    }
+}
+
+/// What the check found.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub tokens_checked: usize,
+    pub tokens_superseded: usize,
+    pub blobs_checked: usize,
+    pub blobs_excused: usize,
+    pub lost: Vec<String>,
+    pub doubled: Vec<String>,
+}
+
+/// Checks a converged tree against the ledger. `node` answers `fsync log`
+/// and `fsync cat --at` (for binary history).
+pub fn check(ledger: &Ledger, final_tree: &BTreeMap<String, Entry>, node: &Node, root: &Path) -> Verdict {
+    let mut v = Verdict::default();
+    let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut where_: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut bins: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for (path, e) in final_tree {
+        let Entry::File { bytes, .. } = e else { continue };
+        if let Some((file, _)) = blob_header(bytes) {
+            bins.entry(file).or_default().push(path.clone());
+        } else if let Ok(text) = std::str::from_utf8(bytes) {
+            for t in tokens_in(text) {
+                *seen.entry(t).or_default() += 1;
+                where_.entry(t).or_default().push(path.clone());
+            }
+        }
+    }
+    for (&t, &superseded) in &ledger.tokens {
+        let n = seen.get(&t).copied().unwrap_or(0);
+        if n > 1 {
+            v.doubled.push(format!("tok-{t} appears {n} times: in {:?}", where_.get(&t)));
+        }
+        if superseded {
+            v.tokens_superseded += 1;
+        } else {
+            v.tokens_checked += 1;
+            if n == 0 {
+                v.lost.push(format!("tok-{t} (text) is gone and no node that showed it deleted it"));
+            }
+        }
+    }
+    // Every version of every binary file left, from its history.
+    let mut history: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+    for (file, paths) in &bins {
+        for p in paths {
+            let abs = root.join(p);
+            let abs = abs.to_str().expect("utf-8");
+            let out = node.run(&["log", abs, "--json"]);
+            let Ok(log) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else { continue };
+            for entry in log.as_array().into_iter().flatten() {
+                let Some(version) = entry["version"].as_str() else { continue };
+                let cat = node.run(&["cat", abs, "--at", version]);
+                if let Some((f, b)) = blob_header(&cat.stdout) {
+                    if f == *file {
+                        history.entry(*file).or_default().insert(b);
+                    }
+                }
+            }
+        }
+    }
+    for (&blob, &(file, superseded)) in &ledger.blobs {
+        if superseded {
+            continue;
+        }
+        if !bins.contains_key(&file) && ledger.deleted_bins.contains(&file) {
+            v.blobs_excused += 1;
+            continue;
+        }
+        v.blobs_checked += 1;
+        if !history.get(&file).is_some_and(|h| h.contains(&blob)) {
+            v.lost.push(format!("blob {blob} of binary file {file} is neither there nor in its history"));
+        }
+    }
+    v
+}
