@@ -554,7 +554,7 @@ fn a_move_seen_first_from_its_old_path_is_still_a_move() {
     let f = d.id("f.txt");
     d.sh("mkdir b && mv f.txt b/f2.txt && rm gone.txt");
     let ignore = Ignore::load(&d.root);
-    let mut scoped = |d: &mut Dir, paths: &[&str]| {
+    let scoped = |d: &mut Dir, paths: &[&str]| {
         let scope: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
         d.now += 1;
         watcher::scan_scoped(&d.root, &mut d.folder, &mut d.chunks, &mut d.index, &ignore, Some(&scope), d.now).expect("scan")
