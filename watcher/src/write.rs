@@ -170,18 +170,11 @@ impl Staged {
                 return Err(io(std::io::Error::from(e)));
             }
         };
-        // What was displaced, now at the temp path: read it if it is not
-        // what we expected, then drop it.
-        let mut displaced: Option<Vec<u8>> = None;
+        // What was displaced, now at the temp path, is held open and its
+        // name dropped; it is checked only after the directory sync, so a
+        // writer that had it open gets as long as possible to finish.
+        let displaced = if exchanged { std::fs::File::open(&self.tmp).ok() } else { None };
         if exchanged {
-            if let (Ok(mut f), Some(exp)) = (std::fs::File::open(&self.tmp), expected) {
-                let was = f.metadata().map(|m| Stat::of(&m)).map_err(io)?;
-                if was.ino != exp.ino || was.size != exp.size || was.mtime != exp.mtime {
-                    let mut bytes = Vec::new();
-                    f.read_to_end(&mut bytes).map_err(io)?;
-                    displaced = Some(bytes);
-                }
-            }
             let _ = std::fs::remove_file(&self.tmp);
         }
         // The rename is durable once the directory is.
@@ -194,12 +187,11 @@ impl Staged {
             Some(now) if now.ino == ours.ino && now.size == ours.size && now.mtime == ours.mtime => ours.ctime = now.ctime,
             _ => ours.ctime = -1,
         }
-        if let Some(bytes) = displaced {
-            return Ok(Replaced::Raced(bytes, ours));
-        }
-        if let (Some(mut f), Some(exp)) = (self.old, expected) {
-            let now = f.metadata().map(|m| Stat::of(&m)).map_err(io)?;
-            if now.size != exp.size || now.mtime != exp.mtime {
+        // Not what we expected (another file, or written since we looked):
+        // its bytes are a local edit.
+        if let (Some(mut f), Some(exp)) = (displaced.or(self.old), expected) {
+            let was = f.metadata().map(|m| Stat::of(&m)).map_err(io)?;
+            if was.ino != exp.ino || was.size != exp.size || was.mtime != exp.mtime {
                 let mut raced = Vec::new();
                 f.read_to_end(&mut raced).map_err(io)?;
                 return Ok(Replaced::Raced(raced, ours));
