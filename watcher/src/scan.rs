@@ -324,18 +324,34 @@ fn in_scope(path: &str, scope: Option<&[String]>) -> bool {
     scope.is_none_or(|s| s.iter().any(|p| path == p || (path.len() > p.len() && path.starts_with(p.as_str()) && path.as_bytes()[p.len()] == b'/')))
 }
 
+/// On disk at a path the index does not hold (as that kind): new there.
+fn is_new(index: &Index, path: &str, d: &OnDisk) -> bool {
+    index.files.get(path).is_none_or(|k| k.kind != d.kind)
+}
+
+/// Known at a path the disk no longer holds (as that kind): gone from there.
+fn is_gone(disk: &BTreeMap<String, OnDisk>, path: &str, k: &Known) -> bool {
+    disk.get(path).is_none_or(|d| d.kind != k.kind)
+}
+
+/// What a move keeps: the inode, and the kind (inodes of files and
+/// directories are not compared with each other).
+fn ino_key(stat: Stat, kind: Kind) -> (u64, u8) {
+    (stat.ino, kind as u8)
+}
+
 /// Known paths outside `scope` whose inode turns up new inside it, and
 /// which no longer hold that inode: where something in scope moved from.
 fn moved_from_outside(root: &Path, index: &Index, disk: &BTreeMap<String, OnDisk>, scope: &[String]) -> Vec<String> {
-    let fresh: Vec<&OnDisk> = disk.iter().filter(|(p, d)| index.files.get(*p).is_none_or(|k| k.kind != d.kind)).map(|(_, d)| d).collect();
+    let fresh: Vec<&OnDisk> = disk.iter().filter(|(p, d)| is_new(index, p, d)).map(|(_, d)| d).collect();
     if fresh.is_empty() {
         return Vec::new();
     }
     let by_ino: HashMap<(u64, u8), &String> =
-        index.files.iter().filter(|(p, _)| !in_scope(p, Some(scope))).map(|(p, k)| ((k.stat.ino, k.kind as u8), p)).collect();
+        index.files.iter().filter(|(p, _)| !in_scope(p, Some(scope))).map(|(p, k)| (ino_key(k.stat, k.kind), p)).collect();
     let mut from: Vec<String> = fresh
         .iter()
-        .filter_map(|d| by_ino.get(&(d.stat.ino, d.kind as u8)))
+        .filter_map(|d| by_ino.get(&ino_key(d.stat, d.kind)))
         .filter(|old| std::fs::symlink_metadata(root.join(old)).map_or(true, |m| std::os::unix::fs::MetadataExt::ino(&m) != index.files[**old].stat.ino))
         .map(|old| (*old).clone())
         .collect();
@@ -500,13 +516,13 @@ pub fn scan_with_progress(
         // (Not what this scan sees arrive elsewhere: that is a move.)
         let arrived: std::collections::HashSet<(u64, u8)> = disk
             .iter()
-            .filter(|(p, d)| index.files.get(*p).is_none_or(|k| k.kind != d.kind))
-            .map(|(_, d)| (d.stat.ino, d.kind as u8))
+            .filter(|(p, d)| is_new(index, p, d))
+            .map(|(_, d)| ino_key(d.stat, d.kind))
             .collect();
         let gone: Vec<String> = index
             .files
             .iter()
-            .filter(|(p, k)| disk.get(*p).is_none_or(|d| d.kind != k.kind) && !arrived.contains(&(k.stat.ino, k.kind as u8)))
+            .filter(|(p, k)| is_gone(&disk, p, k) && !arrived.contains(&ino_key(k.stat, k.kind)))
             .map(|(p, _)| p.clone())
             .collect();
         for p in gone {
@@ -549,7 +565,7 @@ fn scan_inner(
         let gone: Vec<(String, Known)> = index
             .files
             .iter()
-            .filter(|(p, k)| disk.get(*p).is_none_or(|d| d.kind != k.kind))
+            .filter(|(p, k)| is_gone(&disk, p, k))
             .map(|(p, k)| (p.clone(), k.clone()))
             .collect();
         let by_ino: HashMap<(u64, bool), &(String, Known)> =
@@ -582,7 +598,7 @@ fn scan_inner(
     // Bodies of new paths, read once.
     let fresh: Vec<String> = disk
         .iter()
-        .filter(|(p, d)| index.files.get(*p).is_none_or(|k| k.kind != d.kind))
+        .filter(|(p, d)| is_new(index, p, d))
         .map(|(p, _)| p.clone())
         .collect();
     let mut bodies: HashMap<String, Body> = HashMap::new();
@@ -600,7 +616,7 @@ fn scan_inner(
     let gone_files: Vec<(String, Known)> = index
         .files
         .iter()
-        .filter(|(p, k)| k.kind == Kind::File && disk.get(*p).is_none_or(|d| d.kind != k.kind))
+        .filter(|(p, k)| k.kind == Kind::File && is_gone(&disk, p, k))
         .map(|(p, k)| (p.clone(), k.clone()))
         .collect();
     if !gone_files.is_empty() {
@@ -626,7 +642,7 @@ fn scan_inner(
         .files
         .iter()
         .rev()
-        .filter(|(p, k)| disk.get(*p).is_none_or(|d| d.kind != k.kind))
+        .filter(|(p, k)| is_gone(&disk, p, k))
         .map(|(p, k)| (p.clone(), k.clone()))
         .collect();
     for (p, k) in gone {

@@ -316,6 +316,44 @@ fn converges_forever() {
     }
 }
 
+/// One end of a two-peer test: a folder, its chunks, and a session to the
+/// other end.
+struct Side {
+    folder: Folder,
+    chunks: MemoryChunks,
+    session: Session,
+}
+
+impl Side {
+    fn new(folder: Folder, chunks: MemoryChunks) -> Side {
+        let mut s = Side { folder, chunks, session: Session::new() };
+        s.connect();
+        s
+    }
+
+    /// A fresh session (a new connection).
+    fn connect(&mut self) {
+        self.session = Session::new();
+        self.session.start(&self.folder, &self.chunks);
+    }
+}
+
+/// `rounds` times, each side sends until quiet; chunk replies travel only
+/// with `bulk`.
+fn exchange(x: &mut Side, y: &mut Side, rounds: usize, bulk: bool) {
+    fn send(from: &mut Side, to: &mut Side, bulk: bool) {
+        loop {
+            let m = from.session.poll_transmit(&from.folder).or_else(|| bulk.then(|| from.session.poll_bulk(&from.chunks)).flatten());
+            let Some(m) = m else { break };
+            to.session.handle_message(0, &m, &mut to.folder, &mut to.chunks).expect("valid");
+        }
+    }
+    for _ in 0..rounds {
+        send(x, y, bulk);
+        send(y, x, bulk);
+    }
+}
+
 #[test]
 fn a_session_sends_only_what_the_peer_lacks() {
     let mut a = Folder::new(AgentId::from_index(1));
@@ -324,22 +362,12 @@ fn a_session_sends_only_what_the_peer_lacks() {
     let mut b = Folder::new(AgentId::from_index(2));
     crate::folder::tests::send(&a, &mut b);
     a.set_text(id, "hello world", 2).expect("write");
-    let (mut ca, mut cb) = (MemoryChunks::default(), MemoryChunks::default());
-    let (mut sa, mut sb) = (Session::new(), Session::new());
-    sa.start(&a, &ca);
-    sb.start(&b, &cb);
-    for _ in 0..4 {
-        while let Some(m) = sa.poll_transmit(&a) {
-            sb.handle_message(0, &m, &mut b, &mut cb).expect("valid");
-        }
-        while let Some(m) = sb.poll_transmit(&b) {
-            sa.handle_message(0, &m, &mut a, &mut ca).expect("valid");
-        }
-    }
+    let (mut a, mut b) = (Side::new(a, MemoryChunks::default()), Side::new(b, MemoryChunks::default()));
+    exchange(&mut a, &mut b, 4, true);
     // Only the 6 new characters travelled.
-    assert_eq!(sa.stats().sent_ops, 6);
-    assert_eq!(sb.stats().sent_ops, 0);
-    assert_eq!(b.doc(id).map(|d| d.text()).as_deref(), Some("hello world"));
+    assert_eq!(a.session.stats().sent_ops, 6);
+    assert_eq!(b.session.stats().sent_ops, 0);
+    assert_eq!(b.folder.doc(id).map(|d| d.text()).as_deref(), Some("hello world"));
 }
 
 /// Regression: a connection replaced after the changes of a binary file
@@ -348,8 +376,7 @@ fn a_session_sends_only_what_the_peer_lacks() {
 #[test]
 fn a_new_session_fetches_chunks_an_ended_one_left_missing() {
     let mut a = Folder::new(AgentId::from_index(1));
-    let mut b = Folder::new(AgentId::from_index(2));
-    let (mut ca, mut cb) = (MemoryChunks::default(), MemoryChunks::default());
+    let mut ca = MemoryChunks::default();
     let id = a.create("big.bin", Kind::File, 1).expect("create");
     let bytes: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let refs: Vec<_> = split(&bytes).into_iter().map(|(r, data)| {
@@ -358,36 +385,16 @@ fn a_new_session_fetches_chunks_an_ended_one_left_missing() {
     }).collect();
     assert!(!refs.is_empty());
     a.write_binary(id, refs, 2).expect("write");
+    let (mut a, mut b) = (Side::new(a, ca), Side::new(Folder::new(AgentId::from_index(2)), MemoryChunks::default()));
     // First connection: only control messages get through, then it drops.
-    let (mut sa, mut sb) = (Session::new(), Session::new());
-    sa.start(&a, &ca);
-    sb.start(&b, &cb);
-    for _ in 0..3 {
-        while let Some(m) = sa.poll_transmit(&a) {
-            sb.handle_message(0, &m, &mut b, &mut cb).expect("valid");
-        }
-        while let Some(m) = sb.poll_transmit(&b) {
-            sa.handle_message(0, &m, &mut a, &mut ca).expect("valid");
-        }
-    }
-    assert!(b.referenced_chunks().iter().any(|h| !cb.has(h)), "the chunks must still be missing");
+    exchange(&mut a, &mut b, 3, false);
+    assert!(b.folder.referenced_chunks().iter().any(|h| !b.chunks.has(h)), "the chunks must still be missing");
     // Second connection: no resync, just the normal exchange.
-    let (mut sa, mut sb) = (Session::new(), Session::new());
-    sa.start(&a, &ca);
-    sb.start(&b, &cb);
-    for _ in 0..4 {
-        while let Some(m) = sa.poll_transmit(&a) {
-            sb.handle_message(0, &m, &mut b, &mut cb).expect("valid");
-        }
-        while let Some(m) = sa.poll_bulk(&ca) {
-            sb.handle_message(0, &m, &mut b, &mut cb).expect("valid");
-        }
-        while let Some(m) = sb.poll_transmit(&b) {
-            sa.handle_message(0, &m, &mut a, &mut ca).expect("valid");
-        }
-    }
-    assert!(b.referenced_chunks().iter().all(|h| cb.has(h)), "b still lacks chunks");
-    assert_eq!(sb.chunks_in_flight(), 0);
+    a.connect();
+    b.connect();
+    exchange(&mut a, &mut b, 4, true);
+    assert!(b.folder.referenced_chunks().iter().all(|h| b.chunks.has(h)), "b still lacks chunks");
+    assert_eq!(b.session.chunks_in_flight(), 0);
 }
 
 #[test]
@@ -410,27 +417,13 @@ fn bad_chunks_and_garbage_are_refused() {
 /// session that had already sent that record must still send the growth.
 #[test]
 fn live_edits_that_extend_the_last_log_record_are_sent() {
-    let mut a = Folder::new(AgentId::from_index(1));
-    let mut b = Folder::new(AgentId::from_index(2));
-    let (mut ca, mut cb) = (MemoryChunks::default(), MemoryChunks::default());
-    let (mut sa, mut sb) = (Session::new(), Session::new());
-    sa.start(&a, &ca);
-    sb.start(&b, &cb);
-    let id = a.create("live.txt", Kind::File, 1).expect("create");
-    let mut exchange = |a: &mut Folder, b: &mut Folder| {
-        for _ in 0..3 {
-            while let Some(m) = sa.poll_transmit(a) {
-                sb.handle_message(0, &m, b, &mut cb).expect("valid");
-            }
-            while let Some(m) = sb.poll_transmit(b) {
-                sa.handle_message(0, &m, a, &mut ca).expect("valid");
-            }
-        }
-    };
+    let mut a = Side::new(Folder::new(AgentId::from_index(1)), MemoryChunks::default());
+    let mut b = Side::new(Folder::new(AgentId::from_index(2)), MemoryChunks::default());
+    let id = a.folder.create("live.txt", Kind::File, 1).expect("create");
     for word in ["a", "ab", "abc", "abcd"] {
-        a.set_text(id, word, 2).expect("type");
-        exchange(&mut a, &mut b);
-        assert_eq!(b.doc(id).map(|d| d.text()).as_deref(), Some(word));
+        a.folder.set_text(id, word, 2).expect("type");
+        exchange(&mut a, &mut b, 3, false);
+        assert_eq!(b.folder.doc(id).map(|d| d.text()).as_deref(), Some(word));
     }
 }
 

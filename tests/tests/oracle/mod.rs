@@ -387,11 +387,10 @@ impl Driver {
 
     /// Marks the tokens and blob shown in `bytes` as superseded.
     fn supersede(&mut self, bytes: &[u8]) {
-        if let Some((file, blob)) = blob_header(bytes) {
+        if let Some((_, blob)) = blob_header(bytes) {
             if let Some(b) = self.ledger.blobs.get_mut(&blob) {
                 b.1 = true;
             }
-            let _ = file;
         } else if let Ok(text) = std::str::from_utf8(bytes) {
             for t in tokens_in(text) {
                 if let Some(s) = self.ledger.tokens.get_mut(&t) {
