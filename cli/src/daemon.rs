@@ -655,7 +655,7 @@ impl Daemon {
                         let mut intents = |index: &Index| -> Result<(), String> {
                             store.put_state(&key, &index.encode()).and_then(|_| store.sync()).map_err(|e| e.to_string())
                         };
-                        let report = write_back_with(&l.root, &mut s.folder, &s.chunks, &mut l.index, &mut intents);
+                        let report = write_back_with(&l.root, &mut s.folder, &mut s.chunks, &mut l.index, &mut intents);
                         // The index, as written.
                         save(l, s, store)?;
                         report.map_err(|e| anyhow!("cannot write merged changes into {}: {e}", l.root.display()))

@@ -187,7 +187,7 @@ fn scale() -> usize {
 #[test]
 fn random_edits_on_four_nodes_converge_and_lose_nothing() {
     let f = run("oracle-plain", 1, Scenario { nodes: 4, steps: 300 * scale(), gap_ms: 15, settle_secs: 60, ..Default::default() });
-    assert!(f.tokens_checked > 30 && f.blobs_checked > 1, "the run did too little: {f:?}");
+    assert!(f.tokens_checked > 15 && f.blobs_checked > 1, "the run did too little: {f:?}");
 }
 
 #[test]

@@ -14,6 +14,7 @@ pub mod diff;
 pub mod ignore;
 pub mod live;
 pub mod scan;
+mod similar;
 pub mod write;
 
 use std::path::Path;

@@ -21,6 +21,7 @@ use fsync_core::EventId;
 
 use crate::diff::text_edits;
 use crate::ignore::Ignore;
+use crate::similar;
 use crate::WatchError;
 
 /// Files above this size are treated as binary (chunked, whole-value
@@ -82,7 +83,23 @@ pub struct Index {
     /// Paths a scoped scan found gone and did not delete yet (see
     /// [`ScanReport::deferred`]); kept in memory only.
     deferred: BTreeSet<String>,
+    /// Paths our write-back replaced lately: the version the disk held
+    /// before, and when (see [`STALE_SAVE_WINDOW`]); in memory only.
+    pub(crate) replaced: HashMap<String, (Vec<EventId>, std::time::Instant)>,
+    /// Paths found mid-write by the last scan of them, and left for the
+    /// next; in memory only.
+    busy: BTreeSet<String>,
 }
+
+/// How long after our write-back replaced a file a local change to it may
+/// still be a save by a program that read the file before our write (a
+/// read-modify-write racing ours, an editor saving as our write lands).
+/// Such a save, taken as an edit of what we wrote, would undo the merged
+/// changes we just wrote; it is taken from the version before instead when
+/// that explains it better (see the changed-in-place step of the scan).
+/// Short on purpose: nobody deliberately deletes lines they have not had
+/// the time to see.
+pub const STALE_SAVE_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
 
 const INDEX_MAGIC: &[u8] = b"FSIX";
 const INDEX_VERSION: u64 = 2;
@@ -319,6 +336,21 @@ fn entry_key(folder: &Folder, id: EntryId, chunks: &dyn ChunkStore) -> Option<[u
     }
 }
 
+/// True when entry `id` holds exactly `body`.
+fn same_content(folder: &Folder, chunks: &dyn ChunkStore, id: EntryId, body: &Body) -> bool {
+    match (body, folder.state(id).map(|s| &s.content)) {
+        (Body::Link(t), Some(Content::Link(u))) => t == u,
+        (Body::Text(_) | Body::Binary(_), _) => content_key(body).is_some() && content_key(body) == entry_key(folder, id, chunks),
+        _ => false,
+    }
+}
+
+/// Modified within the last moment (a writer may not be done).
+fn written_lately(stat: Stat) -> bool {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+    now - stat.mtime < 300_000_000
+}
+
 /// True when `path` is one of `scope` or below one.
 fn in_scope(path: &str, scope: Option<&[String]>) -> bool {
     scope.is_none_or(|s| s.iter().any(|p| path == p || (path.len() > p.len() && path.starts_with(p.as_str()) && path.as_bytes()[p.len()] == b'/')))
@@ -358,6 +390,25 @@ fn moved_from_outside(root: &Path, index: &Index, disk: &BTreeMap<String, OnDisk
     from.sort();
     from.dedup();
     from
+}
+
+/// True when the file at `path` holds the inode `known` had, but is not
+/// that file: it was deleted and its inode given to a new file (ext4 and
+/// tmpfs hand freed inodes out again at once). A file that kept its size
+/// and mtime was only moved; one that changed too is the same file only if
+/// its text still shares most lines with what `known` held (binary content
+/// cannot tell, the inode is trusted).
+fn inode_reused(root: &Path, folder: &Folder, path: &str, known: &Known) -> bool {
+    let Ok(m) = std::fs::symlink_metadata(root.join(path)) else { return false };
+    if m.len() == known.stat.size && Stat::of(&m).mtime == known.stat.mtime {
+        return false;
+    }
+    let Some(doc) = folder.doc(known.id).filter(|_| folder.state(known.id).is_some_and(|s| s.content == Content::Text)) else {
+        return false;
+    };
+    let Ok(Body::Text(now)) = read_body(&root.join(path), Kind::File) else { return false };
+    let was = doc.lvs_of(&known.base).map_or_else(|| doc.text(), |l| doc.text_at(&l));
+    similar::pair(&[was.as_str()], &[now.as_str()]).is_empty()
 }
 
 /// Walks the whole folder, or only `scope` (subtrees) and their parents.
@@ -503,7 +554,6 @@ pub fn scan_with_progress(
     };
     // The index as far as this scan can see: the rest is left alone.
     let mut outside = Index::default();
-    let mut deferred = Vec::new();
     if scope.is_some() {
         let keys: Vec<String> = index.files.keys().filter(|k| !in_scope(k, scope) && !disk.contains_key(*k)).cloned().collect();
         for k in keys {
@@ -511,39 +561,12 @@ pub fn scan_with_progress(
                 outside.files.insert(k, v);
             }
         }
-        // Gone for the first time: wait for one more look (a move's new
-        // path may come in the next batch). Gone the second time: deleted.
-        // (Not what this scan sees arrive elsewhere: that is a move.)
-        let arrived: std::collections::HashSet<(u64, u8)> = disk
-            .iter()
-            .filter(|(p, d)| is_new(index, p, d))
-            .map(|(_, d)| ino_key(d.stat, d.kind))
-            .collect();
-        let gone: Vec<String> = index
-            .files
-            .iter()
-            .filter(|(p, k)| is_gone(&disk, p, k) && !arrived.contains(&ino_key(k.stat, k.kind)))
-            .map(|(p, _)| p.clone())
-            .collect();
-        for p in gone {
-            if index.deferred.remove(&p) {
-                continue;
-            }
-            if let Some(v) = index.files.remove(&p) {
-                outside.files.insert(p.clone(), v);
-                index.deferred.insert(p.clone());
-                deferred.push(p);
-            }
-        }
     }
-    let result = scan_inner(root, folder, chunks, index, disk, now, progress);
+    let result = scan_inner(root, folder, chunks, index, disk, scope.is_some(), now, progress);
     index.files.append(&mut outside.files);
     // Deferred paths that moved (or came back) meanwhile need nothing more.
     index.deferred.retain(|p| index.files.get(p).is_some_and(|_| std::fs::symlink_metadata(root.join(p)).is_err()));
-    result.map(|mut r| {
-        r.deferred = deferred;
-        r
-    })
+    result
 }
 
 fn scan_inner(
@@ -552,6 +575,7 @@ fn scan_inner(
     chunks: &mut dyn ChunkStore,
     index: &mut Index,
     disk: BTreeMap<String, OnDisk>,
+    scoped: bool,
     now: u64,
     progress: &ScanProgress,
 ) -> Result<ScanReport, WatchError> {
@@ -559,6 +583,7 @@ fn scan_inner(
 
     // Moves by inode, directories first (shortest path first), so that what
     // is inside moves along.
+    let mut reused: HashMap<(String, EntryId), bool> = HashMap::new();
     loop {
         // Gone: no longer on disk as the same kind. (A path still there
         // with a new inode was replaced in place, as editors save.)
@@ -580,6 +605,11 @@ fn scan_inner(
             }
             if let Some((old, known)) = by_ino.get(&(d.stat.ino, d.kind == Kind::Dir)) {
                 if known.kind == d.kind && old != path && !path.starts_with(&format!("{old}/")) {
+                    if known.kind == Kind::File
+                        && *reused.entry((path.clone(), known.id)).or_insert_with(|| inode_reused(root, folder, path, known))
+                    {
+                        continue;
+                    }
                     let better = found.as_ref().is_none_or(|(o, _, _): &(String, String, EntryId)| old.len() < o.len());
                     if better {
                         found = Some((old.clone(), path.clone(), known.id));
@@ -637,7 +667,49 @@ fn scan_inner(
         }
     }
 
-    // Deletions, deepest first.
+    // Moves by similarity: gone text and new text sharing most lines (a
+    // save through a temp file, then a rename, between two scans).
+    let gone_texts: Vec<(String, Known, String)> = index
+        .files
+        .iter()
+        .filter(|(p, k)| k.kind == Kind::File && is_gone(&disk, p, k))
+        .filter(|(_, k)| folder.state(k.id).is_some_and(|s| s.content == Content::Text))
+        .filter_map(|(p, k)| {
+            let doc = folder.doc(k.id)?;
+            let text = doc.lvs_of(&k.base).map_or_else(|| doc.text(), |l| doc.text_at(&l));
+            Some((p.clone(), k.clone(), text))
+        })
+        .collect();
+    if !gone_texts.is_empty() {
+        let new_texts: Vec<(&String, &str)> = fresh
+            .iter()
+            .filter(|p| !index.files.contains_key(*p))
+            .filter_map(|p| match bodies.get(p) {
+                Some(Body::Text(t)) => Some((p, t.as_str())),
+                _ => None,
+            })
+            .collect();
+        let old: Vec<&str> = gone_texts.iter().map(|g| g.2.as_str()).collect();
+        let new: Vec<&str> = new_texts.iter().map(|n| n.1).collect();
+        let pairs: Vec<(String, String)> =
+            similar::pair(&old, &new).into_iter().map(|(i, j)| (gone_texts[i].0.clone(), new_texts[j].0.clone())).collect();
+        for (old, p) in pairs {
+            let Some(known) = index.files.remove(&old) else { continue };
+            let Some(body) = bodies.remove(&p) else { continue };
+            if folder.tree().path_of(known.id).is_some() {
+                folder.rename(known.id, &p, now)?;
+            }
+            let d = &disk[&p];
+            let base = take_in(folder, chunks, known.id, &known.base, body, d.stat.exec, now)?;
+            index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, ..known });
+            report.moved.push((old, p.clone()));
+            report.modified.push(p);
+        }
+    }
+
+    // Deletions, deepest first. A scoped scan waits for one more look at a
+    // path gone for the first time: the other half of a move may come in
+    // the next batch of events.
     let gone: Vec<(String, Known)> = index
         .files
         .iter()
@@ -646,6 +718,11 @@ fn scan_inner(
         .map(|(p, k)| (p.clone(), k.clone()))
         .collect();
     for (p, k) in gone {
+        if scoped && !index.deferred.remove(&p) {
+            index.deferred.insert(p.clone());
+            report.deferred.push(p);
+            continue;
+        }
         // Against what the disk had: a change that arrived since and was
         // never written out is concurrent, and an edit keeps the file.
         if folder.tree().path_of(k.id).is_some() {
@@ -654,6 +731,7 @@ fn scan_inner(
         index.files.remove(&p);
         report.deleted.push(p);
     }
+    report.deferred.sort();
 
     // New paths, parents first.
     for p in fresh {
@@ -662,10 +740,17 @@ fn scan_inner(
         }
         let Some(body) = bodies.remove(&p) else { continue };
         let d = &disk[&p];
-        let id = match folder.tree().lookup(&p) {
-            // A directory the folder already has (created by a peer).
-            Some(n) if n.kind == d.kind => n.id,
-            _ => folder.create(&p, d.kind, now)?,
+        let existing = folder.tree().lookup(&p).map(|n| (n.id, n.kind));
+        let id = match existing {
+            // A directory the folder already has (created by a peer), or
+            // the very file it has there (written by us, the index update
+            // lost in a crash).
+            Some((id, kind)) if kind == d.kind && (kind == Kind::Dir || same_content(folder, chunks, id, &body)) => id,
+            // A peer's file of that name not written here yet: ours is
+            // another file, created concurrently (taking it as an edit of
+            // theirs would replace their content).
+            Some(_) => folder.create_alongside(&p, d.kind, now)?,
+            None => folder.create(&p, d.kind, now)?,
         };
         let base = take_in(folder, chunks, id, &[], body, d.stat.exec, now)?;
         index.files.insert(p.clone(), Known { id, kind: d.kind, stat: d.stat, base, staged: None });
@@ -681,13 +766,39 @@ fn scan_inner(
         .collect();
     for (p, k) in changed {
         let d = &disk[&p];
+        // Emptied a moment ago: most likely rewritten in place (truncate,
+        // then write) and caught in between. Recorded as emptied, the
+        // rewrite would come next as everything inserted anew, and merged
+        // with a peer's concurrent edit the peer's lines would be there
+        // twice. Looked at again shortly.
+        // (Once: a file written all the time is taken as it is.)
+        if d.kind == Kind::File && d.stat.size == 0 && k.stat.size > 0 && written_lately(d.stat) && index.busy.insert(p.clone()) {
+            report.deferred.push(p);
+            continue;
+        }
         let Ok(body) = read_counted(&root.join(&p), d.kind, progress) else { continue };
+        // Written while we read it: what we read may be half of it.
+        if d.kind == Kind::File
+            && std::fs::symlink_metadata(root.join(&p)).map(|m| Stat::of(&m)).ok() != Some(d.stat)
+            && index.busy.insert(p.clone())
+        {
+            report.deferred.push(p);
+            continue;
+        }
+        index.busy.remove(&p);
         // Our staged write landed (the index update after it was lost):
         // the disk holds the staged version, plus whatever was done since.
-        let from = match &k.staged {
+        let mut from = match &k.staged {
             Some((ino, v)) if *ino == d.stat.ino => v.clone(),
             _ => k.base.clone(),
         };
+        if let (Body::Text(now_text), Some((before, at))) = (&body, index.replaced.remove(&p)) {
+            if at.elapsed() < STALE_SAVE_WINDOW {
+                if let Some(older) = stale_base(folder, k.id, &from, &before, now_text) {
+                    from = older;
+                }
+            }
+        }
         let base = take_in(folder, chunks, k.id, &from, body, d.stat.exec, now)?;
         index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, ..k });
         if d.kind != Kind::Dir {
@@ -695,6 +806,35 @@ fn scan_inner(
         }
     }
     Ok(report)
+}
+
+/// `before` when text `now` on disk looks like a save by a program that
+/// read the file before our write of `base` (what the disk held before was
+/// `before`): every line our write added or removed is, in `now`, as it was
+/// before our write. Merging such a save from `before` keeps what we wrote
+/// instead of reverting it. Decided by whole lines: a character diff finds
+/// spurious likeness between lines (`tok-19` and `tok-71`), and a program
+/// that read our write (an append, an edit of one of our lines) keeps at
+/// least one of our changes.
+fn stale_base(folder: &Folder, id: EntryId, base: &[EventId], before: &[EventId], now: &str) -> Option<Vec<EventId>> {
+    if folder.state(id).is_none_or(|s| s.content != Content::Text) || before.is_empty() || before == base {
+        return None;
+    }
+    let doc = folder.doc(id)?;
+    let text = |v: &[EventId]| doc.lvs_of(v).map(|l| doc.text_at(&l));
+    let (was, wrote) = (text(before)?, text(base)?);
+    let count = |t: &str| {
+        let mut m: HashMap<String, i64> = HashMap::new();
+        for l in t.lines() {
+            *m.entry(l.to_owned()).or_default() += 1;
+        }
+        m
+    };
+    let (was, wrote, now) = (count(&was), count(&wrote), count(now));
+    let n = |m: &HashMap<String, i64>, l: &str| m.get(l).copied().unwrap_or(0);
+    let changed: Vec<&String> = was.keys().chain(wrote.keys()).filter(|l| n(&was, l) != n(&wrote, l)).collect();
+    let stale = !changed.is_empty() && changed.iter().all(|l| (n(&now, l) - n(&was, l)).abs() < (n(&now, l) - n(&wrote, l)).abs());
+    stale.then(|| before.to_vec())
 }
 
 /// Records `body` as the content of entry `id`, edited from `base`; returns
@@ -762,7 +902,9 @@ fn take_in(
                 .collect();
             let same = matches!(folder.state(id).map(|s| &s.content), Some(Content::Binary { chunks: c, .. }) if *c == refs);
             if !same {
-                folder.write_binary(id, refs, now)?;
+                // Written over what the disk held: what arrived since is
+                // concurrent (one wins by the binary rule, both are kept).
+                folder.write_binary_from(id, &base, refs, now)?;
             }
         }
     }

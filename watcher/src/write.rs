@@ -220,7 +220,7 @@ fn replace_link(target: &Path, to: &str) -> Result<(), WatchError> {
 pub fn write_back(
     root: &Path,
     folder: &mut Folder,
-    chunks: &dyn ChunkStore,
+    chunks: &mut dyn ChunkStore,
     index: &mut Index,
 ) -> Result<WriteReport, WatchError> {
     write_back_with(root, folder, chunks, index, &mut |_| Ok(()))
@@ -236,7 +236,7 @@ pub fn write_back(
 pub fn write_back_with(
     root: &Path,
     folder: &mut Folder,
-    chunks: &dyn ChunkStore,
+    chunks: &mut dyn ChunkStore,
     index: &mut Index,
     intents: &mut dyn FnMut(&Index) -> Result<(), String>,
 ) -> Result<WriteReport, WatchError> {
@@ -265,7 +265,20 @@ pub fn write_back_with(
         for k in moved {
             if let Some(mut v) = index.files.remove(&k) {
                 let nk = format!("{}{}", n.path, &k[old.len()..]);
-                v.stat = lstat(&root.join(&nk)).unwrap_or(v.stat);
+                // The rename changed only the moved inode's ctime (and a
+                // directory's own entries). What is below keeps the stat
+                // the index had: a file written since the last scan (its
+                // directory's stat does not show it) must still look
+                // changed, or its edit would be taken for ours and lost.
+                if k == old {
+                    if let Some(now) = lstat(&root.join(&nk)) {
+                        if v.kind == Kind::Dir {
+                            v.stat = now;
+                        } else if now.ino == v.stat.ino && now.size == v.stat.size && now.mtime == v.stat.mtime {
+                            v.stat.ctime = now.ctime;
+                        }
+                    }
+                }
                 by_id.insert(v.id, nk.clone());
                 index.files.insert(nk, v);
             }
@@ -338,7 +351,7 @@ pub fn write_back_with(
                 continue;
             }
             (Content::Text, _) => folder.doc(n.id).map(|d| d.text()).unwrap_or_default().into_bytes(),
-            (Content::Binary { chunks: refs, .. }, _) => match assemble(refs, chunks) {
+            (Content::Binary { chunks: refs, .. }, _) => match assemble(refs, &*chunks) {
                 Some(bytes) => bytes,
                 None => {
                     report.waiting_for_chunks.push(n.path.clone());
@@ -348,13 +361,12 @@ pub fn write_back_with(
             (Content::None, _) => continue,
         };
         let staged = stage(&full, &bytes, state.exec)?;
-        let text = matches!(state.content, Content::Text);
-        batch.push(Pending { path: n.path.clone(), id: n.id, kind: n.kind, text, version: doc_version, known, staged });
+        batch.push(Pending { path: n.path.clone(), id: n.id, kind: n.kind, version: doc_version, known, staged });
         if batch.len() >= STAGE_BATCH {
-            land_batch(std::mem::take(&mut batch), folder, index, &mut report, intents)?;
+            land_batch(std::mem::take(&mut batch), folder, chunks, index, &mut report, intents)?;
         }
     }
-    land_batch(batch, folder, index, &mut report, intents)?;
+    land_batch(batch, folder, chunks, index, &mut report, intents)?;
     Ok(report)
 }
 
@@ -363,7 +375,6 @@ struct Pending {
     path: String,
     id: EntryId,
     kind: Kind,
-    text: bool,
     version: Vec<fsync_core::EventId>,
     known: Option<Known>,
     staged: Staged,
@@ -374,6 +385,7 @@ struct Pending {
 fn land_batch(
     batch: Vec<Pending>,
     folder: &mut Folder,
+    chunks: &mut dyn ChunkStore,
     index: &mut Index,
     report: &mut WriteReport,
     intents: &mut dyn FnMut(&Index) -> Result<(), String>,
@@ -381,6 +393,7 @@ fn land_batch(
     if batch.is_empty() {
         return Ok(());
     }
+    index.replaced.retain(|_, (_, at)| at.elapsed() < crate::scan::STALE_SAVE_WINDOW);
     for p in &batch {
         if let Some(k) = index.files.get_mut(&p.path) {
             k.staged = Some((p.staged.ours.ino, p.version.clone()));
@@ -418,20 +431,21 @@ fn land_batch(
             }
         };
         if let Replaced::Raced(bytes, _) = r {
-            // A write slipped in: take it in (text) from the base it was
-            // made on, and leave the path for the next round. A binary
-            // write is in the replaced inode; the next scan sees ours.
-            if p.text {
-                if let (Some(k), Ok(t)) = (p.known.as_ref(), String::from_utf8(bytes)) {
-                    let doc = folder.doc(p.id).ok_or(WatchError::Gone)?;
-                    let base_text = doc.lvs_of(&k.base).map_or_else(|| doc.text(), |l| doc.text_at(&l));
-                    let edits = crate::diff::text_edits(&base_text, &t);
-                    folder.edit_text_from(p.id, &k.base, &edits, now_ms())?;
-                }
+            // A write slipped in (into the old file, or a new file renamed
+            // over it): take it in from the base it was made on, text
+            // merged, binary as a concurrent version (it would be lost
+            // otherwise: the disk now holds ours), and leave the path for
+            // the next round.
+            if let Some(k) = p.known.as_ref() {
+                let exec = folder.state(p.id).map_or(k.stat.exec, |s| s.exec);
+                crate::scan::take_in_bytes(folder, chunks, p.id, &k.base, bytes, exec, now_ms())?;
             }
             // The index records what we wrote (so the merge is written
             // next round, and nothing is read back twice).
             report.raced.push(p.path.clone());
+        }
+        if let Some(k) = p.known.as_ref().filter(|k| k.id == p.id) {
+            index.replaced.insert(p.path.clone(), (k.base.clone(), std::time::Instant::now()));
         }
         index.files.insert(p.path.clone(), Known { id: p.id, kind: p.kind, stat, base: p.version, staged: None });
         report.written.push(p.path);

@@ -337,6 +337,18 @@ impl Folder {
         Ok(self.create_in(parent, name, kind, now))
     }
 
+    /// Creates a new entry at `path` even if another entry has that path
+    /// already: for a file made on disk while a peer's file of the same
+    /// name was on its way here. The two are concurrent creations, and the
+    /// tree gives them names by the usual rule (the name to the smallest
+    /// entry id), the same on every node.
+    pub fn create_alongside(&mut self, path: &str, kind: Kind, now: u64) -> Result<EntryId, FolderError> {
+        let parts = split_path(path)?;
+        let (name, dirs) = parts.split_last().ok_or(PathError::Empty)?;
+        let parent = self.ensure_dir(dirs, now)?;
+        Ok(self.create_in(parent, name, kind, now))
+    }
+
     /// Applies text edits (positions in Unicode scalar values, each relative
     /// to the text after the previous edit) as one change.
     pub fn edit_text(&mut self, id: EntryId, edits: &[Edit], now: u64) -> Result<(), FolderError> {
@@ -442,11 +454,28 @@ impl Folder {
     /// on disk are concurrent with the deletion, so an edit made meanwhile
     /// elsewhere keeps the file. Nothing below the entry is touched.
     pub fn delete_from(&mut self, id: EntryId, base: &[EventId], now: u64) -> Result<(), FolderError> {
+        self.meta_from(id, base, &Meta::Delete, now)
+    }
+
+    /// Sets binary content as written by someone who last saw version
+    /// `base`: what arrived since is concurrent with it (the binary rule
+    /// picks the winner, the other stays in history).
+    pub fn write_binary_from(&mut self, id: EntryId, base: &[EventId], chunks: Vec<ChunkRef>, now: u64) -> Result<(), FolderError> {
+        let size = chunks.iter().map(|c| c.len as u64).sum();
+        self.meta_from(id, base, &Meta::Binary { size, chunks }, now)
+    }
+
+    /// A metadata event whose parents are `base` (unknown: the current
+    /// version).
+    fn meta_from(&mut self, id: EntryId, base: &[EventId], meta: &Meta, now: u64) -> Result<(), FolderError> {
+        if !self.entries.contains_key(&id) {
+            return Err(FolderError::UnknownEntry(id));
+        }
         let seq = self.bump(1);
         let agent = self.agent;
         let e = self.entries.get_mut(&id).ok_or(FolderError::UnknownEntry(id))?;
         let base_lvs = e.doc.lvs_of(base).unwrap_or_else(|| e.doc.version().iter().copied().collect());
-        let lv = e.doc.marker_from(agent, seq, &base_lvs, &Meta::Delete.encode(), now);
+        let lv = e.doc.marker_from(agent, seq, &base_lvs, &meta.encode(), now);
         self.record(id, agent, seq, 1, lv);
         self.refresh(id);
         Ok(())

@@ -404,7 +404,12 @@ impl Driver {
     /// to a temp file renamed over it.
     fn save(&mut self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         if self.rng.chance(0.5) {
-            std::fs::write(path, bytes)
+            // In place: the file as it is now. If its directory was moved
+            // away meanwhile, a create would make a second copy.
+            use std::io::Write;
+            let existing = std::fs::symlink_metadata(path).is_ok();
+            let mut f = std::fs::OpenOptions::new().write(true).truncate(true).create(!existing).create_new(!existing).open(path)?;
+            f.write_all(bytes)
         } else {
             let tmp = path.with_file_name(format!(".{}.tmp{}", path.file_name().map_or("x".into(), |n| n.to_string_lossy()), self.fresh()));
             std::fs::write(&tmp, bytes)?;
@@ -429,6 +434,11 @@ impl Driver {
     pub fn step(&mut self, root: &Path) {
         let l = list(root);
         let roll = self.rng.below(100);
+        // An edit that fails (the daemon moved its file away meanwhile)
+        // did not happen: its tokens and blobs are not owed. A recursive
+        // removal that failed half way did remove some files, so what it
+        // saw stays superseded.
+        let before = (self.ledger.tokens.clone(), self.ledger.blobs.clone(), self.ledger.deleted_bins.clone());
         let r = match roll {
             0..=24 => self.insert_line(root, &l),
             25..=34 => self.create_text(root, &l),
@@ -444,6 +454,10 @@ impl Driver {
             _ => self.symlink(root, &l),
         };
         if let Err(e) = r {
+            if !(self.dir_ops && (85..=87).contains(&roll)) {
+                (self.ledger.tokens, self.ledger.blobs, self.ledger.deleted_bins) = before;
+            }
+            self.note(root, format_args!("that edit failed: {e}"));
             // Only races with the daemon may fail (a path moved meanwhile).
             assert!(
                 matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::InvalidInput | std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory | std::io::ErrorKind::IsADirectory)
