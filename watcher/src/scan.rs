@@ -569,6 +569,7 @@ pub fn scan_with_progress(
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 fn scan_inner(
     root: &Path,
     folder: &mut Folder,

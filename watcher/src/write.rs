@@ -247,13 +247,19 @@ pub fn write_back_with(
     // (keeping its inode), if that path is untouched.
     let mut by_id: std::collections::HashMap<EntryId, String> =
         index.files.iter().map(|(p, k)| (k.id, p.clone())).collect();
+    let mut held: std::collections::HashSet<EntryId> = std::collections::HashSet::new();
     for n in &nodes {
         let Some(old) = by_id.get(&n.id).cloned() else { continue };
         if old == n.path || index.files.contains_key(&n.path) || lstat(&root.join(&n.path)).is_some() {
             continue;
         }
         if !untouched(root, &old, index.files.get(&old)) {
+            // Not written at its new path either: that would make a second
+            // copy beside the changed old one (the index would know the
+            // entry at two paths). The scan takes the change in, then the
+            // next pass moves it.
             report.needs_scan.push(old);
+            held.insert(n.id);
             continue;
         }
         if let Some(parent) = root.join(&n.path).parent() {
@@ -319,6 +325,9 @@ pub fn write_back_with(
     // recorded, then the batch lands.
     let mut batch: Vec<Pending> = Vec::new();
     for n in &nodes {
+        if held.contains(&n.id) {
+            continue;
+        }
         let Some(state) = folder.state(n.id).cloned() else { continue };
         let doc_version = folder.doc(n.id).map(|d| d.version_ids()).unwrap_or_default();
         let full = root.join(&n.path);
@@ -367,6 +376,8 @@ pub fn write_back_with(
         }
     }
     land_batch(batch, folder, chunks, index, &mut report, intents)?;
+    report.needs_scan.sort();
+    report.needs_scan.dedup();
     Ok(report)
 }
 

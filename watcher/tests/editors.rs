@@ -758,3 +758,26 @@ fn a_file_caught_mid_rewrite_is_looked_at_again() {
     assert_eq!(r.modified, vec!["f.txt"], "{r:?}");
     assert_eq!(d.text("f.txt"), "");
 }
+
+/// Regression (found by the reliability oracle): a peer renamed a file
+/// that was just edited here. The write-back left the edited old path for
+/// the scan, but wrote the file at its new path as well: two copies, the
+/// index holding the entry at both paths, and later a duplicate.
+#[test]
+fn a_rename_of_a_file_edited_here_waits_for_the_scan() {
+    let mut d = Dir::new("renameedited");
+    d.sh("printf 'one\\n' > f.txt");
+    d.scan();
+    remote_edit(&mut d, "f.txt", |f, id| f.rename(id, "g.txt", 9).expect("rename"));
+    d.sh("sleep 0.01 && printf 'two\\n' >> f.txt");
+    let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    assert_eq!(w.needs_scan, vec!["f.txt"], "{w:?}");
+    assert!(w.written.is_empty() && !d.root.join("g.txt").exists(), "{w:?}");
+    let r = d.scan();
+    assert_eq!(r.modified, vec!["f.txt"], "{r:?}");
+    let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    assert_eq!(w.moved, vec![("f.txt".to_owned(), "g.txt".to_owned())], "{w:?}");
+    assert_eq!(read_file(&d, "g.txt"), "one\ntwo\n");
+    assert!(!d.root.join("f.txt").exists());
+    assert_eq!(d.index.files.len(), 1, "{:?}", d.index.files.keys().collect::<Vec<_>>());
+}
