@@ -87,6 +87,40 @@ struct Local {
     /// shutdown, always: an older store may have none).
     snapshot_events: u64,
     snapshot_now: bool,
+    /// Paths the scans could not read (and why): left as they are until
+    /// they can be read; shown by `fsync status`.
+    unreadable: BTreeMap<String, String>,
+    /// Why the last write into the folder failed (a read-only folder), until
+    /// one succeeds.
+    write_error: Option<String>,
+}
+
+impl Local {
+    /// Keeps `unreadable` as the scan of `scope` found it.
+    fn note_unreadable(&mut self, scope: Option<&[String]>, found: &[(String, String)]) {
+        let under = |p: &str, s: &str| p == s || (p.len() > s.len() && p.starts_with(s) && p.as_bytes()[s.len()] == b'/');
+        let before = self.unreadable.clone();
+        match scope {
+            None => self.unreadable.clear(),
+            Some(sc) => self.unreadable.retain(|p, _| !sc.iter().any(|s| under(p, s))),
+        }
+        self.unreadable.extend(found.iter().cloned());
+        for (p, why) in &self.unreadable {
+            if !before.contains_key(p) {
+                tracing::warn!(folder = %self.name, path = %p, "cannot read {p} ({why}); left as it is, not synced and not deleted, until it can be read");
+            }
+        }
+        for p in before.keys().filter(|p| !self.unreadable.contains_key(*p)) {
+            tracing::info!(folder = %self.name, path = %p, "{p} can be read again");
+        }
+    }
+
+    /// What keeps the folder and the disk apart, for `fsync status`.
+    fn problems(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.write_error.iter().map(|e| format!("not writing: {e}")).collect();
+        out.extend(self.unreadable.iter().map(|(p, why)| format!("cannot read {p}: {why}")));
+        out
+    }
 }
 
 /// A snapshot of a folder's texts is saved after this many new events
@@ -512,11 +546,15 @@ fn open_folder(
     }
     let saver = Saver::loaded(&folder);
     folder.set_shareable(Some(saver.saved().clone()));
+    let mut unreadable_at_start = Vec::new();
     if !mounted {
         std::fs::create_dir_all(&fc.path).with_context(|| format!("cannot create {}", fc.path.display()))?;
         // Live events, forwarded from a thread of their own. Watching starts
         // before the start-up scan so nothing falls between the two.
         let watch = LiveWatcher::new(&fc.path)?;
+        if let Some(why) = watch.polling() {
+            tracing::warn!(folder = %fc.name, "cannot watch every directory ({why}); looking for changes every {}s instead", watcher::live::POLL.as_secs());
+        }
         let tx = events.clone();
         std::thread::spawn(move || loop {
             let Some(ev) = watch.recv_timeout(Duration::from_millis(500)) else {
@@ -538,6 +576,7 @@ fn open_folder(
         let report = watcher::scan_with_progress(&fc.path, &mut folder, &mut chunks, &mut index, &ignore, None, now_ms(), &progress);
         drop(reporter);
         let report = report?;
+        unreadable_at_start = report.unreadable.clone();
         tracing::debug!(folder = %fc.name, ms = t.elapsed().as_millis() as u64, "loaded and rescanned");
         if !report.is_empty() {
             tracing::info!(folder = %fc.name, created = report.created.len(), modified = report.modified.len(),
@@ -546,7 +585,7 @@ fn open_folder(
     }
     let durable = (saver.clone(), unsaved_chunks.clone());
     let snapshot_events = saver.saved().values().sum();
-    let local = Local {
+    let mut local = Local {
         name: fc.name.clone(),
         mounted,
         root: fc.path.clone(),
@@ -559,7 +598,10 @@ fn open_folder(
         index_saved: None,
         snapshot_events,
         snapshot_now: false,
+        unreadable: BTreeMap::new(),
+        write_error: None,
     };
+    local.note_unreadable(None, &unreadable_at_start);
     Ok((local, folder, chunks))
 }
 
@@ -610,6 +652,7 @@ impl Daemon {
         l.rescan = report.is_err();
         match report {
             Ok(report) => {
+                l.note_unreadable(scope, &report.unreadable);
                 // Gone paths are looked at once more before they count as
                 // deleted (the other half of a move may be on its way).
                 for p in &report.deferred {
@@ -645,7 +688,7 @@ impl Daemon {
             let r = tokio::task::block_in_place(|| {
                 let name = l.name.clone();
                 self.node
-                    .read(&name, |s: &mut FolderState| -> Result<watcher::WriteReport> {
+                    .read(&name, |s: &mut FolderState| -> Result<Result<watcher::WriteReport, watcher::WatchError>> {
                         if let Err(e) = save(l, s, store) {
                             return Err(e.context("not writing merged changes before they are saved"));
                         }
@@ -658,14 +701,42 @@ impl Daemon {
                         let report = write_back_with(&l.root, &mut s.folder, &mut s.chunks, &mut l.index, &mut intents);
                         // The index, as written.
                         save(l, s, store)?;
-                        report.map_err(|e| anyhow!("cannot write merged changes into {}: {e}", l.root.display()))
+                        Ok(report)
                     })
                     .context("folder vanished")?
             });
+            // A store failure (the changes are not saved) and a folder
+            // failure (saved, but the disk cannot take them: a read-only
+            // folder) are told apart.
             let report = match r {
-                Ok(r) => {
+                Ok(Ok(r)) => {
                     self.saved(i, Ok(()));
+                    let l = &mut self.locals[i];
+                    if r.failed.is_empty() {
+                        if let Some(e) = l.write_error.take() {
+                            tracing::info!(folder = %l.name, "writing into the folder works again (it failed with: {e})");
+                        }
+                    } else {
+                        // The rest was written; these wait for permissions.
+                        let why: Vec<String> = r.failed.iter().map(|(p, e)| format!("{p}: {e}")).collect();
+                        let message = why.join("; ");
+                        if l.write_error.as_deref() != Some(message.as_str()) {
+                            let what = format!("cannot write merged changes into folder {} ({})", l.name, l.root.display());
+                            l.write_error = Some(message.clone());
+                            self.fail(&what, &anyhow!(message));
+                        } else {
+                            self.retry_at = Some(Instant::now() + RETRY);
+                        }
+                    }
                     r
+                }
+                Ok(Err(e)) => {
+                    self.saved(i, Ok(()));
+                    let l = &mut self.locals[i];
+                    let what = format!("cannot write merged changes into folder {} ({})", l.name, l.root.display());
+                    l.write_error = Some(e.to_string());
+                    self.fail(&what, &anyhow::Error::from(e));
+                    return;
                 }
                 Err(e) => {
                     self.saved(i, Err(e));
@@ -870,8 +941,11 @@ impl Daemon {
             .folders
             .iter()
             .filter_map(|f| {
+                let problems = self.locals.iter().find(|l| l.name == f.name).map(Local::problems).unwrap_or_default();
                 self.node.read(&f.name, |s| {
-                    crate::status::FolderStatus::of(&f.name, &f.path.display().to_string(), &mut s.folder, &s.chunks, &devices)
+                    let mut st = crate::status::FolderStatus::of(&f.name, &f.path.display().to_string(), &mut s.folder, &s.chunks, &devices);
+                    st.problems = problems;
+                    st
                 })
             })
             .collect();

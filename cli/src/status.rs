@@ -9,7 +9,8 @@
 //! ```text
 //! { "device": ID, "running": bool, "listen": "HOST:PORT" | null,
 //!   "folders": [ { "name", "path", "files": n, "chunks_to_fetch": n,
-//!                  "changes": n, "version": { DEVICE_ID: n, ... } } ],
+//!                  "changes": n, "version": { DEVICE_ID: n, ... },
+//!                  "problems": [ "..." ] } ],
 //!   "peers": [ { "id", "addrs": [..], "folders": [..], "connected": bool,
 //!                "last_seen": ms | null, "address": "HOST:PORT" | null,
 //!                "to_send": n | null, "to_fetch": n } ],
@@ -23,7 +24,9 @@
 //! nodes are in sync when their versions are equal). A peer's `to_send` is
 //! how many of our changes it still lacks (`null` until it has told us what
 //! it has, or when not connected); `to_fetch` counts chunks asked of it and
-//! not yet received. `store_error` is set while saving fails (a full disk);
+//! not yet received. A folder's `problems` say what keeps it and the disk
+//! apart (it cannot be written, paths in it cannot be read); empty when all
+//! is well. `store_error` is set while saving fails (a full disk);
 //! `errors` lists recent failures, oldest first.
 
 use std::collections::{BTreeMap, HashMap};
@@ -80,6 +83,11 @@ pub struct FolderStatus {
     pub changes: u64,
     /// Changes per device.
     pub version: BTreeMap<String, u64>,
+    /// What keeps the folder on disk and its synced state apart (a folder
+    /// that cannot be written, paths that cannot be read); empty when all
+    /// is well.
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 impl FolderStatus {
@@ -99,7 +107,7 @@ impl FolderStatus {
             .map(|(a, n)| (devices.get(a).cloned().unwrap_or_else(|| a.0.iter().map(|b| format!("{b:02x}")).collect()), *n))
             .collect();
         let changes = version.values().sum();
-        FolderStatus { name: name.to_owned(), path: path.to_owned(), files, chunks_to_fetch, changes, version }
+        FolderStatus { name: name.to_owned(), path: path.to_owned(), files, chunks_to_fetch, changes, version, problems: Vec::new() }
     }
 }
 
@@ -176,6 +184,9 @@ impl Status {
                 out.push_str(&format!(", {} chunks to fetch", f.chunks_to_fetch));
             }
             out.push('\n');
+            for p in &f.problems {
+                out.push_str(&format!("        PROBLEM: {p}\n"));
+            }
         }
         for p in &self.peers {
             let mut state = if p.connected { "connected".to_owned() } else { "not connected".to_owned() };

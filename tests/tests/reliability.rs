@@ -45,6 +45,9 @@ struct Scenario {
     /// file while the old one survives); nothing is lost, which is still
     /// checked.
     doubles_allowed: bool,
+    /// Each node in its own network namespace, loss and partitions made by
+    /// nftables (delay and jitter are then not available).
+    netns: bool,
 }
 
 /// Figures of one run, for the closing note and the soak log.
@@ -72,10 +75,23 @@ fn rss_kib(pid: u32) -> u64 {
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()).unwrap_or(0)
 }
 
-fn run(name: &str, seed: u64, s: Scenario) -> Figures {
+/// Runs a scenario; None when it cannot run here (network namespaces need
+/// root; under CI=true that is a failure instead).
+fn run(name: &str, seed: u64, s: Scenario) -> Option<Figures> {
     let seed = env_u64("FSYNC_SEED", seed);
     let mut rng = Rng::new(seed ^ 0xABCD);
-    let mut c = Cluster::new(name, s.nodes, seed);
+    let mut c = if s.netns {
+        match Cluster::in_namespaces(name, s.nodes) {
+            Ok(c) => c,
+            Err(e) if std::env::var_os("CI").is_none() => {
+                eprintln!("{name}: skipped, network namespaces are not available here: {e}");
+                return None;
+            }
+            Err(e) => panic!("{name}: network namespaces are not available: {e}"),
+        }
+    } else {
+        Cluster::new(name, s.nodes, seed)
+    };
     c.set_faults(s.faults);
     let mut d = Driver::new(seed);
     // Let the first connections form before the storm (not required, but a
@@ -177,7 +193,7 @@ fn run(name: &str, seed: u64, s: Scenario) -> Figures {
     let doubled_fails = !s.doubles_allowed && !v.doubled.is_empty();
     assert!(v.lost.is_empty() && !doubled_fails, "seed {seed}: lost {:#?}\ndoubled {:#?}\n{}", v.lost, v.doubled, c.logs());
     c.stop_all();
-    f
+    Some(f)
 }
 
 fn scale() -> usize {
@@ -186,7 +202,7 @@ fn scale() -> usize {
 
 #[test]
 fn random_edits_on_four_nodes_converge_and_lose_nothing() {
-    let f = run("oracle-plain", 1, Scenario { nodes: 4, steps: 300 * scale(), gap_ms: 15, settle_secs: 60, ..Default::default() });
+    let f = run("oracle-plain", 1, Scenario { nodes: 4, steps: 300 * scale(), gap_ms: 15, settle_secs: 60, ..Default::default() }).expect("ran");
     assert!(f.tokens_checked > 15 && f.blobs_checked > 1, "the run did too little: {f:?}");
 }
 
@@ -194,15 +210,27 @@ fn random_edits_on_four_nodes_converge_and_lose_nothing() {
 fn loss_delay_reordering_partitions_and_a_flapping_node() {
     let faults = Faults { loss: 0.2, delay: Duration::from_millis(200), jitter: Duration::from_millis(100) };
     let s = Scenario { nodes: 3, steps: 150 * scale(), gap_ms: 120, faults, partition_ms: 1500, flap_ms: 2000, settle_secs: 120, ..Default::default() };
-    let f = run("oracle-faults", 2, s);
+    let f = run("oracle-faults", 2, s).expect("ran");
     assert!(f.packets_dropped > 50 && f.partitions > 0 && f.flaps > 1, "no faults were injected: {f:?}");
 }
 
 #[test]
 fn sigkill_a_random_node_again_and_again() {
     let s = Scenario { nodes: 3, steps: 200 * scale(), gap_ms: 80, kill_ms: 1200, settle_secs: 90, doubles_allowed: true, ..Default::default() };
-    let f = run("oracle-kills", 3, s);
+    let f = run("oracle-kills", 3, s).expect("ran");
     assert!(f.kills >= 5, "too few kills: {f:?}");
+}
+
+/// The same faults made by the kernel: each node in its own network
+/// namespace behind a bridge, 20% loss, partitions and a flapping node by
+/// nftables rules.
+#[test]
+fn nftables_loss_and_partitions_between_network_namespaces() {
+    let faults = Faults { loss: 0.2, ..Default::default() };
+    let s = Scenario { nodes: 3, steps: 150 * scale(), gap_ms: 120, faults, partition_ms: 1500, flap_ms: 2000, settle_secs: 120, netns: true, ..Default::default() };
+    if let Some(f) = run("oracle-netns", 4, s) {
+        assert!(f.packets_dropped > 50 && f.partitions > 0 && f.flaps > 1, "no faults were injected: {f:?}");
+    }
 }
 
 /// 3 nodes, `FSYNC_SOAK_MINUTES` (default 30) of edits with every fault at
@@ -214,8 +242,8 @@ fn soak() {
     let faults = Faults { loss: 0.05, delay: Duration::from_millis(30), jitter: Duration::from_millis(30) };
     // About 10 edits a second.
     let steps = (minutes * 60 * 10) as usize;
-    let s = Scenario { nodes: 3, steps, gap_ms: 200, faults, partition_ms: 20_000, flap_ms: 7_000, kill_ms: 60_000, settle_secs: 300, kill_last_only: true, doubles_allowed: true };
-    let f = run("oracle-soak", env_u64("FSYNC_SEED", 9), s);
+    let s = Scenario { nodes: 3, steps, gap_ms: 200, faults, partition_ms: 20_000, flap_ms: 7_000, kill_ms: 60_000, settle_secs: 300, kill_last_only: true, doubles_allowed: true, netns: false };
+    let f = run("oracle-soak", env_u64("FSYNC_SEED", 9), s).expect("ran");
     eprintln!("soak done: {f:?}");
     // Flat: the last third's peak within 1.5x of the first third's (after
     // the first minute), for both never-killed nodes.

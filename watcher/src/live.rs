@@ -107,9 +107,13 @@ pub const QUEUE: usize = 1024;
 
 /// A recursive watch on one folder.
 pub struct LiveWatcher {
-    _watcher: notify::RecommendedWatcher,
+    _watcher: Box<dyn notify::Watcher + Send>,
     rx: mpsc::Receiver<Live>,
+    polling: Option<String>,
 }
+
+/// How often the fallback watcher looks (see [`LiveWatcher::new`]).
+pub const POLL: Duration = Duration::from_secs(2);
 
 impl LiveWatcher {
     /// Starts watching `root` and everything below it (new directories are
@@ -118,7 +122,7 @@ impl LiveWatcher {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let base: PathBuf = root.canonicalize().map_err(|e| WatchError::io(root, e))?;
         let b = base.clone();
-        let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let handler = move |res: notify::Result<notify::Event>| {
             let msg = match res {
                 Ok(ev) if ev.need_rescan() => Live::Rescan("the event queue overflowed".into()),
                 Ok(ev) => {
@@ -134,13 +138,31 @@ impl LiveWatcher {
                     }
                     Live::Paths(paths)
                 }
+                // A directory we may not read: the scans report it; a
+                // rescan would find nothing more.
+                Err(notify::Error { kind: notify::ErrorKind::Io(e), .. }) if e.kind() == std::io::ErrorKind::PermissionDenied => return,
                 Err(e) => Live::Rescan(format!("watch error: {e}")),
             };
             let _ = tx.send(msg);
-        })
-        .map_err(|e| WatchError::Walk(format!("cannot watch: {e}")))?;
-        w.watch(&base, RecursiveMode::Recursive).map_err(|e| WatchError::Walk(format!("cannot watch {}: {e}", base.display())))?;
-        Ok(LiveWatcher { _watcher: w, rx })
+        };
+        let mut w = notify::recommended_watcher(handler.clone()).map_err(|e| WatchError::Walk(format!("cannot watch: {e}")))?;
+        match w.watch(&base, RecursiveMode::Recursive) {
+            Ok(()) => Ok(LiveWatcher { _watcher: Box::new(w), rx, polling: None }),
+            // inotify cannot watch a directory we may not read, and then
+            // watches nothing: poll instead (every POLL), which skips it,
+            // rather than not run at all.
+            Err(e) => {
+                let config = notify::Config::default().with_poll_interval(POLL);
+                let mut p = notify::PollWatcher::new(handler, config).map_err(|e| WatchError::Walk(format!("cannot watch: {e}")))?;
+                p.watch(&base, RecursiveMode::Recursive).map_err(|e2| WatchError::Walk(format!("cannot watch {} ({e}; polling: {e2})", base.display())))?;
+                Ok(LiveWatcher { _watcher: Box::new(p), rx, polling: Some(e.to_string()) })
+            }
+        }
+    }
+
+    /// Why it polls instead of getting events, if it does.
+    pub fn polling(&self) -> Option<&str> {
+        self.polling.as_deref()
     }
 
     /// The next report, waiting at most `timeout`.

@@ -223,6 +223,10 @@ pub struct ScanReport {
     /// (both kept, if a peer edited the old one meanwhile). The caller
     /// scans these again shortly; then they are deleted if still gone.
     pub deferred: Vec<String>,
+    /// Paths that could not be read (permission denied, an I/O error), with
+    /// why. They are left as they are: not taken in, and never taken for
+    /// deleted (a directory that cannot be listed keeps what it had).
+    pub unreadable: Vec<(String, String)>,
 }
 
 impl ScanReport {
@@ -345,6 +349,16 @@ fn same_content(folder: &Folder, chunks: &dyn ChunkStore, id: EntryId, body: &Bo
     }
 }
 
+/// Notes a path that could not be read (not one that vanished meanwhile:
+/// the next scan sees where it went).
+fn unreadable(report: &mut ScanReport, path: &str, e: WatchError) {
+    if let WatchError::Io { source, .. } = &e {
+        if source.kind() != std::io::ErrorKind::NotFound {
+            report.unreadable.push((path.to_owned(), source.to_string()));
+        }
+    }
+}
+
 /// Modified within the last moment (a writer may not be done).
 fn written_lately(stat: Stat) -> bool {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
@@ -412,23 +426,30 @@ fn inode_reused(root: &Path, folder: &Folder, path: &str, known: &Known) -> bool
 }
 
 /// Walks the whole folder, or only `scope` (subtrees) and their parents.
-fn walk(root: &Path, ignore: &Ignore, scope: Option<&[String]>, progress: &ScanProgress) -> Result<BTreeMap<String, OnDisk>, WatchError> {
+fn walk(
+    root: &Path,
+    ignore: &Ignore,
+    scope: Option<&[String]>,
+    progress: &ScanProgress,
+    unreadable: &mut Vec<(String, String)>,
+) -> Result<BTreeMap<String, OnDisk>, WatchError> {
     let mut out = BTreeMap::new();
     let Some(scope) = scope else {
-        walk_from(root, root, 1, usize::MAX, ignore, &mut out, progress)?;
+        walk_from(root, root, 1, usize::MAX, ignore, &mut out, progress, unreadable)?;
         return Ok(out);
     };
     for p in scope {
         // The parents, one entry each, so new directories are indexed too.
         let parts: Vec<&str> = p.split('/').collect();
         for i in 1..parts.len() {
-            walk_from(root, &root.join(parts[..i].join("/")), 0, 0, ignore, &mut out, progress)?;
+            walk_from(root, &root.join(parts[..i].join("/")), 0, 0, ignore, &mut out, progress, unreadable)?;
         }
-        walk_from(root, &root.join(p), 0, usize::MAX, ignore, &mut out, progress)?;
+        walk_from(root, &root.join(p), 0, usize::MAX, ignore, &mut out, progress, unreadable)?;
     }
     Ok(out)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn walk_from(
     root: &Path,
     start: &Path,
@@ -437,9 +458,20 @@ fn walk_from(
     ignore: &Ignore,
     out: &mut BTreeMap<String, OnDisk>,
     progress: &ScanProgress,
+    unreadable: &mut Vec<(String, String)>,
 ) -> Result<(), WatchError> {
-    if min_depth == 0 && std::fs::symlink_metadata(start).is_err() {
-        return Ok(()); // not there (deleted): nothing to walk
+    if min_depth == 0 {
+        match std::fs::symlink_metadata(start) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()), // deleted: nothing to walk
+            // Below a directory we may not search: not gone, unknown.
+            Err(e) => {
+                if let Some(rel) = start.strip_prefix(root).ok().and_then(Path::to_str) {
+                    unreadable.push((rel.to_owned(), e.to_string()));
+                }
+                return Ok(());
+            }
+        }
     }
     // A scoped scan may start at a symlink (a live event for it): walkdir
     // follows a root link by default, which read a link as its target (a
@@ -457,6 +489,14 @@ fn walk_from(
             Ok(e) => e,
             // Vanished while walking: the next scan sees the new state.
             Err(err) if err.io_error().is_some_and(|i| i.kind() == std::io::ErrorKind::NotFound) => continue,
+            // A directory we may not list (permissions removed): noted,
+            // and what the index has below it is kept as it is.
+            Err(err) if err.io_error().is_some() && err.path().is_some_and(|p| p.starts_with(root) && p != root) => {
+                let rel = err.path().and_then(|p| p.strip_prefix(root).ok()).and_then(Path::to_str).unwrap_or_default().to_owned();
+                let why = err.io_error().map(ToString::to_string).unwrap_or_default();
+                unreadable.push((rel, why));
+                continue;
+            }
             Err(err) => return Err(WatchError::Walk(err.to_string())),
         };
         let Ok(rel) = e.path().strip_prefix(root) else { continue };
@@ -533,7 +573,8 @@ pub fn scan_with_progress(
     now: u64,
     progress: &ScanProgress,
 ) -> Result<ScanReport, WatchError> {
-    let mut disk = walk(root, ignore, scope, progress)?;
+    let mut unreadable = Vec::new();
+    let mut disk = walk(root, ignore, scope, progress, &mut unreadable)?;
     // Something new here may have moved from outside the scope (the event
     // for the old path comes in another batch, or never): widen the scope
     // to the old path, or the move would be taken as a new file plus a
@@ -545,28 +586,37 @@ pub fn scan_with_progress(
             if from.is_empty() {
                 Some(sc)
             } else {
-                disk.append(&mut walk(root, ignore, Some(&from), progress)?);
+                disk.append(&mut walk(root, ignore, Some(&from), progress, &mut unreadable)?);
                 widened = sc.iter().chain(&from).cloned().collect();
                 Some(widened.as_slice())
             }
         }
         None => None,
     };
-    // The index as far as this scan can see: the rest is left alone.
+    // The index as far as this scan can see: the rest is left alone, and
+    // so is what lies below a directory that could not be listed.
     let mut outside = Index::default();
-    if scope.is_some() {
-        let keys: Vec<String> = index.files.keys().filter(|k| !in_scope(k, scope) && !disk.contains_key(*k)).cloned().collect();
-        for k in keys {
-            if let Some(v) = index.files.remove(&k) {
-                outside.files.insert(k, v);
-            }
+    let hidden: Vec<String> = unreadable.iter().map(|(p, _)| p.clone()).collect();
+    let unseen = |k: &str| {
+        !disk.contains_key(k) && ((scope.is_some() && !in_scope(k, scope)) || hidden.iter().any(|h| in_scope(k, Some(std::slice::from_ref(h)))))
+    };
+    let keys: Vec<String> = index.files.keys().filter(|k| unseen(k)).cloned().collect();
+    for k in keys {
+        if let Some(v) = index.files.remove(&k) {
+            outside.files.insert(k, v);
         }
     }
     let result = scan_inner(root, folder, chunks, index, disk, scope.is_some(), now, progress);
     index.files.append(&mut outside.files);
     // Deferred paths that moved (or came back) meanwhile need nothing more.
     index.deferred.retain(|p| index.files.get(p).is_some_and(|_| std::fs::symlink_metadata(root.join(p)).is_err()));
-    result
+    result.map(|mut r| {
+        unreadable.append(&mut r.unreadable);
+        unreadable.sort();
+        unreadable.dedup();
+        r.unreadable = unreadable;
+        r
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -638,7 +688,7 @@ fn scan_inner(
             Ok(b) => {
                 bodies.insert(p.clone(), b);
             }
-            Err(_) => continue, // vanished meanwhile
+            Err(e) => unreadable(&mut report, p, e), // or vanished meanwhile
         }
     }
 
@@ -777,7 +827,13 @@ fn scan_inner(
             report.deferred.push(p);
             continue;
         }
-        let Ok(body) = read_counted(&root.join(&p), d.kind, progress) else { continue };
+        let body = match read_counted(&root.join(&p), d.kind, progress) {
+            Ok(b) => b,
+            Err(e) => {
+                unreadable(&mut report, &p, e);
+                continue;
+            }
+        };
         // Written while we read it: what we read may be half of it.
         if d.kind == Kind::File
             && std::fs::symlink_metadata(root.join(&p)).map(|m| Stat::of(&m)).ok() != Some(d.stat)

@@ -41,6 +41,9 @@ pub struct WriteReport {
     /// Paths written to by someone else during our write: what they wrote
     /// was taken in (text), so write back again.
     pub raced: Vec<String>,
+    /// Paths that could not be looked at or written (permission denied),
+    /// with why: skipped, the rest was written; try again later.
+    pub failed: Vec<(String, String)>,
 }
 
 fn now_ms() -> u64 {
@@ -60,6 +63,22 @@ fn untouched(root: &Path, path: &str, known: Option<&Known>) -> bool {
         (None, Some(_)) => false,
         (Some(s), Some(k)) => s == k.stat,
         (Some(_), None) => false,
+    }
+}
+
+/// Why `path` cannot be looked at, if it cannot (not merely absent): a
+/// directory on the way without permissions. Such paths are skipped and
+/// reported, not taken for changed (the scan cannot read them either).
+fn inaccessible(root: &Path, path: &str) -> Option<String> {
+    match std::fs::symlink_metadata(root.join(path)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Some(e.to_string()),
+        // A file we may not read may hold a change we have not seen: it is
+        // not replaced.
+        Ok(m) if m.is_file() => match std::fs::File::open(root.join(path)) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(e.to_string()),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -253,6 +272,11 @@ pub fn write_back_with(
         if old == n.path || index.files.contains_key(&n.path) || lstat(&root.join(&n.path)).is_some() {
             continue;
         }
+        if let Some(why) = inaccessible(root, &old).or_else(|| inaccessible(root, &n.path)) {
+            report.failed.push((old, why));
+            held.insert(n.id);
+            continue;
+        }
         if !untouched(root, &old, index.files.get(&old)) {
             // Not written at its new path either: that would make a second
             // copy beside the changed old one (the index would know the
@@ -298,6 +322,10 @@ pub fn write_back_with(
         index.files.iter().rev().filter(|(p, _)| !wanted.contains(p.as_str())).map(|(p, k)| (p.clone(), k.clone())).collect();
     for (p, k) in stale {
         let full = root.join(&p);
+        if let Some(why) = inaccessible(root, &p) {
+            report.failed.push((p, why));
+            continue;
+        }
         if lstat(&full).is_none() {
             // Gone here and in the folder: agreed, nothing to do.
             index.files.remove(&p);
@@ -338,6 +366,10 @@ pub fn write_back_with(
         }
         // A directory has no content to clobber; anything else must be as
         // the last scan saw it.
+        if let Some(why) = inaccessible(root, &n.path) {
+            report.failed.push((n.path.clone(), why));
+            continue;
+        }
         if n.kind != Kind::Dir && !untouched(root, &n.path, known.as_ref()) {
             report.needs_scan.push(n.path.clone());
             continue;

@@ -18,6 +18,7 @@
 
 #![allow(dead_code, missing_docs, unreachable_pub)]
 
+pub mod netns;
 pub mod proxy;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -116,24 +117,42 @@ pub struct Member {
     pub daemon: Option<Daemon>,
 }
 
-/// N daemons; node i reaches node j only through `proxies[(i, j)]`.
+/// N daemons; node i reaches node j only through `proxies[(i, j)]`, or,
+/// in network namespaces (`net`), straight over a bridge with nftables in
+/// between.
 pub struct Cluster {
     pub members: Vec<Member>,
     pub proxies: BTreeMap<(usize, usize), Proxy>,
+    pub net: Option<netns::Netns>,
     pub kills: usize,
+}
+
+fn members(name: &str, n: usize) -> Vec<Member> {
+    (0..n)
+        .map(|i| {
+            let node = Node::new(&format!("{name}-{i}"));
+            let id = node.ok(&["init"]).trim().to_owned();
+            node.ok(&["folder", "add", "docs", node.scratch.join("docs").to_str().expect("utf-8")]);
+            Member { node, port: free_port(), id, daemon: None }
+        })
+        .collect()
+}
+
+/// Every node trusts every other at `addr(j)`.
+fn link_all(members: &[Member], addr: impl Fn(usize, usize) -> String) {
+    for (i, m) in members.iter().enumerate() {
+        for (j, to) in members.iter().enumerate() {
+            if i != j {
+                m.node.ok(&["peer", "add", &to.id, "--addr", &addr(i, j), "--folder", "docs"]);
+            }
+        }
+    }
 }
 
 impl Cluster {
     /// Makes `n` initialised nodes sharing "docs", all linked, and starts them.
     pub fn new(name: &str, n: usize, seed: u64) -> Cluster {
-        let members: Vec<Member> = (0..n)
-            .map(|i| {
-                let node = Node::new(&format!("{name}-{i}"));
-                let id = node.ok(&["init"]).trim().to_owned();
-                node.ok(&["folder", "add", "docs", node.scratch.join("docs").to_str().expect("utf-8")]);
-                Member { node, port: free_port(), id, daemon: None }
-            })
-            .collect();
+        let members = members(name, n);
         let mut proxies = BTreeMap::new();
         for i in 0..n {
             for (j, to) in members.iter().enumerate() {
@@ -143,17 +162,20 @@ impl Cluster {
                 }
             }
         }
-        for i in 0..n {
-            for j in 0..n {
-                if i != j {
-                    let addr = proxies[&(i, j)].addr.to_string();
-                    let peer = members[j].id.clone();
-                    members[i].node.ok(&["peer", "add", &peer, "--addr", &addr, "--folder", "docs"]);
-                }
-            }
-        }
-        let mut c = Cluster { members, proxies, kills: 0 };
-        for i in 0..n {
+        link_all(&members, |i, j| proxies[&(i, j)].addr.to_string());
+        Cluster::started(Cluster { members, proxies, net: None, kills: 0 })
+    }
+
+    /// Like [`Cluster::new`], each node in its own network namespace.
+    pub fn in_namespaces(name: &str, n: usize) -> Result<Cluster, String> {
+        let net = netns::Netns::new(n)?;
+        let members = members(name, n);
+        link_all(&members, |_, j| format!("{}:{}", net.addr(j), netns::PORT));
+        Ok(Cluster::started(Cluster { members, proxies: BTreeMap::new(), net: Some(net), kills: 0 }))
+    }
+
+    fn started(mut c: Cluster) -> Cluster {
+        for i in 0..c.len() {
             c.start(i);
         }
         c
@@ -170,7 +192,10 @@ impl Cluster {
     pub fn start(&mut self, i: usize) {
         let m = &mut self.members[i];
         if m.daemon.is_none() {
-            m.daemon = Some(m.node.start(m.port));
+            m.daemon = Some(match &self.net {
+                Some(net) => m.node.start_through(net.exec(i), &format!("{}:{}", net.addr(i), netns::PORT)),
+                None => m.node.start(m.port),
+            });
         }
     }
 
@@ -187,13 +212,19 @@ impl Cluster {
         }
     }
 
-    /// The same faults on every link.
+    /// The same faults on every link (in namespaces: only loss).
     pub fn set_faults(&self, f: Faults) {
+        if let Some(net) = &self.net {
+            net.set_loss((f.loss * 100.0).round() as u32);
+        }
         self.proxies.values().for_each(|p| p.set_faults(f));
     }
 
     /// Cuts every link between `side` and the rest.
     pub fn partition(&self, side: &[usize]) {
+        if let Some(net) = &self.net {
+            net.partition(side);
+        }
         for (&(i, j), p) in &self.proxies {
             p.cut(side.contains(&i) != side.contains(&j));
         }
@@ -201,6 +232,9 @@ impl Cluster {
 
     /// Cuts (or heals) every link of node `i`.
     pub fn isolate(&self, i: usize, on: bool) {
+        if let Some(net) = &self.net {
+            net.isolate(i, on);
+        }
         for (&(x, y), p) in &self.proxies {
             if x == i || y == i {
                 p.cut(on);
@@ -210,11 +244,14 @@ impl Cluster {
 
     pub fn heal(&self) {
         self.set_faults(Faults::default());
+        if let Some(net) = &self.net {
+            net.partition(&[]);
+        }
         self.proxies.values().for_each(|p| p.cut(false));
     }
 
     pub fn packets_dropped(&self) -> u64 {
-        self.proxies.values().map(Proxy::dropped).sum()
+        self.net.as_ref().map_or(0, netns::Netns::dropped) + self.proxies.values().map(Proxy::dropped).sum::<u64>()
     }
 
     pub fn logs(&self) -> String {

@@ -18,6 +18,8 @@ pub fn fsync_bin() -> PathBuf {
 pub struct Node {
     pub home: PathBuf,
     pub scratch: PathBuf,
+    /// Runs every command as this user (and group) instead of ours.
+    pub uid: Option<u32>,
 }
 
 impl Node {
@@ -25,12 +27,33 @@ impl Node {
         let base = std::env::temp_dir().join(format!("fsync-e2e-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&base).expect("mkdir");
-        Node { home: base.join("home"), scratch: base }
+        Node { home: base.join("home"), scratch: base, uid: None }
+    }
+
+    /// A node whose commands and daemon run as `uid` (root only: file
+    /// permissions do not stop root, so permission tests need another
+    /// user). Its scratch directory belongs to that user.
+    pub fn new_as(name: &str, uid: u32) -> Node {
+        let mut n = Node::new(name);
+        std::os::unix::fs::chown(&n.scratch, Some(uid), Some(uid)).expect("chown");
+        n.uid = Some(uid);
+        n
+    }
+
+    /// `fsync --home HOME` as this node's user.
+    fn command(&self) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut c = Command::new(fsync_bin());
+        if let Some(u) = self.uid {
+            c.uid(u).gid(u);
+        }
+        c.arg("--home").arg(&self.home);
+        c
     }
 
     /// Runs `fsync --home HOME args...`.
     pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(fsync_bin()).arg("--home").arg(&self.home).args(args).output().expect("fsync runs")
+        self.command().args(args).output().expect("fsync runs")
     }
 
     /// Runs and expects success; returns stdout.
@@ -115,12 +138,26 @@ impl Node {
     /// `fsync run --listen 127.0.0.1:PORT`, logs to HOME/../daemon.log.
     pub fn start(&self, port: u16) -> Daemon {
         let log = self.log_file();
-        let child = Command::new(fsync_bin())
-            .arg("--home")
-            .arg(&self.home)
+        let child = self
+            .command()
             .args(["run", "--listen", &format!("127.0.0.1:{port}")])
             .stdout(std::process::Stdio::null())
             .stderr(log)
+            .spawn()
+            .expect("fsync run starts");
+        Daemon { child }
+    }
+
+    /// `fsync run --listen ADDR` run through `prefix` (e.g. `ip netns exec
+    /// NS`), logs to HOME/../daemon.log.
+    pub fn start_through(&self, mut prefix: Command, listen: &str) -> Daemon {
+        let child = prefix
+            .arg(fsync_bin())
+            .arg("--home")
+            .arg(&self.home)
+            .args(["run", "--listen", listen])
+            .stdout(std::process::Stdio::null())
+            .stderr(self.log_file())
             .spawn()
             .expect("fsync run starts");
         Daemon { child }
@@ -135,10 +172,9 @@ impl Node {
     pub fn spawn_env(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let log = self.log_file();
         let out = std::fs::File::create(self.scratch.join("daemon.out")).expect("out");
-        let child = Command::new(fsync_bin())
+        let child = self
+            .command()
             .envs(env.iter().copied())
-            .arg("--home")
-            .arg(&self.home)
             .args(args)
             .stdout(out)
             .stderr(log)
