@@ -570,6 +570,10 @@ fn open_folder(
         // Take in what changed while we were stopped *before* any peer can
         // send us anything: otherwise a remote change could be merged first and
         // an offline move or delete misread against it.
+        let left = watcher::write::remove_leftovers(&fc.path);
+        if left > 0 {
+            tracing::info!(folder = %fc.name, "removed {left} temp files of an interrupted write");
+        }
         let progress = Arc::new(watcher::ScanProgress::default());
         let reporter = crate::progress::ScanReporter::start(&fc.name, progress.clone());
         let ignore = Ignore::load(&fc.path);

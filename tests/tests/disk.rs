@@ -10,7 +10,7 @@ mod util;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use util::{eventually, free_port, read, Node};
+use util::{eventually, free_port, read, Node, Pair};
 
 /// A tmpfs of `size` at `dir`, unmounted on drop.
 struct Tmpfs(PathBuf);
@@ -118,23 +118,11 @@ fn full_disk_is_reported_and_recovers_by_itself() {
     assert_eq!(da.stop(), Some(0));
 }
 
-/// Two linked nodes sharing "docs"; B as `b_uid` if given. Returns the
-/// nodes, their folders and running daemons.
+/// Two linked nodes sharing "docs" (B as `b_uid` if given), running.
 #[allow(clippy::type_complexity)]
 fn pair(name: &str, b_uid: Option<u32>) -> (Node, Node, PathBuf, PathBuf, util::Daemon, util::Daemon, u16) {
-    let a = Node::new(&format!("{name}-a"));
-    let b = match b_uid {
-        Some(u) => Node::new_as(&format!("{name}-b"), u),
-        None => Node::new(&format!("{name}-b")),
-    };
-    let (pa, pb) = (free_port(), free_port());
-    let a_id = a.ok(&["init"]).trim().to_owned();
-    let b_id = b.ok(&["init"]).trim().to_owned();
+    let Pair { a, b, pa, pb } = Pair::with_b_as(name, b_uid);
     let (ra, rb) = (a.scratch.join("docs"), b.scratch.join("docs"));
-    a.ok(&["folder", "add", "docs", ra.to_str().expect("utf-8")]);
-    b.ok(&["folder", "add", "docs", rb.to_str().expect("utf-8")]);
-    a.ok(&["peer", "add", &b_id, "--addr", &format!("127.0.0.1:{pb}"), "--folder", "docs"]);
-    b.ok(&["peer", "add", &a_id, "--addr", &format!("127.0.0.1:{pa}"), "--folder", "docs"]);
     let (da, db) = (a.start(pa), b.start(pb));
     (a, b, ra, rb, da, db, pb)
 }

@@ -87,6 +87,23 @@ fn temp_path(dir: &Path) -> PathBuf {
     dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()))
 }
 
+/// Removes temp files a killed write-back left behind (any of ours but
+/// this process's), returning how many. Nothing else writes files with our
+/// prefix, and a node's folder is written by one daemon at a time.
+pub fn remove_leftovers(root: &Path) -> usize {
+    let mine = format!("{TEMP_PREFIX}{}-", std::process::id());
+    walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy();
+            e.file_type().is_file() && name.starts_with(TEMP_PREFIX) && !name.starts_with(&mine)
+        })
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 /// How a replace went.
 enum Replaced {
     /// Written; the metadata of what we wrote.

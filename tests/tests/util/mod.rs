@@ -225,7 +225,16 @@ pub struct Pair {
 
 impl Pair {
     pub fn new(name: &str) -> Pair {
-        let (a, b) = (Node::new(&format!("{name}-a")), Node::new(&format!("{name}-b")));
+        Pair::with_b_as(name, None)
+    }
+
+    /// B's commands and daemon run as `uid` when given (see [`Node::new_as`]).
+    pub fn with_b_as(name: &str, uid: Option<u32>) -> Pair {
+        let a = Node::new(&format!("{name}-a"));
+        let b = match uid {
+            Some(u) => Node::new_as(&format!("{name}-b"), u),
+            None => Node::new(&format!("{name}-b")),
+        };
         let (pa, pb) = (free_port(), free_port());
         let a_id = a.ok(&["init"]).trim().to_owned();
         let b_id = b.ok(&["init"]).trim().to_owned();
