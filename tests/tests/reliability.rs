@@ -6,6 +6,8 @@
 //! CI runs short seeded versions. Longer runs, same code:
 //!   FSYNC_SEED=N               replay one seed
 //!   FSYNC_SCALE=K              K times the steps and kills (e.g. 10)
+//!   FSYNC_PARTITION_SECS=S     partitions of S seconds (e.g. 120)
+//!   FSYNC_DIR_OPS=1            directory moves and removals in the workload
 //!   FSYNC_SOAK_MINUTES=30 cargo test --release -p fsync-tests --test reliability soak -- --ignored --nocapture
 
 #![allow(missing_docs)]
@@ -40,6 +42,8 @@ struct Scenario {
     settle_secs: u64,
     /// Only the last node is killed (the others' memory is sampled).
     kill_last_only: bool,
+    /// Stop editing after this long even if steps remain (the soak).
+    max_time: Option<Duration>,
     /// Doubled edits are reported, not failed. Open bug: with SIGKILLs a
     /// file is now and then kept twice (a move across a kill taken as a new
     /// file while the old one survives); nothing is lost, which is still
@@ -79,6 +83,12 @@ fn rss_kib(pid: u32) -> u64 {
 /// root; under CI=true that is a failure instead).
 fn run(name: &str, seed: u64, s: Scenario) -> Option<Figures> {
     let seed = env_u64("FSYNC_SEED", seed);
+    // FSYNC_PARTITION_SECS: partitions of that long instead (minutes, in
+    // the long runs).
+    let mut s = s;
+    if s.partition_ms > 0 {
+        s.partition_ms = env_u64("FSYNC_PARTITION_SECS", 0).checked_mul(1000).filter(|&ms| ms > 0).unwrap_or(s.partition_ms);
+    }
     let mut rng = Rng::new(seed ^ 0xABCD);
     let mut c = if s.netns {
         match Cluster::in_namespaces(name, s.nodes) {
@@ -110,6 +120,9 @@ fn run(name: &str, seed: u64, s: Scenario) -> Option<Figures> {
     let mut next_kill = Instant::now() + Duration::from_millis(s.kill_ms / 2 + rng.next() % s.kill_ms.max(1));
     for _ in 0..s.steps {
         let now = Instant::now();
+        if s.max_time.is_some_and(|t| start.elapsed() >= t) {
+            break;
+        }
         if s.partition_ms > 0 {
             match partition_until {
                 Some(t) if now >= t => {
@@ -240,9 +253,21 @@ fn nftables_loss_and_partitions_between_network_namespaces() {
 fn soak() {
     let minutes = env_u64("FSYNC_SOAK_MINUTES", 30);
     let faults = Faults { loss: 0.05, delay: Duration::from_millis(30), jitter: Duration::from_millis(30) };
-    // About 10 edits a second.
-    let steps = (minutes * 60 * 10) as usize;
-    let s = Scenario { nodes: 3, steps, gap_ms: 200, faults, partition_ms: 20_000, flap_ms: 7_000, kill_ms: 60_000, settle_secs: 300, kill_last_only: true, doubles_allowed: true, netns: false };
+    // Edits until the time is up.
+    let s = Scenario {
+        nodes: 3,
+        steps: usize::MAX,
+        max_time: Some(Duration::from_secs(minutes * 60)),
+        gap_ms: 200,
+        faults,
+        partition_ms: 20_000,
+        flap_ms: 7_000,
+        kill_ms: 60_000,
+        settle_secs: 300,
+        kill_last_only: true,
+        doubles_allowed: true,
+        netns: false,
+    };
     let f = run("oracle-soak", env_u64("FSYNC_SEED", 9), s).expect("ran");
     eprintln!("soak done: {f:?}");
     // Flat: the last third's peak within 1.5x of the first third's (after
