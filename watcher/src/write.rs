@@ -87,6 +87,12 @@ fn temp_path(dir: &Path) -> PathBuf {
     dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()))
 }
 
+/// Modified within the last 100 ms.
+fn recent(stat: Stat) -> bool {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+    now - stat.mtime < 100_000_000
+}
+
 /// Removes temp files a killed write-back left behind (any of ours but
 /// this process's), returning how many. Nothing else writes files with our
 /// prefix, and a node's folder is written by one daemon at a time.
@@ -228,8 +234,23 @@ impl Staged {
         if let (Some(mut f), Some(exp)) = (displaced.or(self.old), expected) {
             let was = f.metadata().map(|m| Stat::of(&m)).map_err(io)?;
             if was.ino != exp.ino || was.size != exp.size || was.mtime != exp.mtime {
+                // Someone is writing it right now, maybe: a rewrite in place
+                // truncates first. Read until it holds still (a short while
+                // at most), so a half-written or emptied file is not taken
+                // for their edit.
                 let mut raced = Vec::new();
-                f.read_to_end(&mut raced).map_err(io)?;
+                for _ in 0..10 {
+                    use std::io::Seek;
+                    let before = f.metadata().map(|m| Stat::of(&m)).map_err(io)?;
+                    raced.clear();
+                    f.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+                    f.read_to_end(&mut raced).map_err(io)?;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    let after = f.metadata().map(|m| Stat::of(&m)).map_err(io)?;
+                    if after == before && !(raced.is_empty() && exp.size > 0 && recent(after)) {
+                        break;
+                    }
+                }
                 return Ok(Replaced::Raced(raced, ours));
             }
         }
