@@ -81,7 +81,13 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// Runs a scenario; None when it cannot run here (network namespaces need
 /// root; under CI=true that is a failure instead).
+/// One scenario at a time: four clusters of daemons and their drivers at
+/// once on two cores starve each other (a step meant to take 15 ms takes a
+/// second), which tests the machine more than the sync.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run(name: &str, seed: u64, s: Scenario) -> Option<Figures> {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let seed = env_u64("FSYNC_SEED", seed);
     // FSYNC_PARTITION_SECS: partitions of that long instead (minutes, in
     // the long runs).

@@ -83,23 +83,11 @@ pub struct Index {
     /// Paths a scoped scan found gone and did not delete yet (see
     /// [`ScanReport::deferred`]); kept in memory only.
     deferred: BTreeSet<String>,
-    /// Paths our write-back replaced lately: the version the disk held
-    /// before, and when (see [`STALE_SAVE_WINDOW`]); in memory only.
-    pub(crate) replaced: HashMap<String, (Vec<EventId>, std::time::Instant)>,
     /// Paths found mid-write by the last scan of them, and left for the
     /// next; in memory only.
     busy: BTreeSet<String>,
 }
 
-/// How long after our write-back replaced a file a local change to it may
-/// still be a save by a program that read the file before our write (a
-/// read-modify-write racing ours, an editor saving as our write lands).
-/// Such a save, taken as an edit of what we wrote, would undo the merged
-/// changes we just wrote; it is taken from the version before instead when
-/// that explains it better (see the changed-in-place step of the scan).
-/// Short on purpose: nobody deliberately deletes lines they have not had
-/// the time to see.
-pub const STALE_SAVE_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
 
 const INDEX_MAGIC: &[u8] = b"FSIX";
 const INDEX_VERSION: u64 = 2;
@@ -845,17 +833,10 @@ fn scan_inner(
         index.busy.remove(&p);
         // Our staged write landed (the index update after it was lost):
         // the disk holds the staged version, plus whatever was done since.
-        let mut from = match &k.staged {
+        let from = match &k.staged {
             Some((ino, v)) if *ino == d.stat.ino => v.clone(),
             _ => k.base.clone(),
         };
-        if let (Body::Text(now_text), Some((before, at))) = (&body, index.replaced.remove(&p)) {
-            if at.elapsed() < STALE_SAVE_WINDOW {
-                if let Some(older) = stale_base(folder, k.id, &from, &before, now_text) {
-                    from = older;
-                }
-            }
-        }
         let base = take_in(folder, chunks, k.id, &from, body, d.stat.exec, now)?;
         index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, ..k });
         if d.kind != Kind::Dir {
@@ -863,35 +844,6 @@ fn scan_inner(
         }
     }
     Ok(report)
-}
-
-/// `before` when text `now` on disk looks like a save by a program that
-/// read the file before our write of `base` (what the disk held before was
-/// `before`): every line our write added or removed is, in `now`, as it was
-/// before our write. Merging such a save from `before` keeps what we wrote
-/// instead of reverting it. Decided by whole lines: a character diff finds
-/// spurious likeness between lines (`tok-19` and `tok-71`), and a program
-/// that read our write (an append, an edit of one of our lines) keeps at
-/// least one of our changes.
-fn stale_base(folder: &Folder, id: EntryId, base: &[EventId], before: &[EventId], now: &str) -> Option<Vec<EventId>> {
-    if folder.state(id).is_none_or(|s| s.content != Content::Text) || before.is_empty() || before == base {
-        return None;
-    }
-    let doc = folder.doc(id)?;
-    let text = |v: &[EventId]| doc.lvs_of(v).map(|l| doc.text_at(&l));
-    let (was, wrote) = (text(before)?, text(base)?);
-    let count = |t: &str| {
-        let mut m: HashMap<String, i64> = HashMap::new();
-        for l in t.lines() {
-            *m.entry(l.to_owned()).or_default() += 1;
-        }
-        m
-    };
-    let (was, wrote, now) = (count(&was), count(&wrote), count(now));
-    let n = |m: &HashMap<String, i64>, l: &str| m.get(l).copied().unwrap_or(0);
-    let changed: Vec<&String> = was.keys().chain(wrote.keys()).filter(|l| n(&was, l) != n(&wrote, l)).collect();
-    let stale = !changed.is_empty() && changed.iter().all(|l| (n(&now, l) - n(&was, l)).abs() < (n(&now, l) - n(&wrote, l)).abs());
-    stale.then(|| before.to_vec())
 }
 
 /// Records `body` as the content of entry `id`, edited from `base`; returns

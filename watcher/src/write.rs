@@ -474,7 +474,6 @@ fn land_batch(
     if batch.is_empty() {
         return Ok(());
     }
-    index.replaced.retain(|_, (_, at)| at.elapsed() < crate::scan::STALE_SAVE_WINDOW);
     for p in &batch {
         if let Some(k) = index.files.get_mut(&p.path) {
             k.staged = Some((p.staged.ours.ino, p.version.clone()));
@@ -524,9 +523,6 @@ fn land_batch(
             // The index records what we wrote (so the merge is written
             // next round, and nothing is read back twice).
             report.raced.push(p.path.clone());
-        }
-        if let Some(k) = p.known.as_ref().filter(|k| k.id == p.id) {
-            index.replaced.insert(p.path.clone(), (k.base.clone(), std::time::Instant::now()));
         }
         index.files.insert(p.path.clone(), Known { id: p.id, kind: p.kind, stat, base: p.version, staged: None });
         report.written.push(p.path);

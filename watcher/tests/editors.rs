@@ -701,43 +701,6 @@ fn a_new_file_at_a_peers_new_path_is_a_second_file() {
     assert_eq!(d.folder.tree().nodes().count(), 2, "no third file");
 }
 
-/// Regression (found by the reliability oracle): a program read the file,
-/// our write-back landed a peer's lines, and the program then saved what
-/// it had read plus its own line. Taken as an edit of what we wrote, the
-/// save deleted the peer's lines. Within a short window, a save that is
-/// better explained as an edit of the version before our write is merged
-/// from there. An append to what we wrote is still an append.
-#[test]
-fn a_save_that_raced_a_write_back_does_not_undo_it() {
-    let mut d = Dir::new("stale");
-    d.sh("printf 'a\\nb\\nc\\n' > f.txt");
-    d.scan();
-    let stale = read_file(&d, "f.txt");
-    remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, "a\nb\npeer 1\npeer 2\nc\n", 9).expect("edit"));
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
-    // The program saves its stale copy plus one line (temp file + rename).
-    std::fs::write(d.root.join(".f.tmp"), format!("mine\n{stale}")).expect("write");
-    std::fs::rename(d.root.join(".f.tmp"), d.root.join("f.txt")).expect("rename");
-    d.scan();
-    assert_eq!(d.text("f.txt"), "mine\na\nb\npeer 1\npeer 2\nc\n");
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
-    assert_eq!(read_file(&d, "f.txt"), "mine\na\nb\npeer 1\npeer 2\nc\n");
-    // An append right after our write is made to what we wrote.
-    remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, "mine\na\nb\npeer 1\npeer 2\nc\npeer 3\n", 9).expect("edit"));
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
-    d.sh("echo appended >> f.txt");
-    d.scan();
-    assert_eq!(d.text("f.txt"), "mine\na\nb\npeer 1\npeer 2\nc\npeer 3\nappended\n");
-    // A line deleted from what we wrote: taken from what we wrote (seen
-    // by the oracle: a character diff found `tok-19` -> `tok-71` cheaper
-    // than the deletion, and the peer's line came in twice).
-    remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, "mine\na\nb\npeer 1\npeer 2\nc\npeer 3\nappended\ntok-71\n", 9).expect("edit"));
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
-    d.sh("sed -i '/appended/d' f.txt");
-    d.scan();
-    assert_eq!(d.text("f.txt"), "mine\na\nb\npeer 1\npeer 2\nc\npeer 3\ntok-71\n");
-}
-
 /// Regression (found by the reliability oracle): a file rewritten in place
 /// (truncate, then write) was caught empty; recorded as emptied, the write
 /// then came in as all of it inserted anew, and a peer's concurrent line
