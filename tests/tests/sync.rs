@@ -257,9 +257,13 @@ fn long_work_is_reported_in_the_log() {
     eventually("a's first scan", 20, || p.a.log().contains("fsync running"));
     let log = p.a.log();
     assert!(log.contains("scanning: ") && log.contains("scanned: 1510 paths, 1500 files read"), "{log}");
+    // B takes the 1,510 files first: writing them holds its loop for a
+    // while, and a transfer that ran meanwhile was over before a progress
+    // tick could see it (a flaky failure on a clean clone).
+    let db = p.b.spawn_env(&["run", "--listen", &format!("127.0.0.1:{}", p.pb)], &env);
+    eventually("the files on b", 60, || std::fs::read_to_string(p.db("d9/f149.txt")).is_ok_and(|t| t == "file 9/149\n"));
     let big: Vec<u8> = (0..40_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     std::fs::write(p.da("big.bin"), &big).expect("write");
-    let db = p.b.spawn_env(&["run", "--listen", &format!("127.0.0.1:{}", p.pb)], &env);
     eventually("the big file on b", 60, || std::fs::metadata(p.db("big.bin")).is_ok_and(|m| m.len() == big.len() as u64));
     assert!(p.b.log().contains("syncing") && p.b.log().contains("chunks_to_fetch"), "{}", p.b.log());
     assert_eq!(da.stop(), Some(0));
