@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use util::{Daemon, Node, Pair};
+use util::{noise, Daemon, Node, Pair};
 
 fn append(path: &Path, line: &str) {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open for append");
@@ -175,19 +175,6 @@ fn sigkill_during_heavy_writes_loses_and_doubles_nothing() {
     for (n, d) in [(a, da), (b, db)] {
         assert_eq!(d.expect("running").stop(), Some(0), "{}", n.log());
     }
-}
-
-/// Pseudo-random bytes (incompressible, so chunks are real).
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn temp_files(root: &Path) -> Vec<String> {

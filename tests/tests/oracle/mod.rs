@@ -26,7 +26,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::util::{free_port, Daemon, Node};
+use crate::util::{free_port, noise, Daemon, Node};
 use proxy::{Faults, Proxy};
 
 /// xorshift64*: seeded, so a failing run can be replayed.
@@ -590,13 +590,7 @@ impl Driver {
         let size = if self.rng.chance(0.05) { self.big_binary } else { 1 + self.rng.below(48 << 10) };
         let mut bytes = format!("FSYNCBIN {file} {blob}\n").into_bytes();
         bytes.push(0);
-        let mut x = blob.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        bytes.extend((0..size).map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        }));
+        bytes.extend(noise(size, blob.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
         self.ledger.blobs.insert(blob, (file, false));
         self.count("binary write");
         self.note(root, format_args!("binary {file}/{blob} to {}", path.display()));

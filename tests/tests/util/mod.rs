@@ -101,6 +101,20 @@ impl Drop for Node {
     }
 }
 
+/// Pseudo-random bytes from `seed` (xorshift; incompressible, so binary
+/// content is split into real chunks).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// A free UDP port on 127.0.0.1 (bound and released; fine for tests).
 pub fn free_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
