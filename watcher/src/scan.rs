@@ -347,10 +347,13 @@ fn unreadable(report: &mut ScanReport, path: &str, e: WatchError) {
     }
 }
 
-/// Modified within the last moment (a writer may not be done).
-fn written_lately(stat: Stat) -> bool {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
-    now - stat.mtime < 300_000_000
+impl Stat {
+    /// Modified within the last `ms` milliseconds (a writer may not be
+    /// done with it).
+    pub(crate) fn modified_within(&self, ms: i64) -> bool {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
+        now - self.mtime < ms * 1_000_000
+    }
 }
 
 /// True when `path` is one of `scope` or below one.
@@ -811,7 +814,7 @@ fn scan_inner(
         // with a peer's concurrent edit the peer's lines would be there
         // twice. Looked at again shortly.
         // (Once: a file written all the time is taken as it is.)
-        if d.kind == Kind::File && d.stat.size == 0 && k.stat.size > 0 && written_lately(d.stat) && index.busy.insert(p.clone()) {
+        if d.kind == Kind::File && d.stat.size == 0 && k.stat.size > 0 && d.stat.modified_within(300) && index.busy.insert(p.clone()) {
             report.deferred.push(p);
             continue;
         }

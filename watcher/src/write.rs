@@ -87,12 +87,6 @@ fn temp_path(dir: &Path) -> PathBuf {
     dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()))
 }
 
-/// Modified within the last 100 ms.
-fn recent(stat: Stat) -> bool {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
-    now - stat.mtime < 100_000_000
-}
-
 /// Removes temp files a killed write-back left behind (any of ours but
 /// this process's), returning how many. Nothing else writes files with our
 /// prefix, and a node's folder is written by one daemon at a time.
@@ -247,7 +241,7 @@ impl Staged {
                     f.read_to_end(&mut raced).map_err(io)?;
                     std::thread::sleep(std::time::Duration::from_millis(10));
                     let after = f.metadata().map(|m| Stat::of(&m)).map_err(io)?;
-                    if after == before && !(raced.is_empty() && exp.size > 0 && recent(after)) {
+                    if after == before && !(raced.is_empty() && exp.size > 0 && after.modified_within(100)) {
                         break;
                     }
                 }
