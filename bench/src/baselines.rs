@@ -37,7 +37,11 @@ pub fn dt_concurrent(t: &Trace) -> DtOpLog {
             let id = log.get_or_create_agent_id(&format!("agent{}", agents.len()));
             agents.push(id);
         }
-        let mut parents: Vec<usize> = txn.parents.iter().flat_map(|&p| after[p].iter().copied()).collect();
+        let mut parents: Vec<usize> = txn
+            .parents
+            .iter()
+            .flat_map(|&p| after[p].iter().copied())
+            .collect();
         parents.sort_unstable();
         parents.dedup();
         for (pos, del, ins) in &txn.patches {
@@ -67,7 +71,11 @@ pub fn dt_load(bytes: &[u8]) -> String {
 }
 
 fn ydoc(client: u64) -> Doc {
-    Doc::with_options(Options { client_id: yrs::block::ClientID::new(client), offset_kind: OffsetKind::Utf16, ..Options::default() })
+    Doc::with_options(Options {
+        client_id: yrs::block::ClientID::new(client),
+        offset_kind: OffsetKind::Utf16,
+        ..Options::default()
+    })
 }
 
 /// Converts a position in code points into UTF-16 units of `s`.
@@ -81,7 +89,10 @@ fn utf16_pos(s: &str, chars: usize) -> u32 {
 pub fn yrs_local(t: &Trace) -> Doc {
     let doc = ydoc(1);
     let text = doc.get_or_insert_text("t");
-    let ascii = t.start.is_ascii() && t.txns.iter().all(|x| x.patches.iter().all(|p| p.2.is_ascii()));
+    let ascii = t.start.is_ascii()
+        && t.txns
+            .iter()
+            .all(|x| x.patches.iter().all(|p| p.2.is_ascii()));
     let mut shadow = ropey::Rope::from_str(&t.start);
     if !t.start.is_empty() {
         text.insert(&mut doc.transact_mut(), 0, &t.start);
@@ -112,7 +123,8 @@ pub fn yrs_local(t: &Trace) -> Doc {
 
 /// yrs: the whole state as one update.
 pub fn yrs_encode(doc: &Doc) -> Vec<u8> {
-    doc.transact().encode_state_as_update_v1(&StateVector::default())
+    doc.transact()
+        .encode_state_as_update_v1(&StateVector::default())
 }
 
 /// yrs: load an update into an empty doc and produce the text.
@@ -120,7 +132,8 @@ pub fn yrs_load(bytes: &[u8]) -> String {
     let doc = ydoc(999_999);
     let text = doc.get_or_insert_text("t");
     let mut txn = doc.transact_mut();
-    txn.apply_update(Update::decode_v1(bytes).expect("yrs decodes its own update")).expect("update applies");
+    txn.apply_update(Update::decode_v1(bytes).expect("yrs decodes its own update"))
+        .expect("update applies");
     text.get_string(&txn)
 }
 
@@ -144,7 +157,10 @@ pub fn yrs_concurrent(t: &Trace) -> Doc {
     let mut clients: std::collections::HashMap<u64, (u64, u32)> = Default::default();
     let mut fresh = 1_000_000u64;
     let mut leaves: Vec<Doc> = Vec::new();
-    let ascii = t.txns.iter().all(|x| x.patches.iter().all(|p| p.2.is_ascii()));
+    let ascii = t
+        .txns
+        .iter()
+        .all(|x| x.patches.iter().all(|p| p.2.is_ascii()));
     for (i, x) in t.txns.iter().enumerate() {
         let (mut client, clock) = *clients.entry(x.agent).or_insert((x.agent + 1, 0));
         let cid = |c: u64| yrs::block::ClientID::new(c);
@@ -152,7 +168,10 @@ pub fn yrs_concurrent(t: &Trace) -> Doc {
         let mut base: Option<Doc> = None;
         for &p in &x.parents {
             let reusable = children[p] == 1
-                && docs[p].as_ref().is_some_and(|d| d.client_id() == cid(client) && d.transact().state_vector().get(&cid(client)) == clock);
+                && docs[p].as_ref().is_some_and(|d| {
+                    d.client_id() == cid(client)
+                        && d.transact().state_vector().get(&cid(client)) == clock
+                });
             if reusable {
                 base = docs[p].take();
                 break;
@@ -165,8 +184,13 @@ pub fn yrs_concurrent(t: &Trace) -> Doc {
                 let probe = ydoc(999_998);
                 for &p in &x.parents {
                     if let Some(d) = &docs[p] {
-                        let u = d.transact().encode_state_as_update_v1(&probe.transact().state_vector());
-                        probe.transact_mut().apply_update(Update::decode_v1(&u).expect("decodes")).expect("applies");
+                        let u = d
+                            .transact()
+                            .encode_state_as_update_v1(&probe.transact().state_vector());
+                        probe
+                            .transact_mut()
+                            .apply_update(Update::decode_v1(&u).expect("decodes"))
+                            .expect("applies");
                     }
                 }
                 if clock > 0 && probe.transact().state_vector().get(&cid(client)) != clock {
@@ -174,16 +198,24 @@ pub fn yrs_concurrent(t: &Trace) -> Doc {
                     client = fresh;
                 }
                 let d = ydoc(client);
-                let u = probe.transact().encode_state_as_update_v1(&StateVector::default());
-                d.transact_mut().apply_update(Update::decode_v1(&u).expect("decodes")).expect("applies");
+                let u = probe
+                    .transact()
+                    .encode_state_as_update_v1(&StateVector::default());
+                d.transact_mut()
+                    .apply_update(Update::decode_v1(&u).expect("decodes"))
+                    .expect("applies");
                 d
             }
         };
         // Merge the other parents' edits.
         for &p in &x.parents {
             if let Some(d) = &docs[p] {
-                let u = d.transact().encode_state_as_update_v1(&doc.transact().state_vector());
-                doc.transact_mut().apply_update(Update::decode_v1(&u).expect("decodes")).expect("applies");
+                let u = d
+                    .transact()
+                    .encode_state_as_update_v1(&doc.transact().state_vector());
+                doc.transact_mut()
+                    .apply_update(Update::decode_v1(&u).expect("decodes"))
+                    .expect("applies");
             }
         }
         for &p in &x.parents {
@@ -227,8 +259,12 @@ pub fn yrs_concurrent(t: &Trace) -> Doc {
     }
     let out = ydoc(2_000_000_000);
     for d in leaves {
-        let u = d.transact().encode_state_as_update_v1(&out.transact().state_vector());
-        out.transact_mut().apply_update(Update::decode_v1(&u).expect("decodes")).expect("applies");
+        let u = d
+            .transact()
+            .encode_state_as_update_v1(&out.transact().state_vector());
+        out.transact_mut()
+            .apply_update(Update::decode_v1(&u).expect("decodes"))
+            .expect("applies");
     }
     out
 }

@@ -15,7 +15,10 @@ use watcher::ScanProgress;
 pub fn log_every() -> Duration {
     static EVERY: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *EVERY.get_or_init(|| {
-        std::env::var("FSYNC_PROGRESS_MS").ok().and_then(|v| v.parse().ok()).map_or(Duration::from_secs(5), Duration::from_millis)
+        std::env::var("FSYNC_PROGRESS_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(Duration::from_secs(5), Duration::from_millis)
     })
 }
 
@@ -43,7 +46,10 @@ impl ScanReporter {
             };
             let bar = terminal.then(|| {
                 let b = ProgressBar::new_spinner();
-                b.set_style(ProgressStyle::with_template("{spinner} scanning {prefix}: {msg} [{elapsed}]").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                b.set_style(
+                    ProgressStyle::with_template("{spinner} scanning {prefix}: {msg} [{elapsed}]")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
                 b.set_prefix(name.clone());
                 b
             });
@@ -69,7 +75,10 @@ impl ScanReporter {
                 tracing::info!(folder = %name, "scanned: {} in {:.1?}", line(&progress), started.elapsed());
             }
         });
-        ScanReporter { stop, thread: Some(thread) }
+        ScanReporter {
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 
@@ -93,7 +102,11 @@ pub struct SyncReporter {
 
 impl Default for SyncReporter {
     fn default() -> Self {
-        SyncReporter { bar: None, last_log: Instant::now(), peak: 0 }
+        SyncReporter {
+            bar: None,
+            last_log: Instant::now(),
+            peak: 0,
+        }
     }
 }
 
@@ -120,7 +133,9 @@ impl SyncReporter {
             });
             bar.set_length(self.peak);
             bar.set_position(self.peak - left);
-            bar.set_message(format!("{changes_to_send} changes to send, {chunks_to_fetch} chunks to fetch"));
+            bar.set_message(format!(
+                "{changes_to_send} changes to send, {chunks_to_fetch} chunks to fetch"
+            ));
         } else if self.last_log.elapsed() >= log_every() {
             tracing::info!(changes_to_send, chunks_to_fetch, "syncing");
             self.last_log = Instant::now();

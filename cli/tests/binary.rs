@@ -5,7 +5,10 @@
 use std::process::Command;
 
 fn fsync(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fsync")).args(args).output().expect("fsync runs")
+    Command::new(env!("CARGO_BIN_EXE_fsync"))
+        .args(args)
+        .output()
+        .expect("fsync runs")
 }
 
 #[test]

@@ -47,16 +47,27 @@ pub fn split(data: &[u8]) -> Vec<(ChunkRef, &[u8])> {
     if data.is_empty() {
         return Vec::new();
     }
-    fastcdc::v2020::FastCDC::new(data, MIN_CHUNK as usize, AVG_CHUNK as usize, MAX_CHUNK as usize)
-        .map(|c| {
-            let bytes = &data[c.offset..c.offset + c.length];
-            (ChunkRef { hash: ChunkHash::of(bytes), len: c.length as u32 }, bytes)
-        })
-        .collect()
+    fastcdc::v2020::FastCDC::new(
+        data,
+        MIN_CHUNK as usize,
+        AVG_CHUNK as usize,
+        MAX_CHUNK as usize,
+    )
+    .map(|c| {
+        let bytes = &data[c.offset..c.offset + c.length];
+        (
+            ChunkRef {
+                hash: ChunkHash::of(bytes),
+                len: c.length as u32,
+            },
+            bytes,
+        )
+    })
+    .collect()
 }
 
 /// Where chunks are kept. The daemon's store implements it on disk; tests
-/// and the simulation use [`MemoryChunks`].
+/// and the simulation use [`Chunks`] without a source.
 pub trait ChunkStore {
     /// The bytes of a chunk, if present.
     fn get(&self, hash: &ChunkHash) -> Option<Vec<u8>>;
@@ -66,36 +77,147 @@ pub trait ChunkStore {
     fn put(&mut self, hash: ChunkHash, bytes: &[u8]);
 }
 
-/// Chunks in memory.
-#[derive(Default, Debug, Clone)]
-pub struct MemoryChunks {
-    map: std::collections::HashMap<ChunkHash, Vec<u8>>,
+/// Where chunks already made durable can be read back (the daemon's
+/// store). Shared between threads: peers' sessions read through it.
+pub trait ChunkSource: Send + Sync {
+    /// The bytes of a stored chunk; `None` if absent or unreadable.
+    fn read(&self, hash: &ChunkHash) -> Option<Vec<u8>>;
 }
 
-impl MemoryChunks {
-    /// A chunk's bytes, borrowed (readers that copy only a range).
-    pub fn get_ref(&self, hash: &ChunkHash) -> Option<&[u8]> {
-        self.map.get(hash).map(Vec::as_slice)
+/// Bytes of stored chunks kept in memory after use (about one large file's
+/// worth of recent chunks: a write-back and a peer's fetch of the same
+/// version read each chunk twice).
+pub const CACHE_BYTES: usize = 16 << 20;
+
+/// The chunks a folder has: those not yet durable in memory, the rest read
+/// from a [`ChunkSource`] through a small cache, so memory does not grow
+/// with the binary history. Without a source (tests, the simulation) every
+/// chunk stays in memory.
+#[derive(Default)]
+pub struct Chunks {
+    /// Not yet marked stored: the only copy.
+    fresh: std::collections::HashMap<ChunkHash, Vec<u8>>,
+    /// In the source.
+    stored: std::collections::HashSet<ChunkHash>,
+    source: Option<std::sync::Arc<dyn ChunkSource>>,
+    cache: std::sync::Mutex<Cache>,
+}
+
+/// Recently read stored chunks, oldest dropped first.
+#[derive(Default)]
+struct Cache {
+    map: std::collections::HashMap<ChunkHash, std::sync::Arc<[u8]>>,
+    order: std::collections::VecDeque<ChunkHash>,
+    bytes: usize,
+}
+
+impl Cache {
+    fn insert(&mut self, hash: ChunkHash, bytes: std::sync::Arc<[u8]>) {
+        if bytes.len() > CACHE_BYTES || self.map.contains_key(&hash) {
+            return;
+        }
+        self.bytes += bytes.len();
+        self.map.insert(hash, bytes);
+        self.order.push_back(hash);
+        while self.bytes > CACHE_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(b) = self.map.remove(&old) {
+                self.bytes -= b.len();
+            }
+        }
     }
+}
+
+impl std::fmt::Debug for Chunks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chunks")
+            .field("fresh", &self.fresh.len())
+            .field("stored", &self.stored.len())
+            .finish()
+    }
+}
+
+impl Chunks {
+    /// Chunks backed by `source`, which holds `stored` already.
+    pub fn backed(
+        source: std::sync::Arc<dyn ChunkSource>,
+        stored: std::collections::HashSet<ChunkHash>,
+    ) -> Self {
+        Chunks {
+            stored,
+            source: Some(source),
+            ..Default::default()
+        }
+    }
+
     /// Number of distinct chunks held.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.fresh.len() + self.stored.len()
     }
+
     /// True when empty.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
+    }
+
+    /// Chunks not yet made durable, to be written to the source's store.
+    pub fn fresh(&self) -> impl Iterator<Item = (ChunkHash, &[u8])> {
+        self.fresh.iter().map(|(h, b)| (*h, b.as_slice()))
+    }
+
+    /// Number of bytes held only in memory.
+    pub fn fresh_bytes(&self) -> usize {
+        self.fresh.values().map(Vec::len).sum()
+    }
+
+    /// These chunks are durable in the source now: their bytes leave
+    /// memory (the most recent stay in the cache). Without a source this
+    /// does nothing, since there is nowhere to read them back from.
+    pub fn mark_stored(&mut self, hashes: &[ChunkHash]) {
+        if self.source.is_none() {
+            return;
+        }
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for h in hashes {
+            if let Some(bytes) = self.fresh.remove(h) {
+                self.stored.insert(*h);
+                cache.insert(*h, bytes.into());
+            }
+        }
     }
 }
 
-impl ChunkStore for MemoryChunks {
+impl ChunkStore for Chunks {
     fn get(&self, hash: &ChunkHash) -> Option<Vec<u8>> {
-        self.map.get(hash).cloned()
+        if let Some(b) = self.fresh.get(hash) {
+            return Some(b.clone());
+        }
+        if !self.stored.contains(hash) {
+            return None;
+        }
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(b) = cache.map.get(hash) {
+            return Some(b.to_vec());
+        }
+        let bytes = self.source.as_ref()?.read(hash)?;
+        cache.insert(*hash, bytes.as_slice().into());
+        Some(bytes)
     }
     fn has(&self, hash: &ChunkHash) -> bool {
-        self.map.contains_key(hash)
+        self.fresh.contains_key(hash) || self.stored.contains(hash)
     }
     fn put(&mut self, hash: ChunkHash, bytes: &[u8]) {
-        self.map.entry(hash).or_insert_with(|| bytes.to_vec());
+        if !self.has(&hash) {
+            self.fresh.insert(hash, bytes.to_vec());
+        }
     }
 }
 
@@ -131,13 +253,90 @@ mod tests {
         b.splice(2 << 20..2 << 20, pseudo_random(4096, 2));
         let ca: std::collections::HashSet<_> = split(&a).iter().map(|(r, _)| r.hash).collect();
         let cb = split(&b);
-        let new: usize = cb.iter().filter(|(r, _)| !ca.contains(&r.hash)).map(|(r, _)| r.len as usize).sum();
-        assert!(new < 3 * MAX_CHUNK as usize, "{new} new bytes for a 4 KiB insert");
-        let mut store = MemoryChunks::default();
+        let new: usize = cb
+            .iter()
+            .filter(|(r, _)| !ca.contains(&r.hash))
+            .map(|(r, _)| r.len as usize)
+            .sum();
+        assert!(
+            new < 3 * MAX_CHUNK as usize,
+            "{new} new bytes for a 4 KiB insert"
+        );
+        let mut store = Chunks::default();
         for (r, bytes) in &cb {
             store.put(r.hash, bytes);
         }
         let refs: Vec<ChunkRef> = cb.iter().map(|(r, _)| *r).collect();
         assert_eq!(assemble(&refs, &store), Some(b));
+    }
+
+    /// A source that counts its reads.
+    #[derive(Default)]
+    struct Counted {
+        map: std::sync::Mutex<std::collections::HashMap<ChunkHash, Vec<u8>>>,
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl ChunkSource for Counted {
+        fn read(&self, hash: &ChunkHash) -> Option<Vec<u8>> {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.map.lock().ok()?.get(hash).cloned()
+        }
+    }
+
+    #[test]
+    fn stored_chunks_leave_memory_and_are_read_back_through_a_bounded_cache() {
+        let source = std::sync::Arc::new(Counted::default());
+        let mut c = Chunks::backed(source.clone(), Default::default());
+        // 48 MiB of chunks, three times the cache.
+        let data = pseudo_random(48 << 20, 3);
+        let parts = split(&data);
+        for (r, b) in &parts {
+            c.put(r.hash, b);
+        }
+        assert_eq!(c.fresh_bytes(), data.len());
+        // "Written and synced" by the owner of the store.
+        for (h, b) in c.fresh() {
+            source.map.lock().unwrap().insert(h, b.to_vec());
+        }
+        let hashes: Vec<ChunkHash> = parts.iter().map(|(r, _)| r.hash).collect();
+        c.mark_stored(&hashes);
+        assert_eq!(c.fresh_bytes(), 0);
+        assert_eq!(c.fresh().count(), 0);
+        let cached = c.cache.lock().unwrap().bytes;
+        assert!(
+            cached <= CACHE_BYTES && cached > CACHE_BYTES / 2,
+            "cache holds {cached} bytes"
+        );
+        assert!(parts.iter().all(|(r, _)| c.has(&r.hash)));
+        let refs: Vec<ChunkRef> = parts.iter().map(|(r, _)| *r).collect();
+        assert_eq!(
+            assemble(&refs, &c),
+            Some(data.clone()),
+            "read back through the source"
+        );
+        assert!(source.reads.load(std::sync::atomic::Ordering::SeqCst) > 0);
+        assert!(c.cache.lock().unwrap().bytes <= CACHE_BYTES);
+        // The most recent chunk is served from the cache.
+        let before = source.reads.load(std::sync::atomic::Ordering::SeqCst);
+        let last = parts.last().unwrap().0.hash;
+        assert!(c.get(&last).is_some());
+        assert_eq!(
+            source.reads.load(std::sync::atomic::Ordering::SeqCst),
+            before
+        );
+        // A chunk already stored is not taken in again.
+        c.put(last, b"other bytes");
+        assert_eq!(c.fresh().count(), 0);
+    }
+
+    #[test]
+    fn without_a_source_chunks_stay_in_memory() {
+        let mut c = Chunks::default();
+        let h = ChunkHash::of(b"abc");
+        c.put(h, b"abc");
+        c.mark_stored(&[h]);
+        assert_eq!(c.get(&h), Some(b"abc".to_vec()));
+        assert_eq!(c.fresh().count(), 1);
     }
 }

@@ -95,7 +95,11 @@ impl Graph {
         let mut p: Frontier = parents.iter().copied().collect();
         p.sort_unstable();
         p.dedup();
-        self.entries.push(GraphEntry { start: span.start, end: span.end, parents: p });
+        self.entries.push(GraphEntry {
+            start: span.start,
+            end: span.end,
+            parents: p,
+        });
     }
 
     /// Index of the entry holding `lv`.
@@ -184,8 +188,12 @@ impl Graph {
     pub fn reduce(&self, versions: &[Lv]) -> Frontier {
         let mut out = Frontier::new();
         for (i, &v) in versions.iter().enumerate() {
-            let others: Frontier =
-                versions.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, &x)| x).collect();
+            let others: Frontier = versions
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, &x)| x)
+                .collect();
             if !self.frontier_contains(&others, v) {
                 out.push(v);
             }
@@ -205,7 +213,11 @@ impl Graph {
         // Fast path: one is the direct linear continuation of the other.
         if a.len() == 1 && b.len() == 1 {
             let (x, y) = (a[0], b[0]);
-            let (lo, hi, out) = if x < y { (x, y, &mut only_b) } else { (y, x, &mut only_a) };
+            let (lo, hi, out) = if x < y {
+                (x, y, &mut only_b)
+            } else {
+                (y, x, &mut only_a)
+            };
             if self.entry_of(hi).start <= lo {
                 out.push(lo + 1..hi + 1);
                 return (only_a, only_b);

@@ -25,7 +25,7 @@
 mod fs;
 mod mount;
 
-use fsync_core::chunks::MemoryChunks;
+use fsync_core::chunks::Chunks;
 use fsync_core::folder::Folder;
 
 pub use mount::{mount, MountError, MountOptions, Mounted};
@@ -34,7 +34,7 @@ pub use mount::{mount, MountError, MountOptions, Mounted};
 pub trait Backend: Send + Sync + 'static {
     /// Runs `f` on the folder and its chunks, locked against peers; `None`
     /// when the folder is gone.
-    fn with<R>(&self, f: impl FnOnce(&mut Folder, &mut MemoryChunks) -> R) -> Option<R>;
+    fn with<R>(&self, f: impl FnOnce(&mut Folder, &mut Chunks) -> R) -> Option<R>;
     /// A local change was made: save it soon and tell peers.
     fn changed(&self);
     /// Returns once every change made so far is durable.

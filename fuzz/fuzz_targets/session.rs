@@ -2,7 +2,7 @@
 //! small folder. The session never panics and the folder's paths stay valid.
 #![no_main]
 
-use fsync_core::chunks::MemoryChunks;
+use fsync_core::chunks::Chunks;
 use fsync_core::folder::{split_path, Folder, Kind};
 use fsync_core::session::Session;
 use fsync_core::AgentId;
@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(id) = f.create("a/b.txt", Kind::File, 1) {
         let _ = f.set_text(id, "hello", 2);
     }
-    let mut chunks = MemoryChunks::default();
+    let mut chunks = Chunks::default();
     let mut s = Session::new();
     s.start(&f, &chunks);
     // Messages are separated by a 0xff 0xfe marker in the input.

@@ -15,7 +15,11 @@ use std::path::Path;
 use util::{noise, Daemon, Node, Pair};
 
 fn append(path: &Path, line: &str) {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open for append");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open for append");
     // One write per line: a scan never sees half a line.
     f.write_all(line.as_bytes()).expect("append");
 }
@@ -31,7 +35,9 @@ fn files(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
@@ -41,7 +47,13 @@ fn files(root: &Path) -> BTreeMap<String, String> {
             if p.is_dir() {
                 stack.push(p);
             } else if let Ok(s) = std::fs::read_to_string(&p) {
-                out.insert(p.strip_prefix(root).expect("inside").to_string_lossy().into_owned(), s);
+                out.insert(
+                    p.strip_prefix(root)
+                        .expect("inside")
+                        .to_string_lossy()
+                        .into_owned(),
+                    s,
+                );
             }
         }
     }
@@ -57,12 +69,19 @@ fn wait_running(n: &Node) {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    panic!("the restarted daemon did not come up: {:?}\n{}", n.run(&["status"]), n.log());
+    panic!(
+        "the restarted daemon did not come up: {:?}\n{}",
+        n.run(&["status"]),
+        n.log()
+    );
 }
 
 #[test]
 fn sigkill_during_heavy_writes_loses_and_doubles_nothing() {
-    let rounds: usize = std::env::var("FSYNC_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    let rounds: usize = std::env::var("FSYNC_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
     let p = Pair::new("crash");
     let (a, b, pa, pb) = (&p.a, &p.b, p.pa, p.pb);
     let (ra, rb) = (p.da(""), p.db(""));
@@ -72,7 +91,11 @@ fn sigkill_during_heavy_writes_loses_and_doubles_nothing() {
     let (mut da, mut db) = (Some(a.start(pa)), Some(b.start(pb)));
     let start = std::time::Instant::now();
     while !rb.join("shared.txt").exists() {
-        assert!(start.elapsed() < std::time::Duration::from_secs(15), "first sync: {}", b.log());
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(15),
+            "first sync: {}",
+            b.log()
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // What each file must end with: every line written, once.
@@ -148,7 +171,11 @@ fn sigkill_during_heavy_writes_loses_and_doubles_nothing() {
         if start.elapsed() > std::time::Duration::from_secs(60) {
             let (la, lb) = (lines_of(&ra), lines_of(&rb));
             let mut report = String::new();
-            for f in la.keys().chain(lb.keys()).filter(|f| !want.contains_key(*f)) {
+            for f in la
+                .keys()
+                .chain(lb.keys())
+                .filter(|f| !want.contains_key(*f))
+            {
                 report.push_str(&format!("unexpected file {f}\n"));
             }
             for (f, w) in &want {
@@ -157,12 +184,19 @@ fn sigkill_during_heavy_writes_loses_and_doubles_nothing() {
                     if &got != w {
                         let missing: Vec<&String> = w.iter().filter(|l| !got.contains(l)).collect();
                         let extra: Vec<&String> = got.iter().filter(|l| !w.contains(l)).collect();
-                        let doubled = got.len() as i64 - w.len() as i64 + missing.len() as i64 - extra.len() as i64;
-                        report.push_str(&format!("{side} {f}: missing {missing:?} extra {extra:?} doubled {doubled}\n"));
+                        let doubled = got.len() as i64 - w.len() as i64 + missing.len() as i64
+                            - extra.len() as i64;
+                        report.push_str(&format!(
+                            "{side} {f}: missing {missing:?} extra {extra:?} doubled {doubled}\n"
+                        ));
                     }
                 }
             }
-            panic!("not converged after 60s:\n{report}\n--- a log:\n{}\n--- b log:\n{}", a.log(), b.log());
+            panic!(
+                "not converged after 60s:\n{report}\n--- a log:\n{}\n--- b log:\n{}",
+                a.log(),
+                b.log()
+            );
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -178,7 +212,13 @@ fn sigkill_during_heavy_writes_loses_and_doubles_nothing() {
 }
 
 fn temp_files(root: &Path) -> Vec<String> {
-    std::fs::read_dir(root).into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(".fsync-tmp-")).collect()
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".fsync-tmp-"))
+        .collect()
 }
 
 /// SIGKILL aimed at the two moments random kills rarely hit: while a large
@@ -209,7 +249,8 @@ fn sigkill_during_a_large_transfer_and_during_its_write_back() {
         let start = std::time::Instant::now();
         while start.elapsed() < std::time::Duration::from_secs(20) {
             let hit = if round % 2 == 0 {
-                b.try_status().is_some_and(|s| s["folders"][0]["chunks_to_fetch"].as_u64().unwrap_or(0) > 0)
+                b.try_status()
+                    .is_some_and(|s| s["folders"][0]["chunks_to_fetch"].as_u64().unwrap_or(0) > 0)
             } else {
                 !temp_files(&rb).is_empty()
             };
@@ -225,7 +266,11 @@ fn sigkill_during_a_large_transfer_and_during_its_write_back() {
             if std::fs::read(rb.join("big.bin")).is_ok_and(|got| got == bytes) {
                 break; // done before we could aim (counted as a miss)
             }
-            std::thread::sleep(std::time::Duration::from_millis(if round % 2 == 0 { 5 } else { 1 }));
+            std::thread::sleep(std::time::Duration::from_millis(if round % 2 == 0 {
+                5
+            } else {
+                1
+            }));
         }
         if db.is_none() {
             db = Some(b.start(pb));
@@ -233,15 +278,26 @@ fn sigkill_during_a_large_transfer_and_during_its_write_back() {
         }
         let start = std::time::Instant::now();
         while std::fs::read(rb.join("big.bin")).ok().as_deref() != Some(bytes.as_slice()) {
-            assert!(start.elapsed() < std::time::Duration::from_secs(60), "round {round}: big.bin never arrived whole\n{}", b.log());
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(60),
+                "round {round}: big.bin never arrived whole\n{}",
+                b.log()
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
     eprintln!("{transfer_kills} SIGKILLs during a transfer, {write_kills} during a write-back; the 24 MiB file arrived whole each time");
     assert!(transfer_kills >= 1 && write_kills >= 1, "the kills missed their moment: {transfer_kills} during transfers, {write_kills} during write-backs");
-    assert!(temp_files(&rb).is_empty(), "temp files left: {:?}", temp_files(&rb));
+    assert!(
+        temp_files(&rb).is_empty(),
+        "temp files left: {:?}",
+        temp_files(&rb)
+    );
     let log = b.ok(&["log", rb.join("big.bin").to_str().expect("utf-8"), "--json"]);
-    let versions = serde_json::from_str::<serde_json::Value>(&log).expect("json").as_array().map_or(0, Vec::len);
+    let versions = serde_json::from_str::<serde_json::Value>(&log)
+        .expect("json")
+        .as_array()
+        .map_or(0, Vec::len);
     assert!(versions >= 4, "{log}");
     assert_eq!(db.expect("running").stop(), Some(0), "{}", b.log());
 }

@@ -43,7 +43,9 @@ type JoinHook = Box<dyn Fn(&Joined) + Send + Sync>;
 
 impl std::fmt::Debug for Trust {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Trust").field("peers", &self.peers).finish_non_exhaustive()
+        f.debug_struct("Trust")
+            .field("peers", &self.peers)
+            .finish_non_exhaustive()
     }
 }
 
@@ -89,7 +91,9 @@ pub fn join_proof(secret: &[u8; SECRET_LEN], joiner: DeviceId, inviter: DeviceId
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Trust {
@@ -104,29 +108,48 @@ impl Trust {
     /// through the handshake provisionally).
     pub fn has_open_invites(&self) -> bool {
         let now = unix_now();
-        self.invites.lock().map(|v| v.iter().any(|i| i.expires > now)).unwrap_or(false)
+        self.invites
+            .lock()
+            .map(|v| v.iter().any(|i| i.expires > now))
+            .unwrap_or(false)
     }
 
     /// How many invitations are open.
     pub fn open_invites(&self) -> usize {
         let now = unix_now();
-        self.invites.lock().map(|v| v.iter().filter(|i| i.expires > now).count()).unwrap_or(0)
+        self.invites
+            .lock()
+            .map(|v| v.iter().filter(|i| i.expires > now).count())
+            .unwrap_or(0)
     }
 
     /// Redeems the invitation `proof` answers, for `joiner`: trusts it for
     /// the folder, closes the invitation and tells the join hook. `None`
     /// when no open invitation matches.
-    pub fn redeem(&self, joiner: DeviceId, me: DeviceId, proof: &[u8; 32], addr: std::net::SocketAddr) -> Option<String> {
+    pub fn redeem(
+        &self,
+        joiner: DeviceId,
+        me: DeviceId,
+        proof: &[u8; 32],
+        addr: std::net::SocketAddr,
+    ) -> Option<String> {
         let now = unix_now();
         let invite = {
             let mut v = self.invites.lock().ok()?;
             v.retain(|i| i.expires > now);
             // Compare every candidate fully: no early exit on a match.
-            let pos = v.iter().position(|i| constant_eq(&join_proof(&i.secret, joiner, me), proof))?;
+            let pos = v
+                .iter()
+                .position(|i| constant_eq(&join_proof(&i.secret, joiner, me), proof))?;
             v.remove(pos)
         };
         self.allow(joiner, &invite.folder);
-        let joined = Joined { device: joiner, folder: invite.folder.clone(), secret: invite.secret, addr };
+        let joined = Joined {
+            device: joiner,
+            folder: invite.folder.clone(),
+            secret: invite.secret,
+            addr,
+        };
         if let Ok(hook) = self.on_join.lock() {
             if let Some(h) = hook.as_ref() {
                 h(&joined);
@@ -166,12 +189,19 @@ impl Trust {
 
     /// True when the device is trusted for anything.
     pub fn is_trusted(&self, device: &DeviceId) -> bool {
-        self.peers.read().map(|p| p.contains_key(device)).unwrap_or(false)
+        self.peers
+            .read()
+            .map(|p| p.contains_key(device))
+            .unwrap_or(false)
     }
 
     /// The folders a device is trusted for.
     pub fn folders_of(&self, device: &DeviceId) -> HashSet<String> {
-        self.peers.read().ok().and_then(|p| p.get(device).cloned()).unwrap_or_default()
+        self.peers
+            .read()
+            .ok()
+            .and_then(|p| p.get(device).cloned())
+            .unwrap_or_default()
     }
 }
 
@@ -194,7 +224,8 @@ struct Pinned {
 
 impl Pinned {
     fn check(&self, cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
-        let id = DeviceId::from_cert(cert).map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        let id = DeviceId::from_cert(cert)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
         if self.trust.is_trusted(&id) {
             Ok(())
         } else if self.invitations && self.trust.has_open_invites() {
@@ -202,16 +233,30 @@ impl Pinned {
             Ok(())
         } else {
             tracing::warn!(device = %id, "refused a connection from an unknown device; trust it with `fsync peer add {id}`");
-            Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ))
         }
     }
 
-    fn tls13(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -224,12 +269,25 @@ impl ServerCertVerifier for Pinned {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.check(end_entity).map(|_| ServerCertVerified::assertion())
+        self.check(end_entity)
+            .map(|_| ServerCertVerified::assertion())
     }
-    fn verify_tls12_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls13RequiredForQuic,
+        ))
     }
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.tls13(m, c, d)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -241,13 +299,31 @@ impl ClientCertVerifier for Pinned {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &[]
     }
-    fn verify_client_cert(&self, end_entity: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: UnixTime) -> Result<ClientCertVerified, rustls::Error> {
-        self.check(end_entity).map(|_| ClientCertVerified::assertion())
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.check(end_entity)
+            .map(|_| ClientCertVerified::assertion())
     }
-    fn verify_tls12_signature(&self, _: &[u8], _: &CertificateDer<'_>, _: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls13RequiredForQuic,
+        ))
     }
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         self.tls13(m, c, d)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -260,9 +336,16 @@ fn key(id: &Identity) -> PrivateKeyDer<'static> {
 }
 
 /// The server side: requires a trusted client certificate.
-pub(crate) fn server_config(id: &Identity, trust: Arc<Trust>) -> Result<rustls::ServerConfig, rustls::Error> {
+pub(crate) fn server_config(
+    id: &Identity,
+    trust: Arc<Trust>,
+) -> Result<rustls::ServerConfig, rustls::Error> {
     let p = provider();
-    let verifier = Arc::new(Pinned { trust, provider: p.clone(), invitations: true });
+    let verifier = Arc::new(Pinned {
+        trust,
+        provider: p.clone(),
+        invitations: true,
+    });
     let mut c = rustls::ServerConfig::builder_with_provider(p)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -272,9 +355,16 @@ pub(crate) fn server_config(id: &Identity, trust: Arc<Trust>) -> Result<rustls::
 }
 
 /// The client side: presents our certificate, requires a trusted server.
-pub(crate) fn client_config(id: &Identity, trust: Arc<Trust>) -> Result<rustls::ClientConfig, rustls::Error> {
+pub(crate) fn client_config(
+    id: &Identity,
+    trust: Arc<Trust>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
     let p = provider();
-    let verifier = Arc::new(Pinned { trust, provider: p.clone(), invitations: false });
+    let verifier = Arc::new(Pinned {
+        trust,
+        provider: p.clone(),
+        invitations: false,
+    });
     let mut c = rustls::ClientConfig::builder_with_provider(p)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()

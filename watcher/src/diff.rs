@@ -30,11 +30,17 @@ impl<'a> TokenSource for Chars<'a> {
     }
 }
 
-fn hunks<T: Eq + Hash>(input: &InternedInput<T>) -> Vec<(std::ops::Range<u32>, std::ops::Range<u32>)> {
+fn hunks<T: Eq + Hash>(
+    input: &InternedInput<T>,
+) -> Vec<(std::ops::Range<u32>, std::ops::Range<u32>)> {
     let mut out = Vec::new();
-    diff(Algorithm::Histogram, input, |before: std::ops::Range<u32>, after: std::ops::Range<u32>| {
-        out.push((before, after));
-    });
+    diff(
+        Algorithm::Histogram,
+        input,
+        |before: std::ops::Range<u32>, after: std::ops::Range<u32>| {
+            out.push((before, after));
+        },
+    );
     out
 }
 
@@ -65,7 +71,11 @@ pub fn text_edits(old: &str, new: &str) -> Vec<Edit> {
         let (nb, ne) = (new_starts[a.start as usize], new_starts[a.end as usize]);
         let (o, n) = (&old_chars[ob..oe], &new_chars[nb..ne]);
         if o.len() + n.len() > REFINE_MAX || o.is_empty() || n.is_empty() {
-            edits.push(Edit { pos: ob, del: o.len(), ins: n.iter().collect() });
+            edits.push(Edit {
+                pos: ob,
+                del: o.len(),
+                ins: n.iter().collect(),
+            });
             continue;
         }
         let inner = InternedInput::new(Chars(o), Chars(n));
@@ -100,13 +110,22 @@ mod tests {
         let e = text_edits(old, new);
         // One 'l' inserted after "hel" or "hell": either is minimal.
         assert_eq!(e.len(), 1);
-        assert!(e[0].del == 0 && e[0].ins == "l" && (e[0].pos == 24 || e[0].pos == 25), "{e:?}");
+        assert!(
+            e[0].del == 0 && e[0].ins == "l" && (e[0].pos == 24 || e[0].pos == 25),
+            "{e:?}"
+        );
         assert_eq!(apply(old, &e), new);
     }
 
     #[test]
     fn round_trips() {
-        let cases = [("", "abc"), ("abc", ""), ("a\nb\nc\n", "a\nB\nc\nd\n"), ("héllo\nwörld", "hello\nwörld😀"), ("x", "x")];
+        let cases = [
+            ("", "abc"),
+            ("abc", ""),
+            ("a\nb\nc\n", "a\nB\nc\nd\n"),
+            ("héllo\nwörld", "hello\nwörld😀"),
+            ("x", "x"),
+        ];
         for (o, n) in cases {
             assert_eq!(apply(o, &text_edits(o, n)), n, "{o:?} -> {n:?}");
         }

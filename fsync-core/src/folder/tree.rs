@@ -54,11 +54,24 @@ impl Tree {
     /// The entries directly inside directory `dir` (`""` = the root), in
     /// name order. Subtrees are skipped, not walked.
     pub fn children(&self, dir: &str) -> Vec<&Node> {
-        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
         let mut out = Vec::new();
         let mut from = prefix.clone();
-        while let Some((path, node)) = self.by_path.range::<str, _>((std::ops::Bound::Included(from.as_str()), std::ops::Bound::Unbounded)).next() {
-            let Some(rest) = path.strip_prefix(prefix.as_str()) else { break };
+        while let Some((path, node)) = self
+            .by_path
+            .range::<str, _>((
+                std::ops::Bound::Included(from.as_str()),
+                std::ops::Bound::Unbounded,
+            ))
+            .next()
+        {
+            let Some(rest) = path.strip_prefix(prefix.as_str()) else {
+                break;
+            };
             if rest.is_empty() {
                 // `dir` itself is not its own child (only for the root: "").
                 from = format!("{path}\0");
@@ -94,7 +107,9 @@ impl Tree {
     /// The other entries shown at the same path as `id` (merged
     /// directories).
     pub fn aliases_of(&self, id: EntryId) -> Vec<EntryId> {
-        let Some(p) = self.path_of.get(&id) else { return Vec::new() };
+        let Some(p) = self.path_of.get(&id) else {
+            return Vec::new();
+        };
         let mut out: Vec<EntryId> = self.aliases.get(p).into_iter().flatten().copied().collect();
         if let Some(n) = self.by_path.get(p) {
             out.push(n.id);
@@ -105,7 +120,9 @@ impl Tree {
 
     /// Every entry below `id` (not `id` itself), parents before children.
     pub fn descendants(&self, id: EntryId) -> Vec<EntryId> {
-        let Some(p) = self.path_of.get(&id) else { return Vec::new() };
+        let Some(p) = self.path_of.get(&id) else {
+            return Vec::new();
+        };
         let prefix = format!("{p}/");
         let mut out = Vec::new();
         for (path, node) in self.by_path.range(prefix.clone()..) {
@@ -123,7 +140,11 @@ impl Tree {
     /// story: its directory shows, and the name is free there. Returns
     /// false when a rebuild is needed.
     pub(crate) fn try_insert(&mut self, id: EntryId, state: &EntryState) -> bool {
-        if !state.alive || state.name.is_empty() || self.path_of.contains_key(&id) || self.missing_parents.contains(&id) {
+        if !state.alive
+            || state.name.is_empty()
+            || self.path_of.contains_key(&id)
+            || self.missing_parents.contains(&id)
+        {
             return false;
         }
         let prefix = match state.parent {
@@ -133,19 +154,33 @@ impl Tree {
                 _ => return false,
             },
         };
-        let path = if prefix.is_empty() { state.name.clone() } else { format!("{prefix}/{}", state.name) };
+        let path = if prefix.is_empty() {
+            state.name.clone()
+        } else {
+            format!("{prefix}/{}", state.name)
+        };
         if self.by_path.contains_key(&path) {
             return false;
         }
         self.path_of.insert(id, path.clone());
-        self.by_path.insert(path.clone(), Node { id, kind: state.kind, path });
+        self.by_path.insert(
+            path.clone(),
+            Node {
+                id,
+                kind: state.kind,
+                path,
+            },
+        );
         true
     }
 
     /// Resolves paths from entry states.
     pub(crate) fn build<'a>(entries: impl Iterator<Item = (EntryId, &'a EntryState)>) -> Tree {
         let states: HashMap<EntryId, &EntryState> = entries.collect();
-        let dir_parent = |s: &EntryState| s.parent.filter(|p| states.get(p).is_some_and(|ps| ps.kind == Kind::Dir));
+        let dir_parent = |s: &EntryState| {
+            s.parent
+                .filter(|p| states.get(p).is_some_and(|ps| ps.kind == Kind::Dir))
+        };
 
         // Rule 1: what shows.
         let mut visible: HashSet<EntryId> = HashSet::new();
@@ -192,7 +227,11 @@ impl Tree {
                     .collect();
                 kids.sort();
                 kids.dedup();
-                let mut used = if prefix.is_empty() { std::mem::take(&mut root_used) } else { HashSet::new() };
+                let mut used = if prefix.is_empty() {
+                    std::mem::take(&mut root_used)
+                } else {
+                    HashSet::new()
+                };
                 tree.place(&prefix, &kids, &states, &mut used, &mut reached, &mut queue);
                 if prefix.is_empty() {
                     root_used = used;
@@ -212,9 +251,25 @@ impl Tree {
                 }
                 false
             };
-            let unreached = ids.iter().copied().filter(|id| visible.contains(id) && !reached.contains(id));
-            let Some(stray) = unreached.clone().find(|id| in_cycle(*id)).or_else(|| unreached.min()) else { break };
-            tree.place("", &[stray], &states, &mut root_used, &mut reached, &mut queue);
+            let unreached = ids
+                .iter()
+                .copied()
+                .filter(|id| visible.contains(id) && !reached.contains(id));
+            let Some(stray) = unreached
+                .clone()
+                .find(|id| in_cycle(*id))
+                .or_else(|| unreached.min())
+            else {
+                break;
+            };
+            tree.place(
+                "",
+                &[stray],
+                &states,
+                &mut root_used,
+                &mut reached,
+                &mut queue,
+            );
         }
         tree
     }
@@ -234,11 +289,24 @@ impl Tree {
         for &k in kids {
             by_name.entry(states[&k].name.as_str()).or_default().push(k);
         }
-        let join = |name: &str| if prefix.is_empty() { name.to_owned() } else { format!("{prefix}/{name}") };
+        let join = |name: &str| {
+            if prefix.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{prefix}/{name}")
+            }
+        };
         let mut losers = Vec::new();
         for (name, group) in by_name {
-            let dirs: Vec<EntryId> = group.iter().copied().filter(|k| states[k].kind == Kind::Dir).collect();
-            let others = group.iter().copied().filter(|k| states[k].kind != Kind::Dir);
+            let dirs: Vec<EntryId> = group
+                .iter()
+                .copied()
+                .filter(|k| states[k].kind == Kind::Dir)
+                .collect();
+            let others = group
+                .iter()
+                .copied()
+                .filter(|k| states[k].kind != Kind::Dir);
             if name.is_empty() || used.contains(name) {
                 losers.extend(group.iter().copied());
                 continue;
@@ -250,7 +318,14 @@ impl Tree {
                     reached.insert(d);
                     self.path_of.insert(d, path.clone());
                 }
-                self.by_path.insert(path.clone(), Node { id: canon, kind: Kind::Dir, path: path.clone() });
+                self.by_path.insert(
+                    path.clone(),
+                    Node {
+                        id: canon,
+                        kind: Kind::Dir,
+                        path: path.clone(),
+                    },
+                );
                 if dirs.len() > 1 {
                     self.aliases.insert(path.clone(), dirs[1..].to_vec());
                 }
@@ -261,7 +336,14 @@ impl Tree {
                 if let Some(first) = others.next() {
                     reached.insert(first);
                     self.path_of.insert(first, path.clone());
-                    self.by_path.insert(path.clone(), Node { id: first, kind: states[&first].kind, path });
+                    self.by_path.insert(
+                        path.clone(),
+                        Node {
+                            id: first,
+                            kind: states[&first].kind,
+                            path,
+                        },
+                    );
                 }
                 losers.extend(others);
             }
@@ -274,7 +356,14 @@ impl Tree {
             let path = join(&name);
             self.path_of.insert(k, path.clone());
             let kind = states[&k].kind;
-            self.by_path.insert(path.clone(), Node { id: k, kind, path: path.clone() });
+            self.by_path.insert(
+                path.clone(),
+                Node {
+                    id: k,
+                    kind,
+                    path: path.clone(),
+                },
+            );
             if kind == Kind::Dir {
                 queue.push((path, vec![Some(k)]));
             }

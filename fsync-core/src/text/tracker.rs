@@ -120,10 +120,18 @@ impl Tracker {
                 let mut lv = op.lv;
                 let end = op.lv + op.len;
                 while lv < end {
-                    let Some((&key, &t)) = self.del_targets.range(..=lv).next_back().filter(|(k, t)| **k + t.len > lv)
+                    let Some((&key, &t)) = self
+                        .del_targets
+                        .range(..=lv)
+                        .next_back()
+                        .filter(|(k, t)| **k + t.len > lv)
                     else {
                         // Not replayed here (only in a malformed history).
-                        lv = self.del_targets.range(lv + 1..).next().map_or(end, |(k, _)| (*k).min(end));
+                        lv = self
+                            .del_targets
+                            .range(lv + 1..)
+                            .next()
+                            .map_or(end, |(k, _)| (*k).min(end));
                         continue;
                     };
                     let off = lv - key;
@@ -134,7 +142,10 @@ impl Tracker {
                         let hi = t.target + t.len - off;
                         hi - n..hi
                     };
-                    self.set_state(targets, |s| if advance { s + 1 } else { s.saturating_sub(1) });
+                    self.set_state(
+                        targets,
+                        |s| if advance { s + 1 } else { s.saturating_sub(1) },
+                    );
                     lv += n;
                 }
             }
@@ -145,7 +156,9 @@ impl Tracker {
     fn set_state(&mut self, range: Range<Lv>, f: impl Fn(u32) -> u32) {
         let mut lv = range.start;
         while lv < range.end {
-            let Some(mut c) = self.split_at_lv(lv) else { return };
+            let Some(mut c) = self.split_at_lv(lv) else {
+                return;
+            };
             if self.items.get(c).len > range.end - lv {
                 c = self.items.split(c, range.end - lv).0;
             }
@@ -154,7 +167,13 @@ impl Tracker {
         }
     }
 
-    fn insert(&mut self, oplog: &OpLog, op: &OpSlice<'_>, text: &str, doc: Option<&mut JumpRopeBuf>) {
+    fn insert(
+        &mut self,
+        oplog: &OpLog,
+        op: &OpSlice<'_>,
+        text: &str,
+        doc: Option<&mut JumpRopeBuf>,
+    ) {
         // The character left of the cursor in the prepare version.
         let (mut cursor, mut end_pos, origin_left) = if op.pos == 0 {
             (self.items.first(), 0, NONE)
@@ -163,8 +182,16 @@ impl Tracker {
                 return; // Past the end of an infinite placeholder: impossible.
             };
             let it = *self.items.get(c);
-            let end = if it.ever_deleted { end_before } else { end_before + off + 1 };
-            let cursor = if off + 1 < it.len { Some(self.items.split(c, off + 1).1) } else { self.items.next(c) };
+            let end = if it.ever_deleted {
+                end_before
+            } else {
+                end_before + off + 1
+            };
+            let cursor = if off + 1 < it.len {
+                Some(self.items.split(c, off + 1).1)
+            } else {
+                self.items.next(c)
+            };
             (cursor, end, it.lv + off)
         };
         let mut origin_right = NONE;
@@ -177,12 +204,27 @@ impl Tracker {
             }
             c = self.items.next(cc);
         }
-        let new = Item { lv: op.lv, len: op.len, origin_left, origin_right, state: INS, ever_deleted: false };
+        let new = Item {
+            lv: op.lv,
+            len: op.len,
+            origin_left,
+            origin_right,
+            state: INS,
+            ever_deleted: false,
+        };
 
         // FugueMax / YjsMod: skip concurrent inserts at this place that
         // must come first, so concurrent runs never interleave.
-        let left = if origin_left == NONE { BEFORE } else { self.items.key_of_lv(origin_left) };
-        let right = if origin_right == NONE { AFTER } else { self.items.key_of_lv(origin_right) };
+        let left = if origin_left == NONE {
+            BEFORE
+        } else {
+            self.items.key_of_lv(origin_left)
+        };
+        let right = if origin_right == NONE {
+            AFTER
+        } else {
+            self.items.key_of_lv(origin_right)
+        };
         let mut scan = cursor;
         let mut scan_end = end_pos;
         let mut scanning = false;
@@ -194,10 +236,20 @@ impl Tracker {
             if other.state != NIY {
                 break;
             }
-            let oleft = if other.origin_left == NONE { BEFORE } else { self.items.key_of_lv(other.origin_left) };
-            let oright = if other.origin_right == NONE { AFTER } else { self.items.key_of_lv(other.origin_right) };
+            let oleft = if other.origin_left == NONE {
+                BEFORE
+            } else {
+                self.items.key_of_lv(other.origin_left)
+            };
+            let oright = if other.origin_right == NONE {
+                AFTER
+            } else {
+                self.items.key_of_lv(other.origin_right)
+            };
             if oleft < left
-                || (oleft == left && oright == right && oplog.agent_seq(op.lv) < oplog.agent_seq(other.lv))
+                || (oleft == left
+                    && oright == right
+                    && oplog.agent_seq(op.lv) < oplog.agent_seq(other.lv))
             {
                 break;
             }
@@ -222,7 +274,9 @@ impl Tracker {
         let mut done = 0;
         while done < op.len {
             // The first character still visible at op.pos (prepare version).
-            let Some((mut c, off, mut end)) = self.items.find_visible(op.pos) else { return };
+            let Some((mut c, off, mut end)) = self.items.find_visible(op.pos) else {
+                return;
+            };
             if off > 0 {
                 if !self.items.get(c).ever_deleted {
                     end += off;
@@ -246,8 +300,19 @@ impl Tracker {
                 }
             }
             let target = self.items.get(c).lv;
-            let (op_lv, fwd) = if op.fwd { (op.lv + done, true) } else { (op.lv + op.len - done - n, false) };
-            self.del_targets.insert(op_lv, DelTarget { len: n, target, fwd });
+            let (op_lv, fwd) = if op.fwd {
+                (op.lv + done, true)
+            } else {
+                (op.lv + op.len - done - n, false)
+            };
+            self.del_targets.insert(
+                op_lv,
+                DelTarget {
+                    len: n,
+                    target,
+                    fwd,
+                },
+            );
             done += n;
         }
     }
@@ -264,7 +329,11 @@ pub(crate) fn runs_with_parents<'a>(
         while lv < r.end {
             let e = graph.entry_of(lv);
             let end = e.end.min(r.end);
-            let parents = if lv == e.start { e.parents.clone() } else { smallvec::smallvec![lv - 1] };
+            let parents = if lv == e.start {
+                e.parents.clone()
+            } else {
+                smallvec::smallvec![lv - 1]
+            };
             out.push((parents, lv..end));
             lv = end;
         }
