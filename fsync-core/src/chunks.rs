@@ -297,13 +297,13 @@ mod tests {
         assert_eq!(c.fresh_bytes(), data.len());
         // "Written and synced" by the owner of the store.
         for (h, b) in c.fresh() {
-            source.map.lock().unwrap().insert(h, b.to_vec());
+            source.map.lock().expect("lock").insert(h, b.to_vec());
         }
         let hashes: Vec<ChunkHash> = parts.iter().map(|(r, _)| r.hash).collect();
         c.mark_stored(&hashes);
         assert_eq!(c.fresh_bytes(), 0);
         assert_eq!(c.fresh().count(), 0);
-        let cached = c.cache.lock().unwrap().bytes;
+        let cached = c.cache.lock().expect("lock").bytes;
         assert!(
             cached <= CACHE_BYTES && cached > CACHE_BYTES / 2,
             "cache holds {cached} bytes"
@@ -316,10 +316,10 @@ mod tests {
             "read back through the source"
         );
         assert!(source.reads.load(std::sync::atomic::Ordering::SeqCst) > 0);
-        assert!(c.cache.lock().unwrap().bytes <= CACHE_BYTES);
+        assert!(c.cache.lock().expect("lock").bytes <= CACHE_BYTES);
         // The most recent chunk is served from the cache.
         let before = source.reads.load(std::sync::atomic::Ordering::SeqCst);
-        let last = parts.last().unwrap().0.hash;
+        let last = parts.last().expect("chunks").0.hash;
         assert!(c.get(&last).is_some());
         assert_eq!(
             source.reads.load(std::sync::atomic::Ordering::SeqCst),
