@@ -44,6 +44,26 @@ fn hunks<T: Eq + Hash>(
     out
 }
 
+/// How much a line diff changes from `old` to `new`: the characters of
+/// the lines it deletes and inserts. Unlike the size of [`text_edits`],
+/// a line replaced by another that shares characters counts whole.
+pub fn line_change(old: &str, new: &str) -> usize {
+    let input = InternedInput::new(lines_with_terminator(old), lines_with_terminator(new));
+    let len = |tokens: &[imara_diff::intern::Token]| {
+        tokens
+            .iter()
+            .map(|t| input.interner[*t].chars().count())
+            .sum::<usize>()
+    };
+    hunks(&input)
+        .into_iter()
+        .map(|(b, a)| {
+            len(&input.before[b.start as usize..b.end as usize])
+                + len(&input.after[a.start as usize..a.end as usize])
+        })
+        .sum()
+}
+
 /// The edits turning `old` into `new`, last first; positions in Unicode
 /// scalar values.
 pub fn text_edits(old: &str, new: &str) -> Vec<Edit> {
@@ -115,6 +135,13 @@ mod tests {
             "{e:?}"
         );
         assert_eq!(apply(old, &e), new);
+    }
+
+    #[test]
+    fn line_change_counts_whole_lines() {
+        assert_eq!(line_change("keep\ntok-61\n", "keep\ntok-117\n"), 7 + 8);
+        assert_eq!(line_change("keep\n", "keep\ntok-117\n"), 8);
+        assert_eq!(line_change("a\n", "a\n"), 0);
     }
 
     #[test]

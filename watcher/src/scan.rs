@@ -1058,7 +1058,12 @@ fn scan_inner(
         // the disk holds the staged version, plus whatever was done since.
         let from = match &k.staged {
             Some((ino, v)) if *ino == d.stat.ino => v.clone(),
-            _ => k.base.clone(),
+            // A new inode: our staged write never landed (its temp file is
+            // removed at start), or it landed and was then replaced by a
+            // save through a temp file. Either way the disk holds one of
+            // the two versions plus the user's edit.
+            Some((_, v)) => closer_base(folder, k.id, &k.base, v, &body),
+            None => k.base.clone(),
         };
         let base = take_in(folder, chunks, k.id, &from, body, d.stat.exec, now)?;
         index.files.insert(
@@ -1075,6 +1080,30 @@ fn scan_inner(
         }
     }
     Ok(report)
+}
+
+/// Of `base` and `staged`, the version `body` is the smaller edit of.
+/// Diffing from the wrong one either undoes what the other brought (a
+/// peer's edit, taken back) or, refined to characters, blends the user's
+/// new line into one a peer deleted (`tok-61` -> `tok-117` kept only `17`).
+fn closer_base(
+    folder: &Folder,
+    id: EntryId,
+    base: &[EventId],
+    staged: &[EventId],
+    body: &Body,
+) -> Vec<EventId> {
+    let (Body::Text(t), Some(doc)) = (body, folder.doc(id)) else {
+        return base.to_vec();
+    };
+    let size = |v: &[EventId]| {
+        let text = doc.lvs_of(v).map(|l| doc.text_at(&l))?;
+        Some(crate::diff::line_change(&text, t))
+    };
+    match (size(base), size(staged)) {
+        (Some(b), Some(s)) if s < b => staged.to_vec(),
+        _ => base.to_vec(),
+    }
 }
 
 /// Records `body` as the content of entry `id`, edited from `base`; returns

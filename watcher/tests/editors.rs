@@ -667,6 +667,71 @@ fn a_crash_between_replace_and_index_save_doubles_nothing() {
         .any(|e| e.file_name().to_string_lossy().starts_with(".fsync-tmp")));
 }
 
+/// Regression (found by the SIGKILL end-to-end test): killed after a
+/// write-back landed a peer's deletion of a line but before the index was
+/// saved; then the user saved through a temp file (a new inode) with a new
+/// line. Diffed from the old base, refined to characters, the new line
+/// `tok-117` reused the deleted `tok-61`'s characters and only `17`
+/// survived. The restart now diffs from the version closer to the disk.
+#[test]
+fn a_save_through_a_temp_file_after_a_lost_index_update_diffs_from_our_write() {
+    let mut d = Dir::new("stagedrename");
+    d.sh("printf 'keep\ntok-61\n' > f.txt");
+    d.scan();
+    remote_edit(&mut d, "f.txt", |f, id| {
+        f.set_text(id, "keep\n", 9).expect("edit")
+    });
+    let mut saved = None;
+    watcher::write_back_with(
+        &d.root,
+        &mut d.folder,
+        &mut d.chunks,
+        &mut d.index,
+        &mut |i| {
+            saved = Some(i.clone());
+            Ok(())
+        },
+    )
+    .expect("write");
+    assert_eq!(read_file(&d, "f.txt"), "keep\n");
+    d.sh("printf 'keep\ntok-117\n' > t.tmp && mv t.tmp f.txt");
+    d.index = Index::decode(&saved.expect("intents recorded").encode()).expect("decode");
+    d.scan();
+    assert_eq!(d.text("f.txt"), "keep\ntok-117\n");
+}
+
+/// The other half: killed before the staged write landed (the temp file is
+/// removed at start), the user saved an edit of the old version through a
+/// temp file. Diffing from the staged version would take the peer's edit
+/// back; it is kept.
+#[test]
+fn a_save_through_a_temp_file_after_a_write_that_never_landed_keeps_the_peers_edit() {
+    let mut d = Dir::new("stagednever");
+    d.sh("printf 'one\ntwo\n' > f.txt");
+    d.scan();
+    remote_edit(&mut d, "f.txt", |f, id| {
+        f.set_text(id, "one\nfrom a peer\ntwo\n", 9).expect("edit")
+    });
+    let mut saved = None;
+    watcher::write_back_with(
+        &d.root,
+        &mut d.folder,
+        &mut d.chunks,
+        &mut d.index,
+        &mut |i| {
+            saved = Some(i.clone());
+            Ok(())
+        },
+    )
+    .expect("write");
+    // As if the rename never happened: the old content, edited, saved
+    // through a temp file.
+    d.sh("printf 'one\ntwo\nlocal\n' > t.tmp && mv t.tmp f.txt");
+    d.index = Index::decode(&saved.expect("intents recorded").encode()).expect("decode");
+    d.scan();
+    assert_eq!(d.text("f.txt"), "one\nfrom a peer\ntwo\nlocal\n");
+}
+
 /// Regression: a scan scoped to a symlink (what a live event for it asks)
 /// read the link's target instead, or found a dangling link gone.
 #[test]
