@@ -260,6 +260,8 @@ fn contract_rows_after_a_partition() {
     std::fs::create_dir_all(p.da("dir")).expect("mkdir");
     std::fs::write(p.da("dir/old.txt"), "old\n").expect("write");
     std::fs::write(p.da("run.sh"), "#!/bin/sh\n").expect("write");
+    std::fs::write(p.da("config.txt"), "port = 8080\nname = x\n").expect("write");
+    std::fs::write(p.da("replaced.txt"), "keep\nold line\n").expect("write");
     let da = p.a.start(p.pa);
     let db = p.b.start(p.pb);
     let synced = || {
@@ -299,6 +301,11 @@ fn contract_rows_after_a_partition() {
         .expect("chmod");
     assert!(status.success());
     std::os::unix::fs::symlink("run.sh", p.db("link")).expect("ln -s");
+    // One short value changed on both; a line replaced on a, deleted on b.
+    std::fs::write(p.da("config.txt"), "port = 9090\nname = x\n").expect("write");
+    std::fs::write(p.db("config.txt"), "port = 8081\nname = x\n").expect("write");
+    std::fs::write(p.da("replaced.txt"), "keep\nnew line\n").expect("write");
+    std::fs::write(p.db("replaced.txt"), "keep\n").expect("write");
     std::thread::sleep(std::time::Duration::from_millis(300));
     let db = p.b.start(p.pb);
 
@@ -355,6 +362,18 @@ fn contract_rows_after_a_partition() {
     // Directory deleted on a, file added in it on b: the file survives.
     assert_eq!(get("dir/added.txt").as_deref(), Some("added on b\n"));
     assert_eq!(get("dir/old.txt"), None);
+    // A short line changed on both: both versions, no blend of the two.
+    let config = get("config.txt").expect("config.txt");
+    let lines: Vec<&str> = config.lines().collect();
+    assert_eq!(lines.len(), 3, "{config:?}");
+    assert!(
+        lines.contains(&"port = 9090")
+            && lines.contains(&"port = 8081")
+            && lines.contains(&"name = x"),
+        "{config:?}"
+    );
+    // A line replaced on a and deleted on b: the new line survives.
+    assert_eq!(get("replaced.txt").as_deref(), Some("keep\nnew line\n"));
     // Executable bit and symlink.
     assert!(get("run.sh").is_some_and(|c| c.starts_with("x ")));
     assert_eq!(get("link").as_deref(), Some("-> run.sh"));

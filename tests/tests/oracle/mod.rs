@@ -510,7 +510,13 @@ impl Driver {
     fn new_token(&mut self) -> String {
         let t = self.fresh();
         self.ledger.tokens.insert(t, false);
-        format!("tok-{t}\n")
+        // Fixed width: a new token is never an old one with characters
+        // added (`tok-4` -> `tok-45`). Typing into a line is merged by
+        // character, so such a line deleted on another node meanwhile keeps
+        // only the typed `5`: the documented merge of a line edit with its
+        // deletion, which a diff cannot tell from a new line put in the old
+        // one's place (see `watcher::diff`).
+        format!("tok-{t:06}\n")
     }
 
     /// Marks the tokens and blob shown in `bytes` as superseded.
