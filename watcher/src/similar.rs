@@ -14,6 +14,11 @@ use std::collections::HashMap;
 /// larger one's) to count as one file: git's default rename threshold.
 const THRESHOLD: f64 = 0.5;
 
+/// Share of the old file's lines kept, and of the new file's lines that are
+/// the old one's, for a file that grew to count as the same.
+const GROWN_KEPT: f64 = 0.8;
+const GROWN_SHARE: f64 = 0.25;
+
 /// Bound on the pair counting work (postings visited) per call, so a huge
 /// batch of deletions and creations stays linear.
 const WORK_MAX: usize = 4_000_000;
@@ -66,7 +71,12 @@ pub(crate) fn pair(gone: &[&str], fresh: &[&str]) -> Vec<(usize, usize)> {
         }
         for (j, n) in shared {
             let score = n as f64 / lines.len().max(fresh_lines[j].len()) as f64;
-            if score >= THRESHOLD {
+            // Or the old file grown: nearly all of it kept, and a fair part
+            // of the new one (a file edited a lot while the daemon was
+            // stopped, then renamed).
+            let grown = n as f64 >= GROWN_KEPT * lines.len() as f64
+                && n as f64 >= GROWN_SHARE * fresh_lines[j].len() as f64;
+            if score >= THRESHOLD || grown {
                 candidates.push((score, i, j));
             }
         }
@@ -99,6 +109,18 @@ mod tests {
         assert_eq!(pair(&[old], &[new]), vec![(0, 0)]);
         // One line of one, with a line added: half shared, still the same.
         assert_eq!(pair(&["tok-1\n"], &["tok-1\ntok-2\n"]), vec![(0, 0)]);
+    }
+
+    #[test]
+    fn a_file_that_grew_a_lot_pairs_with_its_old_self() {
+        // Edited while the daemon was stopped (lines added), then renamed.
+        let old = "tok-9\ntok-4\n";
+        let new = "tok-9\ntok-4\ntok-18\ntok-21\ntok-34\ntok-41\n";
+        assert_eq!(pair(&[old], &[new]), vec![(0, 0)]);
+        // One common line in a long new file is no evidence.
+        let long: String = (0..20).map(|i| format!("line {i}\n")).collect();
+        assert!(pair(&["}\n"], &[&format!("{long}}}\n")]).is_empty());
+        assert!(pair(&["}\nend\n"], &[&format!("{long}}}\n")]).is_empty());
     }
 
     #[test]
