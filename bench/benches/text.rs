@@ -44,26 +44,13 @@ fn selected(name: &str) -> bool {
 fn traces(c: &mut Criterion) {
     for name in TRACES.iter().filter(|n| selected(n)) {
         let t = load(name);
-        let fs = if t.concurrent {
-            t.replay_concurrent().expect("builds")
-        } else {
-            t.replay_local()
-        };
+        let fs = if t.concurrent { t.replay_concurrent().expect("builds") } else { t.replay_local() };
         let fs_bytes = fs.oplog().encode();
-        let dt_log = if t.concurrent {
-            dt_concurrent(&t)
-        } else {
-            dt_local(&t).oplog
-        };
+        let dt_log = if t.concurrent { dt_concurrent(&t) } else { dt_local(&t).oplog };
         let dt_bytes = dt_encode(&dt_log);
         // diamond-types 1.0 panics checking out A2: report, do not time it.
-        let dt_ok =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dt_load(&dt_bytes) == t.end));
-        let y = if t.concurrent {
-            yrs_concurrent(&t)
-        } else {
-            yrs_local(&t)
-        };
+        let dt_ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dt_load(&dt_bytes) == t.end));
+        let y = if t.concurrent { yrs_concurrent(&t) } else { yrs_local(&t) };
         let y_bytes = yrs_encode(&y);
         println!(
             "{}: encoded bytes fsync {} dt1 {} ({:.2}x) yrs {} ({:.2}x); exact: fsync {} dt1 {} yrs {}",
@@ -81,9 +68,7 @@ fn traces(c: &mut Criterion) {
             yrs_load(&y_bytes) == t.end,
         );
         let mut g = c.benchmark_group(t.name.clone());
-        g.sample_size(10)
-            .measurement_time(Duration::from_secs(3))
-            .warm_up_time(Duration::from_millis(500));
+        g.sample_size(10).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_millis(500));
         if !t.concurrent {
             g.bench_function("local/fsync", |b| b.iter(|| t.replay_local()));
             g.bench_function("local/dt1", |b| b.iter(|| dt_local(&t)));
@@ -114,24 +99,14 @@ fn remote_change(c: &mut Criterion) {
     let dt_tip = dt.oplog.len() - 1;
 
     let mut g = c.benchmark_group("remote-change-into-automerge-paper");
-    g.sample_size(50)
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_millis(500));
+    g.sample_size(50).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_millis(500));
     for (label, parent) in [("on-tip", tip), ("behind-100", older)] {
         g.bench_function(format!("fsync/{label}"), |b| {
             b.iter_batched(
                 || doc.clone(),
                 |mut d| {
                     let p = [parent];
-                    let op = RemoteOp::insert(
-                        EventId {
-                            agent: peer,
-                            seq: 0,
-                        },
-                        &p,
-                        1000,
-                        "x",
-                    );
+                    let op = RemoteOp::insert(EventId { agent: peer, seq: 0 }, &p, 1000, "x");
                     d.add_remote(&op).expect("valid");
                     d.merge_pending();
                     d

@@ -24,18 +24,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn walk_stat(root: &Path) -> usize {
-    walkdir::WalkDir::new(root)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.metadata().is_ok())
-        .count()
+    walkdir::WalkDir::new(root).into_iter().filter_map(Result::ok).filter(|e| e.metadata().is_ok()).count()
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(100_000);
+    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let root = std::env::temp_dir().join(format!("fsync-scan-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     for i in 0..n {
@@ -43,11 +36,7 @@ fn main() {
         if i < 1000 {
             std::fs::create_dir_all(&dir).expect("mkdir");
         }
-        std::fs::write(
-            dir.join(format!("f{i}.txt")),
-            format!("file {i}\nsome text\n"),
-        )
-        .expect("write");
+        std::fs::write(dir.join(format!("f{i}.txt")), format!("file {i}\nsome text\n")).expect("write");
     }
     let ignore = Ignore::load(&root);
     let (mut base, mut first, mut again, mut changed) = (vec![], vec![], vec![], vec![]);
@@ -81,17 +70,8 @@ fn main() {
     let (b, f, a, c) = (median(base), median(first), median(again), median(changed));
     println!("{n} files in 1000 directories, medians of 5:");
     println!("  walk + stat (baseline)       {b:9.1} ms");
-    println!(
-        "  first scan (reads all)       {f:9.1} ms  ({:.1}x baseline)",
-        f / b
-    );
-    println!(
-        "  rescan, nothing changed      {a:9.1} ms  ({:.1}x baseline)",
-        a / b
-    );
-    println!(
-        "  rescan, 100 files changed    {c:9.1} ms  ({:.1}x baseline)",
-        c / b
-    );
+    println!("  first scan (reads all)       {f:9.1} ms  ({:.1}x baseline)", f / b);
+    println!("  rescan, nothing changed      {a:9.1} ms  ({:.1}x baseline)", a / b);
+    println!("  rescan, 100 files changed    {c:9.1} ms  ({:.1}x baseline)", c / b);
     let _ = std::fs::remove_dir_all(&root);
 }

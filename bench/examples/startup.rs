@@ -20,10 +20,7 @@ use fsync_core::store::{load_folder, save_snapshot, saved_changes, snapshot_key,
 use fsync_core::AgentId;
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let files = args.first().copied().unwrap_or(100_000);
     let chars = args.get(1).copied().unwrap_or(10);
     let dir = std::env::temp_dir().join(format!("fsync-startup-{}", std::process::id()));
@@ -38,12 +35,8 @@ fn main() {
     let mut saver = Saver::loaded(&folder);
     let mut text_bytes = 0usize;
     for i in 0..files {
-        let id = folder
-            .create(&format!("d{}/f{i}.txt", i % 100), Kind::File, i as u64)
-            .expect("create");
-        let body: String = (0..chars)
-            .map(|c| (b'a' + ((i + c) % 26) as u8) as char)
-            .collect();
+        let id = folder.create(&format!("d{}/f{i}.txt", i % 100), Kind::File, i as u64).expect("create");
+        let body: String = (0..chars).map(|c| (b'a' + ((i + c) % 26) as u8) as char).collect();
         text_bytes += body.len();
         folder.set_text(id, &body, i as u64).expect("text");
         if i % 1000 == 999 {
@@ -55,10 +48,7 @@ fn main() {
     store.sync().expect("sync");
     let changes: u64 = folder.version_vector().values().sum();
     drop(store);
-    eprintln!(
-        "built {files} files, {changes} changes in {:.1?}",
-        t.elapsed()
-    );
+    eprintln!("built {files} files, {changes} changes in {:.1?}", t.elapsed());
 
     let size = std::fs::metadata(&path).expect("size").len();
     let mut floor = Vec::new();
@@ -101,12 +91,7 @@ fn concurrent_histories(dir: &std::path::Path) {
     let mut b = Folder::new(AgentId::from_index(2));
     let mut store = RedbStore::open(&path).expect("open");
     let mut saver = Saver::loaded(&a);
-    let ids: Vec<_> = (0..4)
-        .map(|i| {
-            a.create(&format!("f{i}.txt"), Kind::File, 0)
-                .expect("create")
-        })
-        .collect();
+    let ids: Vec<_> = (0..4).map(|i| a.create(&format!("f{i}.txt"), Kind::File, 0).expect("create")).collect();
     let sync = |from: &Folder, to: &mut Folder| {
         let (c, _): (Changes, usize) = from.changes_since(to.version_vector(), 0, usize::MAX);
         to.apply_changes(&c).1.expect("apply");
@@ -124,20 +109,14 @@ fn concurrent_histories(dir: &std::path::Path) {
         for (w, f) in [&mut a, &mut b].into_iter().enumerate() {
             for k in 0..10 {
                 let id = ids[rand(ids.len())];
-                let mut text: Vec<char> = f
-                    .doc(id)
-                    .map(|d| d.text())
-                    .unwrap_or_default()
-                    .chars()
-                    .collect();
+                let mut text: Vec<char> = f.doc(id).map(|d| d.text()).unwrap_or_default().chars().collect();
                 let at = rand(text.len() + 1);
                 if text.len() > 200 && rand(3) == 0 {
                     text.remove(at.min(text.len() - 1));
                 } else {
                     text.insert(at, (b'a' + ((w + k) % 26) as u8) as char);
                 }
-                f.set_text(id, &text.iter().collect::<String>(), round)
-                    .expect("edit");
+                f.set_text(id, &text.iter().collect::<String>(), round).expect("edit");
             }
         }
         sync(&a, &mut b);
@@ -146,34 +125,18 @@ fn concurrent_histories(dir: &std::path::Path) {
     }
     store.sync().expect("sync");
     let changes: u64 = a.version_vector().values().sum();
-    let text: usize = ids
-        .iter()
-        .map(|id| a.doc(*id).map_or(0, |d| d.len_chars()))
-        .sum();
-    eprintln!(
-        "built 4 files, {changes} concurrent changes, {text} chars in {:.1?}",
-        t.elapsed()
-    );
-    let batches: Vec<Changes> = saved_changes(&store, "c")
-        .expect("batches")
-        .collect::<Result<_, _>>()
-        .expect("decode");
+    let text: usize = ids.iter().map(|id| a.doc(*id).map_or(0, |d| d.len_chars())).sum();
+    eprintln!("built 4 files, {changes} concurrent changes, {text} chars in {:.1?}", t.elapsed());
+    let batches: Vec<Changes> = saved_changes(&store, "c").expect("batches").collect::<Result<_, _>>().expect("decode");
     save_snapshot("c", &a, &mut store).expect("snapshot");
     store.sync().expect("sync");
-    let snapshot = store
-        .get_state(&snapshot_key("c"))
-        .expect("read")
-        .expect("snapshot");
+    let snapshot = store.get_state(&snapshot_key("c")).expect("read").expect("snapshot");
     drop(store);
     let (mut replay, mut with) = (Vec::new(), Vec::new());
     for _ in 0..5 {
         let t = Instant::now();
-        let f = Folder::load::<fsync_core::folder::ApplyError>(
-            AgentId::from_index(3),
-            batches.iter().cloned().map(Ok),
-            None,
-        )
-        .expect("load");
+        let f = Folder::load::<fsync_core::folder::ApplyError>(AgentId::from_index(3), batches.iter().cloned().map(Ok), None)
+            .expect("load");
         replay.push(t.elapsed().as_secs_f64() * 1000.0);
         let t = Instant::now();
         let g = Folder::load::<fsync_core::folder::ApplyError>(
@@ -184,16 +147,8 @@ fn concurrent_histories(dir: &std::path::Path) {
         .expect("load");
         with.push(t.elapsed().as_secs_f64() * 1000.0);
         for id in &ids {
-            assert_eq!(
-                f.doc(*id).map(|d| d.text()),
-                a.doc(*id).map(|d| d.text()),
-                "full replay differs"
-            );
-            assert_eq!(
-                g.doc(*id).map(|d| d.text()),
-                a.doc(*id).map(|d| d.text()),
-                "snapshot load differs"
-            );
+            assert_eq!(f.doc(*id).map(|d| d.text()), a.doc(*id).map(|d| d.text()), "full replay differs");
+            assert_eq!(g.doc(*id).map(|d| d.text()), a.doc(*id).map(|d| d.text()), "snapshot load differs");
         }
     }
     let (r, w) = (median(&mut replay), median(&mut with));

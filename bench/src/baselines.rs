@@ -37,11 +37,7 @@ pub fn dt_concurrent(t: &Trace) -> DtOpLog {
             let id = log.get_or_create_agent_id(&format!("agent{}", agents.len()));
             agents.push(id);
         }
-        let mut parents: Vec<usize> = txn
-            .parents
-            .iter()
-            .flat_map(|&p| after[p].iter().copied())
-            .collect();
+        let mut parents: Vec<usize> = txn.parents.iter().flat_map(|&p| after[p].iter().copied()).collect();
         parents.sort_unstable();
         parents.dedup();
         for (pos, del, ins) in &txn.patches {
@@ -89,10 +85,7 @@ fn utf16_pos(s: &str, chars: usize) -> u32 {
 pub fn yrs_local(t: &Trace) -> Doc {
     let doc = ydoc(1);
     let text = doc.get_or_insert_text("t");
-    let ascii = t.start.is_ascii()
-        && t.txns
-            .iter()
-            .all(|x| x.patches.iter().all(|p| p.2.is_ascii()));
+    let ascii = t.start.is_ascii() && t.txns.iter().all(|x| x.patches.iter().all(|p| p.2.is_ascii()));
     let mut shadow = ropey::Rope::from_str(&t.start);
     if !t.start.is_empty() {
         text.insert(&mut doc.transact_mut(), 0, &t.start);
@@ -123,8 +116,7 @@ pub fn yrs_local(t: &Trace) -> Doc {
 
 /// yrs: the whole state as one update.
 pub fn yrs_encode(doc: &Doc) -> Vec<u8> {
-    doc.transact()
-        .encode_state_as_update_v1(&StateVector::default())
+    doc.transact().encode_state_as_update_v1(&StateVector::default())
 }
 
 /// yrs: load an update into an empty doc and produce the text.
@@ -132,8 +124,7 @@ pub fn yrs_load(bytes: &[u8]) -> String {
     let doc = ydoc(999_999);
     let text = doc.get_or_insert_text("t");
     let mut txn = doc.transact_mut();
-    txn.apply_update(Update::decode_v1(bytes).expect("yrs decodes its own update"))
-        .expect("update applies");
+    txn.apply_update(Update::decode_v1(bytes).expect("yrs decodes its own update")).expect("update applies");
     text.get_string(&txn)
 }
 
@@ -157,10 +148,7 @@ pub fn yrs_concurrent(t: &Trace) -> Doc {
     let mut clients: std::collections::HashMap<u64, (u64, u32)> = Default::default();
     let mut fresh = 1_000_000u64;
     let mut leaves: Vec<Doc> = Vec::new();
-    let ascii = t
-        .txns
-        .iter()
-        .all(|x| x.patches.iter().all(|p| p.2.is_ascii()));
+    let ascii = t.txns.iter().all(|x| x.patches.iter().all(|p| p.2.is_ascii()));
     for (i, x) in t.txns.iter().enumerate() {
         let (mut client, clock) = *clients.entry(x.agent).or_insert((x.agent + 1, 0));
         let cid = |c: u64| yrs::block::ClientID::new(c);
@@ -168,10 +156,9 @@ pub fn yrs_concurrent(t: &Trace) -> Doc {
         let mut base: Option<Doc> = None;
         for &p in &x.parents {
             let reusable = children[p] == 1
-                && docs[p].as_ref().is_some_and(|d| {
-                    d.client_id() == cid(client)
-                        && d.transact().state_vector().get(&cid(client)) == clock
-                });
+                && docs[p]
+                    .as_ref()
+                    .is_some_and(|d| d.client_id() == cid(client) && d.transact().state_vector().get(&cid(client)) == clock);
             if reusable {
                 base = docs[p].take();
                 break;
@@ -184,13 +171,8 @@ pub fn yrs_concurrent(t: &Trace) -> Doc {
                 let probe = ydoc(999_998);
                 for &p in &x.parents {
                     if let Some(d) = &docs[p] {
-                        let u = d
-                            .transact()
-                            .encode_state_as_update_v1(&probe.transact().state_vector());
-                        probe
-                            .transact_mut()
-                            .apply_update(Update::decode_v1(&u).expect("decodes"))
-                            .expect("applies");
+                        let u = d.transact().encode_state_as_update_v1(&probe.transact().state_vector());
+                        probe.transact_mut().apply_update(Update::decode_v1(&u).expect("decodes")).expect("applies");
                     }
                 }
                 if clock > 0 && probe.transact().state_vector().get(&cid(client)) != clock {
@@ -198,24 +180,16 @@ pub fn yrs_concurrent(t: &Trace) -> Doc {
                     client = fresh;
                 }
                 let d = ydoc(client);
-                let u = probe
-                    .transact()
-                    .encode_state_as_update_v1(&StateVector::default());
-                d.transact_mut()
-                    .apply_update(Update::decode_v1(&u).expect("decodes"))
-                    .expect("applies");
+                let u = probe.transact().encode_state_as_update_v1(&StateVector::default());
+                d.transact_mut().apply_update(Update::decode_v1(&u).expect("decodes")).expect("applies");
                 d
             }
         };
         // Merge the other parents' edits.
         for &p in &x.parents {
             if let Some(d) = &docs[p] {
-                let u = d
-                    .transact()
-                    .encode_state_as_update_v1(&doc.transact().state_vector());
-                doc.transact_mut()
-                    .apply_update(Update::decode_v1(&u).expect("decodes"))
-                    .expect("applies");
+                let u = d.transact().encode_state_as_update_v1(&doc.transact().state_vector());
+                doc.transact_mut().apply_update(Update::decode_v1(&u).expect("decodes")).expect("applies");
             }
         }
         for &p in &x.parents {
@@ -259,12 +233,8 @@ pub fn yrs_concurrent(t: &Trace) -> Doc {
     }
     let out = ydoc(2_000_000_000);
     for d in leaves {
-        let u = d
-            .transact()
-            .encode_state_as_update_v1(&out.transact().state_vector());
-        out.transact_mut()
-            .apply_update(Update::decode_v1(&u).expect("decodes"))
-            .expect("applies");
+        let u = d.transact().encode_state_as_update_v1(&out.transact().state_vector());
+        out.transact_mut().apply_update(Update::decode_v1(&u).expect("decodes")).expect("applies");
     }
     out
 }

@@ -66,8 +66,7 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:7420";
 impl Config {
     /// Reads the config file.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("{} is not a valid config", path.display()))
     }
 
@@ -77,8 +76,7 @@ impl Config {
         let tmp = path.with_extension("toml.tmp");
         {
             use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)
-                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            let mut f = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
         }
@@ -94,18 +92,12 @@ impl Config {
             if f.path == path {
                 return Ok(());
             }
-            bail!(
-                "folder {name:?} is already shared from {}; pick another name",
-                f.path.display()
-            );
+            bail!("folder {name:?} is already shared from {}; pick another name", f.path.display());
         }
         if let Some(f) = self.folders.iter().find(|f| f.path == path) {
             bail!("{} is already shared as {:?}", path.display(), f.name);
         }
-        self.folders.push(FolderConfig {
-            name: name.to_owned(),
-            path,
-        });
+        self.folders.push(FolderConfig { name: name.to_owned(), path });
         Ok(())
     }
 
@@ -124,12 +116,7 @@ impl Config {
         let p = match self.peers.iter_mut().find(|p| p.id == id) {
             Some(p) => p,
             None => {
-                self.peers.push(PeerConfig {
-                    id: id.to_owned(),
-                    addrs: Vec::new(),
-                    folders: Vec::new(),
-                    join: None,
-                });
+                self.peers.push(PeerConfig { id: id.to_owned(), addrs: Vec::new(), folders: Vec::new(), join: None });
                 self.peers.last_mut().context("just pushed")?
             }
         };

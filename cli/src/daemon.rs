@@ -95,15 +95,11 @@ struct Local {
 impl Local {
     /// Keeps `unreadable` as the scan of `scope` found it.
     fn note_unreadable(&mut self, scope: Option<&[String]>, found: &[(String, String)]) {
-        let under = |p: &str, s: &str| {
-            p == s || (p.len() > s.len() && p.starts_with(s) && p.as_bytes()[s.len()] == b'/')
-        };
+        let under = |p: &str, s: &str| p == s || (p.len() > s.len() && p.starts_with(s) && p.as_bytes()[s.len()] == b'/');
         let before = self.unreadable.clone();
         match scope {
             None => self.unreadable.clear(),
-            Some(sc) => self
-                .unreadable
-                .retain(|p, _| !sc.iter().any(|s| under(p, s))),
+            Some(sc) => self.unreadable.retain(|p, _| !sc.iter().any(|s| under(p, s))),
         }
         self.unreadable.extend(found.iter().cloned());
         for (p, why) in &self.unreadable {
@@ -118,16 +114,8 @@ impl Local {
 
     /// What keeps the folder and the disk apart, for `fsync status`.
     fn problems(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .write_error
-            .iter()
-            .map(|e| format!("not writing: {e}"))
-            .collect();
-        out.extend(
-            self.unreadable
-                .iter()
-                .map(|(p, why)| format!("cannot read {p}: {why}")),
-        );
+        let mut out: Vec<String> = self.write_error.iter().map(|e| format!("not writing: {e}")).collect();
+        out.extend(self.unreadable.iter().map(|(p, why)| format!("cannot read {p}: {why}")));
         out
     }
 }
@@ -141,9 +129,7 @@ const SNAPSHOT_EVERY: u64 = 200_000;
 const WRITE_GROUP: Duration = Duration::from_millis(20);
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The agent id a device writes its changes as.
@@ -196,17 +182,14 @@ struct MountBackend {
 
 impl fuse_mount::Backend for MountBackend {
     fn with<R>(&self, f: impl FnOnce(&mut Folder, &mut Chunks) -> R) -> Option<R> {
-        self.node
-            .read(&self.name, |s| f(&mut s.folder, &mut s.chunks))
+        self.node.read(&self.name, |s| f(&mut s.folder, &mut s.chunks))
     }
     fn changed(&self) {
         let _ = self.tx.send(MountMsg::Changed);
     }
     fn persist(&self) -> Result<(), String> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.tx
-            .send(MountMsg::Persist(tx))
-            .map_err(|_| "the daemon is stopping".to_owned())?;
+        self.tx.send(MountMsg::Persist(tx)).map_err(|_| "the daemon is stopping".to_owned())?;
         rx.recv().map_err(|_| "the daemon is stopping".to_owned())?
     }
 }
@@ -272,14 +255,8 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
     }
     // One daemon per home.
     let lock_path = home.dir.join("daemon.lock");
-    let lock = std::fs::File::create(&lock_path)
-        .with_context(|| format!("cannot create {}", lock_path.display()))?;
-    lock.try_lock().map_err(|_| {
-        anyhow!(
-            "another fsync daemon is already running on {}; stop it first",
-            home.dir.display()
-        )
-    })?;
+    let lock = std::fs::File::create(&lock_path).with_context(|| format!("cannot create {}", lock_path.display()))?;
+    lock.try_lock().map_err(|_| anyhow!("another fsync daemon is already running on {}; stop it first", home.dir.display()))?;
     // The control socket answers from the start: requests made while the
     // daemon starts (a `reload` after `folder add`, an `invite`) wait for it
     // rather than go to a store and config it has already read.
@@ -304,11 +281,7 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
     let mut locals = Vec::new();
     let mut started = Vec::new();
     for (i, fc) in config.folders.iter().enumerate() {
-        phase.send_replace(Some(format!(
-            "scanning folder {:?} at {}",
-            fc.name,
-            fc.path.display()
-        )));
+        phase.send_replace(Some(format!("scanning folder {:?} at {}", fc.name, fc.path.display())));
         let mounted = mount.as_ref().is_some_and(|(name, _)| *name == fc.name);
         let (local, folder, chunks) = open_folder(fc, i, &store, agent, &events_tx, mounted)?;
         started.push((fc.name.clone(), folder, chunks));
@@ -316,13 +289,7 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
     }
     collect_garbage(&mut store, agent, &started);
     // The folders are in place before the first peer can connect.
-    let node = Node::serve(
-        identity.clone(),
-        trust.clone(),
-        listen,
-        transport::node::IDLE_TIMEOUT,
-        started,
-    )?;
+    let node = Node::serve(identity.clone(), trust.clone(), listen, transport::node::IDLE_TIMEOUT, started)?;
     tracing::info!(device = %me, listen = %node.local_addr()?, "fsync running");
     let mut d = Daemon {
         home: home.clone(),
@@ -347,28 +314,12 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
     // From here a signal stops the daemon the normal way (unmount, save).
     starting.store(false, std::sync::atomic::Ordering::SeqCst);
     if let Some((name, point)) = &mount {
-        let backend = MountBackend {
-            node: d.node.clone(),
-            name: name.clone(),
-            tx: mount_tx,
-        };
-        let options = fuse_mount::MountOptions {
-            fsname: format!("fsync:{name}"),
-            space: home.dir.clone(),
-        };
+        let backend = MountBackend { node: d.node.clone(), name: name.clone(), tx: mount_tx };
+        let options = fuse_mount::MountOptions { fsname: format!("fsync:{name}"), space: home.dir.clone() };
         let m = tokio::task::block_in_place(|| fuse_mount::mount(backend, point, options))?;
-        let i = d
-            .locals
-            .iter()
-            .position(|l| l.name == *name)
-            .context("the mounted folder is not open")?;
+        let i = d.locals.iter().position(|l| l.name == *name).context("the mounted folder is not open")?;
         tracing::info!(folder = %name, mountpoint = %m.mountpoint().display(), "folder mounted");
-        mounted = Some(Mount {
-            i,
-            fs: m,
-            saved: Instant::now(),
-            due: None,
-        });
+        mounted = Some(Mount { i, fs: m, saved: Instant::now(), due: None });
     } else {
         drop(mount_tx);
     }
@@ -379,30 +330,18 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
     }
     phase.send_replace(None);
 
-    let mut writes = WriteBack {
-        last: Instant::now() - WRITE_GROUP,
-        due: None,
-    };
+    let mut writes = WriteBack { last: Instant::now() - WRITE_GROUP, due: None };
     let mut changes = d.node.changes();
     // Peers may have sent changes between serve() and this subscription:
     // start with a write-back pass so none of them waits for the next one.
     changes.mark_changed();
     // Progress is looked at once a second (more often when its log period
     // is set shorter).
-    let mut tick = tokio::time::interval(
-        TICK.min(crate::progress::log_every())
-            .max(Duration::from_millis(50)),
-    );
+    let mut tick = tokio::time::interval(TICK.min(crate::progress::log_every()).max(Duration::from_millis(50)));
     loop {
         let ms = d.ms();
-        let next = d
-            .locals
-            .iter()
-            .filter_map(|l| l.debounce.next_deadline())
-            .min();
-        let mut wait = next.map_or(Duration::from_secs(3600), |t| {
-            Duration::from_millis(t.saturating_sub(ms))
-        });
+        let next = d.locals.iter().filter_map(|l| l.debounce.next_deadline()).min();
+        let mut wait = next.map_or(Duration::from_secs(3600), |t| Duration::from_millis(t.saturating_sub(ms)));
         if let Some(r) = d.retry_at {
             wait = wait.min(r.saturating_duration_since(Instant::now()));
         }
@@ -518,9 +457,7 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
     }
     d.save_last_seen();
     if let Some(e) = &d.store_error {
-        tracing::error!(
-            "stopped with unsaved changes ({e}); they are taken in again at the next start"
-        );
+        tracing::error!("stopped with unsaved changes ({e}); they are taken in again at the next start");
     }
     // Everything is durable; give peers a moment to hear the close, but do
     // not wait on a peer that is gone.
@@ -534,9 +471,7 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
 /// exits at once with success: nothing was acknowledged yet, the store is
 /// crash-safe and the next start scans again. Later ones are handed to the
 /// main loop, which stops cleanly.
-fn watch_signals(
-    starting: Arc<std::sync::atomic::AtomicBool>,
-) -> Result<mpsc::UnboundedReceiver<()>> {
+fn watch_signals(starting: Arc<std::sync::atomic::AtomicBool>) -> Result<mpsc::UnboundedReceiver<()>> {
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let (tx, rx) = mpsc::unbounded_channel();
@@ -547,9 +482,7 @@ fn watch_signals(
                 _ = int.recv() => {}
             }
             if starting.load(std::sync::atomic::Ordering::SeqCst) {
-                tracing::info!(
-                    "stopped while starting; the next start takes up from the last saved point"
-                );
+                tracing::info!("stopped while starting; the next start takes up from the last saved point");
                 std::process::exit(0);
             }
             if tx.send(()).is_err() {
@@ -595,8 +528,7 @@ fn open_folder(
     let mut folder = load_folder(agent, &fc.name, store)?;
     tracing::debug!(folder = %fc.name, ms = t.elapsed().as_millis() as u64, "history loaded");
     let mut index = match store.get_state(&format!("index/{}", fc.name))? {
-        Some(b) => Index::decode(&b)
-            .with_context(|| format!("the saved index of {} is damaged", fc.name))?,
+        Some(b) => Index::decode(&b).with_context(|| format!("the saved index of {} is damaged", fc.name))?,
         None => Index::default(),
     };
     // Chunk bytes stay in the store (memory would grow with the binary
@@ -609,8 +541,7 @@ fn open_folder(
     folder.set_shareable(Some(saver.saved().clone()));
     let mut unreadable_at_start = Vec::new();
     if !mounted {
-        std::fs::create_dir_all(&fc.path)
-            .with_context(|| format!("cannot create {}", fc.path.display()))?;
+        std::fs::create_dir_all(&fc.path).with_context(|| format!("cannot create {}", fc.path.display()))?;
         // Live events, forwarded from a thread of their own. Watching starts
         // before the start-up scan so nothing falls between the two.
         let watch = LiveWatcher::new(&fc.path)?;
@@ -639,16 +570,8 @@ fn open_folder(
         let progress = Arc::new(watcher::ScanProgress::default());
         let reporter = crate::progress::ScanReporter::start(&fc.name, progress.clone());
         let ignore = Ignore::load(&fc.path);
-        let report = watcher::scan_with_progress(
-            &fc.path,
-            &mut folder,
-            &mut chunks,
-            &mut index,
-            &ignore,
-            None,
-            now_ms(),
-            &progress,
-        );
+        let report =
+            watcher::scan_with_progress(&fc.path, &mut folder, &mut chunks, &mut index, &ignore, None, now_ms(), &progress);
         drop(reporter);
         let report = report?;
         unreadable_at_start = report.unreadable.clone();
@@ -691,10 +614,7 @@ impl Daemon {
         if self.errors.len() == KEEP_ERRORS {
             self.errors.pop_front();
         }
-        self.errors.push_back(ErrorEntry {
-            time: now_ms(),
-            message,
-        });
+        self.errors.push_back(ErrorEntry { time: now_ms(), message });
         self.retry_at = Some(Instant::now() + RETRY);
     }
 
@@ -713,15 +633,7 @@ impl Daemon {
             let name = l.name.clone();
             self.node
                 .read(&name, |s: &mut FolderState| {
-                    let report = scan_scoped(
-                        &l.root,
-                        &mut s.folder,
-                        &mut s.chunks,
-                        &mut l.index,
-                        &ignore,
-                        scope,
-                        now_ms(),
-                    );
+                    let report = scan_scoped(&l.root, &mut s.folder, &mut s.chunks, &mut l.index, &ignore, scope, now_ms());
                     let saved = save(l, s, store);
                     (report, saved)
                 })
@@ -803,15 +715,10 @@ impl Daemon {
                         }
                     } else {
                         // The rest was written; these wait for permissions.
-                        let why: Vec<String> =
-                            r.failed.iter().map(|(p, e)| format!("{p}: {e}")).collect();
+                        let why: Vec<String> = r.failed.iter().map(|(p, e)| format!("{p}: {e}")).collect();
                         let message = why.join("; ");
                         if l.write_error.as_deref() != Some(message.as_str()) {
-                            let what = format!(
-                                "cannot write merged changes into folder {} ({})",
-                                l.name,
-                                l.root.display()
-                            );
+                            let what = format!("cannot write merged changes into folder {} ({})", l.name, l.root.display());
                             l.write_error = Some(message.clone());
                             self.fail(&what, &anyhow!(message));
                         } else {
@@ -823,11 +730,7 @@ impl Daemon {
                 Ok(Err(e)) => {
                     self.saved(i, Ok(()));
                     let l = &mut self.locals[i];
-                    let what = format!(
-                        "cannot write merged changes into folder {} ({})",
-                        l.name,
-                        l.root.display()
-                    );
+                    let what = format!("cannot write merged changes into folder {} ({})", l.name, l.root.display());
                     l.write_error = Some(e.to_string());
                     self.fail(&what, &anyhow::Error::from(e));
                     return;
@@ -838,8 +741,7 @@ impl Daemon {
                 }
             };
             let l = &self.locals[i];
-            if !report.written.is_empty() || !report.removed.is_empty() || !report.moved.is_empty()
-            {
+            if !report.written.is_empty() || !report.removed.is_empty() || !report.moved.is_empty() {
                 tracing::info!(folder = %l.name, written = report.written.len(), removed = report.removed.len(),
                     moved = report.moved.len(), "merged changes written");
                 tracing::debug!(folder = %l.name, written = ?report.written, removed = ?report.removed,
@@ -878,9 +780,7 @@ impl Daemon {
             // disk sync runs without holding the folder: the mount and
             // peers go on meanwhile, and peers get the events only once
             // they are durable (the shareable limit moves after the sync).
-            let (wrote, chunks) = node
-                .read(&name, |s| write_unsynced(l, s, store))
-                .unwrap_or(Ok((false, Vec::new())))?;
+            let (wrote, chunks) = node.read(&name, |s| write_unsynced(l, s, store)).unwrap_or(Ok((false, Vec::new())))?;
             if wrote {
                 store.sync()?;
             }
@@ -958,9 +858,8 @@ impl Daemon {
                 continue;
             }
             let i = self.locals.len();
-            let (local, folder, chunks) = tokio::task::block_in_place(|| {
-                open_folder(fc, i, &self.store, self.agent, &self.events, false)
-            })?;
+            let (local, folder, chunks) =
+                tokio::task::block_in_place(|| open_folder(fc, i, &self.store, self.agent, &self.events, false))?;
             self.node.add_folder_with(&fc.name, folder, chunks);
             self.locals.push(local);
             self.persist(i);
@@ -983,11 +882,7 @@ impl Daemon {
     fn joined(&mut self, j: Joined) {
         let r = (|| -> Result<()> {
             let mut config = self.home.config()?;
-            config.add_peer(
-                &j.device.to_string(),
-                &[j.addr.to_string()],
-                std::slice::from_ref(&j.folder),
-            )?;
+            config.add_peer(&j.device.to_string(), &[j.addr.to_string()], std::slice::from_ref(&j.folder))?;
             config.save(&self.home.config_path())?;
             crate::invite::remove(&self.home.invites_path(), &j.secret)?;
             self.apply_peers(&config);
@@ -1013,26 +908,14 @@ impl Daemon {
             }
             Some("invite") => {
                 let folder = parts.next().unwrap_or_default().to_owned();
-                let ttl: u64 = parts
-                    .next()
-                    .and_then(|t| t.parse().ok())
-                    .unwrap_or(crate::invite::DEFAULT_TTL_SECS);
-                let addrs: Vec<String> = parts
-                    .next()
-                    .unwrap_or_default()
-                    .split(',')
-                    .filter(|a| !a.is_empty())
-                    .map(str::to_owned)
-                    .collect();
+                let ttl: u64 = parts.next().and_then(|t| t.parse().ok()).unwrap_or(crate::invite::DEFAULT_TTL_SECS);
+                let addrs: Vec<String> =
+                    parts.next().unwrap_or_default().split(',').filter(|a| !a.is_empty()).map(str::to_owned).collect();
                 Ok(self.invite(&folder, ttl, addrs)?.into_bytes())
             }
             _ => {
                 let devices = crate::query_devices(self.me, &self.config);
-                crate::answer(
-                    request,
-                    |folder, f| self.node.read(folder, |s| f(&mut s.folder, &s.chunks)),
-                    &devices,
-                )
+                crate::answer(request, |folder, f| self.node.read(folder, |s| f(&mut s.folder, &s.chunks)), &devices)
             }
         }
     }
@@ -1059,12 +942,7 @@ impl Daemon {
             .folders
             .iter()
             .filter_map(|f| {
-                let problems = self
-                    .locals
-                    .iter()
-                    .find(|l| l.name == f.name)
-                    .map(Local::problems)
-                    .unwrap_or_default();
+                let problems = self.locals.iter().find(|l| l.name == f.name).map(Local::problems).unwrap_or_default();
                 self.node.read(&f.name, |s| {
                     let mut st = crate::status::FolderStatus::of(
                         &f.name,
@@ -1122,13 +1000,8 @@ impl Daemon {
         let connected = self.node.connected_peers();
         // The transport's own counts, per connected peer: cheap, and the
         // same numbers `status` shows per peer.
-        let live = info
-            .iter()
-            .filter(|(id, _)| connected.contains(id))
-            .flat_map(|(_, i)| i.folders.values());
-        let (to_send, to_fetch) = live.fold((0u64, 0usize), |(s, f), p| {
-            (s + p.to_send.unwrap_or(0), f + p.to_fetch)
-        });
+        let live = info.iter().filter(|(id, _)| connected.contains(id)).flat_map(|(_, i)| i.folders.values());
+        let (to_send, to_fetch) = live.fold((0u64, 0usize), |(s, f), p| (s + p.to_send.unwrap_or(0), f + p.to_fetch));
         self.progress.update(to_send, to_fetch as u64);
         if self.last_seen_saved.elapsed() >= Duration::from_secs(5) {
             self.save_last_seen();
@@ -1167,11 +1040,7 @@ fn save(l: &mut Local, s: &mut FolderState, store: &mut RedbStore) -> Result<()>
 /// without a disk sync. Returns whether anything was written, and the
 /// chunks written (stored once the caller's sync succeeds; after a failure
 /// they are still in memory and written again).
-fn write_unsynced(
-    l: &mut Local,
-    s: &FolderState,
-    store: &mut RedbStore,
-) -> Result<(bool, Vec<ChunkHash>)> {
+fn write_unsynced(l: &mut Local, s: &FolderState, store: &mut RedbStore) -> Result<(bool, Vec<ChunkHash>)> {
     let mut wrote = l.saver.save(&l.name, &s.folder, store)?;
     let fresh: Vec<(ChunkHash, &[u8])> = s.chunks.fresh().collect();
     if !fresh.is_empty() {
@@ -1208,12 +1077,7 @@ fn check_mount(config: &Config, name: &str, point: &std::path::Path) -> Result<(
     let abs = std::path::absolute(point).with_context(|| format!("{}", point.display()))?;
     for f in config.folders.iter().filter(|f| f.name != name) {
         if abs.starts_with(&f.path) {
-            bail!(
-                "{} is inside folder {:?} ({}); mount it somewhere else",
-                abs.display(),
-                f.name,
-                f.path.display()
-            );
+            bail!("{} is inside folder {:?} ({}); mount it somewhere else", abs.display(), f.name, f.path.display());
         }
     }
     Ok(())
@@ -1221,12 +1085,7 @@ fn check_mount(config: &Config, name: &str, point: &std::path::Path) -> Result<(
 
 /// Peers' last-seen times (unix ms) as saved by the daemon.
 pub fn load_last_seen(store: &RedbStore) -> BTreeMap<String, u64> {
-    store
-        .get_state("last_seen")
-        .ok()
-        .flatten()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+    store.get_state("last_seen").ok().flatten().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
 }
 
 /// The control socket (`HOME/control.sock`, owner-only): commands such as
@@ -1235,18 +1094,13 @@ pub fn load_last_seen(store: &RedbStore) -> BTreeMap<String, u64> {
 /// answer. While the daemon starts (`phase` says what it is doing), a
 /// `status` waits a little, then says what the daemon is busy with; other
 /// requests wait their turn.
-fn serve_control(
-    home: &Home,
-    requests: mpsc::Sender<Request>,
-    phase: watch::Receiver<Option<String>>,
-) -> Result<()> {
+fn serve_control(home: &Home, requests: mpsc::Sender<Request>, phase: watch::Receiver<Option<String>>) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let path = home.control_path();
     // We hold the home's lock: a socket file left here is stale.
     let _ = std::fs::remove_file(&path);
-    let listener = tokio::net::UnixListener::bind(&path)
-        .with_context(|| format!("cannot listen on {}", path.display()))?;
+    let listener = tokio::net::UnixListener::bind(&path).with_context(|| format!("cannot listen on {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -1260,30 +1114,18 @@ fn serve_control(
                     return;
                 }
                 if line.starts_with("status") {
-                    let ready = matches!(
-                        tokio::time::timeout(STATUS_WAIT, phase.wait_for(Option::is_none)).await,
-                        Ok(Ok(_))
-                    );
+                    let ready = matches!(tokio::time::timeout(STATUS_WAIT, phase.wait_for(Option::is_none)).await, Ok(Ok(_)));
                     if !ready {
                         let doing = phase.borrow().clone().unwrap_or_default();
                         let _ = w
-                            .write_all(
-                                format!(
-                                    "1the daemon is starting up ({doing}); try again in a moment"
-                                )
-                                .as_bytes(),
-                            )
+                            .write_all(format!("1the daemon is starting up ({doing}); try again in a moment").as_bytes())
                             .await;
                         let _ = w.shutdown().await;
                         return;
                     }
                 }
                 let (tx, rx) = oneshot::channel();
-                if requests
-                    .send((line.trim_end_matches(['\n', '\r']).to_owned(), tx))
-                    .await
-                    .is_err()
-                {
+                if requests.send((line.trim_end_matches(['\n', '\r']).to_owned(), tx)).await.is_err() {
                     return;
                 }
                 let Ok(bytes) = rx.await else { return };

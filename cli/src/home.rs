@@ -66,8 +66,7 @@ impl Home {
         if self.cert().exists() {
             return self.identity();
         }
-        std::fs::create_dir_all(&self.dir)
-            .with_context(|| format!("cannot create {}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir).with_context(|| format!("cannot create {}", self.dir.display()))?;
         std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot restrict {}", self.dir.display()))?;
         let id = Identity::generate()?;
@@ -85,11 +84,7 @@ impl Home {
             match std::fs::read(p) {
                 Ok(b) => Ok(b),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    bail!(
-                        "{} is not an fsync home yet: run `fsync --home {} init`",
-                        self.dir.display(),
-                        self.dir.display()
-                    )
+                    bail!("{} is not an fsync home yet: run `fsync --home {} init`", self.dir.display(), self.dir.display())
                 }
                 Err(e) => Err(e).with_context(|| format!("cannot read {}", p.display())),
             }

@@ -74,9 +74,10 @@ impl Ticket {
     /// Reads a ticket, saying what is wrong with a bad one.
     pub fn decode(s: &str) -> Result<Ticket> {
         let s = s.trim();
-        let body = s.strip_prefix(PREFIX).context("not an fsync ticket (it starts with \"fsync1-\"); copy the whole line `fsync invite` printed")?;
-        let bytes = unbase32(body)
-            .context("the ticket has characters that do not belong in it; copy it again")?;
+        let body = s
+            .strip_prefix(PREFIX)
+            .context("not an fsync ticket (it starts with \"fsync1-\"); copy the whole line `fsync invite` printed")?;
+        let bytes = unbase32(body).context("the ticket has characters that do not belong in it; copy it again")?;
         if bytes.len() < 4 {
             bail!("the ticket is cut short; copy the whole line again");
         }
@@ -84,8 +85,7 @@ impl Ticket {
         if checksum(data) != c {
             bail!("the ticket is damaged (a character is wrong or missing); copy the whole line again");
         }
-        let bad =
-            |e: fsync_core::encoding::DecodeError| anyhow::anyhow!("the ticket is malformed: {e}");
+        let bad = |e: fsync_core::encoding::DecodeError| anyhow::anyhow!("the ticket is malformed: {e}");
         let mut r = Reader::new(data);
         let mut device = [0u8; 32];
         device.copy_from_slice(r.raw(32).map_err(bad)?);
@@ -99,13 +99,7 @@ impl Ticket {
         secret.copy_from_slice(r.raw(SECRET_LEN).map_err(bad)?);
         let expires = r.varint().map_err(bad)?;
         r.finish().map_err(bad)?;
-        Ok(Ticket {
-            device: DeviceId(device),
-            folder,
-            addrs,
-            secret,
-            expires,
-        })
+        Ok(Ticket { device: DeviceId(device), folder, addrs, secret, expires })
     }
 }
 
@@ -177,9 +171,7 @@ pub fn secret_hex(s: &[u8; SECRET_LEN]) -> String {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The open (unexpired) invitations saved in `path`.
@@ -189,20 +181,13 @@ pub fn load(path: &Path) -> Result<Vec<Invite>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let file: File =
-        toml::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
+    let file: File = toml::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
     let now = now();
     Ok(file
         .invites
         .into_iter()
         .filter(|i| i.expires > now)
-        .filter_map(|i| {
-            Some(Invite {
-                secret: parse_secret(&i.secret)?,
-                folder: i.folder,
-                expires: i.expires,
-            })
-        })
+        .filter_map(|i| Some(Invite { secret: parse_secret(&i.secret)?, folder: i.folder, expires: i.expires }))
         .collect())
 }
 
@@ -210,11 +195,7 @@ fn save(path: &Path, invites: &[Invite]) -> Result<()> {
     let file = File {
         invites: invites
             .iter()
-            .map(|i| Saved {
-                folder: i.folder.clone(),
-                secret: hex(&i.secret),
-                expires: i.expires,
-            })
+            .map(|i| Saved { folder: i.folder.clone(), secret: hex(&i.secret), expires: i.expires })
             .collect(),
     };
     let text = toml::to_string_pretty(&file).context("cannot encode the invitations")?;
@@ -238,11 +219,7 @@ fn save(path: &Path, invites: &[Invite]) -> Result<()> {
 pub fn create(path: &Path, folder: &str, ttl_secs: u64) -> Result<Invite> {
     let mut secret = [0u8; SECRET_LEN];
     getrandom(&mut secret)?;
-    let invite = Invite {
-        folder: folder.to_owned(),
-        secret,
-        expires: now() + ttl_secs,
-    };
+    let invite = Invite { folder: folder.to_owned(), secret, expires: now() + ttl_secs };
     let mut all = load(path)?;
     all.push(invite.clone());
     save(path, &all)?;
@@ -273,9 +250,7 @@ pub fn reachable_addrs(listen: SocketAddr) -> Vec<String> {
         return vec![listen.to_string()];
     }
     // Connecting a UDP socket sends nothing; it only picks a route.
-    let probe = UdpSocket::bind("0.0.0.0:0")
-        .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
-        .and_then(|s| s.local_addr());
+    let probe = UdpSocket::bind("0.0.0.0:0").and_then(|s| s.connect("192.0.2.1:9").map(|_| s)).and_then(|s| s.local_addr());
     let ip = match probe {
         Ok(a) if !a.ip().is_unspecified() => a.ip(),
         _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -299,18 +274,8 @@ pub fn issue(
         bail!("no folder named {folder:?}: share one first with `fsync folder add {folder} PATH`");
     }
     let invite = create(path, folder, ttl_secs)?;
-    let addrs = if addrs.is_empty() {
-        reachable_addrs(listen)
-    } else {
-        addrs
-    };
-    let ticket = Ticket {
-        device,
-        folder: folder.to_owned(),
-        addrs,
-        secret: invite.secret,
-        expires: invite.expires,
-    };
+    let addrs = if addrs.is_empty() { reachable_addrs(listen) } else { addrs };
+    let ticket = Ticket { device, folder: folder.to_owned(), addrs, secret: invite.secret, expires: invite.expires };
     Ok((invite, ticket.encode()))
 }
 
@@ -332,10 +297,7 @@ mod tests {
     fn ticket_round_trips_and_is_one_plain_line() {
         let t = sample();
         let s = t.encode();
-        assert!(
-            s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
-            "{s}"
-        );
+        assert!(s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'), "{s}");
         assert_eq!(Ticket::decode(&s).expect("decode"), t);
         assert_eq!(Ticket::decode(&format!("  {s}\n")).expect("whitespace"), t);
     }
@@ -346,14 +308,10 @@ mod tests {
         let mut bytes = s.clone().into_bytes();
         let i = bytes.len() / 2;
         bytes[i] = if bytes[i] == b'a' { b'b' } else { b'a' };
-        let e = Ticket::decode(&String::from_utf8(bytes).expect("utf8"))
-            .expect_err("one changed character");
+        let e = Ticket::decode(&String::from_utf8(bytes).expect("utf8")).expect_err("one changed character");
         assert!(e.to_string().contains("damaged"), "{e}");
         let e = Ticket::decode(&s[..s.len() - 3]).expect_err("cut");
-        assert!(
-            e.to_string().contains("damaged") || e.to_string().contains("short"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("damaged") || e.to_string().contains("short"), "{e}");
         assert!(Ticket::decode("hello").is_err());
         assert!(Ticket::decode("fsync1-!!").is_err());
     }
@@ -368,10 +326,7 @@ mod tests {
         let b = create(&path, "notes", 60).expect("create");
         assert_ne!(a.secret, b.secret);
         assert_eq!(load(&path).expect("load"), vec![a.clone(), b.clone()]);
-        assert_eq!(
-            std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
         remove(&path, &a.secret).expect("remove");
         assert_eq!(load(&path).expect("load"), vec![b]);
         std::fs::remove_dir_all(&dir).expect("cleanup");

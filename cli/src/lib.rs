@@ -41,12 +41,7 @@ pub fn answer(
     devices: &HashMap<AgentId, String>,
 ) -> anyhow::Result<Vec<u8>> {
     let parts: Vec<&str> = request.split('\t').collect();
-    let device_of = |a: AgentId| {
-        devices
-            .get(&a)
-            .cloned()
-            .unwrap_or_else(|| a.0.iter().map(|b| format!("{b:02x}")).collect())
-    };
+    let device_of = |a: AgentId| devices.get(&a).cloned().unwrap_or_else(|| a.0.iter().map(|b| format!("{b:02x}")).collect());
     let (cmd, folder, path, extra) = match parts.as_slice() {
         [c, f, p, e] => (*c, *f, *p, *e),
         _ => anyhow::bail!("bad request"),
@@ -74,16 +69,11 @@ pub fn answer(
                 }
             }
             "cat" => {
-                let at = if extra.is_empty() {
-                    None
-                } else {
-                    Some(query::parse_version(extra)?)
-                };
+                let at = if extra.is_empty() { None } else { Some(query::parse_version(extra)?) };
                 query::cat(f, chunks, path, at)
             }
             _ => anyhow::bail!("unknown request {cmd}"),
         }
     };
-    with_folder(folder, &mut run)
-        .unwrap_or_else(|| Err(anyhow::anyhow!("no folder named {folder}")))
+    with_folder(folder, &mut run).unwrap_or_else(|| Err(anyhow::anyhow!("no folder named {folder}")))
 }

@@ -133,57 +133,32 @@ fn run(cli: Cli) -> Result<()> {
             }
             daemon(&home, listen, None)?;
         }
-        Command::Mount {
-            folder,
-            mountpoint,
-            listen,
-        } => {
+        Command::Mount { folder, mountpoint, listen } => {
             logging(cli.verbose, cli.quiet);
             daemon(&home, listen, Some((folder, mountpoint)))?;
         }
-        Command::Invite {
-            folder,
-            expires,
-            addrs,
-        } => {
+        Command::Invite { folder, expires, addrs } => {
             let ttl = parse_duration(&expires)?;
             for a in &addrs {
-                resolve(a).with_context(|| {
-                    format!("--addr {a}: expected HOST:PORT, for example 192.0.2.7:7420")
-                })?;
+                resolve(a).with_context(|| format!("--addr {a}: expected HOST:PORT, for example 192.0.2.7:7420"))?;
             }
             println!("{}", invite(&home, &folder, ttl, &addrs)?);
         }
         Command::Join { ticket, path } => {
             let ticket = cli::invite::Ticket::decode(&ticket)?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             if ticket.expires <= now {
-                bail!(
-                    "this ticket has expired; ask for a new one (`fsync invite {}`)",
-                    ticket.folder
-                );
+                bail!("this ticket has expired; ask for a new one (`fsync invite {}`)", ticket.folder);
             }
             let me = home.init()?.device_id();
             if me == ticket.device {
-                bail!(
-                    "this ticket was made by this very node; run `fsync join` on the other machine"
-                );
+                bail!("this ticket was made by this very node; run `fsync join` on the other machine");
             }
             let mut config = home.config()?;
             let path = shared_dir(&path)?;
             config.add_folder(&ticket.folder, path.clone())?;
-            config.add_peer(
-                &ticket.device.to_string(),
-                &ticket.addrs,
-                std::slice::from_ref(&ticket.folder),
-            )?;
-            if let Some(p) = config
-                .peers
-                .iter_mut()
-                .find(|p| p.id == ticket.device.to_string())
-            {
+            config.add_peer(&ticket.device.to_string(), &ticket.addrs, std::slice::from_ref(&ticket.folder))?;
+            if let Some(p) = config.peers.iter_mut().find(|p| p.id == ticket.device.to_string()) {
                 p.join = Some(cli::invite::secret_hex(&ticket.secret));
             }
             config.save(&home.config_path())?;
@@ -192,11 +167,7 @@ fn run(cli: Cli) -> Result<()> {
                 "joined folder {:?} at {}; {}",
                 ticket.folder,
                 path.display(),
-                if live {
-                    "the running daemon syncs it now"
-                } else {
-                    "start syncing with `fsync run`"
-                }
+                if live { "the running daemon syncs it now" } else { "start syncing with `fsync run`" }
             );
         }
         Command::Status { json } => print_bytes(&status(&home, json)?)?,
@@ -213,29 +184,16 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Init => println!("{}", home.init()?.device_id()),
         Command::Id => println!("{}", home.identity()?.device_id()),
-        Command::Folder {
-            command: FolderCommand::Add { folder, path },
-        } => {
+        Command::Folder { command: FolderCommand::Add { folder, path } } => {
             let mut config = home.config()?;
             config.add_folder(&folder, shared_dir(&path)?)?;
             config.save(&home.config_path())?;
             ask_daemon(&home, "reload")?;
         }
-        Command::Peer {
-            command:
-                PeerCommand::Add {
-                    device_id,
-                    addrs,
-                    folders,
-                },
-        } => {
-            let id: DeviceId = device_id
-                .parse()
-                .with_context(|| format!("{device_id:?}"))?;
+        Command::Peer { command: PeerCommand::Add { device_id, addrs, folders } } => {
+            let id: DeviceId = device_id.parse().with_context(|| format!("{device_id:?}"))?;
             for a in &addrs {
-                resolve(a).with_context(|| {
-                    format!("--addr {a}: expected HOST:PORT, for example 192.0.2.7:7420")
-                })?;
+                resolve(a).with_context(|| format!("--addr {a}: expected HOST:PORT, for example 192.0.2.7:7420"))?;
             }
             let mut config = home.config()?;
             config.add_peer(&id.to_string(), &addrs, &folders)?;
@@ -254,8 +212,7 @@ fn logging(verbose: u8, quiet: u8) {
         (1, _) => "debug",
         _ => "trace",
     };
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into());
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -267,35 +224,26 @@ fn logging(verbose: u8, quiet: u8) {
 /// Runs the daemon (and the mount) until a signal.
 fn daemon(home: &Home, listen: Option<String>, mount: Option<(String, PathBuf)>) -> Result<()> {
     let config = home.config()?;
-    let listen = listen
-        .or(config.listen)
-        .unwrap_or_else(|| cli::config::DEFAULT_LISTEN.to_owned());
-    let addr =
-        resolve(&listen).with_context(|| format!("--listen {listen}: expected HOST:PORT"))?;
+    let listen = listen.or(config.listen).unwrap_or_else(|| cli::config::DEFAULT_LISTEN.to_owned());
+    let addr = resolve(&listen).with_context(|| format!("--listen {listen}: expected HOST:PORT"))?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     rt.block_on(cli::daemon::run(home, addr, mount))
 }
 
 fn resolve(addr: &str) -> Result<std::net::SocketAddr> {
-    addr.to_socket_addrs()
-        .ok()
-        .and_then(|mut i| i.next())
-        .context("not a HOST:PORT address")
+    addr.to_socket_addrs().ok().and_then(|mut i| i.next()).context("not a HOST:PORT address")
 }
 
 /// Creates (if missing) and resolves a directory to share.
 fn shared_dir(path: &std::path::Path) -> Result<PathBuf> {
     std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
-    path.canonicalize()
-        .with_context(|| format!("cannot resolve {}", path.display()))
+    path.canonicalize().with_context(|| format!("cannot resolve {}", path.display()))
 }
 
 /// `30s`, `30m`, `24h`, `7d` (or plain seconds).
 fn parse_duration(s: &str) -> Result<u64> {
     let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = n
-        .parse()
-        .with_context(|| format!("{s:?}: expected a duration such as 30m, 24h or 7d"))?;
+    let n: u64 = n.parse().with_context(|| format!("{s:?}: expected a duration such as 30m, 24h or 7d"))?;
     let mult = match unit {
         "" | "s" => 1,
         "m" => 60,
@@ -311,38 +259,21 @@ fn parse_duration(s: &str) -> Result<u64> {
 
 /// A ticket for FOLDER, from the running daemon or written for the next.
 fn invite(home: &Home, folder: &str, ttl: u64, addrs: &[String]) -> Result<String> {
-    if let Some(t) = ask_daemon(
-        home,
-        &format!("invite\t{folder}\t{ttl}\t{}", addrs.join(",")),
-    )? {
+    if let Some(t) = ask_daemon(home, &format!("invite\t{folder}\t{ttl}\t{}", addrs.join(",")))? {
         return Ok(String::from_utf8_lossy(&t).into_owned());
     }
     let config = home.config()?;
-    let listen = config
-        .listen
-        .as_deref()
-        .unwrap_or(cli::config::DEFAULT_LISTEN);
+    let listen = config.listen.as_deref().unwrap_or(cli::config::DEFAULT_LISTEN);
     let listen = resolve(listen).with_context(|| format!("listen = {listen:?} in the config"))?;
     let device = home.identity()?.device_id();
-    let (_, ticket) = cli::invite::issue(
-        &home.invites_path(),
-        &config,
-        device,
-        folder,
-        ttl,
-        addrs.to_vec(),
-        listen,
-    )?;
+    let (_, ticket) = cli::invite::issue(&home.invites_path(), &config, device, folder, ttl, addrs.to_vec(), listen)?;
     Ok(ticket)
 }
 
 /// `fsync run PATH`: init, share PATH, print the join line.
 fn first_run(home: &Home, path: &std::path::Path, listen: Option<&str>) -> Result<()> {
     if ask_daemon(home, "status\ttext")?.is_some() {
-        bail!(
-            "a daemon already runs on {}; share more with `fsync folder add` and `fsync invite`",
-            home.dir.display()
-        );
+        bail!("a daemon already runs on {}; share more with `fsync folder add` and `fsync invite`", home.dir.display());
     }
     let id = home.init()?.device_id();
     let mut config = home.config()?;
@@ -350,22 +281,14 @@ fn first_run(home: &Home, path: &std::path::Path, listen: Option<&str>) -> Resul
     let name = match config.folder_at(&path) {
         Some(f) => f.name.clone(),
         None => {
-            let name = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("folder")
-                .to_owned();
-            config
-                .add_folder(&name, path.clone())
-                .with_context(|| format!("cannot share {} as {name:?}", path.display()))?;
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("folder").to_owned();
+            config.add_folder(&name, path.clone()).with_context(|| format!("cannot share {} as {name:?}", path.display()))?;
             config.save(&home.config_path())?;
             name
         }
     };
     let addrs: Vec<String> = match listen {
-        Some(l) => cli::invite::reachable_addrs(
-            resolve(l).with_context(|| format!("--listen {l}: expected HOST:PORT"))?,
-        ),
+        Some(l) => cli::invite::reachable_addrs(resolve(l).with_context(|| format!("--listen {l}: expected HOST:PORT"))?),
         None => Vec::new(),
     };
     let ticket = invite(home, &name, cli::invite::DEFAULT_TTL_SECS, &addrs)?;
@@ -393,9 +316,7 @@ fn ask_daemon(home: &Home, request: &str) -> Result<Option<Vec<u8>>> {
         match std::os::unix::net::UnixStream::connect(home.control_path()) {
             Ok(s) => break s,
             Err(_) if !daemon_holds_lock(home) => return Ok(None),
-            Err(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20))
-            }
+            Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(20)),
             Err(e) => bail!(
                 "the daemon on {} holds its home but does not answer on {} ({e}); is it stuck?",
                 home.dir.display(),
@@ -434,24 +355,14 @@ fn query(home: &Home, path: &std::path::Path, cmd: &str, extra: &str) -> Result<
     let agent = cli::daemon::agent_of(identity.device_id());
     let mut f = fsync_core::store::load_folder(agent, &folder, &store)?;
     let devices = cli::query_devices(identity.device_id(), &config);
-    let chunks = fsync_core::store::StoreChunks {
-        store: &mut store,
-        error: None,
-    };
-    cli::answer(
-        &request,
-        |name, run| (name == folder).then(|| run(&mut f, &chunks)),
-        &devices,
-    )
+    let chunks = fsync_core::store::StoreChunks { store: &mut store, error: None };
+    cli::answer(&request, |name, run| (name == folder).then(|| run(&mut f, &chunks)), &devices)
 }
 
 /// From the running daemon, or from config and store.
 fn status(home: &Home, json: bool) -> Result<Vec<u8>> {
     let config = home.config()?;
-    if let Some(reply) = ask_daemon(
-        home,
-        &format!("status\t{}", if json { "json" } else { "text" }),
-    )? {
+    if let Some(reply) = ask_daemon(home, &format!("status\t{}", if json { "json" } else { "text" }))? {
         return Ok(reply);
     }
     let identity = home.identity()?;
@@ -465,29 +376,14 @@ fn status(home: &Home, json: bool) -> Result<Vec<u8>> {
         last_seen = cli::daemon::load_last_seen(&store);
         for f in &config.folders {
             let mut folder = fsync_core::store::load_folder(agent, &f.name, &store)?;
-            let chunks = fsync_core::store::StoreChunks {
-                store: &mut store,
-                error: None,
-            };
-            folders.push(cli::status::FolderStatus::of(
-                &f.name,
-                &f.path.display().to_string(),
-                &mut folder,
-                &chunks,
-                &devices,
-            ));
+            let chunks = fsync_core::store::StoreChunks { store: &mut store, error: None };
+            folders.push(cli::status::FolderStatus::of(&f.name, &f.path.display().to_string(), &mut folder, &chunks, &devices));
         }
     } else {
         for f in &config.folders {
             let mut folder = fsync_core::folder::Folder::new(agent);
             let chunks = fsync_core::chunks::Chunks::default();
-            folders.push(cli::status::FolderStatus::of(
-                &f.name,
-                &f.path.display().to_string(),
-                &mut folder,
-                &chunks,
-                &devices,
-            ));
+            folders.push(cli::status::FolderStatus::of(&f.name, &f.path.display().to_string(), &mut folder, &chunks, &devices));
         }
     }
     let peers = config

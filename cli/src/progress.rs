@@ -75,10 +75,7 @@ impl ScanReporter {
                 tracing::info!(folder = %name, "scanned: {} in {:.1?}", line(&progress), started.elapsed());
             }
         });
-        ScanReporter {
-            stop,
-            thread: Some(thread),
-        }
+        ScanReporter { stop, thread: Some(thread) }
     }
 }
 
@@ -102,11 +99,7 @@ pub struct SyncReporter {
 
 impl Default for SyncReporter {
     fn default() -> Self {
-        SyncReporter {
-            bar: None,
-            last_log: Instant::now(),
-            peak: 0,
-        }
+        SyncReporter { bar: None, last_log: Instant::now(), peak: 0 }
     }
 }
 
@@ -133,9 +126,7 @@ impl SyncReporter {
             });
             bar.set_length(self.peak);
             bar.set_position(self.peak - left);
-            bar.set_message(format!(
-                "{changes_to_send} changes to send, {chunks_to_fetch} chunks to fetch"
-            ));
+            bar.set_message(format!("{changes_to_send} changes to send, {chunks_to_fetch} chunks to fetch"));
         } else if self.last_log.elapsed() >= log_every() {
             tracing::info!(changes_to_send, chunks_to_fetch, "syncing");
             self.last_log = Instant::now();

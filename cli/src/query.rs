@@ -20,70 +20,44 @@ pub fn version_string(id: EventId) -> String {
 
 /// Parses what [`version_string`] printed.
 pub fn parse_version(s: &str) -> Result<EventId> {
-    let (hex, seq) = s
-        .split_once(':')
-        .ok_or_else(|| anyhow!("{s:?} is not a version (expected AGENT:SEQ from `fsync log`)"))?;
+    let (hex, seq) =
+        s.split_once(':').ok_or_else(|| anyhow!("{s:?} is not a version (expected AGENT:SEQ from `fsync log`)"))?;
     if hex.len() != 32 {
         bail!("{s:?} is not a version (expected AGENT:SEQ from `fsync log`)");
     }
     let mut a = [0u8; 16];
     for (i, b) in a.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-            .with_context(|| format!("{s:?} is not a version"))?;
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).with_context(|| format!("{s:?} is not a version"))?;
     }
-    Ok(EventId {
-        agent: AgentId(a),
-        seq: seq
-            .parse()
-            .with_context(|| format!("{s:?} is not a version"))?,
-    })
+    Ok(EventId { agent: AgentId(a), seq: seq.parse().with_context(|| format!("{s:?} is not a version"))? })
 }
 
 /// The folder (by name) and the path inside it of `path` (absolute, or
 /// relative to `cwd`).
 pub fn locate(config: &Config, cwd: &Path, path: &Path) -> Result<(String, String)> {
-    let abs: PathBuf = if path.is_absolute() {
-        path.to_owned()
-    } else {
-        cwd.join(path)
-    };
+    let abs: PathBuf = if path.is_absolute() { path.to_owned() } else { cwd.join(path) };
     // The file may not exist (deleted): resolve its directory instead.
     let abs = match abs.canonicalize() {
         Ok(p) => p,
-        Err(_) => match (
-            abs.parent().and_then(|p| p.canonicalize().ok()),
-            abs.file_name(),
-        ) {
+        Err(_) => match (abs.parent().and_then(|p| p.canonicalize().ok()), abs.file_name()) {
             (Some(dir), Some(name)) => dir.join(name),
             _ => abs.clone(),
         },
     };
     for f in &config.folders {
         if let Ok(rel) = abs.strip_prefix(&f.path) {
-            let rel = rel
-                .to_str()
-                .ok_or_else(|| anyhow!("{} is not valid UTF-8", abs.display()))?;
+            let rel = rel.to_str().ok_or_else(|| anyhow!("{} is not valid UTF-8", abs.display()))?;
             if rel.is_empty() {
-                bail!(
-                    "{} is the folder itself; name a file inside it",
-                    abs.display()
-                );
+                bail!("{} is the folder itself; name a file inside it", abs.display());
             }
             return Ok((f.name.clone(), rel.to_owned()));
         }
     }
-    bail!(
-        "{} is not inside a shared folder (see `fsync folder add`)",
-        abs.display()
-    )
+    bail!("{} is not inside a shared folder (see `fsync folder add`)", abs.display())
 }
 
 fn entry(folder: &mut Folder, rel: &str) -> Result<EntryId> {
-    Ok(folder
-        .tree()
-        .lookup(rel)
-        .ok_or_else(|| anyhow!("{rel}: no such file in the folder"))?
-        .id)
+    Ok(folder.tree().lookup(rel).ok_or_else(|| anyhow!("{rel}: no such file in the folder"))?.id)
 }
 
 /// One change of a file's history.
@@ -107,12 +81,7 @@ pub fn log(folder: &mut Folder, rel: &str) -> Result<Vec<Change>> {
     let log = doc.oplog();
     let mut out: Vec<Change> = Vec::new();
     let cut = |range: std::ops::Range<Lv>, out: &mut Vec<Change>| {
-        let parents = log
-            .graph()
-            .parents_of(range.start)
-            .iter()
-            .map(|&p| log.id_of(p))
-            .collect();
+        let parents = log.graph().parents_of(range.start).iter().map(|&p| log.id_of(p)).collect();
         let (mut what, mut size) = (String::new(), 0u64);
         let mut text_ops = 0u64;
         for lv in range.clone() {
@@ -141,22 +110,15 @@ pub fn log(folder: &mut Folder, rel: &str) -> Result<Vec<Change>> {
             size = text_ops;
             let _ = write!(what, "{}edit", if what.is_empty() { "" } else { "+" });
         }
-        out.push(Change {
-            version: log.id_of(range.end - 1),
-            parents,
-            time: log.time_of(range.start),
-            what,
-            size,
-        });
+        out.push(Change { version: log.id_of(range.end - 1), parents, time: log.time_of(range.start), what, size });
     };
     // A change: consecutive operations of one author at one time, not
     // crossing a merge.
     for (range, _, _) in log.authors(0..log.len()) {
         let mut start = range.start;
         for lv in range.clone() {
-            let boundary = lv > start
-                && (log.time_of(lv) != log.time_of(lv - 1)
-                    || log.graph().parents_of(lv).as_slice() != [lv - 1]);
+            let boundary =
+                lv > start && (log.time_of(lv) != log.time_of(lv - 1) || log.graph().parents_of(lv).as_slice() != [lv - 1]);
             if boundary {
                 cut(start..lv, &mut out);
                 start = lv;
@@ -168,37 +130,24 @@ pub fn log(folder: &mut Folder, rel: &str) -> Result<Vec<Change>> {
 }
 
 /// A file's content now, or at a version from [`log`].
-pub fn cat(
-    folder: &mut Folder,
-    chunks: &dyn ChunkStore,
-    rel: &str,
-    at: Option<EventId>,
-) -> Result<Vec<u8>> {
+pub fn cat(folder: &mut Folder, chunks: &dyn ChunkStore, rel: &str, at: Option<EventId>) -> Result<Vec<u8>> {
     let id = entry(folder, rel)?;
     let doc = folder.doc(id).ok_or_else(|| anyhow!("{rel}: no history"))?;
     let missing = || anyhow!("{rel}: the content of that version has not arrived yet");
     match at {
-        None => match &folder
-            .state(id)
-            .ok_or_else(|| anyhow!("{rel}: gone"))?
-            .content
-        {
+        None => match &folder.state(id).ok_or_else(|| anyhow!("{rel}: gone"))?.content {
             Content::Text => Ok(doc.text().into_bytes()),
             Content::Binary { chunks: refs, .. } => assemble(refs, chunks).ok_or_else(missing),
             Content::Link(t) => Ok(t.clone().into_bytes()),
             Content::None => bail!("{rel} is a directory"),
         },
         Some(v) => {
-            let lv = doc.oplog().lv_of(v).ok_or_else(|| {
-                anyhow!(
-                    "{} is not a version of {rel} (see `fsync log`)",
-                    version_string(v)
-                )
-            })?;
+            let lv = doc
+                .oplog()
+                .lv_of(v)
+                .ok_or_else(|| anyhow!("{} is not a version of {rel} (see `fsync log`)", version_string(v)))?;
             match doc.oplog().marker(lv).map(Meta::decode) {
-                Some(Ok(Meta::Binary { chunks: refs, .. })) => {
-                    assemble(&refs, chunks).ok_or_else(missing)
-                }
+                Some(Ok(Meta::Binary { chunks: refs, .. })) => assemble(&refs, chunks).ok_or_else(missing),
                 _ => Ok(doc.text_at(&[lv]).into_bytes()),
             }
         }

@@ -99,24 +99,12 @@ impl FolderStatus {
         chunks: &dyn ChunkStore,
         devices: &HashMap<AgentId, String>,
     ) -> FolderStatus {
-        let files = folder
-            .tree()
-            .nodes()
-            .filter(|n| n.kind != Kind::Dir)
-            .count();
+        let files = folder.tree().nodes().filter(|n| n.kind != Kind::Dir).count();
         let chunks_to_fetch = chunks_to_fetch(folder, chunks);
         let version: BTreeMap<String, u64> = folder
             .version_vector()
             .iter()
-            .map(|(a, n)| {
-                (
-                    devices
-                        .get(a)
-                        .cloned()
-                        .unwrap_or_else(|| a.0.iter().map(|b| format!("{b:02x}")).collect()),
-                    *n,
-                )
-            })
+            .map(|(a, n)| (devices.get(a).cloned().unwrap_or_else(|| a.0.iter().map(|b| format!("{b:02x}")).collect()), *n))
             .collect();
         let changes = version.values().sum();
         FolderStatus {
@@ -133,11 +121,7 @@ impl FolderStatus {
 
 /// Binary chunks the folder refers to that are not here yet.
 pub fn chunks_to_fetch(folder: &Folder, chunks: &dyn ChunkStore) -> usize {
-    folder
-        .referenced_chunks()
-        .iter()
-        .filter(|h| !chunks.has(h))
-        .count()
+    folder.referenced_chunks().iter().filter(|h| !chunks.has(h)).count()
 }
 
 /// One peer.
@@ -178,9 +162,7 @@ impl PeerStatus {
 }
 
 fn ago(ms: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let s = now.saturating_sub(ms) / 1000;
     match s {
         0..60 => format!("{s}s ago"),
@@ -194,9 +176,7 @@ impl Status {
     /// As JSON (one line), or as text for people.
     pub fn render(&self, json: bool) -> String {
         if json {
-            return serde_json::to_string(self)
-                .map(|s| s + "\n")
-                .unwrap_or_default();
+            return serde_json::to_string(self).map(|s| s + "\n").unwrap_or_default();
         }
         let mut out = format!("device  {}\n", self.device);
         out.push_str(&match &self.listen {
@@ -207,10 +187,7 @@ impl Status {
             out.push_str(&format!("store   NOT SAVING: {e}\n"));
         }
         for f in &self.folders {
-            out.push_str(&format!(
-                "folder  {}  {}  {} files, {} changes",
-                f.name, f.path, f.files, f.changes
-            ));
+            out.push_str(&format!("folder  {}  {}  {} files, {} changes", f.name, f.path, f.files, f.changes));
             if f.chunks_to_fetch > 0 {
                 out.push_str(&format!(", {} chunks to fetch", f.chunks_to_fetch));
             }
@@ -220,11 +197,7 @@ impl Status {
             }
         }
         for p in &self.peers {
-            let mut state = if p.connected {
-                "connected".to_owned()
-            } else {
-                "not connected".to_owned()
-            };
+            let mut state = if p.connected { "connected".to_owned() } else { "not connected".to_owned() };
             if let Some(a) = &p.address {
                 state.push_str(&format!(" ({a})"));
             }
@@ -239,12 +212,7 @@ impl Status {
             if p.to_fetch > 0 {
                 state.push_str(&format!(", {} chunks to fetch", p.to_fetch));
             }
-            out.push_str(&format!(
-                "peer    {}  {}  folders: {}\n",
-                p.id,
-                state,
-                p.folders.join(", ")
-            ));
+            out.push_str(&format!("peer    {}  {}  folders: {}\n", p.id, state, p.folders.join(", ")));
         }
         if self.invites > 0 {
             out.push_str(&format!("invites {} open\n", self.invites));

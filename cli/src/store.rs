@@ -24,9 +24,7 @@ use fsync_core::encoding::{Reader, Writer};
 use fsync_core::folder::VersionVector;
 use fsync_core::store::{Store, StoreError};
 use fsync_core::wire::{get_version_vector, put_version_vector};
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition,
-};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const BATCHES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("batches");
@@ -95,16 +93,11 @@ impl RedbStore {
             let start = std::time::Instant::now();
             loop {
                 match Database::builder().set_cache_size(PAGE_CACHE).create(&path) {
-                    Err(redb::DatabaseError::DatabaseAlreadyOpen)
-                        if start.elapsed() < OPEN_WAIT =>
-                    {
+                    Err(redb::DatabaseError::DatabaseAlreadyOpen) if start.elapsed() < OPEN_WAIT => {
                         std::thread::sleep(std::time::Duration::from_millis(20));
                     }
                     Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                        return Err(StoreError::Io(format!(
-                            "{} is in use by another fsync process",
-                            path.display()
-                        )))
+                        return Err(StoreError::Io(format!("{} is in use by another fsync process", path.display())))
                     }
                     r => return r.map_err(e("opening the store")),
                 }
@@ -114,26 +107,15 @@ impl RedbStore {
 
     /// Opens a store on a backend made by `backend` (called again to
     /// reopen after an I/O failure; tests use one that can crash or fail).
-    pub fn open_backend<B: StorageBackend>(
-        backend: impl Fn() -> B + Send + Sync + 'static,
-    ) -> Result<RedbStore, StoreError> {
+    pub fn open_backend<B: StorageBackend>(backend: impl Fn() -> B + Send + Sync + 'static) -> Result<RedbStore, StoreError> {
         Self::with(Box::new(move || {
-            Database::builder()
-                .set_cache_size(PAGE_CACHE)
-                .create_with_backend(backend())
-                .map_err(e("opening the store"))
+            Database::builder().set_cache_size(PAGE_CACHE).create_with_backend(backend()).map_err(e("opening the store"))
         }))
     }
 
-    fn with(
-        reopen: Box<dyn Fn() -> Result<Database, StoreError> + Send + Sync>,
-    ) -> Result<RedbStore, StoreError> {
+    fn with(reopen: Box<dyn Fn() -> Result<Database, StoreError> + Send + Sync>) -> Result<RedbStore, StoreError> {
         let db = Arc::new(Self::init(reopen()?)?);
-        Ok(RedbStore {
-            db: Some(db.clone()),
-            shared: Arc::new(RwLock::new(Some(db))),
-            reopen,
-        })
+        Ok(RedbStore { db: Some(db.clone()), shared: Arc::new(RwLock::new(Some(db))), reopen })
     }
 
     /// Sets the database (or none, after a failure) for this and the
@@ -147,9 +129,7 @@ impl RedbStore {
 
     /// A reader of this store's chunks for other threads.
     pub fn chunk_source(&self) -> Arc<dyn ChunkSource> {
-        Arc::new(RedbChunks {
-            db: self.shared.clone(),
-        })
+        Arc::new(RedbChunks { db: self.shared.clone() })
     }
 
     /// The hashes of every stored chunk.
@@ -167,35 +147,22 @@ impl RedbStore {
     }
 
     fn db(&self) -> Result<&Database, StoreError> {
-        self.db.as_deref().ok_or_else(|| {
-            StoreError::Io("the store failed earlier and reopens on the next write".into())
-        })
+        self.db.as_deref().ok_or_else(|| StoreError::Io("the store failed earlier and reopens on the next write".into()))
     }
 
     fn init(db: Database) -> Result<Database, StoreError> {
         let txn = db.begin_write().map_err(e("opening the store"))?;
         {
             let mut meta = txn.open_table(META).map_err(e("opening the store"))?;
-            let magic = meta
-                .get("magic")
-                .map_err(e("opening the store"))?
-                .map(|v| v.value().to_vec());
+            let magic = meta.get("magic").map_err(e("opening the store"))?.map(|v| v.value().to_vec());
             match magic {
                 None => {
-                    meta.insert("magic", MAGIC)
-                        .map_err(e("opening the store"))?;
-                    meta.insert("format", FORMAT.to_le_bytes().as_slice())
-                        .map_err(e("opening the store"))?;
+                    meta.insert("magic", MAGIC).map_err(e("opening the store"))?;
+                    meta.insert("format", FORMAT.to_le_bytes().as_slice()).map_err(e("opening the store"))?;
                 }
                 Some(m) if m == MAGIC => {
-                    let v = meta
-                        .get("format")
-                        .map_err(e("opening the store"))?
-                        .map(|v| v.value().to_vec())
-                        .unwrap_or_default();
-                    let format = u64::from_le_bytes(
-                        v.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]),
-                    );
+                    let v = meta.get("format").map_err(e("opening the store"))?.map(|v| v.value().to_vec()).unwrap_or_default();
+                    let format = u64::from_le_bytes(v.get(..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]));
                     if format > FORMAT {
                         return Err(StoreError::Io(format!(
                             "this store has format {format}, written by a newer fsync; this fsync reads format {FORMAT}: upgrade fsync"
@@ -229,8 +196,7 @@ impl RedbStore {
             let db = self.db()?;
             let mut txn = db.begin_write().map_err(e(what))?;
             if !durable {
-                txn.set_durability(Durability::None)
-                    .map_err(|err| StoreError::Io(format!("{what}: {err}")))?;
+                txn.set_durability(Durability::None).map_err(|err| StoreError::Io(format!("{what}: {err}")))?;
             }
             let r = f(&txn).map_err(io(what))?;
             txn.commit().map_err(e(what))?;
@@ -249,10 +215,7 @@ impl RedbStore {
         let txn = self.db()?.begin_read().map_err(e("listing folders"))?;
         let t = txn.open_table(BATCHES).map_err(e("listing folders"))?;
         let mut out: Vec<String> = Vec::new();
-        let mut next = t
-            .first()
-            .map_err(e("listing folders"))?
-            .map(|(k, _)| k.value().0.to_owned());
+        let mut next = t.first().map_err(e("listing folders"))?.map(|(k, _)| k.value().0.to_owned());
         while let Some(name) = next {
             // Skip past this folder's batches.
             next = t
@@ -270,10 +233,7 @@ impl RedbStore {
     /// Removes every chunk not in `keep` (the chunks some kept version of
     /// some folder refers to) and syncs; returns how many chunks and bytes
     /// were freed.
-    pub fn collect_garbage(
-        &mut self,
-        keep: &std::collections::HashSet<ChunkHash>,
-    ) -> Result<(usize, u64), StoreError> {
+    pub fn collect_garbage(&mut self, keep: &std::collections::HashSet<ChunkHash>) -> Result<(usize, u64), StoreError> {
         let doomed: Vec<(Vec<u8>, u64)> = {
             let txn = self.db()?.begin_read().map_err(e("collecting garbage"))?;
             let t = txn.open_table(CHUNKS).map_err(e("collecting garbage"))?;
@@ -320,11 +280,7 @@ impl Store for RedbStore {
     fn append(&mut self, folder: &str, batch: &[u8]) -> Result<(), StoreError> {
         self.write("appending changes", false, |txn| {
             let mut t = txn.open_table(BATCHES)?;
-            let next = t
-                .range((folder, 0)..=(folder, u64::MAX))?
-                .next_back()
-                .transpose()?
-                .map_or(0, |(k, _)| k.value().1 + 1);
+            let next = t.range((folder, 0)..=(folder, u64::MAX))?.next_back().transpose()?.map_or(0, |(k, _)| k.value().1 + 1);
             t.insert((folder, next), batch)?;
             Ok(())
         })
@@ -334,10 +290,7 @@ impl Store for RedbStore {
         let txn = self.db()?.begin_read().map_err(e("reading changes"))?;
         let t = txn.open_table(BATCHES).map_err(e("reading changes"))?;
         let mut out = Vec::new();
-        for row in t
-            .range((folder, 0)..=(folder, u64::MAX))
-            .map_err(e("reading changes"))?
-        {
+        for row in t.range((folder, 0)..=(folder, u64::MAX)).map_err(e("reading changes"))? {
             let (_, v) = row.map_err(e("reading changes"))?;
             out.push(v.value().to_vec());
         }
@@ -364,37 +317,21 @@ impl Store for RedbStore {
     fn get_chunk(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db()?.begin_read().map_err(e("reading a chunk"))?;
         let t = txn.open_table(CHUNKS).map_err(e("reading a chunk"))?;
-        Ok(t.get(hash.0.as_slice())
-            .map_err(e("reading a chunk"))?
-            .map(|v| v.value().to_vec()))
+        Ok(t.get(hash.0.as_slice()).map_err(e("reading a chunk"))?.map(|v| v.value().to_vec()))
     }
 
-    fn set_peer_version(
-        &mut self,
-        peer: &str,
-        folder: &str,
-        vv: &VersionVector,
-    ) -> Result<(), StoreError> {
+    fn set_peer_version(&mut self, peer: &str, folder: &str, vv: &VersionVector) -> Result<(), StoreError> {
         let bytes = encode_vv(vv);
         self.write("recording a peer's version", false, |txn| {
-            txn.open_table(PEERS)?
-                .insert((peer, folder), bytes.as_slice())?;
+            txn.open_table(PEERS)?.insert((peer, folder), bytes.as_slice())?;
             Ok(())
         })
     }
 
     fn peer_version(&self, peer: &str, folder: &str) -> Result<Option<VersionVector>, StoreError> {
-        let txn = self
-            .db()?
-            .begin_read()
-            .map_err(e("reading a peer's version"))?;
-        let t = txn
-            .open_table(PEERS)
-            .map_err(e("reading a peer's version"))?;
-        match t
-            .get((peer, folder))
-            .map_err(e("reading a peer's version"))?
-        {
+        let txn = self.db()?.begin_read().map_err(e("reading a peer's version"))?;
+        let t = txn.open_table(PEERS).map_err(e("reading a peer's version"))?;
+        match t.get((peer, folder)).map_err(e("reading a peer's version"))? {
             Some(v) => Ok(Some(decode_vv(v.value())?)),
             None => Ok(None),
         }
@@ -410,9 +347,7 @@ impl Store for RedbStore {
     fn get_state(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db()?.begin_read().map_err(e("reading state"))?;
         let t = txn.open_table(STATE).map_err(e("reading state"))?;
-        Ok(t.get(key)
-            .map_err(e("reading state"))?
-            .map(|v| v.value().to_vec()))
+        Ok(t.get(key).map_err(e("reading state"))?.map(|v| v.value().to_vec()))
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {

@@ -5,10 +5,7 @@
 use std::process::Command;
 
 fn fsync(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fsync"))
-        .args(args)
-        .output()
-        .expect("fsync runs")
+    Command::new(env!("CARGO_BIN_EXE_fsync")).args(args).output().expect("fsync runs")
 }
 
 #[test]

@@ -47,23 +47,12 @@ pub fn split(data: &[u8]) -> Vec<(ChunkRef, &[u8])> {
     if data.is_empty() {
         return Vec::new();
     }
-    fastcdc::v2020::FastCDC::new(
-        data,
-        MIN_CHUNK as usize,
-        AVG_CHUNK as usize,
-        MAX_CHUNK as usize,
-    )
-    .map(|c| {
-        let bytes = &data[c.offset..c.offset + c.length];
-        (
-            ChunkRef {
-                hash: ChunkHash::of(bytes),
-                len: c.length as u32,
-            },
-            bytes,
-        )
-    })
-    .collect()
+    fastcdc::v2020::FastCDC::new(data, MIN_CHUNK as usize, AVG_CHUNK as usize, MAX_CHUNK as usize)
+        .map(|c| {
+            let bytes = &data[c.offset..c.offset + c.length];
+            (ChunkRef { hash: ChunkHash::of(bytes), len: c.length as u32 }, bytes)
+        })
+        .collect()
 }
 
 /// Where chunks are kept. The daemon's store implements it on disk; tests
@@ -132,24 +121,14 @@ impl Cache {
 
 impl std::fmt::Debug for Chunks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Chunks")
-            .field("fresh", &self.fresh.len())
-            .field("stored", &self.stored.len())
-            .finish()
+        f.debug_struct("Chunks").field("fresh", &self.fresh.len()).field("stored", &self.stored.len()).finish()
     }
 }
 
 impl Chunks {
     /// Chunks backed by `source`, which holds `stored` already.
-    pub fn backed(
-        source: std::sync::Arc<dyn ChunkSource>,
-        stored: std::collections::HashSet<ChunkHash>,
-    ) -> Self {
-        Chunks {
-            stored,
-            source: Some(source),
-            ..Default::default()
-        }
+    pub fn backed(source: std::sync::Arc<dyn ChunkSource>, stored: std::collections::HashSet<ChunkHash>) -> Self {
+        Chunks { stored, source: Some(source), ..Default::default() }
     }
 
     /// Number of distinct chunks held.
@@ -179,10 +158,7 @@ impl Chunks {
         if self.source.is_none() {
             return;
         }
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for h in hashes {
             if let Some(bytes) = self.fresh.remove(h) {
                 self.stored.insert(*h);
@@ -200,10 +176,7 @@ impl ChunkStore for Chunks {
         if !self.stored.contains(hash) {
             return None;
         }
-        let mut cache = self
-            .cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(b) = cache.map.get(hash) {
             return Some(b.to_vec());
         }
@@ -253,15 +226,8 @@ mod tests {
         b.splice(2 << 20..2 << 20, pseudo_random(4096, 2));
         let ca: std::collections::HashSet<_> = split(&a).iter().map(|(r, _)| r.hash).collect();
         let cb = split(&b);
-        let new: usize = cb
-            .iter()
-            .filter(|(r, _)| !ca.contains(&r.hash))
-            .map(|(r, _)| r.len as usize)
-            .sum();
-        assert!(
-            new < 3 * MAX_CHUNK as usize,
-            "{new} new bytes for a 4 KiB insert"
-        );
+        let new: usize = cb.iter().filter(|(r, _)| !ca.contains(&r.hash)).map(|(r, _)| r.len as usize).sum();
+        assert!(new < 3 * MAX_CHUNK as usize, "{new} new bytes for a 4 KiB insert");
         let mut store = Chunks::default();
         for (r, bytes) in &cb {
             store.put(r.hash, bytes);
@@ -304,27 +270,17 @@ mod tests {
         assert_eq!(c.fresh_bytes(), 0);
         assert_eq!(c.fresh().count(), 0);
         let cached = c.cache.lock().expect("lock").bytes;
-        assert!(
-            cached <= CACHE_BYTES && cached > CACHE_BYTES / 2,
-            "cache holds {cached} bytes"
-        );
+        assert!(cached <= CACHE_BYTES && cached > CACHE_BYTES / 2, "cache holds {cached} bytes");
         assert!(parts.iter().all(|(r, _)| c.has(&r.hash)));
         let refs: Vec<ChunkRef> = parts.iter().map(|(r, _)| *r).collect();
-        assert_eq!(
-            assemble(&refs, &c),
-            Some(data.clone()),
-            "read back through the source"
-        );
+        assert_eq!(assemble(&refs, &c), Some(data.clone()), "read back through the source");
         assert!(source.reads.load(std::sync::atomic::Ordering::SeqCst) > 0);
         assert!(c.cache.lock().expect("lock").bytes <= CACHE_BYTES);
         // The most recent chunk is served from the cache.
         let before = source.reads.load(std::sync::atomic::Ordering::SeqCst);
         let last = parts.last().expect("chunks").0.hash;
         assert!(c.get(&last).is_some());
-        assert_eq!(
-            source.reads.load(std::sync::atomic::Ordering::SeqCst),
-            before
-        );
+        assert_eq!(source.reads.load(std::sync::atomic::Ordering::SeqCst), before);
         // A chunk already stored is not taken in again.
         c.put(last, b"other bytes");
         assert_eq!(c.fresh().count(), 0);

@@ -95,11 +95,7 @@ impl Graph {
         let mut p: Frontier = parents.iter().copied().collect();
         p.sort_unstable();
         p.dedup();
-        self.entries.push(GraphEntry {
-            start: span.start,
-            end: span.end,
-            parents: p,
-        });
+        self.entries.push(GraphEntry { start: span.start, end: span.end, parents: p });
     }
 
     /// Index of the entry holding `lv`.
@@ -188,12 +184,7 @@ impl Graph {
     pub fn reduce(&self, versions: &[Lv]) -> Frontier {
         let mut out = Frontier::new();
         for (i, &v) in versions.iter().enumerate() {
-            let others: Frontier = versions
-                .iter()
-                .enumerate()
-                .filter(|&(j, _)| j != i)
-                .map(|(_, &x)| x)
-                .collect();
+            let others: Frontier = versions.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, &x)| x).collect();
             if !self.frontier_contains(&others, v) {
                 out.push(v);
             }
@@ -213,11 +204,7 @@ impl Graph {
         // Fast path: one is the direct linear continuation of the other.
         if a.len() == 1 && b.len() == 1 {
             let (x, y) = (a[0], b[0]);
-            let (lo, hi, out) = if x < y {
-                (x, y, &mut only_b)
-            } else {
-                (y, x, &mut only_a)
-            };
+            let (lo, hi, out) = if x < y { (x, y, &mut only_b) } else { (y, x, &mut only_a) };
             if self.entry_of(hi).start <= lo {
                 out.push(lo + 1..hi + 1);
                 return (only_a, only_b);
@@ -252,13 +239,7 @@ impl Graph {
     /// visited range (descending) with the side it belongs to. Without
     /// `to_critical` it stops when only shared history is left; with it, when
     /// a single shared version is left, which it returns.
-    fn walk(
-        &self,
-        a: &[Lv],
-        b: &[Lv],
-        to_critical: bool,
-        mut visit: impl FnMut(Range<Lv>, Side),
-    ) -> Frontier {
+    fn walk(&self, a: &[Lv], b: &[Lv], to_critical: bool, mut visit: impl FnMut(Range<Lv>, Side)) -> Frontier {
         #[derive(PartialEq, Eq, PartialOrd, Ord)]
         struct Item(Lv, Side);
         let mut queue: BinaryHeap<Item> = BinaryHeap::new();

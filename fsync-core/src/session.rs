@@ -120,15 +120,10 @@ impl Session {
     /// already arrived; nothing else would ask for them again before the
     /// next resync.
     pub fn start(&mut self, folder: &Folder, chunks: &dyn ChunkStore) {
-        let mut missing: Vec<ChunkHash> = folder
-            .referenced_chunks()
-            .into_iter()
-            .filter(|h| !chunks.has(h))
-            .collect();
+        let mut missing: Vec<ChunkHash> = folder.referenced_chunks().into_iter().filter(|h| !chunks.has(h)).collect();
         missing.sort();
         self.to_want = missing;
-        self.outbox
-            .push_back(Message::Summary(folder.version_vector().clone()));
+        self.outbox.push_back(Message::Summary(folder.version_vector().clone()));
     }
 
     /// Sends a fresh summary, asking the peer to fill any gap, and asks
@@ -143,8 +138,7 @@ impl Session {
         let mut missing: Vec<ChunkHash> = missing.into_iter().filter(|h| !chunks.has(h)).collect();
         missing.sort();
         self.to_want = missing;
-        self.outbox
-            .push_back(Message::Summary(folder.version_vector().clone()));
+        self.outbox.push_back(Message::Summary(folder.version_vector().clone()));
     }
 
     /// Counters.
@@ -161,13 +155,7 @@ impl Session {
     /// (`None` before its summary).
     pub fn pending_ops(&self, folder: &Folder) -> Option<u64> {
         let peer = self.peer_vv.as_ref()?;
-        Some(
-            folder
-                .version_vector()
-                .iter()
-                .map(|(a, &n)| n.saturating_sub(peer.get(a).copied().unwrap_or(0)))
-                .sum(),
-        )
+        Some(folder.version_vector().iter().map(|(a, &n)| n.saturating_sub(peer.get(a).copied().unwrap_or(0))).sum())
     }
 
     /// Chunks asked for and not yet received.
@@ -211,9 +199,7 @@ impl Session {
                     // everything from our version vector on.
                     Err(ApplyError::Gap { .. })
                     | Err(ApplyError::UnknownEntry(_))
-                    | Err(ApplyError::Op(crate::text::RemoteOpError::UnknownParent(_))) => {
-                        self.resync(folder, chunks)
-                    }
+                    | Err(ApplyError::Op(crate::text::RemoteOpError::UnknownParent(_))) => self.resync(folder, chunks),
                     Err(e) => return Err(SessionError::Apply(e)),
                 }
             }
@@ -254,10 +240,7 @@ impl Session {
             if let ExportedKind::Marker(m) = &r.kind {
                 if let Ok(Meta::Binary { chunks: refs, .. }) = Meta::decode(m) {
                     for cr in refs {
-                        if !chunks.has(&cr.hash)
-                            && !self.wanted.contains(&cr.hash)
-                            && !self.to_want.contains(&cr.hash)
-                        {
+                        if !chunks.has(&cr.hash) && !self.wanted.contains(&cr.hash) && !self.to_want.contains(&cr.hash) {
                             self.to_want.push(cr.hash);
                         }
                     }

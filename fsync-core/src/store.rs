@@ -47,12 +47,7 @@ pub trait Store {
     /// A chunk's bytes.
     fn get_chunk(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>, StoreError>;
     /// What a peer is known to have of a folder.
-    fn set_peer_version(
-        &mut self,
-        peer: &str,
-        folder: &str,
-        vv: &VersionVector,
-    ) -> Result<(), StoreError>;
+    fn set_peer_version(&mut self, peer: &str, folder: &str, vv: &VersionVector) -> Result<(), StoreError>;
     /// See [`Store::set_peer_version`].
     fn peer_version(&self, peer: &str, folder: &str) -> Result<Option<VersionVector>, StoreError>;
     /// Keeps a small piece of state under `key` (for example a folder's
@@ -74,10 +69,7 @@ pub struct Saver {
 impl Saver {
     /// For a folder just loaded from the store.
     pub fn loaded(folder: &Folder) -> Self {
-        Saver {
-            saved_vv: folder.version_vector().clone(),
-            log_pos: folder.log_len(),
-        }
+        Saver { saved_vv: folder.version_vector().clone(), log_pos: folder.log_len() }
     }
 
     /// What has been saved (after the caller's sync, what is durable).
@@ -87,12 +79,7 @@ impl Saver {
 
     /// Appends every event not yet saved as one batch; does not sync.
     /// Returns whether anything was written.
-    pub fn save(
-        &mut self,
-        name: &str,
-        folder: &Folder,
-        store: &mut dyn Store,
-    ) -> Result<bool, StoreError> {
+    pub fn save(&mut self, name: &str, folder: &Folder, store: &mut dyn Store) -> Result<bool, StoreError> {
         self.save_collecting(name, folder, store, &mut std::collections::HashSet::new())
     }
 
@@ -114,9 +101,7 @@ impl Saver {
         store.append(name, &Message::Changes(changes.clone()).encode())?;
         for (_, r) in &changes.runs {
             if let crate::text::ExportedKind::Marker(m) = &r.kind {
-                if let Ok(crate::folder::Meta::Binary { chunks: refs, .. }) =
-                    crate::folder::Meta::decode(m)
-                {
+                if let Ok(crate::folder::Meta::Binary { chunks: refs, .. }) = crate::folder::Meta::decode(m) {
                     chunks.extend(refs.iter().map(|c| c.hash));
                 }
             }
@@ -135,19 +120,11 @@ pub fn load_folder(agent: AgentId, name: &str, store: &dyn Store) -> Result<Fold
 }
 
 /// A folder's saved change batches, decoded one by one as they are taken.
-pub fn saved_changes(
-    store: &dyn Store,
-    name: &str,
-) -> Result<impl Iterator<Item = Result<Changes, StoreError>>, StoreError> {
-    Ok(store
-        .batches(name)?
-        .into_iter()
-        .map(|batch| match Message::decode(&batch)? {
-            Message::Changes(c) => Ok(c),
-            _ => Err(StoreError::Corrupt(DecodeError::Invalid(
-                "not a change batch",
-            ))),
-        }))
+pub fn saved_changes(store: &dyn Store, name: &str) -> Result<impl Iterator<Item = Result<Changes, StoreError>>, StoreError> {
+    Ok(store.batches(name)?.into_iter().map(|batch| match Message::decode(&batch)? {
+        Message::Changes(c) => Ok(c),
+        _ => Err(StoreError::Corrupt(DecodeError::Invalid("not a change batch"))),
+    }))
 }
 
 /// Where a folder's [`Folder::snapshot`] is kept.
@@ -190,11 +167,7 @@ impl MemoryStore {
 
     /// What survives a crash now: only what was synced.
     pub fn crash(&self) -> MemoryStore {
-        MemoryStore {
-            durable: self.durable.clone(),
-            pending: self.durable.clone(),
-            fail_writes: None,
-        }
+        MemoryStore { durable: self.durable.clone(), pending: self.durable.clone(), fail_writes: None }
     }
 
     fn check(&self, what: &str) -> Result<(), StoreError> {
@@ -208,20 +181,11 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn append(&mut self, folder: &str, batch: &[u8]) -> Result<(), StoreError> {
         self.check("appending changes")?;
-        self.pending
-            .batches
-            .entry(folder.to_owned())
-            .or_default()
-            .push(batch.to_vec());
+        self.pending.batches.entry(folder.to_owned()).or_default().push(batch.to_vec());
         Ok(())
     }
     fn batches(&self, folder: &str) -> Result<Vec<Vec<u8>>, StoreError> {
-        Ok(self
-            .pending
-            .batches
-            .get(folder)
-            .cloned()
-            .unwrap_or_default())
+        Ok(self.pending.batches.get(folder).cloned().unwrap_or_default())
     }
     fn put_chunk(&mut self, hash: ChunkHash, bytes: &[u8]) -> Result<(), StoreError> {
         self.check("storing a chunk")?;
@@ -231,24 +195,13 @@ impl Store for MemoryStore {
     fn get_chunk(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.pending.chunks.get(hash).cloned())
     }
-    fn set_peer_version(
-        &mut self,
-        peer: &str,
-        folder: &str,
-        vv: &VersionVector,
-    ) -> Result<(), StoreError> {
+    fn set_peer_version(&mut self, peer: &str, folder: &str, vv: &VersionVector) -> Result<(), StoreError> {
         self.check("recording a peer's version")?;
-        self.pending
-            .peers
-            .insert((peer.to_owned(), folder.to_owned()), vv.clone());
+        self.pending.peers.insert((peer.to_owned(), folder.to_owned()), vv.clone());
         Ok(())
     }
     fn peer_version(&self, peer: &str, folder: &str) -> Result<Option<VersionVector>, StoreError> {
-        Ok(self
-            .pending
-            .peers
-            .get(&(peer.to_owned(), folder.to_owned()))
-            .cloned())
+        Ok(self.pending.peers.get(&(peer.to_owned(), folder.to_owned())).cloned())
     }
     fn put_state(&mut self, key: &str, bytes: &[u8]) -> Result<(), StoreError> {
         self.check("saving state")?;
@@ -312,10 +265,7 @@ mod tests {
         assert!(saver.save("docs", &f, &mut store).expect("save"));
         f.set_text(id, "one two", 3).expect("write");
         saver.save("docs", &f, &mut store).expect("save");
-        assert!(
-            !saver.save("docs", &f, &mut store).expect("save"),
-            "nothing new"
-        );
+        assert!(!saver.save("docs", &f, &mut store).expect("save"), "nothing new");
         store.sync().expect("sync");
         let mut back = load_folder(a, "docs", &store).expect("load");
         assert_eq!(snapshot(&mut back), snapshot(&mut f));
@@ -324,10 +274,7 @@ mod tests {
         let mut other = Folder::new(AgentId::from_index(2));
         crate::folder::tests::send(&f, &mut other);
         crate::folder::tests::send(&back, &mut other);
-        assert_eq!(
-            other.doc(id).map(|d| d.text()).as_deref(),
-            Some("one two three")
-        );
+        assert_eq!(other.doc(id).map(|d| d.text()).as_deref(), Some("one two three"));
     }
 
     #[test]
@@ -336,24 +283,14 @@ mod tests {
         let mut f = Folder::new(AgentId::from_index(1));
         let mut saver = Saver::default();
         let id = f.create("b.bin", Kind::File, 1).expect("create");
-        let refs: Vec<_> = crate::chunks::split(&[7u8; 1000])
-            .into_iter()
-            .map(|c| c.0)
-            .collect();
+        let refs: Vec<_> = crate::chunks::split(&[7u8; 1000]).into_iter().map(|c| c.0).collect();
         f.write_binary(id, refs.clone(), 2).expect("write");
         let mut got = std::collections::HashSet::new();
-        assert!(saver
-            .save_collecting("f", &f, &mut store, &mut got)
-            .expect("save"));
+        assert!(saver.save_collecting("f", &f, &mut store, &mut got).expect("save"));
         assert_eq!(got, refs.iter().map(|r| r.hash).collect());
         let mut again = std::collections::HashSet::new();
-        assert!(!saver
-            .save_collecting("f", &f, &mut store, &mut again)
-            .expect("save"));
-        assert!(
-            again.is_empty(),
-            "chunks of events saved before were reported again"
-        );
+        assert!(!saver.save_collecting("f", &f, &mut store, &mut again).expect("save"));
+        assert!(again.is_empty(), "chunks of events saved before were reported again");
     }
 
     #[test]
@@ -369,11 +306,7 @@ mod tests {
         f.set_text(id, "durable, then lost", 3).expect("write");
         saver.save("f", &f, &mut store).expect("save");
         let mut back = load_folder(a, "f", &store.crash()).expect("load");
-        let x = back
-            .tree()
-            .lookup("x")
-            .map(|n| n.id)
-            .expect("file survives");
+        let x = back.tree().lookup("x").map(|n| n.id).expect("file survives");
         assert_eq!(back.doc(x).map(|d| d.text()).as_deref(), Some("durable"));
     }
 
@@ -386,10 +319,7 @@ mod tests {
         let id = f.create("x", Kind::File, 1).expect("create");
         f.set_text(id, "kept", 2).expect("write");
         store.fail_writes = Some("No space left on device".into());
-        assert!(matches!(
-            saver.save("f", &f, &mut store),
-            Err(StoreError::Io(_))
-        ));
+        assert!(matches!(saver.save("f", &f, &mut store), Err(StoreError::Io(_))));
         // Space comes back: the same events are saved then.
         store.fail_writes = None;
         assert!(saver.save("f", &f, &mut store).expect("save"));
@@ -417,11 +347,7 @@ mod tests {
             for step in 0..60u64 {
                 let who = rng.random_range(0..3);
                 let target = if who == 0 { &mut f } else { &mut other };
-                let path = format!(
-                    "d{}/f{}.txt",
-                    rng.random_range(0..2),
-                    rng.random_range(0..4)
-                );
+                let path = format!("d{}/f{}.txt", rng.random_range(0..2), rng.random_range(0..4));
                 let id = match target.tree().lookup(&path) {
                     Some(n) => n.id,
                     None => match target.create(&path, Kind::File, step) {
@@ -433,12 +359,8 @@ mod tests {
                 let chars: Vec<char> = old.chars().collect();
                 let at = rng.random_range(0..=chars.len());
                 let cut = rng.random_range(0..=(chars.len() - at).min(3));
-                let ins: String = (0..rng.random_range(0..6))
-                    .map(|_| rng.random_range(b'a'..=b'z') as char)
-                    .collect();
-                let new: String = chars[..at].iter().collect::<String>()
-                    + &ins
-                    + &chars[at + cut..].iter().collect::<String>();
+                let ins: String = (0..rng.random_range(0..6)).map(|_| rng.random_range(b'a'..=b'z') as char).collect();
+                let new: String = chars[..at].iter().collect::<String>() + &ins + &chars[at + cut..].iter().collect::<String>();
                 let _ = target.set_text(id, &new, step);
                 if rng.random_bool(0.3) {
                     crate::folder::tests::send(&other, &mut f);
@@ -450,14 +372,9 @@ mod tests {
                 }
             }
             store.sync().expect("sync");
-            let mut full = Folder::load(a, saved_changes(&store, "f").expect("batches"), None)
-                .expect("full replay");
+            let mut full = Folder::load(a, saved_changes(&store, "f").expect("batches"), None).expect("full replay");
             let mut with = load_folder(a, "f", &store).expect("load with snapshot");
-            if store
-                .get_state(&snapshot_key("f"))
-                .expect("state")
-                .is_some()
-            {
+            if store.get_state(&snapshot_key("f")).expect("state").is_some() {
                 restored += 1;
             }
             assert_eq!(snapshot(&mut with), snapshot(&mut full), "seed {seed}");
@@ -478,32 +395,21 @@ mod tests {
         f.set_text(id, "saved", 2).expect("write");
         saver.save("f", &f, &mut store).expect("save");
         store.sync().expect("sync");
-        f.set_text(id, "saved, then lost in a crash", 3)
-            .expect("write");
+        f.set_text(id, "saved, then lost in a crash", 3).expect("write");
         saver.save("f", &f, &mut store).expect("save");
         save_snapshot("f", &f, &mut store).expect("snapshot");
         // Only the snapshot reached the disk (it cannot in one store, but a
         // store that reorders writes, or a bug, must not corrupt the text).
         let mut crashed = store.crash();
-        crashed
-            .put_state(&snapshot_key("f"), &f.snapshot())
-            .expect("state");
+        crashed.put_state(&snapshot_key("f"), &f.snapshot()).expect("state");
         let back = load_folder(a, "f", &crashed).expect("load");
         assert_eq!(back.doc(id).map(|d| d.text()).as_deref(), Some("saved"));
         // One at a version the store has is taken as it is, not merged.
-        let snap = String::from_utf8_lossy(&back.snapshot())
-            .replace("saved", "SAVED")
-            .into_bytes();
+        let snap = String::from_utf8_lossy(&back.snapshot()).replace("saved", "SAVED").into_bytes();
         crashed.put_state(&snapshot_key("f"), &snap).expect("state");
         let back = load_folder(a, "f", &crashed).expect("load");
-        assert_eq!(
-            back.doc(id).map(|d| d.text()).as_deref(),
-            Some("SAVED"),
-            "the snapshot was not used"
-        );
-        crashed
-            .put_state(&snapshot_key("f"), b"fsync-snapshot-1 garbage")
-            .expect("state");
+        assert_eq!(back.doc(id).map(|d| d.text()).as_deref(), Some("SAVED"), "the snapshot was not used");
+        crashed.put_state(&snapshot_key("f"), b"fsync-snapshot-1 garbage").expect("state");
         let back = load_folder(a, "f", &crashed).expect("load");
         assert_eq!(back.doc(id).map(|d| d.text()).as_deref(), Some("saved"));
     }

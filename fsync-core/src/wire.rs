@@ -53,10 +53,7 @@ fn put_id(w: &mut Writer, agents: &mut Agents, id: EventId) {
 fn get_id(r: &mut Reader<'_>, agents: &[AgentId]) -> Result<EventId, DecodeError> {
     let i = r.usize_max(agents.len().saturating_sub(1))?;
     let agent = *agents.get(i).ok_or(DecodeError::Invalid("agent index"))?;
-    Ok(EventId {
-        agent,
-        seq: r.varint()?,
-    })
+    Ok(EventId { agent, seq: r.varint()? })
 }
 
 /// Writes a version vector (also used by stores).
@@ -208,16 +205,7 @@ impl Message {
                     if id.seq.checked_add(kind_len(&kind)).is_none() {
                         return Err(DecodeError::Invalid("sequence overflow"));
                     }
-                    runs.push((
-                        entry,
-                        ExportedRun {
-                            id,
-                            parents,
-                            pos,
-                            kind,
-                            time,
-                        },
-                    ));
+                    runs.push((entry, ExportedRun { id, parents, pos, kind, time }));
                 }
                 Message::Changes(Changes { runs })
             }

@@ -17,17 +17,11 @@ use fsync_core::AgentId;
 /// refused and come again in the next round, as after a resync.
 fn deliver(from: &Folder, to: &mut Folder, rng: &mut StdRng) {
     let (c, _) = from.changes_since(to.version_vector(), 0, usize::MAX);
-    let mut runs: Vec<_> = c
-        .runs
-        .iter()
-        .flat_map(|r| std::iter::repeat_n(r.clone(), rng.random_range(1..=2)))
-        .collect();
+    let mut runs: Vec<_> = c.runs.iter().flat_map(|r| std::iter::repeat_n(r.clone(), rng.random_range(1..=2))).collect();
     for _round in 0..runs.len() + 1 {
         runs.shuffle(rng);
         for r in &runs {
-            let _ = to.apply_changes(&Changes {
-                runs: vec![r.clone()],
-            });
+            let _ = to.apply_changes(&Changes { runs: vec![r.clone()] });
         }
     }
     let lacking = from.changes_since(to.version_vector(), 0, usize::MAX).0;
@@ -37,10 +31,7 @@ fn deliver(from: &Folder, to: &mut Folder, rng: &mut StdRng) {
 /// Every replica hears from every other, in a random order.
 fn exchange(fs: &mut [Folder], rng: &mut StdRng) {
     let n = fs.len();
-    let mut pairs: Vec<(usize, usize)> = (0..n)
-        .flat_map(|i| (0..n).map(move |j| (i, j)))
-        .filter(|(i, j)| i != j)
-        .collect();
+    let mut pairs: Vec<(usize, usize)> = (0..n).flat_map(|i| (0..n).map(move |j| (i, j))).filter(|(i, j)| i != j).collect();
     for _ in 0..2 {
         pairs.shuffle(rng);
         for &(i, j) in &pairs {
@@ -74,19 +65,11 @@ fn scenario(
     act_b: impl FnOnce(&mut Folder),
 ) -> Vec<Folder> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut fs: Vec<Folder> = (1..=3)
-        .map(|i| Folder::new(AgentId::from_index(i)))
-        .collect();
+    let mut fs: Vec<Folder> = (1..=3).map(|i| Folder::new(AgentId::from_index(i))).collect();
     base(&mut fs[0]);
     exchange(&mut fs, &mut rng);
     // Unrelated noise on the relay, so histories are wider than the row.
-    let noise = fs[2]
-        .create(
-            &format!("noise-{}", rng.random_range(0..100)),
-            Kind::File,
-            5,
-        )
-        .expect("noise");
+    let noise = fs[2].create(&format!("noise-{}", rng.random_range(0..100)), Kind::File, 5).expect("noise");
     fs[2].set_text(noise, "noise", 5).expect("noise");
     act_a(&mut fs[0]);
     act_b(&mut fs[1]);

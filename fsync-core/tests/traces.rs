@@ -9,17 +9,12 @@ use fsync_core::text::TextDoc;
 
 fn traces_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces");
-    assert!(
-        dir.is_dir(),
-        "the traces are expected at {} (../shared beside the repo)",
-        dir.display()
-    );
+    assert!(dir.is_dir(), "the traces are expected at {} (../shared beside the repo)", dir.display());
     dir
 }
 
 fn check(kind: &str, name: &str) {
-    let t =
-        trace::load(&traces_dir().join(kind).join(format!("{name}.json.gz"))).expect("trace loads");
+    let t = trace::load(&traces_dir().join(kind).join(format!("{name}.json.gz"))).expect("trace loads");
     if t.concurrent {
         let doc = t.replay_concurrent().expect("history builds");
         // Merging as the history arrives must give what one merge gives.
@@ -27,37 +22,22 @@ fn check(kind: &str, name: &str) {
         // transactions replays them thousands of times.)
         let every = if name == "A2" { 25 } else { 1 };
         let stepwise = t.replay_concurrent_with(every).expect("history builds");
-        assert!(
-            stepwise.text() == doc.text(),
-            "{name}: stepwise merge differs from one merge"
-        );
+        assert!(stepwise.text() == doc.text(), "{name}: stepwise merge differs from one merge");
         if name == "A2" && doc.text() != t.end {
             // Stretch goal (see the README): A2's later positions assume
             // diamond-types 2's exact order of concurrent inserts.
             eprintln!("A2: converged but differs from diamond-types 2's endContent");
             return;
         }
-        assert!(
-            doc.text() == t.end,
-            "{name}: merged text differs from endContent"
-        );
+        assert!(doc.text() == t.end, "{name}: merged text differs from endContent");
         // Loading the same history into an empty replica gives the same text.
         let again = TextDoc::from_oplog(doc.oplog().clone());
-        assert!(
-            again.text() == t.end,
-            "{name}: checkout from the log differs"
-        );
+        assert!(again.text() == t.end, "{name}: checkout from the log differs");
     } else {
         let doc = t.replay_local();
-        assert!(
-            doc.text() == t.end,
-            "{name}: local replay differs from endContent"
-        );
+        assert!(doc.text() == t.end, "{name}: local replay differs from endContent");
         let again = TextDoc::from_oplog(doc.oplog().clone());
-        assert!(
-            again.text() == t.end,
-            "{name}: checkout from the log differs"
-        );
+        assert!(again.text() == t.end, "{name}: checkout from the log differs");
     }
 }
 

@@ -14,10 +14,9 @@ use fsync_core::chunks::{ChunkRef, Chunks};
 use fsync_core::folder::{validate_name, Content, EntryId, Folder, FolderError, Kind, MAX_NAME};
 use fsync_core::{AgentId, EventId};
 use fuser::{
-    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    Request, TimeOrNow, WriteFlags,
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::Backend;
@@ -129,9 +128,7 @@ enum Cached {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn errno(e: &FolderError) -> Errno {
@@ -182,13 +179,7 @@ fn when(t: TimeOrNow) -> SystemTime {
 
 /// Copies `[offset, offset + size)` of a file made of `refs` (starting at
 /// `starts`) out of the chunks.
-fn read_chunks(
-    refs: &[ChunkRef],
-    starts: &[u64],
-    chunks: &Chunks,
-    offset: u64,
-    size: usize,
-) -> Result<Vec<u8>, Errno> {
+fn read_chunks(refs: &[ChunkRef], starts: &[u64], chunks: &Chunks, offset: u64, size: usize) -> Result<Vec<u8>, Errno> {
     let total = starts.last().copied().unwrap_or(0) + refs.last().map_or(0, |r| u64::from(r.len));
     let end = (offset + size as u64).min(total);
     let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
@@ -255,13 +246,7 @@ impl State {
     }
 
     /// A binary file's chunks and where each starts.
-    fn chunk_map(
-        &mut self,
-        f: &Folder,
-        ino: u64,
-        id: EntryId,
-        refs: &[ChunkRef],
-    ) -> (Arc<Vec<ChunkRef>>, Vec<u64>) {
+    fn chunk_map(&mut self, f: &Folder, ino: u64, id: EntryId, refs: &[ChunkRef]) -> (Arc<Vec<ChunkRef>>, Vec<u64>) {
         let stamp = f.doc(id).map_or(0, |d| d.oplog().len());
         if let Some(Cached::Chunks(s, r, starts)) = self.cache.get(&ino) {
             if *s == stamp {
@@ -276,24 +261,15 @@ impl State {
         }
         let r = Arc::new(refs.to_vec());
         self.drop_cache(ino);
-        self.cache
-            .insert(ino, Cached::Chunks(stamp, r.clone(), starts.clone()));
+        self.cache.insert(ino, Cached::Chunks(stamp, r.clone(), starts.clone()));
         (r, starts)
     }
 
     /// The whole current content of a file.
-    fn content(
-        &mut self,
-        f: &Folder,
-        chunks: &Chunks,
-        ino: u64,
-        id: EntryId,
-    ) -> Result<Vec<u8>, Errno> {
+    fn content(&mut self, f: &Folder, chunks: &Chunks, ino: u64, id: EntryId) -> Result<Vec<u8>, Errno> {
         match &f.state(id).ok_or(Errno::ENOENT)?.content {
             Content::Text => Ok(self.text(f, ino, id)?.to_vec()),
-            Content::Binary { chunks: refs, .. } => {
-                fsync_core::chunks::assemble(refs, chunks).ok_or(Errno::EIO)
-            }
+            Content::Binary { chunks: refs, .. } => fsync_core::chunks::assemble(refs, chunks).ok_or(Errno::EIO),
             Content::Link(_) | Content::None => Err(Errno::EINVAL),
         }
     }
@@ -321,15 +297,7 @@ impl State {
     fn saw(&mut self, f: &mut Folder, parent: u64, name: &str, ino: u64, id: EntryId) {
         let path = f.tree().path_of(id).unwrap_or_default().to_owned();
         let stamp = Self::stamp(f, id);
-        self.seen.insert(
-            ino,
-            Seen {
-                parent,
-                name: name.to_owned(),
-                path,
-                stamp,
-            },
-        );
+        self.seen.insert(ino, Seen { parent, name: name.to_owned(), path, stamp });
     }
 
     /// After a local change to `ino`: the kernel already knows it.
@@ -338,13 +306,7 @@ impl State {
             match f.tree().path_of(id).map(str::to_owned) {
                 Some(p) => {
                     let (parent, name) = match p.rsplit_once('/') {
-                        Some((dir, name)) => (
-                            f.tree()
-                                .lookup(dir)
-                                .map(|n| n.id)
-                                .map_or(ROOT, |d| self.ino(d)),
-                            name,
-                        ),
+                        Some((dir, name)) => (f.tree().lookup(dir).map(|n| n.id).map_or(ROOT, |d| self.ino(d)), name),
                         None => (ROOT, p.as_str()),
                     };
                     self.saw(f, parent, name, ino, id);
@@ -362,47 +324,22 @@ impl State {
         self.drop_cache(ino);
     }
 
-    fn attr(
-        &mut self,
-        f: &mut Folder,
-        uid: u32,
-        gid: u32,
-        root_time: SystemTime,
-        ino: u64,
-    ) -> Result<FileAttr, Errno> {
+    fn attr(&mut self, f: &mut Folder, uid: u32, gid: u32, root_time: SystemTime, ino: u64) -> Result<FileAttr, Errno> {
         let local = self.local.get(&ino).copied().unwrap_or_default();
         let (kind, size, mtime, default_perm, nlink) = match self.id(ino)? {
             None => {
-                let subdirs = f
-                    .tree()
-                    .children("")
-                    .iter()
-                    .filter(|n| n.kind == Kind::Dir)
-                    .count();
-                (
-                    FileType::Directory,
-                    4096,
-                    root_time,
-                    0o755,
-                    2 + subdirs as u32,
-                )
+                let subdirs = f.tree().children("").iter().filter(|n| n.kind == Kind::Dir).count();
+                (FileType::Directory, 4096, root_time, 0o755, 2 + subdirs as u32)
             }
             Some(id) => {
                 let st = f.state(id).ok_or(Errno::ENOENT)?.clone();
-                let last = f
-                    .doc(id)
-                    .map_or(0, |d| d.oplog().time_of(d.oplog().len().saturating_sub(1)));
+                let last = f.doc(id).map_or(0, |d| d.oplog().time_of(d.oplog().len().saturating_sub(1)));
                 let size = self.size(f, ino, id)?;
                 let unlinked = self.open.get(&ino).is_some_and(|o| o.unlinked) || !st.alive;
                 let (perm, nlink) = match st.kind {
                     Kind::Dir => {
                         let subdirs = match f.tree().path_of(id).map(str::to_owned) {
-                            Some(p) => f
-                                .tree()
-                                .children(&p)
-                                .iter()
-                                .filter(|n| n.kind == Kind::Dir)
-                                .count(),
+                            Some(p) => f.tree().children(&p).iter().filter(|n| n.kind == Kind::Dir).count(),
                             None => 0,
                         };
                         (0o755, 2 + subdirs as u32)
@@ -456,10 +393,7 @@ impl<B: Backend> Inner<B> {
 
     /// Where big files go to be chunked (set once mounted).
     pub(crate) fn set_jobs(&self, tx: std::sync::mpsc::Sender<Job>) {
-        *self
-            .jobs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx);
+        *self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tx);
     }
 
     /// Chunks a big file and records it: the hashing runs with no lock
@@ -493,11 +427,7 @@ impl<B: Backend> Inner<B> {
         {
             // Whatever happened, readers and fsync stop waiting on it.
             let mut st = self.lock();
-            if st
-                .pending
-                .get(&job.ino)
-                .is_some_and(|d| Arc::ptr_eq(d, &job.data))
-            {
+            if st.pending.get(&job.ino).is_some_and(|d| Arc::ptr_eq(d, &job.data)) {
                 st.pending.remove(&job.ino);
             }
         }
@@ -513,29 +443,19 @@ impl<B: Backend> Inner<B> {
     fn wait_landed(&self, ino: Option<u64>) {
         let mut st = self.lock();
         while ino.map_or(!st.pending.is_empty(), |i| st.pending.contains_key(&i)) {
-            st = self
-                .landed
-                .wait(st)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            st = self.landed.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic in one operation must not take the whole mount down.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Runs `f` with the state and the folder locked.
-    fn run<R>(
-        &self,
-        f: impl FnOnce(&mut State, &mut Folder, &mut Chunks) -> Result<R, Errno>,
-    ) -> Result<R, Errno> {
+    fn run<R>(&self, f: impl FnOnce(&mut State, &mut Folder, &mut Chunks) -> Result<R, Errno>) -> Result<R, Errno> {
         let mut st = self.lock();
-        self.backend
-            .with(|folder, chunks| f(&mut st, folder, chunks))
-            .unwrap_or(Err(Errno::ENOENT))
+        self.backend.with(|folder, chunks| f(&mut st, folder, chunks)).unwrap_or(Err(Errno::ENOENT))
     }
 
     fn attr_of(&self, st: &mut State, f: &mut Folder, ino: u64) -> Result<FileAttr, Errno> {
@@ -558,13 +478,7 @@ impl<B: Backend> Inner<B> {
     }
 
     /// Looks a name up: its inode and attributes.
-    fn entry(
-        &self,
-        st: &mut State,
-        f: &mut Folder,
-        parent: u64,
-        name: &str,
-    ) -> Result<FileAttr, Errno> {
+    fn entry(&self, st: &mut State, f: &mut Folder, parent: u64, name: &str) -> Result<FileAttr, Errno> {
         let path = Self::child_path(st, f, parent, name)?;
         let id = f.tree().lookup(&path).ok_or(Errno::ENOENT)?.id;
         let ino = st.ino(id);
@@ -594,21 +508,10 @@ impl<B: Backend> Inner<B> {
                 // Close returns now; readers see the data until it lands,
                 // and fsync waits for it (as a page cache would write back).
                 let data = Arc::new(data);
-                let jobs = self
-                    .jobs
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
+                let jobs = self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
                 if let Some(tx) = jobs {
                     st.pending.insert(ino, data.clone());
-                    if tx
-                        .send(Job {
-                            ino,
-                            id,
-                            data: data.clone(),
-                        })
-                        .is_ok()
-                    {
+                    if tx.send(Job { ino, id, data: data.clone() }).is_ok() {
                         return Ok(false);
                     }
                     st.pending.remove(&ino);
@@ -643,13 +546,7 @@ impl<B: Backend> Inner<B> {
 
     /// Commits every open file's buffer.
     pub(crate) fn commit_all(&self) -> bool {
-        let dirty: Vec<u64> = self
-            .lock()
-            .open
-            .iter()
-            .filter(|(_, o)| o.dirty)
-            .map(|(i, _)| *i)
-            .collect();
+        let dirty: Vec<u64> = self.lock().open.iter().filter(|(_, o)| o.dirty).map(|(i, _)| *i).collect();
         let mut changed = false;
         for ino in dirty {
             changed |= self.commit(ino).unwrap_or(false);
@@ -677,23 +574,16 @@ impl<B: Backend> Inner<B> {
         self.backend
             .with(|f, _| {
                 let me = f.agent();
-                let remote: BTreeMap<AgentId, u64> = f
-                    .version_vector()
-                    .iter()
-                    .filter(|(a, _)| **a != me)
-                    .map(|(a, n)| (*a, *n))
-                    .collect();
+                let remote: BTreeMap<AgentId, u64> =
+                    f.version_vector().iter().filter(|(a, _)| **a != me).map(|(a, n)| (*a, *n)).collect();
                 if remote == st.remote {
                     return Vec::new();
                 }
                 st.remote = remote;
                 let mut out = Vec::new();
                 let mut gone = Vec::new();
-                let seen: Vec<(u64, String, usize, u64, String)> = st
-                    .seen
-                    .iter()
-                    .map(|(i, s)| (*i, s.path.clone(), s.stamp, s.parent, s.name.clone()))
-                    .collect();
+                let seen: Vec<(u64, String, usize, u64, String)> =
+                    st.seen.iter().map(|(i, s)| (*i, s.path.clone(), s.stamp, s.parent, s.name.clone())).collect();
                 for (ino, path, stamp, parent, name) in seen {
                     let Some(id) = st.id_of.get(&ino).copied() else {
                         continue;
@@ -722,34 +612,16 @@ impl<B: Backend> Inner<B> {
     fn new_handle(st: &mut State, ino: u64, flags: i32) -> u64 {
         st.next_fh += 1;
         let fh = st.next_fh;
-        st.handles.insert(
-            fh,
-            Handle {
-                append: flags & O_APPEND != 0,
-            },
-        );
+        st.handles.insert(fh, Handle { append: flags & O_APPEND != 0 });
         st.open
             .entry(ino)
-            .or_insert(OpenFile {
-                handles: 0,
-                data: None,
-                base: Vec::new(),
-                dirty: false,
-                unlinked: false,
-            })
+            .or_insert(OpenFile { handles: 0, data: None, base: Vec::new(), dirty: false, unlinked: false })
             .handles += 1;
         fh
     }
 
     /// Loads the content to write into, once per open-and-write.
-    fn load(
-        st: &mut State,
-        f: &Folder,
-        chunks: &Chunks,
-        ino: u64,
-        id: EntryId,
-        empty: bool,
-    ) -> Result<(), Errno> {
+    fn load(st: &mut State, f: &Folder, chunks: &Chunks, ino: u64, id: EntryId, empty: bool) -> Result<(), Errno> {
         let loaded = st.open.get(&ino).is_some_and(|o| o.data.is_some());
         if loaded {
             return Ok(());
@@ -760,13 +632,8 @@ impl<B: Backend> Inner<B> {
             None => st.content(f, chunks, ino, id)?,
         };
         let base = f.doc(id).map(|d| d.version_ids()).unwrap_or_default();
-        let of = st.open.entry(ino).or_insert(OpenFile {
-            handles: 0,
-            data: None,
-            base: Vec::new(),
-            dirty: false,
-            unlinked: false,
-        });
+        let of =
+            st.open.entry(ino).or_insert(OpenFile { handles: 0, data: None, base: Vec::new(), dirty: false, unlinked: false });
         of.data = Some(data);
         of.base = base;
         Ok(())
@@ -784,22 +651,14 @@ impl<B: Backend> Inner<B> {
         umask: u32,
     ) -> Result<(u64, FileAttr), Errno> {
         let path = Self::child_path(st, f, parent, name)?;
-        let id = f
-            .create(&path, Kind::File, now_ms())
-            .map_err(|e| errno(&e))?;
+        let id = f.create(&path, Kind::File, now_ms()).map_err(|e| errno(&e))?;
         if mode & 0o100 != 0 {
             f.set_exec(id, true, now_ms()).map_err(|e| errno(&e))?;
         }
         let ino = st.ino(id);
         let perm = (mode & !umask & 0o7777) as u16;
         if perm & !0o111 != 0o644 {
-            st.local.insert(
-                ino,
-                LocalAttrs {
-                    perm: Some(perm),
-                    ..Default::default()
-                },
-            );
+            st.local.insert(ino, LocalAttrs { perm: Some(perm), ..Default::default() });
         }
         Ok((ino, self.entry(st, f, parent, name)?))
     }
@@ -900,10 +759,7 @@ impl<B: Backend> Filesystem for Fs<B> {
             if let Some(m) = mode {
                 l.perm = Some((m & 0o7777) as u16);
                 let exec = m & 0o100 != 0;
-                if let Some(id) = id.filter(|id| {
-                    f.state(*id)
-                        .is_some_and(|s| s.kind == Kind::File && s.exec != exec)
-                }) {
+                if let Some(id) = id.filter(|id| f.state(*id).is_some_and(|s| s.kind == Kind::File && s.exec != exec)) {
                     f.set_exec(id, exec, now_ms()).map_err(|e| errno(&e))?;
                     changed = true;
                 }
@@ -912,10 +768,7 @@ impl<B: Backend> Filesystem for Fs<B> {
             l.gid = gid.or(l.gid);
             l.atime = atime.map(when).or(l.atime);
             // A truncate is a write: it moves mtime unless one is given.
-            l.mtime = mtime
-                .map(when)
-                .or(size.map(|_| SystemTime::now()))
-                .or(l.mtime);
+            l.mtime = mtime.map(when).or(size.map(|_| SystemTime::now())).or(l.mtime);
             st.local.insert(ino, l);
             if let Some(size) = size {
                 let id = id.ok_or(Errno::EISDIR)?;
@@ -964,56 +817,27 @@ impl<B: Backend> Filesystem for Fs<B> {
         }
     }
 
-    fn mknod(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        _rdev: u32,
-        reply: ReplyEntry,
-    ) {
+    fn mknod(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, _rdev: u32, reply: ReplyEntry) {
         if mode & S_IFMT != S_IFREG && mode & S_IFMT != 0 {
             // Devices, pipes and sockets do not sync.
             return reply.error(Errno::EPERM);
         }
         let fs = &self.0;
-        let r = name_of(name).and_then(|name| {
-            fs.changed(fs.run(|st, f, _| {
-                fs.new_file(st, f, parent.0, name, mode, umask)
-                    .map(|(_, a)| a)
-            }))
-        });
+        let r = name_of(name)
+            .and_then(|name| fs.changed(fs.run(|st, f, _| fs.new_file(st, f, parent.0, name, mode, umask).map(|(_, a)| a))));
         reply_entry(reply, r);
     }
 
-    fn mkdir(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        reply: ReplyEntry,
-    ) {
+    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let fs = &self.0;
         let r = name_of(name).and_then(|name| {
             fs.changed(fs.run(|st, f, _| {
                 let path = Inner::<B>::child_path(st, f, parent.0, name)?;
-                let id = f
-                    .create(&path, Kind::Dir, now_ms())
-                    .map_err(|e| errno(&e))?;
+                let id = f.create(&path, Kind::Dir, now_ms()).map_err(|e| errno(&e))?;
                 let ino = st.ino(id);
                 let perm = (mode & !umask & 0o7777) as u16;
                 if perm != 0o755 {
-                    st.local.insert(
-                        ino,
-                        LocalAttrs {
-                            perm: Some(perm),
-                            ..Default::default()
-                        },
-                    );
+                    st.local.insert(ino, LocalAttrs { perm: Some(perm), ..Default::default() });
                 }
                 fs.entry(st, f, parent.0, name)
             }))
@@ -1029,22 +853,13 @@ impl<B: Backend> Filesystem for Fs<B> {
         reply_empty(reply, self.0.remove_named(parent.0, name, true));
     }
 
-    fn symlink(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        link_name: &OsStr,
-        target: &Path,
-        reply: ReplyEntry,
-    ) {
+    fn symlink(&self, _req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let fs = &self.0;
         let r = name_of(link_name).and_then(|name| {
             let target = target.to_str().ok_or(Errno::EINVAL)?;
             fs.changed(fs.run(|st, f, _| {
                 let path = Inner::<B>::child_path(st, f, parent.0, name)?;
-                let id = f
-                    .create(&path, Kind::Symlink, now_ms())
-                    .map_err(|e| errno(&e))?;
+                let id = f.create(&path, Kind::Symlink, now_ms()).map_err(|e| errno(&e))?;
                 f.set_link(id, target, now_ms()).map_err(|e| errno(&e))?;
                 fs.entry(st, f, parent.0, name)
             }))
@@ -1203,14 +1018,7 @@ impl<B: Backend> Filesystem for Fs<B> {
         }
     }
 
-    fn flush(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
+    fn flush(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
         let r = self.0.commit(ino.0).map(|changed| {
             if changed {
                 self.0.backend.changed();
@@ -1247,14 +1055,7 @@ impl<B: Backend> Filesystem for Fs<B> {
         reply_empty(reply, r);
     }
 
-    fn fsync(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         let fs = &self.0;
         let r = fs.commit(ino.0).and_then(|_| {
             fs.wait_landed(Some(ino.0));
@@ -1277,29 +1078,19 @@ impl<B: Backend> Filesystem for Fs<B> {
                         return Err(Errno::ENOTDIR);
                     }
                     let parent = match p.rsplit_once('/') {
-                        Some((d, _)) => {
-                            f.tree().lookup(d).map(|n| n.id).map_or(ROOT, |d| st.ino(d))
-                        }
+                        Some((d, _)) => f.tree().lookup(d).map(|n| n.id).map_or(ROOT, |d| st.ino(d)),
                         None => ROOT,
                     };
                     (p, parent)
                 }
             };
-            let mut list = vec![
-                (ino.0, FileType::Directory, ".".to_owned()),
-                (parent_ino, FileType::Directory, "..".to_owned()),
-            ];
+            let mut list =
+                vec![(ino.0, FileType::Directory, ".".to_owned()), (parent_ino, FileType::Directory, "..".to_owned())];
             let children: Vec<(EntryId, Kind, String)> = f
                 .tree()
                 .children(&path)
                 .iter()
-                .map(|n| {
-                    (
-                        n.id,
-                        n.kind,
-                        n.path.rsplit('/').next().unwrap_or_default().to_owned(),
-                    )
-                })
+                .map(|n| (n.id, n.kind, n.path.rsplit('/').next().unwrap_or_default().to_owned()))
                 .collect();
             for (id, kind, name) in children {
                 let i = st.ino(id);
@@ -1316,14 +1107,7 @@ impl<B: Backend> Filesystem for Fs<B> {
         }
     }
 
-    fn readdir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
+    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let st = self.0.lock();
         let Some(list) = st.listings.get(&fh.0) else {
             return reply.error(Errno::EBADF);
@@ -1336,14 +1120,7 @@ impl<B: Backend> Filesystem for Fs<B> {
         reply.ok();
     }
 
-    fn readdirplus(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectoryPlus,
-    ) {
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         let fs = &self.0;
         let r = fs.run(|st, f, _| {
             let list = st.listings.get(&fh.0).ok_or(Errno::EBADF)?.clone();
@@ -1374,26 +1151,12 @@ impl<B: Backend> Filesystem for Fs<B> {
         }
     }
 
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
         self.0.lock().listings.remove(&fh.0);
         reply.ok();
     }
 
-    fn fsyncdir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         let r = self.0.backend.persist().map_err(|_| Errno::EIO);
         reply_empty(reply, r);
     }
@@ -1425,16 +1188,7 @@ impl<B: Backend> Filesystem for Fs<B> {
         reply_empty(reply, r);
     }
 
-    fn create(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        flags: i32,
-        reply: ReplyCreate,
-    ) {
+    fn create(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
         let fs = &self.0;
         let r = name_of(name).and_then(|name| {
             fs.changed(fs.run(|st, f, _| {
@@ -1443,13 +1197,7 @@ impl<B: Backend> Filesystem for Fs<B> {
             }))
         });
         match r {
-            Ok((attr, fh)) => reply.created(
-                &TTL,
-                &attr,
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-            ),
+            Ok((attr, fh)) => reply.created(&TTL, &attr, Generation(0), FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(e),
         }
     }

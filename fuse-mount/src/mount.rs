@@ -18,9 +18,7 @@ pub enum MountError {
     #[error("{0}: {1}")]
     MountPoint(PathBuf, String),
     /// FUSE is not available here.
-    #[error(
-        "cannot mount at {0}: {1} (is /dev/fuse there, and are you root or in the fuse group?)"
-    )]
+    #[error("cannot mount at {0}: {1} (is /dev/fuse there, and are you root or in the fuse group?)")]
     Fuse(PathBuf, std::io::Error),
     /// Unmounting failed.
     #[error("cannot unmount {0}: {1}")]
@@ -47,9 +45,7 @@ pub struct Mounted<B: Backend> {
 
 impl<B: Backend> std::fmt::Debug for Mounted<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mounted")
-            .field("mountpoint", &self.mountpoint)
-            .finish()
+        f.debug_struct("Mounted").field("mountpoint", &self.mountpoint).finish()
     }
 }
 
@@ -57,8 +53,7 @@ impl<B: Backend> std::fmt::Debug for Mounted<B> {
 /// process is gone answers every access with "transport endpoint is not
 /// connected"). Returns whether there was one.
 fn clear_stale(mountpoint: &Path) -> Result<bool, MountError> {
-    let abs = std::path::absolute(mountpoint)
-        .map_err(|e| MountError::MountPoint(mountpoint.to_owned(), e.to_string()))?;
+    let abs = std::path::absolute(mountpoint).map_err(|e| MountError::MountPoint(mountpoint.to_owned(), e.to_string()))?;
     let listed = fuse_mounts().contains(&abs);
     let dead = matches!(std::fs::metadata(&abs), Err(e) if e.raw_os_error() == Some(107));
     if !listed && !dead {
@@ -66,13 +61,9 @@ fn clear_stale(mountpoint: &Path) -> Result<bool, MountError> {
     }
     if listed && !dead {
         // A live mount (another fsync, or something else): not ours to take.
-        return Err(MountError::MountPoint(
-            abs,
-            "something is already mounted here; unmount it first".into(),
-        ));
+        return Err(MountError::MountPoint(abs, "something is already mounted here; unmount it first".into()));
     }
-    nix::mount::umount2(&abs, nix::mount::MntFlags::MNT_DETACH)
-        .map_err(|e| MountError::Unmount(abs.clone(), e.to_string()))?;
+    nix::mount::umount2(&abs, nix::mount::MntFlags::MNT_DETACH).map_err(|e| MountError::Unmount(abs.clone(), e.to_string()))?;
     tracing::warn!(mountpoint = %abs.display(), "cleared a stale mount left by a crash");
     Ok(true)
 }
@@ -87,8 +78,7 @@ fn fuse_mounts() -> Vec<PathBuf> {
             let (pre, post) = l.split_once(" - ")?;
             let fstype = post.split(' ').next()?;
             let point = pre.split(' ').nth(4)?;
-            (fstype == "fuse" || fstype.starts_with("fuse."))
-                .then(|| PathBuf::from(unescape(point)))
+            (fstype == "fuse" || fstype.starts_with("fuse.")).then(|| PathBuf::from(unescape(point)))
         })
         .collect()
 }
@@ -99,10 +89,7 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -115,30 +102,15 @@ fn unescape(s: &str) -> String {
 
 /// Mounts the backend's folder at `mountpoint` (an empty directory; a
 /// stale mount left there by a crash is cleared first).
-pub fn mount<B: Backend>(
-    backend: B,
-    mountpoint: &Path,
-    options: MountOptions,
-) -> Result<Mounted<B>, MountError> {
+pub fn mount<B: Backend>(backend: B, mountpoint: &Path, options: MountOptions) -> Result<Mounted<B>, MountError> {
     clear_stale(mountpoint)?;
-    let meta = std::fs::metadata(mountpoint)
-        .map_err(|e| MountError::MountPoint(mountpoint.to_owned(), e.to_string()))?;
+    let meta = std::fs::metadata(mountpoint).map_err(|e| MountError::MountPoint(mountpoint.to_owned(), e.to_string()))?;
     if !meta.is_dir() {
-        return Err(MountError::MountPoint(
-            mountpoint.to_owned(),
-            "not a directory".into(),
-        ));
+        return Err(MountError::MountPoint(mountpoint.to_owned(), "not a directory".into()));
     }
-    let mountpoint = mountpoint
-        .canonicalize()
-        .map_err(|e| MountError::MountPoint(mountpoint.to_owned(), e.to_string()))?;
+    let mountpoint = mountpoint.canonicalize().map_err(|e| MountError::MountPoint(mountpoint.to_owned(), e.to_string()))?;
     use std::os::unix::fs::MetadataExt;
-    let inner = Arc::new(Inner::new(
-        backend,
-        meta.uid(),
-        meta.gid(),
-        options.space.clone(),
-    ));
+    let inner = Arc::new(Inner::new(backend, meta.uid(), meta.gid(), options.space.clone()));
     let mut config = Config::default();
     // Never AutoUnmount: as root it goes through fusermount and hangs in
     // fuser 0.18. Unmounting is ours (drop, signals, stale-mount check).
@@ -152,13 +124,9 @@ pub fn mount<B: Backend>(
     ];
     // Root mounts for everyone (permissions checked by the kernel against
     // the modes shown); a user's mount is the user's.
-    config.acl = if nix::unistd::geteuid().is_root() {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
-    let session = fuser::spawn_mount(Fs(inner.clone()), &mountpoint, &config)
-        .map_err(|e| MountError::Fuse(mountpoint.clone(), e))?;
+    config.acl = if nix::unistd::geteuid().is_root() { SessionACL::All } else { SessionACL::Owner };
+    let session =
+        fuser::spawn_mount(Fs(inner.clone()), &mountpoint, &config).map_err(|e| MountError::Fuse(mountpoint.clone(), e))?;
     // Big files are chunked by a thread of their own (see `Inner::commit`).
     let (jobs, queue) = mpsc::channel::<crate::fs::Job>();
     inner.set_jobs(jobs);
@@ -188,8 +156,7 @@ pub fn mount<B: Backend>(
                 for inval in inner.invalidations() {
                     let r = match &inval {
                         Inval::Inode(ino) => notifier.inval_inode(fuser::INodeNo(*ino), 0, 0),
-                        Inval::Entry(parent, name) => notifier
-                            .inval_entry(fuser::INodeNo(*parent), std::ffi::OsStr::new(name)),
+                        Inval::Entry(parent, name) => notifier.inval_entry(fuser::INodeNo(*parent), std::ffi::OsStr::new(name)),
                     };
                     // ENOENT: the kernel had already forgotten it.
                     if let Err(e) = r {
@@ -202,12 +169,7 @@ pub fn mount<B: Backend>(
         })
         .map_err(|e| MountError::Fuse(mountpoint.clone(), e))?;
     tracing::info!(mountpoint = %mountpoint.display(), "mounted");
-    Ok(Mounted {
-        inner,
-        session: Some(session),
-        refresh: Some(tx),
-        mountpoint,
-    })
+    Ok(Mounted { inner, session: Some(session), refresh: Some(tx), mountpoint })
 }
 
 impl<B: Backend> Mounted<B> {
@@ -219,9 +181,7 @@ impl<B: Backend> Mounted<B> {
     /// False once the mount is gone (unmounted from outside, say): its
     /// session has ended.
     pub fn is_mounted(&self) -> bool {
-        self.session
-            .as_ref()
-            .is_some_and(|s| !s.guard.is_finished())
+        self.session.as_ref().is_some_and(|s| !s.guard.is_finished())
     }
 
     /// The folder changed (a peer's change landed): the kernel forgets

@@ -64,12 +64,7 @@ impl Drop for Fixture {
 }
 
 fn can_mount() -> bool {
-    let ok = Path::new("/dev/fuse").exists()
-        && std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/fuse")
-            .is_ok();
+    let ok = Path::new("/dev/fuse").exists() && std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok();
     if !ok {
         eprintln!("skipped: /dev/fuse is not usable here");
     }
@@ -81,46 +76,19 @@ fn setup(name: &str) -> Option<Fixture> {
         return None;
     }
     let base = std::env::temp_dir().join(format!("fsync-fuse-{name}-{}", std::process::id()));
-    let _ = Command::new("umount")
-        .arg("-l")
-        .arg(base.join("mnt"))
-        .output();
+    let _ = Command::new("umount").arg("-l").arg(base.join("mnt")).output();
     let _ = std::fs::remove_dir_all(&base);
     let dir = base.join("mnt");
     std::fs::create_dir_all(&dir).expect("mkdir");
     let mem = Mem::default();
-    *mem.inner.lock().expect("lock") =
-        Some((Folder::new(AgentId::from_index(1)), Chunks::default()));
-    let mnt = mount(
-        mem.clone(),
-        &dir,
-        MountOptions {
-            fsname: "fsync-test".into(),
-            space: base.clone(),
-        },
-    )
-    .expect("mount");
-    Some(Fixture {
-        mem,
-        mnt: Some(mnt),
-        dir,
-        base,
-    })
+    *mem.inner.lock().expect("lock") = Some((Folder::new(AgentId::from_index(1)), Chunks::default()));
+    let mnt = mount(mem.clone(), &dir, MountOptions { fsname: "fsync-test".into(), space: base.clone() }).expect("mount");
+    Some(Fixture { mem, mnt: Some(mnt), dir, base })
 }
 
 fn sh(dir: &Path, script: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .expect("sh");
-    assert!(
-        out.status.success(),
-        "{script}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("sh").arg("-c").arg(script).current_dir(dir).output().expect("sh");
+    assert!(out.status.success(), "{script}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -129,33 +97,17 @@ fn files_directories_and_links_through_std_fs() {
     let Some(fx) = setup("std") else { return };
     std::fs::create_dir(fx.path("docs")).expect("mkdir");
     std::fs::write(fx.path("docs/a.txt"), "hello\n").expect("write");
-    assert_eq!(
-        std::fs::read_to_string(fx.path("docs/a.txt")).expect("read"),
-        "hello\n"
-    );
-    assert_eq!(
-        fx.text("docs/a.txt").as_deref(),
-        Some("hello\n"),
-        "in the model once closed"
-    );
+    assert_eq!(std::fs::read_to_string(fx.path("docs/a.txt")).expect("read"), "hello\n");
+    assert_eq!(fx.text("docs/a.txt").as_deref(), Some("hello\n"), "in the model once closed");
     assert!(fx.mem.changes.load(Ordering::SeqCst) > 0);
 
     // Overwrite, append, truncate.
     std::fs::write(fx.path("docs/a.txt"), "hello world\n").expect("write");
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(fx.path("docs/a.txt"))
-        .expect("open");
+    let mut f = std::fs::OpenOptions::new().append(true).open(fx.path("docs/a.txt")).expect("open");
     std::io::Write::write_all(&mut f, b"more\n").expect("append");
     drop(f);
-    assert_eq!(
-        fx.text("docs/a.txt").as_deref(),
-        Some("hello world\nmore\n")
-    );
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(fx.path("docs/a.txt"))
-        .expect("open");
+    assert_eq!(fx.text("docs/a.txt").as_deref(), Some("hello world\nmore\n"));
+    let f = std::fs::OpenOptions::new().write(true).open(fx.path("docs/a.txt")).expect("open");
     f.set_len(5).expect("truncate down");
     drop(f);
     assert_eq!(fx.text("docs/a.txt").as_deref(), Some("hello"));
@@ -172,20 +124,10 @@ fn files_directories_and_links_through_std_fs() {
     assert_eq!(std::fs::metadata(fx.path("docs")).expect("stat").nlink(), 2);
     let ino = m.ino();
     std::fs::write(fx.path("docs/a.txt"), "changed").expect("write");
-    assert_eq!(
-        std::fs::metadata(fx.path("docs/a.txt"))
-            .expect("stat")
-            .ino(),
-        ino,
-        "stable inode"
-    );
+    assert_eq!(std::fs::metadata(fx.path("docs/a.txt")).expect("stat").ino(), ino, "stable inode");
 
     // chmod: the executable bit is the model's.
-    std::fs::set_permissions(
-        fx.path("docs/a.txt"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .expect("chmod");
+    std::fs::set_permissions(fx.path("docs/a.txt"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     assert!(fx
         .mem
         .with(|f, _| {
@@ -193,39 +135,18 @@ fn files_directories_and_links_through_std_fs() {
             f.state(id).expect("state").exec
         })
         .expect("folder"));
-    assert_eq!(
-        std::fs::metadata(fx.path("docs/a.txt"))
-            .expect("stat")
-            .permissions()
-            .mode()
-            & 0o777,
-        0o755
-    );
+    assert_eq!(std::fs::metadata(fx.path("docs/a.txt")).expect("stat").permissions().mode() & 0o777, 0o755);
 
     // Symlinks are links.
     std::os::unix::fs::symlink("a.txt", fx.path("docs/link")).expect("symlink");
-    assert_eq!(
-        std::fs::read_link(fx.path("docs/link")).expect("readlink"),
-        Path::new("a.txt")
-    );
-    assert_eq!(
-        std::fs::read_to_string(fx.path("docs/link")).expect("through the link"),
-        "changed"
-    );
-    assert!(
-        fx.mem
-            .with(|f, _| f.tree().lookup("docs/link").map(|n| n.kind))
-            .flatten()
-            == Some(Kind::Symlink)
-    );
+    assert_eq!(std::fs::read_link(fx.path("docs/link")).expect("readlink"), Path::new("a.txt"));
+    assert_eq!(std::fs::read_to_string(fx.path("docs/link")).expect("through the link"), "changed");
+    assert!(fx.mem.with(|f, _| f.tree().lookup("docs/link").map(|n| n.kind)).flatten() == Some(Kind::Symlink));
 
     // Rename over an existing file; rmdir refuses a non-empty directory.
     std::fs::write(fx.path("docs/b.txt"), "bee").expect("write");
     std::fs::rename(fx.path("docs/b.txt"), fx.path("docs/a.txt")).expect("rename over");
-    assert_eq!(
-        std::fs::read_to_string(fx.path("docs/a.txt")).expect("read"),
-        "bee"
-    );
+    assert_eq!(std::fs::read_to_string(fx.path("docs/a.txt")).expect("read"), "bee");
     assert!(!fx.path("docs/b.txt").exists());
     let e = std::fs::remove_dir(fx.path("docs")).expect_err("not empty");
     assert_eq!(e.raw_os_error(), Some(39), "ENOTEMPTY: {e}");
@@ -250,20 +171,10 @@ fn posix_details() {
     std::io::Read::read_to_string(&mut f, &mut s).expect("read after unlink");
     assert_eq!(s, "still here");
     drop(f);
-    assert!(
-        fx.mem
-            .with(|f, _| f.tree().lookup("open.txt").is_none())
-            .expect("folder"),
-        "not resurrected"
-    );
+    assert!(fx.mem.with(|f, _| f.tree().lookup("open.txt").is_none()).expect("folder"), "not resurrected");
 
     // Sparse write and truncate up: zeros, and binary (NUL bytes).
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(fx.path("sparse"))
-        .expect("create");
+    let f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(fx.path("sparse")).expect("create");
     std::os::unix::fs::FileExt::write_at(&f, b"end", 10).expect("write past the end");
     f.set_len(20).expect("truncate up");
     drop(f);
@@ -279,21 +190,12 @@ fn posix_details() {
 
     // O_APPEND from two handles: nothing overwritten.
     std::fs::write(fx.path("log"), "").expect("create");
-    let mut a = std::fs::OpenOptions::new()
-        .append(true)
-        .open(fx.path("log"))
-        .expect("open");
-    let mut b = std::fs::OpenOptions::new()
-        .append(true)
-        .open(fx.path("log"))
-        .expect("open");
+    let mut a = std::fs::OpenOptions::new().append(true).open(fx.path("log")).expect("open");
+    let mut b = std::fs::OpenOptions::new().append(true).open(fx.path("log")).expect("open");
     std::io::Write::write_all(&mut a, b"one\n").expect("write");
     std::io::Write::write_all(&mut b, b"two\n").expect("write");
     drop((a, b));
-    assert_eq!(
-        std::fs::read_to_string(fx.path("log")).expect("read"),
-        "one\ntwo\n"
-    );
+    assert_eq!(std::fs::read_to_string(fx.path("log")).expect("read"), "one\ntwo\n");
 
     // mtime follows writes; utimens sets it; ctime moves on changes.
     let before = std::fs::metadata(fx.path("log")).expect("stat");
@@ -302,34 +204,16 @@ fn posix_details() {
     let after = std::fs::metadata(fx.path("log")).expect("stat");
     assert!(after.modified().expect("mtime") > before.modified().expect("mtime"));
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
-    std::fs::File::options()
-        .write(true)
-        .open(fx.path("log"))
-        .expect("open")
-        .set_modified(t)
-        .expect("utimens");
-    assert_eq!(
-        std::fs::metadata(fx.path("log"))
-            .expect("stat")
-            .modified()
-            .expect("mtime"),
-        t
-    );
+    std::fs::File::options().write(true).open(fx.path("log")).expect("open").set_modified(t).expect("utimens");
+    assert_eq!(std::fs::metadata(fx.path("log")).expect("stat").modified().expect("mtime"), t);
 
     // fsync waits for the store.
     let before = fx.mem.persisted.load(Ordering::SeqCst);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(fx.path("log"))
-        .expect("open");
+    let mut f = std::fs::OpenOptions::new().write(true).open(fx.path("log")).expect("open");
     std::io::Write::write_all(&mut f, b"durable").expect("write");
     f.sync_all().expect("fsync");
     assert!(fx.mem.persisted.load(Ordering::SeqCst) > before);
-    assert_eq!(
-        fx.text("log").as_deref(),
-        Some("durable"),
-        "committed by fsync, before close"
-    );
+    assert_eq!(fx.text("log").as_deref(), Some("durable"), "committed by fsync, before close");
     drop(f);
 
     // RENAME_NOREPLACE refuses an existing target; RENAME_EXCHANGE is
@@ -337,32 +221,12 @@ fn posix_details() {
     use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
     std::fs::write(fx.path("p"), "p").expect("write");
     std::fs::write(fx.path("q"), "q").expect("write");
-    let e = renameat2(
-        AT_FDCWD,
-        &fx.path("p"),
-        AT_FDCWD,
-        &fx.path("q"),
-        RenameFlags::RENAME_NOREPLACE,
-    )
-    .expect_err("noreplace");
+    let e = renameat2(AT_FDCWD, &fx.path("p"), AT_FDCWD, &fx.path("q"), RenameFlags::RENAME_NOREPLACE).expect_err("noreplace");
     assert_eq!(e, nix::errno::Errno::EEXIST);
-    let e = renameat2(
-        AT_FDCWD,
-        &fx.path("p"),
-        AT_FDCWD,
-        &fx.path("q"),
-        RenameFlags::RENAME_EXCHANGE,
-    )
-    .expect_err("exchange");
+    let e = renameat2(AT_FDCWD, &fx.path("p"), AT_FDCWD, &fx.path("q"), RenameFlags::RENAME_EXCHANGE).expect_err("exchange");
     assert_eq!(e, nix::errno::Errno::EINVAL);
-    renameat2(
-        AT_FDCWD,
-        &fx.path("p"),
-        AT_FDCWD,
-        &fx.path("r"),
-        RenameFlags::RENAME_NOREPLACE,
-    )
-    .expect("noreplace to a free name");
+    renameat2(AT_FDCWD, &fx.path("p"), AT_FDCWD, &fx.path("r"), RenameFlags::RENAME_NOREPLACE)
+        .expect("noreplace to a free name");
     assert_eq!(std::fs::read_to_string(fx.path("q")).expect("q"), "q");
     assert_eq!(std::fs::read_to_string(fx.path("r")).expect("r"), "p");
 
@@ -376,10 +240,7 @@ fn posix_details() {
     let e = std::fs::rename(fx.path("empty"), fx.path("full")).expect_err("dir over non-empty dir");
     assert_eq!(e.raw_os_error(), Some(39), "ENOTEMPTY: {e}");
     assert_eq!(std::fs::read_to_string(fx.path("q")).expect("q kept"), "q");
-    assert!(
-        fx.path("full/inner").is_dir() && fx.path("empty").is_dir(),
-        "nothing removed"
-    );
+    assert!(fx.path("full/inner").is_dir() && fx.path("empty").is_dir(), "nothing removed");
     std::fs::rename(fx.path("full/inner"), fx.path("empty")).expect("dir over empty dir");
     assert!(fx.path("empty").is_dir() && !fx.path("full/inner").exists());
 
@@ -402,17 +263,11 @@ fn real_programs_inside_the_mount() {
     }
     std::fs::write(src.join("sub/deeper/bin"), [0u8, 1, 2, 255]).expect("write");
     sh(d, &format!("cp -r {} copy", src.display()));
-    assert_eq!(
-        std::fs::read_to_string(d.join("copy/sub/f7.txt")).expect("copied"),
-        "file 7\n"
-    );
+    assert_eq!(std::fs::read_to_string(d.join("copy/sub/f7.txt")).expect("copied"), "file 7\n");
     assert_eq!(fx.text("copy/sub/f7.txt").as_deref(), Some("file 7\n"));
     sh(d, "mv copy/sub moved && ls moved/deeper/bin && rm -r copy");
     assert!(!d.join("copy").exists());
-    assert_eq!(
-        std::fs::read(d.join("moved/deeper/bin")).expect("moved"),
-        [0u8, 1, 2, 255]
-    );
+    assert_eq!(std::fs::read(d.join("moved/deeper/bin")).expect("moved"), [0u8, 1, 2, 255]);
     sh(d, "ln -s moved/f1.txt l && cat l | grep -q 'file 1'");
     sh(
         d,
@@ -423,10 +278,7 @@ fn real_programs_inside_the_mount() {
             fx.base.display()
         ),
     );
-    assert_eq!(
-        std::fs::read_to_string(d.join("untar/sub/f19.txt")).expect("untarred"),
-        "file 19\n"
-    );
+    assert_eq!(std::fs::read_to_string(d.join("untar/sub/f19.txt")).expect("untarred"), "file 19\n");
 
     // Editors: sed -i (temp file + rename), vim (backup dance).
     std::fs::write(d.join("conf"), "port = 1\nname = x\n").expect("write");
@@ -479,74 +331,39 @@ fn remote_changes_show_at_once_and_merge_with_open_writers() {
     std::fs::write(fx.path("note.txt"), "line one\n").expect("write");
     // The kernel caches the size and the page; a longer version from a peer
     // must show in full at once, not cut at the old size for a TTL.
-    assert_eq!(
-        std::fs::metadata(fx.path("note.txt")).expect("stat").len(),
-        9
-    );
-    peer_edit(
-        &fx,
-        &mut peer,
-        "note.txt",
-        "line one\nline two from the peer\n",
-    );
+    assert_eq!(std::fs::metadata(fx.path("note.txt")).expect("stat").len(), 9);
+    peer_edit(&fx, &mut peer, "note.txt", "line one\nline two from the peer\n");
     let start = std::time::Instant::now();
     loop {
         let now = std::fs::read_to_string(fx.path("note.txt")).expect("read");
         if now == "line one\nline two from the peer\n" {
             break;
         }
-        assert!(
-            start.elapsed() < std::time::Duration::from_millis(500),
-            "stale for {:?}: {now:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < std::time::Duration::from_millis(500), "stale for {:?}: {now:?}", start.elapsed());
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 
     // A file held open for writing while the peer edits it: both edits.
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(fx.path("note.txt"))
-        .expect("open");
+    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(fx.path("note.txt")).expect("open");
     std::os::unix::fs::FileExt::write_at(&f, b"LINE", 0).expect("write at the start");
-    peer_edit(
-        &fx,
-        &mut peer,
-        "note.txt",
-        "line one\nline two from the peer\nline three\n",
-    );
+    peer_edit(&fx, &mut peer, "note.txt", "line one\nline two from the peer\nline three\n");
     std::io::Write::flush(&mut f).expect("flush");
     drop(f);
     let merged = fx.text("note.txt").expect("text");
     assert_eq!(merged, "LINE one\nline two from the peer\nline three\n");
-    assert_eq!(
-        std::fs::read_to_string(fx.path("note.txt")).expect("read"),
-        merged
-    );
+    assert_eq!(std::fs::read_to_string(fx.path("note.txt")).expect("read"), merged);
 
     // A peer's new file and a peer's rename show up.
-    let id = peer
-        .create("from-peer.txt", Kind::File, 100)
-        .expect("create");
+    let id = peer.create("from-peer.txt", Kind::File, 100).expect("create");
     peer.set_text(id, "hi", 101).expect("edit");
     from_peer(&fx, &peer);
-    assert_eq!(
-        std::fs::read_to_string(fx.path("from-peer.txt")).expect("read"),
-        "hi"
-    );
+    assert_eq!(std::fs::read_to_string(fx.path("from-peer.txt")).expect("read"), "hi");
     let id = peer.tree().lookup("note.txt").expect("there").id;
     peer.rename(id, "renamed.txt", 102).expect("rename");
     from_peer(&fx, &peer);
     std::thread::sleep(std::time::Duration::from_millis(100));
-    assert!(
-        !fx.path("note.txt").exists(),
-        "the old name is gone from the kernel's cache"
-    );
-    assert_eq!(
-        std::fs::read_to_string(fx.path("renamed.txt")).expect("read"),
-        merged
-    );
+    assert!(!fx.path("note.txt").exists(), "the old name is gone from the kernel's cache");
+    assert_eq!(std::fs::read_to_string(fx.path("renamed.txt")).expect("read"), merged);
 }
 
 /// Files too big to be text are chunked after close, off the request
@@ -555,32 +372,18 @@ fn remote_changes_show_at_once_and_merge_with_open_writers() {
 #[test]
 fn big_files_are_chunked_after_close_and_read_back_exactly() {
     let Some(fx) = setup("big") else { return };
-    let big: Vec<u8> = (0..6_000_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let big: Vec<u8> = (0..6_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     std::fs::write(fx.path("big.bin"), &big).expect("write");
-    assert_eq!(
-        std::fs::read(fx.path("big.bin")).expect("read at once"),
-        big
-    );
-    assert_eq!(
-        std::fs::metadata(fx.path("big.bin")).expect("stat").len(),
-        big.len() as u64
-    );
-    let f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(fx.path("big.bin"))
-        .expect("open");
+    assert_eq!(std::fs::read(fx.path("big.bin")).expect("read at once"), big);
+    assert_eq!(std::fs::metadata(fx.path("big.bin")).expect("stat").len(), big.len() as u64);
+    let f = std::fs::OpenOptions::new().append(true).open(fx.path("big.bin")).expect("open");
     f.sync_all().expect("fsync waits for the chunks");
     drop(f);
     let size = fx.mem.with(|f, c| {
         let id = f.tree().lookup("big.bin").expect("there").id;
         match &f.state(id).expect("state").content {
             Content::Binary { size, chunks } => {
-                assert_eq!(
-                    fsync_core::chunks::assemble(chunks, c).expect("all chunks here"),
-                    big
-                );
+                assert_eq!(fsync_core::chunks::assemble(chunks, c).expect("all chunks here"), big);
                 *size
             }
             other => panic!("not binary: {other:?}"),
@@ -595,8 +398,5 @@ fn big_files_are_chunked_after_close_and_read_back_exactly() {
     }
     fx.mnt.as_ref().expect("mounted").commit_all();
     assert_eq!(fx.text("flip").as_deref(), Some("small now\n"));
-    assert_eq!(
-        std::fs::read_to_string(fx.path("flip")).expect("read"),
-        "small now\n"
-    );
+    assert_eq!(std::fs::read_to_string(fx.path("flip")).expect("read"), "small now\n");
 }

@@ -15,11 +15,7 @@ use std::path::Path;
 use util::{noise, Daemon, Node, Pair};
 
 fn append(path: &Path, line: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .expect("open for append");
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open for append");
     // One write per line: a scan never sees half a line.
     f.write_all(line.as_bytes()).expect("append");
 }
@@ -47,13 +43,7 @@ fn files(root: &Path) -> BTreeMap<String, String> {
             if p.is_dir() {
                 stack.push(p);
             } else if let Ok(s) = std::fs::read_to_string(&p) {
-                out.insert(
-                    p.strip_prefix(root)
-                        .expect("inside")
-                        .to_string_lossy()
-                        .into_owned(),
-                    s,
-                );
+                out.insert(p.strip_prefix(root).expect("inside").to_string_lossy().into_owned(), s);
             }
         }
     }
@@ -69,19 +59,12 @@ fn wait_running(n: &Node) {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    panic!(
-        "the restarted daemon did not come up: {:?}\n{}",
-        n.run(&["status"]),
-        n.log()
-    );
+    panic!("the restarted daemon did not come up: {:?}\n{}", n.run(&["status"]), n.log());
 }
 
 #[test]
 fn sigkill_during_heavy_writes_loses_and_doubles_nothing() {
-    let rounds: usize = std::env::var("FSYNC_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12);
+    let rounds: usize = std::env::var("FSYNC_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
     let p = Pair::new("crash");
     let (a, b, pa, pb) = (&p.a, &p.b, p.pa, p.pb);
     let (ra, rb) = (p.da(""), p.db(""));
@@ -91,11 +74,7 @@ fn sigkill_during_heavy_writes_loses_and_doubles_nothing() {
     let (mut da, mut db) = (Some(a.start(pa)), Some(b.start(pb)));
     let start = std::time::Instant::now();
     while !rb.join("shared.txt").exists() {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(15),
-            "first sync: {}",
-            b.log()
-        );
+        assert!(start.elapsed() < std::time::Duration::from_secs(15), "first sync: {}", b.log());
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // What each file must end with: every line written, once.
@@ -171,11 +150,7 @@ fn sigkill_during_heavy_writes_loses_and_doubles_nothing() {
         if start.elapsed() > std::time::Duration::from_secs(60) {
             let (la, lb) = (lines_of(&ra), lines_of(&rb));
             let mut report = String::new();
-            for f in la
-                .keys()
-                .chain(lb.keys())
-                .filter(|f| !want.contains_key(*f))
-            {
+            for f in la.keys().chain(lb.keys()).filter(|f| !want.contains_key(*f)) {
                 report.push_str(&format!("unexpected file {f}\n"));
             }
             for (f, w) in &want {
@@ -184,19 +159,12 @@ fn sigkill_during_heavy_writes_loses_and_doubles_nothing() {
                     if &got != w {
                         let missing: Vec<&String> = w.iter().filter(|l| !got.contains(l)).collect();
                         let extra: Vec<&String> = got.iter().filter(|l| !w.contains(l)).collect();
-                        let doubled = got.len() as i64 - w.len() as i64 + missing.len() as i64
-                            - extra.len() as i64;
-                        report.push_str(&format!(
-                            "{side} {f}: missing {missing:?} extra {extra:?} doubled {doubled}\n"
-                        ));
+                        let doubled = got.len() as i64 - w.len() as i64 + missing.len() as i64 - extra.len() as i64;
+                        report.push_str(&format!("{side} {f}: missing {missing:?} extra {extra:?} doubled {doubled}\n"));
                     }
                 }
             }
-            panic!(
-                "not converged after 60s:\n{report}\n--- a log:\n{}\n--- b log:\n{}",
-                a.log(),
-                b.log()
-            );
+            panic!("not converged after 60s:\n{report}\n--- a log:\n{}\n--- b log:\n{}", a.log(), b.log());
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -249,8 +217,7 @@ fn sigkill_during_a_large_transfer_and_during_its_write_back() {
         let start = std::time::Instant::now();
         while start.elapsed() < std::time::Duration::from_secs(20) {
             let hit = if round % 2 == 0 {
-                b.try_status()
-                    .is_some_and(|s| s["folders"][0]["chunks_to_fetch"].as_u64().unwrap_or(0) > 0)
+                b.try_status().is_some_and(|s| s["folders"][0]["chunks_to_fetch"].as_u64().unwrap_or(0) > 0)
             } else {
                 !temp_files(&rb).is_empty()
             };
@@ -266,11 +233,7 @@ fn sigkill_during_a_large_transfer_and_during_its_write_back() {
             if std::fs::read(rb.join("big.bin")).is_ok_and(|got| got == bytes) {
                 break; // done before we could aim (counted as a miss)
             }
-            std::thread::sleep(std::time::Duration::from_millis(if round % 2 == 0 {
-                5
-            } else {
-                1
-            }));
+            std::thread::sleep(std::time::Duration::from_millis(if round % 2 == 0 { 5 } else { 1 }));
         }
         if db.is_none() {
             db = Some(b.start(pb));
@@ -287,17 +250,13 @@ fn sigkill_during_a_large_transfer_and_during_its_write_back() {
         }
     }
     eprintln!("{transfer_kills} SIGKILLs during a transfer, {write_kills} during a write-back; the 24 MiB file arrived whole each time");
-    assert!(transfer_kills >= 1 && write_kills >= 1, "the kills missed their moment: {transfer_kills} during transfers, {write_kills} during write-backs");
     assert!(
-        temp_files(&rb).is_empty(),
-        "temp files left: {:?}",
-        temp_files(&rb)
+        transfer_kills >= 1 && write_kills >= 1,
+        "the kills missed their moment: {transfer_kills} during transfers, {write_kills} during write-backs"
     );
+    assert!(temp_files(&rb).is_empty(), "temp files left: {:?}", temp_files(&rb));
     let log = b.ok(&["log", rb.join("big.bin").to_str().expect("utf-8"), "--json"]);
-    let versions = serde_json::from_str::<serde_json::Value>(&log)
-        .expect("json")
-        .as_array()
-        .map_or(0, Vec::len);
+    let versions = serde_json::from_str::<serde_json::Value>(&log).expect("json").as_array().map_or(0, Vec::len);
     assert!(versions >= 4, "{log}");
     assert_eq!(db.expect("running").stop(), Some(0), "{}", b.log());
 }

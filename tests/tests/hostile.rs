@@ -37,20 +37,11 @@ fn fresh_agent() {
 }
 
 fn id(seq: u64) -> EventId {
-    EventId {
-        agent: AgentId([AGENT.with(|a| a.get()); 16]),
-        seq,
-    }
+    EventId { agent: AgentId([AGENT.with(|a| a.get()); 16]), seq }
 }
 
 fn run(seq: u64, parents: &[u64], kind: ExportedKind) -> ExportedRun {
-    ExportedRun {
-        id: id(seq),
-        parents: parents.iter().map(|&s| id(s)).collect(),
-        pos: 0,
-        kind,
-        time: 1,
-    }
+    ExportedRun { id: id(seq), parents: parents.iter().map(|&s| id(s)).collect(), pos: 0, kind, time: 1 }
 }
 
 fn marker(seq: u64, parents: &[u64], m: &Meta) -> ExportedRun {
@@ -58,11 +49,7 @@ fn marker(seq: u64, parents: &[u64], m: &Meta) -> ExportedRun {
 }
 
 fn create(seq: u64, kind: Kind, parent: Option<u64>, name: &str) -> (EntryId, ExportedRun) {
-    let m = Meta::Create {
-        kind,
-        parent: parent.map(|p| EntryId(id(p))),
-        name: name.into(),
-    };
+    let m = Meta::Create { kind, parent: parent.map(|p| EntryId(id(p))), name: name.into() };
     (EntryId(id(seq)), marker(seq, &[], &m))
 }
 
@@ -98,26 +85,14 @@ async fn attack(m: &Node, target: std::net::SocketAddr, payload: Vec<u8>) -> boo
 }
 
 /// Sends `payload` and keeps the connection until `done` (at most 60 s).
-async fn send_until(
-    m: &Node,
-    target: std::net::SocketAddr,
-    payload: Vec<u8>,
-    done: impl Fn() -> bool,
-) {
-    let conn = m
-        .connect_raw(target)
-        .await
-        .expect("trusted, so it connects");
+async fn send_until(m: &Node, target: std::net::SocketAddr, payload: Vec<u8>, done: impl Fn() -> bool) {
+    let conn = m.connect_raw(target).await.expect("trusted, so it connects");
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
-    write_frame(&mut send, &hello(&["docs".to_owned()], None, 7))
-        .await
-        .expect("hello");
+    write_frame(&mut send, &hello(&["docs".to_owned()], None, 7)).await.expect("hello");
     let _ = read_frame(&mut recv).await;
     // Its replies are read (and dropped) so its flow control never stalls.
     tokio::spawn(async move { while let Ok(Some(_)) = read_frame(&mut recv).await {} });
-    send.write_all(&payload)
-        .await
-        .expect("the flood is accepted");
+    send.write_all(&payload).await.expect("the flood is accepted");
     let start = std::time::Instant::now();
     while !done() && start.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -126,30 +101,18 @@ async fn send_until(
 }
 
 /// [`attack`], ending our side of the stream after the payload if `finish`.
-async fn attack_then(
-    m: &Node,
-    target: std::net::SocketAddr,
-    payload: Vec<u8>,
-    finish: bool,
-) -> bool {
-    let conn = m
-        .connect_raw(target)
-        .await
-        .expect("trusted, so it connects");
+async fn attack_then(m: &Node, target: std::net::SocketAddr, payload: Vec<u8>, finish: bool) -> bool {
+    let conn = m.connect_raw(target).await.expect("trusted, so it connects");
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
-    write_frame(&mut send, &hello(&["docs".to_owned()], None, 7))
-        .await
-        .expect("hello");
+    write_frame(&mut send, &hello(&["docs".to_owned()], None, 7)).await.expect("hello");
     let _ = read_frame(&mut recv).await;
     let _ = send.write_all(&payload).await;
     if finish {
         let _ = send.finish();
     }
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Ok(Some(_)) = read_frame(&mut recv).await {}
-    })
-    .await
-    .is_ok();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async { while let Ok(Some(_)) = read_frame(&mut recv).await {} })
+        .await
+        .is_ok();
     conn.close(0u32.into(), b"done");
     closed
 }
@@ -164,21 +127,9 @@ fn a_hostile_trusted_peer_is_refused_and_writes_nothing_outside_the_folder() {
     let trust = Arc::new(Trust::default());
     trust.allow(a_id, "docs");
     let mallory = rt
-        .block_on(async {
-            Node::bind(
-                Identity::generate().expect("identity"),
-                trust,
-                "127.0.0.1:0".parse().expect("addr"),
-            )
-        })
+        .block_on(async { Node::bind(Identity::generate().expect("identity"), trust, "127.0.0.1:0".parse().expect("addr")) })
         .expect("bind");
-    p.a.ok(&[
-        "peer",
-        "add",
-        &mallory.device_id().to_string(),
-        "--folder",
-        "docs",
-    ]);
+    p.a.ok(&["peer", "add", &mallory.device_id().to_string(), "--folder", "docs"]);
     std::fs::write(p.da("before.txt"), "honest\n").expect("write");
     let (da, db) = (p.a.start(p.pa), p.b.start(p.pb));
     eventually("the first sync", 20, || read(&p.db("before.txt")).is_some());
@@ -188,21 +139,13 @@ fn a_hostile_trusted_peer_is_refused_and_writes_nothing_outside_the_folder() {
     // Frames. A truncated one: the stream ends inside it.
     tried.set(tried.get() + 1);
     assert!(
-        rt.block_on(attack_then(
-            &mallory,
-            target,
-            [&100u32.to_be_bytes()[..], b"short"].concat(),
-            true
-        )),
+        rt.block_on(attack_then(&mallory, target, [&100u32.to_be_bytes()[..], b"short"].concat(), true)),
         "a truncated frame: not refused"
     );
     refused.set(refused.get() + 1);
     let expect_refused = |what: &str, payload: Vec<u8>| {
         tried.set(tried.get() + 1);
-        assert!(
-            rt.block_on(attack(&mallory, target, payload)),
-            "{what}: not refused"
-        );
+        assert!(rt.block_on(attack(&mallory, target, payload)), "{what}: not refused");
         refused.set(refused.get() + 1);
     };
     expect_refused("a 1 GiB frame", (1u32 << 30).to_be_bytes().to_vec());
@@ -231,18 +174,8 @@ fn a_hostile_trusted_peer_is_refused_and_writes_nothing_outside_the_folder() {
                 (
                     EntryId(EventId { seq: 0, ..r.id }),
                     ExportedRun {
-                        id: EventId {
-                            agent: id(0).agent,
-                            ..r.id
-                        },
-                        parents: r
-                            .parents
-                            .iter()
-                            .map(|p| EventId {
-                                agent: id(0).agent,
-                                ..*p
-                            })
-                            .collect(),
+                        id: EventId { agent: id(0).agent, ..r.id },
+                        parents: r.parents.iter().map(|p| EventId { agent: id(0).agent, ..*p }).collect(),
                         ..r
                     },
                 )
@@ -254,44 +187,26 @@ fn a_hostile_trusted_peer_is_refused_and_writes_nothing_outside_the_folder() {
     // Hostile names.
     for name in ["..", ".", "/etc/passwd", "a\0b", "a/b", ""] {
         fresh_agent();
-        expect_refused(
-            &format!("the name {name:?}"),
-            changes(vec![create(0, Kind::File, None, name)]),
-        );
+        expect_refused(&format!("the name {name:?}"), changes(vec![create(0, Kind::File, None, name)]));
     }
     // A chunk nobody asked for, whose bytes do not match its hash.
-    expect_refused(
-        "a forged chunk",
-        framed(&Message::Chunk(ChunkHash::of(b"real"), b"forged".to_vec())),
-    );
+    expect_refused("a forged chunk", framed(&Message::Chunk(ChunkHash::of(b"real"), b"forged".to_vec())));
 
     // Symlinks out of the folder, then files written "through" them.
     let abs = outside.to_str().expect("utf-8").to_owned();
     fresh_agent();
-    let mut links = vec![
-        create(0, Kind::Symlink, None, "evil"),
-        (EntryId(id(0)), marker(1, &[0], &Meta::Link(abs))),
-    ];
+    let mut links = vec![create(0, Kind::Symlink, None, "evil"), (EntryId(id(0)), marker(1, &[0], &Meta::Link(abs)))];
     links.extend(text_file(2, Some(0), "x.txt", "written through a link\n"));
     links.push(create(5, Kind::Symlink, None, "up"));
-    links.push((
-        EntryId(id(5)),
-        marker(6, &[5], &Meta::Link("../../outside".into())),
-    ));
+    links.push((EntryId(id(5)), marker(6, &[5], &Meta::Link("../../outside".into()))));
     links.extend(text_file(7, Some(5), "y.txt", "written through a link\n"));
     let _ = rt.block_on(attack(&mallory, target, changes(links)));
     tried.set(tried.get() + 1);
 
     // A version id used again with other content: the first one stays.
     fresh_agent();
-    let _ = rt.block_on(attack(
-        &mallory,
-        target,
-        changes(text_file(0, None, "reused.txt", "first\n")),
-    ));
-    eventually("the first content", 10, || {
-        read(&p.da("reused.txt")).as_deref() == Some("first\n")
-    });
+    let _ = rt.block_on(attack(&mallory, target, changes(text_file(0, None, "reused.txt", "first\n"))));
+    eventually("the first content", 10, || read(&p.da("reused.txt")).as_deref() == Some("first\n"));
     let mut again = text_file(0, None, "reused.txt", "first\n");
     again[2].1.kind = ExportedKind::Ins("OTHER\n".into()); // the same ids 2..=7
     let _ = rt.block_on(attack(&mallory, target, changes(again)));
@@ -314,9 +229,7 @@ fn a_hostile_trusted_peer_is_refused_and_writes_nothing_outside_the_folder() {
         )]));
     }
     let flood_started = std::time::Instant::now();
-    rt.block_on(send_until(&mallory, target, flood, || {
-        read(&p.da("flood.txt")).is_some_and(|t| t.len() == 3006)
-    }));
+    rt.block_on(send_until(&mallory, target, flood, || read(&p.da("flood.txt")).is_some_and(|t| t.len() == 3006)));
     let flood_took = flood_started.elapsed();
     tried.set(tried.get() + 3000);
 
@@ -326,11 +239,7 @@ fn a_hostile_trusted_peer_is_refused_and_writes_nothing_outside_the_folder() {
     stranger_trust.allow(a_id, "docs");
     let stranger = rt
         .block_on(async {
-            Node::bind(
-                Identity::generate().expect("identity"),
-                stranger_trust,
-                "127.0.0.1:0".parse().expect("addr"),
-            )
+            Node::bind(Identity::generate().expect("identity"), stranger_trust, "127.0.0.1:0".parse().expect("addr"))
         })
         .expect("bind");
     let got_in = rt.block_on(async {
@@ -340,10 +249,7 @@ fn a_hostile_trusted_peer_is_refused_and_writes_nothing_outside_the_folder() {
                 Err(_) => false,
                 Ok((mut s, mut r)) => {
                     let _ = write_frame(&mut s, &hello(&["docs".to_owned()], None, 8)).await;
-                    matches!(
-                        tokio::time::timeout(Duration::from_secs(5), read_frame(&mut r)).await,
-                        Ok(Ok(Some(_)))
-                    )
+                    matches!(tokio::time::timeout(Duration::from_secs(5), read_frame(&mut r)).await, Ok(Ok(Some(_))))
                 }
             },
         }
@@ -353,49 +259,22 @@ fn a_hostile_trusted_peer_is_refused_and_writes_nothing_outside_the_folder() {
 
     // Still up, still serving the honest peer.
     std::fs::write(p.db("after.txt"), "still served\n").expect("write");
-    eventually("an honest edit after the attacks", 15, || {
-        read(&p.da("after.txt")).as_deref() == Some("still served\n")
-    });
-    assert!(
-        p.a.try_status().is_some_and(|s| s["running"] == true),
-        "the daemon is down: {}",
-        p.a.log()
-    );
-    assert_eq!(
-        read(&p.da("flood.txt")).map(|t| t.len()),
-        Some(3006),
-        "the flood was not applied in 60 s"
-    );
+    eventually("an honest edit after the attacks", 15, || read(&p.da("after.txt")).as_deref() == Some("still served\n"));
+    assert!(p.a.try_status().is_some_and(|s| s["running"] == true), "the daemon is down: {}", p.a.log());
+    assert_eq!(read(&p.da("flood.txt")).map(|t| t.len()), Some(3006), "the flood was not applied in 60 s");
     // Nothing outside the folder; nothing through the links.
-    let leaked: Vec<_> = std::fs::read_dir(&outside)
-        .expect("outside")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
+    let leaked: Vec<_> = std::fs::read_dir(&outside).expect("outside").flatten().map(|e| e.path()).collect();
     assert!(leaked.is_empty(), "written outside the folder: {leaked:?}");
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        read(&p.da("reused.txt")).as_deref(),
-        Some("first\n"),
-        "a reused version id replaced content"
-    );
+    assert_eq!(read(&p.da("reused.txt")).as_deref(), Some("first\n"), "a reused version id replaced content");
     assert_eq!(read(&p.db("reused.txt")).as_deref(), Some("first\n"));
     let log = p.a.log();
-    let refusals = log
-        .lines()
-        .filter(|l| l.contains("WARN") || l.contains("refused"))
-        .count();
+    let refusals = log.lines().filter(|l| l.contains("WARN") || l.contains("refused")).count();
     let (refused, tried) = (refused.get(), tried.get());
-    assert!(
-        refusals >= refused,
-        "{refused} refused attacks but {refusals} lines about them in the log:\n{log}"
-    );
+    assert!(refusals >= refused, "{refused} refused attacks but {refusals} lines about them in the log:\n{log}");
     let stranger_id = stranger.device_id().to_string();
     assert!(
-        log.lines().any(
-            |l| l.contains("refused a connection from an unknown device")
-                && l.contains(&stranger_id)
-        ),
+        log.lines().any(|l| l.contains("refused a connection from an unknown device") && l.contains(&stranger_id)),
         "the untrusted device is not in the log:\n{log}"
     );
     eprintln!("{tried} hostile inputs tried, {refused} connections refused, {refusals} log lines; nothing written outside; 3,000 one-character changes applied in {flood_took:?}");

@@ -13,11 +13,7 @@ use std::time::{Duration, Instant};
 use util::{eventually, read, Daemon, Pair};
 
 fn can_mount() -> bool {
-    let ok = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-        .is_ok();
+    let ok = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok();
     if !ok {
         eprintln!("skipped: /dev/fuse is not usable here (root and the fuse module are needed)");
     }
@@ -25,10 +21,7 @@ fn can_mount() -> bool {
 }
 
 fn mounted(point: &Path) -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == point.to_str())
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines().any(|l| l.split(' ').nth(4) == point.to_str())
 }
 
 /// Lazily unmounts at the end of a test, whatever happened (a killed
@@ -42,10 +35,7 @@ impl Drop for Unmount {
             if !mounted(&self.0) {
                 break;
             }
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
         }
     }
 }
@@ -55,17 +45,9 @@ fn start_mount(p: &Pair) -> (Daemon, PathBuf) {
     let point = p.a.scratch.join("mnt");
     // (A stale mount there answers ENOTCONN, so the directory "exists".)
     let _ = std::fs::create_dir_all(&point);
-    let d = p.a.spawn(&[
-        "mount",
-        "docs",
-        point.to_str().expect("utf-8"),
-        "--listen",
-        &format!("127.0.0.1:{}", p.pa),
-    ]);
+    let d = p.a.spawn(&["mount", "docs", point.to_str().expect("utf-8"), "--listen", &format!("127.0.0.1:{}", p.pa)]);
     // Up and answering (a stale mount of a killed daemon is listed too).
-    eventually("the mount is up", 15, || {
-        mounted(&point) && std::fs::metadata(&point).is_ok()
-    });
+    eventually("the mount is up", 15, || mounted(&point) && std::fs::metadata(&point).is_ok());
     (d, point)
 }
 
@@ -92,50 +74,28 @@ fn a_mount_and_a_directory_sync_both_ways() {
     });
     // Through the mount to b's directory, and back, each within a second.
     std::fs::write(m("from-mount.txt"), "written through the mount\n").expect("write");
-    let t1 = time_until("the mount's file on b", || {
-        read(&p.db("from-mount.txt")).as_deref() == Some("written through the mount\n")
-    });
-    std::fs::write(
-        p.db("from-b.txt"),
-        "made on b before anything ran\nand edited live\n",
-    )
-    .expect("write");
+    let t1 =
+        time_until("the mount's file on b", || read(&p.db("from-mount.txt")).as_deref() == Some("written through the mount\n"));
+    std::fs::write(p.db("from-b.txt"), "made on b before anything ran\nand edited live\n").expect("write");
     let t2 = time_until("b's edit in the mount", || {
-        read(&m("from-b.txt")).as_deref()
-            == Some("made on b before anything ran\nand edited live\n")
+        read(&m("from-b.txt")).as_deref() == Some("made on b before anything ran\nand edited live\n")
     });
-    assert!(
-        t1 < Duration::from_secs(1) && t2 < Duration::from_secs(1),
-        "mount to b {t1:?}, b to mount {t2:?}"
-    );
+    assert!(t1 < Duration::from_secs(1) && t2 < Duration::from_secs(1), "mount to b {t1:?}, b to mount {t2:?}");
     // Directories, renames, deletes and the exec bit, through programs.
     let sh = |script: &str| {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .current_dir(&point)
-            .output()
-            .expect("sh");
-        assert!(
-            out.status.success(),
-            "{script}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = std::process::Command::new("sh").arg("-c").arg(script).current_dir(&point).output().expect("sh");
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
     };
     sh("mkdir -p sub/deep && echo x > sub/deep/x.sh && chmod +x sub/deep/x.sh && mv from-mount.txt sub/moved.txt && sed -i 's/live/live, twice/' from-b.txt");
     eventually("programs' changes on b", 15, || {
         read(&p.db("sub/moved.txt")).as_deref() == Some("written through the mount\n")
             && !p.db("from-mount.txt").exists()
             && read(&p.db("from-b.txt")).is_some_and(|t| t.ends_with("twice\n"))
-            && std::fs::metadata(p.db("sub/deep/x.sh")).is_ok_and(|m| {
-                std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o100 != 0
-            })
+            && std::fs::metadata(p.db("sub/deep/x.sh"))
+                .is_ok_and(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o100 != 0)
     });
     // The mounted folder's own directory is left alone while mounted.
-    assert!(
-        std::fs::read_dir(p.da("")).map(|d| d.count()).unwrap_or(0) == 0,
-        "a's directory was written while mounted"
-    );
+    assert!(std::fs::read_dir(p.da("")).map(|d| d.count()).unwrap_or(0) == 0, "a's directory was written while mounted");
 
     // Concurrent edits, made while b is stopped, merge (CONTRACT section 2).
     std::fs::write(m("plan.txt"), "one\ntwo\nthree\n").expect("write");
@@ -148,8 +108,7 @@ fn a_mount_and_a_directory_sync_both_ways() {
     let db = p.b.start(p.pb);
     let merged = "one (mount)\ntwo\nthree (b)\n";
     eventually("merged on both", 15, || {
-        read(&m("plan.txt")).as_deref() == Some(merged)
-            && read(&p.db("plan.txt")).as_deref() == Some(merged)
+        read(&m("plan.txt")).as_deref() == Some(merged) && read(&p.db("plan.txt")).as_deref() == Some(merged)
     });
     eventually("edit beats delete on both", 15, || {
         read(&p.db("from-b.txt")).as_deref() == Some("edited in the mount while b deleted it\n")
@@ -178,44 +137,22 @@ fn fsynced_writes_survive_kill_and_the_stale_mount_is_cleared() {
     let _ = da.child.wait();
     // A crashed mount answers "transport endpoint is not connected".
     assert!(mounted(&point), "expected a stale mount after kill -9");
-    assert_eq!(
-        std::fs::metadata(&point).expect_err("stale").raw_os_error(),
-        Some(107)
-    );
+    assert_eq!(std::fs::metadata(&point).expect_err("stale").raw_os_error(), Some(107));
 
     let (da, point) = start_mount(&p);
-    assert_eq!(
-        read(&point.join("durable.txt")).as_deref(),
-        Some("acknowledged by fsync\n")
-    );
+    assert_eq!(read(&point.join("durable.txt")).as_deref(), Some("acknowledged by fsync\n"));
     assert!(p.a.log().contains("stale mount"), "{}", p.a.log());
     // And it reaches the peer.
     let db = p.b.start(p.pb);
-    eventually("the fsynced file on b", 15, || {
-        read(&p.db("durable.txt")).as_deref() == Some("acknowledged by fsync\n")
-    });
+    eventually("the fsynced file on b", 15, || read(&p.db("durable.txt")).as_deref() == Some("acknowledged by fsync\n"));
     assert_eq!(da.stop(), Some(0), "{}", p.a.log());
     // `fsync mount` runs until unmounted: unmounting it from outside stops
     // the daemon cleanly.
     let (mut da, point) = start_mount(&p);
-    let out = std::process::Command::new("umount")
-        .arg(&point)
-        .output()
-        .expect("umount");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eventually("the daemon exits after the unmount", 10, || {
-        matches!(da.child.try_wait(), Ok(Some(_)))
-    });
-    assert_eq!(
-        da.child.wait().expect("status").code(),
-        Some(0),
-        "{}",
-        p.a.log()
-    );
+    let out = std::process::Command::new("umount").arg(&point).output().expect("umount");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    eventually("the daemon exits after the unmount", 10, || matches!(da.child.try_wait(), Ok(Some(_))));
+    assert_eq!(da.child.wait().expect("status").code(), Some(0), "{}", p.a.log());
     assert_eq!(db.stop(), Some(0), "{}", p.b.log());
     assert!(!mounted(&point));
 }
@@ -223,22 +160,9 @@ fn fsynced_writes_survive_kill_and_the_stale_mount_is_cleared() {
 #[test]
 fn mount_refuses_unknown_folders_and_points_inside_watched_folders() {
     let p = Pair::new("mount-refuse");
-    let err = p.a.fails(&[
-        "mount",
-        "nope",
-        p.a.scratch.join("m").to_str().expect("utf-8"),
-    ]);
+    let err = p.a.fails(&["mount", "nope", p.a.scratch.join("m").to_str().expect("utf-8")]);
     assert!(err.contains("no folder named"), "{err}");
-    p.a.ok(&[
-        "folder",
-        "add",
-        "other",
-        p.a.scratch.join("other").to_str().expect("utf-8"),
-    ]);
-    let err = p.a.fails(&[
-        "mount",
-        "docs",
-        p.a.scratch.join("other/inside").to_str().expect("utf-8"),
-    ]);
+    p.a.ok(&["folder", "add", "other", p.a.scratch.join("other").to_str().expect("utf-8")]);
+    let err = p.a.fails(&["mount", "docs", p.a.scratch.join("other/inside").to_str().expect("utf-8")]);
     assert!(err.contains("inside folder"), "{err}");
 }

@@ -21,10 +21,7 @@ use oracle::proxy::Faults;
 use oracle::{check, Cluster, Driver, Rng};
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// What happens to the network and the nodes while the driver edits.
@@ -94,18 +91,13 @@ fn rss_kib(pid: u32) -> u64 {
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn run(name: &str, seed: u64, s: Scenario) -> Option<Figures> {
-    let _turn = ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let seed = env_u64("FSYNC_SEED", seed);
     // FSYNC_PARTITION_SECS: partitions of that long instead (minutes, in
     // the long runs).
     let mut s = s;
     if s.partition_ms > 0 {
-        s.partition_ms = env_u64("FSYNC_PARTITION_SECS", 0)
-            .checked_mul(1000)
-            .filter(|&ms| ms > 0)
-            .unwrap_or(s.partition_ms);
+        s.partition_ms = env_u64("FSYNC_PARTITION_SECS", 0).checked_mul(1000).filter(|&ms| ms > 0).unwrap_or(s.partition_ms);
     }
     let mut rng = Rng::new(seed ^ 0xABCD);
     let mut c = if s.netns {
@@ -135,8 +127,7 @@ fn run(name: &str, seed: u64, s: Scenario) -> Option<Figures> {
     let mut restart_at: Vec<Option<Instant>> = vec![None; s.nodes];
     let mut rss = Vec::new();
     let mut next_sample = Instant::now();
-    let mut next_kill =
-        Instant::now() + Duration::from_millis(s.kill_ms / 2 + rng.next() % s.kill_ms.max(1));
+    let mut next_kill = Instant::now() + Duration::from_millis(s.kill_ms / 2 + rng.next() % s.kill_ms.max(1));
     for _ in 0..s.steps {
         let now = Instant::now();
         if s.max_time.is_some_and(|t| start.elapsed() >= t) {
@@ -172,11 +163,7 @@ fn run(name: &str, seed: u64, s: Scenario) -> Option<Figures> {
                 }
             }
             if now >= next_kill {
-                let i = if s.kill_last_only {
-                    s.nodes - 1
-                } else {
-                    rng.below(s.nodes)
-                };
+                let i = if s.kill_last_only { s.nodes - 1 } else { rng.below(s.nodes) };
                 if c.running(i) {
                     c.kill(i);
                     restart_at[i] = Some(now + Duration::from_millis(200 + rng.next() % 1500));
@@ -222,25 +209,12 @@ fn run(name: &str, seed: u64, s: Scenario) -> Option<Figures> {
         converged_in,
         rss,
     };
-    eprintln!(
-        "{name}: {f:?} in {busy:?}; edits by kind {:?}; {} files at the end",
-        d.ledger.ops,
-        tree.len()
-    );
+    eprintln!("{name}: {f:?} in {busy:?}; edits by kind {:?}; {} files at the end", d.ledger.ops, tree.len());
     if s.doubles_allowed && !v.doubled.is_empty() {
-        eprintln!(
-            "{name}: seed {seed}: DOUBLED (open bug, not failed here): {:#?}",
-            v.doubled
-        );
+        eprintln!("{name}: seed {seed}: DOUBLED (open bug, not failed here): {:#?}", v.doubled);
     }
     let doubled_fails = !s.doubles_allowed && !v.doubled.is_empty();
-    assert!(
-        v.lost.is_empty() && !doubled_fails,
-        "seed {seed}: lost {:#?}\ndoubled {:#?}\n{}",
-        v.lost,
-        v.doubled,
-        c.logs()
-    );
+    assert!(v.lost.is_empty() && !doubled_fails, "seed {seed}: lost {:#?}\ndoubled {:#?}\n{}", v.lost, v.doubled, c.logs());
     c.stop_all();
     Some(f)
 }
@@ -251,31 +225,15 @@ fn scale() -> usize {
 
 #[test]
 fn random_edits_on_four_nodes_converge_and_lose_nothing() {
-    let f = run(
-        "oracle-plain",
-        1,
-        Scenario {
-            nodes: 4,
-            steps: 300 * scale(),
-            gap_ms: 15,
-            settle_secs: 60,
-            ..Default::default()
-        },
-    )
-    .expect("ran");
-    assert!(
-        f.tokens_checked > 15 && f.blobs_checked > 1,
-        "the run did too little: {f:?}"
-    );
+    let f =
+        run("oracle-plain", 1, Scenario { nodes: 4, steps: 300 * scale(), gap_ms: 15, settle_secs: 60, ..Default::default() })
+            .expect("ran");
+    assert!(f.tokens_checked > 15 && f.blobs_checked > 1, "the run did too little: {f:?}");
 }
 
 #[test]
 fn loss_delay_reordering_partitions_and_a_flapping_node() {
-    let faults = Faults {
-        loss: 0.2,
-        delay: Duration::from_millis(200),
-        jitter: Duration::from_millis(100),
-    };
+    let faults = Faults { loss: 0.2, delay: Duration::from_millis(200), jitter: Duration::from_millis(100) };
     let s = Scenario {
         nodes: 3,
         steps: 150 * scale(),
@@ -287,10 +245,7 @@ fn loss_delay_reordering_partitions_and_a_flapping_node() {
         ..Default::default()
     };
     let f = run("oracle-faults", 2, s).expect("ran");
-    assert!(
-        f.packets_dropped > 50 && f.partitions > 0 && f.flaps > 1,
-        "no faults were injected: {f:?}"
-    );
+    assert!(f.packets_dropped > 50 && f.partitions > 0 && f.flaps > 1, "no faults were injected: {f:?}");
 }
 
 #[test]
@@ -313,10 +268,7 @@ fn sigkill_a_random_node_again_and_again() {
 /// nftables rules.
 #[test]
 fn nftables_loss_and_partitions_between_network_namespaces() {
-    let faults = Faults {
-        loss: 0.2,
-        ..Default::default()
-    };
+    let faults = Faults { loss: 0.2, ..Default::default() };
     let s = Scenario {
         nodes: 3,
         steps: 150 * scale(),
@@ -329,10 +281,7 @@ fn nftables_loss_and_partitions_between_network_namespaces() {
         ..Default::default()
     };
     if let Some(f) = run("oracle-netns", 4, s) {
-        assert!(
-            f.packets_dropped > 50 && f.partitions > 0 && f.flaps > 1,
-            "no faults were injected: {f:?}"
-        );
+        assert!(f.packets_dropped > 50 && f.partitions > 0 && f.flaps > 1, "no faults were injected: {f:?}");
     }
 }
 
@@ -342,11 +291,7 @@ fn nftables_loss_and_partitions_between_network_namespaces() {
 #[ignore]
 fn soak() {
     let minutes = env_u64("FSYNC_SOAK_MINUTES", 30);
-    let faults = Faults {
-        loss: 0.05,
-        delay: Duration::from_millis(30),
-        jitter: Duration::from_millis(30),
-    };
+    let faults = Faults { loss: 0.05, delay: Duration::from_millis(30), jitter: Duration::from_millis(30) };
     // Edits until the time is up.
     let s = Scenario {
         nodes: 3,
@@ -371,11 +316,7 @@ fn soak() {
         for node in 0..2 {
             let peak = |r: &[[u64; 2]]| r.iter().map(|x| x[node]).max().unwrap_or(0);
             let (early, late) = (peak(&f.rss[2..n / 3 + 2]), peak(&f.rss[n - n / 3..]));
-            assert!(
-                late * 2 <= early * 3,
-                "node {node} memory grew from {early} KiB to {late} KiB: {:?}",
-                f.rss
-            );
+            assert!(late * 2 <= early * 3, "node {node} memory grew from {early} KiB to {late} KiB: {:?}", f.rss);
         }
     }
 }

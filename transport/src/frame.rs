@@ -22,12 +22,8 @@ pub async fn write_frame(s: &mut quinn::SendStream, payload: &[u8]) -> Result<()
     if payload.len() > MAX_FRAME {
         return Err(FrameError::TooLarge(payload.len()));
     }
-    s.write_all(&(payload.len() as u32).to_be_bytes())
-        .await
-        .map_err(|e| FrameError::Stream(e.to_string()))?;
-    s.write_all(payload)
-        .await
-        .map_err(|e| FrameError::Stream(e.to_string()))
+    s.write_all(&(payload.len() as u32).to_be_bytes()).await.map_err(|e| FrameError::Stream(e.to_string()))?;
+    s.write_all(payload).await.map_err(|e| FrameError::Stream(e.to_string()))
 }
 
 /// Reads one frame; `None` when the peer finished the stream cleanly.
@@ -43,8 +39,6 @@ pub async fn read_frame(s: &mut quinn::RecvStream) -> Result<Option<Vec<u8>>, Fr
         return Err(FrameError::TooLarge(n));
     }
     let mut buf = vec![0u8; n];
-    s.read_exact(&mut buf)
-        .await
-        .map_err(|e| FrameError::Stream(e.to_string()))?;
+    s.read_exact(&mut buf).await.map_err(|e| FrameError::Stream(e.to_string()))?;
     Ok(Some(buf))
 }

@@ -78,8 +78,7 @@ fn base32(bytes: &[u8]) -> Vec<u8> {
 impl DeviceId {
     /// The ID of the device holding `cert`'s key.
     pub fn from_cert(cert: &CertificateDer<'_>) -> Result<DeviceId, IdError> {
-        let parsed = webpki::EndEntityCert::try_from(cert)
-            .map_err(|e| IdError::Certificate(format!("{e:?}")))?;
+        let parsed = webpki::EndEntityCert::try_from(cert).map_err(|e| IdError::Certificate(format!("{e:?}")))?;
         let spki = parsed.subject_public_key_info();
         Ok(DeviceId(*blake3::hash(spki.as_ref()).as_bytes()))
     }
@@ -115,11 +114,7 @@ impl FromStr for DeviceId {
     type Err = IdError;
 
     fn from_str(s: &str) -> Result<DeviceId, IdError> {
-        let clean: Vec<u8> = s
-            .bytes()
-            .filter(|b| !matches!(b, b'-' | b' '))
-            .map(|b| b.to_ascii_uppercase())
-            .collect();
+        let clean: Vec<u8> = s.bytes().filter(|b| !matches!(b, b'-' | b' ')).map(|b| b.to_ascii_uppercase()).collect();
         if clean.len() != 4 * (GROUP + 1) || !clean.iter().all(|c| ALPHABET.contains(c)) {
             return Err(IdError::Malformed { example: EXAMPLE });
         }
@@ -169,13 +164,9 @@ impl fmt::Debug for Identity {
 impl Identity {
     /// A new Ed25519 key and certificate.
     pub fn generate() -> Result<Identity, IdError> {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
-            .map_err(|e| IdError::Generate(e.to_string()))?;
-        let params = rcgen::CertificateParams::new(vec!["fsync".to_owned()])
-            .map_err(|e| IdError::Generate(e.to_string()))?;
-        let cert = params
-            .self_signed(&key)
-            .map_err(|e| IdError::Generate(e.to_string()))?;
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| IdError::Generate(e.to_string()))?;
+        let params = rcgen::CertificateParams::new(vec!["fsync".to_owned()]).map_err(|e| IdError::Generate(e.to_string()))?;
+        let cert = params.self_signed(&key).map_err(|e| IdError::Generate(e.to_string()))?;
         Identity::from_der(cert.der().to_vec(), key.serialize_der())
     }
 
@@ -216,22 +207,13 @@ mod tests {
         let s = id.to_string();
         assert_eq!(s.len(), 59);
         assert_eq!(s.parse::<DeviceId>(), Ok(id));
-        assert_eq!(
-            s.to_lowercase().replace('-', " ").parse::<DeviceId>(),
-            Ok(id)
-        );
+        assert_eq!(s.to_lowercase().replace('-', " ").parse::<DeviceId>(), Ok(id));
         // One wrong character in each group is caught.
         for g in 0..4 {
             let mut b = s.clone().into_bytes();
             let i = g * 15 + 3;
             b[i] = if b[i] == b'A' { b'B' } else { b'A' };
-            assert!(
-                String::from_utf8(b)
-                    .expect("ascii")
-                    .parse::<DeviceId>()
-                    .is_err(),
-                "typo in group {g} missed"
-            );
+            assert!(String::from_utf8(b).expect("ascii").parse::<DeviceId>().is_err(), "typo in group {g} missed");
         }
         assert!("hello".parse::<DeviceId>().is_err());
     }
@@ -239,12 +221,8 @@ mod tests {
     #[test]
     fn the_id_follows_the_key() {
         let a = Identity::generate().expect("identity");
-        let again =
-            Identity::from_der(a.cert_der().to_vec(), a.key_der().to_vec()).expect("reload");
+        let again = Identity::from_der(a.cert_der().to_vec(), a.key_der().to_vec()).expect("reload");
         assert_eq!(a.device_id(), again.device_id());
-        assert_ne!(
-            a.device_id(),
-            Identity::generate().expect("identity").device_id()
-        );
+        assert_ne!(a.device_id(), Identity::generate().expect("identity").device_id());
     }
 }

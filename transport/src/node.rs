@@ -135,13 +135,7 @@ impl<'a> Connected<'a> {
     /// old one is probably dead and waiting for its idle timeout), and so
     /// does any connection from a peer that restarted (another boot id):
     /// its old connection is certainly dead.
-    fn register(
-        sh: &'a Shared,
-        conn: &quinn::Connection,
-        peer: DeviceId,
-        initiator: DeviceId,
-        boot: u64,
-    ) -> Option<Self> {
+    fn register(sh: &'a Shared, conn: &quinn::Connection, peer: DeviceId, initiator: DeviceId, boot: u64) -> Option<Self> {
         let me = sh.identity.device_id();
         let preferred = me.min(peer);
         let mut c = sh.connected.lock().ok()?;
@@ -159,9 +153,7 @@ impl<'a> Connected<'a> {
 impl Drop for Connected<'_> {
     fn drop(&mut self) {
         if let Ok(mut c) = self.0.connected.lock() {
-            if c.get(&self.1)
-                .is_some_and(|(conn, _, _)| conn.stable_id() == self.2)
-            {
+            if c.get(&self.1).is_some_and(|(conn, _, _)| conn.stable_id() == self.2) {
                 c.remove(&self.1);
             }
         }
@@ -176,9 +168,7 @@ pub struct Node {
 
 /// A random id for this process (clock and pid through BLAKE3).
 fn boot_id() -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let mut h = blake3::Hasher::new();
     h.update(&nanos.to_le_bytes());
     h.update(&std::process::id().to_le_bytes());
@@ -188,9 +178,7 @@ fn boot_id() -> u64 {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// How long a silent peer is given before it is considered gone.
@@ -209,11 +197,7 @@ fn transport(idle: Duration) -> Arc<quinn::TransportConfig> {
 
 impl Node {
     /// Starts listening on `listen` (UDP) and serving trusted peers.
-    pub fn bind(
-        identity: Identity,
-        trust: Arc<Trust>,
-        listen: SocketAddr,
-    ) -> Result<Node, NodeError> {
+    pub fn bind(identity: Identity, trust: Arc<Trust>, listen: SocketAddr) -> Result<Node, NodeError> {
         Node::bind_with_idle(identity, trust, listen, IDLE_TIMEOUT)
     }
 
@@ -238,31 +222,20 @@ impl Node {
         idle: Duration,
         folders: Vec<(String, Folder, Chunks)>,
     ) -> Result<Node, NodeError> {
-        let server = quinn::crypto::rustls::QuicServerConfig::try_from(server_config(
-            &identity,
-            trust.clone(),
-        )?)
-        .map_err(|e| NodeError::Quic(e.to_string()))?;
+        let server = quinn::crypto::rustls::QuicServerConfig::try_from(server_config(&identity, trust.clone())?)
+            .map_err(|e| NodeError::Quic(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
         server.transport_config(transport(idle));
-        let client = quinn::crypto::rustls::QuicClientConfig::try_from(client_config(
-            &identity,
-            trust.clone(),
-        )?)
-        .map_err(|e| NodeError::Quic(e.to_string()))?;
+        let client = quinn::crypto::rustls::QuicClientConfig::try_from(client_config(&identity, trust.clone())?)
+            .map_err(|e| NodeError::Quic(e.to_string()))?;
         let mut client = quinn::ClientConfig::new(Arc::new(client));
         client.transport_config(transport(idle));
         let mut endpoint =
-            quinn::Endpoint::server(server, listen).map_err(|source| NodeError::Bind {
-                addr: listen,
-                source,
-            })?;
+            quinn::Endpoint::server(server, listen).map_err(|source| NodeError::Bind { addr: listen, source })?;
         endpoint.set_default_client_config(client);
         let folders = folders
             .into_iter()
-            .map(|(name, folder, chunks)| {
-                (name, Arc::new(Mutex::new(FolderState { folder, chunks })))
-            })
+            .map(|(name, folder, chunks)| (name, Arc::new(Mutex::new(FolderState { folder, chunks }))))
             .collect();
         let shared = Arc::new(Shared {
             identity,
@@ -303,25 +276,17 @@ impl Node {
 
     /// The address it listens on.
     pub fn local_addr(&self) -> Result<SocketAddr, NodeError> {
-        self.endpoint
-            .local_addr()
-            .map_err(|e| NodeError::Quic(e.to_string()))
+        self.endpoint.local_addr().map_err(|e| NodeError::Quic(e.to_string()))
     }
 
     /// Devices connected right now.
     pub fn connected_peers(&self) -> Vec<DeviceId> {
-        self.shared
-            .connected
-            .lock()
-            .map(|c| c.keys().copied().collect())
-            .unwrap_or_default()
+        self.shared.connected.lock().map(|c| c.keys().copied().collect()).unwrap_or_default()
     }
 
     /// Connection loops running now (one per peer once settled).
     pub fn running_connections(&self) -> usize {
-        self.shared
-            .running
-            .load(std::sync::atomic::Ordering::SeqCst)
+        self.shared.running.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The connections kept: (peer, device that initiated it).
@@ -330,21 +295,13 @@ impl Node {
         self.shared
             .connected
             .lock()
-            .map(|c| {
-                c.iter()
-                    .map(|(p, (_, init, _))| (me.min(*p), *init))
-                    .collect()
-            })
+            .map(|c| c.iter().map(|(p, (_, init, _))| (me.min(*p), *init)).collect())
             .unwrap_or_default()
     }
 
     /// What is known of each peer seen since start (connected or not).
     pub fn peer_info(&self) -> BTreeMap<DeviceId, PeerInfo> {
-        self.shared
-            .info
-            .lock()
-            .map(|i| i.clone())
-            .unwrap_or_default()
+        self.shared.info.lock().map(|i| i.clone()).unwrap_or_default()
     }
 
     /// Closes the connection to `device`, if any; a dialling side
@@ -366,10 +323,7 @@ impl Node {
     /// Shares a folder under `name`, with the chunks it has.
     pub fn add_folder_with(&self, name: &str, folder: Folder, chunks: Chunks) {
         if let Ok(mut f) = self.shared.folders.lock() {
-            f.insert(
-                name.to_owned(),
-                Arc::new(Mutex::new(FolderState { folder, chunks })),
-            );
+            f.insert(name.to_owned(), Arc::new(Mutex::new(FolderState { folder, chunks })));
         }
         self.shared.generation.send_modify(|g| *g += 1);
     }
@@ -465,9 +419,7 @@ fn peer_of(conn: &quinn::Connection) -> Result<DeviceId, NodeError> {
         .peer_identity()
         .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
         .ok_or_else(|| NodeError::Peer("no certificate".into()))?;
-    let cert = certs
-        .first()
-        .ok_or_else(|| NodeError::Peer("no certificate".into()))?;
+    let cert = certs.first().ok_or_else(|| NodeError::Peer("no certificate".into()))?;
     DeviceId::from_cert(cert).map_err(|e| NodeError::Peer(e.to_string()))
 }
 
@@ -506,9 +458,7 @@ fn parse_hello(bytes: &[u8]) -> Result<Hello, NodeError> {
     let bad = |e: fsync_core::encoding::DecodeError| NodeError::Peer(format!("bad hello: {e}"));
     let version = r.varint().map_err(bad)?;
     if version != HELLO_VERSION {
-        return Err(NodeError::Peer(format!(
-            "unsupported hello version {version} (this node speaks {HELLO_VERSION})"
-        )));
+        return Err(NodeError::Peer(format!("unsupported hello version {version} (this node speaks {HELLO_VERSION})")));
     }
     let boot = r.varint().map_err(bad)?;
     let n = r.count(1).map_err(bad)?;
@@ -525,32 +475,15 @@ fn parse_hello(bytes: &[u8]) -> Result<Hello, NodeError> {
         }
         t => return Err(NodeError::Peer(format!("bad hello: proof tag {t}"))),
     };
-    Ok(Hello {
-        boot,
-        folders,
-        proof,
-    })
+    Ok(Hello { boot, folders, proof })
 }
 
 /// Notes how far each folder's session is with `peer`.
-fn record_progress(
-    sh: &Shared,
-    peer: DeviceId,
-    conn: &quinn::Connection,
-    sessions: &[FolderSession],
-) {
+fn record_progress(sh: &Shared, peer: DeviceId, conn: &quinn::Connection, sessions: &[FolderSession]) {
     let mut folders = BTreeMap::new();
     for s in sessions {
-        let to_send = s
-            .state
-            .lock()
-            .ok()
-            .and_then(|st| s.session.pending_ops(&st.folder));
-        let progress = Progress {
-            to_send,
-            to_fetch: s.session.chunks_in_flight(),
-            sent_bytes: s.session.stats().sent_bytes,
-        };
+        let to_send = s.state.lock().ok().and_then(|st| s.session.pending_ops(&st.folder));
+        let progress = Progress { to_send, to_fetch: s.session.chunks_in_flight(), sent_bytes: s.session.stats().sent_bytes };
         folders.insert(s.name.clone(), progress);
     }
     if let Ok(mut i) = sh.info.lock() {
@@ -568,18 +501,10 @@ struct FolderSession {
     session: Session,
 }
 
-async fn run_connection(
-    sh: Arc<Shared>,
-    conn: quinn::Connection,
-    peer: DeviceId,
-    dialer: bool,
-) -> Result<(), NodeError> {
+async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId, dialer: bool) -> Result<(), NodeError> {
     let q = |e: &dyn std::fmt::Display| NodeError::Quic(e.to_string());
-    let (mut send, mut recv) = if dialer {
-        conn.open_bi().await.map_err(|e| q(&e))?
-    } else {
-        conn.accept_bi().await.map_err(|e| q(&e))?
-    };
+    let (mut send, mut recv) =
+        if dialer { conn.open_bi().await.map_err(|e| q(&e))? } else { conn.accept_bi().await.map_err(|e| q(&e))? };
     let me = sh.identity.device_id();
     // Offer only the folders this peer is trusted for.
     let offer = |sh: &Shared| -> Vec<String> {
@@ -601,12 +526,7 @@ async fn run_connection(
     // the dialler redeems an invitation (which changes what it may see).
     let (mine, theirs) = if dialer {
         let mine = offer(&sh);
-        write_frame(
-            &mut send,
-            &hello(&mine, sh.trust.proof_for(peer, me).as_ref(), sh.boot),
-        )
-        .await
-        .map_err(|e| q(&e))?;
+        write_frame(&mut send, &hello(&mine, sh.trust.proof_for(peer, me).as_ref(), sh.boot)).await.map_err(|e| q(&e))?;
         (mine, read_hello(&mut recv).await?)
     } else {
         let theirs = read_hello(&mut recv).await?;
@@ -623,36 +543,23 @@ async fn run_connection(
         }
         if !sh.trust.is_trusted(&peer) {
             tracing::warn!(peer = %peer, "refused an unknown device (no valid invitation); trust it with `fsync peer add {peer}`");
-            conn.close(
-                6u32.into(),
-                b"not trusted: invitation unknown, used or expired",
-            );
+            conn.close(6u32.into(), b"not trusted: invitation unknown, used or expired");
             return Err(NodeError::Peer("not trusted".into()));
         }
         let mine = offer(&sh);
-        write_frame(&mut send, &hello(&mine, None, sh.boot))
-            .await
-            .map_err(|e| q(&e))?;
+        write_frame(&mut send, &hello(&mine, None, sh.boot)).await.map_err(|e| q(&e))?;
         (mine, theirs)
     };
     let (theirs, their_boot) = (theirs.folders, theirs.boot);
     // Only now is the peer connected: in TLS 1.3 the dialler finishes its
     // handshake before the other side has checked its certificate, and a
     // refused dialler never gets a hello back.
-    let initiator = if dialer {
-        sh.identity.device_id()
-    } else {
-        peer
-    };
+    let initiator = if dialer { sh.identity.device_id() } else { peer };
     let Some(_connected) = Connected::register(&sh, &conn, peer, initiator, their_boot) else {
         conn.close(5u32.into(), b"duplicate connection");
         return Ok(());
     };
-    let common: Vec<String> = mine
-        .iter()
-        .filter(|m| theirs.contains(m))
-        .cloned()
-        .collect();
+    let common: Vec<String> = mine.iter().filter(|m| theirs.contains(m)).cloned().collect();
     tracing::info!(peer = %peer.short(), folders = ?common, "connected");
     let mut sessions: Vec<FolderSession> = Vec::new();
     for name in &common {
@@ -663,11 +570,7 @@ async fn run_connection(
         if let Ok(s) = state.lock() {
             session.start(&s.folder, &s.chunks);
         }
-        sessions.push(FolderSession {
-            name: name.clone(),
-            state,
-            session,
-        });
+        sessions.push(FolderSession { name: name.clone(), state, session });
     }
     // Frames are read in their own task so that waiting for one is
     // cancel-safe in the select below.
@@ -737,9 +640,7 @@ async fn run_connection(
                 let mut frame = Writer::new();
                 frame.usize(i);
                 frame.raw(&bytes);
-                write_frame(&mut send, &frame.into_bytes())
-                    .await
-                    .map_err(|e| q(&e))?;
+                write_frame(&mut send, &frame.into_bytes()).await.map_err(|e| q(&e))?;
             }
         }
         record_progress(&sh, peer, &conn, &sessions);

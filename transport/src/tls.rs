@@ -43,9 +43,7 @@ type JoinHook = Box<dyn Fn(&Joined) + Send + Sync>;
 
 impl std::fmt::Debug for Trust {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Trust")
-            .field("peers", &self.peers)
-            .finish_non_exhaustive()
+        f.debug_struct("Trust").field("peers", &self.peers).finish_non_exhaustive()
     }
 }
 
@@ -91,9 +89,7 @@ pub fn join_proof(secret: &[u8; SECRET_LEN], joiner: DeviceId, inviter: DeviceId
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl Trust {
@@ -108,48 +104,29 @@ impl Trust {
     /// through the handshake provisionally).
     pub fn has_open_invites(&self) -> bool {
         let now = unix_now();
-        self.invites
-            .lock()
-            .map(|v| v.iter().any(|i| i.expires > now))
-            .unwrap_or(false)
+        self.invites.lock().map(|v| v.iter().any(|i| i.expires > now)).unwrap_or(false)
     }
 
     /// How many invitations are open.
     pub fn open_invites(&self) -> usize {
         let now = unix_now();
-        self.invites
-            .lock()
-            .map(|v| v.iter().filter(|i| i.expires > now).count())
-            .unwrap_or(0)
+        self.invites.lock().map(|v| v.iter().filter(|i| i.expires > now).count()).unwrap_or(0)
     }
 
     /// Redeems the invitation `proof` answers, for `joiner`: trusts it for
     /// the folder, closes the invitation and tells the join hook. `None`
     /// when no open invitation matches.
-    pub fn redeem(
-        &self,
-        joiner: DeviceId,
-        me: DeviceId,
-        proof: &[u8; 32],
-        addr: std::net::SocketAddr,
-    ) -> Option<String> {
+    pub fn redeem(&self, joiner: DeviceId, me: DeviceId, proof: &[u8; 32], addr: std::net::SocketAddr) -> Option<String> {
         let now = unix_now();
         let invite = {
             let mut v = self.invites.lock().ok()?;
             v.retain(|i| i.expires > now);
             // Compare every candidate fully: no early exit on a match.
-            let pos = v
-                .iter()
-                .position(|i| constant_eq(&join_proof(&i.secret, joiner, me), proof))?;
+            let pos = v.iter().position(|i| constant_eq(&join_proof(&i.secret, joiner, me), proof))?;
             v.remove(pos)
         };
         self.allow(joiner, &invite.folder);
-        let joined = Joined {
-            device: joiner,
-            folder: invite.folder.clone(),
-            secret: invite.secret,
-            addr,
-        };
+        let joined = Joined { device: joiner, folder: invite.folder.clone(), secret: invite.secret, addr };
         if let Ok(hook) = self.on_join.lock() {
             if let Some(h) = hook.as_ref() {
                 h(&joined);
@@ -189,19 +166,12 @@ impl Trust {
 
     /// True when the device is trusted for anything.
     pub fn is_trusted(&self, device: &DeviceId) -> bool {
-        self.peers
-            .read()
-            .map(|p| p.contains_key(device))
-            .unwrap_or(false)
+        self.peers.read().map(|p| p.contains_key(device)).unwrap_or(false)
     }
 
     /// The folders a device is trusted for.
     pub fn folders_of(&self, device: &DeviceId) -> HashSet<String> {
-        self.peers
-            .read()
-            .ok()
-            .and_then(|p| p.get(device).cloned())
-            .unwrap_or_default()
+        self.peers.read().ok().and_then(|p| p.get(device).cloned()).unwrap_or_default()
     }
 }
 
@@ -224,8 +194,7 @@ struct Pinned {
 
 impl Pinned {
     fn check(&self, cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
-        let id = DeviceId::from_cert(cert)
-            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        let id = DeviceId::from_cert(cert).map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
         if self.trust.is_trusted(&id) {
             Ok(())
         } else if self.invitations && self.trust.has_open_invites() {
@@ -233,9 +202,7 @@ impl Pinned {
             Ok(())
         } else {
             tracing::warn!(device = %id, "refused a connection from an unknown device; trust it with `fsync peer add {id}`");
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            ))
+            Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
         }
     }
 
@@ -245,18 +212,11 @@ impl Pinned {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -269,8 +229,7 @@ impl ServerCertVerifier for Pinned {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.check(end_entity)
-            .map(|_| ServerCertVerified::assertion())
+        self.check(end_entity).map(|_| ServerCertVerified::assertion())
     }
     fn verify_tls12_signature(
         &self,
@@ -278,9 +237,7 @@ impl ServerCertVerifier for Pinned {
         _: &CertificateDer<'_>,
         _: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
+        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
     }
     fn verify_tls13_signature(
         &self,
@@ -305,8 +262,7 @@ impl ClientCertVerifier for Pinned {
         _: &[CertificateDer<'_>],
         _: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.check(end_entity)
-            .map(|_| ClientCertVerified::assertion())
+        self.check(end_entity).map(|_| ClientCertVerified::assertion())
     }
     fn verify_tls12_signature(
         &self,
@@ -314,9 +270,7 @@ impl ClientCertVerifier for Pinned {
         _: &CertificateDer<'_>,
         _: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
+        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
     }
     fn verify_tls13_signature(
         &self,
@@ -336,16 +290,9 @@ fn key(id: &Identity) -> PrivateKeyDer<'static> {
 }
 
 /// The server side: requires a trusted client certificate.
-pub(crate) fn server_config(
-    id: &Identity,
-    trust: Arc<Trust>,
-) -> Result<rustls::ServerConfig, rustls::Error> {
+pub(crate) fn server_config(id: &Identity, trust: Arc<Trust>) -> Result<rustls::ServerConfig, rustls::Error> {
     let p = provider();
-    let verifier = Arc::new(Pinned {
-        trust,
-        provider: p.clone(),
-        invitations: true,
-    });
+    let verifier = Arc::new(Pinned { trust, provider: p.clone(), invitations: true });
     let mut c = rustls::ServerConfig::builder_with_provider(p)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -355,16 +302,9 @@ pub(crate) fn server_config(
 }
 
 /// The client side: presents our certificate, requires a trusted server.
-pub(crate) fn client_config(
-    id: &Identity,
-    trust: Arc<Trust>,
-) -> Result<rustls::ClientConfig, rustls::Error> {
+pub(crate) fn client_config(id: &Identity, trust: Arc<Trust>) -> Result<rustls::ClientConfig, rustls::Error> {
     let p = provider();
-    let verifier = Arc::new(Pinned {
-        trust,
-        provider: p.clone(),
-        invitations: false,
-    });
+    let verifier = Arc::new(Pinned { trust, provider: p.clone(), invitations: false });
     let mut c = rustls::ClientConfig::builder_with_provider(p)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()

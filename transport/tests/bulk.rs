@@ -13,12 +13,8 @@ const SIZE: usize = 200 << 20;
 
 fn node(i: u64) -> (Node, Arc<Trust>) {
     let trust = Arc::new(Trust::default());
-    let n = Node::bind(
-        Identity::generate().expect("identity"),
-        trust.clone(),
-        "127.0.0.1:0".parse().expect("addr"),
-    )
-    .expect("bind");
+    let n =
+        Node::bind(Identity::generate().expect("identity"), trust.clone(), "127.0.0.1:0".parse().expect("addr")).expect("bind");
     n.add_folder("f", Folder::new(AgentId::from_index(i)));
     (n, trust)
 }
@@ -37,14 +33,7 @@ fn pseudo_random(n: usize) -> Vec<u8> {
 }
 
 fn missing_chunks(n: &Node) -> usize {
-    n.read("f", |s| {
-        s.folder
-            .referenced_chunks()
-            .iter()
-            .filter(|h| !s.chunks.has(h))
-            .count()
-    })
-    .unwrap_or(usize::MAX)
+    n.read("f", |s| s.folder.referenced_chunks().iter().filter(|h| !s.chunks.has(h)).count()).unwrap_or(usize::MAX)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,10 +65,7 @@ async fn small_edits_flow_during_a_200_mb_transfer() {
     let mut during_transfer = 0;
     let mut i = 1;
     while missing_chunks(&b) != 0 || b.read("f", |s| s.folder.tree().len()).unwrap_or(0) < 2 {
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "transfer did not finish"
-        );
+        assert!(start.elapsed() < Duration::from_secs(300), "transfer did not finish");
         let body = i.to_string();
         let sent = Instant::now();
         a.edit("f", |s| {
@@ -98,10 +84,7 @@ async fn small_edits_flow_during_a_200_mb_transfer() {
                 }
                 break;
             }
-            assert!(
-                sent.elapsed() < Duration::from_secs(60),
-                "an edit was stuck behind the transfer"
-            );
+            assert!(sent.elapsed() < Duration::from_secs(60), "an edit was stuck behind the transfer");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         i += 1;
@@ -109,18 +92,12 @@ async fn small_edits_flow_during_a_200_mb_transfer() {
     }
     let took = start.elapsed();
     latencies.sort();
-    let median = latencies
-        .get(latencies.len() / 2)
-        .copied()
-        .unwrap_or_default();
+    let median = latencies.get(latencies.len() / 2).copied().unwrap_or_default();
     let max = latencies.last().copied().unwrap_or_default();
     eprintln!(
         "200 MiB in {took:.2?} ({:.0} MiB/s, debug build); {} edits during it: median latency {median:?}, max {max:?}",
         200.0 / took.as_secs_f64(),
         latencies.len()
     );
-    assert!(
-        during_transfer >= 3,
-        "only {during_transfer} edits arrived while the transfer ran"
-    );
+    assert!(during_transfer >= 3, "only {during_transfer} edits arrived while the transfer ran");
 }

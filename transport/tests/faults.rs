@@ -75,12 +75,8 @@ struct Peer {
 
 fn peer(i: u64) -> Peer {
     let trust = Arc::new(Trust::default());
-    let node = Node::bind(
-        Identity::generate().expect("identity"),
-        trust.clone(),
-        "127.0.0.1:0".parse().expect("addr"),
-    )
-    .expect("bind");
+    let node =
+        Node::bind(Identity::generate().expect("identity"), trust.clone(), "127.0.0.1:0".parse().expect("addr")).expect("bind");
     node.add_folder("f", Folder::new(AgentId::from_index(i)));
     Peer { node, trust }
 }
@@ -113,15 +109,7 @@ fn snapshot(p: &Peer) -> Vec<(String, String)> {
     p.node
         .read("f", |s| {
             let nodes: Vec<_> = s.folder.tree().nodes().cloned().collect();
-            nodes
-                .into_iter()
-                .map(|n| {
-                    (
-                        n.path,
-                        s.folder.doc(n.id).map(|d| d.text()).unwrap_or_default(),
-                    )
-                })
-                .collect()
+            nodes.into_iter().map(|n| (n.path, s.folder.doc(n.id).map(|d| d.text()).unwrap_or_default())).collect()
         })
         .unwrap_or_default()
 }
@@ -141,13 +129,8 @@ async fn eventually(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 async fn loss_delay_and_jitter_still_converge() {
     let (a, b) = (peer(1), peer(2));
     befriend(&a, &b);
-    let proxy = Proxy::start(
-        b.node.local_addr().expect("addr"),
-        0.10,
-        Duration::from_millis(100),
-        Duration::from_millis(50),
-    )
-    .await;
+    let proxy =
+        Proxy::start(b.node.local_addr().expect("addr"), 0.10, Duration::from_millis(100), Duration::from_millis(50)).await;
     a.node.dial(proxy.addr, b.node.device_id());
     for i in 0..20 {
         write(&a, &format!("a{}.txt", i % 5), &format!("edit {i} on a"));
@@ -159,43 +142,26 @@ async fn loss_delay_and_jitter_still_converge() {
         sa.len() == 10 && sa == sb
     })
     .await;
-    assert!(
-        proxy.dropped.load(Ordering::Relaxed) > 0,
-        "the proxy dropped nothing: no loss was tested"
-    );
+    assert!(proxy.dropped.load(Ordering::Relaxed) > 0, "the proxy dropped nothing: no loss was tested");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_heals() {
     let (a, b) = (peer(1), peer(2));
     befriend(&a, &b);
-    let proxy = Proxy::start(
-        b.node.local_addr().expect("addr"),
-        0.0,
-        Duration::from_millis(5),
-        Duration::from_millis(5),
-    )
-    .await;
+    let proxy = Proxy::start(b.node.local_addr().expect("addr"), 0.0, Duration::from_millis(5), Duration::from_millis(5)).await;
     a.node.dial(proxy.addr, b.node.device_id());
     write(&a, "shared.txt", "line one\nline two\n");
-    eventually("first sync", Duration::from_secs(10), || {
-        read(&b, "shared.txt").is_some()
-    })
-    .await;
+    eventually("first sync", Duration::from_secs(10), || read(&b, "shared.txt").is_some()).await;
     // Cut; both edit the same file at different places.
     proxy.cut.store(true, Ordering::Relaxed);
     write(&a, "shared.txt", "LINE ONE\nline two\n");
     write(&b, "shared.txt", "line one\nLINE TWO\n");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_ne!(
-        read(&a, "shared.txt"),
-        read(&b, "shared.txt"),
-        "the cut let data through"
-    );
+    assert_ne!(read(&a, "shared.txt"), read(&b, "shared.txt"), "the cut let data through");
     proxy.cut.store(false, Ordering::Relaxed);
     eventually("merge after healing", Duration::from_secs(40), || {
-        read(&a, "shared.txt").as_deref() == Some("LINE ONE\nLINE TWO\n")
-            && read(&b, "shared.txt") == read(&a, "shared.txt")
+        read(&a, "shared.txt").as_deref() == Some("LINE ONE\nLINE TWO\n") && read(&b, "shared.txt") == read(&a, "shared.txt")
     })
     .await;
 }
@@ -206,10 +172,7 @@ async fn a_ring_of_four_converges() {
     for i in 0..4 {
         let j = (i + 1) % 4;
         befriend(&ps[i], &ps[j]);
-        ps[i].node.dial(
-            ps[j].node.local_addr().expect("addr"),
-            ps[j].node.device_id(),
-        );
+        ps[i].node.dial(ps[j].node.local_addr().expect("addr"), ps[j].node.device_id());
     }
     for (i, p) in ps.iter().enumerate() {
         write(p, "ring.txt", &format!("{i}"));
@@ -239,29 +202,13 @@ async fn a_dead_peer_is_found_by_the_idle_timeout() {
     };
     let (a, b) = (mk(1), mk(2));
     befriend(&a, &b);
-    let proxy = Proxy::start(
-        b.node.local_addr().expect("addr"),
-        0.0,
-        Duration::ZERO,
-        Duration::ZERO,
-    )
-    .await;
+    let proxy = Proxy::start(b.node.local_addr().expect("addr"), 0.0, Duration::ZERO, Duration::ZERO).await;
     a.node.dial(proxy.addr, b.node.device_id());
-    eventually("connected", Duration::from_secs(10), || {
-        a.node.connected_peers() == vec![b.node.device_id()]
-    })
-    .await;
+    eventually("connected", Duration::from_secs(10), || a.node.connected_peers() == vec![b.node.device_id()]).await;
     // Quiet but alive: keep-alives hold the connection past the timeout.
     tokio::time::sleep(idle * 3).await;
-    assert_eq!(
-        a.node.connected_peers(),
-        vec![b.node.device_id()],
-        "a live, quiet peer was dropped"
-    );
+    assert_eq!(a.node.connected_peers(), vec![b.node.device_id()], "a live, quiet peer was dropped");
     // The peer vanishes without a word (every packet dropped from now on).
     proxy.cut.store(true, Ordering::Relaxed);
-    eventually("the dead peer noticed", idle * 6, || {
-        a.node.connected_peers().is_empty()
-    })
-    .await;
+    eventually("the dead peer noticed", idle * 6, || a.node.connected_peers().is_empty()).await;
 }

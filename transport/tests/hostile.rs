@@ -17,12 +17,8 @@ use transport::{Identity, Node, Trust};
 
 fn node(i: u64) -> (Node, Arc<Trust>) {
     let trust = Arc::new(Trust::default());
-    let n = Node::bind(
-        Identity::generate().expect("identity"),
-        trust.clone(),
-        "127.0.0.1:0".parse().expect("addr"),
-    )
-    .expect("bind");
+    let n =
+        Node::bind(Identity::generate().expect("identity"), trust.clone(), "127.0.0.1:0".parse().expect("addr")).expect("bind");
     n.add_folder("f", Folder::new(AgentId::from_index(i)));
     (n, trust)
 }
@@ -37,14 +33,9 @@ fn frame(idx: usize, body: &[u8]) -> Vec<u8> {
 /// Opens a raw session to `target`, exchanges hellos, sends `payload` as
 /// raw bytes on the stream, and returns whether the target closed on us.
 async fn attack(m: &Node, target: &Node, payload: Vec<u8>) -> bool {
-    let conn = m
-        .connect_raw(target.local_addr().expect("addr"))
-        .await
-        .expect("trusted, so it connects");
+    let conn = m.connect_raw(target.local_addr().expect("addr")).await.expect("trusted, so it connects");
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
-    write_frame(&mut send, &hello(&["f".to_owned()], None, 1))
-        .await
-        .expect("hello");
+    write_frame(&mut send, &hello(&["f".to_owned()], None, 1)).await.expect("hello");
     let _their_hello = read_frame(&mut recv).await.expect("hello back");
     let _ = send.write_all(&payload).await;
     // The node closes the connection (or at least the stream) on us.
@@ -65,20 +56,14 @@ async fn protocol_violations_are_refused_and_the_node_keeps_serving() {
     let (a, a_trust) = node(1);
     let (honest, h_trust) = node(2);
     let (mallory, m_trust) = node(3);
-    for (x, tx, y, ty) in [
-        (&a, &a_trust, &honest, &h_trust),
-        (&a, &a_trust, &mallory, &m_trust),
-    ] {
+    for (x, tx, y, ty) in [(&a, &a_trust, &honest, &h_trust), (&a, &a_trust, &mallory, &m_trust)] {
         tx.allow(y.device_id(), "f");
         ty.allow(x.device_id(), "f");
     }
     honest.dial(a.local_addr().expect("addr"), a.device_id());
 
     // 1. A frame announcing 1 GiB.
-    assert!(
-        attack(&mallory, &a, (1u32 << 30).to_be_bytes().to_vec()).await,
-        "oversized frame not refused"
-    );
+    assert!(attack(&mallory, &a, (1u32 << 30).to_be_bytes().to_vec()).await, "oversized frame not refused");
     // 2. Garbage inside a well-formed frame.
     let mut garbage = Vec::new();
     let body = frame(0, b"\x01\x09garbage");
@@ -87,20 +72,10 @@ async fn protocol_violations_are_refused_and_the_node_keeps_serving() {
     assert!(attack(&mallory, &a, garbage).await, "garbage not refused");
     // 3. A rename of a new entry to "..".
     let m_agent = AgentId::from_index(3);
-    let entry = EntryId(EventId {
-        agent: m_agent,
-        seq: 0,
-    });
-    let create = Meta::Create {
-        kind: Kind::File,
-        parent: None,
-        name: "ok".into(),
-    };
+    let entry = EntryId(EventId { agent: m_agent, seq: 0 });
+    let create = Meta::Create { kind: Kind::File, parent: None, name: "ok".into() };
     let run = |seq: u64, parents: Vec<EventId>, m: Vec<u8>| ExportedRun {
-        id: EventId {
-            agent: m_agent,
-            seq,
-        },
+        id: EventId { agent: m_agent, seq },
         parents,
         pos: 0,
         kind: ExportedKind::Marker(m),
@@ -112,72 +87,40 @@ async fn protocol_violations_are_refused_and_the_node_keeps_serving() {
             // The encoder writes whatever it is given; the receiver must refuse.
             (
                 entry,
-                run(
-                    1,
-                    vec![EventId {
-                        agent: m_agent,
-                        seq: 0,
-                    }],
-                    {
-                        let mut m = Meta::Move {
-                            parent: None,
-                            name: "x".into(),
-                        }
-                        .encode();
-                        let n = m.len();
-                        m[n - 1] = b'.';
-                        m.push(b'.');
-                        m[n - 2] = 2; // length 2: ".."
-                        m
-                    },
-                ),
+                run(1, vec![EventId { agent: m_agent, seq: 0 }], {
+                    let mut m = Meta::Move { parent: None, name: "x".into() }.encode();
+                    let n = m.len();
+                    m[n - 1] = b'.';
+                    m.push(b'.');
+                    m[n - 2] = 2; // length 2: ".."
+                    m
+                }),
             ),
         ],
     };
     let body = frame(0, &Message::Changes(evil).encode());
     let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
     bytes.extend_from_slice(&body);
-    assert!(
-        attack(&mallory, &a, bytes).await,
-        "a rename to .. was not refused"
-    );
+    assert!(attack(&mallory, &a, bytes).await, "a rename to .. was not refused");
     // 4. A frame for a folder index that was never offered.
     let body = frame(7, &Message::Summary(VersionVector::new()).encode());
     let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
     bytes.extend_from_slice(&body);
-    assert!(
-        attack(&mallory, &a, bytes).await,
-        "unknown folder index not refused"
-    );
+    assert!(attack(&mallory, &a, bytes).await, "unknown folder index not refused");
 
     // 5. A chunk nobody asked for (its bytes do not even match its name).
-    let body = frame(
-        0,
-        &Message::Chunk(fsync_core::chunks::ChunkHash([7; 32]), b"forged".to_vec()).encode(),
-    );
+    let body = frame(0, &Message::Chunk(fsync_core::chunks::ChunkHash([7; 32]), b"forged".to_vec()).encode());
     let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
     bytes.extend_from_slice(&body);
-    assert!(
-        attack(&mallory, &a, bytes).await,
-        "a forged chunk was not refused"
-    );
+    assert!(attack(&mallory, &a, bytes).await, "a forged chunk was not refused");
     // 6. Changes whose parents do not exist: not applied (treated as a gap,
     // which an honest peer fills after a resync; this one cannot).
     let orphan = Changes {
         runs: vec![(
-            EntryId(EventId {
-                agent: AgentId::from_index(77),
-                seq: 0,
-            }),
+            EntryId(EventId { agent: AgentId::from_index(77), seq: 0 }),
             ExportedRun {
-                id: EventId {
-                    agent: AgentId::from_index(77),
-                    seq: 0,
-                },
-                parents: vec![EventId {
-                    agent: AgentId::from_index(78),
-                    seq: 41,
-                }],
+                id: EventId { agent: AgentId::from_index(77), seq: 0 },
+                parents: vec![EventId { agent: AgentId::from_index(78), seq: 41 }],
                 pos: 0,
                 kind: ExportedKind::Ins("orphan".into()),
                 time: 0,
@@ -188,13 +131,8 @@ async fn protocol_violations_are_refused_and_the_node_keeps_serving() {
     let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
     bytes.extend_from_slice(&body);
     let _ = attack(&mallory, &a, bytes).await;
-    let vv = a
-        .read("f", |s| s.folder.version_vector().clone())
-        .expect("folder");
-    assert!(
-        !vv.contains_key(&AgentId::from_index(77)),
-        "an event with unknown parents was applied"
-    );
+    let vv = a.read("f", |s| s.folder.version_vector().clone()).expect("folder");
+    assert!(!vv.contains_key(&AgentId::from_index(77)), "an event with unknown parents was applied");
 
     // The node still serves the honest peer, and holds nothing bad.
     honest
@@ -212,22 +150,10 @@ async fn protocol_violations_are_refused_and_the_node_keeps_serving() {
         if got.flatten().as_deref() == Some("still served") {
             break;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the node stopped serving its honest peer"
-        );
+        assert!(start.elapsed() < Duration::from_secs(10), "the node stopped serving its honest peer");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let paths: Vec<String> = a
-        .read("f", |s| {
-            s.folder.tree().nodes().map(|n| n.path.clone()).collect()
-        })
-        .expect("folder");
-    assert!(
-        paths
-            .iter()
-            .all(|p| fsync_core::folder::split_path(p).is_ok()),
-        "{paths:?}"
-    );
+    let paths: Vec<String> = a.read("f", |s| s.folder.tree().nodes().map(|n| n.path.clone()).collect()).expect("folder");
+    assert!(paths.iter().all(|p| fsync_core::folder::split_path(p).is_ok()), "{paths:?}");
     assert!(!paths.iter().any(|p| p.contains("..")), "{paths:?}");
 }

@@ -15,12 +15,8 @@ struct Peer {
 
 fn peer(i: u64, folders: &[&str]) -> Peer {
     let trust = Arc::new(Trust::default());
-    let node = Node::bind(
-        Identity::generate().expect("identity"),
-        trust.clone(),
-        "127.0.0.1:0".parse().expect("addr"),
-    )
-    .expect("bind");
+    let node =
+        Node::bind(Identity::generate().expect("identity"), trust.clone(), "127.0.0.1:0".parse().expect("addr")).expect("bind");
     for f in folders {
         node.add_folder(f, Folder::new(AgentId::from_index(i)));
     }
@@ -71,27 +67,17 @@ async fn two_nodes_sync_both_ways() {
     let b = peer(2, &["docs"]);
     befriend(&a, &b, &["docs"]);
     write(&a, "docs", "from-a.txt", "hello from a");
-    a.node
-        .dial(b.node.local_addr().expect("addr"), b.node.device_id());
-    eventually("a's file on b", || {
-        read(&b, "docs", "from-a.txt").as_deref() == Some("hello from a")
-    })
-    .await;
+    a.node.dial(b.node.local_addr().expect("addr"), b.node.device_id());
+    eventually("a's file on b", || read(&b, "docs", "from-a.txt").as_deref() == Some("hello from a")).await;
     assert_eq!(a.node.connected_peers(), vec![b.node.device_id()]);
     assert_eq!(b.node.connected_peers(), vec![a.node.device_id()]);
     // Live edits, both ways, after the first exchange.
     let t = Instant::now();
     write(&b, "docs", "from-a.txt", "hello from a, edited on b");
-    eventually("b's edit on a", || {
-        read(&a, "docs", "from-a.txt").as_deref() == Some("hello from a, edited on b")
-    })
-    .await;
+    eventually("b's edit on a", || read(&a, "docs", "from-a.txt").as_deref() == Some("hello from a, edited on b")).await;
     eprintln!("live edit propagated in {:?}", t.elapsed());
     write(&a, "docs", "new.txt", "second");
-    eventually("a's new file on b", || {
-        read(&b, "docs", "new.txt").as_deref() == Some("second")
-    })
-    .await;
+    eventually("a's new file on b", || read(&b, "docs", "new.txt").as_deref() == Some("second")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,20 +85,12 @@ async fn edits_travel_through_a_line_of_three() {
     let (a, b, c) = (peer(1, &["f"]), peer(2, &["f"]), peer(3, &["f"]));
     befriend(&a, &b, &["f"]);
     befriend(&b, &c, &["f"]);
-    a.node
-        .dial(b.node.local_addr().expect("addr"), b.node.device_id());
-    c.node
-        .dial(b.node.local_addr().expect("addr"), b.node.device_id());
+    a.node.dial(b.node.local_addr().expect("addr"), b.node.device_id());
+    c.node.dial(b.node.local_addr().expect("addr"), b.node.device_id());
     write(&a, "f", "x.txt", "from a");
-    eventually("a's file on c (via b)", || {
-        read(&c, "f", "x.txt").as_deref() == Some("from a")
-    })
-    .await;
+    eventually("a's file on c (via b)", || read(&c, "f", "x.txt").as_deref() == Some("from a")).await;
     write(&c, "f", "x.txt", "from a, then c");
-    eventually("c's edit on a (via b)", || {
-        read(&a, "f", "x.txt").as_deref() == Some("from a, then c")
-    })
-    .await;
+    eventually("c's edit on a (via b)", || read(&a, "f", "x.txt").as_deref() == Some("from a, then c")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,31 +101,15 @@ async fn an_unknown_device_is_refused_and_gets_nothing() {
     stranger.trust.allow(a.node.device_id(), "secret");
     write(&a, "secret", "plans.txt", "do not leak");
     write(&stranger, "secret", "junk.txt", "do not accept");
-    stranger
-        .node
-        .dial(a.node.local_addr().expect("addr"), a.node.device_id());
+    stranger.node.dial(a.node.local_addr().expect("addr"), a.node.device_id());
     // Keep looking while the stranger retries: no connection ever stands.
     for _ in 0..30 {
-        assert!(
-            a.node.connected_peers().is_empty(),
-            "a stranger got through the handshake"
-        );
-        assert!(
-            stranger.node.connected_peers().is_empty(),
-            "a stranger got through the handshake"
-        );
+        assert!(a.node.connected_peers().is_empty(), "a stranger got through the handshake");
+        assert!(stranger.node.connected_peers().is_empty(), "a stranger got through the handshake");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        read(&stranger, "secret", "plans.txt"),
-        None,
-        "a stranger received data"
-    );
-    assert_eq!(
-        read(&a, "secret", "junk.txt"),
-        None,
-        "data from a stranger was accepted"
-    );
+    assert_eq!(read(&stranger, "secret", "plans.txt"), None, "a stranger received data");
+    assert_eq!(read(&a, "secret", "junk.txt"), None, "data from a stranger was accepted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,23 +123,11 @@ async fn a_peer_gets_only_the_folders_it_is_trusted_for() {
     write(&a, "shared", "s.txt", "ok to share");
     write(&a, "private", "p.txt", "not for b");
     write(&b, "private", "intrusion.txt", "not for a");
-    b.node
-        .dial(a.node.local_addr().expect("addr"), a.node.device_id());
-    eventually("the shared folder on b", || {
-        read(&b, "shared", "s.txt").as_deref() == Some("ok to share")
-    })
-    .await;
+    b.node.dial(a.node.local_addr().expect("addr"), a.node.device_id());
+    eventually("the shared folder on b", || read(&b, "shared", "s.txt").as_deref() == Some("ok to share")).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        read(&b, "private", "p.txt"),
-        None,
-        "a folder leaked to an untrusted peer"
-    );
-    assert_eq!(
-        read(&a, "private", "intrusion.txt"),
-        None,
-        "an untrusted peer wrote a folder"
-    );
+    assert_eq!(read(&b, "private", "p.txt"), None, "a folder leaked to an untrusted peer");
+    assert_eq!(read(&a, "private", "intrusion.txt"), None, "an untrusted peer wrote a folder");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,17 +135,9 @@ async fn a_restarted_peer_is_reconnected() {
     let a = peer(1, &["f"]);
     let b_identity = Identity::generate().expect("identity");
     let b_trust = Arc::new(Trust::default());
-    let b_node = Node::bind(
-        b_identity.clone(),
-        b_trust.clone(),
-        "127.0.0.1:0".parse().expect("addr"),
-    )
-    .expect("bind");
+    let b_node = Node::bind(b_identity.clone(), b_trust.clone(), "127.0.0.1:0".parse().expect("addr")).expect("bind");
     b_node.add_folder("f", Folder::new(AgentId::from_index(2)));
-    let b = Peer {
-        node: b_node,
-        trust: b_trust,
-    };
+    let b = Peer { node: b_node, trust: b_trust };
     befriend(&a, &b, &["f"]);
     let addr = b.node.local_addr().expect("addr");
     a.node.dial(addr, b.node.device_id());
@@ -214,10 +156,7 @@ async fn a_restarted_peer_is_reconnected() {
     let node = Node::bind(b_identity, trust.clone(), addr).expect("re-bind on the same port");
     node.add_folder("f", b_folder);
     let b = Peer { node, trust };
-    eventually("the edit made while b was down", || {
-        read(&b, "f", "two.txt").as_deref() == Some("2")
-    })
-    .await;
+    eventually("the edit made while b was down", || read(&b, "f", "two.txt").as_deref() == Some("2")).await;
     assert_eq!(read(&b, "f", "one.txt").as_deref(), Some("1"));
 }
 
@@ -226,24 +165,14 @@ async fn both_sides_dialling_end_with_one_connection() {
     let a = peer(1, &["f"]);
     let b = peer(2, &["f"]);
     befriend(&a, &b, &["f"]);
-    a.node
-        .dial(b.node.local_addr().expect("addr"), b.node.device_id());
-    b.node
-        .dial(a.node.local_addr().expect("addr"), a.node.device_id());
+    a.node.dial(b.node.local_addr().expect("addr"), b.node.device_id());
+    b.node.dial(a.node.local_addr().expect("addr"), a.node.device_id());
     write(&a, "f", "x.txt", "x");
     eventually("sync", || read(&b, "f", "x.txt").is_some()).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (ca, cb) = (a.node.connections(), b.node.connections());
-    assert_eq!(
-        a.node.running_connections(),
-        1,
-        "a runs more than one connection"
-    );
-    assert_eq!(
-        b.node.running_connections(),
-        1,
-        "b runs more than one connection"
-    );
+    assert_eq!(a.node.running_connections(), 1, "a runs more than one connection");
+    assert_eq!(b.node.running_connections(), 1, "b runs more than one connection");
     assert_eq!(ca, cb, "the two sides kept different connections");
     // And it still works both ways.
     write(&b, "f", "y.txt", "y");
@@ -251,11 +180,7 @@ async fn both_sides_dialling_end_with_one_connection() {
 }
 
 fn far_future() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 3600
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,16 +188,10 @@ async fn invitation_is_redeemed_once_and_only_with_its_secret() {
     use transport::tls::Invite;
     let inviter = peer(1, &["docs", "private"]);
     let secret = [7u8; transport::tls::SECRET_LEN];
-    inviter.trust.invite(Invite {
-        folder: "docs".into(),
-        secret,
-        expires: far_future(),
-    });
+    inviter.trust.invite(Invite { folder: "docs".into(), secret, expires: far_future() });
     let joined = Arc::new(std::sync::Mutex::new(Vec::new()));
     let j = joined.clone();
-    inviter
-        .trust
-        .on_join(move |x| j.lock().expect("lock").push(x.clone()));
+    inviter.trust.on_join(move |x| j.lock().expect("lock").push(x.clone()));
     write(&inviter, "docs", "a.txt", "shared");
     write(&inviter, "private", "p.txt", "secret");
     let addr = inviter.node.local_addr().expect("addr");
@@ -280,63 +199,37 @@ async fn invitation_is_redeemed_once_and_only_with_its_secret() {
     // A stranger with a wrong secret: refused, learns nothing.
     let stranger = peer(3, &["docs"]);
     stranger.trust.allow(inviter.node.device_id(), "docs");
-    stranger
-        .trust
-        .set_join_secret(inviter.node.device_id(), [8u8; transport::tls::SECRET_LEN]);
+    stranger.trust.set_join_secret(inviter.node.device_id(), [8u8; transport::tls::SECRET_LEN]);
     stranger.node.dial(addr, inviter.node.device_id());
 
     // The joiner knows only the inviter and the secret (from the ticket).
     let joiner = peer(2, &["docs", "private"]);
     joiner.trust.allow(inviter.node.device_id(), "docs");
     joiner.trust.allow(inviter.node.device_id(), "private");
-    joiner
-        .trust
-        .set_join_secret(inviter.node.device_id(), secret);
+    joiner.trust.set_join_secret(inviter.node.device_id(), secret);
     joiner.node.dial(addr, inviter.node.device_id());
-    eventually("the joiner syncs", || {
-        read(&joiner, "docs", "a.txt").as_deref() == Some("shared")
-    })
-    .await;
+    eventually("the joiner syncs", || read(&joiner, "docs", "a.txt").as_deref() == Some("shared")).await;
     write(&joiner, "docs", "b.txt", "back");
-    eventually("the inviter trusts it back", || {
-        read(&inviter, "docs", "b.txt").as_deref() == Some("back")
-    })
-    .await;
+    eventually("the inviter trusts it back", || read(&inviter, "docs", "b.txt").as_deref() == Some("back")).await;
     {
         let j = joined.lock().expect("lock");
         assert_eq!(j.len(), 1);
         assert_eq!(j[0].device, joiner.node.device_id());
         assert_eq!(j[0].folder, "docs");
-        assert_eq!(
-            j[0].addr,
-            joiner.node.local_addr().expect("addr"),
-            "the address a node dials from is its own"
-        );
+        assert_eq!(j[0].addr, joiner.node.local_addr().expect("addr"), "the address a node dials from is its own");
     }
-    assert_eq!(
-        read(&joiner, "private", "p.txt"),
-        None,
-        "only the invited folder is shared"
-    );
+    assert_eq!(read(&joiner, "private", "p.txt"), None, "only the invited folder is shared");
 
     // The secret is used up: another device proving it is refused.
     let thief = peer(4, &["docs"]);
     thief.trust.allow(inviter.node.device_id(), "docs");
-    thief
-        .trust
-        .set_join_secret(inviter.node.device_id(), secret);
+    thief.trust.set_join_secret(inviter.node.device_id(), secret);
     thief.node.dial(addr, inviter.node.device_id());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(read(&thief, "docs", "a.txt"), None);
     assert_eq!(read(&stranger, "docs", "a.txt"), None);
-    assert!(!inviter
-        .node
-        .connected_peers()
-        .contains(&thief.node.device_id()));
-    assert!(!inviter
-        .node
-        .connected_peers()
-        .contains(&stranger.node.device_id()));
+    assert!(!inviter.node.connected_peers().contains(&thief.node.device_id()));
+    assert!(!inviter.node.connected_peers().contains(&stranger.node.device_id()));
     assert!(!inviter.trust.is_trusted(&thief.node.device_id()));
     assert_eq!(joined.lock().expect("lock").len(), 1);
     // Status knows how far the joiner is.
@@ -350,21 +243,12 @@ async fn expired_invitation_lets_no_one_in() {
     use transport::tls::Invite;
     let inviter = peer(1, &["docs"]);
     let secret = [9u8; transport::tls::SECRET_LEN];
-    inviter.trust.invite(Invite {
-        folder: "docs".into(),
-        secret,
-        expires: 1,
-    });
+    inviter.trust.invite(Invite { folder: "docs".into(), secret, expires: 1 });
     write(&inviter, "docs", "a.txt", "shared");
     let joiner = peer(2, &["docs"]);
     joiner.trust.allow(inviter.node.device_id(), "docs");
-    joiner
-        .trust
-        .set_join_secret(inviter.node.device_id(), secret);
-    joiner.node.dial(
-        inviter.node.local_addr().expect("addr"),
-        inviter.node.device_id(),
-    );
+    joiner.trust.set_join_secret(inviter.node.device_id(), secret);
+    joiner.node.dial(inviter.node.local_addr().expect("addr"), inviter.node.device_id());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(read(&joiner, "docs", "a.txt"), None);
     assert!(!inviter.trust.is_trusted(&joiner.node.device_id()));

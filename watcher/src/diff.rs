@@ -49,17 +49,11 @@ impl<'a> TokenSource for Chars<'a> {
     }
 }
 
-fn hunks<T: Eq + Hash>(
-    input: &InternedInput<T>,
-) -> Vec<(std::ops::Range<u32>, std::ops::Range<u32>)> {
+fn hunks<T: Eq + Hash>(input: &InternedInput<T>) -> Vec<(std::ops::Range<u32>, std::ops::Range<u32>)> {
     let mut out = Vec::new();
-    diff(
-        Algorithm::Histogram,
-        input,
-        |before: std::ops::Range<u32>, after: std::ops::Range<u32>| {
-            out.push((before, after));
-        },
-    );
+    diff(Algorithm::Histogram, input, |before: std::ops::Range<u32>, after: std::ops::Range<u32>| {
+        out.push((before, after));
+    });
     out
 }
 
@@ -68,17 +62,11 @@ fn hunks<T: Eq + Hash>(
 /// a line replaced by another that shares characters counts whole.
 pub fn line_change(old: &str, new: &str) -> usize {
     let input = InternedInput::new(lines_with_terminator(old), lines_with_terminator(new));
-    let len = |tokens: &[imara_diff::intern::Token]| {
-        tokens
-            .iter()
-            .map(|t| input.interner[*t].chars().count())
-            .sum::<usize>()
-    };
+    let len = |tokens: &[imara_diff::intern::Token]| tokens.iter().map(|t| input.interner[*t].chars().count()).sum::<usize>();
     hunks(&input)
         .into_iter()
         .map(|(b, a)| {
-            len(&input.before[b.start as usize..b.end as usize])
-                + len(&input.after[a.start as usize..a.end as usize])
+            len(&input.before[b.start as usize..b.end as usize]) + len(&input.after[a.start as usize..a.end as usize])
         })
         .sum()
 }
@@ -109,11 +97,7 @@ pub fn text_edits(old: &str, new: &str) -> Vec<Edit> {
         let (ob, oe) = (old_starts[b.start as usize], old_starts[b.end as usize]);
         let (nb, ne) = (new_starts[a.start as usize], new_starts[a.end as usize]);
         let (o, n) = (&old_chars[ob..oe], &new_chars[nb..ne]);
-        let whole = Edit {
-            pos: ob,
-            del: o.len(),
-            ins: n.iter().collect(),
-        };
+        let whole = Edit { pos: ob, del: o.len(), ins: n.iter().collect() };
         if o.len() + n.len() > REFINE_MAX || o.is_empty() || n.is_empty() {
             edits.push(whole);
             continue;
@@ -131,16 +115,10 @@ pub fn text_edits(old: &str, new: &str) -> Vec<Edit> {
         // lines: replaced whole (see the module docs).
         let inserts = refined.iter().any(|e| !e.ins.is_empty());
         let deletes = refined.iter().any(|e| e.del > 0);
-        let long = |t: &[imara_diff::intern::Token]| {
-            t.iter()
-                .all(|t| input.interner[*t].chars().count() >= REFINE_MIN_LINE)
-        };
-        let (old_lines, new_lines) = (
-            &input.before[b.start as usize..b.end as usize],
-            &input.after[a.start as usize..a.end as usize],
-        );
-        let long_in_place =
-            old_lines.len() == new_lines.len() && long(old_lines) && long(new_lines);
+        let long = |t: &[imara_diff::intern::Token]| t.iter().all(|t| input.interner[*t].chars().count() >= REFINE_MIN_LINE);
+        let (old_lines, new_lines) =
+            (&input.before[b.start as usize..b.end as usize], &input.after[a.start as usize..a.end as usize]);
+        let long_in_place = old_lines.len() == new_lines.len() && long(old_lines) && long(new_lines);
         if inserts && deletes && !long_in_place {
             edits.push(whole);
         } else {
@@ -170,10 +148,7 @@ mod tests {
         let e = text_edits(old, new);
         // One 'l' inserted after "hel" or "hell": either is minimal.
         assert_eq!(e.len(), 1);
-        assert!(
-            e[0].del == 0 && e[0].ins == "l" && (e[0].pos == 24 || e[0].pos == 25),
-            "{e:?}"
-        );
+        assert!(e[0].del == 0 && e[0].ins == "l" && (e[0].pos == 24 || e[0].pos == 25), "{e:?}");
         assert_eq!(apply(old, &e), new);
     }
 
@@ -186,26 +161,17 @@ mod tests {
         assert_eq!((e.len(), e[0].del), (1, 12), "{e:?}");
         // Only typed into, or only erased from: refined.
         let e = text_edits("[]\n", "[aaa]\n");
-        assert_eq!(
-            (e.len(), e[0].pos, e[0].del, e[0].ins.as_str()),
-            (1, 1, 0, "aaa")
-        );
+        assert_eq!((e.len(), e[0].pos, e[0].del, e[0].ins.as_str()), (1, 1, 0, "aaa"));
         let e = text_edits("a long word\n", "a word\n");
         assert_eq!((e.len(), e[0].del, e[0].ins.as_str()), (1, 5, ""));
         // A long line changed in place: refined; split in two: whole.
         let long = "a".repeat(70);
         let e = text_edits(&format!("{long}x\n"), &format!("{long}y\n"));
-        assert_eq!(
-            (e.len(), e[0].pos, e[0].del, e[0].ins.as_str()),
-            (1, 70, 1, "y")
-        );
+        assert_eq!((e.len(), e[0].pos, e[0].del, e[0].ins.as_str()), (1, 70, 1, "y"));
         let (old, new) = (format!("{long}x\n"), format!("{long}b\nc\n"));
         let e = text_edits(&old, &new);
         assert_eq!(e.len(), 1, "one long line became two: {e:?}");
-        assert_eq!(
-            (e[0].del, e[0].ins.as_str()),
-            (old.chars().count(), new.as_str())
-        );
+        assert_eq!((e[0].del, e[0].ins.as_str()), (old.chars().count(), new.as_str()));
     }
 
     #[test]
@@ -217,13 +183,7 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let cases = [
-            ("", "abc"),
-            ("abc", ""),
-            ("a\nb\nc\n", "a\nB\nc\nd\n"),
-            ("héllo\nwörld", "hello\nwörld😀"),
-            ("x", "x"),
-        ];
+        let cases = [("", "abc"), ("abc", ""), ("a\nb\nc\n", "a\nB\nc\nd\n"), ("héllo\nwörld", "hello\nwörld😀"), ("x", "x")];
         for (o, n) in cases {
             assert_eq!(apply(o, &text_edits(o, n)), n, "{o:?} -> {n:?}");
         }

@@ -50,9 +50,7 @@ impl Ignore {
         if name.starts_with(TEMP_PREFIX) {
             return true;
         }
-        self.rules
-            .matched_path_or_any_parents(rel, is_dir)
-            .is_ignore()
+        self.rules.matched_path_or_any_parents(rel, is_dir).is_ignore()
     }
 }
 
@@ -66,15 +64,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("mkdir");
         std::fs::write(dir.join(".fsyncignore"), "build/\n*.log\n!keep.log\n").expect("write");
         let ig = Ignore::load(&dir);
-        for p in [
-            ".notes.txt.swp",
-            "notes.txt~",
-            ".#notes.txt",
-            "4913",
-            "build/out.o",
-            "x.log",
-            ".fsync-tmp-123",
-        ] {
+        for p in [".notes.txt.swp", "notes.txt~", ".#notes.txt", "4913", "build/out.o", "x.log", ".fsync-tmp-123"] {
             assert!(ig.ignored(p, false), "{p} should be ignored");
         }
         for p in ["notes.txt", "keep.log", "src/build.rs"] {

@@ -19,9 +19,7 @@ pub mod write;
 
 use std::path::Path;
 
-pub use scan::{
-    scan, scan_scoped, scan_with_progress, take_in_bytes, Index, Known, ScanProgress, ScanReport,
-};
+pub use scan::{scan, scan_scoped, scan_with_progress, take_in_bytes, Index, Known, ScanProgress, ScanReport};
 pub use write::{write_back, write_back_with, WriteReport};
 
 /// Why a scan or write-back failed.
@@ -53,9 +51,6 @@ pub enum WatchError {
 
 impl WatchError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> WatchError {
-        WatchError::Io {
-            path: path.display().to_string(),
-            source,
-        }
+        WatchError::Io { path: path.display().to_string(), source }
     }
 }

@@ -39,12 +39,7 @@ pub struct Debouncer {
 impl Debouncer {
     /// Quiet time `delay`, longest wait `max_delay`.
     pub fn new(delay: u64, max_delay: u64) -> Self {
-        Debouncer {
-            delay,
-            max_delay,
-            pending: BTreeMap::new(),
-            all: None,
-        }
+        Debouncer { delay, max_delay, pending: BTreeMap::new(), all: None }
     }
 
     /// An event on `path` at `now`.
@@ -60,10 +55,7 @@ impl Debouncer {
 
     /// When to call [`Debouncer::poll`] next.
     pub fn next_deadline(&self) -> Option<u64> {
-        let paths = self
-            .pending
-            .values()
-            .map(|&(first, last)| (last + self.delay).min(first + self.max_delay));
+        let paths = self.pending.values().map(|&(first, last)| (last + self.delay).min(first + self.max_delay));
         paths.chain(self.all.map(|t| t + self.delay)).min()
     }
 
@@ -73,10 +65,7 @@ impl Debouncer {
             if now >= t + self.delay {
                 self.all = None;
                 self.pending.clear();
-                return Some(Batch {
-                    paths: Vec::new(),
-                    all: true,
-                });
+                return Some(Batch { paths: Vec::new(), all: true });
             }
         }
         let ready: Vec<String> = self
@@ -94,10 +83,7 @@ impl Debouncer {
         // A path below another ready one is covered by it.
         let mut paths: Vec<String> = Vec::new();
         for p in ready {
-            if !paths
-                .iter()
-                .any(|q| p.starts_with(q.as_str()) && p.as_bytes().get(q.len()) == Some(&b'/'))
-            {
+            if !paths.iter().any(|q| p.starts_with(q.as_str()) && p.as_bytes().get(q.len()) == Some(&b'/')) {
                 paths.push(p);
             }
         }
@@ -145,13 +131,7 @@ impl LiveWatcher {
                         .iter()
                         .filter_map(|p| p.strip_prefix(&b).ok())
                         .filter_map(|p| p.to_str().map(str::to_owned))
-                        .filter(|p| {
-                            !p.is_empty()
-                                && !p
-                                    .rsplit('/')
-                                    .next()
-                                    .is_some_and(|n| n.starts_with(TEMP_PREFIX))
-                        })
+                        .filter(|p| !p.is_empty() && !p.rsplit('/').next().is_some_and(|n| n.starts_with(TEMP_PREFIX)))
                         .collect();
                     if paths.is_empty() {
                         return;
@@ -160,40 +140,28 @@ impl LiveWatcher {
                 }
                 // A directory we may not read: the scans report it; a
                 // rescan would find nothing more.
-                Err(notify::Error {
-                    kind: notify::ErrorKind::Io(e),
-                    ..
-                }) if e.kind() == std::io::ErrorKind::PermissionDenied => return,
+                Err(notify::Error { kind: notify::ErrorKind::Io(e), .. })
+                    if e.kind() == std::io::ErrorKind::PermissionDenied =>
+                {
+                    return
+                }
                 Err(e) => Live::Rescan(format!("watch error: {e}")),
             };
             let _ = tx.send(msg);
         };
-        let mut w = notify::recommended_watcher(handler.clone())
-            .map_err(|e| WatchError::Walk(format!("cannot watch: {e}")))?;
+        let mut w = notify::recommended_watcher(handler.clone()).map_err(|e| WatchError::Walk(format!("cannot watch: {e}")))?;
         match w.watch(&base, RecursiveMode::Recursive) {
-            Ok(()) => Ok(LiveWatcher {
-                _watcher: Box::new(w),
-                rx,
-                polling: None,
-            }),
+            Ok(()) => Ok(LiveWatcher { _watcher: Box::new(w), rx, polling: None }),
             // inotify cannot watch a directory we may not read, and then
             // watches nothing: poll instead (every POLL), which skips it,
             // rather than not run at all.
             Err(e) => {
                 let config = notify::Config::default().with_poll_interval(POLL);
-                let mut p = notify::PollWatcher::new(handler, config)
-                    .map_err(|e| WatchError::Walk(format!("cannot watch: {e}")))?;
-                p.watch(&base, RecursiveMode::Recursive).map_err(|e2| {
-                    WatchError::Walk(format!(
-                        "cannot watch {} ({e}; polling: {e2})",
-                        base.display()
-                    ))
-                })?;
-                Ok(LiveWatcher {
-                    _watcher: Box::new(p),
-                    rx,
-                    polling: Some(e.to_string()),
-                })
+                let mut p =
+                    notify::PollWatcher::new(handler, config).map_err(|e| WatchError::Walk(format!("cannot watch: {e}")))?;
+                p.watch(&base, RecursiveMode::Recursive)
+                    .map_err(|e2| WatchError::Walk(format!("cannot watch {} ({e}; polling: {e2})", base.display())))?;
+                Ok(LiveWatcher { _watcher: Box::new(p), rx, polling: Some(e.to_string()) })
             }
         }
     }
@@ -246,13 +214,7 @@ mod tests {
         let mut d = Debouncer::new(10, 100);
         d.push("x".into(), 0);
         d.push_all(1);
-        assert_eq!(
-            d.poll(11),
-            Some(Batch {
-                paths: Vec::new(),
-                all: true
-            })
-        );
+        assert_eq!(d.poll(11), Some(Batch { paths: Vec::new(), all: true }));
         assert_eq!(d.poll(50), None, "the full rescan covers the pending path");
     }
 }

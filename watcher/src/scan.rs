@@ -149,10 +149,7 @@ impl Index {
         let id = |r: &mut Reader<'_>| -> Result<EventId, DecodeError> {
             let mut a = [0u8; 16];
             a.copy_from_slice(r.raw(16)?);
-            Ok(EventId {
-                agent: AgentId(a),
-                seq: r.varint()?,
-            })
+            Ok(EventId { agent: AgentId(a), seq: r.varint()? })
         };
         let mut index = Index::default();
         for _ in 0..r.count(20)? {
@@ -164,13 +161,7 @@ impl Index {
                 2 => Kind::Symlink,
                 _ => return Err(DecodeError::Invalid("kind")),
             };
-            let stat = Stat {
-                ino: r.varint()?,
-                size: r.varint()?,
-                mtime: r.signed()?,
-                ctime: r.signed()?,
-                exec: r.u8()? != 0,
-            };
+            let stat = Stat { ino: r.varint()?, size: r.varint()?, mtime: r.signed()?, ctime: r.signed()?, exec: r.u8()? != 0 };
             let ids = |r: &mut Reader<'_>| -> Result<Vec<EventId>, DecodeError> {
                 let mut v = Vec::new();
                 for _ in 0..r.count(17)? {
@@ -184,16 +175,7 @@ impl Index {
                 1 => Some((r.varint()?, ids(&mut r)?)),
                 _ => return Err(DecodeError::Invalid("staged")),
             };
-            index.files.insert(
-                path,
-                Known {
-                    id: entry,
-                    kind,
-                    stat,
-                    base,
-                    staged,
-                },
-            );
+            index.files.insert(path, Known { id: entry, kind, stat, base, staged });
         }
         r.finish()?;
         Ok(index)
@@ -202,12 +184,7 @@ impl Index {
     /// Moves every key at or below `from` to `to`.
     fn rekey(&mut self, from: &str, to: &str) {
         let prefix = format!("{from}/");
-        let keys: Vec<String> = self
-            .files
-            .keys()
-            .filter(|k| *k == from || k.starts_with(&prefix))
-            .cloned()
-            .collect();
+        let keys: Vec<String> = self.files.keys().filter(|k| *k == from || k.starts_with(&prefix)).cloned().collect();
         for k in keys {
             if let Some(v) = self.files.remove(&k) {
                 self.files.insert(format!("{to}{}", &k[from.len()..]), v);
@@ -242,10 +219,7 @@ pub struct ScanReport {
 impl ScanReport {
     /// True when nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.created.is_empty()
-            && self.modified.is_empty()
-            && self.moved.is_empty()
-            && self.deleted.is_empty()
+        self.created.is_empty() && self.modified.is_empty() && self.moved.is_empty() && self.deleted.is_empty()
     }
 }
 
@@ -298,12 +272,7 @@ fn read_body(path: &Path, kind: Kind) -> Result<Body, WatchError> {
     let io = |e| WatchError::io(path, e);
     Ok(match kind {
         Kind::Dir => Body::Dir,
-        Kind::Symlink => Body::Link(
-            std::fs::read_link(path)
-                .map_err(io)?
-                .to_string_lossy()
-                .into_owned(),
-        ),
+        Kind::Symlink => Body::Link(std::fs::read_link(path).map_err(io)?.to_string_lossy().into_owned()),
         Kind::File => classify(std::fs::read(path).map_err(io)?),
     })
 }
@@ -350,11 +319,10 @@ fn content_key(body: &Body) -> Option<[u8; 32]> {
 
 fn entry_key(folder: &Folder, id: EntryId, chunks: &dyn ChunkStore) -> Option<[u8; 32]> {
     match &folder.state(id)?.content {
-        Content::Text => {
-            Some(fsync_core::chunks::ChunkHash::of(folder.doc(id)?.text().as_bytes()).0)
+        Content::Text => Some(fsync_core::chunks::ChunkHash::of(folder.doc(id)?.text().as_bytes()).0),
+        Content::Binary { chunks: refs, .. } => {
+            fsync_core::chunks::assemble(refs, chunks).map(|b| fsync_core::chunks::ChunkHash::of(&b).0)
         }
-        Content::Binary { chunks: refs, .. } => fsync_core::chunks::assemble(refs, chunks)
-            .map(|b| fsync_core::chunks::ChunkHash::of(&b).0),
         _ => None,
     }
 }
@@ -375,9 +343,7 @@ fn same_content(folder: &Folder, chunks: &dyn ChunkStore, id: EntryId, body: &Bo
 fn unreadable(report: &mut ScanReport, path: &str, e: WatchError) {
     if let WatchError::Io { source, .. } = &e {
         if source.kind() != std::io::ErrorKind::NotFound {
-            report
-                .unreadable
-                .push((path.to_owned(), source.to_string()));
+            report.unreadable.push((path.to_owned(), source.to_string()));
         }
     }
 }
@@ -386,9 +352,7 @@ impl Stat {
     /// Modified within the last `ms` milliseconds (a writer may not be
     /// done with it).
     pub(crate) fn modified_within(&self, ms: i64) -> bool {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64);
         now - self.mtime < ms * 1_000_000
     }
 }
@@ -396,12 +360,8 @@ impl Stat {
 /// True when `path` is one of `scope` or below one.
 fn in_scope(path: &str, scope: Option<&[String]>) -> bool {
     scope.is_none_or(|s| {
-        s.iter().any(|p| {
-            path == p
-                || (path.len() > p.len()
-                    && path.starts_with(p.as_str())
-                    && path.as_bytes()[p.len()] == b'/')
-        })
+        s.iter()
+            .any(|p| path == p || (path.len() > p.len() && path.starts_with(p.as_str()) && path.as_bytes()[p.len()] == b'/'))
     })
 }
 
@@ -423,33 +383,19 @@ fn ino_key(stat: Stat, kind: Kind) -> (u64, u8) {
 
 /// Known paths outside `scope` whose inode turns up new inside it, and
 /// which no longer hold that inode: where something in scope moved from.
-fn moved_from_outside(
-    root: &Path,
-    index: &Index,
-    disk: &BTreeMap<String, OnDisk>,
-    scope: &[String],
-) -> Vec<String> {
-    let fresh: Vec<&OnDisk> = disk
-        .iter()
-        .filter(|(p, d)| is_new(index, p, d))
-        .map(|(_, d)| d)
-        .collect();
+fn moved_from_outside(root: &Path, index: &Index, disk: &BTreeMap<String, OnDisk>, scope: &[String]) -> Vec<String> {
+    let fresh: Vec<&OnDisk> = disk.iter().filter(|(p, d)| is_new(index, p, d)).map(|(_, d)| d).collect();
     if fresh.is_empty() {
         return Vec::new();
     }
-    let by_ino: HashMap<(u64, u8), &String> = index
-        .files
-        .iter()
-        .filter(|(p, _)| !in_scope(p, Some(scope)))
-        .map(|(p, k)| (ino_key(k.stat, k.kind), p))
-        .collect();
+    let by_ino: HashMap<(u64, u8), &String> =
+        index.files.iter().filter(|(p, _)| !in_scope(p, Some(scope))).map(|(p, k)| (ino_key(k.stat, k.kind), p)).collect();
     let mut from: Vec<String> = fresh
         .iter()
         .filter_map(|d| by_ino.get(&ino_key(d.stat, d.kind)))
         .filter(|old| {
-            std::fs::symlink_metadata(root.join(old)).map_or(true, |m| {
-                std::os::unix::fs::MetadataExt::ino(&m) != index.files[**old].stat.ino
-            })
+            std::fs::symlink_metadata(root.join(old))
+                .map_or(true, |m| std::os::unix::fs::MetadataExt::ino(&m) != index.files[**old].stat.ino)
         })
         .map(|old| (*old).clone())
         .collect();
@@ -471,19 +417,13 @@ fn inode_reused(root: &Path, folder: &Folder, path: &str, known: &Known) -> bool
     if m.len() == known.stat.size && Stat::of(&m).mtime == known.stat.mtime {
         return false;
     }
-    let Some(doc) = folder.doc(known.id).filter(|_| {
-        folder
-            .state(known.id)
-            .is_some_and(|s| s.content == Content::Text)
-    }) else {
+    let Some(doc) = folder.doc(known.id).filter(|_| folder.state(known.id).is_some_and(|s| s.content == Content::Text)) else {
         return false;
     };
     let Ok(Body::Text(now)) = read_body(&root.join(path), Kind::File) else {
         return false;
     };
-    let was = doc
-        .lvs_of(&known.base)
-        .map_or_else(|| doc.text(), |l| doc.text_at(&l));
+    let was = doc.lvs_of(&known.base).map_or_else(|| doc.text(), |l| doc.text_at(&l));
     similar::pair(&[was.as_str()], &[now.as_str()]).is_empty()
 }
 
@@ -497,43 +437,16 @@ fn walk(
 ) -> Result<BTreeMap<String, OnDisk>, WatchError> {
     let mut out = BTreeMap::new();
     let Some(scope) = scope else {
-        walk_from(
-            root,
-            root,
-            1,
-            usize::MAX,
-            ignore,
-            &mut out,
-            progress,
-            unreadable,
-        )?;
+        walk_from(root, root, 1, usize::MAX, ignore, &mut out, progress, unreadable)?;
         return Ok(out);
     };
     for p in scope {
         // The parents, one entry each, so new directories are indexed too.
         let parts: Vec<&str> = p.split('/').collect();
         for i in 1..parts.len() {
-            walk_from(
-                root,
-                &root.join(parts[..i].join("/")),
-                0,
-                0,
-                ignore,
-                &mut out,
-                progress,
-                unreadable,
-            )?;
+            walk_from(root, &root.join(parts[..i].join("/")), 0, 0, ignore, &mut out, progress, unreadable)?;
         }
-        walk_from(
-            root,
-            &root.join(p),
-            0,
-            usize::MAX,
-            ignore,
-            &mut out,
-            progress,
-            unreadable,
-        )?;
+        walk_from(root, &root.join(p), 0, usize::MAX, ignore, &mut out, progress, unreadable)?;
     }
     Ok(out)
 }
@@ -577,25 +490,12 @@ fn walk_from(
         let e = match e {
             Ok(e) => e,
             // Vanished while walking: the next scan sees the new state.
-            Err(err)
-                if err
-                    .io_error()
-                    .is_some_and(|i| i.kind() == std::io::ErrorKind::NotFound) =>
-            {
-                continue
-            }
+            Err(err) if err.io_error().is_some_and(|i| i.kind() == std::io::ErrorKind::NotFound) => continue,
             // A directory we may not list (permissions removed): noted,
             // and what the index has below it is kept as it is.
-            Err(err)
-                if err.io_error().is_some()
-                    && err.path().is_some_and(|p| p.starts_with(root) && p != root) =>
-            {
-                let rel = err
-                    .path()
-                    .and_then(|p| p.strip_prefix(root).ok())
-                    .and_then(Path::to_str)
-                    .unwrap_or_default()
-                    .to_owned();
+            Err(err) if err.io_error().is_some() && err.path().is_some_and(|p| p.starts_with(root) && p != root) => {
+                let rel =
+                    err.path().and_then(|p| p.strip_prefix(root).ok()).and_then(Path::to_str).unwrap_or_default().to_owned();
                 let why = err.io_error().map(ToString::to_string).unwrap_or_default();
                 unreadable.push((rel, why));
                 continue;
@@ -619,8 +519,7 @@ fn walk_from(
         } else {
             continue; // sockets, fifos, devices: not synced
         };
-        if ignore.ignored(&rel, kind == Kind::Dir) || fsync_core::folder::split_path(&rel).is_err()
-        {
+        if ignore.ignored(&rel, kind == Kind::Dir) || fsync_core::folder::split_path(&rel).is_err() {
             if kind == Kind::Dir {
                 it.skip_current_dir();
             }
@@ -630,13 +529,7 @@ fn walk_from(
             Ok(m) => m,
             Err(_) => continue,
         };
-        out.insert(
-            rel,
-            OnDisk {
-                kind,
-                stat: Stat::of(&meta),
-            },
-        );
+        out.insert(rel, OnDisk { kind, stat: Stat::of(&meta) });
         ScanProgress::add(&progress.walked, 1);
     }
     Ok(())
@@ -670,16 +563,7 @@ pub fn scan_scoped(
     scope: Option<&[String]>,
     now: u64,
 ) -> Result<ScanReport, WatchError> {
-    scan_with_progress(
-        root,
-        folder,
-        chunks,
-        index,
-        ignore,
-        scope,
-        now,
-        &ScanProgress::default(),
-    )
+    scan_with_progress(root, folder, chunks, index, ignore, scope, now, &ScanProgress::default())
 }
 
 /// [`scan_scoped`], counting its progress into `progress` as it goes.
@@ -707,13 +591,7 @@ pub fn scan_with_progress(
             if from.is_empty() {
                 Some(sc)
             } else {
-                disk.append(&mut walk(
-                    root,
-                    ignore,
-                    Some(&from),
-                    progress,
-                    &mut unreadable,
-                )?);
+                disk.append(&mut walk(root, ignore, Some(&from), progress, &mut unreadable)?);
                 widened = sc.iter().chain(&from).cloned().collect();
                 Some(widened.as_slice())
             }
@@ -726,10 +604,7 @@ pub fn scan_with_progress(
     let hidden: Vec<String> = unreadable.iter().map(|(p, _)| p.clone()).collect();
     let unseen = |k: &str| {
         !disk.contains_key(k)
-            && ((scope.is_some() && !in_scope(k, scope))
-                || hidden
-                    .iter()
-                    .any(|h| in_scope(k, Some(std::slice::from_ref(h)))))
+            && ((scope.is_some() && !in_scope(k, scope)) || hidden.iter().any(|h| in_scope(k, Some(std::slice::from_ref(h)))))
     };
     let keys: Vec<String> = index.files.keys().filter(|k| unseen(k)).cloned().collect();
     for k in keys {
@@ -737,24 +612,10 @@ pub fn scan_with_progress(
             outside.files.insert(k, v);
         }
     }
-    let result = scan_inner(
-        root,
-        folder,
-        chunks,
-        index,
-        disk,
-        scope.is_some(),
-        now,
-        progress,
-    );
+    let result = scan_inner(root, folder, chunks, index, disk, scope.is_some(), now, progress);
     index.files.append(&mut outside.files);
     // Deferred paths that moved (or came back) meanwhile need nothing more.
-    index.deferred.retain(|p| {
-        index
-            .files
-            .get(p)
-            .is_some_and(|_| std::fs::symlink_metadata(root.join(p)).is_err())
-    });
+    index.deferred.retain(|p| index.files.get(p).is_some_and(|_| std::fs::symlink_metadata(root.join(p)).is_err()));
     result.map(|mut r| {
         unreadable.append(&mut r.unreadable);
         unreadable.sort();
@@ -783,16 +644,10 @@ fn scan_inner(
     loop {
         // Gone: no longer on disk as the same kind. (A path still there
         // with a new inode was replaced in place, as editors save.)
-        let gone: Vec<(String, Known)> = index
-            .files
-            .iter()
-            .filter(|(p, k)| is_gone(&disk, p, k))
-            .map(|(p, k)| (p.clone(), k.clone()))
-            .collect();
-        let by_ino: HashMap<(u64, bool), &(String, Known)> = gone
-            .iter()
-            .map(|g| ((g.1.stat.ino, g.1.kind == Kind::Dir), g))
-            .collect();
+        let gone: Vec<(String, Known)> =
+            index.files.iter().filter(|(p, k)| is_gone(&disk, p, k)).map(|(p, k)| (p.clone(), k.clone())).collect();
+        let by_ino: HashMap<(u64, bool), &(String, Known)> =
+            gone.iter().map(|g| ((g.1.stat.ino, g.1.kind == Kind::Dir), g)).collect();
         let mut found = None;
         for (path, d) in &disk {
             // Only a path the index does not have can be where something
@@ -804,15 +659,11 @@ fn scan_inner(
             if let Some((old, known)) = by_ino.get(&(d.stat.ino, d.kind == Kind::Dir)) {
                 if known.kind == d.kind && old != path && !path.starts_with(&format!("{old}/")) {
                     if known.kind == Kind::File
-                        && *reused
-                            .entry((path.clone(), known.id))
-                            .or_insert_with(|| inode_reused(root, folder, path, known))
+                        && *reused.entry((path.clone(), known.id)).or_insert_with(|| inode_reused(root, folder, path, known))
                     {
                         continue;
                     }
-                    let better = found
-                        .as_ref()
-                        .is_none_or(|(o, _, _): &(String, String, EntryId)| old.len() < o.len());
+                    let better = found.as_ref().is_none_or(|(o, _, _): &(String, String, EntryId)| old.len() < o.len());
                     if better {
                         found = Some((old.clone(), path.clone(), known.id));
                     }
@@ -828,11 +679,7 @@ fn scan_inner(
     }
 
     // Bodies of new paths, read once.
-    let fresh: Vec<String> = disk
-        .iter()
-        .filter(|(p, d)| is_new(index, p, d))
-        .map(|(p, _)| p.clone())
-        .collect();
+    let fresh: Vec<String> = disk.iter().filter(|(p, d)| is_new(index, p, d)).map(|(p, _)| p.clone()).collect();
     let mut bodies: HashMap<String, Body> = HashMap::new();
     for p in &fresh {
         match read_counted(&root.join(p), disk[p].kind, progress) {
@@ -865,13 +712,7 @@ fn scan_inner(
             if let Some((old, known)) = by_key.remove(&key) {
                 folder.rename(known.id, p, now)?;
                 index.files.remove(&old);
-                index.files.insert(
-                    p.clone(),
-                    Known {
-                        stat: disk[p].stat,
-                        ..known
-                    },
-                );
+                index.files.insert(p.clone(), Known { stat: disk[p].stat, ..known });
                 report.moved.push((old, p.clone()));
             }
         }
@@ -883,16 +724,10 @@ fn scan_inner(
         .files
         .iter()
         .filter(|(p, k)| k.kind == Kind::File && is_gone(&disk, p, k))
-        .filter(|(_, k)| {
-            folder
-                .state(k.id)
-                .is_some_and(|s| s.content == Content::Text)
-        })
+        .filter(|(_, k)| folder.state(k.id).is_some_and(|s| s.content == Content::Text))
         .filter_map(|(p, k)| {
             let doc = folder.doc(k.id)?;
-            let text = doc
-                .lvs_of(&k.base)
-                .map_or_else(|| doc.text(), |l| doc.text_at(&l));
+            let text = doc.lvs_of(&k.base).map_or_else(|| doc.text(), |l| doc.text_at(&l));
             Some((p.clone(), k.clone(), text))
         })
         .collect();
@@ -907,10 +742,8 @@ fn scan_inner(
             .collect();
         let old: Vec<&str> = gone_texts.iter().map(|g| g.2.as_str()).collect();
         let new: Vec<&str> = new_texts.iter().map(|n| n.1).collect();
-        let pairs: Vec<(String, String)> = similar::pair(&old, &new)
-            .into_iter()
-            .map(|(i, j)| (gone_texts[i].0.clone(), new_texts[j].0.clone()))
-            .collect();
+        let pairs: Vec<(String, String)> =
+            similar::pair(&old, &new).into_iter().map(|(i, j)| (gone_texts[i].0.clone(), new_texts[j].0.clone())).collect();
         for (old, p) in pairs {
             let Some(known) = index.files.remove(&old) else {
                 continue;
@@ -922,24 +755,8 @@ fn scan_inner(
                 folder.rename(known.id, &p, now)?;
             }
             let d = &disk[&p];
-            let base = take_in(
-                folder,
-                chunks,
-                known.id,
-                &known.base,
-                body,
-                d.stat.exec,
-                now,
-            )?;
-            index.files.insert(
-                p.clone(),
-                Known {
-                    stat: d.stat,
-                    base,
-                    staged: None,
-                    ..known
-                },
-            );
+            let base = take_in(folder, chunks, known.id, &known.base, body, d.stat.exec, now)?;
+            index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, ..known });
             report.moved.push((old, p.clone()));
             report.modified.push(p);
         }
@@ -948,13 +765,8 @@ fn scan_inner(
     // Deletions, deepest first. A scoped scan waits for one more look at a
     // path gone for the first time: the other half of a move may come in
     // the next batch of events.
-    let gone: Vec<(String, Known)> = index
-        .files
-        .iter()
-        .rev()
-        .filter(|(p, k)| is_gone(&disk, p, k))
-        .map(|(p, k)| (p.clone(), k.clone()))
-        .collect();
+    let gone: Vec<(String, Known)> =
+        index.files.iter().rev().filter(|(p, k)| is_gone(&disk, p, k)).map(|(p, k)| (p.clone(), k.clone())).collect();
     for (p, k) in gone {
         if scoped && !index.deferred.remove(&p) {
             index.deferred.insert(p.clone());
@@ -985,12 +797,7 @@ fn scan_inner(
             // A directory the folder already has (created by a peer), or
             // the very file it has there (written by us, the index update
             // lost in a crash).
-            Some((id, kind))
-                if kind == d.kind
-                    && (kind == Kind::Dir || same_content(folder, chunks, id, &body)) =>
-            {
-                id
-            }
+            Some((id, kind)) if kind == d.kind && (kind == Kind::Dir || same_content(folder, chunks, id, &body)) => id,
             // A peer's file of that name not written here yet: ours is
             // another file, created concurrently (taking it as an edit of
             // theirs would replace their content).
@@ -998,16 +805,7 @@ fn scan_inner(
             None => folder.create(&p, d.kind, now)?,
         };
         let base = take_in(folder, chunks, id, &[], body, d.stat.exec, now)?;
-        index.files.insert(
-            p.clone(),
-            Known {
-                id,
-                kind: d.kind,
-                stat: d.stat,
-                base,
-                staged: None,
-            },
-        );
+        index.files.insert(p.clone(), Known { id, kind: d.kind, stat: d.stat, base, staged: None });
         report.created.push(p);
     }
 
@@ -1044,10 +842,7 @@ fn scan_inner(
         };
         // Written while we read it: what we read may be half of it.
         if d.kind == Kind::File
-            && std::fs::symlink_metadata(root.join(&p))
-                .map(|m| Stat::of(&m))
-                .ok()
-                != Some(d.stat)
+            && std::fs::symlink_metadata(root.join(&p)).map(|m| Stat::of(&m)).ok() != Some(d.stat)
             && index.busy.insert(p.clone())
         {
             report.deferred.push(p);
@@ -1066,15 +861,7 @@ fn scan_inner(
             None => k.base.clone(),
         };
         let base = take_in(folder, chunks, k.id, &from, body, d.stat.exec, now)?;
-        index.files.insert(
-            p.clone(),
-            Known {
-                stat: d.stat,
-                base,
-                staged: None,
-                ..k
-            },
-        );
+        index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, ..k });
         if d.kind != Kind::Dir {
             report.modified.push(p);
         }
@@ -1086,13 +873,7 @@ fn scan_inner(
 /// Diffing from the wrong one either undoes what the other brought (a
 /// peer's edit, taken back) or, refined to characters, blends the user's
 /// new line into one a peer deleted (`tok-61` -> `tok-117` kept only `17`).
-fn closer_base(
-    folder: &Folder,
-    id: EntryId,
-    base: &[EventId],
-    staged: &[EventId],
-    body: &Body,
-) -> Vec<EventId> {
+fn closer_base(folder: &Folder, id: EntryId, base: &[EventId], staged: &[EventId], body: &Body) -> Vec<EventId> {
     let (Body::Text(t), Some(doc)) = (body, folder.doc(id)) else {
         return base.to_vec();
     };
@@ -1119,11 +900,7 @@ fn take_in(
 ) -> Result<Vec<EventId>, WatchError> {
     let doc_version = |f: &Folder| f.doc(id).map(|d| d.version_ids()).unwrap_or_default();
     let current = doc_version(folder);
-    let base: Vec<EventId> = if base.is_empty() {
-        current.clone()
-    } else {
-        base.to_vec()
-    };
+    let base: Vec<EventId> = if base.is_empty() { current.clone() } else { base.to_vec() };
     let ops_before = folder.doc(id).map_or(0, |d| d.oplog().len());
     // The newest of our own text operations, if any (markers added later,
     // like the exec bit, sit on top of the merged version).
@@ -1143,10 +920,7 @@ fn take_in(
             // from the old base would record the merged changes a second
             // time.
             if was_text && base != current && doc.text() == t {
-                if folder
-                    .state(id)
-                    .is_some_and(|s| s.kind == Kind::File && s.exec != exec)
-                {
+                if folder.state(id).is_some_and(|s| s.kind == Kind::File && s.exec != exec) {
                     folder.set_exec(id, exec, now)?;
                 }
                 return Ok(doc_version(folder));
@@ -1184,10 +958,7 @@ fn take_in(
             }
         }
     }
-    if folder
-        .state(id)
-        .is_some_and(|s| s.kind == Kind::File && s.exec != exec)
-    {
+    if folder.state(id).is_some_and(|s| s.kind == Kind::File && s.exec != exec) {
         folder.set_exec(id, exec, now)?;
     }
     // If nothing else arrived since `base`, the disk now holds the current

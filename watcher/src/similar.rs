@@ -74,8 +74,7 @@ pub(crate) fn pair(gone: &[&str], fresh: &[&str]) -> Vec<(usize, usize)> {
             // Or the old file grown: nearly all of it kept, and a fair part
             // of the new one (a file edited a lot while the daemon was
             // stopped, then renamed).
-            let grown = n as f64 >= GROWN_KEPT * lines.len() as f64
-                && n as f64 >= GROWN_SHARE * fresh_lines[j].len() as f64;
+            let grown = n as f64 >= GROWN_KEPT * lines.len() as f64 && n as f64 >= GROWN_SHARE * fresh_lines[j].len() as f64;
             if score >= THRESHOLD || grown {
                 candidates.push((score, i, j));
             }

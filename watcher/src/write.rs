@@ -47,9 +47,7 @@ pub struct WriteReport {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn lstat(path: &Path) -> Option<Stat> {
@@ -85,9 +83,7 @@ fn inaccessible(root: &Path, path: &str) -> Option<String> {
 }
 
 fn temp_path(dir: &Path) -> PathBuf {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()))
 }
 
@@ -139,10 +135,7 @@ fn stage(target: &Path, bytes: &[u8], exec: bool) -> Result<Staged, WatchError> 
     let io = |e| WatchError::io(target, e);
     // Hold the old file across the rename.
     let old = std::fs::File::open(target).ok();
-    let old_mode = old
-        .as_ref()
-        .and_then(|f| f.metadata().ok())
-        .map(|m| m.permissions().mode() & 0o7777);
+    let old_mode = old.as_ref().and_then(|f| f.metadata().ok()).map(|m| m.permissions().mode() & 0o7777);
     let mode = match (old_mode, exec) {
         // Executable for whoever may read it.
         (Some(m), true) => m | 0o100 | ((m & 0o044) >> 2),
@@ -158,12 +151,7 @@ fn stage(target: &Path, bytes: &[u8], exec: bool) -> Result<Staged, WatchError> 
         Ok(Stat::of(&f.metadata()?))
     })();
     match result {
-        Ok(ours) => Ok(Staged {
-            target: target.to_owned(),
-            tmp,
-            ours,
-            old,
-        }),
+        Ok(ours) => Ok(Staged { target: target.to_owned(), tmp, ours, old }),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
             Err(io(e))
@@ -193,11 +181,7 @@ impl Staged {
         use std::io::Read;
         let io = |e| WatchError::io(&self.target, e);
         let dir = self.target.parent().ok_or(WatchError::Gone)?;
-        let flags = if expected.is_some() {
-            RenameFlags::RENAME_EXCHANGE
-        } else {
-            RenameFlags::RENAME_NOREPLACE
-        };
+        let flags = if expected.is_some() { RenameFlags::RENAME_EXCHANGE } else { RenameFlags::RENAME_NOREPLACE };
         let exchanged = match renameat2(AT_FDCWD, &self.tmp, AT_FDCWD, &self.target, flags) {
             Ok(()) => expected.is_some(),
             Err(Errno::ENOENT) if expected.is_some() => {
@@ -225,28 +209,18 @@ impl Staged {
         // What was displaced, now at the temp path, is held open and its
         // name dropped; it is checked only after the directory sync, so a
         // writer that had it open gets as long as possible to finish.
-        let displaced = if exchanged {
-            std::fs::File::open(&self.tmp).ok()
-        } else {
-            None
-        };
+        let displaced = if exchanged { std::fs::File::open(&self.tmp).ok() } else { None };
         if exchanged {
             let _ = std::fs::remove_file(&self.tmp);
         }
         // The rename is durable once the directory is.
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         let mut ours = self.ours;
         // Renaming changes the inode's ctime; take it from the file now,
         // unless someone already wrote to it (then keep a ctime that cannot
         // match, so the next scan reads their write).
         match lstat(&self.target) {
-            Some(now)
-                if now.ino == ours.ino && now.size == ours.size && now.mtime == ours.mtime =>
-            {
-                ours.ctime = now.ctime
-            }
+            Some(now) if now.ino == ours.ino && now.size == ours.size && now.mtime == ours.mtime => ours.ctime = now.ctime,
             _ => ours.ctime = -1,
         }
         // Not what we expected (another file, or written since we looked):
@@ -267,9 +241,7 @@ impl Staged {
                     f.read_to_end(&mut raced).map_err(io)?;
                     std::thread::sleep(std::time::Duration::from_millis(10));
                     let after = f.metadata().map(|m| Stat::of(&m)).map_err(io)?;
-                    if after == before
-                        && !(raced.is_empty() && exp.size > 0 && after.modified_within(100))
-                    {
+                    if after == before && !(raced.is_empty() && exp.size > 0 && after.modified_within(100)) {
                         break;
                     }
                 }
@@ -324,17 +296,13 @@ pub fn write_back_with(
 
     // Renames first: an entry the index knows at another path moves on disk
     // (keeping its inode), if that path is untouched.
-    let mut by_id: std::collections::HashMap<EntryId, String> =
-        index.files.iter().map(|(p, k)| (k.id, p.clone())).collect();
+    let mut by_id: std::collections::HashMap<EntryId, String> = index.files.iter().map(|(p, k)| (k.id, p.clone())).collect();
     let mut held: std::collections::HashSet<EntryId> = std::collections::HashSet::new();
     for n in &nodes {
         let Some(old) = by_id.get(&n.id).cloned() else {
             continue;
         };
-        if old == n.path
-            || index.files.contains_key(&n.path)
-            || lstat(&root.join(&n.path)).is_some()
-        {
+        if old == n.path || index.files.contains_key(&n.path) || lstat(&root.join(&n.path)).is_some() {
             continue;
         }
         if let Some(why) = inaccessible(root, &old).or_else(|| inaccessible(root, &n.path)) {
@@ -354,15 +322,9 @@ pub fn write_back_with(
         if let Some(parent) = root.join(&n.path).parent() {
             std::fs::create_dir_all(parent).map_err(|e| WatchError::io(parent, e))?;
         }
-        std::fs::rename(root.join(&old), root.join(&n.path))
-            .map_err(|e| WatchError::io(&root.join(&old), e))?;
+        std::fs::rename(root.join(&old), root.join(&n.path)).map_err(|e| WatchError::io(&root.join(&old), e))?;
         let prefix = format!("{old}/");
-        let moved: Vec<String> = index
-            .files
-            .keys()
-            .filter(|k| **k == old || k.starts_with(&prefix))
-            .cloned()
-            .collect();
+        let moved: Vec<String> = index.files.keys().filter(|k| **k == old || k.starts_with(&prefix)).cloned().collect();
         for k in moved {
             if let Some(mut v) = index.files.remove(&k) {
                 let nk = format!("{}{}", n.path, &k[old.len()..]);
@@ -375,10 +337,7 @@ pub fn write_back_with(
                     if let Some(now) = lstat(&root.join(&nk)) {
                         if v.kind == Kind::Dir {
                             v.stat = now;
-                        } else if now.ino == v.stat.ino
-                            && now.size == v.stat.size
-                            && now.mtime == v.stat.mtime
-                        {
+                        } else if now.ino == v.stat.ino && now.size == v.stat.size && now.mtime == v.stat.mtime {
                             v.stat.ctime = now.ctime;
                         }
                     }
@@ -392,13 +351,8 @@ pub fn write_back_with(
 
     // Removals, deepest first: what the index has that the tree does not.
     let wanted: std::collections::HashSet<&str> = nodes.iter().map(|n| n.path.as_str()).collect();
-    let stale: Vec<(String, Known)> = index
-        .files
-        .iter()
-        .rev()
-        .filter(|(p, _)| !wanted.contains(p.as_str()))
-        .map(|(p, k)| (p.clone(), k.clone()))
-        .collect();
+    let stale: Vec<(String, Known)> =
+        index.files.iter().rev().filter(|(p, _)| !wanted.contains(p.as_str())).map(|(p, k)| (p.clone(), k.clone())).collect();
     for (p, k) in stale {
         let full = root.join(&p);
         if let Some(why) = inaccessible(root, &p) {
@@ -438,15 +392,10 @@ pub fn write_back_with(
         let Some(state) = folder.state(n.id).cloned() else {
             continue;
         };
-        let doc_version = folder
-            .doc(n.id)
-            .map(|d| d.version_ids())
-            .unwrap_or_default();
+        let doc_version = folder.doc(n.id).map(|d| d.version_ids()).unwrap_or_default();
         let full = root.join(&n.path);
         let known = index.files.get(&n.path).cloned();
-        let up_to_date = known
-            .as_ref()
-            .is_some_and(|k| k.id == n.id && k.base == doc_version && k.stat.exec == state.exec);
+        let up_to_date = known.as_ref().is_some_and(|k| k.id == n.id && k.base == doc_version && k.stat.exec == state.exec);
         if up_to_date && lstat(&full).is_some() {
             continue;
         }
@@ -464,16 +413,7 @@ pub fn write_back_with(
             (_, Kind::Dir) => {
                 std::fs::create_dir_all(&full).map_err(|e| WatchError::io(&full, e))?;
                 let stat = lstat(&full).ok_or(WatchError::Gone)?;
-                index.files.insert(
-                    n.path.clone(),
-                    Known {
-                        id: n.id,
-                        kind: n.kind,
-                        stat,
-                        base: doc_version,
-                        staged: None,
-                    },
-                );
+                index.files.insert(n.path.clone(), Known { id: n.id, kind: n.kind, stat, base: doc_version, staged: None });
                 if known.is_none() {
                     report.written.push(n.path.clone());
                 }
@@ -482,24 +422,11 @@ pub fn write_back_with(
             (Content::Link(t), _) => {
                 replace_link(&full, t)?;
                 let stat = lstat(&full).ok_or(WatchError::Gone)?;
-                index.files.insert(
-                    n.path.clone(),
-                    Known {
-                        id: n.id,
-                        kind: n.kind,
-                        stat,
-                        base: doc_version,
-                        staged: None,
-                    },
-                );
+                index.files.insert(n.path.clone(), Known { id: n.id, kind: n.kind, stat, base: doc_version, staged: None });
                 report.written.push(n.path.clone());
                 continue;
             }
-            (Content::Text, _) => folder
-                .doc(n.id)
-                .map(|d| d.text())
-                .unwrap_or_default()
-                .into_bytes(),
+            (Content::Text, _) => folder.doc(n.id).map(|d| d.text()).unwrap_or_default().into_bytes(),
             (Content::Binary { chunks: refs, .. }, _) => match assemble(refs, &*chunks) {
                 Some(bytes) => bytes,
                 None => {
@@ -510,23 +437,9 @@ pub fn write_back_with(
             (Content::None, _) => continue,
         };
         let staged = stage(&full, &bytes, state.exec)?;
-        batch.push(Pending {
-            path: n.path.clone(),
-            id: n.id,
-            kind: n.kind,
-            version: doc_version,
-            known,
-            staged,
-        });
+        batch.push(Pending { path: n.path.clone(), id: n.id, kind: n.kind, version: doc_version, known, staged });
         if batch.len() >= STAGE_BATCH {
-            land_batch(
-                std::mem::take(&mut batch),
-                folder,
-                chunks,
-                index,
-                &mut report,
-                intents,
-            )?;
+            land_batch(std::mem::take(&mut batch), folder, chunks, index, &mut report, intents)?;
         }
     }
     land_batch(batch, folder, chunks, index, &mut report, intents)?;
@@ -608,16 +521,7 @@ fn land_batch(
             // next round, and nothing is read back twice).
             report.raced.push(p.path.clone());
         }
-        index.files.insert(
-            p.path.clone(),
-            Known {
-                id: p.id,
-                kind: p.kind,
-                stat,
-                base: p.version,
-                staged: None,
-            },
-        );
+        index.files.insert(p.path.clone(), Known { id: p.id, kind: p.kind, stat, base: p.version, staged: None });
         report.written.push(p.path);
     }
     Ok(())

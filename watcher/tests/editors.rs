@@ -23,49 +23,22 @@ impl Dir {
         let root = std::env::temp_dir().join(format!("fsync-watch-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).expect("mkdir");
-        Dir {
-            root,
-            folder: Folder::new(AgentId::from_index(1)),
-            chunks: Chunks::default(),
-            index: Index::default(),
-            now: 1,
-        }
+        Dir { root, folder: Folder::new(AgentId::from_index(1)), chunks: Chunks::default(), index: Index::default(), now: 1 }
     }
 
     fn sh(&self, cmd: &str) {
-        let out = Command::new("bash")
-            .arg("-c")
-            .arg(cmd)
-            .current_dir(&self.root)
-            .output()
-            .expect("bash runs");
-        assert!(
-            out.status.success(),
-            "{cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = Command::new("bash").arg("-c").arg(cmd).current_dir(&self.root).output().expect("bash runs");
+        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     fn scan(&mut self) -> ScanReport {
         self.now += 1;
         let ignore = Ignore::load(&self.root);
-        scan(
-            &self.root,
-            &mut self.folder,
-            &mut self.chunks,
-            &mut self.index,
-            &ignore,
-            self.now,
-        )
-        .expect("scan")
+        scan(&self.root, &mut self.folder, &mut self.chunks, &mut self.index, &ignore, self.now).expect("scan")
     }
 
     fn id(&mut self, path: &str) -> EntryId {
-        self.folder
-            .tree()
-            .lookup(path)
-            .unwrap_or_else(|| panic!("{path} not in the folder"))
-            .id
+        self.folder.tree().lookup(path).unwrap_or_else(|| panic!("{path} not in the folder")).id
     }
 
     fn text(&mut self, path: &str) -> String {
@@ -90,19 +63,12 @@ impl Drop for Dir {
 }
 
 fn has(program: &str) -> bool {
-    Command::new("bash")
-        .arg("-c")
-        .arg(format!("command -v {program}"))
-        .output()
-        .is_ok_and(|o| o.status.success())
+    Command::new("bash").arg("-c").arg(format!("command -v {program}")).output().is_ok_and(|o| o.status.success())
 }
 
 fn modified_only(r: &ScanReport, path: &str) {
     assert_eq!(r.modified, vec![path.to_owned()], "{r:?}");
-    assert!(
-        r.created.is_empty() && r.deleted.is_empty() && r.moved.is_empty(),
-        "{r:?}"
-    );
+    assert!(r.created.is_empty() && r.deleted.is_empty() && r.moved.is_empty(), "{r:?}");
 }
 
 #[test]
@@ -114,11 +80,7 @@ fn sed_in_place_is_one_small_edit_of_the_same_file() {
     let before = d.ops("notes.txt");
     d.sh("sed -i 's/beta/BETA/' notes.txt"); // writes a temp file, renames it over
     modified_only(&d.scan(), "notes.txt");
-    assert_eq!(
-        d.id("notes.txt"),
-        id,
-        "identity kept across the rename-over save"
-    );
+    assert_eq!(d.id("notes.txt"), id, "identity kept across the rename-over save");
     assert_eq!(d.text("notes.txt"), "alpha\nBETA\ngamma\n");
     // A short line changed both ways is replaced whole (see
     // `watcher::diff`), and nothing more.
@@ -193,24 +155,15 @@ fn rm_chmod_symlink_cp_tar() {
     let run = d.id("run.sh");
     assert!(d.folder.state(run).expect("state").exec);
     let link = d.id("link");
-    assert_eq!(
-        d.folder.state(link).expect("state").content,
-        Content::Link("src/main.rs".into())
-    );
+    assert_eq!(d.folder.state(link).expect("state").content, Content::Link("src/main.rs".into()));
     assert!(d.paths().contains(&"copy/main.rs".to_owned()));
     d.sh("tar cf /tmp/fsync-watch-test-$$.tar src && mkdir unpacked && tar xf /tmp/fsync-watch-test-$$.tar -C unpacked && rm /tmp/fsync-watch-test-$$.tar");
     d.scan();
     assert_eq!(d.text("unpacked/src/main.rs"), "fn main() {}\n");
     d.sh("rm -r src copy");
     let r = d.scan();
-    assert!(
-        r.deleted.contains(&"src/main.rs".to_owned()) && r.deleted.contains(&"copy".to_owned()),
-        "{r:?}"
-    );
-    assert!(!d
-        .paths()
-        .iter()
-        .any(|p| p.starts_with("src") || p.starts_with("copy")));
+    assert!(r.deleted.contains(&"src/main.rs".to_owned()) && r.deleted.contains(&"copy".to_owned()), "{r:?}");
+    assert!(!d.paths().iter().any(|p| p.starts_with("src") || p.starts_with("copy")));
 }
 
 #[test]
@@ -222,9 +175,7 @@ fn git_branch_switches_are_edits_of_the_same_files() {
     let mut d = Dir::new("git");
     std::fs::write(d.root.join(".fsyncignore"), ".git/\n").expect("write");
     let g = "git -c user.email=t@t -c user.name=t -c init.defaultBranch=main";
-    d.sh(&format!(
-        "{g} init -q && printf 'shared\\nmain\\n' > f.txt && {g} add . && {g} commit -qm one"
-    ));
+    d.sh(&format!("{g} init -q && printf 'shared\\nmain\\n' > f.txt && {g} add . && {g} commit -qm one"));
     d.sh(&format!("{g} checkout -qb other && printf 'shared\\nother\\n' > f.txt && echo new > only-other.txt && {g} add . && {g} commit -qm two"));
     d.scan();
     let id = d.id("f.txt");
@@ -234,18 +185,13 @@ fn git_branch_switches_are_edits_of_the_same_files() {
     assert_eq!(r.deleted, vec!["only-other.txt"], "{r:?}");
     assert_eq!(d.id("f.txt"), id);
     assert_eq!(d.text("f.txt"), "shared\nmain\n");
-    assert!(
-        !d.paths().iter().any(|p| p.starts_with(".git/")),
-        "ignored .git was taken in"
-    );
+    assert!(!d.paths().iter().any(|p| p.starts_with(".git/")), "ignored .git was taken in");
 }
 
 /// A second replica's change, merged into `d.folder`.
 fn remote_edit(d: &mut Dir, path: &str, f: impl FnOnce(&mut Folder, EntryId)) {
     let mut other = Folder::new(AgentId::from_index(2));
-    let (c, _) = d
-        .folder
-        .changes_since(other.version_vector(), 0, usize::MAX);
+    let (c, _) = d.folder.changes_since(other.version_vector(), 0, usize::MAX);
     other.apply_changes(&c).1.expect("valid");
     let id = other.tree().lookup(path).expect("path").id;
     f(&mut other, id);
@@ -258,29 +204,15 @@ fn remote_changes_are_written_and_not_seen_again() {
     let mut d = Dir::new("echo");
     d.sh("printf 'line one\\n' > f.txt");
     d.scan();
-    remote_edit(&mut d, "f.txt", |f, id| {
-        f.set_text(id, "line one\nfrom a peer\n", 9).expect("edit")
-    });
+    remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, "line one\nfrom a peer\n", 9).expect("edit"));
     let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
     assert_eq!(w.written, vec!["f.txt"]);
-    assert_eq!(
-        std::fs::read_to_string(d.root.join("f.txt")).expect("read"),
-        "line one\nfrom a peer\n"
-    );
-    assert!(
-        d.scan().is_empty(),
-        "our own write came back as a local edit"
-    );
+    assert_eq!(std::fs::read_to_string(d.root.join("f.txt")).expect("read"), "line one\nfrom a peer\n");
+    assert!(d.scan().is_empty(), "our own write came back as a local edit");
     // A remote rename moves the file on disk.
-    remote_edit(&mut d, "f.txt", |f, id| {
-        f.rename(id, "dir/g.txt", 9).expect("rename")
-    });
+    remote_edit(&mut d, "f.txt", |f, id| f.rename(id, "dir/g.txt", 9).expect("rename"));
     let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
-    assert_eq!(
-        w.moved,
-        vec![("f.txt".to_owned(), "dir/g.txt".to_owned())],
-        "{w:?}"
-    );
+    assert_eq!(w.moved, vec![("f.txt".to_owned(), "dir/g.txt".to_owned())], "{w:?}");
     assert!(d.scan().is_empty());
     assert!(!Path::new(&d.root.join("f.txt")).exists());
 }
@@ -300,25 +232,15 @@ fn remote_links_and_directories_are_written_once() {
     });
     let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
     assert!(w.written.contains(&"l.lnk".to_owned()), "{w:?}");
-    assert_eq!(
-        std::fs::read_link(d.root.join("l.lnk")).expect("a link"),
-        PathBuf::from("t.txt")
-    );
-    let ino = std::fs::symlink_metadata(d.root.join("l.lnk"))
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-        .expect("stat");
+    assert_eq!(std::fs::read_link(d.root.join("l.lnk")).expect("a link"), PathBuf::from("t.txt"));
+    let ino = std::fs::symlink_metadata(d.root.join("l.lnk")).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).expect("stat");
     let again = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
     assert!(again.written.is_empty(), "written again: {again:?}");
     assert_eq!(
-        std::fs::symlink_metadata(d.root.join("l.lnk"))
-            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-            .expect("stat"),
+        std::fs::symlink_metadata(d.root.join("l.lnk")).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).expect("stat"),
         ino
     );
-    assert!(
-        d.scan().is_empty(),
-        "our own writes came back as local edits"
-    );
+    assert!(d.scan().is_empty(), "our own writes came back as local edits");
 }
 
 #[test]
@@ -327,9 +249,7 @@ fn a_local_edit_is_never_overwritten_by_a_remote_one() {
     d.sh("printf 'a\\nb\\nc\\n' > f.txt");
     d.scan();
     // A peer edits line a; the merge lands in the folder...
-    remote_edit(&mut d, "f.txt", |f, id| {
-        f.set_text(id, "A (peer)\nb\nc\n", 9).expect("edit")
-    });
+    remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, "A (peer)\nb\nc\n", 9).expect("edit"));
     // ...while the user saves an edit of line c that was not scanned yet.
     std::thread::sleep(std::time::Duration::from_millis(20));
     d.sh("printf 'a\\nb\\nC (local)\\n' > f.txt.new && mv f.txt.new f.txt");
@@ -343,10 +263,7 @@ fn a_local_edit_is_never_overwritten_by_a_remote_one() {
     // Take the local edit in (against the text the user saw), merge, write.
     d.scan();
     write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
-    assert_eq!(
-        std::fs::read_to_string(d.root.join("f.txt")).expect("read"),
-        "A (peer)\nb\nC (local)\n"
-    );
+    assert_eq!(std::fs::read_to_string(d.root.join("f.txt")).expect("read"), "A (peer)\nb\nC (local)\n");
     assert!(d.scan().is_empty());
 }
 
@@ -357,14 +274,9 @@ fn binary_files_are_chunked_and_written_back() {
     std::fs::write(d.root.join("img.bin"), &bytes).expect("write");
     d.scan();
     let id = d.id("img.bin");
-    assert!(matches!(
-        d.folder.state(id).expect("state").content,
-        Content::Binary { size: 300_000, .. }
-    ));
+    assert!(matches!(d.folder.state(id).expect("state").content, Content::Binary { size: 300_000, .. }));
     // The same bytes written back from the folder after a remote rename.
-    remote_edit(&mut d, "img.bin", |f, id| {
-        f.rename(id, "pic.bin", 9).expect("rename")
-    });
+    remote_edit(&mut d, "img.bin", |f, id| f.rename(id, "pic.bin", 9).expect("rename"));
     write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
     assert_eq!(std::fs::read(d.root.join("pic.bin")).expect("read"), bytes);
     assert_eq!(d.folder.state(id).expect("state").kind, Kind::File);
@@ -384,10 +296,7 @@ fn delete_and_recreate_is_one_edit_and_moves_in_and_out_work() {
     let _ = std::fs::remove_dir_all(&outside);
     std::fs::create_dir_all(outside.join("tree")).expect("mkdir");
     std::fs::write(outside.join("tree/x.txt"), "x").expect("write");
-    d.sh(&format!(
-        "mv f.txt {0}/f.txt && mv {0}/tree inside/tree",
-        outside.display()
-    ));
+    d.sh(&format!("mv f.txt {0}/f.txt && mv {0}/tree inside/tree", outside.display()));
     let r = d.scan();
     assert_eq!(r.deleted, vec!["f.txt"], "{r:?}");
     assert_eq!(r.created, vec!["inside/tree", "inside/tree/x.txt"], "{r:?}");
@@ -399,17 +308,11 @@ fn write_back_keeps_the_file_mode() {
     let mut d = Dir::new("mode");
     d.sh("printf 'secret\\n' > key.txt && chmod 600 key.txt");
     d.scan();
-    remote_edit(&mut d, "key.txt", |f, id| {
-        f.set_text(id, "secret, rotated\n", 9).expect("edit")
-    });
+    remote_edit(&mut d, "key.txt", |f, id| f.set_text(id, "secret, rotated\n", 9).expect("edit"));
     write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
     let mode = std::fs::metadata(d.root.join("key.txt")).expect("stat");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        mode.permissions().mode() & 0o777,
-        0o600,
-        "a private file became readable"
-    );
+    assert_eq!(mode.permissions().mode() & 0o777, 0o600, "a private file became readable");
 }
 
 #[test]
@@ -446,15 +349,10 @@ fn a_writer_in_a_loop_and_remote_edits_lose_nothing() {
     let writer = std::thread::spawn(move || {
         use std::io::Write;
         for i in 0..LOCAL {
-            let mut f = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .expect("open");
+            let mut f = std::fs::OpenOptions::new().append(true).open(&path).expect("open");
             writeln!(f, "local {i}").expect("append");
             drop(f);
-            std::thread::sleep(std::time::Duration::from_micros(
-                500 + (i as u64 * 37) % 1500,
-            ));
+            std::thread::sleep(std::time::Duration::from_micros(500 + (i as u64 * 37) % 1500));
         }
     });
     let mut remote = 0;
@@ -465,8 +363,7 @@ fn a_writer_in_a_loop_and_remote_edits_lose_nothing() {
         peer.apply_changes(&c).1.expect("valid");
         let id = peer.tree().lookup("log.txt").expect("log").id;
         let t = peer.doc(id).expect("doc").text();
-        peer.set_text(id, &format!("remote {remote}\n{t}"), 9)
-            .expect("edit");
+        peer.set_text(id, &format!("remote {remote}\n{t}"), 9).expect("edit");
         remote += 1;
         let (c, _) = peer.changes_since(d.folder.version_vector(), 0, usize::MAX);
         d.folder.apply_changes(&c).1.expect("valid");
@@ -486,18 +383,10 @@ fn a_writer_in_a_loop_and_remote_edits_lose_nothing() {
     let disk = std::fs::read_to_string(d.root.join("log.txt")).expect("read");
     assert_eq!(disk, d.text("log.txt"), "disk and folder differ");
     for i in 0..LOCAL {
-        assert_eq!(
-            disk.matches(&format!("local {i}\n")).count(),
-            1,
-            "local write {i} lost or doubled"
-        );
+        assert_eq!(disk.matches(&format!("local {i}\n")).count(), 1, "local write {i} lost or doubled");
     }
     for m in 0..remote {
-        assert_eq!(
-            disk.matches(&format!("remote {m}\n")).count(),
-            1,
-            "remote edit {m} lost or doubled"
-        );
+        assert_eq!(disk.matches(&format!("remote {m}\n")).count(), 1, "remote edit {m} lost or doubled");
     }
 }
 
@@ -510,10 +399,7 @@ fn a_file_switching_between_text_and_binary() {
     assert_eq!(d.folder.state(id).expect("state").content, Content::Text);
     d.sh("printf 'bin\\x00ary' > f");
     modified_only(&d.scan(), "f");
-    assert!(matches!(
-        d.folder.state(id).expect("state").content,
-        Content::Binary { size: 7, .. }
-    ));
+    assert!(matches!(d.folder.state(id).expect("state").content, Content::Binary { size: 7, .. }));
     d.sh("printf 'text again\\n' > f");
     modified_only(&d.scan(), "f");
     assert_eq!(d.folder.state(id).expect("state").content, Content::Text);
@@ -537,10 +423,7 @@ fn offline_changes_are_found_after_a_restart() {
     assert_eq!(r.deleted, vec!["gone.txt"], "{r:?}");
     assert_eq!(r.modified, vec!["keep.txt"], "{r:?}");
     let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
-    assert!(
-        w.written.is_empty(),
-        "the deleted file was resurrected: {w:?}"
-    );
+    assert!(w.written.is_empty(), "the deleted file was resurrected: {w:?}");
     assert!(!d.root.join("gone.txt").exists());
     assert_eq!(d.text("keep.txt"), "keep, edited offline\n");
     assert!(Index::decode(b"junk").is_err());
@@ -556,27 +439,14 @@ fn write_back_before_the_scan_does_not_undo_a_local_delete_or_rename() {
     d.scan();
     d.sh("rm gone.txt && mv moved.txt renamed.txt");
     // Something unrelated arrives from a peer before the scan.
-    remote_edit(&mut d, "other.txt", |f, id| {
-        f.set_text(id, "z from a peer\n", 9).expect("edit")
-    });
-    let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index)
-        .expect("write-back must not fail");
-    assert!(
-        !d.root.join("gone.txt").exists(),
-        "a local delete was undone: {w:?}"
-    );
-    assert!(
-        !d.root.join("moved.txt").exists(),
-        "a local rename was undone: {w:?}"
-    );
+    remote_edit(&mut d, "other.txt", |f, id| f.set_text(id, "z from a peer\n", 9).expect("edit"));
+    let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write-back must not fail");
+    assert!(!d.root.join("gone.txt").exists(), "a local delete was undone: {w:?}");
+    assert!(!d.root.join("moved.txt").exists(), "a local rename was undone: {w:?}");
     assert!(w.needs_scan.contains(&"gone.txt".to_owned()), "{w:?}");
     let r = d.scan();
     assert_eq!(r.deleted, vec!["gone.txt"], "{r:?}");
-    assert_eq!(
-        r.moved,
-        vec![("moved.txt".to_owned(), "renamed.txt".to_owned())],
-        "{r:?}"
-    );
+    assert_eq!(r.moved, vec![("moved.txt".to_owned(), "renamed.txt".to_owned())], "{r:?}");
     write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
     assert_eq!(read_file(&d, "other.txt"), "z from a peer\n");
     assert_eq!(read_file(&d, "renamed.txt"), "y\n");
@@ -597,9 +467,7 @@ fn a_write_back_whose_index_was_lost_is_not_a_new_edit() {
     d.sh("printf 'one\\n' > f.txt");
     d.scan();
     let before = d.index.clone();
-    remote_edit(&mut d, "f.txt", |f, id| {
-        f.set_text(id, "one\nhello\n", 9).expect("edit")
-    });
+    remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, "one\nhello\n", 9).expect("edit"));
     write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
     let ops = d.ops("f.txt");
     // Restart with the index as saved before the write-back.
@@ -623,20 +491,12 @@ fn a_crash_between_replace_and_index_save_doubles_nothing() {
     let mut d = Dir::new("staged");
     d.sh("printf 'one\\n' > f.txt");
     d.scan();
-    remote_edit(&mut d, "f.txt", |f, id| {
-        f.set_text(id, "one\nfrom a peer\n", 9).expect("edit")
-    });
+    remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, "one\nfrom a peer\n", 9).expect("edit"));
     let mut saved = None;
-    watcher::write_back_with(
-        &d.root,
-        &mut d.folder,
-        &mut d.chunks,
-        &mut d.index,
-        &mut |i| {
-            saved = Some(i.clone());
-            Ok(())
-        },
-    )
+    watcher::write_back_with(&d.root, &mut d.folder, &mut d.chunks, &mut d.index, &mut |i| {
+        saved = Some(i.clone());
+        Ok(())
+    })
     .expect("write");
     let ops = d.ops("f.txt");
     d.sh("printf 'local\\n' >> f.txt");
@@ -645,22 +505,10 @@ fn a_crash_between_replace_and_index_save_doubles_nothing() {
     d.index = Index::decode(&saved.expect("intents recorded").encode()).expect("decode");
     d.scan();
     assert_eq!(d.text("f.txt"), "one\nfrom a peer\nlocal\n");
-    assert_eq!(
-        d.ops("f.txt"),
-        ops + "local\n".len(),
-        "the peer's line was recorded again"
-    );
+    assert_eq!(d.ops("f.txt"), ops + "local\n".len(), "the peer's line was recorded again");
     // A failed intent leaves the disk alone.
-    remote_edit(&mut d, "f.txt", |f, id| {
-        f.set_text(id, "changed\n", 9).expect("edit")
-    });
-    let r = watcher::write_back_with(
-        &d.root,
-        &mut d.folder,
-        &mut d.chunks,
-        &mut d.index,
-        &mut |_| Err("disk full".into()),
-    );
+    remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, "changed\n", 9).expect("edit"));
+    let r = watcher::write_back_with(&d.root, &mut d.folder, &mut d.chunks, &mut d.index, &mut |_| Err("disk full".into()));
     assert!(r.is_err());
     assert_eq!(read_file(&d, "f.txt"), "one\nfrom a peer\nlocal\n");
     assert!(!std::fs::read_dir(&d.root)
@@ -680,20 +528,12 @@ fn a_save_through_a_temp_file_after_a_lost_index_update_diffs_from_our_write() {
     let mut d = Dir::new("stagedrename");
     d.sh("printf 'keep\ntok-61\n' > f.txt");
     d.scan();
-    remote_edit(&mut d, "f.txt", |f, id| {
-        f.set_text(id, "keep\n", 9).expect("edit")
-    });
+    remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, "keep\n", 9).expect("edit"));
     let mut saved = None;
-    watcher::write_back_with(
-        &d.root,
-        &mut d.folder,
-        &mut d.chunks,
-        &mut d.index,
-        &mut |i| {
-            saved = Some(i.clone());
-            Ok(())
-        },
-    )
+    watcher::write_back_with(&d.root, &mut d.folder, &mut d.chunks, &mut d.index, &mut |i| {
+        saved = Some(i.clone());
+        Ok(())
+    })
     .expect("write");
     assert_eq!(read_file(&d, "f.txt"), "keep\n");
     d.sh("printf 'keep\ntok-117\n' > t.tmp && mv t.tmp f.txt");
@@ -711,20 +551,12 @@ fn a_save_through_a_temp_file_after_a_write_that_never_landed_keeps_the_peers_ed
     let mut d = Dir::new("stagednever");
     d.sh("printf 'one\ntwo\n' > f.txt");
     d.scan();
-    remote_edit(&mut d, "f.txt", |f, id| {
-        f.set_text(id, "one\nfrom a peer\ntwo\n", 9).expect("edit")
-    });
+    remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, "one\nfrom a peer\ntwo\n", 9).expect("edit"));
     let mut saved = None;
-    watcher::write_back_with(
-        &d.root,
-        &mut d.folder,
-        &mut d.chunks,
-        &mut d.index,
-        &mut |i| {
-            saved = Some(i.clone());
-            Ok(())
-        },
-    )
+    watcher::write_back_with(&d.root, &mut d.folder, &mut d.chunks, &mut d.index, &mut |i| {
+        saved = Some(i.clone());
+        Ok(())
+    })
     .expect("write");
     // As if the rename never happened: the old content, edited, saved
     // through a temp file.
@@ -743,25 +575,12 @@ fn a_scan_scoped_to_a_link_sees_the_link() {
     d.scan();
     let ignore = Ignore::load(&d.root);
     for p in ["l.lnk", "dangling.lnk"] {
-        let r = watcher::scan_scoped(
-            &d.root,
-            &mut d.folder,
-            &mut d.chunks,
-            &mut d.index,
-            &ignore,
-            Some(&[p.to_owned()]),
-            50,
-        )
-        .expect("scan");
-        assert!(
-            r.is_empty(),
-            "{p}: an untouched link was taken for a change: {r:?}"
-        );
+        let r = watcher::scan_scoped(&d.root, &mut d.folder, &mut d.chunks, &mut d.index, &ignore, Some(&[p.to_owned()]), 50)
+            .expect("scan");
+        assert!(r.is_empty(), "{p}: an untouched link was taken for a change: {r:?}");
     }
     let id = d.id("dangling.lnk");
-    assert!(
-        matches!(d.folder.state(id).map(|s| &s.content), Some(Content::Link(t)) if t == "nowhere.txt")
-    );
+    assert!(matches!(d.folder.state(id).map(|s| &s.content), Some(Content::Link(t)) if t == "nowhere.txt"));
     d.sh("ln -sfn t.txt dangling.lnk");
     let r = watcher::scan_scoped(
         &d.root,
@@ -774,14 +593,8 @@ fn a_scan_scoped_to_a_link_sees_the_link() {
     )
     .expect("scan");
     assert_eq!(r.modified, vec!["dangling.lnk"], "{r:?}");
-    assert_eq!(
-        d.id("dangling.lnk"),
-        id,
-        "a new target is an edit of the same link"
-    );
-    assert!(
-        matches!(d.folder.state(id).map(|s| &s.content), Some(Content::Link(t)) if t == "t.txt")
-    );
+    assert_eq!(d.id("dangling.lnk"), id, "a new target is an edit of the same link");
+    assert!(matches!(d.folder.state(id).map(|s| &s.content), Some(Content::Link(t)) if t == "t.txt"));
 }
 
 /// Regression: live events for a move can come in two batches; a scan
@@ -796,21 +609,9 @@ fn a_move_seen_only_from_its_new_path_is_a_move() {
     d.sh("mv a/inner b/moved && mv g.txt b/g2.txt");
     let ignore = Ignore::load(&d.root);
     let scope = ["b/moved".to_owned(), "b/g2.txt".to_owned()];
-    let r = watcher::scan_scoped(
-        &d.root,
-        &mut d.folder,
-        &mut d.chunks,
-        &mut d.index,
-        &ignore,
-        Some(&scope),
-        50,
-    )
-    .expect("scan");
+    let r = watcher::scan_scoped(&d.root, &mut d.folder, &mut d.chunks, &mut d.index, &ignore, Some(&scope), 50).expect("scan");
     assert!(r.created.is_empty() && r.deleted.is_empty(), "{r:?}");
-    assert_eq!(
-        (d.id("b/moved"), d.id("b/moved/f.txt"), d.id("b/g2.txt")),
-        (dir, file, g)
-    );
+    assert_eq!((d.id("b/moved"), d.id("b/moved/f.txt"), d.id("b/g2.txt")), (dir, file, g));
     // The old paths' own events find nothing left to do.
     let r = watcher::scan_scoped(
         &d.root,
@@ -840,25 +641,12 @@ fn a_move_seen_first_from_its_old_path_is_still_a_move() {
     let scoped = |d: &mut Dir, paths: &[&str]| {
         let scope: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
         d.now += 1;
-        watcher::scan_scoped(
-            &d.root,
-            &mut d.folder,
-            &mut d.chunks,
-            &mut d.index,
-            &ignore,
-            Some(&scope),
-            d.now,
-        )
-        .expect("scan")
+        watcher::scan_scoped(&d.root, &mut d.folder, &mut d.chunks, &mut d.index, &ignore, Some(&scope), d.now).expect("scan")
     };
     let r = scoped(&mut d, &["f.txt", "gone.txt"]);
     assert!(r.is_empty() && r.deferred == ["f.txt", "gone.txt"], "{r:?}");
     let r = scoped(&mut d, &["b"]);
-    assert_eq!(
-        r.moved,
-        vec![("f.txt".to_owned(), "b/f2.txt".to_owned())],
-        "{r:?}"
-    );
+    assert_eq!(r.moved, vec![("f.txt".to_owned(), "b/f2.txt".to_owned())], "{r:?}");
     assert!(r.created == ["b"] && r.deleted.is_empty(), "{r:?}");
     assert_eq!(d.id("b/f2.txt"), f);
     let r = scoped(&mut d, &["f.txt", "gone.txt"]);
@@ -884,34 +672,15 @@ fn a_file_saved_through_a_temp_file_then_renamed_is_one_file() {
         d.now += 1;
         let r = if scoped {
             let ignore = Ignore::load(&d.root);
-            let scope: Vec<String> = ["f.txt", "r.txt", "h.txt", "g.txt"]
-                .iter()
-                .map(|p| p.to_string())
-                .collect();
-            watcher::scan_scoped(
-                &d.root,
-                &mut d.folder,
-                &mut d.chunks,
-                &mut d.index,
-                &ignore,
-                Some(&scope),
-                d.now,
-            )
-            .expect("scan")
+            let scope: Vec<String> = ["f.txt", "r.txt", "h.txt", "g.txt"].iter().map(|p| p.to_string()).collect();
+            watcher::scan_scoped(&d.root, &mut d.folder, &mut d.chunks, &mut d.index, &ignore, Some(&scope), d.now)
+                .expect("scan")
         } else {
             d.scan()
         };
-        assert_eq!(
-            r.moved,
-            vec![("f.txt".to_owned(), "r.txt".to_owned())],
-            "{r:?}"
-        );
+        assert_eq!(r.moved, vec![("f.txt".to_owned(), "r.txt".to_owned())], "{r:?}");
         assert_eq!(r.modified, vec!["r.txt"], "{r:?}");
-        assert_eq!(
-            r.created,
-            vec!["h.txt"],
-            "an unrelated new file stays new: {r:?}"
-        );
+        assert_eq!(r.created, vec!["h.txt"], "an unrelated new file stays new: {r:?}");
         assert_eq!(d.id("r.txt"), f);
         assert_eq!(d.text("r.txt"), "one\ntwo\nNEW\nthree\n");
         // g.txt shares nothing with h.txt: deleted (at once, or at the
@@ -943,44 +712,24 @@ fn a_binary_save_racing_a_write_back_is_kept() {
             r
         })
         .collect();
-    remote_edit(&mut d, "b.bin", |f, id| {
-        f.write_binary(id, refs, 9).expect("write")
-    });
+    remote_edit(&mut d, "b.bin", |f, id| f.write_binary(id, refs, 9).expect("write"));
     let root = d.root.clone();
-    let r = watcher::write_back_with(
-        &d.root,
-        &mut d.folder,
-        &mut d.chunks,
-        &mut d.index,
-        &mut |_| {
-            // The user saves (temp file and rename) in the window.
-            std::fs::write(root.join(".b.tmp"), b"\0the user's save")
-                .and_then(|()| std::fs::rename(root.join(".b.tmp"), root.join("b.bin")))
-                .map_err(|e| e.to_string())
-        },
-    )
+    let r = watcher::write_back_with(&d.root, &mut d.folder, &mut d.chunks, &mut d.index, &mut |_| {
+        // The user saves (temp file and rename) in the window.
+        std::fs::write(root.join(".b.tmp"), b"\0the user's save")
+            .and_then(|()| std::fs::rename(root.join(".b.tmp"), root.join("b.bin")))
+            .map_err(|e| e.to_string())
+    })
     .expect("write");
     assert_eq!(r.raced, vec!["b.bin"], "{r:?}");
     write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
     // The user's save is the later one: it wins, the peer's is history.
-    assert_eq!(
-        std::fs::read(d.root.join("b.bin")).expect("read"),
-        b"\0the user's save"
-    );
+    assert_eq!(std::fs::read(d.root.join("b.bin")).expect("read"), b"\0the user's save");
     let id = d.id("b.bin");
     let log = d.folder.doc(id).expect("doc").oplog();
-    let binaries = (0..log.len())
-        .filter(|&lv| {
-            matches!(
-                log.marker(lv).map(Meta::decode),
-                Some(Ok(Meta::Binary { .. }))
-            )
-        })
-        .count();
-    assert_eq!(
-        binaries, 3,
-        "first version, the peer's and the user's, all in the history"
-    );
+    let binaries =
+        (0..log.len()).filter(|&lv| matches!(log.marker(lv).map(Meta::decode), Some(Ok(Meta::Binary { .. })))).count();
+    assert_eq!(binaries, 3, "first version, the peer's and the user's, all in the history");
     assert!(d.scan().is_empty(), "nothing new on disk");
 }
 
@@ -1015,9 +764,7 @@ fn a_new_file_at_a_peers_new_path_is_a_second_file() {
     let mut d = Dir::new("samepath");
     d.scan();
     let mut other = Folder::new(AgentId::from_index(2));
-    let (c, _) = d
-        .folder
-        .changes_since(other.version_vector(), 0, usize::MAX);
+    let (c, _) = d.folder.changes_since(other.version_vector(), 0, usize::MAX);
     other.apply_changes(&c).1.expect("valid");
     let theirs = other.create("same.txt", Kind::File, 5).expect("create");
     other.set_text(theirs, "theirs\n", 5).expect("edit");
@@ -1075,30 +822,16 @@ fn a_rename_of_a_file_edited_here_waits_for_the_scan() {
     let mut d = Dir::new("renameedited");
     d.sh("printf 'one\\n' > f.txt");
     d.scan();
-    remote_edit(&mut d, "f.txt", |f, id| {
-        f.rename(id, "g.txt", 9).expect("rename")
-    });
+    remote_edit(&mut d, "f.txt", |f, id| f.rename(id, "g.txt", 9).expect("rename"));
     d.sh("sleep 0.01 && printf 'two\\n' >> f.txt");
     let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
     assert_eq!(w.needs_scan, vec!["f.txt"], "{w:?}");
-    assert!(
-        w.written.is_empty() && !d.root.join("g.txt").exists(),
-        "{w:?}"
-    );
+    assert!(w.written.is_empty() && !d.root.join("g.txt").exists(), "{w:?}");
     let r = d.scan();
     assert_eq!(r.modified, vec!["f.txt"], "{r:?}");
     let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
-    assert_eq!(
-        w.moved,
-        vec![("f.txt".to_owned(), "g.txt".to_owned())],
-        "{w:?}"
-    );
+    assert_eq!(w.moved, vec![("f.txt".to_owned(), "g.txt".to_owned())], "{w:?}");
     assert_eq!(read_file(&d, "g.txt"), "one\ntwo\n");
     assert!(!d.root.join("f.txt").exists());
-    assert_eq!(
-        d.index.files.len(),
-        1,
-        "{:?}",
-        d.index.files.keys().collect::<Vec<_>>()
-    );
+    assert_eq!(d.index.files.len(), 1, "{:?}", d.index.files.keys().collect::<Vec<_>>());
 }

@@ -54,14 +54,9 @@ impl Live1 {
     fn run_until(&mut self, what: &str, mut done: impl FnMut(&mut Folder) -> bool) -> Duration {
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(20) {
-            let wait = self
-                .debounce
-                .next_deadline()
-                .map_or(50, |d| d.saturating_sub(self.ms()).max(1));
+            let wait = self.debounce.next_deadline().map_or(50, |d| d.saturating_sub(self.ms()).max(1));
             match self.watch.recv_timeout(Duration::from_millis(wait)) {
-                Some(Live::Paths(ps)) => ps
-                    .into_iter()
-                    .for_each(|p| self.debounce.push(p, self.ms())),
+                Some(Live::Paths(ps)) => ps.into_iter().for_each(|p| self.debounce.push(p, self.ms())),
                 Some(Live::Rescan(_)) => self.debounce.push_all(self.ms()),
                 None => {}
             }
@@ -70,26 +65,10 @@ impl Live1 {
                 let now = self.ms();
                 if b.all {
                     self.full_rescans += 1;
-                    scan(
-                        &self.root,
-                        &mut self.folder,
-                        &mut self.chunks,
-                        &mut self.index,
-                        &ignore,
-                        now,
-                    )
-                    .expect("scan");
+                    scan(&self.root, &mut self.folder, &mut self.chunks, &mut self.index, &ignore, now).expect("scan");
                 } else {
-                    scan_scoped(
-                        &self.root,
-                        &mut self.folder,
-                        &mut self.chunks,
-                        &mut self.index,
-                        &ignore,
-                        Some(&b.paths),
-                        now,
-                    )
-                    .expect("scan");
+                    scan_scoped(&self.root, &mut self.folder, &mut self.chunks, &mut self.index, &ignore, Some(&b.paths), now)
+                        .expect("scan");
                 }
             }
             if done(&mut self.folder) {
@@ -116,36 +95,20 @@ fn saves_are_seen_live() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut l = Live1::new("saves");
     std::fs::write(l.root.join("a.txt"), "first").expect("write");
-    let took = l.run_until("the new file", |f| {
-        text(f, "a.txt").as_deref() == Some("first")
-    });
+    let took = l.run_until("the new file", |f| text(f, "a.txt").as_deref() == Some("first"));
     eprintln!("new file reached the folder in {took:?}");
     let id = l.folder.tree().lookup("a.txt").expect("a").id;
-    let out = Command::new("sed")
-        .args(["-i", "s/first/second/", "a.txt"])
-        .current_dir(&l.root)
-        .status()
-        .expect("sed");
+    let out = Command::new("sed").args(["-i", "s/first/second/", "a.txt"]).current_dir(&l.root).status().expect("sed");
     assert!(out.success());
-    let took = l.run_until("the sed save", |f| {
-        text(f, "a.txt").as_deref() == Some("second")
-    });
+    let took = l.run_until("the sed save", |f| text(f, "a.txt").as_deref() == Some("second"));
     eprintln!("sed -i save reached the folder in {took:?}");
-    assert_eq!(
-        l.folder.tree().lookup("a.txt").map(|n| n.id),
-        Some(id),
-        "identity kept"
-    );
+    assert_eq!(l.folder.tree().lookup("a.txt").map(|n| n.id), Some(id), "identity kept");
     // New directories are watched as they appear.
     std::fs::create_dir_all(l.root.join("new/deeper")).expect("mkdir");
     std::fs::write(l.root.join("new/deeper/b.txt"), "inside").expect("write");
-    l.run_until("a file in a new directory", |f| {
-        text(f, "new/deeper/b.txt").as_deref() == Some("inside")
-    });
+    l.run_until("a file in a new directory", |f| text(f, "new/deeper/b.txt").as_deref() == Some("inside"));
     std::fs::write(l.root.join("new/deeper/c.txt"), "later").expect("write");
-    l.run_until("a later file in the new directory", |f| {
-        text(f, "new/deeper/c.txt").as_deref() == Some("later")
-    });
+    l.run_until("a later file in the new directory", |f| text(f, "new/deeper/c.txt").as_deref() == Some("later"));
     assert_eq!(l.full_rescans, 0, "no rescan should have been needed");
 }
 

@@ -143,13 +143,7 @@ impl FaultDisk {
                 bytes[*off as usize..end].copy_from_slice(data);
             }
         }
-        FaultDisk {
-            s: Arc::new(Mutex::new(Disk {
-                live: bytes.clone(),
-                durable: bytes,
-                ..Disk::default()
-            })),
-        }
+        FaultDisk { s: Arc::new(Mutex::new(Disk { live: bytes.clone(), durable: bytes, ..Disk::default() })) }
     }
 }
 
@@ -187,11 +181,7 @@ fn power_cuts_never_lose_synced_changes_or_corrupt_the_store() {
                     for f in 0..2 {
                         let got = store.batches(&format!("f{f}")).expect("read");
                         assert!(got.len() >= synced[f], "seed {seed}: synced batches lost");
-                        assert_eq!(
-                            got[..],
-                            appended[f][..got.len()],
-                            "seed {seed}: wrong or reordered batches"
-                        );
+                        assert_eq!(got[..], appended[f][..got.len()], "seed {seed}: wrong or reordered batches");
                         appended[f].truncate(got.len());
                     }
                     synced = [appended[0].len(), appended[1].len()];
@@ -216,14 +206,9 @@ fn a_full_disk_is_an_error_and_recovers() {
         }
         Ok::<(), StoreError>(())
     })();
-    assert!(
-        matches!(err, Err(StoreError::Io(_))),
-        "a full disk went unnoticed: {err:?}"
-    );
+    assert!(matches!(err, Err(StoreError::Io(_))), "a full disk went unnoticed: {err:?}");
     disk.s.lock().expect("lock").full = false;
-    store
-        .append("f", b"two")
-        .expect("append after space returns");
+    store.append("f", b"two").expect("append after space returns");
     store.sync().expect("sync");
     let got = store.batches("f").expect("read");
     assert_eq!(got.first().map(Vec::as_slice), Some(&b"one"[..]));
@@ -239,10 +224,7 @@ fn a_newer_format_is_refused_with_a_clear_message() {
     {
         let db = redb::Database::create(&path).expect("raw open");
         let txn = db.begin_write().expect("txn");
-        txn.open_table(META)
-            .expect("meta")
-            .insert("format", 99u64.to_le_bytes().as_slice())
-            .expect("insert");
+        txn.open_table(META).expect("meta").insert("format", 99u64.to_le_bytes().as_slice()).expect("insert");
         txn.commit().expect("commit");
     }
     match RedbStore::open(&path) {
@@ -269,38 +251,22 @@ fn a_folder_saved_and_loaded_through_the_store() {
     f.set_text(id, "hello world", 3).expect("write");
     saver.save("docs", &f, &mut store).expect("save");
     store.sync().expect("sync");
-    store
-        .set_peer_version("peer", "docs", f.version_vector())
-        .expect("peer");
+    store.set_peer_version("peer", "docs", f.version_vector()).expect("peer");
     store.put_state("index/docs", b"disk index").expect("state");
-    store
-        .put_state("index/docs", b"disk index, newer")
-        .expect("state");
+    store.put_state("index/docs", b"disk index, newer").expect("state");
     store.sync().expect("sync");
     let mut rng = StdRng::seed_from_u64(1);
     let store = disk.power_cut(store, &mut rng);
     let mut back = load_folder(a, "docs", &store).expect("load");
     let id2 = back.tree().lookup("docs/a.txt").expect("file").id;
-    assert_eq!(
-        back.doc(id2).map(|d| d.text()).as_deref(),
-        Some("hello world")
-    );
-    assert_eq!(
-        store.peer_version("peer", "docs").expect("read").as_ref(),
-        Some(f.version_vector())
-    );
-    assert_eq!(
-        store.get_state("index/docs").expect("read").as_deref(),
-        Some(&b"disk index, newer"[..])
-    );
+    assert_eq!(back.doc(id2).map(|d| d.text()).as_deref(), Some("hello world"));
+    assert_eq!(store.peer_version("peer", "docs").expect("read").as_ref(), Some(f.version_vector()));
+    assert_eq!(store.get_state("index/docs").expect("read").as_deref(), Some(&b"disk index, newer"[..]));
     assert_eq!(store.get_state("index/other").expect("read"), None);
     let h = ChunkHash::of(b"c");
     let mut store = store;
     store.put_chunk(h, b"c").expect("put");
-    assert_eq!(
-        store.get_chunk(&h).expect("get").as_deref(),
-        Some(&b"c"[..])
-    );
+    assert_eq!(store.get_chunk(&h).expect("get").as_deref(), Some(&b"c"[..]));
 }
 
 #[test]
@@ -311,23 +277,16 @@ fn garbage_collection_keeps_exactly_the_referenced_chunks() {
         store.append(name, &batch(i, i)).expect("append");
     }
     assert_eq!(store.folders().expect("folders"), vec!["a", "b", "c"]);
-    let chunks: Vec<(ChunkHash, Vec<u8>)> = (0..20u8)
-        .map(|i| (ChunkHash::of(&[i; 100]), vec![i; 100]))
-        .collect();
+    let chunks: Vec<(ChunkHash, Vec<u8>)> = (0..20u8).map(|i| (ChunkHash::of(&[i; 100]), vec![i; 100])).collect();
     for (h, b) in &chunks {
         store.put_chunk(*h, b).expect("put");
     }
     store.sync().expect("sync");
-    let keep: std::collections::HashSet<ChunkHash> =
-        chunks.iter().step_by(3).map(|(h, _)| *h).collect();
+    let keep: std::collections::HashSet<ChunkHash> = chunks.iter().step_by(3).map(|(h, _)| *h).collect();
     assert_eq!(store.collect_garbage(&keep).expect("gc"), (13, 1300));
     for (h, b) in &chunks {
         let got = store.get_chunk(h).expect("get");
-        assert_eq!(
-            got.as_deref(),
-            keep.contains(h).then_some(b.as_slice()),
-            "chunk {h:?}"
-        );
+        assert_eq!(got.as_deref(), keep.contains(h).then_some(b.as_slice()), "chunk {h:?}");
     }
     // Durable: a power cut right after keeps the result.
     let mut rng = StdRng::seed_from_u64(7);
@@ -350,11 +309,7 @@ impl std::fmt::Debug for Model {
         let b: Vec<usize> = self.batches.iter().map(Vec::len).collect();
         let c: Vec<(u8, usize)> = self.chunks.iter().map(|(k, v)| (*k, v.len())).collect();
         let s: Vec<(u8, usize)> = self.state.iter().map(|(k, v)| (*k, v.len())).collect();
-        write!(
-            f,
-            "batches {b:?} chunks {c:?} peers {:?} state {s:?}",
-            self.peers.keys().collect::<Vec<_>>()
-        )
+        write!(f, "batches {b:?} chunks {c:?} peers {:?} state {s:?}", self.peers.keys().collect::<Vec<_>>())
     }
 }
 
@@ -411,10 +366,7 @@ fn every_operation_against_a_model_with_injected_io_errors_and_power_cuts() {
             }
             let op = rng.random_range(0..14);
             if std::env::var_os("STORE_TRACE").is_some() {
-                eprintln!(
-                    "seed {seed} step {step}: op {op} armed {:?}",
-                    disk.s.lock().expect("lock").fail_in
-                );
+                eprintln!("seed {seed} step {step}: op {op} armed {:?}", disk.s.lock().expect("lock").fail_in);
             }
             let (result, durable) = match op {
                 0..=3 => {
@@ -433,10 +385,7 @@ fn every_operation_against_a_model_with_injected_io_errors_and_power_cuts() {
                     for (i, b) in &picked {
                         next.chunks.insert(*i, b.clone());
                     }
-                    let refs: Vec<(ChunkHash, &[u8])> = picked
-                        .iter()
-                        .map(|(i, b)| (chunk_hash(*i), b.as_slice()))
-                        .collect();
+                    let refs: Vec<(ChunkHash, &[u8])> = picked.iter().map(|(i, b)| (chunk_hash(*i), b.as_slice())).collect();
                     if refs.len() == 1 {
                         (store.put_chunk(refs[0].0, refs[0].1), false)
                     } else {
@@ -445,14 +394,10 @@ fn every_operation_against_a_model_with_injected_io_errors_and_power_cuts() {
                 }
                 6 => {
                     let (p, f) = (rng.random_range(0..2u8), rng.random_range(0..2u8));
-                    let vv: VersionVector = (0..rng.random_range(0..3u64))
-                        .map(|a| (AgentId::from_index(a), rng.random_range(0..1000)))
-                        .collect();
+                    let vv: VersionVector =
+                        (0..rng.random_range(0..3u64)).map(|a| (AgentId::from_index(a), rng.random_range(0..1000))).collect();
                     next.peers.insert((p, f), vv.clone());
-                    (
-                        store.set_peer_version(&format!("p{p}"), &format!("f{f}"), &vv),
-                        false,
-                    )
+                    (store.set_peer_version(&format!("p{p}"), &format!("f{f}"), &vv), false)
                 }
                 7..=8 => {
                     let k = rng.random_range(0..3u8);
@@ -462,10 +407,8 @@ fn every_operation_against_a_model_with_injected_io_errors_and_power_cuts() {
                 }
                 9..=11 => (store.sync(), true),
                 12 => {
-                    let keep: std::collections::HashSet<ChunkHash> = (0..8u8)
-                        .filter(|_| rng.random_bool(0.5))
-                        .map(chunk_hash)
-                        .collect();
+                    let keep: std::collections::HashSet<ChunkHash> =
+                        (0..8u8).filter(|_| rng.random_bool(0.5)).map(chunk_hash).collect();
                     next.chunks.retain(|i, _| keep.contains(&chunk_hash(*i)));
                     (store.collect_garbage(&keep).map(|_| ()), true)
                 }
@@ -475,10 +418,7 @@ fn every_operation_against_a_model_with_injected_io_errors_and_power_cuts() {
                     store = disk.power_cut(store, &mut rng);
                     cuts += 1;
                     let got = read_all(&store).expect("read after a power cut");
-                    assert!(
-                        since_sync.contains(&got),
-                        "seed {seed} step {step}: a power cut left a state never written"
-                    );
+                    assert!(since_sync.contains(&got), "seed {seed} step {step}: a power cut left a state never written");
                     since_sync = vec![got];
                     continue;
                 }
@@ -492,26 +432,14 @@ fn every_operation_against_a_model_with_injected_io_errors_and_power_cuts() {
                         since_sync.push(next);
                     }
                     let got = read_all(&store).expect("read after success");
-                    assert_eq!(
-                        Some(&got),
-                        since_sync.last(),
-                        "seed {seed} step {step}: the store differs from the model"
-                    );
+                    assert_eq!(Some(&got), since_sync.last(), "seed {seed} step {step}: the store differs from the model");
                 }
                 Err(StoreError::Io(_)) => {
-                    assert!(
-                        arm,
-                        "seed {seed} step {step}: an error nobody injected: {result:?}"
-                    );
+                    assert!(arm, "seed {seed} step {step}: an error nobody injected: {result:?}");
                     failures += 1;
                     // Reads wait for the reopen the next write makes.
-                    assert!(
-                        read_all(&store).is_err(),
-                        "seed {seed} step {step}: reads from a failed store"
-                    );
-                    store
-                        .sync()
-                        .expect("a sync recovers once the fault is gone");
+                    assert!(read_all(&store).is_err(), "seed {seed} step {step}: reads from a failed store");
+                    store.sync().expect("a sync recovers once the fault is gone");
                     let got = read_all(&store).expect("read after recovery");
                     since_sync.push(next);
                     assert!(since_sync.contains(&got), "seed {seed} step {step}: a failed operation left a state never written:\n{got:?}\nnot in\n{since_sync:#?}");
@@ -542,10 +470,7 @@ fn chunks_are_read_from_another_thread_and_after_a_failure_reopens_the_store() {
     });
     assert_eq!(reader.join().expect("reader"), Some(a.clone()));
     assert_eq!(source.read(&hb), None);
-    assert_eq!(
-        store.chunk_hashes().expect("list"),
-        [ha].into_iter().collect()
-    );
+    assert_eq!(store.chunk_hashes().expect("list"), [ha].into_iter().collect());
     // A full disk: the database is dropped, so readers see nothing until
     // the next write reopens it.
     disk.s.lock().expect("lock").full = true;
@@ -559,14 +484,8 @@ fn chunks_are_read_from_another_thread_and_after_a_failure_reopens_the_store() {
     assert!(err.is_err());
     assert_eq!(source.read(&ha), None, "a failed store is not read");
     disk.s.lock().expect("lock").full = false;
-    store
-        .put_chunks(&[(hb, b.as_slice())])
-        .expect("put after space returns");
+    store.put_chunks(&[(hb, b.as_slice())]).expect("put after space returns");
     store.sync().expect("sync");
-    assert_eq!(
-        source.read(&ha),
-        Some(a),
-        "the reader follows the reopened store"
-    );
+    assert_eq!(source.read(&ha), Some(a), "the reader follows the reopened store");
     assert_eq!(source.read(&hb), Some(b));
 }

@@ -30,23 +30,15 @@ pub struct Trace {
 pub fn load(path: &Path) -> Result<Trace, String> {
     let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut json = String::new();
-    flate2::read::GzDecoder::new(f)
-        .read_to_string(&mut json)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&json).map_err(|e| format!("{}: {e}", path.display()))?;
+    flate2::read::GzDecoder::new(f).read_to_string(&mut json).map_err(|e| format!("{}: {e}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&json).map_err(|e| format!("{}: {e}", path.display()))?;
     let concurrent = v.get("kind").and_then(|k| k.as_str()) == Some("concurrent");
     let mut txns = Vec::new();
     for t in v["txns"].as_array().ok_or("no txns")? {
         let parents = t
             .get("parents")
             .and_then(|p| p.as_array())
-            .map_or(Vec::new(), |p| {
-                p.iter()
-                    .filter_map(|x| x.as_u64())
-                    .map(|x| x as usize)
-                    .collect()
-            });
+            .map_or(Vec::new(), |p| p.iter().filter_map(|x| x.as_u64()).map(|x| x as usize).collect());
         let agent = t.get("agent").and_then(|a| a.as_u64()).unwrap_or(0);
         let mut patches = Vec::new();
         for p in t["patches"].as_array().ok_or("no patches")? {
@@ -55,26 +47,13 @@ pub fn load(path: &Path) -> Result<Trace, String> {
             let ins = p[2].as_str().ok_or("bad ins")?.to_owned();
             patches.push((pos, del, ins));
         }
-        txns.push(Txn {
-            parents,
-            agent,
-            patches,
-        });
+        txns.push(Txn { parents, agent, patches });
     }
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("?")
-        .trim_end_matches(".json.gz")
-        .to_owned();
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?").trim_end_matches(".json.gz").to_owned();
     Ok(Trace {
         name,
         concurrent,
-        start: v
-            .get("startContent")
-            .and_then(|s| s.as_str())
-            .unwrap_or("")
-            .to_owned(),
+        start: v.get("startContent").and_then(|s| s.as_str()).unwrap_or("").to_owned(),
         end: v["endContent"].as_str().ok_or("no endContent")?.to_owned(),
         txns,
     })
@@ -92,31 +71,11 @@ impl Trace {
         let mut doc = TextDoc::new();
         let mut seq = 0;
         if !self.start.is_empty() {
-            seq = doc
-                .local_edit(
-                    agent,
-                    seq,
-                    &Edit {
-                        pos: 0,
-                        del: 0,
-                        ins: self.start.clone(),
-                    },
-                )
-                .end;
+            seq = doc.local_edit(agent, seq, &Edit { pos: 0, del: 0, ins: self.start.clone() }).end;
         }
         for t in &self.txns {
             for (pos, del, ins) in &t.patches {
-                seq = doc
-                    .local_edit(
-                        agent,
-                        seq,
-                        &Edit {
-                            pos: *pos,
-                            del: *del,
-                            ins: ins.clone(),
-                        },
-                    )
-                    .end;
+                seq = doc.local_edit(agent, seq, &Edit { pos: *pos, del: *del, ins: ins.clone() }).end;
             }
         }
         doc
@@ -138,9 +97,7 @@ impl Trace {
         for (i, t) in self.txns.iter().enumerate() {
             let mut parents: Vec<EventId> = Vec::new();
             for &p in &t.parents {
-                let v = after
-                    .get(p)
-                    .ok_or(format!("txn {i}: parent {p} is not earlier"))?;
+                let v = after.get(p).ok_or(format!("txn {i}: parent {p} is not earlier"))?;
                 parents.extend(v.iter().copied());
             }
             parents.sort();
@@ -152,30 +109,16 @@ impl Trace {
             let agent = AgentId::from_index(t.agent);
             for (pos, del, ins) in &t.patches {
                 if *del > 0 {
-                    let id = EventId {
-                        agent,
-                        seq: next_seq[a],
-                    };
-                    doc.add_remote(&RemoteOp::delete(id, &parents, *pos, *del, true))
-                        .map_err(|e| e.to_string())?;
+                    let id = EventId { agent, seq: next_seq[a] };
+                    doc.add_remote(&RemoteOp::delete(id, &parents, *pos, *del, true)).map_err(|e| e.to_string())?;
                     next_seq[a] += *del as u64;
-                    parents = vec![EventId {
-                        agent,
-                        seq: next_seq[a] - 1,
-                    }];
+                    parents = vec![EventId { agent, seq: next_seq[a] - 1 }];
                 }
                 if !ins.is_empty() {
-                    let id = EventId {
-                        agent,
-                        seq: next_seq[a],
-                    };
-                    doc.add_remote(&RemoteOp::insert(id, &parents, *pos, ins))
-                        .map_err(|e| e.to_string())?;
+                    let id = EventId { agent, seq: next_seq[a] };
+                    doc.add_remote(&RemoteOp::insert(id, &parents, *pos, ins)).map_err(|e| e.to_string())?;
                     next_seq[a] += ins.chars().count() as u64;
-                    parents = vec![EventId {
-                        agent,
-                        seq: next_seq[a] - 1,
-                    }];
+                    parents = vec![EventId { agent, seq: next_seq[a] - 1 }];
                 }
             }
             after.push(parents);

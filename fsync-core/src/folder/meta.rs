@@ -126,10 +126,7 @@ pub(crate) fn get_entry(r: &mut Reader<'_>) -> Result<Option<EntryId>, DecodeErr
         1 => {
             let mut a = [0u8; 16];
             a.copy_from_slice(r.raw(16)?);
-            Ok(Some(EntryId(EventId {
-                agent: AgentId(a),
-                seq: r.varint()?,
-            })))
+            Ok(Some(EntryId(EventId { agent: AgentId(a), seq: r.varint()? })))
         }
         _ => Err(DecodeError::Invalid("entry reference")),
     }
@@ -194,10 +191,7 @@ impl Meta {
                 parent: get_entry(&mut r)?,
                 name: get_name(&mut r)?,
             },
-            3 => Meta::Move {
-                parent: get_entry(&mut r)?,
-                name: get_name(&mut r)?,
-            },
+            3 => Meta::Move { parent: get_entry(&mut r)?, name: get_name(&mut r)? },
             4 => Meta::Delete,
             5 => Meta::Exec(r.u8()? != 0),
             6 => {
@@ -213,10 +207,7 @@ impl Meta {
                         return Err(DecodeError::Invalid("empty chunk"));
                     }
                     total += len as u64;
-                    chunks.push(ChunkRef {
-                        hash: ChunkHash(h),
-                        len,
-                    });
+                    chunks.push(ChunkRef { hash: ChunkHash(h), len });
                 }
                 if total != size {
                     return Err(DecodeError::Invalid("chunk sizes do not add up"));
@@ -244,16 +235,7 @@ mod tests {
 
     #[test]
     fn hostile_paths_are_refused() {
-        for bad in [
-            "",
-            "/etc/passwd",
-            "../x",
-            "a/../b",
-            "a//b",
-            "a/./b",
-            "a\0b",
-            "a/",
-        ] {
+        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "a/./b", "a\0b", "a/"] {
             assert!(split_path(bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(split_path("a/b c/d.txt"), Ok(vec!["a", "b c", "d.txt"]));
@@ -262,48 +244,22 @@ mod tests {
 
     #[test]
     fn meta_round_trip_and_validation() {
-        let e = Some(EntryId(EventId {
-            agent: AgentId::from_index(3),
-            seq: 9,
-        }));
+        let e = Some(EntryId(EventId { agent: AgentId::from_index(3), seq: 9 }));
         let all = [
-            Meta::Create {
-                kind: Kind::Dir,
-                parent: e,
-                name: "d".into(),
-            },
-            Meta::Move {
-                parent: None,
-                name: "n".into(),
-            },
+            Meta::Create { kind: Kind::Dir, parent: e, name: "d".into() },
+            Meta::Move { parent: None, name: "n".into() },
             Meta::Delete,
             Meta::Exec(true),
-            Meta::Binary {
-                size: 5,
-                chunks: vec![ChunkRef {
-                    hash: ChunkHash::of(b"hello"),
-                    len: 5,
-                }],
-            },
+            Meta::Binary { size: 5, chunks: vec![ChunkRef { hash: ChunkHash::of(b"hello"), len: 5 }] },
             Meta::Text,
             Meta::Link("../t".into()),
         ];
         for m in all {
             assert_eq!(Meta::decode(&m.encode()), Ok(m));
         }
-        let evil = Meta::Move {
-            parent: None,
-            name: "..".into(),
-        }
-        .encode();
+        let evil = Meta::Move { parent: None, name: "..".into() }.encode();
         assert!(Meta::decode(&evil).is_err());
-        let lying = Meta::Binary {
-            size: 6,
-            chunks: vec![ChunkRef {
-                hash: ChunkHash::of(b"hello"),
-                len: 5,
-            }],
-        };
+        let lying = Meta::Binary { size: 6, chunks: vec![ChunkRef { hash: ChunkHash::of(b"hello"), len: 5 }] };
         assert!(Meta::decode(&lying.encode()).is_err());
     }
 }

@@ -261,22 +261,12 @@ impl Folder {
 
     fn record(&mut self, entry: EntryId, agent: AgentId, seq: u64, len: u64, lv: Lv) {
         if let Some(last) = self.log.last_mut() {
-            if last.entry == entry
-                && last.agent == agent
-                && last.seq + last.len == seq
-                && last.lv + last.len as usize == lv
-            {
+            if last.entry == entry && last.agent == agent && last.seq + last.len == seq && last.lv + last.len as usize == lv {
                 last.len += len;
                 return;
             }
         }
-        self.log.push(LogRecord {
-            agent,
-            seq,
-            len,
-            entry,
-            lv,
-        });
+        self.log.push(LogRecord { agent, seq, len, entry, lv });
     }
 
     fn local_meta(&mut self, id: EntryId, meta: &Meta, now: u64) {
@@ -300,10 +290,7 @@ impl Folder {
         let fresh = resolve(&e.doc, e.state.kind);
         let old = std::mem::replace(&mut e.state, fresh);
         let new = &e.state;
-        let same_place = old.alive == new.alive
-            && old.parent == new.parent
-            && old.name == new.name
-            && old.kind == new.kind;
+        let same_place = old.alive == new.alive && old.parent == new.parent && old.name == new.name && old.kind == new.kind;
         if same_place && (self.tree_dirty || self.tree.path_of(id).is_some() || !new.alive) {
             return;
         }
@@ -329,16 +316,9 @@ impl Folder {
 
     fn create_in(&mut self, parent: Option<EntryId>, name: &str, kind: Kind, now: u64) -> EntryId {
         let seq = self.bump(1);
-        let id = EntryId(EventId {
-            agent: self.agent,
-            seq,
-        });
+        let id = EntryId(EventId { agent: self.agent, seq });
         let mut doc = TextDoc::new();
-        let meta = Meta::Create {
-            kind,
-            parent,
-            name: name.to_owned(),
-        };
+        let meta = Meta::Create { kind, parent, name: name.to_owned() };
         let lv = doc.local_marker(self.agent, seq, &meta.encode(), now);
         let state = resolve(&doc, kind);
         if self.tree_dirty || !self.tree.try_insert(id, &state) {
@@ -366,12 +346,7 @@ impl Folder {
     /// name was on its way here. The two are concurrent creations, and the
     /// tree gives them names by the usual rule (the name to the smallest
     /// entry id), the same on every node.
-    pub fn create_alongside(
-        &mut self,
-        path: &str,
-        kind: Kind,
-        now: u64,
-    ) -> Result<EntryId, FolderError> {
+    pub fn create_alongside(&mut self, path: &str, kind: Kind, now: u64) -> Result<EntryId, FolderError> {
         let parts = split_path(path)?;
         let (name, dirs) = parts.split_last().ok_or(PathError::Empty)?;
         let parent = self.ensure_dir(dirs, now)?;
@@ -382,12 +357,7 @@ impl Folder {
     /// to the text after the previous edit) as one change.
     pub fn edit_text(&mut self, id: EntryId, edits: &[Edit], now: u64) -> Result<(), FolderError> {
         self.ensure_text(id, now)?;
-        let base = self
-            .entries
-            .get(&id)
-            .ok_or(FolderError::UnknownEntry(id))?
-            .doc
-            .version_ids();
+        let base = self.entries.get(&id).ok_or(FolderError::UnknownEntry(id))?.doc.version_ids();
         self.edit_text_from(id, &base, edits, now)
     }
 
@@ -405,24 +375,12 @@ impl Folder {
     /// whatever changed since instead of overwriting it. An unknown base
     /// (never the case for ids this folder handed out) falls back to the
     /// current version.
-    pub fn edit_text_from(
-        &mut self,
-        id: EntryId,
-        base: &[EventId],
-        edits: &[Edit],
-        now: u64,
-    ) -> Result<(), FolderError> {
+    pub fn edit_text_from(&mut self, id: EntryId, base: &[EventId], edits: &[Edit], now: u64) -> Result<(), FolderError> {
         self.ensure_text(id, now)?;
         let agent = self.agent;
         let seq = self.next_seq;
-        let e = self
-            .entries
-            .get_mut(&id)
-            .ok_or(FolderError::UnknownEntry(id))?;
-        let base_lvs = e
-            .doc
-            .lvs_of(base)
-            .unwrap_or_else(|| e.doc.version().iter().copied().collect());
+        let e = self.entries.get_mut(&id).ok_or(FolderError::UnknownEntry(id))?;
+        let base_lvs = e.doc.lvs_of(base).unwrap_or_else(|| e.doc.version().iter().copied().collect());
         let before = e.doc.oplog().len();
         let r = e.doc.edit_from(agent, seq, &base_lvs, edits, now);
         let n = r.end - r.start;
@@ -448,12 +406,7 @@ impl Folder {
     }
 
     /// Sets binary content.
-    pub fn write_binary(
-        &mut self,
-        id: EntryId,
-        chunks: Vec<ChunkRef>,
-        now: u64,
-    ) -> Result<(), FolderError> {
+    pub fn write_binary(&mut self, id: EntryId, chunks: Vec<ChunkRef>, now: u64) -> Result<(), FolderError> {
         if !self.entries.contains_key(&id) {
             return Err(FolderError::UnknownEntry(id));
         }
@@ -496,14 +449,7 @@ impl Folder {
             }
         }
         let parent = self.ensure_dir(dirs, now)?;
-        self.local_meta(
-            id,
-            &Meta::Move {
-                parent,
-                name: (*name).to_owned(),
-            },
-            now,
-        );
+        self.local_meta(id, &Meta::Move { parent, name: (*name).to_owned() }, now);
         Ok(())
     }
 
@@ -511,12 +457,7 @@ impl Folder {
     /// the disk was last read): changes that arrived since and were never
     /// on disk are concurrent with the deletion, so an edit made meanwhile
     /// elsewhere keeps the file. Nothing below the entry is touched.
-    pub fn delete_from(
-        &mut self,
-        id: EntryId,
-        base: &[EventId],
-        now: u64,
-    ) -> Result<(), FolderError> {
+    pub fn delete_from(&mut self, id: EntryId, base: &[EventId], now: u64) -> Result<(), FolderError> {
         self.meta_from(id, base, &Meta::Delete, now)
     }
 
@@ -536,29 +477,15 @@ impl Folder {
 
     /// A metadata event whose parents are `base` (unknown: the current
     /// version).
-    fn meta_from(
-        &mut self,
-        id: EntryId,
-        base: &[EventId],
-        meta: &Meta,
-        now: u64,
-    ) -> Result<(), FolderError> {
+    fn meta_from(&mut self, id: EntryId, base: &[EventId], meta: &Meta, now: u64) -> Result<(), FolderError> {
         if !self.entries.contains_key(&id) {
             return Err(FolderError::UnknownEntry(id));
         }
         let seq = self.bump(1);
         let agent = self.agent;
-        let e = self
-            .entries
-            .get_mut(&id)
-            .ok_or(FolderError::UnknownEntry(id))?;
-        let base_lvs = e
-            .doc
-            .lvs_of(base)
-            .unwrap_or_else(|| e.doc.version().iter().copied().collect());
-        let lv = e
-            .doc
-            .marker_from(agent, seq, &base_lvs, &meta.encode(), now);
+        let e = self.entries.get_mut(&id).ok_or(FolderError::UnknownEntry(id))?;
+        let base_lvs = e.doc.lvs_of(base).unwrap_or_else(|| e.doc.version().iter().copied().collect());
+        let lv = e.doc.marker_from(agent, seq, &base_lvs, &meta.encode(), now);
         self.record(id, agent, seq, 1, lv);
         self.refresh(id);
         Ok(())
@@ -584,12 +511,7 @@ impl Folder {
     /// `have` lacks, starting at log record `from` (0 for all), in causal
     /// order. Stops after about `max_ops` unit operations; returns the log
     /// position to continue from.
-    pub fn changes_since(
-        &self,
-        have: &VersionVector,
-        from: usize,
-        max_ops: usize,
-    ) -> (Changes, usize) {
+    pub fn changes_since(&self, have: &VersionVector, from: usize, max_ops: usize) -> (Changes, usize) {
         self.changes_within(have, from, max_ops, None)
     }
 
@@ -597,12 +519,7 @@ impl Folder {
     /// [`Folder::set_shareable`]). It stops at the first record that is not
     /// wholly shareable, and returns that record's position, so the rest
     /// goes out once it is.
-    pub fn changes_for_peer(
-        &self,
-        have: &VersionVector,
-        from: usize,
-        max_ops: usize,
-    ) -> (Changes, usize) {
+    pub fn changes_for_peer(&self, have: &VersionVector, from: usize, max_ops: usize) -> (Changes, usize) {
         self.changes_within(have, from, max_ops, self.shareable.as_ref())
     }
 
@@ -643,9 +560,7 @@ impl Folder {
             };
             let take = (end - rec.seq) as usize;
             let mut runs = Vec::new();
-            e.doc
-                .oplog()
-                .export_range(rec.lv + skip..rec.lv + take, &mut runs);
+            e.doc.oplog().export_range(rec.lv + skip..rec.lv + take, &mut runs);
             ops += take - skip;
             out.runs.extend(runs.into_iter().map(|r| (rec.entry, r)));
             if take < rec.len as usize {
@@ -663,11 +578,8 @@ impl Folder {
     pub fn snapshot(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.raw(SNAPSHOT_MAGIC);
-        let files: Vec<(&EntryId, &Entry)> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.state.kind == Kind::File && !e.doc.version().is_empty())
-            .collect();
+        let files: Vec<(&EntryId, &Entry)> =
+            self.entries.iter().filter(|(_, e)| e.state.kind == Kind::File && !e.doc.version().is_empty()).collect();
         w.usize(files.len());
         for (id, e) in files {
             meta::put_entry(&mut w, Some(*id));
@@ -702,9 +614,7 @@ impl Folder {
                 }
             }
         }
-        let mut texts = snapshot
-            .and_then(|b| decode_snapshot(b).ok())
-            .unwrap_or_default();
+        let mut texts = snapshot.and_then(|b| decode_snapshot(b).ok()).unwrap_or_default();
         folder.settle(&touched, &mut texts);
         Ok(folder)
     }
@@ -736,11 +646,7 @@ impl Folder {
 
     /// After runs were applied: merges each touched entry's text (starting
     /// from a snapshot's text where `texts` has one) and resolves its state.
-    fn settle(
-        &mut self,
-        touched: &[EntryId],
-        texts: &mut HashMap<EntryId, (Vec<EventId>, String)>,
-    ) {
+    fn settle(&mut self, touched: &[EntryId], texts: &mut HashMap<EntryId, (Vec<EventId>, String)>) {
         for id in touched {
             if let Some(e) = self.entries.get_mut(id) {
                 if let Some((version, text)) = texts.remove(id) {
@@ -761,11 +667,7 @@ impl Folder {
             return Ok(false);
         }
         if run.id.seq > have {
-            return Err(ApplyError::Gap {
-                agent,
-                expected: have,
-                got: run.id.seq,
-            });
+            return Err(ApplyError::Gap { agent, expected: have, got: run.id.seq });
         }
         if let crate::text::ExportedKind::Marker(m) = &run.kind {
             Meta::decode(m).map_err(|_| ApplyError::BadMeta(run.id))?;
@@ -773,31 +675,18 @@ impl Folder {
         if let std::collections::hash_map::Entry::Vacant(slot) = self.entries.entry(entry) {
             // Only the entry's own creation may introduce it.
             let kind = match &run.kind {
-                crate::text::ExportedKind::Marker(m)
-                    if run.id == entry.0 && run.parents.is_empty() =>
-                {
-                    match Meta::decode(m) {
-                        Ok(Meta::Create { kind, .. }) => kind,
-                        _ => return Err(ApplyError::UnknownEntry(run.id)),
-                    }
-                }
+                crate::text::ExportedKind::Marker(m) if run.id == entry.0 && run.parents.is_empty() => match Meta::decode(m) {
+                    Ok(Meta::Create { kind, .. }) => kind,
+                    _ => return Err(ApplyError::UnknownEntry(run.id)),
+                },
                 _ => return Err(ApplyError::UnknownEntry(run.id)),
             };
             let doc = TextDoc::new();
-            let state = EntryState {
-                kind,
-                alive: true,
-                parent: None,
-                name: String::new(),
-                exec: false,
-                content: Content::None,
-            };
+            let state =
+                EntryState { kind, alive: true, parent: None, name: String::new(), exec: false, content: Content::None };
             slot.insert(Entry { doc, state });
         }
-        let e = self
-            .entries
-            .get_mut(&entry)
-            .ok_or(ApplyError::UnknownEntry(run.id))?;
+        let e = self.entries.get_mut(&entry).ok_or(ApplyError::UnknownEntry(run.id))?;
         let before = e.doc.oplog().len();
         e.doc.add_remote(&RemoteOp::from_exported(run))?;
         let added = (e.doc.oplog().len() - before) as u64;
@@ -818,19 +707,14 @@ fn resolve(doc: &TextDoc, kind: Kind) -> EntryState {
     let graph = log.graph();
     // Newest events first; an event counts for a register unless a later
     // event of the same register follows it.
-    let mut metas: Vec<(Lv, Meta)> = log
-        .markers()
-        .filter_map(|(lv, m)| Some((lv, Meta::decode(m).ok()?)))
-        .collect();
+    let mut metas: Vec<(Lv, Meta)> = log.markers().filter_map(|(lv, m)| Some((lv, Meta::decode(m).ok()?))).collect();
     metas.reverse();
     let mut winners: [Option<(u64, EventId, Lv)>; 4] = [None; 4];
     let mut accepted: [Frontier; 4] = Default::default();
     for (lv, m) in &metas {
         // Registers: 0 location, 1 exec, 2 content, 3 link target.
         let regs: &[usize] = match m {
-            Meta::Create {
-                kind: Kind::File, ..
-            } => &[0, 2],
+            Meta::Create { kind: Kind::File, .. } => &[0, 2],
             Meta::Create { .. } => &[0],
             Meta::Move { .. } => &[0],
             Meta::Exec(_) => &[1],
@@ -849,15 +733,9 @@ fn resolve(doc: &TextDoc, kind: Kind) -> EntryState {
             }
         }
     }
-    let meta_at = |r: usize| {
-        winners[r]
-            .and_then(|(_, _, lv)| metas.iter().find(|(l, _)| *l == lv))
-            .map(|(_, m)| m)
-    };
+    let meta_at = |r: usize| winners[r].and_then(|(_, _, lv)| metas.iter().find(|(l, _)| *l == lv)).map(|(_, m)| m);
     let (parent, name) = match meta_at(0) {
-        Some(Meta::Create { parent, name, .. }) | Some(Meta::Move { parent, name }) => {
-            (*parent, name.clone())
-        }
+        Some(Meta::Create { parent, name, .. }) | Some(Meta::Move { parent, name }) => (*parent, name.clone()),
         _ => (None, String::new()),
     };
     let exec = matches!(meta_at(1), Some(Meta::Exec(true)));
@@ -868,50 +746,31 @@ fn resolve(doc: &TextDoc, kind: Kind) -> EntryState {
             _ => Content::Link(String::new()),
         },
         Kind::File => match meta_at(2) {
-            Some(Meta::Binary { size, chunks }) => Content::Binary {
-                size: *size,
-                chunks: chunks.clone(),
-            },
+            Some(Meta::Binary { size, chunks }) => Content::Binary { size: *size, chunks: chunks.clone() },
             _ => Content::Text,
         },
     };
     // Deleted only when every newest event is a delete.
-    let alive = !doc
-        .version()
-        .iter()
-        .all(|&lv| matches!(log.marker(lv).map(Meta::decode), Some(Ok(Meta::Delete))));
-    EntryState {
-        kind,
-        alive,
-        parent,
-        name,
-        exec,
-        content,
-    }
+    let alive = !doc.version().iter().all(|&lv| matches!(log.marker(lv).map(Meta::decode), Some(Ok(Meta::Delete))));
+    EntryState { kind, alive, parent, name, exec, content }
 }
 
 const SNAPSHOT_MAGIC: &[u8] = b"fsync-snapshot-1";
 
 /// A [`Folder::snapshot`]: entry -> (version, text).
-fn decode_snapshot(
-    b: &[u8],
-) -> Result<HashMap<EntryId, (Vec<EventId>, String)>, crate::encoding::DecodeError> {
+fn decode_snapshot(b: &[u8]) -> Result<HashMap<EntryId, (Vec<EventId>, String)>, crate::encoding::DecodeError> {
     let mut r = Reader::new(b);
     r.magic(SNAPSHOT_MAGIC, "folder snapshot")?;
     let n = r.count(20)?;
     let mut out = HashMap::with_capacity(n);
     for _ in 0..n {
-        let id = meta::get_entry(&mut r)?
-            .ok_or(crate::encoding::DecodeError::Invalid("snapshot entry"))?;
+        let id = meta::get_entry(&mut r)?.ok_or(crate::encoding::DecodeError::Invalid("snapshot entry"))?;
         let k = r.count(17)?;
         let mut version = Vec::with_capacity(k);
         for _ in 0..k {
             let mut a = [0u8; 16];
             a.copy_from_slice(r.raw(16)?);
-            version.push(EventId {
-                agent: AgentId(a),
-                seq: r.varint()?,
-            });
+            version.push(EventId { agent: AgentId(a), seq: r.varint()? });
         }
         out.insert(id, (version, r.str()?.to_owned()));
     }
@@ -925,18 +784,8 @@ pub fn simple_diff(old: &str, new: &str) -> Edit {
     let n: Vec<char> = new.chars().collect();
     let pre = o.iter().zip(&n).take_while(|(a, b)| a == b).count();
     let max_suf = o.len().min(n.len()) - pre;
-    let suf = o
-        .iter()
-        .rev()
-        .zip(n.iter().rev())
-        .take(max_suf)
-        .take_while(|(a, b)| a == b)
-        .count();
-    Edit {
-        pos: pre,
-        del: o.len() - pre - suf,
-        ins: n[pre..n.len() - suf].iter().collect(),
-    }
+    let suf = o.iter().rev().zip(n.iter().rev()).take(max_suf).take_while(|(a, b)| a == b).count();
+    Edit { pos: pre, del: o.len() - pre - suf, ins: n[pre..n.len() - suf].iter().collect() }
 }
 
 #[cfg(test)]

@@ -67,10 +67,7 @@ fn text_edits_at_different_places_both_present() {
     a.set_text(id, "ALPHA\nbeta\ngamma\n", 2).expect("edit");
     b.set_text(id, "alpha\nbeta\nGAMMA\n", 2).expect("edit");
     converge(&mut a, &mut b);
-    assert_eq!(
-        text_at(&mut a, "notes.txt").as_deref(),
-        Some("ALPHA\nbeta\nGAMMA\n")
-    );
+    assert_eq!(text_at(&mut a, "notes.txt").as_deref(), Some("ALPHA\nbeta\nGAMMA\n"));
 }
 
 #[test]
@@ -98,13 +95,7 @@ fn binary_on_two_nodes_has_one_winner_and_keeps_the_loser() {
     b.write_binary(id, cb.clone(), 20).expect("write");
     converge(&mut a, &mut b);
     // The later write (by time) wins everywhere; the other is in history.
-    assert_eq!(
-        a.state(id).map(|s| s.content.clone()),
-        Some(Content::Binary {
-            size: 7000,
-            chunks: cb
-        })
-    );
+    assert_eq!(a.state(id).map(|s| s.content.clone()), Some(Content::Binary { size: 7000, chunks: cb }));
     let hashes: HashSet<ChunkHash> = a.referenced_chunks();
     assert!(hashes.contains(&ca[0].hash));
 }
@@ -119,10 +110,7 @@ fn edit_beats_concurrent_delete() {
     b.delete(id, 2).expect("delete");
     assert!(b.tree().lookup("doc.txt").is_none());
     converge(&mut a, &mut b);
-    assert_eq!(
-        text_at(&mut b, "doc.txt").as_deref(),
-        Some("keep me, edited")
-    );
+    assert_eq!(text_at(&mut b, "doc.txt").as_deref(), Some("keep me, edited"));
 }
 
 #[test]
@@ -173,11 +161,7 @@ fn same_new_path_on_two_nodes_keeps_both() {
     converge(&mut a, &mut b);
     let snap = snapshot(&mut a);
     assert_eq!(snap.len(), 2, "{snap:?}");
-    assert_eq!(
-        text_at(&mut a, "plan.md").as_deref(),
-        Some("from a"),
-        "smallest entry id keeps the name"
-    );
+    assert_eq!(text_at(&mut a, "plan.md").as_deref(), Some("from a"), "smallest entry id keeps the name");
     let other = format!("plan ({}).md", agent(2).short());
     assert_eq!(text_at(&mut a, &other).as_deref(), Some("from b"));
 }
@@ -229,10 +213,7 @@ fn exec_bit_and_symlinks_replicate() {
     a.set_link(l, "run.sh", 2).expect("link");
     converge(&mut a, &mut b);
     assert!(b.state(s).is_some_and(|st| st.exec));
-    assert_eq!(
-        b.state(l).map(|st| st.content.clone()),
-        Some(Content::Link("run.sh".into()))
-    );
+    assert_eq!(b.state(l).map(|st| st.content.clone()), Some(Content::Link("run.sh".into())));
 }
 
 #[test]
@@ -247,14 +228,8 @@ fn crossed_directory_moves_do_not_lose_anything() {
     b.rename(q, "p/q", 2).expect("move");
     converge(&mut a, &mut b);
     let snap = snapshot(&mut a);
-    assert!(
-        snap.iter().any(|(p, _)| p.ends_with("in-p.txt")),
-        "{snap:?}"
-    );
-    assert!(
-        snap.iter().any(|(p, _)| p.ends_with("in-q.txt")),
-        "{snap:?}"
-    );
+    assert!(snap.iter().any(|(p, _)| p.ends_with("in-p.txt")), "{snap:?}");
+    assert!(snap.iter().any(|(p, _)| p.ends_with("in-q.txt")), "{snap:?}");
 }
 
 #[test]
@@ -263,23 +238,14 @@ fn hostile_changes_are_refused() {
     let id = file(&mut a, "f", "x");
     let (mut c, _) = a.changes_since(&VersionVector::new(), 0, usize::MAX);
     // A move to ".." smuggled in as the entry's next event.
-    let evil = Meta::Move {
-        parent: None,
-        name: "..".into(),
-    };
+    let evil = Meta::Move { parent: None, name: "..".into() };
     let last = c.runs.last().expect("runs").1.clone();
-    let next = EventId {
-        agent: agent(1),
-        seq: last.id.seq + last.len() as u64,
-    };
+    let next = EventId { agent: agent(1), seq: last.id.seq + last.len() as u64 };
     c.runs.push((
         id,
         ExportedRun {
             id: next,
-            parents: vec![EventId {
-                agent: agent(1),
-                seq: next.seq - 1,
-            }],
+            parents: vec![EventId { agent: agent(1), seq: next.seq - 1 }],
             pos: 0,
             kind: crate::text::ExportedKind::Marker(evil.encode()),
             time: 0,
@@ -292,38 +258,14 @@ fn hostile_changes_are_refused() {
     // A gap is reported, not papered over.
     let mut gap = a.changes_since(&VersionVector::new(), 0, usize::MAX).0;
     gap.runs.remove(0);
-    assert!(matches!(
-        Folder::new(agent(3)).apply_changes(&gap).1,
-        Err(ApplyError::Gap { .. })
-    ));
+    assert!(matches!(Folder::new(agent(3)).apply_changes(&gap).1, Err(ApplyError::Gap { .. })));
 }
 
 #[test]
 fn simple_diff_is_minimal_around_the_change() {
-    assert_eq!(
-        simple_diff("abcdef", "abXYef"),
-        Edit {
-            pos: 2,
-            del: 2,
-            ins: "XY".into()
-        }
-    );
-    assert_eq!(
-        simple_diff("aaa", "aaaa"),
-        Edit {
-            pos: 3,
-            del: 0,
-            ins: "a".into()
-        }
-    );
-    assert_eq!(
-        simple_diff("", ""),
-        Edit {
-            pos: 0,
-            del: 0,
-            ins: String::new()
-        }
-    );
+    assert_eq!(simple_diff("abcdef", "abXYef"), Edit { pos: 2, del: 2, ins: "XY".into() });
+    assert_eq!(simple_diff("aaa", "aaaa"), Edit { pos: 3, del: 0, ins: "a".into() });
+    assert_eq!(simple_diff("", ""), Edit { pos: 0, del: 0, ins: String::new() });
 }
 
 /// Regression (found by the long simulation): a file whose directory has
@@ -343,10 +285,7 @@ fn an_orphan_moves_into_its_directory_when_it_arrives() {
     c.apply_changes(&only_b).1.expect("valid");
     // The orphan shows at the root and, with the smaller id, takes the name.
     assert_eq!(c.tree().path_of(f), Some("f3"));
-    assert_eq!(
-        c.tree().path_of(own).map(str::to_owned),
-        Some(format!("f3 ({})", agent(5).short()))
-    );
+    assert_eq!(c.tree().path_of(own).map(str::to_owned), Some(format!("f3 ({})", agent(5).short())));
     c.assert_tree_consistent();
     send(&a, &mut c);
     assert_eq!(c.tree().path_of(f), Some("d0/f3"));
@@ -377,16 +316,10 @@ fn a_file_below_a_move_cycle_stays_in_its_directory() {
     let p_path = c.tree().path_of(p).expect("p shows").to_owned();
     let f = file(&mut c, &format!("{p_path}/new.txt"), "new");
     c.assert_tree_consistent();
-    assert_eq!(
-        c.tree().path_of(f).map(str::to_owned),
-        Some(format!("{p_path}/new.txt"))
-    );
+    assert_eq!(c.tree().path_of(f).map(str::to_owned), Some(format!("{p_path}/new.txt")));
     send(&c, &mut a);
     a.assert_tree_consistent();
-    assert_eq!(
-        a.tree().path_of(f).map(str::to_owned),
-        Some(format!("{p_path}/new.txt"))
-    );
+    assert_eq!(a.tree().path_of(f).map(str::to_owned), Some(format!("{p_path}/new.txt")));
 }
 
 /// A deletion seen on disk is recorded against what the disk had: an edit
@@ -416,28 +349,10 @@ fn a_delete_from_an_old_base_loses_to_an_edit_it_never_saw() {
 fn unshareable_changes_are_held_back_then_sent() {
     let mut a = Folder::new(agent(1));
     let id = a.create("a.txt", Kind::File, 1).expect("create");
-    a.edit_text(
-        id,
-        &[Edit {
-            pos: 0,
-            del: 0,
-            ins: "hello".into(),
-        }],
-        2,
-    )
-    .expect("edit");
+    a.edit_text(id, &[Edit { pos: 0, del: 0, ins: "hello".into() }], 2).expect("edit");
     a.set_shareable(Some(a.version_vector().clone()));
     // More typing into the same log record, and a new file: held back.
-    a.edit_text(
-        id,
-        &[Edit {
-            pos: 5,
-            del: 0,
-            ins: " world".into(),
-        }],
-        3,
-    )
-    .expect("edit");
+    a.edit_text(id, &[Edit { pos: 5, del: 0, ins: " world".into() }], 3).expect("edit");
     a.create("b.txt", Kind::File, 4).expect("create");
 
     let mut b = Folder::new(agent(2));
@@ -463,22 +378,12 @@ fn unshareable_changes_are_held_back_then_sent() {
 fn children_lists_one_level_in_name_order() {
     let mut f = Folder::new(agent(1));
     for p in ["a", "a b", "a.txt", "a/x", "a/y/z", "a-b", "b/c", "a0"] {
-        let kind = if p == "a" || p == "b" {
-            Kind::Dir
-        } else {
-            Kind::File
-        };
+        let kind = if p == "a" || p == "b" { Kind::Dir } else { Kind::File };
         if f.tree().lookup(p).is_none() {
             f.create(p, kind, 1).expect("create");
         }
     }
-    let names = |f: &mut Folder, d: &str| {
-        f.tree()
-            .children(d)
-            .iter()
-            .map(|n| n.path.clone())
-            .collect::<Vec<_>>()
-    };
+    let names = |f: &mut Folder, d: &str| f.tree().children(d).iter().map(|n| n.path.clone()).collect::<Vec<_>>();
     assert_eq!(names(&mut f, ""), ["a", "a b", "a-b", "a.txt", "a0", "b"]);
     assert_eq!(names(&mut f, "a"), ["a/x", "a/y"]);
     assert_eq!(names(&mut f, "a/y"), ["a/y/z"]);

@@ -54,20 +54,11 @@ impl Tree {
     /// The entries directly inside directory `dir` (`""` = the root), in
     /// name order. Subtrees are skipped, not walked.
     pub fn children(&self, dir: &str) -> Vec<&Node> {
-        let prefix = if dir.is_empty() {
-            String::new()
-        } else {
-            format!("{dir}/")
-        };
+        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
         let mut out = Vec::new();
         let mut from = prefix.clone();
-        while let Some((path, node)) = self
-            .by_path
-            .range::<str, _>((
-                std::ops::Bound::Included(from.as_str()),
-                std::ops::Bound::Unbounded,
-            ))
-            .next()
+        while let Some((path, node)) =
+            self.by_path.range::<str, _>((std::ops::Bound::Included(from.as_str()), std::ops::Bound::Unbounded)).next()
         {
             let Some(rest) = path.strip_prefix(prefix.as_str()) else {
                 break;
@@ -140,11 +131,7 @@ impl Tree {
     /// story: its directory shows, and the name is free there. Returns
     /// false when a rebuild is needed.
     pub(crate) fn try_insert(&mut self, id: EntryId, state: &EntryState) -> bool {
-        if !state.alive
-            || state.name.is_empty()
-            || self.path_of.contains_key(&id)
-            || self.missing_parents.contains(&id)
-        {
+        if !state.alive || state.name.is_empty() || self.path_of.contains_key(&id) || self.missing_parents.contains(&id) {
             return false;
         }
         let prefix = match state.parent {
@@ -154,33 +141,19 @@ impl Tree {
                 _ => return false,
             },
         };
-        let path = if prefix.is_empty() {
-            state.name.clone()
-        } else {
-            format!("{prefix}/{}", state.name)
-        };
+        let path = if prefix.is_empty() { state.name.clone() } else { format!("{prefix}/{}", state.name) };
         if self.by_path.contains_key(&path) {
             return false;
         }
         self.path_of.insert(id, path.clone());
-        self.by_path.insert(
-            path.clone(),
-            Node {
-                id,
-                kind: state.kind,
-                path,
-            },
-        );
+        self.by_path.insert(path.clone(), Node { id, kind: state.kind, path });
         true
     }
 
     /// Resolves paths from entry states.
     pub(crate) fn build<'a>(entries: impl Iterator<Item = (EntryId, &'a EntryState)>) -> Tree {
         let states: HashMap<EntryId, &EntryState> = entries.collect();
-        let dir_parent = |s: &EntryState| {
-            s.parent
-                .filter(|p| states.get(p).is_some_and(|ps| ps.kind == Kind::Dir))
-        };
+        let dir_parent = |s: &EntryState| s.parent.filter(|p| states.get(p).is_some_and(|ps| ps.kind == Kind::Dir));
 
         // Rule 1: what shows.
         let mut visible: HashSet<EntryId> = HashSet::new();
@@ -227,11 +200,7 @@ impl Tree {
                     .collect();
                 kids.sort();
                 kids.dedup();
-                let mut used = if prefix.is_empty() {
-                    std::mem::take(&mut root_used)
-                } else {
-                    HashSet::new()
-                };
+                let mut used = if prefix.is_empty() { std::mem::take(&mut root_used) } else { HashSet::new() };
                 tree.place(&prefix, &kids, &states, &mut used, &mut reached, &mut queue);
                 if prefix.is_empty() {
                     root_used = used;
@@ -251,25 +220,11 @@ impl Tree {
                 }
                 false
             };
-            let unreached = ids
-                .iter()
-                .copied()
-                .filter(|id| visible.contains(id) && !reached.contains(id));
-            let Some(stray) = unreached
-                .clone()
-                .find(|id| in_cycle(*id))
-                .or_else(|| unreached.min())
-            else {
+            let unreached = ids.iter().copied().filter(|id| visible.contains(id) && !reached.contains(id));
+            let Some(stray) = unreached.clone().find(|id| in_cycle(*id)).or_else(|| unreached.min()) else {
                 break;
             };
-            tree.place(
-                "",
-                &[stray],
-                &states,
-                &mut root_used,
-                &mut reached,
-                &mut queue,
-            );
+            tree.place("", &[stray], &states, &mut root_used, &mut reached, &mut queue);
         }
         tree
     }
@@ -298,15 +253,8 @@ impl Tree {
         };
         let mut losers = Vec::new();
         for (name, group) in by_name {
-            let dirs: Vec<EntryId> = group
-                .iter()
-                .copied()
-                .filter(|k| states[k].kind == Kind::Dir)
-                .collect();
-            let others = group
-                .iter()
-                .copied()
-                .filter(|k| states[k].kind != Kind::Dir);
+            let dirs: Vec<EntryId> = group.iter().copied().filter(|k| states[k].kind == Kind::Dir).collect();
+            let others = group.iter().copied().filter(|k| states[k].kind != Kind::Dir);
             if name.is_empty() || used.contains(name) {
                 losers.extend(group.iter().copied());
                 continue;
@@ -318,14 +266,7 @@ impl Tree {
                     reached.insert(d);
                     self.path_of.insert(d, path.clone());
                 }
-                self.by_path.insert(
-                    path.clone(),
-                    Node {
-                        id: canon,
-                        kind: Kind::Dir,
-                        path: path.clone(),
-                    },
-                );
+                self.by_path.insert(path.clone(), Node { id: canon, kind: Kind::Dir, path: path.clone() });
                 if dirs.len() > 1 {
                     self.aliases.insert(path.clone(), dirs[1..].to_vec());
                 }
@@ -336,14 +277,7 @@ impl Tree {
                 if let Some(first) = others.next() {
                     reached.insert(first);
                     self.path_of.insert(first, path.clone());
-                    self.by_path.insert(
-                        path.clone(),
-                        Node {
-                            id: first,
-                            kind: states[&first].kind,
-                            path,
-                        },
-                    );
+                    self.by_path.insert(path.clone(), Node { id: first, kind: states[&first].kind, path });
                 }
                 losers.extend(others);
             }
@@ -356,14 +290,7 @@ impl Tree {
             let path = join(&name);
             self.path_of.insert(k, path.clone());
             let kind = states[&k].kind;
-            self.by_path.insert(
-                path.clone(),
-                Node {
-                    id: k,
-                    kind,
-                    path: path.clone(),
-                },
-            );
+            self.by_path.insert(path.clone(), Node { id: k, kind, path: path.clone() });
             if kind == Kind::Dir {
                 queue.push((path, vec![Some(k)]));
             }

@@ -76,22 +76,12 @@ impl Net {
             }
         }
         let cut = vec![false; links.len()];
-        Net {
-            peers,
-            links,
-            cut,
-            flight: Vec::new(),
-            now: 0,
-            rng,
-        }
+        Net { peers, links, cut, flight: Vec::new(), now: 0, rng }
     }
 
     fn link_cut(&self, a: usize, b: usize) -> bool {
         let l = (a.min(b), a.max(b));
-        self.links
-            .iter()
-            .position(|x| *x == l)
-            .is_some_and(|i| self.cut[i])
+        self.links.iter().position(|x| *x == l).is_some_and(|i| self.cut[i])
     }
 
     /// Collects every message the sessions want to send.
@@ -112,12 +102,7 @@ impl Net {
                     for _ in 0..copies {
                         if !lost {
                             let at = self.now + self.rng.random_range(0..=f.max_delay);
-                            self.flight.push(Packet {
-                                from: i,
-                                to,
-                                at,
-                                bytes: bytes.clone(),
-                            });
+                            self.flight.push(Packet { from: i, to, at, bytes: bytes.clone() });
                         }
                     }
                 }
@@ -144,8 +129,7 @@ impl Net {
             let now = self.now;
             let p = &mut self.peers[pk.to];
             let s = p.sessions.get_mut(&pk.from).expect("session exists");
-            s.handle_message(now, &pk.bytes, &mut p.folder, &mut p.chunks)
-                .expect("honest peers send valid messages");
+            s.handle_message(now, &pk.bytes, &mut p.folder, &mut p.chunks).expect("honest peers send valid messages");
             while s.poll_event().is_some() {}
         }
     }
@@ -159,22 +143,12 @@ impl Net {
         let p = &mut self.peers[i];
         let f = &mut p.folder;
         let nodes: Vec<_> = f.tree().nodes().cloned().collect();
-        let files: Vec<_> = nodes
-            .iter()
-            .filter(|n| n.kind == Kind::File)
-            .cloned()
-            .collect();
-        let dirs: Vec<_> = nodes
-            .iter()
-            .filter(|n| n.kind == Kind::Dir)
-            .cloned()
-            .collect();
+        let files: Vec<_> = nodes.iter().filter(|n| n.kind == Kind::File).cloned().collect();
+        let dirs: Vec<_> = nodes.iter().filter(|n| n.kind == Kind::Dir).cloned().collect();
         let pick = |v: &Vec<crate::folder::Node>| v.get(n as usize % v.len().max(1)).cloned();
         match choice {
             0..=14 => {
-                let dir = pick(&dirs)
-                    .map(|d| format!("{}/", d.path))
-                    .unwrap_or_default();
+                let dir = pick(&dirs).map(|d| format!("{}/", d.path)).unwrap_or_default();
                 let _ = f.create(&format!("{dir}f{}", n % 7), Kind::File, now);
             }
             15..=19 => {
@@ -185,23 +159,15 @@ impl Net {
                     if f.state(file.id).is_some_and(|s| s.content == Content::Text) {
                         let len = f.doc(file.id).map_or(0, |d| d.len_chars());
                         let pos = n as usize % (len + 1);
-                        let del = if len > pos && n % 3 == 0 {
-                            (n as usize % 4).min(len - pos)
-                        } else {
-                            0
-                        };
-                        let ins: String = (0..n % 5)
-                            .map(|k| char::from(b'a' + ((n + k) % 26) as u8))
-                            .collect();
+                        let del = if len > pos && n % 3 == 0 { (n as usize % 4).min(len - pos) } else { 0 };
+                        let ins: String = (0..n % 5).map(|k| char::from(b'a' + ((n + k) % 26) as u8)).collect();
                         let _ = f.edit_text(file.id, &[Edit { pos, del, ins }], now);
                     }
                 }
             }
             60..=67 => {
                 if let Some(file) = pick(&files) {
-                    let bytes: Vec<u8> = (0..(n as usize * 40))
-                        .map(|k| (k as u32 ^ n) as u8)
-                        .collect();
+                    let bytes: Vec<u8> = (0..(n as usize * 40)).map(|k| (k as u32 ^ n) as u8).collect();
                     let refs: Vec<_> = split(&bytes)
                         .into_iter()
                         .map(|(r, b)| {
@@ -214,9 +180,7 @@ impl Net {
             }
             68..=77 => {
                 if let Some(node) = pick(&nodes) {
-                    let dir = pick(&dirs)
-                        .map(|d| format!("{}/", d.path))
-                        .unwrap_or_default();
+                    let dir = pick(&dirs).map(|d| format!("{}/", d.path)).unwrap_or_default();
                     let _ = f.rename(node.id, &format!("{dir}r{}", n % 5), now);
                 }
             }
@@ -262,8 +226,7 @@ impl Net {
     }
 
     fn reconnect(&mut self, (a, b): (usize, usize)) {
-        self.flight
-            .retain(|pk| (pk.from.min(pk.to), pk.from.max(pk.to)) != (a, b));
+        self.flight.retain(|pk| (pk.from.min(pk.to), pk.from.max(pk.to)) != (a, b));
         for (x, y) in [(a, b), (b, a)] {
             let p = &mut self.peers[x];
             let mut s = Session::new();
@@ -283,13 +246,7 @@ impl Net {
     /// Heals everything and runs without faults until quiet.
     fn settle(&mut self) {
         self.cut.iter_mut().for_each(|c| *c = false);
-        let calm = Faults {
-            loss: 0.0,
-            dup: 0.0,
-            max_delay: 3,
-            partitions: false,
-            reconnects: false,
-        };
+        let calm = Faults { loss: 0.0, dup: 0.0, max_delay: 3, partitions: false, reconnects: false };
         self.resync_all();
         for _ in 0..400 {
             self.now += 1;
@@ -305,19 +262,10 @@ impl Net {
     /// check the run did something.
     fn assert_converged(&mut self, seed: u64) -> (usize, u64) {
         let first = snapshot(&mut self.peers[0].folder);
-        let sent: u64 = self
-            .peers
-            .iter()
-            .flat_map(|p| p.sessions.values())
-            .map(|s| s.stats().sent_ops)
-            .sum();
+        let sent: u64 = self.peers.iter().flat_map(|p| p.sessions.values()).map(|s| s.stats().sent_ops).sum();
         for (i, p) in self.peers.iter_mut().enumerate() {
             p.folder.assert_tree_consistent();
-            assert_eq!(
-                snapshot(&mut p.folder),
-                first,
-                "seed {seed}: peer {i} differs from peer 0"
-            );
+            assert_eq!(snapshot(&mut p.folder), first, "seed {seed}: peer {i} differs from peer 0");
             for h in p.folder.referenced_chunks() {
                 assert!(p.chunks.has(&h), "seed {seed}: peer {i} lacks chunk {h:?}");
             }
@@ -335,13 +283,7 @@ pub(crate) fn simulate(seed: u64, peers: usize, steps: usize, faults: &Faults) -
 
 #[test]
 fn converges_on_a_perfect_network() {
-    let f = Faults {
-        loss: 0.0,
-        dup: 0.0,
-        max_delay: 0,
-        partitions: false,
-        reconnects: false,
-    };
+    let f = Faults { loss: 0.0, dup: 0.0, max_delay: 0, partitions: false, reconnects: false };
     let (mut paths, mut ops) = (0, 0);
     for seed in 0..10 {
         let (p, o) = simulate(seed, 3, 150, &f);
@@ -349,21 +291,12 @@ fn converges_on_a_perfect_network() {
         ops += o;
     }
     eprintln!("perfect network: {paths} paths, {ops} operations sent");
-    assert!(
-        paths > 30 && ops > 500,
-        "the simulation did too little: {paths} paths, {ops} ops"
-    );
+    assert!(paths > 30 && ops > 500, "the simulation did too little: {paths} paths, {ops} ops");
 }
 
 #[test]
 fn converges_with_loss_duplication_reordering_and_partitions() {
-    let f = Faults {
-        loss: 0.1,
-        dup: 0.1,
-        max_delay: 8,
-        partitions: true,
-        reconnects: true,
-    };
+    let f = Faults { loss: 0.1, dup: 0.1, max_delay: 8, partitions: true, reconnects: true };
     let (mut paths, mut ops) = (0, 0);
     for seed in 0..20 {
         let (p, o) = simulate(seed, 3 + (seed % 3) as usize, 250, &f);
@@ -371,33 +304,18 @@ fn converges_with_loss_duplication_reordering_and_partitions() {
         ops += o;
     }
     eprintln!("faulty network: {paths} paths, {ops} operations sent");
-    assert!(
-        paths > 60 && ops > 1000,
-        "the simulation did too little: {paths} paths, {ops} ops"
-    );
+    assert!(paths > 60 && ops > 1000, "the simulation did too little: {paths} paths, {ops} ops");
 }
 
 /// The long run: `cargo test -p fsync-core --release -- --ignored`.
 #[test]
 #[ignore]
 fn converges_forever() {
-    let f = Faults {
-        loss: 0.2,
-        dup: 0.2,
-        max_delay: 20,
-        partitions: true,
-        reconnects: true,
-    };
-    let first: u64 = std::env::var("FSYNC_SIM_FROM")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let f = Faults { loss: 0.2, dup: 0.2, max_delay: 20, partitions: true, reconnects: true };
+    let first: u64 = std::env::var("FSYNC_SIM_FROM").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
     for seed in first..first + 2000 {
         let r = std::panic::catch_unwind(|| simulate(seed, 3 + (seed % 4) as usize, 600, &f));
-        assert!(
-            r.is_ok(),
-            "seed {seed} failed (FSYNC_SIM_FROM={seed} reruns from it)"
-        );
+        assert!(r.is_ok(), "seed {seed} failed (FSYNC_SIM_FROM={seed} reruns from it)");
     }
 }
 
@@ -411,11 +329,7 @@ struct Side {
 
 impl Side {
     fn new(folder: Folder, chunks: Chunks) -> Side {
-        let mut s = Side {
-            folder,
-            chunks,
-            session: Session::new(),
-        };
+        let mut s = Side { folder, chunks, session: Session::new() };
         s.connect();
         s
     }
@@ -437,9 +351,7 @@ fn exchange(x: &mut Side, y: &mut Side, rounds: usize, bulk: bool) {
                 .poll_transmit(&from.folder)
                 .or_else(|| bulk.then(|| from.session.poll_bulk(&from.chunks)).flatten());
             let Some(m) = m else { break };
-            to.session
-                .handle_message(0, &m, &mut to.folder, &mut to.chunks)
-                .expect("valid");
+            to.session.handle_message(0, &m, &mut to.folder, &mut to.chunks).expect("valid");
         }
     }
     for _ in 0..rounds {
@@ -456,18 +368,12 @@ fn a_session_sends_only_what_the_peer_lacks() {
     let mut b = Folder::new(AgentId::from_index(2));
     crate::folder::tests::send(&a, &mut b);
     a.set_text(id, "hello world", 2).expect("write");
-    let (mut a, mut b) = (
-        Side::new(a, Chunks::default()),
-        Side::new(b, Chunks::default()),
-    );
+    let (mut a, mut b) = (Side::new(a, Chunks::default()), Side::new(b, Chunks::default()));
     exchange(&mut a, &mut b, 4, true);
     // Only the 6 new characters travelled.
     assert_eq!(a.session.stats().sent_ops, 6);
     assert_eq!(b.session.stats().sent_ops, 0);
-    assert_eq!(
-        b.folder.doc(id).map(|d| d.text()).as_deref(),
-        Some("hello world")
-    );
+    assert_eq!(b.folder.doc(id).map(|d| d.text()).as_deref(), Some("hello world"));
 }
 
 /// Regression: a connection replaced after the changes of a binary file
@@ -478,9 +384,7 @@ fn a_new_session_fetches_chunks_an_ended_one_left_missing() {
     let mut a = Folder::new(AgentId::from_index(1));
     let mut ca = Chunks::default();
     let id = a.create("big.bin", Kind::File, 1).expect("create");
-    let bytes: Vec<u8> = (0..200_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let refs: Vec<_> = split(&bytes)
         .into_iter()
         .map(|(r, data)| {
@@ -490,27 +394,15 @@ fn a_new_session_fetches_chunks_an_ended_one_left_missing() {
         .collect();
     assert!(!refs.is_empty());
     a.write_binary(id, refs, 2).expect("write");
-    let (mut a, mut b) = (
-        Side::new(a, ca),
-        Side::new(Folder::new(AgentId::from_index(2)), Chunks::default()),
-    );
+    let (mut a, mut b) = (Side::new(a, ca), Side::new(Folder::new(AgentId::from_index(2)), Chunks::default()));
     // First connection: only control messages get through, then it drops.
     exchange(&mut a, &mut b, 3, false);
-    assert!(
-        b.folder
-            .referenced_chunks()
-            .iter()
-            .any(|h| !b.chunks.has(h)),
-        "the chunks must still be missing"
-    );
+    assert!(b.folder.referenced_chunks().iter().any(|h| !b.chunks.has(h)), "the chunks must still be missing");
     // Second connection: no resync, just the normal exchange.
     a.connect();
     b.connect();
     exchange(&mut a, &mut b, 4, true);
-    assert!(
-        b.folder.referenced_chunks().iter().all(|h| b.chunks.has(h)),
-        "b still lacks chunks"
-    );
+    assert!(b.folder.referenced_chunks().iter().all(|h| b.chunks.has(h)), "b still lacks chunks");
     assert_eq!(b.session.chunks_in_flight(), 0);
 }
 
@@ -519,24 +411,15 @@ fn bad_chunks_and_garbage_are_refused() {
     let mut f = Folder::new(AgentId::from_index(1));
     let mut c = Chunks::default();
     let mut s = Session::new();
-    assert!(matches!(
-        s.handle_message(0, b"\x01\x07", &mut f, &mut c),
-        Err(SessionError::Decode(_))
-    ));
+    assert!(matches!(s.handle_message(0, b"\x01\x07", &mut f, &mut c), Err(SessionError::Decode(_))));
     let h = ChunkHash::of(b"real");
     s.want_chunk(h);
     while s.poll_transmit(&f).is_some() {}
     let forged = Message::Chunk(h, b"fake".to_vec()).encode();
-    assert_eq!(
-        s.handle_message(0, &forged, &mut f, &mut c),
-        Err(SessionError::BadChunk(h))
-    );
+    assert_eq!(s.handle_message(0, &forged, &mut f, &mut c), Err(SessionError::BadChunk(h)));
     assert!(!c.has(&h));
     let unasked = Message::Chunk(ChunkHash::of(b"z"), b"z".to_vec()).encode();
-    assert!(matches!(
-        s.handle_message(0, &unasked, &mut f, &mut c),
-        Err(SessionError::UnrequestedChunk(_))
-    ));
+    assert!(matches!(s.handle_message(0, &unasked, &mut f, &mut c), Err(SessionError::UnrequestedChunk(_))));
 }
 
 /// Regression: consecutive local edits grow the log's last record; a live

@@ -129,9 +129,7 @@ impl OpLog {
             }
             let seq = r.varint()?;
             let len = r.usize_max(u32::MAX as usize)?;
-            let seq_end = seq
-                .checked_add(len as u64)
-                .ok_or(DecodeError::Invalid("sequence overflow"))?;
+            let seq_end = seq.checked_add(len as u64).ok_or(DecodeError::Invalid("sequence overflow"))?;
             if len == 0 {
                 return Err(DecodeError::Invalid("empty author run"));
             }
@@ -143,15 +141,8 @@ impl OpLog {
             }
             let _ = seq_end;
             spans.push((seq, total, len));
-            log.lv_to_agent.push(AgentSpan {
-                lv: total,
-                len,
-                agent: agent as u32,
-                seq,
-            });
-            total = total
-                .checked_add(len)
-                .ok_or(DecodeError::Invalid("too many operations"))?;
+            log.lv_to_agent.push(AgentSpan { lv: total, len, agent: agent as u32, seq });
+            total = total.checked_add(len).ok_or(DecodeError::Invalid("too many operations"))?;
         }
 
         let n = r.count(2)?;
@@ -199,11 +190,8 @@ impl OpLog {
                 lv += 1;
                 continue;
             }
-            let pos = prev_end
-                .checked_add(r.signed()?)
-                .ok_or(DecodeError::Invalid("position"))?;
-            let pos =
-                usize::try_from(pos).map_err(|_| DecodeError::Invalid("negative position"))?;
+            let pos = prev_end.checked_add(r.signed()?).ok_or(DecodeError::Invalid("position"))?;
+            let pos = usize::try_from(pos).map_err(|_| DecodeError::Invalid("negative position"))?;
             let kind = match header & 3 {
                 0 => OpKind::Ins { content: 0 },
                 1 => OpKind::Del { fwd: true },
@@ -212,8 +200,7 @@ impl OpLog {
             prev_end = match kind {
                 OpKind::Ins { .. } => {
                     ins_chars += len;
-                    pos.checked_add(len)
-                        .ok_or(DecodeError::Invalid("position"))? as i64
+                    pos.checked_add(len).ok_or(DecodeError::Invalid("position"))? as i64
                 }
                 OpKind::Del { .. } => pos as i64,
             };
@@ -226,15 +213,11 @@ impl OpLog {
         let n = r.count(2)?;
         let (mut prev_lv, mut prev_time) = (0usize, 0i64);
         for i in 0..n {
-            let lv = prev_lv
-                .checked_add(r.usize_max(total)?)
-                .ok_or(DecodeError::Invalid("time index"))?;
+            let lv = prev_lv.checked_add(r.usize_max(total)?).ok_or(DecodeError::Invalid("time index"))?;
             if lv >= total || (i > 0 && lv == prev_lv) {
                 return Err(DecodeError::Invalid("time index"));
             }
-            let time = prev_time
-                .checked_add(r.signed()?)
-                .ok_or(DecodeError::Invalid("time"))?;
+            let time = prev_time.checked_add(r.signed()?).ok_or(DecodeError::Invalid("time"))?;
             log.times.push((lv, time.max(0) as u64));
             (prev_lv, prev_time) = (lv, time);
         }
@@ -248,24 +231,18 @@ impl OpLog {
                 if len > packed.len().saturating_mul(255) + 16 {
                     return Err(DecodeError::BadCompression);
                 }
-                let raw = lz4_flex::block::decompress(packed, len)
-                    .map_err(|_| DecodeError::BadCompression)?;
+                let raw = lz4_flex::block::decompress(packed, len).map_err(|_| DecodeError::BadCompression)?;
                 String::from_utf8(raw).map_err(|_| DecodeError::InvalidUtf8)?
             }
             _ => return Err(DecodeError::Invalid("content flag")),
         };
         r.finish()?;
         // Give every insert run its byte offset in the content.
-        let mut chars = content
-            .char_indices()
-            .map(|(b, _)| b)
-            .chain(std::iter::once(content.len()));
+        let mut chars = content.char_indices().map(|(b, _)| b).chain(std::iter::once(content.len()));
         let mut at = 0usize;
         for o in &mut log.ops {
             if let OpKind::Ins { content: c } = &mut o.kind {
-                *c = chars
-                    .next()
-                    .ok_or(DecodeError::Invalid("content shorter than inserts"))?;
+                *c = chars.next().ok_or(DecodeError::Invalid("content shorter than inserts"))?;
                 at += o.len;
                 // Skip the rest of this run's characters.
                 for _ in 1..o.len {
@@ -293,24 +270,8 @@ mod tests {
         let mut d = TextDoc::new();
         let a = AgentId::from_index(1);
         let mut s = 0;
-        for (pos, del, ins) in [
-            (0, 0, "héllo wörld, a longer line of text 😀"),
-            (5, 3, "XY"),
-            (2, 0, "ab"),
-            (10, 1, ""),
-        ] {
-            s = d
-                .local_edit_at(
-                    a,
-                    s,
-                    &Edit {
-                        pos,
-                        del,
-                        ins: ins.into(),
-                    },
-                    1_700_000_000_000 + s,
-                )
-                .end;
+        for (pos, del, ins) in [(0, 0, "héllo wörld, a longer line of text 😀"), (5, 3, "XY"), (2, 0, "ab"), (10, 1, "")] {
+            s = d.local_edit_at(a, s, &Edit { pos, del, ins: ins.into() }, 1_700_000_000_000 + s).end;
             d.local_marker(a, s, b"meta", 1_700_000_000_500 + s);
             s += 1;
         }
@@ -332,10 +293,7 @@ mod tests {
     fn newer_version_is_refused() {
         let mut bytes = sample().oplog().encode();
         bytes[4] = 9;
-        assert_eq!(
-            OpLog::decode(&bytes).err(),
-            Some(DecodeError::UnsupportedVersion(9))
-        );
+        assert_eq!(OpLog::decode(&bytes).err(), Some(DecodeError::UnsupportedVersion(9)));
     }
 
     proptest! {

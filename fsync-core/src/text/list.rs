@@ -98,17 +98,8 @@ pub(super) struct ItemList {
 
 impl ItemList {
     pub(super) fn new(first: Item) -> Self {
-        let mut list = ItemList {
-            leaves: Vec::new(),
-            order: vec![0],
-            rank: vec![0],
-            index: BTreeMap::new(),
-        };
-        list.leaves.push(Leaf {
-            items: Vec::with_capacity(MAX_LEAF + 1),
-            cur: 0,
-            end: 0,
-        });
+        let mut list = ItemList { leaves: Vec::new(), order: vec![0], rank: vec![0], index: BTreeMap::new() };
+        list.leaves.push(Leaf { items: Vec::with_capacity(MAX_LEAF + 1), cur: 0, end: 0 });
         list.leaves[0].cur = first.cur_len();
         list.leaves[0].end = first.end_len();
         list.leaves[0].items.push(first);
@@ -128,10 +119,7 @@ impl ItemList {
     /// The item after `c`, or `None` at the end.
     pub(super) fn next(&self, c: Cur) -> Option<Cur> {
         if (c.idx as usize) + 1 < self.leaves[c.leaf as usize].items.len() {
-            return Some(Cur {
-                leaf: c.leaf,
-                idx: c.idx + 1,
-            });
+            return Some(Cur { leaf: c.leaf, idx: c.idx + 1 });
         }
         let r = self.rank[c.leaf as usize] as usize + 1;
         self.order.get(r).map(|&leaf| Cur { leaf, idx: 0 })
@@ -146,16 +134,8 @@ impl ItemList {
     pub(super) fn find_lv(&self, lv: Lv) -> Option<(Cur, usize)> {
         let (_, &leaf) = self.index.range(..=lv).next_back()?;
         let items = &self.leaves[leaf as usize].items;
-        let idx = items
-            .iter()
-            .position(|it| lv >= it.lv && lv < it.lv + it.len)?;
-        Some((
-            Cur {
-                leaf,
-                idx: idx as u32,
-            },
-            lv - items[idx].lv,
-        ))
+        let idx = items.iter().position(|it| lv >= it.lv && lv < it.lv + it.len)?;
+        Some((Cur { leaf, idx: idx as u32 }, lv - items[idx].lv))
     }
 
     /// Order key of character `lv`.
@@ -182,14 +162,7 @@ impl ItemList {
             for (i, it) in l.items.iter().enumerate() {
                 let cl = it.cur_len();
                 if cur + cl > pos {
-                    return Some((
-                        Cur {
-                            leaf,
-                            idx: i as u32,
-                        },
-                        pos - cur,
-                        end,
-                    ));
+                    return Some((Cur { leaf, idx: i as u32 }, pos - cur, end));
                 }
                 cur += cl;
                 end += it.end_len();
@@ -214,10 +187,7 @@ impl ItemList {
     pub(super) fn insert(&mut self, at: Option<Cur>, item: Item) -> Cur {
         let c = at.unwrap_or_else(|| {
             let leaf = *self.order.last().unwrap_or(&0);
-            Cur {
-                leaf,
-                idx: self.leaves[leaf as usize].items.len() as u32,
-            }
+            Cur { leaf, idx: self.leaves[leaf as usize].items.len() as u32 }
         });
         let leaf = &mut self.leaves[c.leaf as usize];
         leaf.items.insert(c.idx as usize, item);
@@ -240,11 +210,7 @@ impl ItemList {
             old.cur -= it.cur_len();
             old.end -= it.end_len();
         }
-        let mut leaf = Leaf {
-            items: Vec::with_capacity(MAX_LEAF + 1),
-            cur: 0,
-            end: 0,
-        };
+        let mut leaf = Leaf { items: Vec::with_capacity(MAX_LEAF + 1), cur: 0, end: 0 };
         for it in &moved {
             leaf.cur += it.cur_len();
             leaf.end += it.end_len();
@@ -261,10 +227,7 @@ impl ItemList {
         if (c.idx as usize) < keep {
             c
         } else {
-            Cur {
-                leaf: id,
-                idx: c.idx - keep as u32,
-            }
+            Cur { leaf: id, idx: c.idx - keep as u32 }
         }
     }
 
@@ -275,21 +238,9 @@ impl ItemList {
         // The caches do not change: the same characters, in two items.
         leaf.cur -= right.cur_len();
         leaf.end -= right.end_len();
-        let r = self.insert(
-            Some(Cur {
-                leaf: c.leaf,
-                idx: c.idx + 1,
-            }),
-            right,
-        );
+        let r = self.insert(Some(Cur { leaf: c.leaf, idx: c.idx + 1 }), right);
         if r.idx > 0 {
-            (
-                Cur {
-                    leaf: r.leaf,
-                    idx: r.idx - 1,
-                },
-                r,
-            )
+            (Cur { leaf: r.leaf, idx: r.idx - 1 }, r)
         } else {
             // The split moved the right part to the start of a new leaf; the
             // left part stayed at the end of the old one.

@@ -57,11 +57,7 @@ impl TextDoc {
 
     /// A document from a history, checked out at its newest version.
     pub fn from_oplog(oplog: OpLog) -> Self {
-        let mut doc = TextDoc {
-            oplog,
-            rope: JumpRopeBuf::new(),
-            version: Frontier::new(),
-        };
+        let mut doc = TextDoc { oplog, rope: JumpRopeBuf::new(), version: Frontier::new() };
         let target = doc.oplog.version.clone();
         merge(&mut doc.rope, &mut doc.version, &doc.oplog, &target);
         doc
@@ -100,13 +96,7 @@ impl TextDoc {
     }
 
     /// [`TextDoc::local_edit`] with the time of the change.
-    pub fn local_edit_at(
-        &mut self,
-        agent: AgentId,
-        seq: u64,
-        edit: &Edit,
-        time: u64,
-    ) -> Range<u64> {
+    pub fn local_edit_at(&mut self, agent: AgentId, seq: u64, edit: &Edit, time: u64) -> Range<u64> {
         let len = self.rope.len_chars();
         let pos = edit.pos.min(len);
         let del = edit.del.min(len - pos);
@@ -114,26 +104,14 @@ impl TextDoc {
         let mut next = seq;
         if del > 0 {
             let parents = self.version.clone();
-            let r = self.oplog.push_op(
-                ai,
-                next,
-                &parents,
-                pos,
-                PushOp::Del {
-                    len: del,
-                    fwd: true,
-                },
-                time,
-            );
+            let r = self.oplog.push_op(ai, next, &parents, pos, PushOp::Del { len: del, fwd: true }, time);
             self.rope.remove(pos..pos + del);
             Graph::advance_frontier(&mut self.version, &parents, r.clone());
             next += r.len() as u64;
         }
         if !edit.ins.is_empty() {
             let parents = self.version.clone();
-            let r = self
-                .oplog
-                .push_op(ai, next, &parents, pos, PushOp::Ins(&edit.ins), time);
+            let r = self.oplog.push_op(ai, next, &parents, pos, PushOp::Ins(&edit.ins), time);
             self.rope.insert(pos, &edit.ins);
             Graph::advance_frontier(&mut self.version, &parents, r.clone());
             next += r.len() as u64;
@@ -162,42 +140,20 @@ impl TextDoc {
         let (pos, kind, parent_ids): (usize, PushOp<'_>, Vec<EventId>) = if skip == 0 {
             (op.pos, op.op, op.parents.to_vec())
         } else {
-            let prev = vec![EventId {
-                agent: op.id.agent,
-                seq: known - 1,
-            }];
+            let prev = vec![EventId { agent: op.id.agent, seq: known - 1 }];
             match op.op {
-                PushOp::Ins(s) => (
-                    op.pos + skip,
-                    PushOp::Ins(&s[oplog::char_to_byte(s, skip)..]),
-                    prev,
-                ),
-                PushOp::Del { len, fwd } => (
-                    op.pos,
-                    PushOp::Del {
-                        len: len - skip,
-                        fwd,
-                    },
-                    prev,
-                ),
+                PushOp::Ins(s) => (op.pos + skip, PushOp::Ins(&s[oplog::char_to_byte(s, skip)..]), prev),
+                PushOp::Del { len, fwd } => (op.pos, PushOp::Del { len: len - skip, fwd }, prev),
                 PushOp::Marker(_) => unreachable!("a marker is one version: known or not"),
             }
         };
         let mut parents = Frontier::new();
         for p in &parent_ids {
-            parents.push(
-                self.oplog
-                    .lv_of(*p)
-                    .ok_or(RemoteOpError::UnknownParent(*p))?,
-            );
+            parents.push(self.oplog.lv_of(*p).ok_or(RemoteOpError::UnknownParent(*p))?);
         }
         parents.sort_unstable();
         parents.dedup();
-        let parents = if parents.len() > 1 {
-            self.oplog.graph.reduce(&parents)
-        } else {
-            parents
-        };
+        let parents = if parents.len() > 1 { self.oplog.graph.reduce(&parents) } else { parents };
         let ai = self.oplog.agent_index(op.id.agent);
         match kind {
             PushOp::Marker(m) => {
@@ -215,14 +171,7 @@ impl TextDoc {
     /// meanwhile are kept, not overwritten. Positions are relative to the
     /// text at `base`, each edit after the ones before it. With `base` the
     /// current version this is a plain local edit.
-    pub fn edit_from(
-        &mut self,
-        agent: AgentId,
-        seq: u64,
-        base: &[Lv],
-        edits: &[Edit],
-        time: u64,
-    ) -> Range<u64> {
+    pub fn edit_from(&mut self, agent: AgentId, seq: u64, base: &[Lv], edits: &[Edit], time: u64) -> Range<u64> {
         if base == self.version.as_slice() {
             let mut next = seq;
             for e in edits {
@@ -234,13 +183,7 @@ impl TextDoc {
         let mut parents: Frontier = base.iter().copied().collect();
         let mut next = seq;
         for e in edits {
-            for op in [
-                PushOp::Del {
-                    len: e.del,
-                    fwd: true,
-                },
-                PushOp::Ins(&e.ins),
-            ] {
+            for op in [PushOp::Del { len: e.del, fwd: true }, PushOp::Ins(&e.ins)] {
                 let r = self.oplog.push_op(ai, next, &parents, e.pos, op, time);
                 if !r.is_empty() {
                     next += r.len() as u64;
@@ -254,10 +197,7 @@ impl TextDoc {
 
     /// The current version as event ids (to remember as a base).
     pub fn version_ids(&self) -> Vec<EventId> {
-        self.version
-            .iter()
-            .map(|&lv| self.oplog.id_of(lv))
-            .collect()
+        self.version.iter().map(|&lv| self.oplog.id_of(lv)).collect()
     }
 
     /// Local versions of event ids this document has.
@@ -267,14 +207,7 @@ impl TextDoc {
 
     /// Appends a local marker event made against the older version `base`
     /// (what the user saw), then merges.
-    pub fn marker_from(
-        &mut self,
-        agent: AgentId,
-        seq: u64,
-        base: &[Lv],
-        payload: &[u8],
-        time: u64,
-    ) -> Lv {
+    pub fn marker_from(&mut self, agent: AgentId, seq: u64, base: &[Lv], payload: &[u8], time: u64) -> Lv {
         if base == self.version.as_slice() {
             return self.local_marker(agent, seq, payload, time);
         }
@@ -348,40 +281,19 @@ impl<'a> RemoteOp<'a> {
     pub fn from_exported(run: &'a ExportedRun) -> Self {
         let op = match &run.kind {
             ExportedKind::Ins(s) => PushOp::Ins(s),
-            ExportedKind::Del { len, fwd } => PushOp::Del {
-                len: *len,
-                fwd: *fwd,
-            },
+            ExportedKind::Del { len, fwd } => PushOp::Del { len: *len, fwd: *fwd },
             ExportedKind::Marker(m) => PushOp::Marker(m),
         };
-        RemoteOp {
-            id: run.id,
-            parents: &run.parents,
-            pos: run.pos,
-            op,
-            time: run.time,
-        }
+        RemoteOp { id: run.id, parents: &run.parents, pos: run.pos, op, time: run.time }
     }
     /// An insert of `text` at `pos`.
     pub fn insert(id: EventId, parents: &'a [EventId], pos: usize, text: &'a str) -> Self {
-        RemoteOp {
-            id,
-            parents,
-            pos,
-            op: PushOp::Ins(text),
-            time: 0,
-        }
+        RemoteOp { id, parents, pos, op: PushOp::Ins(text), time: 0 }
     }
     /// A delete of `len` characters at `pos..pos + len`; `fwd` says whether
     /// the unit operations go forward (Delete) or backward (Backspace).
     pub fn delete(id: EventId, parents: &'a [EventId], pos: usize, len: usize, fwd: bool) -> Self {
-        RemoteOp {
-            id,
-            parents,
-            pos,
-            op: PushOp::Del { len, fwd },
-            time: 0,
-        }
+        RemoteOp { id, parents, pos, op: PushOp::Del { len, fwd }, time: 0 }
     }
 }
 

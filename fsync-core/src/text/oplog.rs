@@ -151,10 +151,7 @@ impl OpLog {
     /// The author and sequence number of a local version.
     pub fn id_of(&self, lv: Lv) -> EventId {
         let s = &self.lv_to_agent[self.lv_to_agent.partition_point(|s| s.lv <= lv) - 1];
-        EventId {
-            agent: self.agents[s.agent as usize],
-            seq: s.seq + (lv - s.lv) as u64,
-        }
+        EventId { agent: self.agents[s.agent as usize], seq: s.seq + (lv - s.lv) as u64 }
     }
 
     /// Agent index and sequence number of `lv`, for tie-breaking.
@@ -164,25 +161,13 @@ impl OpLog {
     }
 
     /// Runs of authors covering `range`, as (range, agent, first seq).
-    pub fn authors(
-        &self,
-        range: Range<Lv>,
-    ) -> impl Iterator<Item = (Range<Lv>, AgentId, u64)> + '_ {
-        let first = self
-            .lv_to_agent
-            .partition_point(|s| s.lv + s.len <= range.start);
-        self.lv_to_agent[first..]
-            .iter()
-            .take_while(move |s| s.lv < range.end)
-            .map(move |s| {
-                let start = s.lv.max(range.start);
-                let end = (s.lv + s.len).min(range.end);
-                (
-                    start..end,
-                    self.agents[s.agent as usize],
-                    s.seq + (start - s.lv) as u64,
-                )
-            })
+    pub fn authors(&self, range: Range<Lv>) -> impl Iterator<Item = (Range<Lv>, AgentId, u64)> + '_ {
+        let first = self.lv_to_agent.partition_point(|s| s.lv + s.len <= range.start);
+        self.lv_to_agent[first..].iter().take_while(move |s| s.lv < range.end).map(move |s| {
+            let start = s.lv.max(range.start);
+            let end = (s.lv + s.len).min(range.end);
+            (start..end, self.agents[s.agent as usize], s.seq + (start - s.lv) as u64)
+        })
     }
 
     /// The time of the change holding `lv`.
@@ -208,14 +193,7 @@ impl OpLog {
     }
 
     /// Appends a marker event (one local version) carrying `payload`.
-    pub(crate) fn push_marker(
-        &mut self,
-        agent: u32,
-        seq: u64,
-        parents: &[Lv],
-        payload: &[u8],
-        time: u64,
-    ) -> Lv {
+    pub(crate) fn push_marker(&mut self, agent: u32, seq: u64, parents: &[Lv], payload: &[u8], time: u64) -> Lv {
         let range = self.assign(agent, seq, 1);
         self.graph.push(parents, range.clone());
         Graph::advance_frontier(&mut self.version, parents, range.clone());
@@ -227,24 +205,13 @@ impl OpLog {
     fn assign(&mut self, agent: u32, seq: u64, len: usize) -> Range<Lv> {
         let lv = self.len();
         if let Some(last) = self.lv_to_agent.last_mut() {
-            if last.agent == agent && last.lv + last.len == lv && last.seq + last.len as u64 == seq
-            {
+            if last.agent == agent && last.lv + last.len == lv && last.seq + last.len as u64 == seq {
                 last.len += len;
             } else {
-                self.lv_to_agent.push(AgentSpan {
-                    lv,
-                    len,
-                    agent,
-                    seq,
-                });
+                self.lv_to_agent.push(AgentSpan { lv, len, agent, seq });
             }
         } else {
-            self.lv_to_agent.push(AgentSpan {
-                lv,
-                len,
-                agent,
-                seq,
-            });
+            self.lv_to_agent.push(AgentSpan { lv, len, agent, seq });
         }
         let spans = &mut self.agent_to_lv[agent as usize];
         match spans.last_mut() {
@@ -258,15 +225,7 @@ impl OpLog {
     /// characters) made by `agent` as sequence numbers `seq..`, on top of
     /// `parents`. The caller guarantees causal order and fresh sequence
     /// numbers. Returns the new local versions.
-    pub(crate) fn push_op(
-        &mut self,
-        agent: u32,
-        seq: u64,
-        parents: &[Lv],
-        pos: usize,
-        op: PushOp<'_>,
-        time: u64,
-    ) -> Range<Lv> {
+    pub(crate) fn push_op(&mut self, agent: u32, seq: u64, parents: &[Lv], pos: usize, op: PushOp<'_>, time: u64) -> Range<Lv> {
         let len = op.len();
         if len == 0 {
             return self.len()..self.len();
@@ -290,12 +249,7 @@ impl OpLog {
                         return range;
                     }
                 }
-                self.ops.push(OpRun {
-                    lv: range.start,
-                    len,
-                    pos,
-                    kind: OpKind::Ins { content: start },
-                });
+                self.ops.push(OpRun { lv: range.start, len, pos, kind: OpKind::Ins { content: start } });
             }
             PushOp::Del { len, fwd } => {
                 if let Some(last) = self.ops.last_mut() {
@@ -316,12 +270,7 @@ impl OpLog {
                         }
                     }
                 }
-                self.ops.push(OpRun {
-                    lv: range.start,
-                    len,
-                    pos,
-                    kind: OpKind::Del { fwd },
-                });
+                self.ops.push(OpRun { lv: range.start, len, pos, kind: OpKind::Del { fwd } });
             }
             PushOp::Marker(m) => {
                 self.markers.insert(range.start, m.into());
@@ -338,14 +287,11 @@ impl OpLog {
     /// The operations in `range`, cut to it, ascending.
     pub fn ops_in(&self, range: Range<Lv>) -> impl Iterator<Item = OpSlice<'_>> + '_ {
         let first = self.op_idx(range.start);
-        self.ops[first..]
-            .iter()
-            .take_while(move |o| o.lv < range.end)
-            .map(move |o| {
-                let start = o.lv.max(range.start);
-                let end = (o.lv + o.len).min(range.end);
-                self.slice(o, start - o.lv, end - o.lv)
-            })
+        self.ops[first..].iter().take_while(move |o| o.lv < range.end).map(move |o| {
+            let start = o.lv.max(range.start);
+            let end = (o.lv + o.len).min(range.end);
+            self.slice(o, start - o.lv, end - o.lv)
+        })
     }
 
     /// Unit operations `from..to` of run `o`, as a run of their own.
@@ -361,25 +307,13 @@ impl OpLog {
                     let b1 = b0 + char_to_byte(&run_text[b0..], len);
                     &run_text[b0..b1]
                 };
-                OpSlice {
-                    lv: o.lv + from,
-                    len,
-                    pos: o.pos + from,
-                    text: Some(text),
-                    fwd: true,
-                }
+                OpSlice { lv: o.lv + from, len, pos: o.pos + from, text: Some(text), fwd: true }
             }
             OpKind::Del { fwd } => {
                 // Forward: every op deletes at `pos`. Backward: op i deletes at
                 // pos + len - 1 - i, so ops from..to cover the tail end first.
                 let pos = if fwd { o.pos } else { o.pos + o.len - to };
-                OpSlice {
-                    lv: o.lv + from,
-                    len,
-                    pos,
-                    text: None,
-                    fwd,
-                }
+                OpSlice { lv: o.lv + from, len, pos, text: None, fwd }
             }
         }
     }
@@ -464,11 +398,7 @@ impl OpLog {
         while lv < range.end {
             let e = self.graph.entry_of(lv);
             let end = e.end.min(range.end);
-            let parents = if lv == e.start {
-                e.parents.clone()
-            } else {
-                smallvec::smallvec![lv - 1]
-            };
+            let parents = if lv == e.start { e.parents.clone() } else { smallvec::smallvec![lv - 1] };
             let mut parents: Vec<EventId> = parents.iter().map(|&p| self.id_of(p)).collect();
             // Text runs and markers interleave; walk both in order, also
             // cutting where the change time changes.
@@ -478,36 +408,21 @@ impl OpLog {
                     (ExportedKind::Marker(m.to_vec()), 0, 1)
                 } else {
                     let next_marker = self.markers.range(at..end).next().map_or(end, |(&l, _)| l);
-                    let next_time = self
-                        .times
-                        .get(self.times.partition_point(|&(l, _)| l <= at))
-                        .map_or(end, |&(l, _)| l);
+                    let next_time = self.times.get(self.times.partition_point(|&(l, _)| l <= at)).map_or(end, |&(l, _)| l);
                     let op = self
                         .ops_in(at..next_marker.min(next_time).min(end))
                         .next()
                         .expect("every version is an op or a marker");
                     let kind = match op.text {
                         Some(t) => ExportedKind::Ins(t.to_owned()),
-                        None => ExportedKind::Del {
-                            len: op.len,
-                            fwd: op.fwd,
-                        },
+                        None => ExportedKind::Del { len: op.len, fwd: op.fwd },
                     };
                     (kind, op.pos, op.len)
                 };
                 let id = self.id_of(at);
                 let time = self.time_of(at);
-                out.push(ExportedRun {
-                    id,
-                    parents: std::mem::take(&mut parents),
-                    pos,
-                    kind,
-                    time,
-                });
-                parents = vec![EventId {
-                    agent: id.agent,
-                    seq: id.seq + len as u64 - 1,
-                }];
+                out.push(ExportedRun { id, parents: std::mem::take(&mut parents), pos, kind, time });
+                parents = vec![EventId { agent: id.agent, seq: id.seq + len as u64 - 1 }];
                 at += len;
             }
             lv = end;

@@ -6,19 +6,14 @@ fn a(i: u64) -> AgentId {
 }
 
 fn edit(pos: usize, del: usize, ins: &str) -> Edit {
-    Edit {
-        pos,
-        del,
-        ins: ins.into(),
-    }
+    Edit { pos, del, ins: ins.into() }
 }
 
 /// Sends everything `from` has that `to` lacks, then merges.
 fn sync(from: &TextDoc, to: &mut TextDoc) {
     let runs = from.oplog().export(|ag| to.oplog().next_seq(ag));
     for r in &runs {
-        to.add_remote(&RemoteOp::from_exported(r))
-            .expect("valid run");
+        to.add_remote(&RemoteOp::from_exported(r)).expect("valid run");
     }
     to.merge_pending();
 }
@@ -65,11 +60,7 @@ fn concurrent_inserts_at_one_place_do_not_interleave() {
     sync(&y, &mut x);
     sync(&x0, &mut y);
     assert_eq!(x.text(), y.text());
-    assert!(
-        x.text() == "[abcXYZ]" || x.text() == "[XYZabc]",
-        "{}",
-        x.text()
-    );
+    assert!(x.text() == "[abcXYZ]" || x.text() == "[XYZabc]", "{}", x.text());
 }
 
 #[test]
@@ -93,61 +84,14 @@ fn concurrent_delete_and_retreat() {
 #[test]
 fn remote_op_with_unknown_parent_is_refused() {
     let mut d = TextDoc::new();
-    let p = [EventId {
-        agent: a(9),
-        seq: 3,
-    }];
-    let err = d.add_remote(&RemoteOp::insert(
-        EventId {
-            agent: a(1),
-            seq: 0,
-        },
-        &p,
-        0,
-        "x",
-    ));
+    let p = [EventId { agent: a(9), seq: 3 }];
+    let err = d.add_remote(&RemoteOp::insert(EventId { agent: a(1), seq: 0 }, &p, 0, "x"));
     assert!(matches!(err, Err(RemoteOpError::UnknownParent(_))));
     // Known runs are skipped, partly known ones trimmed.
-    assert_eq!(
-        d.add_remote(&RemoteOp::insert(
-            EventId {
-                agent: a(1),
-                seq: 0
-            },
-            &[],
-            0,
-            "ab"
-        )),
-        Ok(true)
-    );
-    assert_eq!(
-        d.add_remote(&RemoteOp::insert(
-            EventId {
-                agent: a(1),
-                seq: 0
-            },
-            &[],
-            0,
-            "a"
-        )),
-        Ok(false)
-    );
-    let p = [EventId {
-        agent: a(1),
-        seq: 0,
-    }];
-    assert_eq!(
-        d.add_remote(&RemoteOp::insert(
-            EventId {
-                agent: a(1),
-                seq: 1
-            },
-            &p,
-            1,
-            "bc"
-        )),
-        Ok(true)
-    );
+    assert_eq!(d.add_remote(&RemoteOp::insert(EventId { agent: a(1), seq: 0 }, &[], 0, "ab")), Ok(true));
+    assert_eq!(d.add_remote(&RemoteOp::insert(EventId { agent: a(1), seq: 0 }, &[], 0, "a")), Ok(false));
+    let p = [EventId { agent: a(1), seq: 0 }];
+    assert_eq!(d.add_remote(&RemoteOp::insert(EventId { agent: a(1), seq: 1 }, &p, 1, "bc")), Ok(true));
     d.merge_pending();
     assert_eq!(d.text(), "abc");
 }
@@ -172,17 +116,9 @@ pub(crate) fn fuzz_once(seed: u64, n: usize, steps: usize) {
         }
         let len = docs[i].len_chars();
         let pos = rng.random_range(0..=len);
-        let del = if len > pos && rng.random_bool(0.4) {
-            rng.random_range(0..=(len - pos).min(4))
-        } else {
-            0
-        };
-        let ins: String = (0..rng.random_range(0..4))
-            .map(|_| alphabet[rng.random_range(0..alphabet.len())])
-            .collect();
-        seqs[i] = docs[i]
-            .local_edit(a(i as u64 + 1), seqs[i], &Edit { pos, del, ins })
-            .end;
+        let del = if len > pos && rng.random_bool(0.4) { rng.random_range(0..=(len - pos).min(4)) } else { 0 };
+        let ins: String = (0..rng.random_range(0..4)).map(|_| alphabet[rng.random_range(0..alphabet.len())]).collect();
+        seqs[i] = docs[i].local_edit(a(i as u64 + 1), seqs[i], &Edit { pos, del, ins }).end;
     }
     for _ in 0..2 {
         for i in 0..n {
@@ -198,11 +134,7 @@ pub(crate) fn fuzz_once(seed: u64, n: usize, steps: usize) {
     for d in &docs {
         assert_eq!(d.text(), t, "seed {seed}: replicas differ");
     }
-    assert_eq!(
-        TextDoc::from_oplog(docs[0].oplog().clone()).text(),
-        t,
-        "seed {seed}: checkout differs"
-    );
+    assert_eq!(TextDoc::from_oplog(docs[0].oplog().clone()).text(), t, "seed {seed}: checkout differs");
 }
 
 #[test]
@@ -220,16 +152,7 @@ fn edits_from_an_old_base_merge_with_what_came_since() {
     // A remote change lands after the editor read the file...
     let r = d.oplog().export(|_| 0).last().map(|r| r.id).expect("ops");
     let p = [r];
-    d.add_remote(&RemoteOp::insert(
-        EventId {
-            agent: a(2),
-            seq: 0,
-        },
-        &p,
-        13,
-        " four",
-    ))
-    .expect("valid");
+    d.add_remote(&RemoteOp::insert(EventId { agent: a(2), seq: 0 }, &p, 13, " four")).expect("valid");
     d.merge_pending();
     assert_eq!(d.text(), "one two three four");
     // ...and the editor saves its own change made on the old text.

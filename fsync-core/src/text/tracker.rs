@@ -64,13 +64,7 @@ impl Tracker {
     /// prepare version there, then applies each operation, editing `doc` when
     /// given (operations not yet in the document) and only updating the state
     /// otherwise.
-    pub(crate) fn apply_range(
-        &mut self,
-        oplog: &OpLog,
-        parents: &[Lv],
-        range: Range<Lv>,
-        mut doc: Option<&mut JumpRopeBuf>,
-    ) {
+    pub(crate) fn apply_range(&mut self, oplog: &OpLog, parents: &[Lv], range: Range<Lv>, mut doc: Option<&mut JumpRopeBuf>) {
         if self.version.as_slice() != parents {
             let (retreat, advance) = oplog.graph.diff(&self.version, parents);
             for r in retreat.into_iter().rev() {
@@ -120,18 +114,9 @@ impl Tracker {
                 let mut lv = op.lv;
                 let end = op.lv + op.len;
                 while lv < end {
-                    let Some((&key, &t)) = self
-                        .del_targets
-                        .range(..=lv)
-                        .next_back()
-                        .filter(|(k, t)| **k + t.len > lv)
-                    else {
+                    let Some((&key, &t)) = self.del_targets.range(..=lv).next_back().filter(|(k, t)| **k + t.len > lv) else {
                         // Not replayed here (only in a malformed history).
-                        lv = self
-                            .del_targets
-                            .range(lv + 1..)
-                            .next()
-                            .map_or(end, |(k, _)| (*k).min(end));
+                        lv = self.del_targets.range(lv + 1..).next().map_or(end, |(k, _)| (*k).min(end));
                         continue;
                     };
                     let off = lv - key;
@@ -142,10 +127,7 @@ impl Tracker {
                         let hi = t.target + t.len - off;
                         hi - n..hi
                     };
-                    self.set_state(
-                        targets,
-                        |s| if advance { s + 1 } else { s.saturating_sub(1) },
-                    );
+                    self.set_state(targets, |s| if advance { s + 1 } else { s.saturating_sub(1) });
                     lv += n;
                 }
             }
@@ -167,13 +149,7 @@ impl Tracker {
         }
     }
 
-    fn insert(
-        &mut self,
-        oplog: &OpLog,
-        op: &OpSlice<'_>,
-        text: &str,
-        doc: Option<&mut JumpRopeBuf>,
-    ) {
+    fn insert(&mut self, oplog: &OpLog, op: &OpSlice<'_>, text: &str, doc: Option<&mut JumpRopeBuf>) {
         // The character left of the cursor in the prepare version.
         let (mut cursor, mut end_pos, origin_left) = if op.pos == 0 {
             (self.items.first(), 0, NONE)
@@ -182,16 +158,8 @@ impl Tracker {
                 return; // Past the end of an infinite placeholder: impossible.
             };
             let it = *self.items.get(c);
-            let end = if it.ever_deleted {
-                end_before
-            } else {
-                end_before + off + 1
-            };
-            let cursor = if off + 1 < it.len {
-                Some(self.items.split(c, off + 1).1)
-            } else {
-                self.items.next(c)
-            };
+            let end = if it.ever_deleted { end_before } else { end_before + off + 1 };
+            let cursor = if off + 1 < it.len { Some(self.items.split(c, off + 1).1) } else { self.items.next(c) };
             (cursor, end, it.lv + off)
         };
         let mut origin_right = NONE;
@@ -204,27 +172,12 @@ impl Tracker {
             }
             c = self.items.next(cc);
         }
-        let new = Item {
-            lv: op.lv,
-            len: op.len,
-            origin_left,
-            origin_right,
-            state: INS,
-            ever_deleted: false,
-        };
+        let new = Item { lv: op.lv, len: op.len, origin_left, origin_right, state: INS, ever_deleted: false };
 
         // FugueMax / YjsMod: skip concurrent inserts at this place that
         // must come first, so concurrent runs never interleave.
-        let left = if origin_left == NONE {
-            BEFORE
-        } else {
-            self.items.key_of_lv(origin_left)
-        };
-        let right = if origin_right == NONE {
-            AFTER
-        } else {
-            self.items.key_of_lv(origin_right)
-        };
+        let left = if origin_left == NONE { BEFORE } else { self.items.key_of_lv(origin_left) };
+        let right = if origin_right == NONE { AFTER } else { self.items.key_of_lv(origin_right) };
         let mut scan = cursor;
         let mut scan_end = end_pos;
         let mut scanning = false;
@@ -236,21 +189,9 @@ impl Tracker {
             if other.state != NIY {
                 break;
             }
-            let oleft = if other.origin_left == NONE {
-                BEFORE
-            } else {
-                self.items.key_of_lv(other.origin_left)
-            };
-            let oright = if other.origin_right == NONE {
-                AFTER
-            } else {
-                self.items.key_of_lv(other.origin_right)
-            };
-            if oleft < left
-                || (oleft == left
-                    && oright == right
-                    && oplog.agent_seq(op.lv) < oplog.agent_seq(other.lv))
-            {
+            let oleft = if other.origin_left == NONE { BEFORE } else { self.items.key_of_lv(other.origin_left) };
+            let oright = if other.origin_right == NONE { AFTER } else { self.items.key_of_lv(other.origin_right) };
+            if oleft < left || (oleft == left && oright == right && oplog.agent_seq(op.lv) < oplog.agent_seq(other.lv)) {
                 break;
             }
             if oleft == left {
@@ -300,19 +241,8 @@ impl Tracker {
                 }
             }
             let target = self.items.get(c).lv;
-            let (op_lv, fwd) = if op.fwd {
-                (op.lv + done, true)
-            } else {
-                (op.lv + op.len - done - n, false)
-            };
-            self.del_targets.insert(
-                op_lv,
-                DelTarget {
-                    len: n,
-                    target,
-                    fwd,
-                },
-            );
+            let (op_lv, fwd) = if op.fwd { (op.lv + done, true) } else { (op.lv + op.len - done - n, false) };
+            self.del_targets.insert(op_lv, DelTarget { len: n, target, fwd });
             done += n;
         }
     }
@@ -329,11 +259,7 @@ pub(crate) fn runs_with_parents<'a>(
         while lv < r.end {
             let e = graph.entry_of(lv);
             let end = e.end.min(r.end);
-            let parents = if lv == e.start {
-                e.parents.clone()
-            } else {
-                smallvec::smallvec![lv - 1]
-            };
+            let parents = if lv == e.start { e.parents.clone() } else { smallvec::smallvec![lv - 1] };
             out.push((parents, lv..end));
             lv = end;
         }

@@ -78,11 +78,7 @@ pub fn tree(root: &Path) -> BTreeMap<String, Entry> {
                 continue;
             }
             let p = e.path();
-            let rel = p
-                .strip_prefix(root)
-                .expect("inside")
-                .to_string_lossy()
-                .into_owned();
+            let rel = p.strip_prefix(root).expect("inside").to_string_lossy().into_owned();
             let Ok(m) = std::fs::symlink_metadata(&p) else {
                 continue;
             };
@@ -92,13 +88,7 @@ pub fn tree(root: &Path) -> BTreeMap<String, Entry> {
                 out.insert(rel, Entry::Dir);
                 stack.push(p);
             } else if let Ok(bytes) = std::fs::read(&p) {
-                out.insert(
-                    rel,
-                    Entry::File {
-                        bytes,
-                        exec: m.permissions().mode() & 0o100 != 0,
-                    },
-                );
+                out.insert(rel, Entry::File { bytes, exec: m.permissions().mode() & 0o100 != 0 });
             }
         }
     }
@@ -151,18 +141,8 @@ fn members(name: &str, n: usize) -> Vec<Member> {
         .map(|i| {
             let node = Node::new(&format!("{name}-{i}"));
             let id = node.ok(&["init"]).trim().to_owned();
-            node.ok(&[
-                "folder",
-                "add",
-                "docs",
-                node.scratch.join("docs").to_str().expect("utf-8"),
-            ]);
-            Member {
-                node,
-                port: free_port(),
-                id,
-                daemon: None,
-            }
+            node.ok(&["folder", "add", "docs", node.scratch.join("docs").to_str().expect("utf-8")]);
+            Member { node, port: free_port(), id, daemon: None }
         })
         .collect()
 }
@@ -172,15 +152,7 @@ fn link_all(members: &[Member], addr: impl Fn(usize, usize) -> String) {
     for (i, m) in members.iter().enumerate() {
         for (j, to) in members.iter().enumerate() {
             if i != j {
-                m.node.ok(&[
-                    "peer",
-                    "add",
-                    &to.id,
-                    "--addr",
-                    &addr(i, j),
-                    "--folder",
-                    "docs",
-                ]);
+                m.node.ok(&["peer", "add", &to.id, "--addr", &addr(i, j), "--folder", "docs"]);
             }
         }
     }
@@ -200,12 +172,7 @@ impl Cluster {
             }
         }
         link_all(&members, |i, j| proxies[&(i, j)].addr.to_string());
-        Cluster::started(Cluster {
-            members,
-            proxies,
-            net: None,
-            kills: 0,
-        })
+        Cluster::started(Cluster { members, proxies, net: None, kills: 0 })
     }
 
     /// Like [`Cluster::new`], each node in its own network namespace.
@@ -213,12 +180,7 @@ impl Cluster {
         let net = netns::Netns::new(n)?;
         let members = members(name, n);
         link_all(&members, |_, j| format!("{}:{}", net.addr(j), netns::PORT));
-        Ok(Cluster::started(Cluster {
-            members,
-            proxies: BTreeMap::new(),
-            net: Some(net),
-            kills: 0,
-        }))
+        Ok(Cluster::started(Cluster { members, proxies: BTreeMap::new(), net: Some(net), kills: 0 }))
     }
 
     fn started(mut c: Cluster) -> Cluster {
@@ -240,9 +202,7 @@ impl Cluster {
         let m = &mut self.members[i];
         if m.daemon.is_none() {
             m.daemon = Some(match &self.net {
-                Some(net) => m
-                    .node
-                    .start_through(net.exec(i), &format!("{}:{}", net.addr(i), netns::PORT)),
+                Some(net) => m.node.start_through(net.exec(i), &format!("{}:{}", net.addr(i), netns::PORT)),
                 None => m.node.start(m.port),
             });
         }
@@ -300,8 +260,7 @@ impl Cluster {
     }
 
     pub fn packets_dropped(&self) -> u64 {
-        self.net.as_ref().map_or(0, netns::Netns::dropped)
-            + self.proxies.values().map(Proxy::dropped).sum::<u64>()
+        self.net.as_ref().map_or(0, netns::Netns::dropped) + self.proxies.values().map(Proxy::dropped).sum::<u64>()
     }
 
     pub fn logs(&self) -> String {
@@ -337,16 +296,10 @@ impl Cluster {
             } else {
                 stable_since = None;
             }
-            if std::env::var_os("FSYNC_ORACLE_DEBUG").is_some()
-                && start.elapsed().as_millis() % 5000 < 200
-            {
+            if std::env::var_os("FSYNC_ORACLE_DEBUG").is_some() && start.elapsed().as_millis() % 5000 < 200 {
                 for (i, t) in trees.iter().enumerate().skip(1) {
                     if *t != trees[0] {
-                        eprintln!(
-                            "{:?}: node 0 | node {i}:\n{}",
-                            start.elapsed(),
-                            diff(&trees[0], t)
-                        );
+                        eprintln!("{:?}: node 0 | node {i}:\n{}", start.elapsed(), diff(&trees[0], t));
                     }
                 }
             }
@@ -367,12 +320,7 @@ impl Cluster {
     pub fn stop_all(&mut self) {
         for (i, m) in self.members.iter_mut().enumerate() {
             if let Some(d) = m.daemon.take() {
-                assert_eq!(
-                    d.stop(),
-                    Some(0),
-                    "node {i} did not stop cleanly: {}",
-                    m.node.log()
-                );
+                assert_eq!(d.stop(), Some(0), "node {i} did not stop cleanly: {}", m.node.log());
             }
         }
     }
@@ -400,13 +348,7 @@ impl Ledger {
 /// Tokens in a text (`tok-N`).
 fn tokens_in(text: &str) -> Vec<u64> {
     text.match_indices("tok-")
-        .filter_map(|(i, _)| {
-            text[i + 4..]
-                .split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse()
-                .ok()
-        })
+        .filter_map(|(i, _)| text[i + 4..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
         .collect()
 }
 
@@ -444,12 +386,7 @@ struct Listing {
 }
 
 fn list(root: &Path) -> Listing {
-    let mut l = Listing {
-        texts: vec![],
-        bins: vec![],
-        dirs: vec![],
-        files: vec![],
-    };
+    let mut l = Listing { texts: vec![], bins: vec![], dirs: vec![], files: vec![] };
     for (rel, e) in tree(root) {
         let p = PathBuf::from(rel);
         match e {
@@ -491,19 +428,9 @@ impl Driver {
 
     fn note(&self, root: &Path, what: std::fmt::Arguments<'_>) {
         if self.trace {
-            let node = root
-                .parent()
-                .and_then(|p| p.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros());
-            eprintln!(
-                "[{}.{:06}] {node}: {what}",
-                t / 1_000_000 % 100_000,
-                t % 1_000_000
-            );
+            let node = root.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+            eprintln!("[{}.{:06}] {node}: {what}", t / 1_000_000 % 100_000, t % 1_000_000);
         }
     }
 
@@ -542,12 +469,8 @@ impl Driver {
             // away meanwhile, a create would make a second copy.
             use std::io::Write;
             let existing = std::fs::symlink_metadata(path).is_ok();
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .truncate(true)
-                .create(!existing)
-                .create_new(!existing)
-                .open(path)?;
+            let mut f =
+                std::fs::OpenOptions::new().write(true).truncate(true).create(!existing).create_new(!existing).open(path)?;
             f.write_all(bytes)
         } else {
             let tmp = path.with_file_name(format!(
@@ -581,11 +504,7 @@ impl Driver {
         // did not happen: its tokens and blobs are not owed. A recursive
         // removal that failed half way did remove some files, so what it
         // saw stays superseded.
-        let before = (
-            self.ledger.tokens.clone(),
-            self.ledger.blobs.clone(),
-            self.ledger.deleted_bins.clone(),
-        );
+        let before = (self.ledger.tokens.clone(), self.ledger.blobs.clone(), self.ledger.deleted_bins.clone());
         let r = match roll {
             0..=24 => self.insert_line(root, &l),
             25..=34 => self.create_text(root, &l),
@@ -602,11 +521,7 @@ impl Driver {
         };
         if let Err(e) = r {
             if !(self.dir_ops && (85..=87).contains(&roll)) {
-                (
-                    self.ledger.tokens,
-                    self.ledger.blobs,
-                    self.ledger.deleted_bins,
-                ) = before;
+                (self.ledger.tokens, self.ledger.blobs, self.ledger.deleted_bins) = before;
             }
             self.note(root, format_args!("that edit failed: {e}"));
             // Only races with the daemon may fail (a path moved meanwhile).
@@ -649,10 +564,7 @@ impl Driver {
             new.push_str(&tok);
         }
         self.count("text insert");
-        self.note(
-            root,
-            format_args!("insert {} at line {at} of {}", tok.trim(), path.display()),
-        );
+        self.note(root, format_args!("insert {} at line {at} of {}", tok.trim(), path.display()));
         self.save(&path, new.as_bytes())
     }
 
@@ -665,26 +577,16 @@ impl Driver {
         let old = std::fs::read(&path)?;
         let mut f = std::fs::OpenOptions::new().append(true).open(&path)?;
         let tok = self.new_token();
-        let line = if old.last().is_some_and(|&b| b != b'\n') {
-            format!("\n{tok}")
-        } else {
-            tok
-        };
+        let line = if old.last().is_some_and(|&b| b != b'\n') { format!("\n{tok}") } else { tok };
         self.count("text append");
-        self.note(
-            root,
-            format_args!("append {} to {}", line.trim(), path.display()),
-        );
+        self.note(root, format_args!("append {} to {}", line.trim(), path.display()));
         f.write_all(line.as_bytes())
     }
 
     fn create_text(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
         // Now and then the same name on several nodes (CONTRACT: both survive).
-        let name = if self.rng.chance(0.2) {
-            format!("same{}.txt", self.rng.below(4))
-        } else {
-            format!("t{}.txt", self.fresh())
-        };
+        let name =
+            if self.rng.chance(0.2) { format!("same{}.txt", self.rng.below(4)) } else { format!("t{}.txt", self.fresh()) };
         let path = root.join(self.some_dir(l)).join(name);
         if path.exists() {
             return self.insert_line(
@@ -699,10 +601,7 @@ impl Driver {
         }
         let tok = self.new_token();
         self.count("text create");
-        self.note(
-            root,
-            format_args!("create {} with {}", path.display(), tok.trim()),
-        );
+        self.note(root, format_args!("create {} with {}", path.display(), tok.trim()));
         self.save(&path, tok.as_bytes())
     }
 
@@ -718,17 +617,9 @@ impl Driver {
         }
         let at = self.rng.below(lines.len());
         self.supersede(lines[at].as_bytes());
-        let new: String = lines
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != at)
-            .map(|(_, s)| *s)
-            .collect();
+        let new: String = lines.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, s)| *s).collect();
         self.count("text delete");
-        self.note(
-            root,
-            format_args!("delete line {:?} of {}", lines[at].trim(), path.display()),
-        );
+        self.note(root, format_args!("delete line {:?} of {}", lines[at].trim(), path.display()));
         self.save(&path, new.as_bytes())
     }
 
@@ -745,27 +636,17 @@ impl Driver {
             }
             _ => {
                 let file = self.fresh();
-                (
-                    root.join(self.some_dir(l)).join(format!("b{file}.bin")),
-                    file,
-                )
+                (root.join(self.some_dir(l)).join(format!("b{file}.bin")), file)
             }
         };
         let blob = self.fresh();
-        let size = if self.rng.chance(0.05) {
-            self.big_binary
-        } else {
-            1 + self.rng.below(48 << 10)
-        };
+        let size = if self.rng.chance(0.05) { self.big_binary } else { 1 + self.rng.below(48 << 10) };
         let mut bytes = format!("FSYNCBIN {file} {blob}\n").into_bytes();
         bytes.push(0);
         bytes.extend(noise(size, blob.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
         self.ledger.blobs.insert(blob, (file, false));
         self.count("binary write");
-        self.note(
-            root,
-            format_args!("binary {file}/{blob} to {}", path.display()),
-        );
+        self.note(root, format_args!("binary {file}/{blob} to {}", path.display()));
         self.save(&path, &bytes)
     }
 
@@ -789,13 +670,8 @@ impl Driver {
         let Some(rel) = self.rng.pick(&l.files).cloned() else {
             return Ok(());
         };
-        let ext = rel
-            .extension()
-            .map(|e| e.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "lnk".into());
-        let to = root
-            .join(self.some_dir(l))
-            .join(format!("r{}.{ext}", self.fresh()));
+        let ext = rel.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "lnk".into());
+        let to = root.join(self.some_dir(l)).join(format!("r{}.{ext}", self.fresh()));
         self.count("rename file");
         self.note(root, format_args!("mv {} {}", rel.display(), to.display()));
         std::fs::rename(root.join(rel), to)
@@ -811,10 +687,7 @@ impl Driver {
         }
         self.count("move dir");
         let to = root.join(parent).join(format!("m{}", self.fresh()));
-        self.note(
-            root,
-            format_args!("mv dir {} {}", rel.display(), to.display()),
-        );
+        self.note(root, format_args!("mv dir {} {}", rel.display(), to.display()));
         std::fs::rename(root.join(rel), to)
     }
 
@@ -880,12 +753,7 @@ pub struct Verdict {
 
 /// Checks a converged tree against the ledger. `node` answers `fsync log`
 /// and `fsync cat --at` (for binary history).
-pub fn check(
-    ledger: &Ledger,
-    final_tree: &BTreeMap<String, Entry>,
-    node: &Node,
-    root: &Path,
-) -> Verdict {
+pub fn check(ledger: &Ledger, final_tree: &BTreeMap<String, Entry>, node: &Node, root: &Path) -> Verdict {
     let mut v = Verdict::default();
     let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
     let mut where_: BTreeMap<u64, Vec<String>> = BTreeMap::new();
@@ -906,19 +774,14 @@ pub fn check(
     for (&t, &superseded) in &ledger.tokens {
         let n = seen.get(&t).copied().unwrap_or(0);
         if n > 1 {
-            v.doubled.push(format!(
-                "tok-{t} appears {n} times: in {:?}",
-                where_.get(&t)
-            ));
+            v.doubled.push(format!("tok-{t} appears {n} times: in {:?}", where_.get(&t)));
         }
         if superseded {
             v.tokens_superseded += 1;
         } else {
             v.tokens_checked += 1;
             if n == 0 {
-                v.lost.push(format!(
-                    "tok-{t} (text) is gone and no node that showed it deleted it"
-                ));
+                v.lost.push(format!("tok-{t} (text) is gone and no node that showed it deleted it"));
             }
         }
     }
@@ -955,9 +818,7 @@ pub fn check(
         }
         v.blobs_checked += 1;
         if !history.get(&file).is_some_and(|h| h.contains(&blob)) {
-            v.lost.push(format!(
-                "blob {blob} of binary file {file} is neither there nor in its history"
-            ));
+            v.lost.push(format!("blob {blob} of binary file {file} is neither there nor in its history"));
         }
     }
     v

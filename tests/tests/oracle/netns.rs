@@ -20,18 +20,11 @@ pub struct Netns {
 }
 
 fn run(args: &[&str]) -> Result<(), String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("{}: {e}", args[0]))?;
+    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{}: {e}", args[0]))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "{}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(format!("{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
@@ -39,11 +32,7 @@ impl Netns {
     /// `n` node namespaces on one switch, or why that cannot be done here.
     pub fn new(n: usize) -> Result<Netns, String> {
         let tag = format!("fsy{}", std::process::id() % 100_000);
-        let net = Netns {
-            tag,
-            n,
-            flushed: std::cell::Cell::new(0),
-        };
+        let net = Netns { tag, n, flushed: std::cell::Cell::new(0) };
         let sw = net.switch();
         run(&["ip", "netns", "add", &sw])?;
         run(&["ip", "-n", &sw, "link", "add", "br0", "type", "bridge"])?;
@@ -52,21 +41,9 @@ impl Netns {
             let ns = net.ns(i);
             let port = format!("p{i}");
             run(&["ip", "netns", "add", &ns])?;
-            run(&[
-                "ip", "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &port,
-                "netns", &sw,
-            ])?;
+            run(&["ip", "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &port, "netns", &sw])?;
             run(&["ip", "-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
-            run(&[
-                "ip",
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{}/24", net.addr(i)),
-                "dev",
-                "eth0",
-            ])?;
+            run(&["ip", "-n", &ns, "addr", "add", &format!("{}/24", net.addr(i)), "dev", "eth0"])?;
             run(&["ip", "-n", &ns, "link", "set", "eth0", "up"])?;
             run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
             // `cut` drops what comes from the other side of a partition,
@@ -96,20 +73,12 @@ impl Netns {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("nft: {e}"))?;
-        child
-            .stdin
-            .take()
-            .ok_or("nft stdin")?
-            .write_all(script.as_bytes())
-            .map_err(|e| e.to_string())?;
+        child.stdin.take().ok_or("nft stdin")?.write_all(script.as_bytes()).map_err(|e| e.to_string())?;
         let out = child.wait_with_output().map_err(|e| e.to_string())?;
         if out.status.success() {
             Ok(())
         } else {
-            Err(format!(
-                "nft: {}\n{script}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
+            Err(format!("nft: {}\n{script}", String::from_utf8_lossy(&out.stderr).trim()))
         }
     }
 
@@ -122,8 +91,7 @@ impl Netns {
             } else {
                 String::new()
             };
-            self.nft(i, &format!("flush chain inet fsync loss\n{rule}"))
-                .expect("nft loss");
+            self.nft(i, &format!("flush chain inet fsync loss\n{rule}")).expect("nft loss");
         }
     }
 
@@ -131,30 +99,19 @@ impl Netns {
     fn cut(&self, away: impl Fn(usize) -> Vec<usize>) {
         self.flushed.set(self.dropped());
         for i in 0..self.n {
-            let from: Vec<String> = away(i)
-                .into_iter()
-                .map(|j| self.addr(j).to_string())
-                .collect();
+            let from: Vec<String> = away(i).into_iter().map(|j| self.addr(j).to_string()).collect();
             let rule = if from.is_empty() {
                 String::new()
             } else {
-                format!(
-                    "add rule inet fsync cut ip saddr {{ {} }} counter drop\n",
-                    from.join(", ")
-                )
+                format!("add rule inet fsync cut ip saddr {{ {} }} counter drop\n", from.join(", "))
             };
-            self.nft(i, &format!("flush chain inet fsync cut\n{rule}"))
-                .expect("nft cut");
+            self.nft(i, &format!("flush chain inet fsync cut\n{rule}")).expect("nft cut");
         }
     }
 
     /// Cuts every link between `side` and the rest (empty: heals).
     pub fn partition(&self, side: &[usize]) {
-        self.cut(|i| {
-            (0..self.n)
-                .filter(|&j| side.contains(&i) != side.contains(&j))
-                .collect()
-        });
+        self.cut(|i| (0..self.n).filter(|&j| side.contains(&i) != side.contains(&j)).collect());
     }
 
     /// Cuts (or heals) every link of node `x`.
@@ -176,20 +133,9 @@ impl Netns {
             + (0..self.n)
                 .map(|i| {
                     let out = Command::new("ip")
-                        .args([
-                            "netns",
-                            "exec",
-                            &self.ns(i),
-                            "nft",
-                            "list",
-                            "table",
-                            "inet",
-                            "fsync",
-                        ])
+                        .args(["netns", "exec", &self.ns(i), "nft", "list", "table", "inet", "fsync"])
                         .output();
-                    let text = out
-                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                        .unwrap_or_default();
+                    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
                     text.split("counter packets ")
                         .skip(1)
                         .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())

@@ -64,8 +64,7 @@ pub struct Proxy {
 impl Proxy {
     pub fn start(server: SocketAddr, seed: u64) -> Proxy {
         let sock = UdpSocket::bind("127.0.0.1:0").expect("bind proxy");
-        sock.set_read_timeout(Some(Duration::from_millis(50)))
-            .expect("timeout");
+        sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
         let addr = sock.local_addr().expect("addr");
         let shared = Arc::new(Shared {
             faults: Mutex::new(Faults::default()),
@@ -108,12 +107,7 @@ impl Proxy {
                 }
                 let due = Instant::now() + f.delay + f.jitter.mul_f64(rng.unit());
                 seq += 1;
-                sh.queue.lock().expect("queue").push(Queued {
-                    due,
-                    seq,
-                    to,
-                    bytes: buf[..n].to_vec(),
-                });
+                sh.queue.lock().expect("queue").push(Queued { due, seq, to, bytes: buf[..n].to_vec() });
                 sh.wake.notify_one();
             }
         });
@@ -129,21 +123,11 @@ impl Proxy {
                         }
                     }
                     Some(due) => q = sh.wake.wait_timeout(q, due - now).expect("queue").0,
-                    None => {
-                        q = sh
-                            .wake
-                            .wait_timeout(q, Duration::from_millis(50))
-                            .expect("queue")
-                            .0
-                    }
+                    None => q = sh.wake.wait_timeout(q, Duration::from_millis(50)).expect("queue").0,
                 }
             }
         });
-        Proxy {
-            addr,
-            shared,
-            threads: vec![receiver, sender],
-        }
+        Proxy { addr, shared, threads: vec![receiver, sender] }
     }
 
     pub fn set_faults(&self, f: Faults) {

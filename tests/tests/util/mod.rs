@@ -10,11 +10,7 @@ pub fn fsync_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let bin = dir.join("fsync");
-    assert!(
-        bin.exists(),
-        "{} not built (run `cargo test` at the workspace root)",
-        bin.display()
-    );
+    assert!(bin.exists(), "{} not built (run `cargo test` at the workspace root)", bin.display());
     bin
 }
 
@@ -31,11 +27,7 @@ impl Node {
         let base = std::env::temp_dir().join(format!("fsync-e2e-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&base).expect("mkdir");
-        Node {
-            home: base.join("home"),
-            scratch: base,
-            uid: None,
-        }
+        Node { home: base.join("home"), scratch: base, uid: None }
     }
 
     /// A node whose commands and daemon run as `uid` (root only: file
@@ -67,11 +59,7 @@ impl Node {
     /// Runs and expects success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "fsync {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "fsync {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).expect("utf-8 output")
     }
 
@@ -86,8 +74,7 @@ impl Node {
     /// `fsync status --json`, parsed.
     pub fn status(&self) -> serde_json::Value {
         let out = self.ok(&["status", "--json"]);
-        serde_json::from_str(&out)
-            .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {out}"))
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {out}"))
     }
 
     /// `fsync status --json` if it answers (a daemon may be starting).
@@ -130,11 +117,7 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 
 /// A free UDP port on 127.0.0.1 (bound and released; fine for tests).
 pub fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 /// A running `fsync run`; killed if the test ends without stopping it.
@@ -203,25 +186,14 @@ impl Node {
     pub fn spawn_env(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let log = self.log_file();
         let out = std::fs::File::create(self.scratch.join("daemon.out")).expect("out");
-        let child = self
-            .command()
-            .envs(env.iter().copied())
-            .args(args)
-            .stdout(out)
-            .stderr(log)
-            .spawn()
-            .expect("fsync starts");
+        let child = self.command().envs(env.iter().copied()).args(args).stdout(out).stderr(log).spawn().expect("fsync starts");
         Daemon { child }
     }
 
     /// The daemon log, appended to by every start (a restarted node keeps
     /// the story of its earlier runs).
     fn log_file(&self) -> std::fs::File {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.scratch.join("daemon.log"))
-            .expect("log")
+        std::fs::OpenOptions::new().create(true).append(true).open(self.scratch.join("daemon.log")).expect("log")
     }
 
     /// What a spawned daemon printed on stdout.
@@ -273,36 +245,10 @@ impl Pair {
         let (pa, pb) = (free_port(), free_port());
         let a_id = a.ok(&["init"]).trim().to_owned();
         let b_id = b.ok(&["init"]).trim().to_owned();
-        a.ok(&[
-            "folder",
-            "add",
-            "docs",
-            a.scratch.join("docs").to_str().expect("utf-8"),
-        ]);
-        b.ok(&[
-            "folder",
-            "add",
-            "docs",
-            b.scratch.join("docs").to_str().expect("utf-8"),
-        ]);
-        a.ok(&[
-            "peer",
-            "add",
-            &b_id,
-            "--addr",
-            &format!("127.0.0.1:{pb}"),
-            "--folder",
-            "docs",
-        ]);
-        b.ok(&[
-            "peer",
-            "add",
-            &a_id,
-            "--addr",
-            &format!("127.0.0.1:{pa}"),
-            "--folder",
-            "docs",
-        ]);
+        a.ok(&["folder", "add", "docs", a.scratch.join("docs").to_str().expect("utf-8")]);
+        b.ok(&["folder", "add", "docs", b.scratch.join("docs").to_str().expect("utf-8")]);
+        a.ok(&["peer", "add", &b_id, "--addr", &format!("127.0.0.1:{pb}"), "--folder", "docs"]);
+        b.ok(&["peer", "add", &a_id, "--addr", &format!("127.0.0.1:{pa}"), "--folder", "docs"]);
         Pair { a, b, pa, pb }
     }
     pub fn da(&self, f: &str) -> PathBuf {
