@@ -835,3 +835,38 @@ fn a_rename_of_a_file_edited_here_waits_for_the_scan() {
     assert!(!d.root.join("f.txt").exists());
     assert_eq!(d.index.files.len(), 1, "{:?}", d.index.files.keys().collect::<Vec<_>>());
 }
+
+/// A binary file written back from a peer, then moved into a directory,
+/// with the live events in two batches, the destination's first: a move,
+/// found through the inode the write-back recorded.
+#[test]
+fn a_written_back_file_moved_is_a_move_when_its_new_path_is_seen_first() {
+    use fsync_core::chunks::{split, ChunkStore};
+    let mut d = Dir::new("splitmove");
+    std::fs::create_dir(d.root.join("d28")).expect("mkdir");
+    std::fs::write(d.root.join("b7.bin"), b"\0first version").expect("write");
+    d.scan();
+    let theirs = b"\0a peer's version".to_vec();
+    let refs: Vec<_> = split(&theirs)
+        .into_iter()
+        .map(|(r, b)| {
+            d.chunks.put(r.hash, b);
+            r
+        })
+        .collect();
+    remote_edit(&mut d, "b7.bin", |f, id| f.write_binary(id, refs, 9).expect("write"));
+    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    std::fs::rename(d.root.join("b7.bin"), d.root.join("d28/r153.bin")).expect("mv");
+    let ignore = Ignore::load(&d.root);
+    let r = watcher::scan_scoped(
+        &d.root,
+        &mut d.folder,
+        &mut d.chunks,
+        &mut d.index,
+        &ignore,
+        Some(&["d28/r153.bin".to_owned()]),
+        50,
+    )
+    .expect("scan");
+    assert_eq!(r.moved, vec![("b7.bin".to_owned(), "d28/r153.bin".to_owned())], "{r:?}");
+}
