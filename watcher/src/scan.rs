@@ -86,10 +86,16 @@ pub struct Index {
     /// Paths found mid-write by the last scan of them, and left for the
     /// next; in memory only.
     busy: BTreeSet<String>,
+    /// New files a write-back is about to put where the index has nothing
+    /// (a peer's new file): path -> (entry, inode of our file, version).
+    /// Saved with the intents, like [`Known::staged`]: after a crash that
+    /// lost the index update, the file found there is ours, not a second
+    /// file created here.
+    pub(crate) new_intents: BTreeMap<String, (EntryId, u64, Vec<EventId>)>,
 }
 
 const INDEX_MAGIC: &[u8] = b"FSIX";
-const INDEX_VERSION: u64 = 2;
+const INDEX_VERSION: u64 = 3;
 
 impl Index {
     /// The index as bytes, to keep in the store: without it, a restarted
@@ -132,6 +138,18 @@ impl Index {
                 None => w.u8(0),
             }
         }
+        w.usize(self.new_intents.len());
+        for (path, (id, ino, v)) in &self.new_intents {
+            w.str(path);
+            w.raw(&id.0.agent.0);
+            w.varint(id.0.seq);
+            w.varint(*ino);
+            w.usize(v.len());
+            for b in v {
+                w.raw(&b.agent.0);
+                w.varint(b.seq);
+            }
+        }
         w.into_bytes()
     }
 
@@ -142,8 +160,8 @@ impl Index {
         let mut r = Reader::new(bytes);
         r.magic(INDEX_MAGIC, "disk index")?;
         let v = r.varint()?;
-        // Version 1 lacks write intents.
-        if v != INDEX_VERSION && v != 1 {
+        // Version 1 lacks write intents, version 2 those of new files.
+        if !(1..=INDEX_VERSION).contains(&v) {
             return Err(DecodeError::UnsupportedVersion(v));
         }
         let id = |r: &mut Reader<'_>| -> Result<EventId, DecodeError> {
@@ -176,6 +194,18 @@ impl Index {
                 _ => return Err(DecodeError::Invalid("staged")),
             };
             index.files.insert(path, Known { id: entry, kind, stat, base, staged });
+        }
+        if v >= 3 {
+            for _ in 0..r.count(20)? {
+                let path = r.str()?.to_owned();
+                let entry = EntryId(id(&mut r)?);
+                let ino = r.varint()?;
+                let mut version = Vec::new();
+                for _ in 0..r.count(17)? {
+                    version.push(id(&mut r)?);
+                }
+                index.new_intents.insert(path, (entry, ino, version));
+            }
         }
         r.finish()?;
         Ok(index)
@@ -325,6 +355,18 @@ fn entry_key(folder: &Folder, id: EntryId, chunks: &dyn ChunkStore) -> Option<[u
         }
         _ => None,
     }
+}
+
+/// True when the file found at a path with a write intent `intent` is our
+/// write, edited since: it holds our inode, or its text keeps most lines of
+/// what we wrote.
+fn ours_edited(folder: &Folder, intent: &(EntryId, u64, Vec<EventId>), ino: u64, body: &Body) -> bool {
+    if intent.1 == ino {
+        return true;
+    }
+    let (Body::Text(now), Some(doc)) = (body, folder.doc(intent.0)) else { return false };
+    let Some(ours) = doc.lvs_of(&intent.2).map(|l| doc.text_at(&l)) else { return false };
+    !similar::pair(&[ours.as_str()], &[now.as_str()]).is_empty()
 }
 
 /// True when entry `id` holds exactly `body`.
@@ -614,6 +656,9 @@ pub fn scan_with_progress(
     }
     let result = scan_inner(root, folder, chunks, index, disk, scope.is_some(), now, progress);
     index.files.append(&mut outside.files);
+    // The scan took in the files of the new-file intents in scope; the
+    // rest had no file: those writes never landed.
+    index.new_intents.retain(|p, _| !in_scope(p, scope));
     // Deferred paths that moved (or came back) meanwhile need nothing more.
     index.deferred.retain(|p| index.files.get(p).is_some_and(|_| std::fs::symlink_metadata(root.join(p)).is_err()));
     result.map(|mut r| {
@@ -793,18 +838,31 @@ fn scan_inner(
         };
         let d = &disk[&p];
         let existing = folder.tree().lookup(&p).map(|n| (n.id, n.kind));
+        let intent = index.new_intents.remove(&p);
+        let mut from: Vec<EventId> = Vec::new();
         let id = match existing {
             // A directory the folder already has (created by a peer), or
             // the very file it has there (written by us, the index update
             // lost in a crash).
             Some((id, kind)) if kind == d.kind && (kind == Kind::Dir || same_content(folder, chunks, id, &body)) => id,
+            // Our write of it landed, the index update was lost in a crash,
+            // and it was edited here since: that file, edited from what we
+            // wrote (in place: our inode; saved through a temp file: most
+            // of our lines).
+            Some((id, kind))
+                if kind == d.kind
+                    && intent.as_ref().is_some_and(|i| i.0 == id && ours_edited(folder, i, d.stat.ino, &body)) =>
+            {
+                from = intent.map(|i| i.2).unwrap_or_default();
+                id
+            }
             // A peer's file of that name not written here yet: ours is
             // another file, created concurrently (taking it as an edit of
             // theirs would replace their content).
             Some(_) => folder.create_alongside(&p, d.kind, now)?,
             None => folder.create(&p, d.kind, now)?,
         };
-        let base = take_in(folder, chunks, id, &[], body, d.stat.exec, now)?;
+        let base = take_in(folder, chunks, id, &from, body, d.stat.exec, now)?;
         index.files.insert(p.clone(), Known { id, kind: d.kind, stat: d.stat, base, staged: None });
         report.created.push(p);
     }

@@ -472,8 +472,11 @@ fn land_batch(
         return Ok(());
     }
     for p in &batch {
-        if let Some(k) = index.files.get_mut(&p.path) {
-            k.staged = Some((p.staged.ours.ino, p.version.clone()));
+        match index.files.get_mut(&p.path) {
+            Some(k) => k.staged = Some((p.staged.ours.ino, p.version.clone())),
+            None => {
+                index.new_intents.insert(p.path.clone(), (p.id, p.staged.ours.ino, p.version.clone()));
+            }
         }
     }
     if let Err(e) = intents(index) {
@@ -481,6 +484,7 @@ fn land_batch(
             if let Some(k) = index.files.get_mut(&p.path) {
                 k.staged = None;
             }
+            index.new_intents.remove(&p.path);
             p.staged.abandon();
         }
         return Err(WatchError::Intent(e));
@@ -488,10 +492,14 @@ fn land_batch(
     let mut batch = batch.into_iter();
     while let Some(p) = batch.next() {
         let expected = p.known.as_ref().map(|k| k.stat);
+        index.new_intents.remove(&p.path);
         let r = match p.staged.land(expected) {
             Ok(r) => r,
             Err(e) => {
-                batch.for_each(|p| p.staged.abandon());
+                batch.for_each(|p| {
+                    index.new_intents.remove(&p.path);
+                    p.staged.abandon();
+                });
                 return Err(e);
             }
         };

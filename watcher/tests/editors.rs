@@ -870,3 +870,45 @@ fn a_written_back_file_moved_is_a_move_when_its_new_path_is_seen_first() {
     .expect("scan");
     assert_eq!(r.moved, vec![("b7.bin".to_owned(), "d28/r153.bin".to_owned())], "{r:?}");
 }
+
+/// Regression (found by the SIGKILL end-to-end test): a peer's new file
+/// was written here, the daemon was killed before the index update was
+/// saved, and the file was edited before the restart. The restart took it
+/// for a second file created here, and the folder kept it twice. The
+/// intent saved before the write now says it is ours: in place (our
+/// inode) or saved through a temp file (most of our lines).
+#[test]
+fn a_peers_new_file_written_then_edited_across_a_crash_is_not_doubled() {
+    for through_temp in [false, true] {
+        let mut d = Dir::new(if through_temp { "newintent-tmp" } else { "newintent" });
+        d.sh("printf 'x\\n' > other.txt");
+        d.scan();
+        let mut peer = Folder::new(AgentId::from_index(2));
+        let (c, _) = d.folder.changes_since(peer.version_vector(), 0, usize::MAX);
+        peer.apply_changes(&c).1.expect("valid");
+        let id = peer.create("t192.txt", Kind::File, 9).expect("create");
+        peer.set_text(id, "tok-193\n", 9).expect("text");
+        let (c, _) = peer.changes_since(d.folder.version_vector(), 0, usize::MAX);
+        d.folder.apply_changes(&c).1.expect("valid");
+        let mut saved = None;
+        watcher::write_back_with(&d.root, &mut d.folder, &mut d.chunks, &mut d.index, &mut |i| {
+            saved = Some(i.clone());
+            Ok(())
+        })
+        .expect("write");
+        let ops = d.ops("t192.txt");
+        if through_temp {
+            d.sh("printf 'tok-193\\ntok-213\\n' > t.tmp && mv t.tmp t192.txt");
+        } else {
+            d.sh("printf 'tok-213\\n' >> t192.txt");
+        }
+        d.index = Index::decode(&saved.expect("intents recorded").encode()).expect("decode");
+        let r = d.scan();
+        assert_eq!(r.created, vec!["t192.txt"], "{r:?}");
+        let paths: Vec<String> = d.folder.tree().nodes().map(|n| n.path.clone()).collect();
+        assert_eq!(paths.len(), 2, "kept twice: {paths:?}");
+        assert_eq!(d.text("t192.txt"), "tok-193\ntok-213\n");
+        assert_eq!(d.ops("t192.txt"), ops + "tok-213\n".len(), "our write was recorded again");
+        assert!(d.scan().is_empty());
+    }
+}
