@@ -163,7 +163,10 @@ fn run(name: &str, seed: u64, s: Scenario) -> Option<Figures> {
                 }
             }
             if now >= next_kill {
-                let i = if s.kill_last_only { s.nodes - 1 } else { rng.below(s.nodes) };
+                // A node that is up (one that is down again was a lost
+                // turn: some seeds then killed too rarely).
+                let up: Vec<usize> = (0..s.nodes).filter(|&i| c.running(i)).collect();
+                let i = if s.kill_last_only || up.is_empty() { s.nodes - 1 } else { up[rng.below(up.len())] };
                 if c.running(i) {
                     c.kill(i);
                     restart_at[i] = Some(now + Duration::from_millis(200 + rng.next() % 1500));
