@@ -37,6 +37,19 @@ impl Dir {
         scan(&self.root, &mut self.folder, &mut self.chunks, &mut self.index, &ignore, self.now).expect("scan")
     }
 
+    /// A write-back; returns the index as the daemon saved it with the
+    /// intents, before any file was replaced (encoded and decoded, as the
+    /// store keeps it): a restart after a crash at that point begins with it.
+    fn write_back_saving_intents(&mut self) -> Index {
+        let mut saved = None;
+        watcher::write_back_with(&self.root, &mut self.folder, &mut self.chunks, &mut self.index, &mut |i| {
+            saved = Some(i.encode());
+            Ok(())
+        })
+        .expect("write");
+        Index::decode(&saved.expect("intents recorded")).expect("decode")
+    }
+
     fn id(&mut self, path: &str) -> EntryId {
         self.folder.tree().lookup(path).unwrap_or_else(|| panic!("{path} not in the folder")).id
     }
@@ -492,17 +505,12 @@ fn a_crash_between_replace_and_index_save_doubles_nothing() {
     d.sh("printf 'one\\n' > f.txt");
     d.scan();
     remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, "one\nfrom a peer\n", 9).expect("edit"));
-    let mut saved = None;
-    watcher::write_back_with(&d.root, &mut d.folder, &mut d.chunks, &mut d.index, &mut |i| {
-        saved = Some(i.clone());
-        Ok(())
-    })
-    .expect("write");
+    let saved = d.write_back_saving_intents();
     let ops = d.ops("f.txt");
     d.sh("printf 'local\\n' >> f.txt");
     // Restart with the index as saved when the intents were recorded
     // (encoded and decoded, as the store keeps it).
-    d.index = Index::decode(&saved.expect("intents recorded").encode()).expect("decode");
+    d.index = saved;
     d.scan();
     assert_eq!(d.text("f.txt"), "one\nfrom a peer\nlocal\n");
     assert_eq!(d.ops("f.txt"), ops + "local\n".len(), "the peer's line was recorded again");
@@ -529,15 +537,10 @@ fn a_save_through_a_temp_file_after_a_lost_index_update_diffs_from_our_write() {
     d.sh("printf 'keep\ntok-61\n' > f.txt");
     d.scan();
     remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, "keep\n", 9).expect("edit"));
-    let mut saved = None;
-    watcher::write_back_with(&d.root, &mut d.folder, &mut d.chunks, &mut d.index, &mut |i| {
-        saved = Some(i.clone());
-        Ok(())
-    })
-    .expect("write");
+    let saved = d.write_back_saving_intents();
     assert_eq!(read_file(&d, "f.txt"), "keep\n");
     d.sh("printf 'keep\ntok-117\n' > t.tmp && mv t.tmp f.txt");
-    d.index = Index::decode(&saved.expect("intents recorded").encode()).expect("decode");
+    d.index = saved;
     d.scan();
     assert_eq!(d.text("f.txt"), "keep\ntok-117\n");
 }
@@ -552,16 +555,11 @@ fn a_save_through_a_temp_file_after_a_write_that_never_landed_keeps_the_peers_ed
     d.sh("printf 'one\ntwo\n' > f.txt");
     d.scan();
     remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, "one\nfrom a peer\ntwo\n", 9).expect("edit"));
-    let mut saved = None;
-    watcher::write_back_with(&d.root, &mut d.folder, &mut d.chunks, &mut d.index, &mut |i| {
-        saved = Some(i.clone());
-        Ok(())
-    })
-    .expect("write");
+    let saved = d.write_back_saving_intents();
     // As if the rename never happened: the old content, edited, saved
     // through a temp file.
     d.sh("printf 'one\ntwo\nlocal\n' > t.tmp && mv t.tmp f.txt");
-    d.index = Index::decode(&saved.expect("intents recorded").encode()).expect("decode");
+    d.index = saved;
     d.scan();
     assert_eq!(d.text("f.txt"), "one\nfrom a peer\ntwo\nlocal\n");
 }
@@ -890,19 +888,14 @@ fn a_peers_new_file_written_then_edited_across_a_crash_is_not_doubled() {
         peer.set_text(id, "tok-193\n", 9).expect("text");
         let (c, _) = peer.changes_since(d.folder.version_vector(), 0, usize::MAX);
         d.folder.apply_changes(&c).1.expect("valid");
-        let mut saved = None;
-        watcher::write_back_with(&d.root, &mut d.folder, &mut d.chunks, &mut d.index, &mut |i| {
-            saved = Some(i.clone());
-            Ok(())
-        })
-        .expect("write");
+        let saved = d.write_back_saving_intents();
         let ops = d.ops("t192.txt");
         if through_temp {
             d.sh("printf 'tok-193\\ntok-213\\n' > t.tmp && mv t.tmp t192.txt");
         } else {
             d.sh("printf 'tok-213\\n' >> t192.txt");
         }
-        d.index = Index::decode(&saved.expect("intents recorded").encode()).expect("decode");
+        d.index = saved;
         let r = d.scan();
         assert_eq!(r.created, vec!["t192.txt"], "{r:?}");
         let paths: Vec<String> = d.folder.tree().nodes().map(|n| n.path.clone()).collect();

@@ -192,6 +192,15 @@ fn power_cuts_never_lose_synced_changes_or_corrupt_the_store() {
     }
 }
 
+/// Appends and syncs until the store fails (at most 4 MB).
+fn write_until_full(store: &mut RedbStore) -> Result<(), StoreError> {
+    for i in 0..1000 {
+        store.append("f", &vec![i as u8; 4096])?;
+        store.sync()?;
+    }
+    Ok(())
+}
+
 #[test]
 fn a_full_disk_is_an_error_and_recovers() {
     let disk = FaultDisk::default();
@@ -199,13 +208,7 @@ fn a_full_disk_is_an_error_and_recovers() {
     store.append("f", b"one").expect("append");
     store.sync().expect("sync");
     disk.s.lock().expect("lock").full = true;
-    let err = (|| {
-        for i in 0..1000 {
-            store.append("f", &vec![i as u8; 4096])?;
-            store.sync()?;
-        }
-        Ok::<(), StoreError>(())
-    })();
+    let err = write_until_full(&mut store);
     assert!(matches!(err, Err(StoreError::Io(_))), "a full disk went unnoticed: {err:?}");
     disk.s.lock().expect("lock").full = false;
     store.append("f", b"two").expect("append after space returns");
@@ -474,13 +477,7 @@ fn chunks_are_read_from_another_thread_and_after_a_failure_reopens_the_store() {
     // A full disk: the database is dropped, so readers see nothing until
     // the next write reopens it.
     disk.s.lock().expect("lock").full = true;
-    let err = (|| {
-        for i in 0..1000 {
-            store.append("f", &vec![i as u8; 4096])?;
-            store.sync()?;
-        }
-        Ok::<(), StoreError>(())
-    })();
+    let err = write_until_full(&mut store);
     assert!(err.is_err());
     assert_eq!(source.read(&ha), None, "a failed store is not read");
     disk.s.lock().expect("lock").full = false;
