@@ -656,9 +656,13 @@ pub fn scan_with_progress(
     }
     let result = scan_inner(root, folder, chunks, index, disk, scope.is_some(), now, progress);
     index.files.append(&mut outside.files);
-    // The scan took in the files of the new-file intents in scope; the
-    // rest had no file: those writes never landed.
-    index.new_intents.retain(|p, _| !in_scope(p, scope));
+    // The scan took in the files of the new-file intents in scope (or
+    // found them known otherwise). Of the rest, those with no file never
+    // landed; one it could not read keeps its intent for the scan that can.
+    let files = &index.files;
+    index.new_intents.retain(|p, _| {
+        !in_scope(p, scope) || (!files.contains_key(p) && std::fs::symlink_metadata(root.join(p)).is_ok())
+    });
     // Deferred paths that moved (or came back) meanwhile need nothing more.
     index.deferred.retain(|p| index.files.get(p).is_some_and(|_| std::fs::symlink_metadata(root.join(p)).is_err()));
     result.map(|mut r| {
