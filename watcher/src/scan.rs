@@ -660,9 +660,9 @@ pub fn scan_with_progress(
     // found them known otherwise). Of the rest, those with no file never
     // landed; one it could not read keeps its intent for the scan that can.
     let files = &index.files;
-    index.new_intents.retain(|p, _| {
-        !in_scope(p, scope) || (!files.contains_key(p) && std::fs::symlink_metadata(root.join(p)).is_ok())
-    });
+    index
+        .new_intents
+        .retain(|p, _| !in_scope(p, scope) || (!files.contains_key(p) && std::fs::symlink_metadata(root.join(p)).is_ok()));
     // Deferred paths that moved (or came back) meanwhile need nothing more.
     index.deferred.retain(|p| index.files.get(p).is_some_and(|_| std::fs::symlink_metadata(root.join(p)).is_err()));
     result.map(|mut r| {
