@@ -131,24 +131,9 @@ impl Chunks {
         Chunks { stored, source: Some(source), ..Default::default() }
     }
 
-    /// Number of distinct chunks held.
-    pub fn len(&self) -> usize {
-        self.fresh.len() + self.stored.len()
-    }
-
-    /// True when empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Chunks not yet made durable, to be written to the source's store.
     pub fn fresh(&self) -> impl Iterator<Item = (ChunkHash, &[u8])> {
         self.fresh.iter().map(|(h, b)| (*h, b.as_slice()))
-    }
-
-    /// Number of bytes held only in memory.
-    pub fn fresh_bytes(&self) -> usize {
-        self.fresh.values().map(Vec::len).sum()
     }
 
     /// These chunks are durable in the source now: their bytes leave
@@ -260,14 +245,14 @@ mod tests {
         for (r, b) in &parts {
             c.put(r.hash, b);
         }
-        assert_eq!(c.fresh_bytes(), data.len());
+        assert_eq!(c.fresh().map(|(_, b)| b.len()).sum::<usize>(), data.len());
         // "Written and synced" by the owner of the store.
         for (h, b) in c.fresh() {
             source.map.lock().expect("lock").insert(h, b.to_vec());
         }
         let hashes: Vec<ChunkHash> = parts.iter().map(|(r, _)| r.hash).collect();
         c.mark_stored(&hashes);
-        assert_eq!(c.fresh_bytes(), 0);
+        assert_eq!(c.fresh().map(|(_, b)| b.len()).sum::<usize>(), 0);
         assert_eq!(c.fresh().count(), 0);
         let cached = c.cache.lock().expect("lock").bytes;
         assert!(cached <= CACHE_BYTES && cached > CACHE_BYTES / 2, "cache holds {cached} bytes");

@@ -80,7 +80,7 @@ impl Saver {
     /// Appends every event not yet saved as one batch; does not sync.
     /// Returns whether anything was written.
     pub fn save(&mut self, name: &str, folder: &Folder, store: &mut dyn Store) -> Result<bool, StoreError> {
-        self.save_collecting(name, folder, store, &mut std::collections::HashSet::new())
+        Ok(self.append_unsaved(name, folder, store)?.is_some())
     }
 
     /// Like [`Saver::save`], and adds to `chunks` every chunk the saved
@@ -93,23 +93,31 @@ impl Saver {
         store: &mut dyn Store,
         chunks: &mut std::collections::HashSet<crate::chunks::ChunkHash>,
     ) -> Result<bool, StoreError> {
-        let (changes, pos) = folder.changes_since(&self.saved_vv, self.log_pos, usize::MAX);
-        if changes.runs.is_empty() {
-            self.log_pos = pos;
-            return Ok(false);
-        }
-        store.append(name, &Message::Changes(changes.clone()).encode())?;
+        let Some(changes) = self.append_unsaved(name, folder, store)? else { return Ok(false) };
         for (_, r) in &changes.runs {
             if let crate::text::ExportedKind::Marker(m) = &r.kind {
                 if let Ok(crate::folder::Meta::Binary { chunks: refs, .. }) = crate::folder::Meta::decode(m) {
                     chunks.extend(refs.iter().map(|c| c.hash));
                 }
             }
+        }
+        Ok(true)
+    }
+
+    /// The saving half of both: the changes appended, if any.
+    fn append_unsaved(&mut self, name: &str, folder: &Folder, store: &mut dyn Store) -> Result<Option<Changes>, StoreError> {
+        let (changes, pos) = folder.changes_since(&self.saved_vv, self.log_pos, usize::MAX);
+        if changes.runs.is_empty() {
+            self.log_pos = pos;
+            return Ok(None);
+        }
+        store.append(name, &Message::Changes(changes.clone()).encode())?;
+        for (_, r) in &changes.runs {
             let e = self.saved_vv.entry(r.id.agent).or_insert(0);
             *e = (*e).max(r.id.seq + r.len() as u64);
         }
         self.log_pos = pos;
-        Ok(true)
+        Ok(Some(changes))
     }
 }
 
