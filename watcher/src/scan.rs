@@ -11,9 +11,10 @@
 //! was last updated (`base`), so they merge with remote changes that
 //! arrived meanwhile instead of undoing them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use fsync_core::chunks::{split, ChunkRef, ChunkStore};
 use fsync_core::folder::{Content, EntryId, Folder, Kind};
@@ -44,7 +45,52 @@ pub struct Known {
     /// `.0`, the write landed and the disk holds version `.1` (the index
     /// update after it may have been lost in a crash).
     pub staged: Option<(u64, Vec<EventId>)>,
+    /// Our write-backs of this path in the last [`UNSEEN_WRITE`]; in memory
+    /// only. A deletion or save seen meanwhile may come from a program that
+    /// never saw what we wrote. A deletion is taken as made on the version
+    /// before the first of them, so a peer's edit there is concurrent with
+    /// it and keeps the file (CONTRACT: edit vs delete); a save is diffed
+    /// from whichever version it is closest to.
+    pub(crate) written: Option<Written>,
 }
+
+/// See [`Known::written`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Written {
+    /// When the last write landed.
+    pub(crate) at: Instant,
+    /// The version the disk held before each write, oldest first.
+    pub(crate) before: Vec<Vec<EventId>>,
+}
+
+impl Written {
+    /// After writing over `known` (which held entry `id`, or another).
+    pub(crate) fn after(known: Option<&Known>, id: EntryId) -> Written {
+        let mut before = match known {
+            Some(k) if k.id == id => match &k.written {
+                Some(w) if w.at.elapsed() < UNSEEN_WRITE => w.before.clone(),
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        // Nothing of this entry, when the path held none of it.
+        before.push(known.filter(|k| k.id == id).map(|k| k.base.clone()).unwrap_or_default());
+        // A file written all the time: the oldest and the newest matter.
+        if before.len() > 4 {
+            before.drain(1..before.len() - 3);
+        }
+        Written { at: Instant::now(), before }
+    }
+
+    /// The versions before our writes, if the last was a moment ago.
+    fn recent(&self) -> Option<&[Vec<EventId>]> {
+        (self.at.elapsed() < UNSEEN_WRITE).then_some(self.before.as_slice())
+    }
+}
+
+/// How long after our write-back a deletion of the file is taken as made
+/// without having seen it (see [`Known::written`]).
+pub const UNSEEN_WRITE: Duration = Duration::from_secs(2);
 
 /// The metadata that tells whether a path changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +138,12 @@ pub struct Index {
     /// lost the index update, the file found there is ours, not a second
     /// file created here.
     pub(crate) new_intents: BTreeMap<String, (EntryId, u64, Vec<EventId>)>,
+    /// Files a write-back just moved away (a peer's rename): old path ->
+    /// (entry, when, the version the disk held). In memory only. A program
+    /// that read the file before the move may save it to the old path: that
+    /// save is an edit of the moved file, not a second file (CONTRACT: file
+    /// edited on one node, renamed on another).
+    pub(crate) moved_away: BTreeMap<String, (EntryId, Instant, Vec<EventId>)>,
 }
 
 const INDEX_MAGIC: &[u8] = b"FSIX";
@@ -193,7 +245,7 @@ impl Index {
                 1 => Some((r.varint()?, ids(&mut r)?)),
                 _ => return Err(DecodeError::Invalid("staged")),
             };
-            index.files.insert(path, Known { id: entry, kind, stat, base, staged });
+            index.files.insert(path, Known { id: entry, kind, stat, base, staged, written: None });
         }
         if v >= 3 {
             for _ in 0..r.count(20)? {
@@ -369,6 +421,23 @@ fn ours_edited(folder: &Folder, intent: &(EntryId, u64, Vec<EventId>), ino: u64,
     !similar::pair(&[ours.as_str()], &[now.as_str()]).is_empty()
 }
 
+/// Where the file a write-back just moved away from `path` is now, when
+/// the new file at `path` is that file saved by a program that read it
+/// before the move (most of its lines; see [`Index::moved_away`]).
+fn saved_after_move(folder: &mut Folder, index: &Index, path: &str, d: &OnDisk, body: &Body) -> Option<String> {
+    let (id, at, before) = index.moved_away.get(path)?;
+    if d.kind != Kind::File || at.elapsed() >= UNSEEN_WRITE {
+        return None;
+    }
+    let to = folder.tree().path_of(*id)?.to_owned();
+    if index.files.get(&to).is_none_or(|k| k.id != *id) {
+        return None;
+    }
+    let (Body::Text(now), Some(doc)) = (body, folder.doc(*id)) else { return None };
+    let read = doc.lvs_of(before).map(|l| doc.text_at(&l))?;
+    (!similar::pair(&[read.as_str()], &[now.as_str()]).is_empty()).then_some(to)
+}
+
 /// True when entry `id` holds exactly `body`.
 fn same_content(folder: &Folder, chunks: &dyn ChunkStore, id: EntryId, body: &Body) -> bool {
     match (body, folder.state(id).map(|s| &s.content)) {
@@ -450,8 +519,11 @@ fn moved_from_outside(root: &Path, index: &Index, disk: &BTreeMap<String, OnDisk
 /// that file: it was deleted and its inode given to a new file (ext4 and
 /// tmpfs hand freed inodes out again at once). A file that kept its size
 /// and mtime was only moved; one that changed too is the same file only if
-/// its text still shares most lines with what `known` held (binary content
-/// cannot tell, the inode is trusted).
+/// its text still shares most lines with what `known` held. Text that
+/// became binary, or binary that became text, is another file (seed 199: a
+/// deleted text file's inode went to a new binary file, and the deletion
+/// was taken for a move, superseding a peer's concurrent edit). Binary
+/// content cannot tell otherwise: the inode is trusted.
 fn inode_reused(root: &Path, folder: &Folder, path: &str, known: &Known) -> bool {
     let Ok(m) = std::fs::symlink_metadata(root.join(path)) else {
         return false;
@@ -459,14 +531,16 @@ fn inode_reused(root: &Path, folder: &Folder, path: &str, known: &Known) -> bool
     if m.len() == known.stat.size && Stat::of(&m).mtime == known.stat.mtime {
         return false;
     }
-    let Some(doc) = folder.doc(known.id).filter(|_| folder.state(known.id).is_some_and(|s| s.content == Content::Text)) else {
-        return false;
-    };
-    let Ok(Body::Text(now)) = read_body(&root.join(path), Kind::File) else {
-        return false;
-    };
-    let was = doc.lvs_of(&known.base).map_or_else(|| doc.text(), |l| doc.text_at(&l));
-    similar::pair(&[was.as_str()], &[now.as_str()]).is_empty()
+    let was_text = folder.state(known.id).is_some_and(|s| s.content == Content::Text);
+    match (read_body(&root.join(path), Kind::File), folder.doc(known.id)) {
+        (Ok(Body::Text(now)), Some(doc)) if was_text => {
+            let was = doc.lvs_of(&known.base).map_or_else(|| doc.text(), |l| doc.text_at(&l));
+            similar::pair(&[was.as_str()], &[now.as_str()]).is_empty()
+        }
+        (Ok(Body::Text(_)), _) => !was_text,
+        (Ok(_), _) => was_text,
+        (Err(_), _) => false,
+    }
 }
 
 /// Walks the whole folder, or only `scope` (subtrees) and their parents.
@@ -805,7 +879,7 @@ fn scan_inner(
             }
             let d = &disk[&p];
             let base = take_in(folder, chunks, known.id, &known.base, body, d.stat.exec, now)?;
-            index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, ..known });
+            index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, written: None, ..known });
             report.moved.push((old, p.clone()));
             report.modified.push(p);
         }
@@ -823,9 +897,14 @@ fn scan_inner(
             continue;
         }
         // Against what the disk had: a change that arrived since and was
-        // never written out is concurrent, and an edit keeps the file.
+        // never written out is concurrent, and an edit keeps the file. So
+        // is one we wrote just before (see `Known::written`).
         if folder.tree().path_of(k.id).is_some() {
-            folder.delete_from(k.id, &k.base, now)?;
+            let seen = match k.written.as_ref().and_then(Written::recent) {
+                Some([first, ..]) => first,
+                _ => &k.base,
+            };
+            folder.delete_from(k.id, seen, now)?;
         }
         index.files.remove(&p);
         report.deleted.push(p);
@@ -864,10 +943,24 @@ fn scan_inner(
             // another file, created concurrently (taking it as an edit of
             // theirs would replace their content).
             Some(_) => folder.create_alongside(&p, d.kind, now)?,
-            None => folder.create(&p, d.kind, now)?,
+            None => {
+                if let Some(to) = saved_after_move(folder, index, &p, d, &body) {
+                    // Known here until the write-back removes it (the tree
+                    // no longer has anything at this path) and writes the
+                    // merged file where the entry now is.
+                    let k = index.files[&to].clone();
+                    let before = index.moved_away.remove(&p).map(|m| m.2).unwrap_or_default();
+                    let from = closer_base(folder, k.id, &k.base, &before, &body);
+                    let base = take_in(folder, chunks, k.id, &from, body, d.stat.exec, now)?;
+                    index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, written: None, ..k });
+                    report.modified.push(to);
+                    continue;
+                }
+                folder.create(&p, d.kind, now)?
+            }
         };
         let base = take_in(folder, chunks, id, &from, body, d.stat.exec, now)?;
-        index.files.insert(p.clone(), Known { id, kind: d.kind, stat: d.stat, base, staged: None });
+        index.files.insert(p.clone(), Known { id, kind: d.kind, stat: d.stat, base, staged: None, written: None });
         report.created.push(p);
     }
 
@@ -902,9 +995,12 @@ fn scan_inner(
                 continue;
             }
         };
-        // Written while we read it: what we read may be half of it.
+        // Written while we read it: what we read may be half of it. Or cut
+        // short just after our write: most likely a rewrite caught half way
+        // (see `read_before_our_write`). Looked at again shortly, once.
         if d.kind == Kind::File
-            && std::fs::symlink_metadata(root.join(&p)).map(|m| Stat::of(&m)).ok() != Some(d.stat)
+            && (std::fs::symlink_metadata(root.join(&p)).map(|m| Stat::of(&m)).ok() != Some(d.stat)
+                || (d.stat.modified_within(300) && cut_short(folder, &k, &body)))
             && index.busy.insert(p.clone())
         {
             report.deferred.push(p);
@@ -920,10 +1016,16 @@ fn scan_inner(
             // save through a temp file. Either way the disk holds one of
             // the two versions plus the user's edit.
             Some((_, v)) => closer_base(folder, k.id, &k.base, v, &body),
-            None => k.base.clone(),
+            // Saved just after our write-back, by a program that may have
+            // read the file before it (a read-modify-write racing ours):
+            // diffing from our write would take back what it brought.
+            None => match k.written.as_ref().and_then(Written::recent) {
+                Some(before) => read_before_our_write(folder, k.id, &k.base, before, &body),
+                None => k.base.clone(),
+            },
         };
         let base = take_in(folder, chunks, k.id, &from, body, d.stat.exec, now)?;
-        index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, ..k });
+        index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, written: None, ..k });
         if d.kind != Kind::Dir {
             report.modified.push(p);
         }
@@ -931,11 +1033,12 @@ fn scan_inner(
     Ok(report)
 }
 
-/// Of `base` and `staged`, the version `body` is the smaller edit of.
-/// Diffing from the wrong one either undoes what the other brought (a
-/// peer's edit, taken back) or, refined to characters, blends the user's
-/// new line into one a peer deleted (`tok-61` -> `tok-117` kept only `17`).
-fn closer_base(folder: &Folder, id: EntryId, base: &[EventId], staged: &[EventId], body: &Body) -> Vec<EventId> {
+/// Of `base` and `other`, the version `body` is the smaller edit of
+/// (`base` on a tie). Diffing from the wrong one either undoes what the
+/// other brought (a peer's edit, taken back) or, refined to characters,
+/// blends the user's new line into one a peer deleted (`tok-61` ->
+/// `tok-117` kept only `17`).
+fn closer_base(folder: &Folder, id: EntryId, base: &[EventId], other: &[EventId], body: &Body) -> Vec<EventId> {
     let (Body::Text(t), Some(doc)) = (body, folder.doc(id)) else {
         return base.to_vec();
     };
@@ -943,10 +1046,60 @@ fn closer_base(folder: &Folder, id: EntryId, base: &[EventId], staged: &[EventId
         let text = doc.lvs_of(v).map(|l| doc.text_at(&l))?;
         Some(crate::diff::line_change(&text, t))
     };
-    match (size(base), size(staged)) {
-        (Some(b), Some(s)) if s < b => staged.to_vec(),
+    match (size(base), size(other)) {
+        (Some(b), Some(o)) if o < b => other.to_vec(),
         _ => base.to_vec(),
     }
+}
+
+/// The version a save just after our write-back was made on: one of the
+/// versions `before` our writes, when the save is the smaller edit of it
+/// (see [`closer_base`]), else `base` (our write). Only a save that keeps
+/// none of the lines our writes since that version brought can be of it
+/// (seed 185: a line added on top of what was read; seed 218: a line
+/// deleted from it). An emptied file is taken from our write, and a file
+/// cut short is looked at twice ([`cut_short`]): a rewrite caught half
+/// way, diffed from the older version, would insert our lines a second
+/// time when it completes (seed 200).
+fn read_before_our_write(folder: &Folder, id: EntryId, base: &[EventId], before: &[Vec<EventId>], body: &Body) -> Vec<EventId> {
+    let (Body::Text(now), Some(doc)) = (body, folder.doc(id)) else {
+        return base.to_vec();
+    };
+    let text = |v: &[EventId]| doc.lvs_of(v).map(|l| doc.text_at(&l));
+    let Some(ours) = text(base) else {
+        return base.to_vec();
+    };
+    if now.is_empty() {
+        return base.to_vec();
+    }
+    let ours_lines: HashSet<&str> = ours.lines().collect();
+    let lines: Vec<&str> = now.lines().collect();
+    let mut best = (crate::diff::line_change(&ours, now), base);
+    // Newest first: on a tie, the version read last.
+    for v in before.iter().rev().filter(|v| !v.is_empty()) {
+        let Some(old) = text(v) else { continue };
+        let old_lines: HashSet<&str> = old.lines().collect();
+        if lines.iter().any(|l| ours_lines.contains(l) && !old_lines.contains(l)) {
+            continue; // it has a line we brought since
+        }
+        let change = crate::diff::line_change(&old, now);
+        if change < best.0 {
+            best = (change, v);
+        }
+    }
+    best.1.to_vec()
+}
+
+/// True when `body` is a strict beginning of what our write-back just put
+/// at `k` (see [`Known::written`]).
+fn cut_short(folder: &Folder, k: &Known, body: &Body) -> bool {
+    let (Body::Text(now), Some(doc)) = (body, folder.doc(k.id)) else {
+        return false;
+    };
+    if k.written.as_ref().and_then(Written::recent).is_none() {
+        return false;
+    }
+    doc.lvs_of(&k.base).map(|l| doc.text_at(&l)).is_some_and(|ours| ours.len() > now.len() && ours.starts_with(now.as_str()))
 }
 
 /// Records `body` as the content of entry `id`, edited from `base`; returns

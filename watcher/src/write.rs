@@ -294,6 +294,7 @@ pub fn write_back_with(
     let mut report = WriteReport::default();
     let nodes: Vec<_> = folder.tree().nodes().cloned().collect();
 
+    index.moved_away.retain(|_, m| m.1.elapsed() < crate::scan::UNSEEN_WRITE);
     // Renames first: an entry the index knows at another path moves on disk
     // (keeping its inode), if that path is untouched.
     let mut by_id: std::collections::HashMap<EntryId, String> = index.files.iter().map(|(p, k)| (k.id, p.clone())).collect();
@@ -342,6 +343,9 @@ pub fn write_back_with(
                         }
                     }
                 }
+                if v.kind == Kind::File {
+                    index.moved_away.insert(k.clone(), (v.id, std::time::Instant::now(), v.base.clone()));
+                }
                 by_id.insert(v.id, nk.clone());
                 index.files.insert(nk, v);
             }
@@ -354,6 +358,11 @@ pub fn write_back_with(
     let stale: Vec<(String, Known)> =
         index.files.iter().rev().filter(|(p, _)| !wanted.contains(p.as_str())).map(|(p, k)| (p.clone(), k.clone())).collect();
     for (p, k) in stale {
+        // Moved in the folder, but the move waits for the scan (see above):
+        // the scan needs the old path to find where the user moved it.
+        if held.contains(&k.id) {
+            continue;
+        }
         let full = root.join(&p);
         if let Some(why) = inaccessible(root, &p) {
             report.failed.push((p, why));
@@ -413,7 +422,7 @@ pub fn write_back_with(
             (_, Kind::Dir) => {
                 std::fs::create_dir_all(&full).map_err(|e| WatchError::io(&full, e))?;
                 let stat = lstat(&full).ok_or(WatchError::Gone)?;
-                index.files.insert(n.path.clone(), Known { id: n.id, kind: n.kind, stat, base: doc_version, staged: None });
+                index.files.insert(n.path.clone(), Known { id: n.id, kind: n.kind, stat, base: doc_version, staged: None, written: None });
                 if known.is_none() {
                     report.written.push(n.path.clone());
                 }
@@ -422,7 +431,7 @@ pub fn write_back_with(
             (Content::Link(t), _) => {
                 replace_link(&full, t)?;
                 let stat = lstat(&full).ok_or(WatchError::Gone)?;
-                index.files.insert(n.path.clone(), Known { id: n.id, kind: n.kind, stat, base: doc_version, staged: None });
+                index.files.insert(n.path.clone(), Known { id: n.id, kind: n.kind, stat, base: doc_version, staged: None, written: None });
                 report.written.push(n.path.clone());
                 continue;
             }
@@ -529,7 +538,8 @@ fn land_batch(
             // next round, and nothing is read back twice).
             report.raced.push(p.path.clone());
         }
-        index.files.insert(p.path.clone(), Known { id: p.id, kind: p.kind, stat, base: p.version, staged: None });
+        let written = Some(crate::scan::Written::after(p.known.as_ref(), p.id));
+        index.files.insert(p.path.clone(), Known { id: p.id, kind: p.kind, stat, base: p.version, staged: None, written });
         report.written.push(p.path);
     }
     Ok(())
