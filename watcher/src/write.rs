@@ -311,6 +311,11 @@ pub fn write_back_with(
             held.insert(n.id);
             continue;
         }
+        if let Some(gone) = vanished_dir(root, index, &n.path) {
+            report.needs_scan.push(gone);
+            held.insert(n.id);
+            continue;
+        }
         if !untouched(root, &old, index.files.get(&old)) {
             // Not written at its new path either: that would make a second
             // copy beside the changed old one (the index would know the
@@ -408,6 +413,14 @@ pub fn write_back_with(
         if up_to_date && lstat(&full).is_some() {
             continue;
         }
+        // Into (or as) a directory the user moved or deleted since the
+        // last scan: recreated, it would hide the move from the scan (a
+        // directory there again, of another inode), and the directory
+        // would lose its identity (found by the oracle).
+        if let Some(gone) = vanished_dir(root, index, &n.path) {
+            report.needs_scan.push(gone);
+            continue;
+        }
         // A directory has no content to clobber; anything else must be as
         // the last scan saw it.
         if let Some(why) = inaccessible(root, &n.path) {
@@ -455,6 +468,24 @@ pub fn write_back_with(
     report.needs_scan.sort();
     report.needs_scan.dedup();
     Ok(report)
+}
+
+/// The first directory at or above `path` that the index knows and the
+/// disk no longer has: the user moved or deleted it, and the scan has not
+/// seen that yet.
+fn vanished_dir(root: &Path, index: &Index, path: &str) -> Option<String> {
+    let mut at = 0;
+    loop {
+        let end = path[at..].find('/').map_or(path.len(), |i| at + i);
+        let dir = &path[..end];
+        if index.files.get(dir).is_some_and(|k| k.kind == Kind::Dir) && lstat(&root.join(dir)).is_none() {
+            return Some(dir.to_owned());
+        }
+        if end == path.len() {
+            return None;
+        }
+        at = end + 1;
+    }
 }
 
 /// A file staged for one path.

@@ -1163,3 +1163,37 @@ fn a_line_deleted_racing_our_write_back_takes_only_that_line() {
     d.scan();
     assert_eq!(d.text("r233.txt"), "tok-199\ntok-257\ntok-259\ntok-300\ntok-301\n");
 }
+
+/// Regression (seed 251 of the directory-operations workload): the user
+/// moved a directory, and a write-back came before the scan. It made the
+/// directory again at its old path (a directory "has nothing to clobber"),
+/// so the scan saw a directory still there and took the moved one for a
+/// new directory: the directory lost its identity, and a peer's concurrent
+/// move of it kept a second copy of its files. Nothing is made in or as a
+/// directory the user just moved away; the scan finds the move first.
+#[test]
+fn a_write_back_does_not_recreate_a_directory_the_user_just_moved() {
+    let mut d = Dir::new("dirgone");
+    d.sh("mkdir -p m77 d7 && printf 'a\\n' > m77/t93.txt && printf 'x\\n' > r12.txt");
+    d.scan();
+    let m77 = d.id("m77");
+    // A peer edits a file in it, adds one and moves another into it.
+    remote_edit(&mut d, "m77/t93.txt", |f, id| f.set_text(id, "a\nb\n", 9).expect("edit"));
+    remote_edit(&mut d, "r12.txt", |f, id| {
+        f.rename(id, "m77/r84.txt", 9).expect("rename");
+        let n = f.create("m77/new.txt", Kind::File, 9).expect("create");
+        f.set_text(n, "new\n", 9).expect("text");
+    });
+    d.sh("mv m77 d7/m124");
+    let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    assert!(!d.root.join("m77").exists(), "the moved directory was made again: {w:?}");
+    let r = d.scan_scope(&["m77", "d7/m124"]);
+    assert_eq!(r.moved, vec![("m77".to_owned(), "d7/m124".to_owned())], "{r:?}");
+    assert_eq!(d.id("d7/m124"), m77);
+    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    assert_eq!(read_file(&d, "d7/m124/t93.txt"), "a\nb\n");
+    assert_eq!(read_file(&d, "d7/m124/r84.txt"), "x\n");
+    assert_eq!(read_file(&d, "d7/m124/new.txt"), "new\n");
+    assert!(!d.root.join("m77").exists() && !d.root.join("r12.txt").exists());
+    assert!(d.scan().is_empty());
+}

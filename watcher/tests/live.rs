@@ -138,3 +138,30 @@ fn a_queue_overflow_falls_back_to_a_full_rescan() {
     assert!(l.full_rescans >= 1, "the overflow was not reported");
     assert_eq!(text(&mut l.folder, "f1999.txt").as_deref(), Some("1999"));
 }
+
+/// A directory moved, then one inside it moved out, then a file written in
+/// the moved directory: live events make each a move of the same
+/// directory (not new directories with the files moved one by one, which
+/// lost the directories' identity: a peer's concurrent move of one then
+/// kept a second copy of what was in it).
+#[test]
+fn directory_moves_are_seen_live_as_moves() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut l = Live1::new("dirmoves");
+    std::fs::create_dir_all(l.root.join("m77/d1")).expect("mkdir");
+    std::fs::create_dir_all(l.root.join("d7")).expect("mkdir");
+    std::fs::write(l.root.join("m77/t107.txt"), "a\n").expect("write");
+    std::fs::write(l.root.join("m77/d1/t1.txt"), "b\n").expect("write");
+    l.run_until("the files", |f| text(f, "m77/d1/t1.txt").is_some() && text(f, "m77/t107.txt").is_some());
+    let (m77, d1) = (l.folder.tree().lookup("m77").expect("m77").id, l.folder.tree().lookup("m77/d1").expect("d1").id);
+    std::fs::rename(l.root.join("m77"), l.root.join("d7/m124")).expect("mv");
+    l.run_until("the move", |f| text(f, "d7/m124/t107.txt").is_some());
+    assert_eq!(l.folder.tree().lookup("d7/m124").map(|n| n.id), Some(m77), "the directory's identity");
+    std::fs::rename(l.root.join("d7/m124/d1"), l.root.join("x1")).expect("mv");
+    l.run_until("the second move", |f| text(f, "x1/t1.txt").is_some());
+    assert_eq!(l.folder.tree().lookup("x1").map(|n| n.id), Some(d1), "the inner directory's identity");
+    std::fs::write(l.root.join("d7/m124/new.txt"), "c\n").expect("write");
+    l.run_until("a file in the moved directory", |f| text(f, "d7/m124/new.txt").is_some());
+    let dirs = l.folder.tree().nodes().filter(|n| n.kind == fsync_core::folder::Kind::Dir).count();
+    assert_eq!(dirs, 3, "{:?}", l.folder.tree().nodes().map(|n| n.path.clone()).collect::<Vec<_>>());
+}

@@ -372,9 +372,8 @@ pub struct Driver {
     pub big_binary: usize,
     /// FSYNC_ORACLE_TRACE=1: every edit on stderr, for a post-mortem.
     trace: bool,
-    /// Directory moves and recursive removals in the mix. Off in CI for
-    /// now: with concurrent directory moves the oracle still finds an edit
-    /// lost now and then (open; `FSYNC_DIR_OPS=1` turns them on).
+    /// Directory moves and recursive removals in the mix (`FSYNC_DIR_OPS=1`
+    /// or the scenario turns them on).
     pub dir_ops: bool,
 }
 
