@@ -216,7 +216,13 @@ fn run(name: &str, seed: u64, s: Scenario) -> Option<Figures> {
         rss,
     };
     eprintln!("{name}: {f:?} in {busy:?}; edits by kind {:?}; {} files at the end", d.ledger.ops, tree.len());
-    assert!(v.lost.is_empty() && v.doubled.is_empty(), "seed {seed}: lost {:#?}\ndoubled {:#?}\n{}", v.lost, v.doubled, c.logs());
+    assert!(
+        v.lost.is_empty() && v.doubled.is_empty(),
+        "seed {seed}: lost {:#?}\ndoubled {:#?}\n{}",
+        v.lost,
+        v.doubled,
+        c.logs()
+    );
     c.stop_all();
     Some(f)
 }
@@ -275,14 +281,7 @@ fn loss_delay_reordering_partitions_and_a_flapping_node() {
 
 #[test]
 fn sigkill_a_random_node_again_and_again() {
-    let s = Scenario {
-        nodes: 3,
-        steps: 200 * scale(),
-        gap_ms: 80,
-        kill_ms: 1200,
-        settle_secs: 90,
-        ..Default::default()
-    };
+    let s = Scenario { nodes: 3, steps: 200 * scale(), gap_ms: 80, kill_ms: 1200, settle_secs: 90, ..Default::default() };
     let f = run("oracle-kills", 3, s).expect("ran");
     assert!(f.kills >= 5, "too few kills: {f:?}");
 }

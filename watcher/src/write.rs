@@ -435,7 +435,10 @@ pub fn write_back_with(
             (_, Kind::Dir) => {
                 std::fs::create_dir_all(&full).map_err(|e| WatchError::io(&full, e))?;
                 let stat = lstat(&full).ok_or(WatchError::Gone)?;
-                index.files.insert(n.path.clone(), Known { id: n.id, kind: n.kind, stat, base: doc_version, staged: None, written: None });
+                index.files.insert(
+                    n.path.clone(),
+                    Known { id: n.id, kind: n.kind, stat, base: doc_version, staged: None, written: None },
+                );
                 if known.is_none() {
                     report.written.push(n.path.clone());
                 }
@@ -444,7 +447,10 @@ pub fn write_back_with(
             (Content::Link(t), _) => {
                 replace_link(&full, t)?;
                 let stat = lstat(&full).ok_or(WatchError::Gone)?;
-                index.files.insert(n.path.clone(), Known { id: n.id, kind: n.kind, stat, base: doc_version, staged: None, written: None });
+                index.files.insert(
+                    n.path.clone(),
+                    Known { id: n.id, kind: n.kind, stat, base: doc_version, staged: None, written: None },
+                );
                 report.written.push(n.path.clone());
                 continue;
             }
