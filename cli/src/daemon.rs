@@ -49,6 +49,8 @@ use crate::store::RedbStore;
 
 /// Debounce: quiet time and longest wait, in milliseconds.
 const QUIET_MS: u64 = 5;
+/// A path a scan left for later is looked at again after this long.
+const DEFERRED_LOOK_MS: u64 = 50;
 const MAX_WAIT_MS: u64 = 200;
 /// After a failure, try again this often.
 const RETRY: Duration = Duration::from_secs(2);
@@ -650,10 +652,11 @@ impl Daemon {
         match report {
             Ok(report) => {
                 l.note_unreadable(scope, &report.unreadable);
-                // Gone paths are looked at once more before they count as
-                // deleted (the other half of a move may be on its way).
+                // Gone paths are looked at again before they count as
+                // deleted (the other half of a move may be on its way; see
+                // `watcher::GONE_WAIT`), files caught mid-write once more.
                 for p in &report.deferred {
-                    l.debounce.push(p.clone(), ms);
+                    l.debounce.push(p.clone(), ms + DEFERRED_LOOK_MS);
                 }
                 if !report.is_empty() {
                     tracing::info!(folder = %l.name, created = report.created.len(), modified = report.modified.len(),

@@ -88,6 +88,13 @@ impl Written {
     }
 }
 
+/// How long a scoped scan waits before it takes a path gone for deleted:
+/// the other half of a move may come in a later batch of events (seed 261
+/// of the directory-operations workload: 55 ms later, after a write-back
+/// and a save; one more look 5 ms later had taken it for a deletion plus a
+/// new file, and a peer's concurrent edit kept both).
+pub const GONE_WAIT: Duration = Duration::from_millis(150);
+
 /// How long after our write-back a deletion of the file is taken as made
 /// without having seen it (see [`Known::written`]).
 pub const UNSEEN_WRITE: Duration = Duration::from_secs(2);
@@ -126,9 +133,9 @@ impl Stat {
 pub struct Index {
     /// The paths.
     pub files: BTreeMap<String, Known>,
-    /// Paths a scoped scan found gone and did not delete yet (see
-    /// [`ScanReport::deferred`]); kept in memory only.
-    deferred: BTreeSet<String>,
+    /// Paths a scoped scan found gone and did not delete yet, and since
+    /// when (see [`ScanReport::deferred`]); kept in memory only.
+    deferred: BTreeMap<String, Instant>,
     /// Paths found mid-write by the last scan of them, and left for the
     /// next; in memory only.
     busy: BTreeSet<String>,
@@ -290,7 +297,8 @@ pub struct ScanReport {
     /// the other half of a move may be in a later batch of events, and
     /// deleting now would turn the move into a deletion plus a new file
     /// (both kept, if a peer edited the old one meanwhile). The caller
-    /// scans these again shortly; then they are deleted if still gone.
+    /// scans these again shortly; they are deleted once gone for
+    /// [`GONE_WAIT`].
     pub deferred: Vec<String>,
     /// Paths that could not be read (permission denied, an I/O error), with
     /// why. They are left as they are: not taken in, and never taken for
@@ -738,7 +746,7 @@ pub fn scan_with_progress(
         .new_intents
         .retain(|p, _| !in_scope(p, scope) || (!files.contains_key(p) && std::fs::symlink_metadata(root.join(p)).is_ok()));
     // Deferred paths that moved (or came back) meanwhile need nothing more.
-    index.deferred.retain(|p| index.files.get(p).is_some_and(|_| std::fs::symlink_metadata(root.join(p)).is_err()));
+    index.deferred.retain(|p, _| index.files.get(p).is_some_and(|_| std::fs::symlink_metadata(root.join(p)).is_err()));
     result.map(|mut r| {
         unreadable.append(&mut r.unreadable);
         unreadable.sort();
@@ -891,11 +899,11 @@ fn scan_inner(
     let gone: Vec<(String, Known)> =
         index.files.iter().rev().filter(|(p, k)| is_gone(&disk, p, k)).map(|(p, k)| (p.clone(), k.clone())).collect();
     for (p, k) in gone {
-        if scoped && !index.deferred.remove(&p) {
-            index.deferred.insert(p.clone());
+        if scoped && index.deferred.entry(p.clone()).or_insert_with(Instant::now).elapsed() < GONE_WAIT {
             report.deferred.push(p);
             continue;
         }
+        index.deferred.remove(&p);
         // Against what the disk had: a change that arrived since and was
         // never written out is concurrent, and an edit keeps the file. So
         // is one we wrote just before (see `Known::written`).

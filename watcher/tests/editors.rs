@@ -671,6 +671,10 @@ fn a_move_seen_first_from_its_old_path_is_still_a_move() {
     assert_eq!(r.moved, vec![("f.txt".to_owned(), "b/f2.txt".to_owned())], "{r:?}");
     assert!(r.created == ["b"] && r.deleted.is_empty(), "{r:?}");
     assert_eq!(d.id("b/f2.txt"), f);
+    // Still gone a moment later: deleted.
+    let r = scoped(&mut d, &["f.txt", "gone.txt"]);
+    assert!(r.is_empty() && r.deferred == ["gone.txt"], "{r:?}");
+    std::thread::sleep(watcher::GONE_WAIT);
     let r = scoped(&mut d, &["f.txt", "gone.txt"]);
     assert_eq!(r.deleted, vec!["gone.txt"], "{r:?}");
     assert!(r.deferred.is_empty() && d.folder.tree().lookup("gone.txt").is_none());
@@ -1196,4 +1200,25 @@ fn a_write_back_does_not_recreate_a_directory_the_user_just_moved() {
     assert_eq!(read_file(&d, "d7/m124/new.txt"), "new\n");
     assert!(!d.root.join("m77").exists() && !d.root.join("r12.txt").exists());
     assert!(d.scan().is_empty());
+}
+
+/// Regression (seed 261 of the directory-operations workload): the events
+/// of a move came 55 ms apart, the old path's first. The old path was
+/// looked at twice in that time and deleted at the second look; the new
+/// path then became a new file, and a peer's concurrent edit kept both.
+/// A gone path is deleted only once gone for `GONE_WAIT`.
+#[test]
+fn a_move_whose_new_path_comes_late_is_still_a_move() {
+    let mut d = Dir::new("latemove");
+    d.sh("printf 'tok-18\\ntok-20\\n' > t8.txt");
+    d.scan();
+    let id = d.id("t8.txt");
+    d.sh("mv t8.txt r28.txt");
+    for _ in 0..3 {
+        let r = d.scan_scope(&["t8.txt"]);
+        assert!(r.is_empty() && r.deferred == ["t8.txt"], "{r:?}");
+    }
+    let r = d.scan_scope(&["r28.txt"]);
+    assert_eq!(r.moved, vec![("t8.txt".to_owned(), "r28.txt".to_owned())], "{r:?}");
+    assert_eq!(d.id("r28.txt"), id);
 }
