@@ -736,7 +736,7 @@ pub fn scan_with_progress(
             outside.files.insert(k, v);
         }
     }
-    let result = scan_inner(root, folder, chunks, index, disk, scope.is_some(), now, progress);
+    let result = scan_inner(root, folder, chunks, index, &outside, disk, scope.is_some(), now, progress);
     index.files.append(&mut outside.files);
     // The scan took in the files of the new-file intents in scope (or
     // found them known otherwise). Of the rest, those with no file never
@@ -762,6 +762,7 @@ fn scan_inner(
     folder: &mut Folder,
     chunks: &mut dyn ChunkStore,
     index: &mut Index,
+    outside: &Index,
     disk: BTreeMap<String, OnDisk>,
     scoped: bool,
     now: u64,
@@ -898,6 +899,8 @@ fn scan_inner(
     // the next batch of events.
     let gone: Vec<(String, Known)> =
         index.files.iter().rev().filter(|(p, k)| is_gone(&disk, p, k)).map(|(p, k)| (p.clone(), k.clone())).collect();
+    // Inodes of the files known here, by entry (built when needed).
+    let mut inodes: Option<HashMap<u64, Vec<EntryId>>> = None;
     for (p, k) in gone {
         if scoped && index.deferred.entry(p.clone()).or_insert_with(Instant::now).elapsed() < GONE_WAIT {
             report.deferred.push(p);
@@ -909,7 +912,11 @@ fn scan_inner(
         // is one we wrote just before (see `Known::written`).
         if folder.tree().path_of(k.id).is_some() {
             let seen = match k.written.as_ref().and_then(Written::recent) {
-                Some([first, ..]) => first,
+                // Unless the file lives on under a name a scan already took
+                // for a new file (a move seen from its new path first, just
+                // after a restart): it holds what we wrote, and keeping the
+                // old one too would make two copies.
+                Some([first, ..]) if !lives_on(&mut inodes, index, outside, &k) => first,
                 _ => &k.base,
             };
             folder.delete_from(k.id, seen, now)?;
@@ -1096,6 +1103,20 @@ fn read_before_our_write(folder: &Folder, id: EntryId, base: &[EventId], before:
         }
     }
     best.1.to_vec()
+}
+
+/// True when a file known under another entry holds `k`'s inode (its
+/// directory entries and `k`'s are both in the index: the file was moved
+/// and taken for a new one).
+fn lives_on(inodes: &mut Option<HashMap<u64, Vec<EntryId>>>, index: &Index, outside: &Index, k: &Known) -> bool {
+    let inodes = inodes.get_or_insert_with(|| {
+        let mut m: HashMap<u64, Vec<EntryId>> = HashMap::new();
+        for o in index.files.values().chain(outside.files.values()).filter(|o| o.kind == Kind::File) {
+            m.entry(o.stat.ino).or_default().push(o.id);
+        }
+        m
+    });
+    k.kind == Kind::File && inodes.get(&k.stat.ino).is_some_and(|ids| ids.iter().any(|id| *id != k.id))
 }
 
 /// True when `body` is a strict beginning of what our write-back just put

@@ -1222,3 +1222,28 @@ fn a_move_whose_new_path_comes_late_is_still_a_move() {
     assert_eq!(r.moved, vec![("t8.txt".to_owned(), "r28.txt".to_owned())], "{r:?}");
     assert_eq!(d.id("r28.txt"), id);
 }
+
+/// Regression (the SIGKILL scenario, just after a restart): a file we had
+/// just written a peer's edit into was moved, and the scan saw the new
+/// name first and took it for a new file. The old name, gone a moment
+/// later, was deleted as of before our write (a program that never saw
+/// it), so the peer's edit kept it: two copies. When the gone file's inode
+/// lives on under a name the index knows, the deletion is as of our write.
+/// (A hard link and a removal make the two steps here.)
+#[test]
+fn a_move_taken_for_a_new_file_right_after_our_write_is_not_kept_twice() {
+    let mut d = Dir::new("lateold");
+    d.sh("mkdir d20 d76 && printf 'tok-45\\n' > d20/t44.txt");
+    d.scan();
+    remote_edit(&mut d, "d20/t44.txt", |f, id| f.set_text(id, "tok-101\ntok-45\n", 9).expect("edit"));
+    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.sh("ln d20/t44.txt d76/r132.txt");
+    assert_eq!(d.scan_scope(&["d76/r132.txt"]).created, vec!["d76/r132.txt"]);
+    d.sh("rm d20/t44.txt");
+    assert_eq!(d.scan_scope(&["d20/t44.txt"]).deferred, vec!["d20/t44.txt"]);
+    std::thread::sleep(watcher::GONE_WAIT);
+    let r = d.scan_scope(&["d20/t44.txt"]);
+    assert_eq!(r.deleted, vec!["d20/t44.txt"], "{r:?}");
+    let files: Vec<String> = d.paths().into_iter().filter(|p| p.ends_with(".txt")).collect();
+    assert_eq!(files, vec!["d76/r132.txt"], "kept twice");
+}
