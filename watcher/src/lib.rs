@@ -19,7 +19,9 @@ pub mod write;
 
 use std::path::Path;
 
-pub use scan::{scan, scan_scoped, scan_with_progress, take_in_bytes, Index, Known, ScanProgress, ScanReport, GONE_WAIT, UNSEEN_WRITE};
+pub use scan::{
+    scan, scan_scoped, scan_with_progress, take_in_bytes, Index, Known, ScanProgress, ScanReport, GONE_WAIT, UNSEEN_WRITE,
+};
 pub use write::{write_back, write_back_with, WriteReport};
 
 /// Why a scan or write-back failed.

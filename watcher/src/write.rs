@@ -294,6 +294,7 @@ pub fn write_back_with(
     let mut report = WriteReport::default();
     let nodes: Vec<_> = folder.tree().nodes().cloned().collect();
 
+    // Old names of files moved a while ago no longer matter.
     index.moved_away.retain(|_, m| m.1.elapsed() < crate::scan::UNSEEN_WRITE);
     // Renames first: an entry the index knows at another path moves on disk
     // (keeping its inode), if that path is untouched.
