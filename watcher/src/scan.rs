@@ -965,7 +965,7 @@ fn scan_inner(
                     // merged file where the entry now is.
                     let k = index.files[&to].clone();
                     let before = index.moved_away.remove(&p).map(|m| m.2).unwrap_or_default();
-                    let from = closer_base(folder, k.id, &k.base, &before, &body);
+                    let from = read_before_our_write(folder, k.id, &k.base, std::slice::from_ref(&before), &body);
                     let base = take_in(folder, chunks, k.id, &from, body, d.stat.exec, now)?;
                     index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, written: None, ..k });
                     report.modified.push(to);
