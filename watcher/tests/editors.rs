@@ -37,6 +37,15 @@ impl Dir {
         scan(&self.root, &mut self.folder, &mut self.chunks, &mut self.index, &ignore, self.now).expect("scan")
     }
 
+    fn write_back(&mut self) -> watcher::WriteReport {
+        write_back(&self.root, &mut self.folder, &mut self.chunks, &mut self.index).expect("write")
+    }
+
+    /// The paths of the folder's text files.
+    fn text_files(&mut self) -> Vec<String> {
+        self.paths().into_iter().filter(|p| p.ends_with(".txt")).collect()
+    }
+
     fn scan_scope(&mut self, paths: &[&str]) -> ScanReport {
         self.now += 1;
         let ignore = Ignore::load(&self.root);
@@ -226,14 +235,29 @@ fn git_branch_switches_are_edits_of_the_same_files() {
 }
 
 /// A second replica's change, merged into `d.folder`.
-fn remote_edit(d: &mut Dir, path: &str, f: impl FnOnce(&mut Folder, EntryId)) {
+/// A peer (that has everything `d` has) makes a change, which `d` receives.
+fn remote(d: &mut Dir, f: impl FnOnce(&mut Folder)) {
     let mut other = Folder::new(AgentId::from_index(2));
     let (c, _) = d.folder.changes_since(other.version_vector(), 0, usize::MAX);
     other.apply_changes(&c).1.expect("valid");
-    let id = other.tree().lookup(path).expect("path").id;
-    f(&mut other, id);
+    f(&mut other);
     let (c, _) = other.changes_since(d.folder.version_vector(), 0, usize::MAX);
     d.folder.apply_changes(&c).1.expect("valid");
+}
+
+fn remote_edit(d: &mut Dir, path: &str, f: impl FnOnce(&mut Folder, EntryId)) {
+    remote(d, |other| {
+        let id = other.tree().lookup(path).expect("path").id;
+        f(other, id)
+    });
+}
+
+/// A peer creates a text file.
+fn remote_new_file(d: &mut Dir, path: &str, text: &str) {
+    remote(d, |other| {
+        let id = other.create(path, Kind::File, 9).expect("create");
+        other.set_text(id, text, 9).expect("text");
+    });
 }
 
 #[test]
@@ -242,13 +266,13 @@ fn remote_changes_are_written_and_not_seen_again() {
     d.sh("printf 'line one\\n' > f.txt");
     d.scan();
     remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, "line one\nfrom a peer\n", 9).expect("edit"));
-    let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    let w = d.write_back();
     assert_eq!(w.written, vec!["f.txt"]);
     assert_eq!(std::fs::read_to_string(d.root.join("f.txt")).expect("read"), "line one\nfrom a peer\n");
     assert!(d.scan().is_empty(), "our own write came back as a local edit");
     // A remote rename moves the file on disk.
     remote_edit(&mut d, "f.txt", |f, id| f.rename(id, "dir/g.txt", 9).expect("rename"));
-    let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    let w = d.write_back();
     assert_eq!(w.moved, vec![("f.txt".to_owned(), "dir/g.txt".to_owned())], "{w:?}");
     assert!(d.scan().is_empty());
     assert!(!Path::new(&d.root.join("f.txt")).exists());
@@ -267,11 +291,11 @@ fn remote_links_and_directories_are_written_once() {
         f.set_link(id, "t.txt", 9).expect("link");
         f.create("sub/inner", Kind::Dir, 9).expect("dir");
     });
-    let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    let w = d.write_back();
     assert!(w.written.contains(&"l.lnk".to_owned()), "{w:?}");
     assert_eq!(std::fs::read_link(d.root.join("l.lnk")).expect("a link"), PathBuf::from("t.txt"));
     let ino = std::fs::symlink_metadata(d.root.join("l.lnk")).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).expect("stat");
-    let again = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    let again = d.write_back();
     assert!(again.written.is_empty(), "written again: {again:?}");
     assert_eq!(
         std::fs::symlink_metadata(d.root.join("l.lnk")).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).expect("stat"),
@@ -290,7 +314,7 @@ fn a_local_edit_is_never_overwritten_by_a_remote_one() {
     // ...while the user saves an edit of line c that was not scanned yet.
     std::thread::sleep(std::time::Duration::from_millis(20));
     d.sh("printf 'a\\nb\\nC (local)\\n' > f.txt.new && mv f.txt.new f.txt");
-    let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    let w = d.write_back();
     assert_eq!(w.needs_scan, vec!["f.txt"], "{w:?}");
     assert_eq!(
         std::fs::read_to_string(d.root.join("f.txt")).expect("read"),
@@ -299,7 +323,7 @@ fn a_local_edit_is_never_overwritten_by_a_remote_one() {
     );
     // Take the local edit in (against the text the user saw), merge, write.
     d.scan();
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     assert_eq!(std::fs::read_to_string(d.root.join("f.txt")).expect("read"), "A (peer)\nb\nC (local)\n");
     assert!(d.scan().is_empty());
 }
@@ -314,7 +338,7 @@ fn binary_files_are_chunked_and_written_back() {
     assert!(matches!(d.folder.state(id).expect("state").content, Content::Binary { size: 300_000, .. }));
     // The same bytes written back from the folder after a remote rename.
     remote_edit(&mut d, "img.bin", |f, id| f.rename(id, "pic.bin", 9).expect("rename"));
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     assert_eq!(std::fs::read(d.root.join("pic.bin")).expect("read"), bytes);
     assert_eq!(d.folder.state(id).expect("state").kind, Kind::File);
 }
@@ -346,7 +370,7 @@ fn write_back_keeps_the_file_mode() {
     d.sh("printf 'secret\\n' > key.txt && chmod 600 key.txt");
     d.scan();
     remote_edit(&mut d, "key.txt", |f, id| f.set_text(id, "secret, rotated\n", 9).expect("edit"));
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     let mode = std::fs::metadata(d.root.join("key.txt")).expect("stat");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(mode.permissions().mode() & 0o777, 0o600, "a private file became readable");
@@ -404,7 +428,7 @@ fn a_writer_in_a_loop_and_remote_edits_lose_nothing() {
         remote += 1;
         let (c, _) = peer.changes_since(d.folder.version_vector(), 0, usize::MAX);
         d.folder.apply_changes(&c).1.expect("valid");
-        let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+        let w = d.write_back();
         if !w.needs_scan.is_empty() || !w.raced.is_empty() {
             d.scan();
         }
@@ -412,7 +436,7 @@ fn a_writer_in_a_loop_and_remote_edits_lose_nothing() {
     writer.join().expect("writer");
     for _ in 0..10 {
         d.scan();
-        let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+        let w = d.write_back();
         if w.written.is_empty() && w.needs_scan.is_empty() && w.raced.is_empty() {
             break;
         }
@@ -459,7 +483,7 @@ fn offline_changes_are_found_after_a_restart() {
     let r = d.scan();
     assert_eq!(r.deleted, vec!["gone.txt"], "{r:?}");
     assert_eq!(r.modified, vec!["keep.txt"], "{r:?}");
-    let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    let w = d.write_back();
     assert!(w.written.is_empty(), "the deleted file was resurrected: {w:?}");
     assert!(!d.root.join("gone.txt").exists());
     assert_eq!(d.text("keep.txt"), "keep, edited offline\n");
@@ -484,7 +508,7 @@ fn write_back_before_the_scan_does_not_undo_a_local_delete_or_rename() {
     let r = d.scan();
     assert_eq!(r.deleted, vec!["gone.txt"], "{r:?}");
     assert_eq!(r.moved, vec![("moved.txt".to_owned(), "renamed.txt".to_owned())], "{r:?}");
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     assert_eq!(read_file(&d, "other.txt"), "z from a peer\n");
     assert_eq!(read_file(&d, "renamed.txt"), "y\n");
     assert!(!d.root.join("gone.txt").exists());
@@ -505,7 +529,7 @@ fn a_write_back_whose_index_was_lost_is_not_a_new_edit() {
     d.scan();
     let before = d.index.clone();
     remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, "one\nhello\n", 9).expect("edit"));
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     let ops = d.ops("f.txt");
     // Restart with the index as saved before the write-back.
     d.index = before;
@@ -748,7 +772,7 @@ fn a_binary_save_racing_a_write_back_is_kept() {
     })
     .expect("write");
     assert_eq!(r.raced, vec!["b.bin"], "{r:?}");
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     // The user's save is the later one: it wins, the peer's is history.
     assert_eq!(std::fs::read(d.root.join("b.bin")).expect("read"), b"\0the user's save");
     let id = d.id("b.bin");
@@ -772,12 +796,12 @@ fn an_edit_inside_a_directory_a_peer_moves_is_kept() {
     remote_edit(&mut d, "d", |f, id| f.rename(id, "e", 9).expect("move"));
     // In place, same size, so only the content and mtime differ.
     d.sh("sleep 0.01 && printf 'two\\n' > d/f.txt");
-    let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    let w = d.write_back();
     assert_eq!(w.moved, vec![("d".to_owned(), "e".to_owned())], "{w:?}");
     let r = d.scan();
     assert_eq!(r.modified, vec!["e/f.txt"], "{r:?}");
     assert_eq!(d.text("e/f.txt"), "two\n");
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     assert_eq!(read_file(&d, "e/f.txt"), "two\n");
 }
 
@@ -799,7 +823,7 @@ fn a_new_file_at_a_peers_new_path_is_a_second_file() {
     d.sh("printf 'ours\\n' > same.txt");
     let r = d.scan();
     assert_eq!(r.created, vec!["same.txt"], "{r:?}");
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     let mut texts: Vec<String> = std::fs::read_dir(&d.root)
         .expect("dir")
         .flatten()
@@ -850,12 +874,12 @@ fn a_rename_of_a_file_edited_here_waits_for_the_scan() {
     d.scan();
     remote_edit(&mut d, "f.txt", |f, id| f.rename(id, "g.txt", 9).expect("rename"));
     d.sh("sleep 0.01 && printf 'two\\n' >> f.txt");
-    let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    let w = d.write_back();
     assert_eq!(w.needs_scan, vec!["f.txt"], "{w:?}");
     assert!(w.written.is_empty() && !d.root.join("g.txt").exists(), "{w:?}");
     let r = d.scan();
     assert_eq!(r.modified, vec!["f.txt"], "{r:?}");
-    let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    let w = d.write_back();
     assert_eq!(w.moved, vec![("f.txt".to_owned(), "g.txt".to_owned())], "{w:?}");
     assert_eq!(read_file(&d, "g.txt"), "one\ntwo\n");
     assert!(!d.root.join("f.txt").exists());
@@ -881,7 +905,7 @@ fn a_written_back_file_moved_is_a_move_when_its_new_path_is_seen_first() {
         })
         .collect();
     remote_edit(&mut d, "b7.bin", |f, id| f.write_binary(id, refs, 9).expect("write"));
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     std::fs::rename(d.root.join("b7.bin"), d.root.join("d28/r153.bin")).expect("mv");
     let ignore = Ignore::load(&d.root);
     let r = watcher::scan_scoped(
@@ -909,13 +933,7 @@ fn a_peers_new_file_written_then_edited_across_a_crash_is_not_doubled() {
         let mut d = Dir::new(if through_temp { "newintent-tmp" } else { "newintent" });
         d.sh("printf 'x\\n' > other.txt");
         d.scan();
-        let mut peer = Folder::new(AgentId::from_index(2));
-        let (c, _) = d.folder.changes_since(peer.version_vector(), 0, usize::MAX);
-        peer.apply_changes(&c).1.expect("valid");
-        let id = peer.create("t192.txt", Kind::File, 9).expect("create");
-        peer.set_text(id, "tok-193\n", 9).expect("text");
-        let (c, _) = peer.changes_since(d.folder.version_vector(), 0, usize::MAX);
-        d.folder.apply_changes(&c).1.expect("valid");
+        remote_new_file(&mut d, "t192.txt", "tok-193\n");
         let saved = d.write_back_saving_intents();
         let ops = d.ops("t192.txt");
         if through_temp {
@@ -947,12 +965,12 @@ fn a_file_deleted_right_after_our_write_of_a_peers_edit_keeps_the_edit() {
     d.sh("printf 'mine\\n' > f.txt && printf 'x\\n' > other.txt");
     d.scan();
     remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, "mine\nfrom a peer\n", 9).expect("edit"));
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     d.sh("rm f.txt");
     let r = d.scan();
     assert_eq!(r.deleted, vec!["f.txt"], "{r:?}");
     assert_eq!(d.text("f.txt"), "mine\nfrom a peer\n", "the peer's edit went with the deletion");
-    let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    let w = d.write_back();
     assert_eq!(w.written, vec!["f.txt"], "{w:?}");
     assert_eq!(read_file(&d, "f.txt"), "mine\nfrom a peer\n");
     assert!(d.scan().is_empty());
@@ -972,19 +990,13 @@ fn a_peers_new_file_written_just_before_its_directory_is_removed_survives() {
     let mut d = Dir::new("delrace-new");
     d.sh("mkdir dir && printf 'old\\n' > dir/old.txt");
     d.scan();
-    let mut peer = Folder::new(AgentId::from_index(2));
-    let (c, _) = d.folder.changes_since(peer.version_vector(), 0, usize::MAX);
-    peer.apply_changes(&c).1.expect("valid");
-    let id = peer.create("dir/new.txt", Kind::File, 9).expect("create");
-    peer.set_text(id, "tok-1\n", 9).expect("text");
-    let (c, _) = peer.changes_since(d.folder.version_vector(), 0, usize::MAX);
-    d.folder.apply_changes(&c).1.expect("valid");
-    let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    remote_new_file(&mut d, "dir/new.txt", "tok-1\n");
+    let w = d.write_back();
     assert_eq!(w.written, vec!["dir/new.txt"], "{w:?}");
     d.sh("rm -r dir");
     d.scan();
     assert_eq!(d.paths(), vec!["dir", "dir/new.txt"]);
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     assert_eq!(read_file(&d, "dir/new.txt"), "tok-1\n");
     assert!(!d.root.join("dir/old.txt").exists());
 }
@@ -1002,35 +1014,35 @@ fn a_save_racing_our_write_back_keeps_the_peers_line() {
     d.sh("printf 'tok-240\\n' > f.txt");
     d.scan();
     remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, "tok-240\ntok-266\n", 9).expect("edit"));
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     // Read before our write, written after it.
     d.sh("printf 'tok-240\\ntok-273\\n' > f.txt");
     d.scan();
     let text = d.text("f.txt");
     assert!(text.contains("tok-266") && text.contains("tok-273"), "{text:?}");
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     assert!(d.scan().is_empty());
     // Two of our writes in quick succession, the program's read between
     // them (seed 217): diffed from the version before the first, the save
     // was no closer than from our last write, and deleted its line.
     let start = d.text("f.txt");
     remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, &format!("{start}tok-290\n"), 9).expect("edit"));
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, &format!("{start}tok-290\ntok-291\n"), 9).expect("edit"));
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     std::fs::write(d.root.join("f.txt"), format!("{start}tok-290\ntok-292\n")).expect("write");
     d.scan();
     let text = d.text("f.txt");
     assert!(text.starts_with(&format!("{start}tok-290\n")), "{text:?}");
     assert!(text.matches("tok-291").count() == 1 && text.matches("tok-292").count() == 1, "{text:?}");
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     assert!(d.scan().is_empty());
     // An edit of what we wrote, just as soon: one copy of each line.
     remote_edit(&mut d, "f.txt", |f, id| {
         let t = f.doc(id).expect("doc").text();
         f.set_text(id, &format!("{t}tok-300\n"), 9).expect("edit")
     });
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     let seen = read_file(&d, "f.txt");
     d.sh("printf 'tok-301\\n' >> f.txt");
     d.scan();
@@ -1043,7 +1055,7 @@ fn a_save_racing_our_write_back_keeps_the_peers_line() {
         let t = f.doc(id).expect("doc").text();
         f.set_text(id, &format!("{t}tok-302\n"), 9).expect("edit")
     });
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     let seen = read_file(&d, "f.txt");
     d.sh(": > f.txt");
     d.scan();
@@ -1066,20 +1078,20 @@ fn a_save_to_the_old_name_just_after_a_peers_rename_edits_the_moved_file() {
     d.sh("printf 'tok-125\\ntok-138\\n' > same2.txt");
     d.scan();
     remote_edit(&mut d, "same2.txt", |f, id| f.rename(id, "r155.txt", 9).expect("rename"));
-    let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    let w = d.write_back();
     assert_eq!(w.moved, vec![("same2.txt".to_owned(), "r155.txt".to_owned())]);
     // Read before the move, saved through a temp file after it.
     d.sh("printf 'tok-159\\ntok-125\\ntok-138\\n' > t.tmp && mv t.tmp same2.txt");
     d.scan();
     assert_eq!(d.paths(), vec!["r155.txt"], "the save made a second file");
     assert_eq!(d.text("r155.txt"), "tok-159\ntok-125\ntok-138\n");
-    let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    let w = d.write_back();
     assert_eq!(w.removed, vec!["same2.txt"], "{w:?}");
     assert_eq!(read_file(&d, "r155.txt"), "tok-159\ntok-125\ntok-138\n");
     assert!(d.scan().is_empty());
     // Something else under a name just moved away is a file of its own.
     remote_edit(&mut d, "r155.txt", |f, id| f.rename(id, "r156.txt", 9).expect("rename"));
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     d.sh("printf 'other\\n' > r155.txt");
     assert_eq!(d.scan().created, vec!["r155.txt"]);
     assert_eq!(d.text("r156.txt"), "tok-159\ntok-125\ntok-138\n");
@@ -1125,13 +1137,13 @@ fn a_rename_here_and_a_peers_rename_of_the_same_file_are_one_file() {
     let id = d.id("t8.txt");
     remote_edit(&mut d, "t8.txt", |f, id| f.rename(id, "r21.txt", 9).expect("rename"));
     d.sh("mv t8.txt d4/r23.txt");
-    let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    let w = d.write_back();
     assert_eq!(w.needs_scan, vec!["t8.txt"], "{w:?}");
     let r = d.scan_scope(&["t8.txt", "d4/r23.txt"]);
     assert_eq!(r.moved, vec![("t8.txt".to_owned(), "d4/r23.txt".to_owned())], "{r:?}");
     assert!(r.created.is_empty(), "{r:?}");
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
-    let files: Vec<String> = d.paths().into_iter().filter(|p| p.ends_with(".txt")).collect();
+    d.write_back();
+    let files = d.text_files();
     assert_eq!(files.len(), 1, "kept twice: {files:?}");
     assert_eq!(d.id(&files[0]), id);
     assert_eq!(read_file(&d, &files[0]), "tok-13\ntok-14\n");
@@ -1148,19 +1160,19 @@ fn a_line_deleted_racing_our_write_back_takes_only_that_line() {
     d.sh("printf 'tok-199\\ntok-243\\n' > r233.txt");
     d.scan();
     remote_edit(&mut d, "r233.txt", |f, id| f.set_text(id, "tok-199\ntok-243\ntok-257\ntok-259\n", 9).expect("edit"));
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     // Read before our write, saved after it.
     std::fs::write(d.root.join("r233.txt"), "tok-199\n").expect("write");
     let r = d.scan();
     assert_eq!(r.deferred, vec!["r233.txt"], "cut short: looked at again: {r:?}");
     d.scan();
     assert_eq!(d.text("r233.txt"), "tok-199\ntok-257\ntok-259\n");
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     assert_eq!(read_file(&d, "r233.txt"), "tok-199\ntok-257\ntok-259\n");
     // A rewrite caught half way completes before the second look: one
     // copy of each line.
     remote_edit(&mut d, "r233.txt", |f, id| f.set_text(id, "tok-199\ntok-257\ntok-259\ntok-300\n", 9).expect("edit"));
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     std::fs::write(d.root.join("r233.txt"), "tok-199\n").expect("write");
     assert_eq!(d.scan().deferred, vec!["r233.txt"]);
     std::fs::write(d.root.join("r233.txt"), "tok-199\ntok-257\ntok-259\ntok-300\ntok-301\n").expect("write");
@@ -1189,12 +1201,12 @@ fn a_write_back_does_not_recreate_a_directory_the_user_just_moved() {
         f.set_text(n, "new\n", 9).expect("text");
     });
     d.sh("mv m77 d7/m124");
-    let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    let w = d.write_back();
     assert!(!d.root.join("m77").exists(), "the moved directory was made again: {w:?}");
     let r = d.scan_scope(&["m77", "d7/m124"]);
     assert_eq!(r.moved, vec![("m77".to_owned(), "d7/m124".to_owned())], "{r:?}");
     assert_eq!(d.id("d7/m124"), m77);
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     assert_eq!(read_file(&d, "d7/m124/t93.txt"), "a\nb\n");
     assert_eq!(read_file(&d, "d7/m124/r84.txt"), "x\n");
     assert_eq!(read_file(&d, "d7/m124/new.txt"), "new\n");
@@ -1236,7 +1248,7 @@ fn a_move_taken_for_a_new_file_right_after_our_write_is_not_kept_twice() {
     d.sh("mkdir d20 d76 && printf 'tok-45\\n' > d20/t44.txt");
     d.scan();
     remote_edit(&mut d, "d20/t44.txt", |f, id| f.set_text(id, "tok-101\ntok-45\n", 9).expect("edit"));
-    write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    d.write_back();
     d.sh("ln d20/t44.txt d76/r132.txt");
     assert_eq!(d.scan_scope(&["d76/r132.txt"]).created, vec!["d76/r132.txt"]);
     d.sh("rm d20/t44.txt");
@@ -1244,6 +1256,6 @@ fn a_move_taken_for_a_new_file_right_after_our_write_is_not_kept_twice() {
     std::thread::sleep(watcher::GONE_WAIT);
     let r = d.scan_scope(&["d20/t44.txt"]);
     assert_eq!(r.deleted, vec!["d20/t44.txt"], "{r:?}");
-    let files: Vec<String> = d.paths().into_iter().filter(|p| p.ends_with(".txt")).collect();
+    let files = d.text_files();
     assert_eq!(files, vec!["d76/r132.txt"], "kept twice");
 }
