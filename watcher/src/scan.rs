@@ -83,7 +83,7 @@ impl Written {
     }
 
     /// The versions before our writes, if the last was a moment ago.
-    fn recent(&self) -> Option<&[Vec<EventId>]> {
+    pub(crate) fn recent(&self) -> Option<&[Vec<EventId>]> {
         (self.at.elapsed() < UNSEEN_WRITE).then_some(self.before.as_slice())
     }
 }
@@ -270,6 +270,12 @@ impl Index {
         Ok(index)
     }
 
+    /// True when a scan found `path` gone and waits for a second look
+    /// before it counts as deleted (see [`GONE_WAIT`]).
+    pub(crate) fn waiting(&self, path: &str) -> bool {
+        self.deferred.contains_key(path)
+    }
+
     /// Moves every key at or below `from` to `to`.
     fn rekey(&mut self, from: &str, to: &str) {
         let prefix = format!("{from}/");
@@ -293,11 +299,11 @@ pub struct ScanReport {
     pub moved: Vec<(String, String)>,
     /// Paths deleted.
     pub deleted: Vec<String>,
-    /// Paths a scoped scan found gone but left for the next scan of them:
-    /// the other half of a move may be in a later batch of events, and
-    /// deleting now would turn the move into a deletion plus a new file
-    /// (both kept, if a peer edited the old one meanwhile). The caller
-    /// scans these again shortly; they are deleted once gone for
+    /// Paths a live scan ([`scan_scoped`]) found gone but left for the
+    /// next scan of them: the other half of a move may be in a later batch
+    /// of events, and deleting now would turn the move into a deletion plus
+    /// a new file (both kept, if a peer edited the old one meanwhile). The
+    /// caller scans these again shortly; they are deleted once gone for
     /// [`GONE_WAIT`].
     pub deferred: Vec<String>,
     /// Paths that could not be read (permission denied, an I/O error), with
@@ -507,11 +513,16 @@ fn moved_from_outside(root: &Path, index: &Index, disk: &BTreeMap<String, OnDisk
     if fresh.is_empty() {
         return Vec::new();
     }
-    let by_ino: HashMap<(u64, u8), &String> =
-        index.files.iter().filter(|(p, _)| !in_scope(p, Some(scope))).map(|(p, k)| (ino_key(k.stat, k.kind), p)).collect();
+    // Several known paths may hold one inode (hard links, or a path
+    // replaced since the last scan whose freed inode went to another file).
+    let mut by_ino: HashMap<(u64, u8), Vec<&String>> = HashMap::new();
+    for (p, k) in index.files.iter().filter(|(p, _)| !in_scope(p, Some(scope))) {
+        by_ino.entry(ino_key(k.stat, k.kind)).or_default().push(p);
+    }
     let mut from: Vec<String> = fresh
         .iter()
         .filter_map(|d| by_ino.get(&ino_key(d.stat, d.kind)))
+        .flatten()
         .filter(|old| {
             std::fs::symlink_metadata(root.join(old))
                 .map_or(true, |m| std::os::unix::fs::MetadataExt::ino(&m) != index.files[**old].stat.ino)
@@ -664,7 +675,8 @@ fn tracing_skip(_p: &Path) {
     // are left alone (and shown by status once the daemon reports it).
 }
 
-/// Brings the folder up to date with the disk under `root`.
+/// Brings the folder up to date with the disk under `root`: what is gone
+/// is deleted at once (a scan while live events flow is [`scan_scoped`]).
 pub fn scan(
     root: &Path,
     folder: &mut Folder,
@@ -673,11 +685,17 @@ pub fn scan(
     ignore: &Ignore,
     now: u64,
 ) -> Result<ScanReport, WatchError> {
-    scan_scoped(root, folder, chunks, index, ignore, None, now)
+    scan_at(root, folder, chunks, index, ignore, None, false, now, &ScanProgress::default())
 }
 
-/// Like [`scan`], but only for `scope` (paths relative to the root, each
-/// with everything below it) when given: what live events point at.
+/// The scan while live events flow: only `scope` (paths relative to the
+/// root, each with everything below it) when given, what events point at;
+/// everything otherwise. A path found gone is deleted only once gone for
+/// [`GONE_WAIT`] (see [`ScanReport::deferred`]), in a scan of everything
+/// too: a walk is not atomic, and a file moved from a directory it had not
+/// reached yet into one it had passed is in neither (the oracle's seed
+/// 410: taken for deleted at once, the move's new name then came as a new
+/// file, and the old one stayed too).
 pub fn scan_scoped(
     root: &Path,
     folder: &mut Folder,
@@ -687,10 +705,12 @@ pub fn scan_scoped(
     scope: Option<&[String]>,
     now: u64,
 ) -> Result<ScanReport, WatchError> {
-    scan_with_progress(root, folder, chunks, index, ignore, scope, now, &ScanProgress::default())
+    scan_at(root, folder, chunks, index, ignore, scope, true, now, &ScanProgress::default())
 }
 
-/// [`scan_scoped`], counting its progress into `progress` as it goes.
+/// Like [`scan_scoped`], counting its progress into `progress` as it goes;
+/// a scan of everything (the start-up scan, before live events) deletes
+/// what is gone at once.
 #[allow(clippy::too_many_arguments)]
 pub fn scan_with_progress(
     root: &Path,
@@ -699,6 +719,23 @@ pub fn scan_with_progress(
     index: &mut Index,
     ignore: &Ignore,
     scope: Option<&[String]>,
+    now: u64,
+    progress: &ScanProgress,
+) -> Result<ScanReport, WatchError> {
+    scan_at(root, folder, chunks, index, ignore, scope, scope.is_some(), now, progress)
+}
+
+/// The scan; `wait`: a gone path is deleted only once gone for
+/// [`GONE_WAIT`].
+#[allow(clippy::too_many_arguments)]
+fn scan_at(
+    root: &Path,
+    folder: &mut Folder,
+    chunks: &mut dyn ChunkStore,
+    index: &mut Index,
+    ignore: &Ignore,
+    scope: Option<&[String]>,
+    wait: bool,
     now: u64,
     progress: &ScanProgress,
 ) -> Result<ScanReport, WatchError> {
@@ -736,7 +773,8 @@ pub fn scan_with_progress(
             outside.files.insert(k, v);
         }
     }
-    let result = scan_inner(root, folder, chunks, index, &outside, disk, scope.is_some(), now, progress);
+    tracing::trace!(scope = ?scope, "scan");
+    let result = scan_inner(root, folder, chunks, index, &outside, disk, wait, now, progress);
     index.files.append(&mut outside.files);
     // The scan took in the files of the new-file intents in scope (or
     // found them known otherwise). Of the rest, those with no file never
@@ -764,7 +802,7 @@ fn scan_inner(
     index: &mut Index,
     outside: &Index,
     disk: BTreeMap<String, OnDisk>,
-    scoped: bool,
+    wait: bool,
     now: u64,
     progress: &ScanProgress,
 ) -> Result<ScanReport, WatchError> {
@@ -778,8 +816,10 @@ fn scan_inner(
         // with a new inode was replaced in place, as editors save.)
         let gone: Vec<(String, Known)> =
             index.files.iter().filter(|(p, k)| is_gone(&disk, p, k)).map(|(p, k)| (p.clone(), k.clone())).collect();
-        let by_ino: HashMap<(u64, bool), &(String, Known)> =
-            gone.iter().map(|g| ((g.1.stat.ino, g.1.kind == Kind::Dir), g)).collect();
+        let mut by_ino: HashMap<(u64, bool), Vec<&(String, Known)>> = HashMap::new();
+        for g in &gone {
+            by_ino.entry((g.1.stat.ino, g.1.kind == Kind::Dir)).or_default().push(g);
+        }
         let mut found = None;
         for (path, d) in &disk {
             // Only a path the index does not have can be where something
@@ -788,11 +828,12 @@ fn scan_inner(
             if index.files.get(path).is_some_and(|k| k.kind == d.kind) {
                 continue;
             }
-            if let Some((old, known)) = by_ino.get(&(d.stat.ino, d.kind == Kind::Dir)) {
+            for (old, known) in by_ino.get(&(d.stat.ino, d.kind == Kind::Dir)).into_iter().flatten() {
                 if known.kind == d.kind && old != path && !path.starts_with(&format!("{old}/")) {
                     if known.kind == Kind::File
                         && *reused.entry((path.clone(), known.id)).or_insert_with(|| inode_reused(root, folder, path, known))
                     {
+                        tracing::trace!(old = %old, new = %path, "inode reused: not a move");
                         continue;
                     }
                     let better = found.as_ref().is_none_or(|(o, _, _): &(String, String, EntryId)| old.len() < o.len());
@@ -894,15 +935,15 @@ fn scan_inner(
         }
     }
 
-    // Deletions, deepest first. A scoped scan waits for one more look at a
+    // Deletions, deepest first. A live scan waits for one more look at a
     // path gone for the first time: the other half of a move may come in
-    // the next batch of events.
+    // the next batch of events (see `scan_scoped`).
     let gone: Vec<(String, Known)> =
         index.files.iter().rev().filter(|(p, k)| is_gone(&disk, p, k)).map(|(p, k)| (p.clone(), k.clone())).collect();
     // Inodes of the files known here, by entry (built when needed).
     let mut inodes: Option<HashMap<u64, Vec<EntryId>>> = None;
     for (p, k) in gone {
-        if scoped && index.deferred.entry(p.clone()).or_insert_with(Instant::now).elapsed() < GONE_WAIT {
+        if wait && index.deferred.entry(p.clone()).or_insert_with(Instant::now).elapsed() < GONE_WAIT {
             report.deferred.push(p);
             continue;
         }
@@ -970,6 +1011,11 @@ fn scan_inner(
                     index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, written: None, ..k });
                     report.modified.push(to);
                     continue;
+                }
+                if tracing::enabled!(tracing::Level::TRACE) {
+                    let same: Vec<(&String, &Stat)> =
+                        index.files.iter().filter(|(_, k)| k.stat.ino == d.stat.ino).map(|(q, k)| (q, &k.stat)).collect();
+                    tracing::trace!(path = %p, stat = ?d.stat, known_with_inode = ?same, "new file");
                 }
                 folder.create(&p, d.kind, now)?
             }

@@ -294,8 +294,14 @@ pub fn write_back_with(
     let mut report = WriteReport::default();
     let nodes: Vec<_> = folder.tree().nodes().cloned().collect();
 
-    // Old names of files moved a while ago no longer matter.
+    // Old names of files moved a while ago no longer matter, nor what the
+    // disk held before writes a while ago.
     index.moved_away.retain(|_, m| m.1.elapsed() < crate::scan::UNSEEN_WRITE);
+    for k in index.files.values_mut() {
+        if k.written.as_ref().is_some_and(|w| w.recent().is_none()) {
+            k.written = None;
+        }
+    }
     // Renames first: an entry the index knows at another path moves on disk
     // (keeping its inode), if that path is untouched.
     let mut by_id: std::collections::HashMap<EntryId, String> = index.files.iter().map(|(p, k)| (k.id, p.clone())).collect();
@@ -313,7 +319,7 @@ pub fn write_back_with(
             continue;
         }
         if let Some(gone) = vanished_dir(root, index, &n.path) {
-            report.needs_scan.push(gone);
+            needs_scan(index, &mut report, gone);
             held.insert(n.id);
             continue;
         }
@@ -322,7 +328,7 @@ pub fn write_back_with(
             // copy beside the changed old one (the index would know the
             // entry at two paths). The scan takes the change in, then the
             // next pass moves it.
-            report.needs_scan.push(old);
+            needs_scan(index, &mut report, old);
             held.insert(n.id);
             continue;
         }
@@ -419,7 +425,7 @@ pub fn write_back_with(
         // directory there again, of another inode), and the directory
         // would lose its identity (found by the oracle).
         if let Some(gone) = vanished_dir(root, index, &n.path) {
-            report.needs_scan.push(gone);
+            needs_scan(index, &mut report, gone);
             continue;
         }
         // A directory has no content to clobber; anything else must be as
@@ -429,7 +435,7 @@ pub fn write_back_with(
             continue;
         }
         if n.kind != Kind::Dir && !untouched(root, &n.path, known.as_ref()) {
-            report.needs_scan.push(n.path.clone());
+            needs_scan(index, &mut report, n.path.clone());
             continue;
         }
         let bytes = match (&state.content, n.kind) {
@@ -475,6 +481,16 @@ pub fn write_back_with(
     report.needs_scan.sort();
     report.needs_scan.dedup();
     Ok(report)
+}
+
+/// Asks for a scan of `path`, unless a scan found it gone and looks again
+/// shortly (see `Index::waiting`; if it came back, its event brings a scan
+/// too): asking would scan the whole folder, and that scan would take it
+/// for deleted at once.
+fn needs_scan(index: &Index, report: &mut WriteReport, gone: String) {
+    if !index.waiting(&gone) {
+        report.needs_scan.push(gone);
+    }
 }
 
 /// The first directory at or above `path` that the index knows and the
@@ -576,9 +592,40 @@ fn land_batch(
             // next round, and nothing is read back twice).
             report.raced.push(p.path.clone());
         }
+        tracing::trace!(path = %p.path, stat = ?stat, "landed");
         let written = Some(crate::scan::Written::after(p.known.as_ref(), p.id));
         index.files.insert(p.path.clone(), Known { id: p.id, kind: p.kind, stat, base: p.version, staged: None, written });
         report.written.push(p.path);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fsync_core::{chunks::Chunks, AgentId};
+
+    /// What the disk held before our writes is kept for `UNSEEN_WRITE`
+    /// only: a folder where every file was once written does not keep it
+    /// for all of them.
+    #[test]
+    fn what_our_writes_replaced_is_forgotten_after_its_window() {
+        let root = std::env::temp_dir().join(format!("fsync-write-unit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("mkdir");
+        let mut folder = Folder::new(AgentId::from_index(1));
+        let mut chunks = Chunks::default();
+        let mut index = Index::default();
+        let id = folder.create("f.txt", Kind::File, 1).expect("create");
+        folder.set_text(id, "one\n", 1).expect("text");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        assert!(index.files["f.txt"].written.as_ref().and_then(crate::scan::Written::recent).is_some());
+        let long_ago = std::time::Instant::now().checked_sub(crate::scan::UNSEEN_WRITE).expect("uptime");
+        if let Some(w) = index.files.get_mut("f.txt").and_then(|k| k.written.as_mut()) {
+            w.at = long_ago;
+        }
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        assert_eq!(index.files["f.txt"].written, None);
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

@@ -1259,3 +1259,74 @@ fn a_move_taken_for_a_new_file_right_after_our_write_is_not_kept_twice() {
     let files = d.text_files();
     assert_eq!(files, vec!["d76/r132.txt"], "kept twice");
 }
+
+/// A path a scoped scan found gone waits for its second look (GONE_WAIT);
+/// meanwhile the write-back leaves it alone. It used to find it missing and
+/// ask for a scan of the whole folder: every local deletion cost a full
+/// scan, and that scan deleted at once what the wait was there to hold
+/// (found by the oracle, seed 3 of the SIGKILL scenario). A peer's edit to
+/// it waits too, and then wins over the deletion (edit vs delete).
+#[test]
+fn a_deletion_waiting_for_its_second_look_does_not_make_the_write_back_scan_everything() {
+    let mut d = Dir::new("deferredwrite");
+    d.sh("printf 'one\\n' > f.txt && printf 'two\\n' > g.txt");
+    d.scan();
+    d.sh("rm f.txt");
+    assert_eq!(d.scan_scope(&["f.txt"]).deferred, vec!["f.txt"]);
+    let r = d.write_back();
+    assert!(r.needs_scan.is_empty() && r.written.is_empty(), "{r:?}");
+    remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, "one\npeer\n", 9).expect("edit"));
+    let r = d.write_back();
+    assert!(r.needs_scan.is_empty() && r.written.is_empty(), "{r:?}");
+    std::thread::sleep(watcher::GONE_WAIT);
+    assert_eq!(d.scan_scope(&["f.txt"]).deleted, vec!["f.txt"]);
+    let r = d.write_back();
+    assert_eq!(r.written, vec!["f.txt"], "the peer's edit keeps the file: {r:?}");
+    assert_eq!(std::fs::read_to_string(d.root.join("f.txt")).expect("read"), "one\npeer\n");
+}
+
+/// Two known paths may hold one inode: hard links, or a path whose file
+/// was replaced since the last scan while its freed inode went to a file we
+/// wrote (ext4 hands inodes out again at once). A move of one of them must
+/// still be found from its new name alone: the lookup by inode kept only
+/// one path per inode, here the one still on disk, and the move was taken
+/// for a new file.
+#[test]
+fn a_move_is_found_when_another_known_path_shares_its_inode() {
+    let mut d = Dir::new("sharedino");
+    d.sh("mkdir d20 d76 && printf 'one\\ntwo\\n' > d20/a.txt && ln d20/a.txt d20/b.txt");
+    d.scan();
+    let a = d.id("d20/a.txt");
+    d.sh("mv d20/a.txt d76/r.txt");
+    let r = d.scan_scope(&["d76/r.txt"]);
+    assert_eq!(r.moved, vec![("d20/a.txt".to_owned(), "d76/r.txt".to_owned())], "{r:?}");
+    assert_eq!(d.id("d76/r.txt"), a);
+    assert!(d.folder.tree().lookup("d20/b.txt").is_some());
+}
+
+/// Regression (oracle, directory operations, seed 410): a scan of
+/// everything while events flow (the write-back asked for one) walked a
+/// directory just before a file was moved into it, and the file's old
+/// directory just after: it saw the file nowhere, deleted it at once, and
+/// the move's new name came next as a new file, so the old one stayed too
+/// (recreated by the deletion rule for our recent write). A live scan of
+/// everything waits for the second look like a scoped one. (Here the file
+/// is outside the folder while the scan walks.)
+#[test]
+fn a_live_scan_of_everything_that_saw_a_moving_file_nowhere_waits() {
+    let mut d = Dir::new("walkrace");
+    d.sh("mkdir a z && printf 'one\\ntwo\\n' > a/f.txt");
+    d.scan();
+    let f = d.id("a/f.txt");
+    let aside = d.root.with_extension("aside");
+    std::fs::rename(d.root.join("a/f.txt"), &aside).expect("mv out");
+    let ignore = Ignore::load(&d.root);
+    d.now += 1;
+    let r = watcher::scan_scoped(&d.root, &mut d.folder, &mut d.chunks, &mut d.index, &ignore, None, d.now).expect("scan");
+    assert!(r.deleted.is_empty() && r.deferred == ["a/f.txt"], "{r:?}");
+    std::fs::rename(&aside, d.root.join("z/g.txt")).expect("mv in");
+    let r = d.scan_scope(&["z/g.txt"]);
+    assert_eq!(r.moved, vec![("a/f.txt".to_owned(), "z/g.txt".to_owned())], "{r:?}");
+    assert_eq!(d.id("z/g.txt"), f);
+    assert_eq!(d.text_files(), vec!["z/g.txt"]);
+}
