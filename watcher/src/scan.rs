@@ -534,6 +534,32 @@ fn moved_from_outside(root: &Path, index: &Index, disk: &BTreeMap<String, OnDisk
     from
 }
 
+/// A walk is not atomic: something moved while it went on, from a
+/// directory it had walked into one it had not reached yet, is in `disk`
+/// twice, at its old name and at its new one, with one inode (SIGKILL
+/// scenario, seed 3: `d20/t44.txt` moved to `d76/r132.txt`; the new name
+/// was taken for a new file, the old one deleted a moment later, and a
+/// peer's concurrent edit kept both). A known name that, looked at again,
+/// no longer holds the inode a new name has is taken out, with what was
+/// below it: the move is then found. (A hard link still holds it.)
+fn seen_twice(root: &Path, index: &Index, disk: &mut BTreeMap<String, OnDisk>) {
+    let fresh: HashSet<(u64, u8)> =
+        disk.iter().filter(|(p, d)| is_new(index, p, d)).map(|(_, d)| ino_key(d.stat, d.kind)).collect();
+    if fresh.is_empty() {
+        return;
+    }
+    let stale: Vec<String> = disk
+        .iter()
+        .filter(|(p, d)| !is_new(index, p, d) && fresh.contains(&ino_key(d.stat, d.kind)))
+        .filter(|(p, d)| std::fs::symlink_metadata(root.join(p)).map_or(true, |m| m.ino() != d.stat.ino))
+        .map(|(p, _)| p.clone())
+        .collect();
+    for p in stale {
+        let below = format!("{p}/");
+        disk.retain(|q, _| *q != p && !q.starts_with(&below));
+    }
+}
+
 /// True when the file at `path` holds the inode `known` had, but is not
 /// that file: it was deleted and its inode given to a new file (ext4 and
 /// tmpfs hand freed inodes out again at once). A file that kept its size
@@ -759,6 +785,7 @@ fn scan_at(
         }
         None => None,
     };
+    seen_twice(root, index, &mut disk);
     // The index as far as this scan can see: the rest is left alone, and
     // so is what lies below a directory that could not be listed.
     let mut outside = Index::default();
@@ -1258,4 +1285,53 @@ fn take_in(
         return Ok(doc_version(folder));
     }
     Ok(text_tip.map_or(base, |t| vec![t]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on_disk(root: &Path, p: &str) -> OnDisk {
+        let m = std::fs::symlink_metadata(root.join(p)).expect("stat");
+        OnDisk { kind: if m.is_dir() { Kind::Dir } else { Kind::File }, stat: Stat::of(&m) }
+    }
+
+    fn known(disk: &OnDisk) -> Known {
+        Known {
+            id: EntryId(EventId { agent: fsync_core::AgentId::from_index(1), seq: disk.stat.ino }),
+            kind: disk.kind,
+            stat: disk.stat,
+            base: Vec::new(),
+            staged: None,
+            written: None,
+        }
+    }
+
+    /// What a walk sees when a file and a directory move while it goes on:
+    /// both names of each. The old names are dropped (with what is below
+    /// the directory), a hard link's is kept.
+    #[test]
+    fn a_name_walked_before_its_move_is_dropped() {
+        let root = std::env::temp_dir().join(format!("fsync-seen-twice-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("new/m")).expect("mkdir");
+        std::fs::write(root.join("new/f.txt"), "one\n").expect("write");
+        std::fs::write(root.join("new/m/g.txt"), "two\n").expect("write");
+        std::fs::write(root.join("h.txt"), "three\n").expect("write");
+        std::fs::hard_link(root.join("h.txt"), root.join("link.txt")).expect("link");
+        let mut index = Index::default();
+        let mut disk = BTreeMap::new();
+        for (old, now) in [("a/f.txt", "new/f.txt"), ("d", "new/m"), ("d/g.txt", "new/m/g.txt"), ("h.txt", "h.txt")] {
+            let d = on_disk(&root, now);
+            index.files.insert(old.to_owned(), known(&d));
+            disk.insert(old.to_owned(), d);
+        }
+        for now in ["new", "new/f.txt", "new/m", "new/m/g.txt", "link.txt"] {
+            disk.insert(now.to_owned(), on_disk(&root, now));
+        }
+        seen_twice(&root, &index, &mut disk);
+        let left: Vec<&str> = disk.keys().map(String::as_str).collect();
+        assert_eq!(left, ["h.txt", "link.txt", "new", "new/f.txt", "new/m", "new/m/g.txt"]);
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }
