@@ -281,14 +281,7 @@ fn loss_delay_reordering_partitions_and_a_flapping_node() {
 
 #[test]
 fn sigkill_a_random_node_again_and_again() {
-    let s = Scenario {
-        nodes: 3,
-        steps: 200 * scale(),
-        gap_ms: 80,
-        kill_ms: 1200,
-        settle_secs: 90,
-        ..Default::default()
-    };
+    let s = Scenario { nodes: 3, steps: 200 * scale(), gap_ms: 80, kill_ms: 1200, settle_secs: 90, ..Default::default() };
     let f = run("oracle-kills", 3, s).expect("ran");
     assert!(f.kills >= 5, "too few kills: {f:?}");
 }

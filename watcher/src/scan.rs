@@ -507,7 +507,8 @@ fn ino_key(stat: Stat, kind: Kind) -> (u64, u8) {
 }
 
 /// Known paths outside `scope` whose inode turns up new inside it, and
-/// which no longer hold that inode: where something in scope moved from.
+/// which no longer hold that inode, and paths waiting for their second
+/// look: where something in scope may have moved from.
 fn moved_from_outside(root: &Path, index: &Index, disk: &BTreeMap<String, OnDisk>, scope: &[String]) -> Vec<String> {
     let fresh: Vec<&OnDisk> = disk.iter().filter(|(p, d)| is_new(index, p, d)).map(|(_, d)| d).collect();
     if fresh.is_empty() {
@@ -519,6 +520,15 @@ fn moved_from_outside(root: &Path, index: &Index, disk: &BTreeMap<String, OnDisk
     for (p, k) in index.files.iter().filter(|(p, _)| !in_scope(p, Some(scope))) {
         by_ino.entry(ino_key(k.stat, k.kind)).or_default().push(p);
     }
+    // And the paths waiting for their second look (see `GONE_WAIT`) when a
+    // file is new here: it may be one of them moved and then saved through
+    // a temp file (a new inode), linked to it only by shared lines
+    // (oracle, directory operations: a move and a save 4 ms apart, in two
+    // scans).
+    let waiting = fresh
+        .iter()
+        .any(|d| d.kind == Kind::File)
+        .then(|| index.deferred.keys().filter(|p| !in_scope(p, Some(scope)) && index.files.contains_key(*p)).cloned());
     let mut from: Vec<String> = fresh
         .iter()
         .filter_map(|d| by_ino.get(&ino_key(d.stat, d.kind)))
@@ -528,6 +538,7 @@ fn moved_from_outside(root: &Path, index: &Index, disk: &BTreeMap<String, OnDisk
                 .map_or(true, |m| std::os::unix::fs::MetadataExt::ino(&m) != index.files[**old].stat.ino)
         })
         .map(|old| (*old).clone())
+        .chain(waiting.into_iter().flatten())
         .collect();
     from.sort();
     from.dedup();

@@ -487,9 +487,9 @@ pub fn write_back_with(
 /// shortly (see `Index::waiting`; if it came back, its event brings a scan
 /// too): asking would scan the whole folder, and that scan would take it
 /// for deleted at once.
-fn needs_scan(index: &Index, report: &mut WriteReport, gone: String) {
-    if !index.waiting(&gone) {
-        report.needs_scan.push(gone);
+fn needs_scan(index: &Index, report: &mut WriteReport, path: String) {
+    if !index.waiting(&path) {
+        report.needs_scan.push(path);
     }
 }
 

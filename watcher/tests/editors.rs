@@ -1330,3 +1330,24 @@ fn a_live_scan_of_everything_that_saw_a_moving_file_nowhere_waits() {
     assert_eq!(d.id("z/g.txt"), f);
     assert_eq!(d.text_files(), vec!["z/g.txt"]);
 }
+
+/// Regression (oracle, directory operations, seed 5 in a full run): a
+/// move, then a save through a temp file (a new inode) within a few ms,
+/// and the two names in separate scoped scans. The old name's scan found
+/// it gone and waited; the new name's scan could not link it by inode, and
+/// the similarity search did not see the old name: a new file, and the old
+/// one, deleted next, was kept by a peer's concurrent edit. A scoped scan
+/// with a new file takes in the paths waiting for their second look.
+#[test]
+fn a_move_then_a_save_through_a_temp_file_in_separate_scans_is_one_file() {
+    let mut d = Dir::new("movesave");
+    d.sh("mkdir a z && printf 'one\\ntwo\\nthree\\n' > a/f.txt");
+    d.scan();
+    let f = d.id("a/f.txt");
+    d.sh("mv a/f.txt z/g.txt && printf 'NEW\\none\\ntwo\\nthree\\n' > z/.g.tmp && mv z/.g.tmp z/g.txt");
+    assert_eq!(d.scan_scope(&["a/f.txt"]).deferred, vec!["a/f.txt"]);
+    let r = d.scan_scope(&["z"]);
+    assert_eq!(r.moved, vec![("a/f.txt".to_owned(), "z/g.txt".to_owned())], "{r:?}");
+    assert_eq!(d.id("z/g.txt"), f);
+    assert_eq!(d.text("z/g.txt"), "NEW\none\ntwo\nthree\n");
+}
