@@ -572,8 +572,7 @@ fn open_folder(
         let progress = Arc::new(watcher::ScanProgress::default());
         let reporter = crate::progress::ScanReporter::start(&fc.name, progress.clone());
         let ignore = Ignore::load(&fc.path);
-        let report =
-            watcher::scan_with_progress(&fc.path, &mut folder, &mut chunks, &mut index, &ignore, None, now_ms(), &progress);
+        let report = watcher::scan_with_progress(&fc.path, &mut folder, &mut chunks, &mut index, &ignore, now_ms(), &progress);
         drop(reporter);
         let report = report?;
         unreadable_at_start = report.unreadable.clone();

@@ -509,8 +509,7 @@ fn ino_key(stat: Stat, kind: Kind) -> (u64, u8) {
 /// Known paths outside `scope` whose inode turns up new inside it, and
 /// which no longer hold that inode, and paths waiting for their second
 /// look: where something in scope may have moved from.
-fn moved_from_outside(root: &Path, index: &Index, disk: &BTreeMap<String, OnDisk>, scope: &[String]) -> Vec<String> {
-    let fresh: Vec<&OnDisk> = disk.iter().filter(|(p, d)| is_new(index, p, d)).map(|(_, d)| d).collect();
+fn moved_from_outside(root: &Path, index: &Index, fresh: &HashSet<(u64, u8)>, scope: &[String]) -> Vec<String> {
     if fresh.is_empty() {
         return Vec::new();
     }
@@ -527,11 +526,11 @@ fn moved_from_outside(root: &Path, index: &Index, disk: &BTreeMap<String, OnDisk
     // scans).
     let waiting = fresh
         .iter()
-        .any(|d| d.kind == Kind::File)
+        .any(|k| k.1 == Kind::File as u8)
         .then(|| index.deferred.keys().filter(|p| !in_scope(p, Some(scope)) && index.files.contains_key(*p)).cloned());
     let mut from: Vec<String> = fresh
         .iter()
-        .filter_map(|d| by_ino.get(&ino_key(d.stat, d.kind)))
+        .filter_map(|k| by_ino.get(k))
         .flatten()
         .filter(|old| {
             std::fs::symlink_metadata(root.join(old))
@@ -553,9 +552,7 @@ fn moved_from_outside(root: &Path, index: &Index, disk: &BTreeMap<String, OnDisk
 /// peer's concurrent edit kept both). A known name that, looked at again,
 /// no longer holds the inode a new name has is taken out, with what was
 /// below it: the move is then found. (A hard link still holds it.)
-fn seen_twice(root: &Path, index: &Index, disk: &mut BTreeMap<String, OnDisk>) {
-    let fresh: HashSet<(u64, u8)> =
-        disk.iter().filter(|(p, d)| is_new(index, p, d)).map(|(_, d)| ino_key(d.stat, d.kind)).collect();
+fn seen_twice(root: &Path, index: &Index, fresh: &HashSet<(u64, u8)>, disk: &mut BTreeMap<String, OnDisk>) {
     if fresh.is_empty() {
         return;
     }
@@ -722,7 +719,7 @@ pub fn scan(
     ignore: &Ignore,
     now: u64,
 ) -> Result<ScanReport, WatchError> {
-    scan_at(root, folder, chunks, index, ignore, None, false, now, &ScanProgress::default())
+    scan_with_progress(root, folder, chunks, index, ignore, now, &ScanProgress::default())
 }
 
 /// The scan while live events flow: only `scope` (paths relative to the
@@ -745,21 +742,18 @@ pub fn scan_scoped(
     scan_at(root, folder, chunks, index, ignore, scope, true, now, &ScanProgress::default())
 }
 
-/// Like [`scan_scoped`], counting its progress into `progress` as it goes;
-/// a scan of everything (the start-up scan, before live events) deletes
-/// what is gone at once.
-#[allow(clippy::too_many_arguments)]
+/// [`scan`], counting its progress into `progress` as it goes (the
+/// start-up scan, before live events are read).
 pub fn scan_with_progress(
     root: &Path,
     folder: &mut Folder,
     chunks: &mut dyn ChunkStore,
     index: &mut Index,
     ignore: &Ignore,
-    scope: Option<&[String]>,
     now: u64,
     progress: &ScanProgress,
 ) -> Result<ScanReport, WatchError> {
-    scan_at(root, folder, chunks, index, ignore, scope, scope.is_some(), now, progress)
+    scan_at(root, folder, chunks, index, ignore, None, false, now, progress)
 }
 
 /// The scan; `wait`: a gone path is deleted only once gone for
@@ -778,6 +772,11 @@ fn scan_at(
 ) -> Result<ScanReport, WatchError> {
     let mut unreadable = Vec::new();
     let mut disk = walk(root, ignore, scope, progress, &mut unreadable)?;
+    // What is new here, by inode (see `ino_key`): where something may have
+    // moved to.
+    let fresh: HashSet<(u64, u8)> =
+        disk.iter().filter(|(p, d)| is_new(index, p, d)).map(|(_, d)| ino_key(d.stat, d.kind)).collect();
+    seen_twice(root, index, &fresh, &mut disk);
     // Something new here may have moved from outside the scope (the event
     // for the old path comes in another batch, or never): widen the scope
     // to the old path, or the move would be taken as a new file plus a
@@ -785,7 +784,7 @@ fn scan_at(
     let widened: Vec<String>;
     let scope = match scope {
         Some(sc) => {
-            let from = moved_from_outside(root, index, &disk, sc);
+            let from = moved_from_outside(root, index, &fresh, sc);
             if from.is_empty() {
                 Some(sc)
             } else {
@@ -796,7 +795,6 @@ fn scan_at(
         }
         None => None,
     };
-    seen_twice(root, index, &mut disk);
     // The index as far as this scan can see: the rest is left alone, and
     // so is what lies below a directory that could not be listed.
     let mut outside = Index::default();
@@ -992,9 +990,9 @@ fn scan_inner(
         if folder.tree().path_of(k.id).is_some() {
             let seen = match k.written.as_ref().and_then(Written::recent) {
                 // Unless the file lives on under a name a scan already took
-                // for a new file (a move seen from its new path first, just
-                // after a restart): it holds what we wrote, and keeping the
-                // old one too would make two copies.
+                // for a new file (a move made as a hard link, then a
+                // removal; or one the scan missed): it holds what we wrote,
+                // and keeping the old one too would make two copies.
                 Some([first, ..]) if !lives_on(&mut inodes, index, outside, &k) => first,
                 _ => &k.base,
             };
@@ -1340,7 +1338,8 @@ mod tests {
         for now in ["new", "new/f.txt", "new/m", "new/m/g.txt", "link.txt"] {
             disk.insert(now.to_owned(), on_disk(&root, now));
         }
-        seen_twice(&root, &index, &mut disk);
+        let fresh = disk.iter().filter(|(p, d)| is_new(&index, p, d)).map(|(_, d)| ino_key(d.stat, d.kind)).collect();
+        seen_twice(&root, &index, &fresh, &mut disk);
         let left: Vec<&str> = disk.keys().map(String::as_str).collect();
         assert_eq!(left, ["h.txt", "link.txt", "new", "new/f.txt", "new/m", "new/m/g.txt"]);
         let _ = std::fs::remove_dir_all(&root);
