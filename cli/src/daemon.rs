@@ -542,6 +542,7 @@ fn open_folder(
     let saver = Saver::loaded(&folder);
     folder.set_shareable(Some(saver.saved().clone()));
     let mut unreadable_at_start = Vec::new();
+    let mut deferred_at_start = Vec::new();
     if !mounted {
         std::fs::create_dir_all(&fc.path).with_context(|| format!("cannot create {}", fc.path.display()))?;
         // Live events, forwarded from a thread of their own. Watching starts
@@ -576,6 +577,7 @@ fn open_folder(
         drop(reporter);
         let report = report?;
         unreadable_at_start = report.unreadable.clone();
+        deferred_at_start = report.deferred.clone();
         tracing::debug!(folder = %fc.name, ms = t.elapsed().as_millis() as u64, "loaded and rescanned");
         if !report.is_empty() {
             tracing::info!(folder = %fc.name, created = report.created.len(), modified = report.modified.len(),
@@ -600,6 +602,11 @@ fn open_folder(
         write_error: None,
     };
     local.note_unreadable(None, &unreadable_at_start);
+    // Gone during the start-up scan's second look: a live scan looks again
+    // (see `watcher::scan_with_progress`).
+    for p in deferred_at_start {
+        local.debounce.push(p, DEFERRED_LOOK_MS);
+    }
     Ok((local, folder, chunks))
 }
 

@@ -299,8 +299,8 @@ pub struct ScanReport {
     pub moved: Vec<(String, String)>,
     /// Paths deleted.
     pub deleted: Vec<String>,
-    /// Paths a live scan ([`scan_scoped`]) found gone but left for the
-    /// next scan of them: the other half of a move may be in a later batch
+    /// Paths a live scan ([`scan_scoped`]), or the start-up scan's second
+    /// walk, found gone but left for the next scan of them: the other half of a move may be in a later batch
     /// of events, and deleting now would turn the move into a deletion plus
     /// a new file (both kept, if a peer edited the old one meanwhile). The
     /// caller scans these again shortly; they are deleted once gone for
@@ -709,8 +709,9 @@ fn tracing_skip(_p: &Path) {
     // are left alone (and shown by status once the daemon reports it).
 }
 
-/// Brings the folder up to date with the disk under `root`: what is gone
-/// is deleted at once (a scan while live events flow is [`scan_scoped`]).
+/// Brings the folder up to date with the disk under `root` (the start-up
+/// scan: see [`scan_with_progress`]; a scan while live events flow is
+/// [`scan_scoped`]).
 pub fn scan(
     root: &Path,
     folder: &mut Folder,
@@ -743,7 +744,17 @@ pub fn scan_scoped(
 }
 
 /// [`scan`], counting its progress into `progress` as it goes (the
-/// start-up scan, before live events are read).
+/// start-up scan, before peers are heard).
+///
+/// What it finds gone it looks at again after [`GONE_WAIT`], with a second
+/// walk: a file moved during the first walk, from a directory not reached
+/// yet into one passed, was seen at neither name, and deleting it at once
+/// would make the move a new file plus a deletion (both kept, if a peer
+/// edited the old one). The second look is made here, not left to live
+/// events, so that what changed while stopped is in before any peer's
+/// change: a deletion recorded after a peer's edit had been merged would
+/// supersede it. Paths gone only during the second walk are in
+/// [`ScanReport::deferred`], for the caller's live scans.
 pub fn scan_with_progress(
     root: &Path,
     folder: &mut Folder,
@@ -753,7 +764,35 @@ pub fn scan_with_progress(
     now: u64,
     progress: &ScanProgress,
 ) -> Result<ScanReport, WatchError> {
-    scan_at(root, folder, chunks, index, ignore, None, false, now, progress)
+    start_up_scan(root, folder, chunks, index, ignore, now, progress, || std::thread::sleep(GONE_WAIT))
+}
+
+/// [`scan_with_progress`], with `pause` between the two looks.
+#[allow(clippy::too_many_arguments)]
+fn start_up_scan(
+    root: &Path,
+    folder: &mut Folder,
+    chunks: &mut dyn ChunkStore,
+    index: &mut Index,
+    ignore: &Ignore,
+    now: u64,
+    progress: &ScanProgress,
+    pause: impl FnOnce(),
+) -> Result<ScanReport, WatchError> {
+    let mut report = scan_at(root, folder, chunks, index, ignore, None, true, now, progress)?;
+    if report.deferred.is_empty() {
+        return Ok(report);
+    }
+    pause();
+    let later = now + GONE_WAIT.as_millis() as u64;
+    let second = scan_at(root, folder, chunks, index, ignore, None, true, later, progress)?;
+    report.created.extend(second.created);
+    report.modified.extend(second.modified);
+    report.moved.extend(second.moved);
+    report.deleted.extend(second.deleted);
+    report.deferred = second.deferred;
+    report.unreadable = second.unreadable;
+    Ok(report)
 }
 
 /// The scan; `wait`: a gone path is deleted only once gone for
@@ -1342,6 +1381,46 @@ mod tests {
         seen_twice(&root, &index, &fresh, &mut disk);
         let left: Vec<&str> = disk.keys().map(String::as_str).collect();
         assert_eq!(left, ["h.txt", "link.txt", "new", "new/f.txt", "new/m", "new/m/g.txt"]);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// The start-up scan (no live events yet) meets a file moved during its
+    /// walk from a directory not reached yet into one passed (here: out of
+    /// the folder while the first walk goes on, in before the second). It
+    /// was deleted at once, and the move came next as a new file: with a
+    /// peer's concurrent edit of the old name, both were kept. The second
+    /// look finds the move; a file really gone is still deleted.
+    #[test]
+    fn the_start_up_scan_looks_again_at_what_it_finds_gone() {
+        let root = std::env::temp_dir().join(format!("fsync-start-up-{}", std::process::id()));
+        let aside = root.with_extension("aside");
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("a")).expect("mkdir");
+        std::fs::create_dir_all(root.join("z")).expect("mkdir");
+        std::fs::write(root.join("a/f.txt"), "one\ntwo\n").expect("write");
+        std::fs::write(root.join("gone.txt"), "three\n").expect("write");
+        let mut folder = Folder::new(fsync_core::AgentId::from_index(1));
+        let mut chunks = fsync_core::chunks::Chunks::default();
+        let mut index = Index::default();
+        let ignore = Ignore::load(&root);
+        let progress = ScanProgress::default();
+        start_up_scan(&root, &mut folder, &mut chunks, &mut index, &ignore, 1, &progress, || {}).expect("scan");
+        let f = folder.tree().lookup("a/f.txt").expect("taken in").id;
+        std::fs::rename(root.join("a/f.txt"), &aside).expect("mv out");
+        std::fs::remove_file(root.join("gone.txt")).expect("rm");
+        let mut paused = false;
+        let r = start_up_scan(&root, &mut folder, &mut chunks, &mut index, &ignore, 2, &progress, || {
+            paused = true;
+            std::thread::sleep(GONE_WAIT);
+            std::fs::rename(&aside, root.join("z/g.txt")).expect("mv in");
+        })
+        .expect("scan");
+        assert!(paused);
+        assert_eq!(r.moved, vec![("a/f.txt".to_owned(), "z/g.txt".to_owned())], "{r:?}");
+        assert_eq!((r.created.as_slice(), r.deleted.as_slice()), (&[][..], &["gone.txt".to_owned()][..]), "{r:?}");
+        assert!(r.deferred.is_empty(), "{r:?}");
+        assert_eq!(folder.tree().lookup("z/g.txt").map(|e| e.id), Some(f));
+        assert!(folder.tree().lookup("gone.txt").is_none());
         let _ = std::fs::remove_dir_all(&root);
     }
 }
