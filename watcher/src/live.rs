@@ -7,7 +7,7 @@
 //! up). [`LiveWatcher`] wraps notify (inotify on Linux) and reports queue
 //! overflow or watch errors as "rescan everything", so nothing is missed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -68,7 +68,7 @@ impl Debouncer {
                 return Some(Batch { paths: Vec::new(), all: true });
             }
         }
-        let ready: Vec<String> = self
+        let mut ready: BTreeSet<String> = self
             .pending
             .iter()
             .filter(|(_, &(first, last))| now >= last + self.delay || now >= first + self.max_delay)
@@ -77,6 +77,25 @@ impl Debouncer {
         if ready.is_empty() {
             return None;
         }
+        // A ready directory's scan walks what is below it, settled or not:
+        // those paths go with it.
+        let below: Vec<String> = ready
+            .iter()
+            .flat_map(|r| {
+                let prefix = format!("{r}/");
+                self.pending.range(prefix.clone()..).take_while(move |(p, _)| p.starts_with(&prefix)).map(|(p, _)| p.clone())
+            })
+            .collect();
+        ready.extend(below);
+        // And paths go in the order they were first touched: a move's new
+        // name (a file saved again just after, so not settled, but below a
+        // settled directory) must not be scanned before its old name, or
+        // with a new inode it is taken for a new file and the old one for
+        // deleted (a peer's edit of the old one then kept both: the watcher
+        // simulation). `delay` of slack: the two names of a move may be read
+        // from inotify a moment apart.
+        let horizon = ready.iter().filter_map(|p| self.pending.get(p)).map(|&(first, _)| first).max().unwrap_or(0) + self.delay;
+        ready.extend(self.pending.iter().filter(|(_, &(first, _))| first <= horizon).map(|(p, _)| p.clone()));
         for p in &ready {
             self.pending.remove(p);
         }
@@ -207,6 +226,27 @@ mod tests {
             }
         }
         panic!("never picked up");
+    }
+
+    /// A directory made a while ago, a file moved into it and saved again
+    /// at once: the directory is settled, the new name is not. The scan of
+    /// the directory walks the new name, so the old name goes too, or the
+    /// move would be seen from one side only.
+    #[test]
+    fn a_settled_directory_takes_what_is_below_it_and_what_was_touched_with_that() {
+        let mut d = Debouncer::new(5, 200);
+        d.push("d43".into(), 0);
+        d.push("older.txt".into(), 0);
+        d.push("s1.txt".into(), 50);
+        d.push("d43/r50.txt".into(), 50);
+        d.push("d43/r50.txt".into(), 51);
+        let b = d.poll(52).expect("d43 is settled");
+        assert_eq!(b.paths, vec!["d43", "older.txt", "s1.txt"], "d43/r50.txt is covered by d43");
+        d.push("later.txt".into(), 56);
+        d.push("d43/r50.txt".into(), 58);
+        // Touched within `delay` of a settled path: goes with it.
+        assert_eq!(d.poll(62), Some(Batch { paths: vec!["d43/r50.txt".into(), "later.txt".into()], all: false }));
+        assert_eq!(d.poll(100), None);
     }
 
     #[test]

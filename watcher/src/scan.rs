@@ -709,6 +709,26 @@ fn tracing_skip(_p: &Path) {
     // are left alone (and shown by status once the daemon reports it).
 }
 
+/// Whether entry `id` can move to `path` now: its parent directory is in
+/// the folder, and is not the entry or below it. Moves are made in an
+/// order that keeps this where it can (a move into a directory made since
+/// makes it) (the disk is a tree at every step, the folder
+/// must be too): a directory moved into its own former subdirectory, which
+/// moved out first (`mv d/sub x; mv d x/sub/d`), waits for that move, or
+/// its rename would make the missing parents anew (and the second move then
+/// found its name taken: the scan failed on every try).
+fn placeable(folder: &mut Folder, id: EntryId, path: &str) -> bool {
+    let tree = folder.tree();
+    let Some((parent, _)) = path.rsplit_once('/') else {
+        return true;
+    };
+    match (tree.lookup(parent), tree.path_of(id)) {
+        (Some(p), Some(own)) => p.kind == Kind::Dir && parent != own && !parent.starts_with(&format!("{own}/")),
+        (Some(p), None) => p.kind == Kind::Dir,
+        (None, _) => false,
+    }
+}
+
 /// Brings the folder up to date with the disk under `root` (the start-up
 /// scan: see [`scan_with_progress`]; a scan while live events flow is
 /// [`scan_scoped`]).
@@ -895,7 +915,7 @@ fn scan_inner(
         for g in &gone {
             by_ino.entry((g.1.stat.ino, g.1.kind == Kind::Dir)).or_default().push(g);
         }
-        let mut found = None;
+        let mut found: Option<((bool, usize), String, String, EntryId)> = None;
         for (path, d) in &disk {
             // Only a path the index does not have can be where something
             // moved to (inodes are reused: git deletes one file and its
@@ -911,16 +931,16 @@ fn scan_inner(
                         tracing::trace!(old = %old, new = %path, "inode reused: not a move");
                         continue;
                     }
-                    let better = found.as_ref().is_none_or(|(o, _, _): &(String, String, EntryId)| old.len() < o.len());
-                    if better {
-                        found = Some((old.clone(), path.clone(), known.id));
+                    let key = (!placeable(folder, known.id, path), old.len());
+                    if found.as_ref().is_none_or(|(k, ..)| key < *k) {
+                        found = Some((key, old.clone(), path.clone(), known.id));
                     }
                 }
             }
         }
-        let Some((old, new, id)) = found else { break };
+        let Some((_, old, new, id)) = found else { break };
         if folder.tree().path_of(id).is_some() {
-            folder.rename(id, &new, now)?;
+            folder.rename_alongside(id, &new, now)?;
         }
         index.rekey(&old, &new);
         report.moved.push((old, new));
@@ -958,7 +978,7 @@ fn scan_inner(
                 continue;
             };
             if let Some((old, known)) = by_key.remove(&key) {
-                folder.rename(known.id, p, now)?;
+                folder.rename_alongside(known.id, p, now)?;
                 index.files.remove(&old);
                 index.files.insert(p.clone(), Known { stat: disk[p].stat, ..known });
                 report.moved.push((old, p.clone()));
@@ -1000,7 +1020,7 @@ fn scan_inner(
                 continue;
             };
             if folder.tree().path_of(known.id).is_some() {
-                folder.rename(known.id, &p, now)?;
+                folder.rename_alongside(known.id, &p, now)?;
             }
             let d = &disk[&p];
             let base = take_in(folder, chunks, known.id, &known.base, body, d.stat.exec, now)?;

@@ -306,12 +306,27 @@ pub fn write_back_with(
     // (keeping its inode), if that path is untouched.
     let mut by_id: std::collections::HashMap<EntryId, String> = index.files.iter().map(|(p, k)| (k.id, p.clone())).collect();
     let mut held: std::collections::HashSet<EntryId> = std::collections::HashSet::new();
+    // Directories whose move is held, at their old and new paths: what is
+    // below waits with them. Written into the new path, a file found no
+    // directory there (the seeded simulation: the write-back failed on
+    // every pass); its old path's entries are what the scan needs to
+    // find where the user moved or deleted the directory.
+    let mut held_dirs: std::collections::HashSet<String> = std::collections::HashSet::new();
     for n in &nodes {
+        if under(&held_dirs, &n.path) {
+            held.insert(n.id);
+            continue;
+        }
         let Some(old) = by_id.get(&n.id).cloned() else {
             continue;
         };
         if old == n.path || index.files.contains_key(&n.path) || lstat(&root.join(&n.path)).is_some() {
             continue;
+        }
+        if n.kind == Kind::Dir {
+            // Taken back out below if the move is made.
+            held_dirs.insert(old.clone());
+            held_dirs.insert(n.path.clone());
         }
         if let Some(why) = inaccessible(root, &old).or_else(|| inaccessible(root, &n.path)) {
             report.failed.push((old, why));
@@ -336,6 +351,8 @@ pub fn write_back_with(
             std::fs::create_dir_all(parent).map_err(|e| WatchError::io(parent, e))?;
         }
         std::fs::rename(root.join(&old), root.join(&n.path)).map_err(|e| WatchError::io(&root.join(&old), e))?;
+        held_dirs.remove(&old);
+        held_dirs.remove(&n.path);
         let prefix = format!("{old}/");
         let moved: Vec<String> = index.files.keys().filter(|k| **k == old || k.starts_with(&prefix)).cloned().collect();
         for k in moved {
@@ -372,7 +389,7 @@ pub fn write_back_with(
     for (p, k) in stale {
         // Moved in the folder, but the move waits for the scan (see above):
         // the scan needs the old path to find where the user moved it.
-        if held.contains(&k.id) {
+        if held.contains(&k.id) || under(&held_dirs, &p) {
             continue;
         }
         let full = root.join(&p);
@@ -481,6 +498,11 @@ pub fn write_back_with(
     report.needs_scan.sort();
     report.needs_scan.dedup();
     Ok(report)
+}
+
+/// True when a directory above `path` is in `dirs`.
+fn under(dirs: &std::collections::HashSet<String>, path: &str) -> bool {
+    !dirs.is_empty() && path.match_indices('/').any(|(i, _)| dirs.contains(&path[..i]))
 }
 
 /// Asks for a scan of `path`, unless a scan found it gone and looks again

@@ -1358,3 +1358,77 @@ fn a_move_then_a_save_through_a_temp_file_in_separate_scans_is_one_file() {
     assert_eq!(d.id("z/g.txt"), f);
     assert_eq!(d.text("z/g.txt"), "NEW\none\ntwo\nthree\n");
 }
+
+/// Regression (watcher simulation, seed 1): the user deleted a directory
+/// (its deletion waiting for the second look) while a peer renamed it and
+/// made a file in it. The directory's move was held for the scan, but the
+/// new file was written into its new path, where no directory was: the
+/// write-back failed, on every pass. What is below a held directory waits
+/// with it; once the deletion is taken in, the peer's new file keeps the
+/// directory (concurrent) and is written.
+#[test]
+fn a_peers_file_in_a_directory_deleted_here_waits_for_the_scan() {
+    let mut d = Dir::new("helddir");
+    d.sh("mkdir d && printf 'one\\n' > d/f.txt");
+    d.scan();
+    d.sh("rm -r d");
+    assert_eq!(d.scan_scope(&["d"]).deferred, vec!["d", "d/f.txt"]);
+    remote(&mut d, |other| {
+        let id = other.tree().lookup("d").expect("d").id;
+        other.rename(id, "n", 9).expect("rename");
+        let f = other.create("n/p.txt", Kind::File, 9).expect("create");
+        other.set_text(f, "peer\n", 9).expect("text");
+    });
+    let w = d.write_back();
+    assert!(w.written.is_empty() && w.needs_scan.is_empty(), "{w:?}");
+    assert!(!d.root.join("n").exists(), "nothing is made before the scan has seen the deletion");
+    std::thread::sleep(watcher::GONE_WAIT);
+    let r = d.scan_scope(&["d"]);
+    assert_eq!(r.deleted, vec!["d/f.txt", "d"], "{r:?}");
+    d.write_back();
+    assert_eq!(read_file(&d, "n/p.txt"), "peer\n");
+    assert!(!d.root.join("d").exists() && !d.root.join("n/f.txt").exists());
+}
+
+/// Regression (watcher simulation, seed 38): a directory moved out of its
+/// parent, then the parent moved into it (`mv d/sub x; mv d x/sub/d`).
+/// Taken shortest path first, the parent's move came first and made the
+/// missing `x` anew; the second move then found `x` taken, and the scan
+/// failed on every try. Moves go where their parent already is first.
+#[test]
+fn a_directory_moved_into_its_former_subdirectory_is_two_moves() {
+    let mut d = Dir::new("nestswap");
+    d.sh("mkdir -p d/sub && printf 'one\\n' > d/f.txt && printf 'two\\n' > d/sub/g.txt");
+    d.scan();
+    let (dir, sub, f) = (d.id("d"), d.id("d/sub"), d.id("d/f.txt"));
+    d.sh("mv d/sub x && mv d x/d");
+    let r = d.scan_live();
+    assert_eq!(r.moved, vec![("d/sub".to_owned(), "x".to_owned()), ("d".to_owned(), "x/d".to_owned())], "{r:?}");
+    assert!(r.created.is_empty() && r.deleted.is_empty(), "{r:?}");
+    assert_eq!((d.id("x"), d.id("x/d"), d.id("x/d/f.txt")), (sub, dir, f));
+    assert_eq!(d.paths(), vec!["x", "x/d", "x/d/f.txt", "x/g.txt"]);
+    assert!(d.write_back().moved.is_empty());
+}
+
+/// A move on disk onto a name a peer's new file has in the folder (not
+/// written yet): the two are concurrent, and both stay, named by the
+/// usual rule. The scan failed on it (the name was taken), on every try.
+#[test]
+fn a_move_onto_the_name_of_a_peers_file_not_yet_written_keeps_both() {
+    let mut d = Dir::new("moveonto");
+    d.sh("printf 'mine\\n' > a.txt");
+    d.scan();
+    let a = d.id("a.txt");
+    remote_new_file(&mut d, "b.txt", "theirs\n");
+    d.sh("mv a.txt b.txt");
+    let r = d.scan_scope(&["a.txt", "b.txt"]);
+    assert_eq!(r.moved, vec![("a.txt".to_owned(), "b.txt".to_owned())], "{r:?}");
+    d.write_back();
+    let files = d.text_files();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let mut texts: Vec<String> = files.iter().map(|p| read_file(&d, p)).collect();
+    texts.sort();
+    assert_eq!(texts, ["mine\n", "theirs\n"]);
+    assert!(files.iter().any(|p| d.id(p) == a));
+    assert!(d.scan_live().is_empty());
+}

@@ -435,12 +435,20 @@ impl Folder {
 
     /// Renames or moves an entry to `path` (missing parents are created).
     pub fn rename(&mut self, id: EntryId, path: &str, now: u64) -> Result<(), FolderError> {
+        if self.tree().lookup(path).is_some_and(|n| n.id != id) {
+            return Err(FolderError::Exists(path.to_owned()));
+        }
+        self.rename_alongside(id, path, now)
+    }
+
+    /// Renames or moves an entry to `path` even if another entry has that
+    /// path already: for a move made on disk while a peer's entry of that
+    /// name was on its way here (concurrent, like [`Folder::create_alongside`]:
+    /// the tree names the two by the usual rule).
+    pub fn rename_alongside(&mut self, id: EntryId, path: &str, now: u64) -> Result<(), FolderError> {
         let parts = split_path(path)?;
         if !self.entries.contains_key(&id) {
             return Err(FolderError::UnknownEntry(id));
-        }
-        if self.tree().lookup(path).is_some_and(|n| n.id != id) {
-            return Err(FolderError::Exists(path.to_owned()));
         }
         let (name, dirs) = parts.split_last().ok_or(PathError::Empty)?;
         if let Some(p) = self.tree().path_of(id).map(str::to_owned) {
