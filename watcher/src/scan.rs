@@ -709,6 +709,42 @@ fn tracing_skip(_p: &Path) {
     // are left alone (and shown by status once the daemon reports it).
 }
 
+/// Where the disk's `path` is in the folder: below the directory the index
+/// knows at its parent, wherever the folder has that directory now. The
+/// two differ while a peer's move of a directory is merged but not yet
+/// written here (or held, see the write-back): read as a folder path, a
+/// file moved or made in that directory on disk was put in a new directory
+/// of the old name (a second copy of the directory), or the scan failed on
+/// the names (the watcher simulation).
+fn in_folder(folder: &mut Folder, index: &Index, path: &str) -> String {
+    let Some((parent, name)) = path.rsplit_once('/') else {
+        return path.to_owned();
+    };
+    match index.files.get(parent).filter(|k| k.kind == Kind::Dir).and_then(|k| folder.tree().path_of(k.id)) {
+        Some(at) => format!("{at}/{name}"),
+        None => format!("{}/{name}", in_folder(folder, index, parent)),
+    }
+}
+
+/// Moves entry `id` to where the disk has it (`path`). A move that would
+/// put a directory into itself in the folder (the user moved it into a
+/// directory that a peer, concurrently, moved into it) is not recorded:
+/// the folder keeps the peer's, and the write-back puts the disk back in
+/// step with it.
+fn move_entry(folder: &mut Folder, index: &Index, id: EntryId, path: &str, now: u64) -> Result<(), WatchError> {
+    if folder.tree().path_of(id).is_none() {
+        return Ok(());
+    }
+    let to = in_folder(folder, index, path);
+    match folder.rename_alongside(id, &to, now) {
+        Err(fsync_core::folder::FolderError::IntoItself) => {
+            tracing::debug!(path, to, "a move into itself in the folder: the folder's move wins");
+            Ok(())
+        }
+        r => r.map_err(Into::into),
+    }
+}
+
 /// Whether entry `id` can move to `path` now: its parent directory is in
 /// the folder, and is not the entry or below it. Moves are made in an
 /// order that keeps this where it can (a move into a directory made since
@@ -931,7 +967,8 @@ fn scan_inner(
                         tracing::trace!(old = %old, new = %path, "inode reused: not a move");
                         continue;
                     }
-                    let key = (!placeable(folder, known.id, path), old.len());
+                    let to = in_folder(folder, index, path);
+                    let key = (!placeable(folder, known.id, &to), old.len());
                     if found.as_ref().is_none_or(|(k, ..)| key < *k) {
                         found = Some((key, old.clone(), path.clone(), known.id));
                     }
@@ -939,9 +976,7 @@ fn scan_inner(
             }
         }
         let Some((_, old, new, id)) = found else { break };
-        if folder.tree().path_of(id).is_some() {
-            folder.rename_alongside(id, &new, now)?;
-        }
+        move_entry(folder, index, id, &new, now)?;
         index.rekey(&old, &new);
         report.moved.push((old, new));
     }
@@ -978,8 +1013,8 @@ fn scan_inner(
                 continue;
             };
             if let Some((old, known)) = by_key.remove(&key) {
-                folder.rename_alongside(known.id, p, now)?;
                 index.files.remove(&old);
+                move_entry(folder, index, known.id, p, now)?;
                 index.files.insert(p.clone(), Known { stat: disk[p].stat, ..known });
                 report.moved.push((old, p.clone()));
             }
@@ -1019,9 +1054,7 @@ fn scan_inner(
             let Some(body) = bodies.remove(&p) else {
                 continue;
             };
-            if folder.tree().path_of(known.id).is_some() {
-                folder.rename_alongside(known.id, &p, now)?;
-            }
+            move_entry(folder, index, known.id, &p, now)?;
             let d = &disk[&p];
             let base = take_in(folder, chunks, known.id, &known.base, body, d.stat.exec, now)?;
             index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, written: None, ..known });
@@ -1071,7 +1104,8 @@ fn scan_inner(
             continue;
         };
         let d = &disk[&p];
-        let existing = folder.tree().lookup(&p).map(|n| (n.id, n.kind));
+        let at = in_folder(folder, index, &p);
+        let existing = folder.tree().lookup(&at).map(|n| (n.id, n.kind));
         let intent = index.new_intents.remove(&p);
         let mut from: Vec<EventId> = Vec::new();
         let id = match existing {
@@ -1093,7 +1127,7 @@ fn scan_inner(
             // A peer's file of that name not written here yet: ours is
             // another file, created concurrently (taking it as an edit of
             // theirs would replace their content).
-            Some(_) => folder.create_alongside(&p, d.kind, now)?,
+            Some(_) => folder.create_alongside(&at, d.kind, now)?,
             None => {
                 if let Some(to) = saved_after_move(folder, index, &p, d, &body) {
                     // Known here until the write-back removes it (the tree
@@ -1112,7 +1146,7 @@ fn scan_inner(
                         index.files.iter().filter(|(_, k)| k.stat.ino == d.stat.ino).map(|(q, k)| (q, &k.stat)).collect();
                     tracing::trace!(path = %p, stat = ?d.stat, known_with_inode = ?same, "new file");
                 }
-                folder.create(&p, d.kind, now)?
+                folder.create(&at, d.kind, now)?
             }
         };
         let base = take_in(folder, chunks, id, &from, body, d.stat.exec, now)?;

@@ -1432,3 +1432,26 @@ fn a_move_onto_the_name_of_a_peers_file_not_yet_written_keeps_both() {
     assert!(files.iter().any(|p| d.id(p) == a));
     assert!(d.scan_live().is_empty());
 }
+
+/// A file moved on disk into a directory a peer has renamed, before the
+/// rename is written here: it goes into that directory, under its new
+/// name. Read as a folder path, the old name made a second directory of
+/// that name (the watcher simulation, seed 247, where it then made a
+/// cycle the write-back could not undo).
+#[test]
+fn a_file_moved_into_a_directory_a_peer_renamed_meanwhile_follows_it() {
+    let mut d = Dir::new("intorenamed");
+    d.sh("mkdir a && printf 'one\\n' > f.txt");
+    d.scan();
+    let (a, f) = (d.id("a"), d.id("f.txt"));
+    remote_edit(&mut d, "a", |other, id| other.rename(id, "b", 9).expect("rename"));
+    d.sh("mv f.txt a/f.txt && printf 'two\\n' > a/g.txt");
+    let r = d.scan_scope(&["f.txt", "a"]);
+    assert_eq!(r.moved, vec![("f.txt".to_owned(), "a/f.txt".to_owned())], "{r:?}");
+    assert_eq!((d.id("b"), d.id("b/f.txt")), (a, f));
+    assert_eq!(d.paths(), vec!["b", "b/f.txt", "b/g.txt"]);
+    d.write_back();
+    assert_eq!((read_file(&d, "b/f.txt"), read_file(&d, "b/g.txt")), ("one\n".to_owned(), "two\n".to_owned()));
+    assert!(!d.root.join("a").exists());
+    assert!(d.scan_live().is_empty());
+}

@@ -331,7 +331,11 @@ impl Sim {
         for _ in 0..3 {
             let w = match write_back(&self.root, &mut self.folder, &mut self.chunks, &mut self.index) {
                 Ok(w) => w,
-                Err(e) => self.fail(&format!("write-back failed: {e}")),
+                Err(e) => {
+                    let model: Vec<String> = self.folder.tree().nodes().map(|n| n.path.clone()).collect();
+                    let (files, dirs) = self.on_disk();
+                    self.fail(&format!("write-back failed: {e}\n model {model:?}\n disk {dirs:?} {files:?}"))
+                }
             };
             self.note(format!(
                 "write-back: written {:?} removed {:?} moved {:?} needs_scan {:?} raced {:?}",
