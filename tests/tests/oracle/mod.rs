@@ -784,7 +784,10 @@ pub fn check(ledger: &Ledger, final_tree: &BTreeMap<String, Entry>, node: &Node,
             }
         }
     }
-    // Every version of every binary file left, from its history.
+    // Every version of every binary file left, from its history. Old
+    // versions' chunks may still be arriving after the trees converged (the
+    // soak leaves thousands): `cat --at` says "not arrived yet" until then.
+    let fetching = history_fetched(node, Duration::from_secs(300));
     let mut history: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
     for (file, paths) in &bins {
         for p in paths {
@@ -817,8 +820,26 @@ pub fn check(ledger: &Ledger, final_tree: &BTreeMap<String, Entry>, node: &Node,
         }
         v.blobs_checked += 1;
         if !history.get(&file).is_some_and(|h| h.contains(&blob)) {
-            v.lost.push(format!("blob {blob} of binary file {file} is neither there nor in its history"));
+            v.lost.push(format!(
+                "blob {blob} of binary file {file} is neither there nor in its history ({fetching} chunks still to fetch)"
+            ));
         }
     }
     v
+}
+
+/// Waits (at most `limit`) until `node` has every chunk its history refers
+/// to; returns how many it still lacks.
+fn history_fetched(node: &Node, limit: Duration) -> u64 {
+    let start = Instant::now();
+    loop {
+        // No daemon answering: nothing to wait for.
+        let Some(status) = node.try_status() else { return 0 };
+        let left: u64 =
+            status["folders"].as_array().map_or(0, |fs| fs.iter().filter_map(|f| f["chunks_to_fetch"].as_u64()).sum());
+        if left == 0 || start.elapsed() > limit {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
