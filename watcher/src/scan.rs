@@ -300,9 +300,10 @@ pub struct ScanReport {
     /// Paths deleted.
     pub deleted: Vec<String>,
     /// Paths a live scan ([`scan_scoped`]), or the start-up scan's second
-    /// walk, found gone but left for the next scan of them: the other half of a move may be in a later batch
-    /// of events, and deleting now would turn the move into a deletion plus
-    /// a new file (both kept, if a peer edited the old one meanwhile). The
+    /// walk, found gone but left for the next scan of them: the other half
+    /// of a move may be in a later batch of events, and deleting now would
+    /// turn the move into a deletion plus a new file (both kept, if a peer
+    /// edited the old one meanwhile). The
     /// caller scans these again shortly; they are deleted once gone for
     /// [`GONE_WAIT`].
     pub deferred: Vec<String>,
@@ -745,14 +746,14 @@ fn move_entry(folder: &mut Folder, index: &Index, id: EntryId, path: &str, now: 
     }
 }
 
-/// Whether entry `id` can move to `path` now: its parent directory is in
-/// the folder, and is not the entry or below it. Moves are made in an
-/// order that keeps this where it can (a move into a directory made since
-/// makes it) (the disk is a tree at every step, the folder
-/// must be too): a directory moved into its own former subdirectory, which
-/// moved out first (`mv d/sub x; mv d x/sub/d`), waits for that move, or
-/// its rename would make the missing parents anew (and the second move then
-/// found its name taken: the scan failed on every try).
+/// Whether entry `id` can move to folder path `path` now: its parent
+/// directory is in the folder, and is not the entry or below it. Moves
+/// that can go first (a move into a directory made on disk since cannot
+/// wait: its rename makes the directory). A directory moved into its own
+/// former subdirectory, which moved out first (`mv d/sub x; mv d x/sub/d`),
+/// waits for that move: taken first, its rename made the missing parents
+/// anew, and the second move found its name taken (the scan failed on
+/// every try).
 fn placeable(folder: &mut Folder, id: EntryId, path: &str) -> bool {
     let tree = folder.tree();
     let Some((parent, _)) = path.rsplit_once('/') else {

@@ -104,7 +104,7 @@ impl Sim {
     /// Files and directories on disk (relative), walked now.
     fn on_disk(&self) -> (Vec<String>, Vec<String>) {
         let (mut files, mut dirs) = (Vec::new(), Vec::new());
-        for e in walkdir(&self.root) {
+        for e in list_tree(&self.root) {
             let rel = e.strip_prefix(&self.root).expect("under root").to_string_lossy().into_owned();
             if e.is_dir() {
                 dirs.push(rel);
@@ -392,18 +392,7 @@ impl Sim {
     /// Where the disk and the merged state (of either replica) differ.
     fn differences(&mut self) -> Vec<String> {
         let mut out = Vec::new();
-        let mut model = BTreeMap::new();
-        let nodes: Vec<_> = self.folder.tree().nodes().cloned().collect();
-        for n in &nodes {
-            let text = (n.kind == Kind::File).then(|| self.folder.doc(n.id).map(|d| d.text()).unwrap_or_default());
-            model.insert(n.path.clone(), text);
-        }
-        let mut peer = BTreeMap::new();
-        let nodes: Vec<_> = self.peer.tree().nodes().cloned().collect();
-        for n in &nodes {
-            let text = (n.kind == Kind::File).then(|| self.peer.doc(n.id).map(|d| d.text()).unwrap_or_default());
-            peer.insert(n.path.clone(), text);
-        }
+        let (model, peer) = (merged(&mut self.folder), merged(&mut self.peer));
         if model != peer {
             out.push(format!("replicas differ:\n local {model:?}\n peer  {peer:?}"));
         }
@@ -456,7 +445,17 @@ impl Drop for Sim {
     }
 }
 
-fn walkdir(root: &Path) -> Vec<PathBuf> {
+/// A replica's paths, with the text of each file.
+fn merged(folder: &mut Folder) -> BTreeMap<String, Option<String>> {
+    let nodes: Vec<_> = folder.tree().nodes().cloned().collect();
+    nodes
+        .iter()
+        .map(|n| (n.path.clone(), (n.kind == Kind::File).then(|| folder.doc(n.id).map(|d| d.text()).unwrap_or_default())))
+        .collect()
+}
+
+/// Every path below `root`, sorted.
+fn list_tree(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
