@@ -93,6 +93,15 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        // A failed test shows what its daemons said last (CI keeps nothing).
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- {} daemon log, last {} lines:", self.scratch.display(), tail.len());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
         // FSYNC_KEEP=1 keeps homes, folders and logs for a post-mortem.
         if std::env::var_os("FSYNC_KEEP").is_some() {
             return;
