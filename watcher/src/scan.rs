@@ -797,7 +797,7 @@ pub fn scan_scoped(
     scope: Option<&[String]>,
     now: u64,
 ) -> Result<ScanReport, WatchError> {
-    scan_at(root, folder, chunks, index, ignore, scope, true, now, &ScanProgress::default())
+    scan_at(root, folder, chunks, index, ignore, scope, now, &ScanProgress::default())
 }
 
 /// [`scan`], counting its progress into `progress` as it goes (the
@@ -836,13 +836,13 @@ fn start_up_scan(
     progress: &ScanProgress,
     pause: impl FnOnce(),
 ) -> Result<ScanReport, WatchError> {
-    let mut report = scan_at(root, folder, chunks, index, ignore, None, true, now, progress)?;
+    let mut report = scan_at(root, folder, chunks, index, ignore, None, now, progress)?;
     if report.deferred.is_empty() {
         return Ok(report);
     }
     pause();
     let later = now + GONE_WAIT.as_millis() as u64;
-    let second = scan_at(root, folder, chunks, index, ignore, None, true, later, progress)?;
+    let second = scan_at(root, folder, chunks, index, ignore, None, later, progress)?;
     report.created.extend(second.created);
     report.modified.extend(second.modified);
     report.moved.extend(second.moved);
@@ -852,8 +852,8 @@ fn start_up_scan(
     Ok(report)
 }
 
-/// The scan; `wait`: a gone path is deleted only once gone for
-/// [`GONE_WAIT`].
+/// The scan. A gone path is deleted only once gone for [`GONE_WAIT`]
+/// (every scan waits: see [`scan_scoped`] and [`scan_with_progress`]).
 #[allow(clippy::too_many_arguments)]
 fn scan_at(
     root: &Path,
@@ -862,7 +862,6 @@ fn scan_at(
     index: &mut Index,
     ignore: &Ignore,
     scope: Option<&[String]>,
-    wait: bool,
     now: u64,
     progress: &ScanProgress,
 ) -> Result<ScanReport, WatchError> {
@@ -906,7 +905,7 @@ fn scan_at(
         }
     }
     tracing::trace!(scope = ?scope, "scan");
-    let result = scan_inner(root, folder, chunks, index, &outside, disk, wait, now, progress);
+    let result = scan_inner(root, folder, chunks, index, &outside, disk, now, progress);
     index.files.append(&mut outside.files);
     // The scan took in the files of the new-file intents in scope (or
     // found them known otherwise). Of the rest, those with no file never
@@ -934,7 +933,6 @@ fn scan_inner(
     index: &mut Index,
     outside: &Index,
     disk: BTreeMap<String, OnDisk>,
-    wait: bool,
     now: u64,
     progress: &ScanProgress,
 ) -> Result<ScanReport, WatchError> {
@@ -1064,15 +1062,15 @@ fn scan_inner(
         }
     }
 
-    // Deletions, deepest first. A live scan waits for one more look at a
-    // path gone for the first time: the other half of a move may come in
-    // the next batch of events (see `scan_scoped`).
+    // Deletions, deepest first. A path gone for the first time waits for
+    // one more look: the other half of a move may come in the next batch
+    // of events, or the next walk (see `scan_scoped`, `scan_with_progress`).
     let gone: Vec<(String, Known)> =
         index.files.iter().rev().filter(|(p, k)| is_gone(&disk, p, k)).map(|(p, k)| (p.clone(), k.clone())).collect();
     // Inodes of the files known here, by entry (built when needed).
     let mut inodes: Option<HashMap<u64, Vec<EntryId>>> = None;
     for (p, k) in gone {
-        if wait && index.deferred.entry(p.clone()).or_insert_with(Instant::now).elapsed() < GONE_WAIT {
+        if index.deferred.entry(p.clone()).or_insert_with(Instant::now).elapsed() < GONE_WAIT {
             report.deferred.push(p);
             continue;
         }
