@@ -1455,3 +1455,26 @@ fn a_file_moved_into_a_directory_a_peer_renamed_meanwhile_follows_it() {
     assert!(!d.root.join("a").exists());
     assert!(d.scan_live().is_empty());
 }
+
+/// A directory made on disk at the name a peer's file has in the folder
+/// (not written yet), with a file in it: the two are concurrent and both
+/// stay, and the file goes into our directory, whatever name the folder
+/// gives it (the scan makes the directory before what is in it, and
+/// places that by the directory's entry, not by its name).
+#[test]
+fn a_directory_made_at_the_name_of_a_peers_unwritten_file_keeps_both() {
+    let mut d = Dir::new("dironfile");
+    d.scan();
+    remote_new_file(&mut d, "x", "theirs\n");
+    d.sh("mkdir x && printf 'mine\\n' > x/f.txt");
+    let r = d.scan_scope(&["x"]);
+    assert_eq!(r.created, vec!["x", "x/f.txt"], "{r:?}");
+    d.write_back();
+    assert!(d.scan_live().is_empty());
+    let paths = d.paths();
+    assert_eq!(paths.len(), 3, "{paths:?}");
+    let file = paths.iter().find(|p| p.ends_with("/f.txt")).expect("our file");
+    assert_eq!(read_file(&d, file), "mine\n");
+    let theirs = paths.iter().find(|p| !p.contains('/') && d.root.join(p).is_file()).expect("their file").clone();
+    assert_eq!(read_file(&d, &theirs), "theirs\n");
+}
