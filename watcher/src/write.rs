@@ -305,16 +305,10 @@ pub fn write_back_with(
     // Renames first: an entry the index knows at another path moves on disk
     // (keeping its inode), if that path is untouched.
     let mut by_id: std::collections::HashMap<EntryId, String> = index.files.iter().map(|(p, k)| (k.id, p.clone())).collect();
-    let mut held: std::collections::HashSet<EntryId> = std::collections::HashSet::new();
-    // Directories whose move is held, at their old and new paths: what is
-    // below waits with them. Written into the new path, a file found no
-    // directory there (the seeded simulation: the write-back failed on
-    // every pass); its old path's entries are what the scan needs to
-    // find where the user moved or deleted the directory.
-    let mut held_dirs: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut held = Held::default();
     for n in &nodes {
-        if under(&held_dirs, &n.path) {
-            held.insert(n.id);
+        if held.below(&n.path) {
+            held.ids.insert(n.id);
             continue;
         }
         let Some(old) = by_id.get(&n.id).cloned() else {
@@ -323,19 +317,14 @@ pub fn write_back_with(
         if old == n.path || index.files.contains_key(&n.path) || lstat(&root.join(&n.path)).is_some() {
             continue;
         }
-        if n.kind == Kind::Dir {
-            // Taken back out below if the move is made.
-            held_dirs.insert(old.clone());
-            held_dirs.insert(n.path.clone());
-        }
         if let Some(why) = inaccessible(root, &old).or_else(|| inaccessible(root, &n.path)) {
+            held.hold(n, &old);
             report.failed.push((old, why));
-            held.insert(n.id);
             continue;
         }
         if let Some(gone) = vanished_dir(root, index, &n.path) {
             needs_scan(index, &mut report, gone);
-            held.insert(n.id);
+            held.hold(n, &old);
             continue;
         }
         if !untouched(root, &old, index.files.get(&old)) {
@@ -343,16 +332,14 @@ pub fn write_back_with(
             // copy beside the changed old one (the index would know the
             // entry at two paths). The scan takes the change in, then the
             // next pass moves it.
+            held.hold(n, &old);
             needs_scan(index, &mut report, old);
-            held.insert(n.id);
             continue;
         }
         if let Some(parent) = root.join(&n.path).parent() {
             std::fs::create_dir_all(parent).map_err(|e| WatchError::io(parent, e))?;
         }
         std::fs::rename(root.join(&old), root.join(&n.path)).map_err(|e| WatchError::io(&root.join(&old), e))?;
-        held_dirs.remove(&old);
-        held_dirs.remove(&n.path);
         let prefix = format!("{old}/");
         let moved: Vec<String> = index.files.keys().filter(|k| **k == old || k.starts_with(&prefix)).cloned().collect();
         for k in moved {
@@ -389,7 +376,7 @@ pub fn write_back_with(
     for (p, k) in stale {
         // Moved in the folder, but the move waits for the scan (see above):
         // the scan needs the old path to find where the user moved it.
-        if held.contains(&k.id) || under(&held_dirs, &p) {
+        if held.ids.contains(&k.id) || held.below(&p) {
             continue;
         }
         let full = root.join(&p);
@@ -424,7 +411,7 @@ pub fn write_back_with(
     // recorded, then the batch lands.
     let mut batch: Vec<Pending> = Vec::new();
     for n in &nodes {
-        if held.contains(&n.id) {
+        if held.ids.contains(&n.id) {
             continue;
         }
         let Some(state) = folder.state(n.id).cloned() else {
@@ -500,9 +487,31 @@ pub fn write_back_with(
     Ok(report)
 }
 
-/// True when a directory above `path` is in `dirs`.
-fn under(dirs: &std::collections::HashSet<String>, path: &str) -> bool {
-    !dirs.is_empty() && path.match_indices('/').any(|(i, _)| dirs.contains(&path[..i]))
+/// Entries whose move on disk waits for the scan (the user changed or
+/// moved something it needs), and what lies below such a directory, at its
+/// old and its new path: written into the new path, a file found no
+/// directory there (the watcher simulation: the write-back failed on every
+/// pass), and the old path's entries are what the scan needs to find where
+/// the user moved or deleted the directory.
+#[derive(Default)]
+struct Held {
+    ids: std::collections::HashSet<EntryId>,
+    dirs: std::collections::HashSet<String>,
+}
+
+impl Held {
+    fn hold(&mut self, n: &fsync_core::folder::Node, old: &str) {
+        self.ids.insert(n.id);
+        if n.kind == Kind::Dir {
+            self.dirs.insert(old.to_owned());
+            self.dirs.insert(n.path.clone());
+        }
+    }
+
+    /// True when a held directory is above `path`.
+    fn below(&self, path: &str) -> bool {
+        !self.dirs.is_empty() && path.match_indices('/').any(|(i, _)| self.dirs.contains(&path[..i]))
+    }
 }
 
 /// Asks for a scan of `path`, unless a scan found it gone and looks again

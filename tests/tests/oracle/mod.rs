@@ -263,20 +263,6 @@ impl Cluster {
         self.net.as_ref().map_or(0, netns::Netns::dropped) + self.proxies.values().map(Proxy::dropped).sum::<u64>()
     }
 
-    pub fn logs(&self) -> String {
-        let mut s = String::new();
-        for (i, m) in self.members.iter().enumerate() {
-            let log = m.node.log();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            s.push_str(&format!("--- node {i} log (last 60 lines):\n"));
-            for l in tail.into_iter().rev() {
-                s.push_str(l);
-                s.push('\n');
-            }
-        }
-        s
-    }
-
     /// Waits until every node holds the same tree and keeps it for a second.
     pub fn converge(&self, limit: Duration) -> Result<(BTreeMap<String, Entry>, Duration), String> {
         let start = Instant::now();

@@ -95,12 +95,7 @@ impl Drop for Node {
     fn drop(&mut self) {
         // A failed test shows what its daemons said last (CI keeps nothing).
         if std::thread::panicking() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!("--- {} daemon log, last {} lines:", self.scratch.display(), tail.len());
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
-            }
+            eprintln!("--- {} daemon log, last 60 lines:\n{}", self.scratch.display(), self.log_tail(60));
         }
         // FSYNC_KEEP=1 keeps homes, folders and logs for a post-mortem.
         if std::env::var_os("FSYNC_KEEP").is_some() {
@@ -212,6 +207,13 @@ impl Node {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.scratch.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// The last `n` lines of the daemon's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 }
 
