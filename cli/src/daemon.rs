@@ -54,6 +54,8 @@ const DEFERRED_LOOK_MS: u64 = 50;
 const MAX_WAIT_MS: u64 = 200;
 /// After a failure, try again this often.
 const RETRY: Duration = Duration::from_secs(2);
+/// The longest wait between retries of a failure that keeps happening.
+const RETRY_MAX: Duration = Duration::from_secs(60);
 /// How often sync progress is looked at and peers' last-seen saved.
 const TICK: Duration = Duration::from_secs(1);
 /// Changes through the mount are saved together at most this often.
@@ -92,6 +94,8 @@ struct Local {
     /// Why the last write into the folder failed (a read-only folder), until
     /// one succeeds.
     write_error: Option<String>,
+    /// Why the start-up scan failed (taken by the daemon once it runs).
+    start_error: Option<anyhow::Error>,
 }
 
 impl Local {
@@ -325,6 +329,12 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
     } else {
         drop(mount_tx);
     }
+    for i in 0..d.locals.len() {
+        if let Some(e) = d.locals[i].start_error.take() {
+            let what = format!("cannot scan folder {} ({})", d.locals[i].name, d.locals[i].root.display());
+            d.fail(&what, &e);
+        }
+    }
     d.apply_peers(&config);
     d.config = config;
     for i in 0..d.locals.len() {
@@ -543,6 +553,7 @@ fn open_folder(
     folder.set_shareable(Some(saver.saved().clone()));
     let mut unreadable_at_start = Vec::new();
     let mut deferred_at_start = Vec::new();
+    let mut start_error = None;
     if !mounted {
         std::fs::create_dir_all(&fc.path).with_context(|| format!("cannot create {}", fc.path.display()))?;
         // Live events, forwarded from a thread of their own. Watching starts
@@ -575,13 +586,19 @@ fn open_folder(
         let ignore = Ignore::load(&fc.path);
         let report = watcher::scan_with_progress(&fc.path, &mut folder, &mut chunks, &mut index, &ignore, now_ms(), &progress);
         drop(reporter);
-        let report = report?;
-        unreadable_at_start = report.unreadable.clone();
-        deferred_at_start = report.deferred.clone();
-        tracing::debug!(folder = %fc.name, ms = t.elapsed().as_millis() as u64, "loaded and rescanned");
-        if !report.is_empty() {
-            tracing::info!(folder = %fc.name, created = report.created.len(), modified = report.modified.len(),
-                moved = report.moved.len(), deleted = report.deleted.len(), "changes made while stopped");
+        match report {
+            Ok(report) => {
+                unreadable_at_start = report.unreadable.clone();
+                deferred_at_start = report.deferred.clone();
+                tracing::debug!(folder = %fc.name, ms = t.elapsed().as_millis() as u64, "loaded and rescanned");
+                if !report.is_empty() {
+                    tracing::info!(folder = %fc.name, created = report.created.len(), modified = report.modified.len(),
+                        moved = report.moved.len(), deleted = report.deleted.len(), "changes made while stopped");
+                }
+            }
+            // The daemon starts all the same: the folder is scanned again
+            // with backoff, and the failure is shown by status.
+            Err(e) => start_error = Some(anyhow::Error::from(e)),
         }
     }
     let durable = saver.clone();
@@ -594,12 +611,13 @@ fn open_folder(
         saver,
         durable,
         debounce: Debouncer::new(QUIET_MS, MAX_WAIT_MS),
-        rescan: false,
+        rescan: start_error.is_some(),
         index_saved: None,
         snapshot_events,
         snapshot_now: false,
         unreadable: BTreeMap::new(),
         write_error: None,
+        start_error,
     };
     local.note_unreadable(None, &unreadable_at_start);
     // Gone during the start-up scan's second look: a live scan looks again
@@ -616,14 +634,28 @@ impl Daemon {
     }
 
     /// Logs a failure, keeps it for `fsync status`, and schedules a retry.
+    /// The same failure again is counted, not logged again, and retried
+    /// less often each time (up to [`RETRY_MAX`]): a stuck folder shows one
+    /// line, not one per attempt.
     fn fail(&mut self, what: &str, e: &anyhow::Error) {
         let message = format!("{what}: {e:#}");
-        tracing::error!("{message}; retrying every {}s", RETRY.as_secs());
-        if self.errors.len() == KEEP_ERRORS {
-            self.errors.pop_front();
-        }
-        self.errors.push_back(ErrorEntry { time: now_ms(), message });
-        self.retry_at = Some(Instant::now() + RETRY);
+        let backoff = match self.errors.back_mut().filter(|last| last.message == message) {
+            Some(last) => {
+                last.repeats += 1;
+                last.time = now_ms();
+                RETRY.saturating_mul(1 << last.repeats.min(8)).min(RETRY_MAX)
+            }
+            None => {
+                tracing::error!("{message}; retrying in {}s, then less often", RETRY.as_secs());
+                if self.errors.len() == KEEP_ERRORS {
+                    self.errors.pop_front();
+                }
+                self.errors.push_back(ErrorEntry { time: now_ms(), message, repeats: 0 });
+                RETRY
+            }
+        };
+        let at = Instant::now() + backoff;
+        self.retry_at = Some(self.retry_at.map_or(at, |r| r.max(at)));
     }
 
     /// Takes disk changes in (a scope of paths, or everything) and saves

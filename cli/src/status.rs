@@ -66,6 +66,10 @@ pub struct ErrorEntry {
     pub time: u64,
     /// What failed and why.
     pub message: String,
+    /// How many times it failed again since, the same way (retried with
+    /// backoff, logged once).
+    #[serde(default)]
+    pub repeats: u64,
 }
 
 /// One folder.
@@ -218,7 +222,8 @@ impl Status {
             out.push_str(&format!("invites {} open\n", self.invites));
         }
         for e in &self.errors {
-            out.push_str(&format!("error   {}  {}\n", ago(e.time), e.message));
+            let again = if e.repeats > 0 { format!(" (failed {} more times since)", e.repeats) } else { String::new() };
+            out.push_str(&format!("error   {}  {}{again}\n", ago(e.time), e.message));
         }
         out
     }

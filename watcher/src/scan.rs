@@ -45,12 +45,11 @@ pub struct Known {
     /// `.0`, the write landed and the disk holds version `.1` (the index
     /// update after it may have been lost in a crash).
     pub staged: Option<(u64, Vec<EventId>)>,
-    /// Our write-backs of this path in the last [`UNSEEN_WRITE`]; in memory
-    /// only. A deletion or save seen meanwhile may come from a program that
-    /// never saw what we wrote. A deletion is taken as made on the version
-    /// before the first of them, so a peer's edit there is concurrent with
-    /// it and keeps the file (CONTRACT: edit vs delete); a save is diffed
-    /// from whichever version it is closest to.
+    /// When our write-back last landed at this path, within the last
+    /// [`UNSEEN_WRITE`]; in memory only. A file found cut short of what we
+    /// wrote a moment ago is looked at once more before it is taken in (a
+    /// rewrite caught half way). It never changes what a save or deletion
+    /// is taken as made on: that is always what the disk held (`base`).
     pub(crate) written: Option<Written>,
 }
 
@@ -59,32 +58,17 @@ pub struct Known {
 pub(crate) struct Written {
     /// When the last write landed.
     pub(crate) at: Instant,
-    /// The version the disk held before each write, oldest first.
-    pub(crate) before: Vec<Vec<EventId>>,
 }
 
 impl Written {
-    /// After writing over `known` (which held entry `id`, or another).
-    pub(crate) fn after(known: Option<&Known>, id: EntryId) -> Written {
-        let mut before = match known {
-            Some(k) if k.id == id => match &k.written {
-                Some(w) if w.at.elapsed() < UNSEEN_WRITE => w.before.clone(),
-                _ => Vec::new(),
-            },
-            _ => Vec::new(),
-        };
-        // Nothing of this entry, when the path held none of it.
-        before.push(known.filter(|k| k.id == id).map(|k| k.base.clone()).unwrap_or_default());
-        // A file written all the time: the oldest and the newest matter.
-        if before.len() > 4 {
-            before.drain(1..before.len() - 3);
-        }
-        Written { at: Instant::now(), before }
+    /// A write that landed now.
+    pub(crate) fn now() -> Written {
+        Written { at: Instant::now() }
     }
 
-    /// The versions before our writes, if the last was a moment ago.
-    pub(crate) fn recent(&self) -> Option<&[Vec<EventId>]> {
-        (self.at.elapsed() < UNSEEN_WRITE).then_some(self.before.as_slice())
+    /// True while the write is recent (see [`UNSEEN_WRITE`]).
+    pub(crate) fn recent(&self) -> bool {
+        self.at.elapsed() < UNSEEN_WRITE
     }
 }
 
@@ -95,8 +79,10 @@ impl Written {
 /// new file, and a peer's concurrent edit kept both).
 pub const GONE_WAIT: Duration = Duration::from_millis(150);
 
-/// How long after our write-back a deletion of the file is taken as made
-/// without having seen it (see [`Known::written`]).
+/// How long after our write-back a file found cut short of what we wrote
+/// is looked at again before it is taken in (see [`Known::written`]), and
+/// how long the old name of a file a write-back moved is remembered (see
+/// [`Index::moved_away`]).
 pub const UNSEEN_WRITE: Duration = Duration::from_secs(2);
 
 /// The metadata that tells whether a path changed.
@@ -905,7 +891,7 @@ fn scan_at(
         }
     }
     tracing::trace!(scope = ?scope, "scan");
-    let result = scan_inner(root, folder, chunks, index, &outside, disk, now, progress);
+    let result = scan_inner(root, folder, chunks, index, disk, now, progress);
     index.files.append(&mut outside.files);
     // The scan took in the files of the new-file intents in scope (or
     // found them known otherwise). Of the rest, those with no file never
@@ -931,7 +917,6 @@ fn scan_inner(
     folder: &mut Folder,
     chunks: &mut dyn ChunkStore,
     index: &mut Index,
-    outside: &Index,
     disk: BTreeMap<String, OnDisk>,
     now: u64,
     progress: &ScanProgress,
@@ -1067,10 +1052,14 @@ fn scan_inner(
     // of events, or the next walk (see `scan_scoped`, `scan_with_progress`).
     let gone: Vec<(String, Known)> =
         index.files.iter().rev().filter(|(p, k)| is_gone(&disk, p, k)).map(|(p, k)| (p.clone(), k.clone())).collect();
-    // Inodes of the files known here, by entry (built when needed).
-    let mut inodes: Option<HashMap<u64, Vec<EntryId>>> = None;
+    // A path that holds another kind now (and what was known below it) was
+    // replaced, not moved: the move search above has already had its
+    // chance, and the new kind is taken in below, so the old entry goes now
+    // (waiting would leave the index two entries at one path).
+    let replaced: Vec<String> = gone.iter().filter(|(p, _)| disk.contains_key(p)).map(|(p, _)| format!("{p}/")).collect();
     for (p, k) in gone {
-        if index.deferred.entry(p.clone()).or_insert_with(Instant::now).elapsed() < GONE_WAIT {
+        let kind_changed = disk.contains_key(&p) || replaced.iter().any(|r| p.starts_with(r.as_str()));
+        if !kind_changed && index.deferred.entry(p.clone()).or_insert_with(Instant::now).elapsed() < GONE_WAIT {
             report.deferred.push(p);
             continue;
         }
@@ -1079,15 +1068,7 @@ fn scan_inner(
         // never written out is concurrent, and an edit keeps the file. So
         // is one we wrote just before (see `Known::written`).
         if folder.tree().path_of(k.id).is_some() {
-            let seen = match k.written.as_ref().and_then(Written::recent) {
-                // Unless the file lives on under a name a scan already took
-                // for a new file (a move made as a hard link, then a
-                // removal; or one the scan missed): it holds what we wrote,
-                // and keeping the old one too would make two copies.
-                Some([first, ..]) if !lives_on(&mut inodes, index, outside, &k) => first,
-                _ => &k.base,
-            };
-            folder.delete_from(k.id, seen, now)?;
+            folder.delete_from(k.id, &k.base, now)?;
         }
         index.files.remove(&p);
         report.deleted.push(p);
@@ -1133,8 +1114,8 @@ fn scan_inner(
                     // no longer has anything at this path) and writes the
                     // merged file where the entry now is.
                     let k = index.files[&to].clone();
-                    let before = index.moved_away.remove(&p).map(|m| m.2).unwrap_or_default();
-                    let from = read_before_our_write(folder, k.id, &k.base, std::slice::from_ref(&before), &body);
+                    // Made on what this path held before the move.
+                    let from = index.moved_away.remove(&p).map(|m| m.2).filter(|b| !b.is_empty()).unwrap_or(k.base.clone());
                     let base = take_in(folder, chunks, k.id, &from, body, d.stat.exec, now)?;
                     index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, written: None, ..k });
                     report.modified.push(to);
@@ -1186,7 +1167,7 @@ fn scan_inner(
         };
         // Written while we read it: what we read may be half of it. Or cut
         // short just after our write: most likely a rewrite caught half way
-        // (see `read_before_our_write`). Looked at again shortly, once.
+        // (see `Known::written`). Looked at again shortly, once.
         if d.kind == Kind::File
             && (std::fs::symlink_metadata(root.join(&p)).map(|m| Stat::of(&m)).ok() != Some(d.stat)
                 || (d.stat.modified_within(300) && cut_short(folder, &k, &body)))
@@ -1205,13 +1186,10 @@ fn scan_inner(
             // save through a temp file. Either way the disk holds one of
             // the two versions plus the user's edit.
             Some((_, v)) => closer_base(folder, k.id, &k.base, v, &body),
-            // Saved just after our write-back, by a program that may have
-            // read the file before it (a read-modify-write racing ours):
-            // diffing from our write would take back what it brought.
-            None => match k.written.as_ref().and_then(Written::recent) {
-                Some(before) => read_before_our_write(folder, k.id, &k.base, before, &body),
-                None => k.base.clone(),
-            },
+            // A save is made on what the disk held: a save just after our
+            // write-back replaces what we wrote, whatever the program read
+            // before (no guess about that may override a save).
+            None => k.base.clone(),
         };
         let base = take_in(folder, chunks, k.id, &from, body, d.stat.exec, now)?;
         index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, written: None, ..k });
@@ -1241,65 +1219,13 @@ fn closer_base(folder: &Folder, id: EntryId, base: &[EventId], other: &[EventId]
     }
 }
 
-/// The version a save just after our write-back was made on: one of the
-/// versions `before` our writes, when the save is the smaller edit of it
-/// (see [`closer_base`]), else `base` (our write). Only a save that keeps
-/// none of the lines our writes since that version brought can be of it
-/// (seed 185: a line added on top of what was read; seed 218: a line
-/// deleted from it). An emptied file is taken from our write, and a file
-/// cut short is looked at twice ([`cut_short`]): a rewrite caught half
-/// way, diffed from the older version, would insert our lines a second
-/// time when it completes (seed 200).
-fn read_before_our_write(folder: &Folder, id: EntryId, base: &[EventId], before: &[Vec<EventId>], body: &Body) -> Vec<EventId> {
-    let (Body::Text(now), Some(doc)) = (body, folder.doc(id)) else {
-        return base.to_vec();
-    };
-    let text = |v: &[EventId]| doc.lvs_of(v).map(|l| doc.text_at(&l));
-    let Some(ours) = text(base) else {
-        return base.to_vec();
-    };
-    if now.is_empty() {
-        return base.to_vec();
-    }
-    let ours_lines: HashSet<&str> = ours.lines().collect();
-    let lines: Vec<&str> = now.lines().collect();
-    let mut best = (crate::diff::line_change(&ours, now), base);
-    // Newest first: on a tie, the version read last.
-    for v in before.iter().rev().filter(|v| !v.is_empty()) {
-        let Some(old) = text(v) else { continue };
-        let old_lines: HashSet<&str> = old.lines().collect();
-        if lines.iter().any(|l| ours_lines.contains(l) && !old_lines.contains(l)) {
-            continue; // it has a line we brought since
-        }
-        let change = crate::diff::line_change(&old, now);
-        if change < best.0 {
-            best = (change, v);
-        }
-    }
-    best.1.to_vec()
-}
-
-/// True when a file known under another entry holds `k`'s inode (its
-/// directory entries and `k`'s are both in the index: the file was moved
-/// and taken for a new one).
-fn lives_on(inodes: &mut Option<HashMap<u64, Vec<EntryId>>>, index: &Index, outside: &Index, k: &Known) -> bool {
-    let inodes = inodes.get_or_insert_with(|| {
-        let mut m: HashMap<u64, Vec<EntryId>> = HashMap::new();
-        for o in index.files.values().chain(outside.files.values()).filter(|o| o.kind == Kind::File) {
-            m.entry(o.stat.ino).or_default().push(o.id);
-        }
-        m
-    });
-    k.kind == Kind::File && inodes.get(&k.stat.ino).is_some_and(|ids| ids.iter().any(|id| *id != k.id))
-}
-
 /// True when `body` is a strict beginning of what our write-back just put
 /// at `k` (see [`Known::written`]).
 fn cut_short(folder: &Folder, k: &Known, body: &Body) -> bool {
     let (Body::Text(now), Some(doc)) = (body, folder.doc(k.id)) else {
         return false;
     };
-    if k.written.as_ref().and_then(Written::recent).is_none() {
+    if !k.written.as_ref().is_some_and(Written::recent) {
         return false;
     }
     doc.lvs_of(&k.base).map(|l| doc.text_at(&l)).is_some_and(|ours| ours.len() > now.len() && ours.starts_with(now.as_str()))

@@ -298,7 +298,7 @@ pub fn write_back_with(
     // disk held before writes a while ago.
     index.moved_away.retain(|_, m| m.1.elapsed() < crate::scan::UNSEEN_WRITE);
     for k in index.files.values_mut() {
-        if k.written.as_ref().is_some_and(|w| w.recent().is_none()) {
+        if k.written.as_ref().is_some_and(|w| !w.recent()) {
             k.written = None;
         }
     }
@@ -369,10 +369,17 @@ pub fn write_back_with(
         report.moved.push((old, n.path.clone()));
     }
 
-    // Removals, deepest first: what the index has that the tree does not.
-    let wanted: std::collections::HashSet<&str> = nodes.iter().map(|n| n.path.as_str()).collect();
-    let stale: Vec<(String, Known)> =
-        index.files.iter().rev().filter(|(p, _)| !wanted.contains(p.as_str())).map(|(p, k)| (p.clone(), k.clone())).collect();
+    // Removals, deepest first: what the index has that the tree does not,
+    // or has as another kind (a path that changed kind on a peer: the old
+    // kind goes first, then the new one is written).
+    let wanted: std::collections::HashMap<&str, Kind> = nodes.iter().map(|n| (n.path.as_str(), n.kind)).collect();
+    let stale: Vec<(String, Known)> = index
+        .files
+        .iter()
+        .rev()
+        .filter(|(p, k)| wanted.get(p.as_str()) != Some(&k.kind))
+        .map(|(p, k)| (p.clone(), k.clone()))
+        .collect();
     for (p, k) in stale {
         // Moved in the folder, but the move waits for the scan (see above):
         // the scan needs the old path to find where the user moved it.
@@ -389,7 +396,14 @@ pub fn write_back_with(
             index.files.remove(&p);
             continue;
         }
-        if !untouched(root, &p, Some(&k)) {
+        // A directory's own stat changes as what is in it is removed
+        // above: it is the same directory while it has the same inode, and
+        // `remove_dir` leaves it if anything is still in it.
+        let same = match k.kind {
+            Kind::Dir => lstat(&full).is_some_and(|s| s.ino == k.stat.ino),
+            _ => untouched(root, &p, Some(&k)),
+        };
+        if !same {
             report.needs_scan.push(p);
             continue;
         }
@@ -624,7 +638,7 @@ fn land_batch(
             report.raced.push(p.path.clone());
         }
         tracing::trace!(path = %p.path, stat = ?stat, "landed");
-        let written = Some(crate::scan::Written::after(p.known.as_ref(), p.id));
+        let written = Some(crate::scan::Written::now());
         index.files.insert(p.path.clone(), Known { id: p.id, kind: p.kind, stat, base: p.version, staged: None, written });
         report.written.push(p.path);
     }
@@ -636,9 +650,8 @@ mod tests {
     use super::*;
     use fsync_core::{chunks::Chunks, AgentId};
 
-    /// What the disk held before our writes is kept for `UNSEEN_WRITE`
-    /// only: a folder where every file was once written does not keep it
-    /// for all of them.
+    /// When our write landed is kept for `UNSEEN_WRITE` only: a folder
+    /// where every file was once written does not keep it for all of them.
     #[test]
     fn what_our_writes_replaced_is_forgotten_after_its_window() {
         let root = std::env::temp_dir().join(format!("fsync-write-unit-{}", std::process::id()));
@@ -650,7 +663,7 @@ mod tests {
         let id = folder.create("f.txt", Kind::File, 1).expect("create");
         folder.set_text(id, "one\n", 1).expect("text");
         write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
-        assert!(index.files["f.txt"].written.as_ref().and_then(crate::scan::Written::recent).is_some());
+        assert!(index.files["f.txt"].written.as_ref().is_some_and(crate::scan::Written::recent));
         let long_ago = std::time::Instant::now().checked_sub(crate::scan::UNSEEN_WRITE).expect("uptime");
         if let Some(w) = index.files.get_mut("f.txt").and_then(|k| k.written.as_mut()) {
             w.at = long_ago;
