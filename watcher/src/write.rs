@@ -71,7 +71,8 @@ fn untouched(root: &Path, path: &str, known: Option<&Known>) -> bool {
 /// reported, not taken for changed (the scan cannot read them either).
 fn inaccessible(root: &Path, path: &str) -> Option<String> {
     match std::fs::symlink_metadata(root.join(path)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Some(e.to_string()),
+        // Below a path that is no longer a directory: absent, not hidden.
+        Err(e) if !matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => Some(e.to_string()),
         // A file we may not read may hold a change we have not seen: it is
         // not replaced.
         Ok(m) if m.is_file() => match std::fs::File::open(root.join(path)) {
@@ -424,8 +425,17 @@ pub fn write_back_with(
     // Writes, parents first; content is staged in batches, the intents
     // recorded, then the batch lands.
     let mut batch: Vec<Pending> = Vec::new();
+    // Paths still holding another kind on disk (changed here since the
+    // last scan, so not removed above): nothing is written at or below
+    // them until the scan has taken that change in.
+    let mut blocked: Vec<String> = Vec::new();
     for n in &nodes {
-        if held.ids.contains(&n.id) {
+        if held.ids.contains(&n.id) || blocked.iter().any(|b| n.path.starts_with(b.as_str())) {
+            continue;
+        }
+        if index.files.get(&n.path).is_some_and(|k| k.kind != n.kind) {
+            blocked.push(format!("{}/", n.path));
+            needs_scan(index, &mut report, n.path.clone());
             continue;
         }
         let Some(state) = folder.state(n.id).cloned() else {
@@ -539,14 +549,16 @@ fn needs_scan(index: &Index, report: &mut WriteReport, path: String) {
 }
 
 /// The first directory at or above `path` that the index knows and the
-/// disk no longer has: the user moved or deleted it, and the scan has not
-/// seen that yet.
+/// disk no longer has (or has replaced): the user moved, deleted or
+/// replaced it, and the scan has not seen that yet.
 fn vanished_dir(root: &Path, index: &Index, path: &str) -> Option<String> {
     let mut at = 0;
     loop {
         let end = path[at..].find('/').map_or(path.len(), |i| at + i);
         let dir = &path[..end];
-        if index.files.get(dir).is_some_and(|k| k.kind == Kind::Dir) && lstat(&root.join(dir)).is_none() {
+        // Gone, or replaced by something else (another inode, maybe
+        // another kind).
+        if index.files.get(dir).is_some_and(|k| k.kind == Kind::Dir && lstat(&root.join(dir)).is_none_or(|s| s.ino != k.stat.ino)) {
             return Some(dir.to_owned());
         }
         if end == path.len() {

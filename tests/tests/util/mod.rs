@@ -269,3 +269,44 @@ impl Pair {
         self.b.scratch.join("docs").join(f)
     }
 }
+
+/// Every file tree in `root`: relative path -> content (links as "-> T",
+/// directories as "<dir>", executables marked).
+pub fn snapshot(root: &std::path::Path) -> Vec<(String, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        // The daemon writes while we look: what vanishes meanwhile (its temp
+        // files, replaced files) is skipped; the caller polls again anyway.
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let rel = e.path().strip_prefix(root).expect("inside").to_string_lossy().into_owned();
+            if e.file_name().to_string_lossy().starts_with(".fsync-tmp-") {
+                continue;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            if meta.is_symlink() {
+                let Ok(t) = std::fs::read_link(e.path()) else {
+                    continue;
+                };
+                out.push((rel, format!("-> {}", t.display())));
+            } else if meta.is_dir() {
+                out.push((rel, "<dir>".into()));
+                stack.push(e.path());
+            } else {
+                let exec = if meta.permissions().mode() & 0o100 != 0 { "x " } else { "" };
+                let Ok(body) = std::fs::read(e.path()) else {
+                    continue;
+                };
+                out.push((rel, format!("{exec}{}", String::from_utf8_lossy(&body))));
+            }
+        }
+    }
+    out.sort();
+    out
+}

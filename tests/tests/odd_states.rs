@@ -1,0 +1,147 @@
+//! Odd disk states on the real binary: paths that change kind, deletions
+//! that must stay deleted, saves right after a peer's change, a daemon
+//! restarted in between. Each test is named after the failure it catches.
+
+#![allow(missing_docs)]
+
+mod util;
+
+use std::time::Duration;
+
+use util::{eventually, read, snapshot, Pair};
+
+fn sh(dir: &std::path::Path, cmd: &str) {
+    let out = std::process::Command::new("bash").arg("-c").arg(cmd).current_dir(dir).output().expect("bash runs");
+    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn same(p: &Pair) -> bool {
+    snapshot(&p.a.scratch.join("docs")) == snapshot(&p.b.scratch.join("docs"))
+}
+
+/// The lines of the daemon log that report errors.
+fn errors(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.contains("ERROR")).collect()
+}
+
+/// `rm x; mkdir x; echo b > x/f` once failed every scan (`not a directory:
+/// x`, hundreds of error lines a second), the peer kept the file, and the
+/// daemon would not start again. Every direction of kind change is made
+/// on a running node, then on a stopped one, and both nodes end the same.
+#[test]
+fn a_path_that_becomes_a_directory_syncs_and_the_daemon_starts_again() {
+    let p = Pair::new("kinds");
+    let (ra, rb) = (p.a.scratch.join("docs"), p.b.scratch.join("docs"));
+    std::fs::create_dir_all(&ra).expect("mkdir");
+    std::fs::write(ra.join("x"), "a\n").expect("write");
+    let (da, db) = (p.a.start(p.pa), p.b.start(p.pb));
+    eventually("x on b", 15, || read(&rb.join("x")).as_deref() == Some("a\n"));
+    let steps: &[(&str, &std::path::Path, &str)] = &[
+        ("file to directory with a file, on a", &ra, "rm x && mkdir x && echo b > x/f"),
+        ("directory to file, on b", &rb, "rm -r x && echo file > x"),
+        ("file to symlink, on a", &ra, "rm x && ln -s target x"),
+        ("symlink to empty directory, on b", &rb, "rm x && mkdir x"),
+        ("empty directory to file, on a", &ra, "rmdir x && echo again > x"),
+    ];
+    for (what, dir, cmd) in steps {
+        sh(dir, cmd);
+        eventually(what, 15, || {
+            same(&p) && snapshot(&ra).iter().filter(|(n, _)| n == "x" || n.starts_with("x/")).count() > 0
+        });
+        let s = snapshot(&ra);
+        assert!(!s.iter().any(|(n, _)| n.starts_with("x (")), "{what}: kept twice: {s:?}");
+    }
+    // While b is stopped: the file becomes a directory there; a restart
+    // takes it in.
+    assert_eq!(db.stop(), Some(0), "{}", p.b.log());
+    sh(&rb, "rm x && mkdir x && echo offline > x/g");
+    let db = p.b.start(p.pb);
+    eventually("the offline kind change on a", 15, || read(&ra.join("x/g")).as_deref() == Some("offline\n") && same(&p));
+    // And both restart cleanly over it.
+    assert_eq!(da.stop(), Some(0), "{}", p.a.log());
+    assert_eq!(db.stop(), Some(0), "{}", p.b.log());
+    let (_da, _db) = (p.a.start(p.pa), p.b.start(p.pb));
+    eventually("both running again", 15, || {
+        p.a.try_status().is_some_and(|s| s["running"] == true) && p.b.try_status().is_some_and(|s| s["running"] == true)
+    });
+    std::fs::write(ra.join("x/after.txt"), "after\n").expect("write");
+    eventually("a file in the new directory on b", 15, || read(&rb.join("x/after.txt")).as_deref() == Some("after\n"));
+    for n in [&p.a, &p.b] {
+        let log = n.log();
+        assert!(errors(&log).is_empty(), "errors: {:?}", errors(&log));
+    }
+}
+
+/// A path made a file on one node and a directory on the other while they
+/// were apart: both nodes keep both, the directory at the name and the
+/// file beside it, the same on both.
+#[test]
+fn a_path_made_a_file_on_one_node_and_a_directory_on_the_other_converges() {
+    let p = Pair::new("kinds-both");
+    let (ra, rb) = (p.a.scratch.join("docs"), p.b.scratch.join("docs"));
+    std::fs::create_dir_all(&ra).expect("mkdir");
+    std::fs::write(ra.join("x"), "first\n").expect("write");
+    let (da, db) = (p.a.start(p.pa), p.b.start(p.pb));
+    eventually("x on b", 15, || read(&rb.join("x")).is_some());
+    assert_eq!(db.stop(), Some(0));
+    sh(&ra, "rm x && echo 'file on a' > x");
+    sh(&rb, "rm x && mkdir x && echo 'in dir on b' > x/f");
+    let _db = p.b.start(p.pb);
+    eventually("both the same", 20, || same(&p));
+    let s = snapshot(&ra);
+    assert!(s.contains(&("x".to_owned(), "<dir>".to_owned())), "{s:?}");
+    assert!(s.contains(&("x/f".to_owned(), "in dir on b\n".to_owned())), "{s:?}");
+    assert!(s.iter().any(|(n, c)| n.starts_with("x (") && c == "file on a\n"), "the file was lost: {s:?}");
+    drop(da);
+}
+
+/// `rm -r proj` on either node, with the peer running, once left `proj`
+/// written back empty on both nodes; and right after the tree arrived
+/// from a peer, a deletion was taken as never having seen it and the
+/// whole tree came back. Deleted stays deleted.
+#[test]
+fn a_deleted_directory_does_not_come_back() {
+    let p = Pair::new("rmdir");
+    let (ra, rb) = (p.a.scratch.join("docs"), p.b.scratch.join("docs"));
+    let (_da, _db) = (p.a.start(p.pa), p.b.start(p.pb));
+    for (round, (from, to)) in [(&ra, &rb), (&rb, &ra), (&ra, &rb), (&rb, &ra)].into_iter().enumerate() {
+        sh(from, &format!("mkdir -p proj{round}/sub && echo 1 > proj{round}/f && echo 2 > proj{round}/sub/g"));
+        eventually("the tree on the peer", 15, || read(&to.join(format!("proj{round}/sub/g"))).is_some());
+        // Half the rounds delete on the node that just received it, at
+        // once; the others on the node that made it.
+        let deleter = if round % 2 == 0 { to } else { from };
+        sh(deleter, &format!("rm -r proj{round}"));
+        eventually("the deletion on both", 15, || !ra.join(format!("proj{round}")).exists() && !rb.join(format!("proj{round}")).exists());
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(!ra.join(format!("proj{round}")).exists(), "round {round}: came back on a: {:?}", snapshot(&ra));
+        assert!(!rb.join(format!("proj{round}")).exists(), "round {round}: came back on b: {:?}", snapshot(&rb));
+    }
+}
+
+/// Node a writes `from a N` into `s.txt`; it reaches b; a moment later b
+/// overwrites the file with `from b N`. Both nodes once ended with both
+/// lines (a guess that b's program had read the file before our write
+/// turned the overwrite into a merge). What a user saves is what the file
+/// holds, everywhere.
+#[test]
+fn a_save_right_after_a_remote_change_is_what_the_file_holds() {
+    let p = Pair::new("overwrite");
+    let (ra, rb) = (p.a.scratch.join("docs"), p.b.scratch.join("docs"));
+    let (_da, _db) = (p.a.start(p.pa), p.b.start(p.pb));
+    std::fs::create_dir_all(&ra).expect("mkdir");
+    for i in 0..6 {
+        let (writer, other, last) = if i % 2 == 0 { (&ra, &rb, "b") } else { (&rb, &ra, "a") };
+        let first = format!("from {} {i}\n", if last == "b" { "a" } else { "b" });
+        std::fs::write(writer.join("s.txt"), &first).expect("write");
+        eventually("the first save on the other node", 15, || read(&other.join("s.txt")).as_deref() == Some(first.as_str()));
+        std::thread::sleep(Duration::from_millis(100 + 100 * (i % 3)));
+        let second = format!("from {last} {i}\n");
+        std::fs::write(other.join("s.txt"), &second).expect("write");
+        eventually("the overwrite on both", 15, || {
+            read(&ra.join("s.txt")).as_deref() == Some(second.as_str()) && read(&rb.join("s.txt")).as_deref() == Some(second.as_str())
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(read(&ra.join("s.txt")).as_deref(), Some(second.as_str()), "round {i}");
+        assert_eq!(read(&rb.join("s.txt")).as_deref(), Some(second.as_str()), "round {i}");
+    }
+}
