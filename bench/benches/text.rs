@@ -25,7 +25,7 @@ const TRACES: &[&str] = &[
 ];
 
 fn load(name: &str) -> Trace {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../traces");
     trace::load(&dir.join(format!("{name}.json.gz"))).expect("trace loads")
 }
 

@@ -1,5 +1,5 @@
 //! Benchmarks of fsync-core against other text CRDTs on the real traces of
-//! `../shared/traces`, in the same process run so ratios hold on a noisy
+//! `traces/`, in the same process run so ratios hold on a noisy
 //! machine: `cargo bench -p fsync-bench`.
 //!
 //! The baselines live here, outside the workspace's default members, so

@@ -1,4 +1,5 @@
-//! Every trace of `../shared/traces` replays to its recorded end state.
+//! Every trace of `traces/` (at the repository root) replays to its
+//! recorded end state.
 
 #[path = "../examples/support/trace.rs"]
 mod trace;
@@ -8,8 +9,8 @@ use std::path::PathBuf;
 use fsync_core::text::TextDoc;
 
 fn traces_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/traces");
-    assert!(dir.is_dir(), "the traces are expected at {} (../shared beside the repo)", dir.display());
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../traces");
+    assert!(dir.is_dir(), "the traces are expected at {}", dir.display());
     dir
 }
 

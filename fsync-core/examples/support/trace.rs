@@ -1,4 +1,4 @@
-//! Loading and replaying the editing traces of `../shared/traces` (format in
+//! Loading and replaying the editing traces of `traces/` (repository root) (format in
 //! its README). Shared by the `replay` example, the trace tests and the
 //! benchmarks, which include this file by path.
 
