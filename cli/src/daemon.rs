@@ -44,6 +44,7 @@ use watcher::{scan_scoped, write_back_with, Index};
 
 use crate::config::{Config, FolderConfig};
 use crate::home::Home;
+use crate::control::Request;
 use crate::status::{ErrorEntry, Status};
 use crate::store::RedbStore;
 
@@ -146,7 +147,7 @@ pub fn agent_of(id: DeviceId) -> AgentId {
 }
 
 /// A control request and where its answer goes (`0` + body, or `1` + error).
-type Request = (String, oneshot::Sender<Vec<u8>>);
+type ControlCall = (Request, oneshot::Sender<Vec<u8>>);
 
 /// The running daemon's state, owned by its main loop.
 struct Daemon {
@@ -267,7 +268,7 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
     // daemon starts (a `reload` after `folder add`, an `invite`) wait for it
     // rather than go to a store and config it has already read.
     let (phase, phase_rx) = watch::channel(Some("opening the store".to_owned()));
-    let (control_tx, mut control) = mpsc::channel::<Request>(16);
+    let (control_tx, mut control) = mpsc::channel::<ControlCall>(16);
     let starting = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut stop = watch_signals(starting.clone())?;
     serve_control(home, control_tx, phase_rx)?;
@@ -939,22 +940,15 @@ impl Daemon {
     }
 
     /// Answers a control request.
-    fn control(&mut self, request: &str) -> Result<Vec<u8>> {
-        let mut parts = request.split('\t');
-        match parts.next() {
-            Some("status") => Ok(self.status(parts.next() == Some("json")).into_bytes()),
-            Some("reload") => {
+    fn control(&mut self, request: &Request) -> Result<Vec<u8>> {
+        match request {
+            Request::Status { json } => Ok(self.status(*json).into_bytes()),
+            Request::Reload => {
                 self.reload()?;
                 Ok(Vec::new())
             }
-            Some("invite") => {
-                let folder = parts.next().unwrap_or_default().to_owned();
-                let ttl: u64 = parts.next().and_then(|t| t.parse().ok()).unwrap_or(crate::invite::DEFAULT_TTL_SECS);
-                let addrs: Vec<String> =
-                    parts.next().unwrap_or_default().split(',').filter(|a| !a.is_empty()).map(str::to_owned).collect();
-                Ok(self.invite(&folder, ttl, addrs)?.into_bytes())
-            }
-            _ => {
+            Request::Invite { folder, ttl, addrs } => Ok(self.invite(folder, *ttl, addrs.clone())?.into_bytes()),
+            Request::Log { .. } | Request::Cat { .. } => {
                 let devices = crate::query_devices(self.me, &self.config);
                 crate::answer(request, |folder, f| self.node.read(folder, |s| f(&mut s.folder, &s.chunks)), &devices)
             }
@@ -1135,7 +1129,7 @@ pub fn load_last_seen(store: &RedbStore) -> BTreeMap<String, u64> {
 /// answer. While the daemon starts (`phase` says what it is doing), a
 /// `status` waits a little, then says what the daemon is busy with; other
 /// requests wait their turn.
-fn serve_control(home: &Home, requests: mpsc::Sender<Request>, phase: watch::Receiver<Option<String>>) -> Result<()> {
+fn serve_control(home: &Home, requests: mpsc::Sender<ControlCall>, phase: watch::Receiver<Option<String>>) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     let path = home.control_path();
@@ -1150,11 +1144,19 @@ fn serve_control(home: &Home, requests: mpsc::Sender<Request>, phase: watch::Rec
             tokio::spawn(async move {
                 let (r, mut w) = stream.into_split();
                 let mut line = String::new();
-                let mut r = BufReader::new(r.take(64 * 1024));
+                let mut r = BufReader::new(r.take(crate::control::MAX_REQUEST));
                 if r.read_line(&mut line).await.is_err() {
                     return;
                 }
-                if line.starts_with("status") {
+                let request = match Request::parse(&line) {
+                    Ok(request) => request,
+                    Err(e) => {
+                        let _ = w.write_all(format!("1bad request ({e}): is this fsync of the same version?").as_bytes()).await;
+                        let _ = w.shutdown().await;
+                        return;
+                    }
+                };
+                if matches!(request, Request::Status { .. }) {
                     let ready = matches!(tokio::time::timeout(STATUS_WAIT, phase.wait_for(Option::is_none)).await, Ok(Ok(_)));
                     if !ready {
                         let doing = phase.borrow().clone().unwrap_or_default();
@@ -1166,7 +1168,7 @@ fn serve_control(home: &Home, requests: mpsc::Sender<Request>, phase: watch::Rec
                     }
                 }
                 let (tx, rx) = oneshot::channel();
-                if requests.send((line.trim_end_matches(['\n', '\r']).to_owned(), tx)).await.is_err() {
+                if requests.send((request, tx)).await.is_err() {
                     return;
                 }
                 let Ok(bytes) = rx.await else { return };

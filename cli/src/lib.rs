@@ -1,8 +1,8 @@
 //! The `fsync` binary's library side: the node's home, config, durable
-//! store and the daemon. The control socket and the remaining commands
-//! follow (issue 6).
+//! store, the daemon and its control socket.
 
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod home;
 pub mod invite;
@@ -30,50 +30,45 @@ pub fn query_devices(me: transport::DeviceId, config: &config::Config) -> HashMa
     m
 }
 
-/// Answers one control request (`log\tFOLDER\tPATH\tjson|text` or
-/// `cat\tFOLDER\tPATH\tVERSION`), given a way to reach a folder.
+/// Answers a `log` or `cat` request, given a way to reach a folder.
 pub fn answer(
-    request: &str,
+    request: &control::Request,
     mut with_folder: impl FnMut(
         &str,
         &mut dyn FnMut(&mut Folder, &dyn ChunkStore) -> anyhow::Result<Vec<u8>>,
     ) -> Option<anyhow::Result<Vec<u8>>>,
     devices: &HashMap<AgentId, String>,
 ) -> anyhow::Result<Vec<u8>> {
-    let parts: Vec<&str> = request.split('\t').collect();
-    let device_of = |a: AgentId| devices.get(&a).cloned().unwrap_or_else(|| a.0.iter().map(|b| format!("{b:02x}")).collect());
-    let (cmd, folder, path, extra) = match parts.as_slice() {
-        [c, f, p, e] => (*c, *f, *p, *e),
-        _ => anyhow::bail!("bad request"),
+    use control::Request;
+    let device_of = |a: AgentId| devices.get(&a).cloned().unwrap_or_else(|| data_encoding::HEXLOWER.encode(&a.0));
+    let folder = match request {
+        Request::Log { folder, .. } | Request::Cat { folder, .. } => folder,
+        _ => anyhow::bail!("not a folder request"),
     };
     let mut run = |f: &mut Folder, chunks: &dyn ChunkStore| -> anyhow::Result<Vec<u8>> {
-        match cmd {
-            "log" => {
-                let changes = query::log(f, path)?;
-                if extra == "json" {
-                    Ok(query::log_json(&changes, device_of).into_bytes())
-                } else {
-                    let mut out = String::new();
-                    for c in &changes {
-                        let dev = device_of(c.version.agent);
-                        out.push_str(&format!(
-                            "{}  {}  {}  {} ({})\n",
-                            query::version_string(c.version),
-                            c.time / 1000,
-                            &dev[..dev.len().min(14)],
-                            c.what,
-                            c.size
-                        ));
-                    }
-                    Ok(out.into_bytes())
+        match request {
+            Request::Log { path, json: true, .. } => Ok(query::log_json(&query::log(f, path)?, device_of).into_bytes()),
+            Request::Log { path, .. } => {
+                let mut out = String::new();
+                for c in &query::log(f, path)? {
+                    let dev: String = device_of(c.version.agent).chars().take(14).collect();
+                    out.push_str(&format!(
+                        "{}  {}  {}  {} ({})\n",
+                        query::version_string(c.version),
+                        c.time / 1000,
+                        dev,
+                        c.what,
+                        c.size
+                    ));
                 }
+                Ok(out.into_bytes())
             }
-            "cat" => {
-                let at = if extra.is_empty() { None } else { Some(query::parse_version(extra)?) };
+            Request::Cat { path, at, .. } => {
+                let at = at.as_deref().map(query::parse_version).transpose()?;
                 query::cat(f, chunks, path, at)
             }
-            _ => anyhow::bail!("unknown request {cmd}"),
+            _ => anyhow::bail!("not a folder request"),
         }
     };
-    with_folder(folder, &mut run).unwrap_or_else(|| Err(anyhow::anyhow!("no folder named {folder}")))
+    with_folder(folder, &mut run).unwrap_or_else(|| Err(anyhow::anyhow!("no folder named {folder:?}")))
 }

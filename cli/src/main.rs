@@ -4,6 +4,7 @@ use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use cli::control::Request;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use cli::home::Home;
@@ -162,7 +163,7 @@ fn run(cli: Cli) -> Result<()> {
                 p.join = Some(cli::invite::secret_hex(&ticket.secret));
             }
             config.save(&home.config_path())?;
-            let live = ask_daemon(&home, "reload")?.is_some();
+            let live = ask_daemon(&home, &Request::Reload)?.is_some();
             eprintln!(
                 "joined folder {:?} at {}; {}",
                 ticket.folder,
@@ -172,14 +173,14 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Status { json } => print_bytes(&status(&home, json)?)?,
         Command::Log { path, json } => {
-            let out = query(&home, &path, "log", if json { "json" } else { "text" })?;
+            let out = query(&home, &path, |folder, path| Request::Log { folder, path, json })?;
             print_bytes(&out)?;
             if json {
                 println!();
             }
         }
         Command::Cat { path, at } => {
-            let out = query(&home, &path, "cat", at.as_deref().unwrap_or(""))?;
+            let out = query(&home, &path, |folder, path| Request::Cat { folder, path, at: at.clone() })?;
             print_bytes(&out)?;
         }
         Command::Init => println!("{}", home.init()?.device_id()),
@@ -188,7 +189,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut config = home.config()?;
             config.add_folder(&folder, shared_dir(&path)?)?;
             config.save(&home.config_path())?;
-            ask_daemon(&home, "reload")?;
+            ask_daemon(&home, &Request::Reload)?;
         }
         Command::Peer { command: PeerCommand::Add { device_id, addrs, folders } } => {
             let id: DeviceId = device_id.parse().with_context(|| format!("{device_id:?}"))?;
@@ -198,7 +199,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut config = home.config()?;
             config.add_peer(&id.to_string(), &addrs, &folders)?;
             config.save(&home.config_path())?;
-            ask_daemon(&home, "reload")?;
+            ask_daemon(&home, &Request::Reload)?;
         }
     }
     Ok(())
@@ -259,7 +260,7 @@ fn parse_duration(s: &str) -> Result<u64> {
 
 /// A ticket for FOLDER, from the running daemon or written for the next.
 fn invite(home: &Home, folder: &str, ttl: u64, addrs: &[String]) -> Result<String> {
-    if let Some(t) = ask_daemon(home, &format!("invite\t{folder}\t{ttl}\t{}", addrs.join(",")))? {
+    if let Some(t) = ask_daemon(home, &Request::Invite { folder: folder.to_owned(), ttl, addrs: addrs.to_vec() })? {
         return Ok(String::from_utf8_lossy(&t).into_owned());
     }
     let config = home.config()?;
@@ -272,7 +273,7 @@ fn invite(home: &Home, folder: &str, ttl: u64, addrs: &[String]) -> Result<Strin
 
 /// `fsync run PATH`: init, share PATH, print the join line.
 fn first_run(home: &Home, path: &std::path::Path, listen: Option<&str>) -> Result<()> {
-    if ask_daemon(home, "status\ttext")?.is_some() {
+    if ask_daemon(home, &Request::Status { json: false })?.is_some() {
         bail!("a daemon already runs on {}; share more with `fsync folder add` and `fsync invite`", home.dir.display());
     }
     let id = home.init()?.device_id();
@@ -309,7 +310,7 @@ fn print_bytes(b: &[u8]) -> Result<()> {
 /// Sends one request line to the running daemon; `None` when no daemon
 /// runs on the home. A daemon that holds the home's lock but does not
 /// listen yet has only just started: wait for its socket a moment.
-fn ask_daemon(home: &Home, request: &str) -> Result<Option<Vec<u8>>> {
+fn ask_daemon(home: &Home, request: &Request) -> Result<Option<Vec<u8>>> {
     use std::io::{Read, Write};
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     let mut s = loop {
@@ -324,8 +325,7 @@ fn ask_daemon(home: &Home, request: &str) -> Result<Option<Vec<u8>>> {
             ),
         }
     };
-    s.write_all(request.as_bytes())?;
-    s.write_all(b"\n")?;
+    s.write_all(request.to_line().as_bytes())?;
     let mut reply = Vec::new();
     s.read_to_end(&mut reply)?;
     match reply.split_first() {
@@ -341,11 +341,11 @@ fn daemon_holds_lock(home: &Home) -> bool {
 }
 
 /// Asks the running daemon or, when none runs, reads the store directly.
-fn query(home: &Home, path: &std::path::Path, cmd: &str, extra: &str) -> Result<Vec<u8>> {
+fn query(home: &Home, path: &std::path::Path, request: impl FnOnce(String, String) -> Request) -> Result<Vec<u8>> {
     let config = home.config()?;
     let cwd = std::env::current_dir().context("no working directory")?;
     let (folder, rel) = cli::query::locate(&config, &cwd, path)?;
-    let request = format!("{cmd}\t{folder}\t{rel}\t{extra}");
+    let request = request(folder.clone(), rel);
     if let Some(reply) = ask_daemon(home, &request)? {
         return Ok(reply);
     }
@@ -362,7 +362,7 @@ fn query(home: &Home, path: &std::path::Path, cmd: &str, extra: &str) -> Result<
 /// From the running daemon, or from config and store.
 fn status(home: &Home, json: bool) -> Result<Vec<u8>> {
     let config = home.config()?;
-    if let Some(reply) = ask_daemon(home, &format!("status\t{}", if json { "json" } else { "text" }))? {
+    if let Some(reply) = ask_daemon(home, &Request::Status { json })? {
         return Ok(reply);
     }
     let identity = home.identity()?;

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use fsync_core::chunks::{assemble, ChunkStore};
 use fsync_core::folder::{Content, EntryId, Folder, Meta};
 use fsync_core::{AgentId, EventId, Lv};
@@ -14,22 +14,20 @@ use crate::config::Config;
 
 /// A version id as users see it: `AGENT:SEQ` (hex agent).
 pub fn version_string(id: EventId) -> String {
-    let hex: String = id.agent.0.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{hex}:{}", id.seq)
+    format!("{}:{}", data_encoding::HEXLOWER.encode(&id.agent.0), id.seq)
 }
 
-/// Parses what [`version_string`] printed.
+/// Parses what [`version_string`] printed (any string: a clear error for
+/// anything else).
 pub fn parse_version(s: &str) -> Result<EventId> {
-    let (hex, seq) =
-        s.split_once(':').ok_or_else(|| anyhow!("{s:?} is not a version (expected AGENT:SEQ from `fsync log`)"))?;
-    if hex.len() != 32 {
-        bail!("{s:?} is not a version (expected AGENT:SEQ from `fsync log`)");
-    }
-    let mut a = [0u8; 16];
-    for (i, b) in a.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).with_context(|| format!("{s:?} is not a version"))?;
-    }
-    Ok(EventId { agent: AgentId(a), seq: seq.parse().with_context(|| format!("{s:?} is not a version"))? })
+    let not = || anyhow!("{s:?} is not a version (expected AGENT:SEQ from `fsync log`)");
+    let (hex, seq) = s.split_once(':').ok_or_else(not)?;
+    let agent: [u8; 16] = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(hex.as_bytes())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(not)?;
+    Ok(EventId { agent: AgentId(agent), seq: seq.parse().map_err(|_| not())? })
 }
 
 /// The folder (by name) and the path inside it of `path` (absolute, or
@@ -156,21 +154,35 @@ pub fn cat(folder: &mut Folder, chunks: &dyn ChunkStore, rel: &str, at: Option<E
 
 /// The log as one JSON array (CONTRACT section 1).
 pub fn log_json(changes: &[Change], device_of: impl Fn(AgentId) -> String) -> String {
-    let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
-    let items: Vec<String> = changes
+    let items: Vec<serde_json::Value> = changes
         .iter()
         .map(|c| {
-            let parents: Vec<String> = c.parents.iter().map(|p| q(&version_string(*p))).collect();
-            format!(
-                "{{\"version\": {}, \"parents\": [{}], \"device\": {}, \"time\": {}, \"change\": {}, \"size\": {}}}",
-                q(&version_string(c.version)),
-                parents.join(", "),
-                q(&device_of(c.version.agent)),
-                c.time,
-                q(&c.what),
-                c.size
-            )
+            serde_json::json!({
+                "version": version_string(c.version),
+                "parents": c.parents.iter().map(|p| version_string(*p)).collect::<Vec<_>>(),
+                "device": device_of(c.version.agent),
+                "time": c.time,
+                "change": c.what,
+                "size": c.size,
+            })
         })
         .collect();
-    format!("[{}]", items.join(", "))
+    serde_json::Value::Array(items).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `fsync cat --at` with a 32-byte version holding a non-ASCII
+    /// character once panicked the daemon (it sliced the string by bytes).
+    #[test]
+    fn a_version_string_with_non_ascii_characters_is_an_error() {
+        for bad in ["ééééééééééééééééééééééééééééééé:1", "0123456789abcdef0123456789abcdé:1", "", ":", "zz:1", "00:1",
+            "0123456789abcdef0123456789abcdef:x", "0123456789abcdef0123456789abcdef:-1", "\u{0}:\u{0}"] {
+            assert!(parse_version(bad).is_err(), "{bad:?}");
+        }
+        let id = EventId { agent: AgentId([0xab; 16]), seq: 42 };
+        assert_eq!(parse_version(&version_string(id)).ok(), Some(id));
+    }
 }

@@ -145,3 +145,29 @@ fn a_save_right_after_a_remote_change_is_what_the_file_holds() {
         assert_eq!(read(&rb.join("s.txt")).as_deref(), Some(second.as_str()), "round {i}");
     }
 }
+
+/// A path with a tab in its name once got `bad request` from `fsync log`
+/// and `fsync cat` (the control socket spoke tab-separated text), and a
+/// version string with a non-ASCII character in it panicked the running
+/// daemon. Both are answered; the daemon lives on.
+#[test]
+fn a_tab_in_a_path_and_a_non_ascii_version_are_answered_by_the_running_daemon() {
+    let p = Pair::new("names");
+    let ra = p.a.scratch.join("docs");
+    std::fs::create_dir_all(&ra).expect("mkdir");
+    let _da = p.a.start(p.pa);
+    eventually("a running", 15, || p.a.try_status().is_some_and(|s| s["running"] == true));
+    let name = ra.join("tab\there\nnewline.txt");
+    std::fs::write(&name, "with a tab\n").expect("write");
+    let file = name.to_str().expect("utf-8");
+    eventually("the file in a's log", 15, || p.a.run(&["log", file, "--json"]).status.success());
+    let log: serde_json::Value = serde_json::from_str(&p.a.ok(&["log", file, "--json"])).expect("json");
+    let version = log[0]["version"].as_str().expect("a version").to_owned();
+    assert_eq!(p.a.ok(&["cat", file]), "with a tab\n");
+    assert_eq!(p.a.ok(&["cat", file, "--at", &version]), "with a tab\n");
+    for bad in ["éééééééééééééééééééééééééééééééé:1", "0123456789abcdef0123456789abcdé:1", "nonsense", ""] {
+        let err = p.a.fails(&["cat", file, "--at", bad]);
+        assert!(err.contains("is not a version"), "{bad:?}: {err}");
+    }
+    assert!(p.a.try_status().is_some_and(|s| s["running"] == true), "the daemon died: {}", p.a.log_tail(20));
+}
