@@ -409,6 +409,16 @@ fn status(home: &Home, json: bool) -> Result<Vec<u8>> {
 }
 
 fn main() -> ExitCode {
+    // A panic is a bug: no state it may have left half changed (a folder's
+    // lock held) is used again. The process stops; what was acknowledged
+    // is durable, as under SIGKILL, and a restart carries on (docs/design.md,
+    // "When something unexpected happens").
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!("internal error, stopping (a restart carries on; please report it): {info}");
+        default(info);
+        std::process::exit(101);
+    }));
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

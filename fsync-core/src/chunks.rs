@@ -180,10 +180,18 @@ impl ChunkStore for Chunks {
 }
 
 /// Reassembles a file from its chunks; `None` if one is missing.
+///
+/// `None` also when a chunk's bytes are not as long as its reference says
+/// (a peer described the content wrongly): the content cannot be the one
+/// described, so it is not made.
 pub fn assemble(chunks: &[ChunkRef], store: &dyn ChunkStore) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(chunks.iter().map(|c| c.len as usize).sum());
+    let mut out = Vec::with_capacity(chunks.iter().map(|c| c.len as usize).fold(0usize, usize::saturating_add).min(64 << 20));
     for c in chunks {
-        out.extend_from_slice(&store.get(&c.hash)?);
+        let bytes = store.get(&c.hash)?;
+        if bytes.len() != c.len as usize {
+            return None;
+        }
+        out.extend_from_slice(&bytes);
     }
     Some(out)
 }
@@ -202,6 +210,18 @@ mod tests {
                 x as u8
             })
             .collect()
+    }
+
+    /// A reference that says a chunk is longer than its bytes (a lying
+    /// peer) once made a read through the mount panic.
+    #[test]
+    fn a_chunk_shorter_than_its_reference_is_not_assembled() {
+        let mut store = Chunks::default();
+        let bytes = b"hello".to_vec();
+        let hash = ChunkHash::of(&bytes);
+        store.put(hash, &bytes);
+        assert_eq!(assemble(&[ChunkRef { hash, len: 5 }], &store).as_deref(), Some(&b"hello"[..]));
+        assert_eq!(assemble(&[ChunkRef { hash, len: 100 }], &store), None);
     }
 
     #[test]

@@ -177,20 +177,48 @@ fn when(t: TimeOrNow) -> SystemTime {
     }
 }
 
+/// The largest file the mount takes: open files are buffered in memory
+/// until they are closed, so a size beyond this (a truncate to a
+/// petabyte, a write at a huge offset) is refused with `EFBIG` instead of
+/// taking the daemon's memory.
+pub(crate) const MAX_FILE: u64 = 4 << 30;
+
+/// Grows or shrinks an open file's buffer to `size` (new bytes are zeros):
+/// `EFBIG` beyond [`MAX_FILE`], `ENOSPC` when memory cannot be had (never
+/// an abort).
+fn resize(buf: &mut Vec<u8>, size: u64) -> Result<(), Errno> {
+    if size > MAX_FILE {
+        return Err(Errno::EFBIG);
+    }
+    let size = usize::try_from(size).map_err(|_| Errno::EFBIG)?;
+    if size > buf.len() {
+        buf.try_reserve_exact(size - buf.len()).map_err(|_| Errno::ENOSPC)?;
+    }
+    buf.resize(size, 0);
+    Ok(())
+}
+
 /// Copies `[offset, offset + size)` of a file made of `refs` (starting at
 /// `starts`) out of the chunks.
 fn read_chunks(refs: &[ChunkRef], starts: &[u64], chunks: &Chunks, offset: u64, size: usize) -> Result<Vec<u8>, Errno> {
     let total = starts.last().copied().unwrap_or(0) + refs.last().map_or(0, |r| u64::from(r.len));
-    let end = (offset + size as u64).min(total);
+    let end = offset.saturating_add(size as u64).min(total);
     let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
     let mut i = starts.partition_point(|&s| s <= offset).saturating_sub(1);
     let mut pos = offset;
-    while pos < end && i < refs.len() {
-        let bytes = fsync_core::chunks::ChunkStore::get(chunks, &refs[i].hash).ok_or(Errno::EIO)?;
-        let from = (pos - starts[i]) as usize;
-        let to = ((end - starts[i]) as usize).min(bytes.len());
-        out.extend_from_slice(&bytes[from..to]);
-        pos = starts[i] + to as u64;
+    while pos < end {
+        let (Some(r), Some(&start)) = (refs.get(i), starts.get(i)) else { break };
+        let bytes = fsync_core::chunks::ChunkStore::get(chunks, &r.hash).ok_or(Errno::EIO)?;
+        // A chunk whose bytes are not the length its reference says (a
+        // peer that lied) is an I/O error, not a panic.
+        if bytes.len() as u64 != u64::from(r.len) {
+            tracing::warn!("a chunk's length differs from its reference: the read fails");
+            return Err(Errno::EIO);
+        }
+        let from = usize::try_from(pos - start).map_err(|_| Errno::EIO)?;
+        let to = usize::try_from(end - start).map_err(|_| Errno::EIO)?.min(bytes.len());
+        out.extend_from_slice(bytes.get(from..to).ok_or(Errno::EIO)?);
+        pos = start + to as u64;
         i += 1;
     }
     Ok(out)
@@ -778,7 +806,7 @@ impl<B: Backend> Filesystem for Fs<B> {
                 Inner::<B>::load(st, f, chunks, ino, id, size == 0)?;
                 let of = st.open.get_mut(&ino).ok_or(Errno::EIO)?;
                 if let Some(d) = of.data.as_mut() {
-                    d.resize(size as usize, 0);
+                    resize(d, size)?;
                 }
                 of.dirty = true;
             }
@@ -950,8 +978,8 @@ impl<B: Backend> Filesystem for Fs<B> {
         let size = size as usize;
         let r = self.0.run(|st, f, chunks| {
             let slice = |b: &[u8]| {
-                let from = (offset as usize).min(b.len());
-                b[from..(from + size).min(b.len())].to_vec()
+                let from = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
+                b.get(from..from.saturating_add(size).min(b.len())).unwrap_or_default().to_vec()
             };
             if let Some(d) = st.open.get(&ino).and_then(|o| o.data.as_ref()) {
                 return Ok(slice(d));
@@ -997,13 +1025,14 @@ impl<B: Backend> Filesystem for Fs<B> {
             Inner::<B>::load(st, f, chunks, ino, id, false)?;
             let of = st.open.get_mut(&ino).ok_or(Errno::EBADF)?;
             let buf = of.data.as_mut().ok_or(Errno::EIO)?;
-            let at = if append { buf.len() } else { offset as usize };
-            let end = at.checked_add(data.len()).ok_or(Errno::EFBIG)?;
-            if buf.len() < end {
+            let at = if append { buf.len() as u64 } else { offset };
+            let end = at.checked_add(data.len() as u64).ok_or(Errno::EFBIG)?;
+            if (buf.len() as u64) < end {
                 // A write past the end leaves a hole of zeros.
-                buf.resize(end, 0);
+                resize(buf, end)?;
             }
-            buf[at..end].copy_from_slice(data);
+            let at = usize::try_from(at).map_err(|_| Errno::EFBIG)?;
+            buf.get_mut(at..at + data.len()).ok_or(Errno::EIO)?.copy_from_slice(data);
             of.dirty = true;
             let mut l = st.local.get(&ino).copied().unwrap_or_default();
             let now = SystemTime::now();
