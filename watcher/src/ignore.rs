@@ -1,5 +1,5 @@
 //! Which paths are not synced: editor and system temp files by default,
-//! fsync's own temp files always, plus `.fsyncignore` (gitignore syntax) at
+//! fsync's own temp files and the folder marker always, plus `.fsyncignore` (gitignore syntax) at
 //! the folder root.
 
 use std::path::Path;
@@ -47,7 +47,7 @@ impl Ignore {
     /// True when `rel` (a path relative to the root) is not synced.
     pub fn ignored(&self, rel: &str, is_dir: bool) -> bool {
         let name = rel.rsplit('/').next().unwrap_or(rel);
-        if name.starts_with(TEMP_PREFIX) {
+        if name.starts_with(TEMP_PREFIX) || rel == crate::root::MARKER {
             return true;
         }
         self.rules.matched_path_or_any_parents(rel, is_dir).is_ignore()
@@ -64,7 +64,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("mkdir");
         std::fs::write(dir.join(".fsyncignore"), "build/\n*.log\n!keep.log\n").expect("write");
         let ig = Ignore::load(&dir);
-        for p in [".notes.txt.swp", "notes.txt~", ".#notes.txt", "4913", "build/out.o", "x.log", ".fsync-tmp-123"] {
+        for p in [".notes.txt.swp", "notes.txt~", ".#notes.txt", "4913", "build/out.o", "x.log", ".fsync-tmp-123", ".fsync-folder"] {
             assert!(ig.ignored(p, false), "{p} should be ignored");
         }
         for p in ["notes.txt", "keep.log", "src/build.rs"] {

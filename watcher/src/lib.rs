@@ -7,12 +7,14 @@
 //!   never over a change not yet scanned.
 //! - [`diff`]: text diffs as edits (lines, refined to characters).
 //! - [`ignore`]: default ignores and `.fsyncignore`.
+//! - [`root`]: the folder root's identity (its marker).
 //! - [`live`]: notify events, debounced into paths to rescan; lost events
 //!   become a full rescan.
 
 pub mod diff;
 pub mod ignore;
 pub mod live;
+pub mod root;
 pub mod scan;
 mod similar;
 pub mod write;

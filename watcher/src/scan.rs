@@ -880,11 +880,17 @@ fn scan_at(
     // so is what lies below a directory that could not be listed.
     let mut outside = Index::default();
     let hidden: Vec<String> = unreadable.iter().map(|(p, _)| p.clone()).collect();
-    let unseen = |k: &str| {
+    // Paths ignored now are left as they are too: a path that became
+    // ignored stops syncing here (it is not taken for deleted, nor for the
+    // source of a move), and its peers keep it; when it stops being
+    // ignored, what it holds then is an edit from what it had.
+    let unseen = |k: &str, dir: bool| {
         !disk.contains_key(k)
-            && ((scope.is_some() && !in_scope(k, scope)) || hidden.iter().any(|h| in_scope(k, Some(std::slice::from_ref(h)))))
+            && ((scope.is_some() && !in_scope(k, scope))
+                || hidden.iter().any(|h| in_scope(k, Some(std::slice::from_ref(h))))
+                || ignore.ignored(k, dir))
     };
-    let keys: Vec<String> = index.files.keys().filter(|k| unseen(k)).cloned().collect();
+    let keys: Vec<String> = index.files.iter().filter(|(k, v)| unseen(k, v.kind == Kind::Dir)).map(|(k, _)| k.clone()).collect();
     for k in keys {
         if let Some(v) = index.files.remove(&k) {
             outside.files.insert(k, v);

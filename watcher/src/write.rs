@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use fsync_core::chunks::{assemble, ChunkStore};
 use fsync_core::folder::{Content, EntryId, Folder, Kind};
 
-use crate::ignore::TEMP_PREFIX;
+use crate::ignore::{Ignore, TEMP_PREFIX};
 use crate::scan::{Index, Known, Stat};
 use crate::WatchError;
 
@@ -293,7 +293,11 @@ pub fn write_back_with(
     intents: &mut dyn FnMut(&Index) -> Result<(), String>,
 ) -> Result<WriteReport, WatchError> {
     let mut report = WriteReport::default();
-    let nodes: Vec<_> = folder.tree().nodes().cloned().collect();
+    // What this node ignores is never written, moved or removed here (a
+    // peer's file at such a path stays in the folder, not on this disk).
+    let ignore = Ignore::load(root);
+    let nodes: Vec<_> =
+        folder.tree().nodes().filter(|n| !ignore.ignored(&n.path, n.kind == Kind::Dir)).cloned().collect();
 
     // Old names of files moved a while ago no longer matter, nor what the
     // disk held before writes a while ago.
@@ -378,7 +382,7 @@ pub fn write_back_with(
         .files
         .iter()
         .rev()
-        .filter(|(p, k)| wanted.get(p.as_str()) != Some(&k.kind))
+        .filter(|(p, k)| wanted.get(p.as_str()) != Some(&k.kind) && !ignore.ignored(p, k.kind == Kind::Dir))
         .map(|(p, k)| (p.clone(), k.clone()))
         .collect();
     for (p, k) in stale {

@@ -1553,3 +1553,59 @@ fn a_path_made_a_file_on_one_node_and_a_directory_on_another_keeps_both() {
     assert!(state.contains(&("x/f".to_owned(), "file in dir\n".to_owned())), "{state:?}");
     assert!(state.iter().any(|(p, w)| p.starts_with("x (") && w == "file mine\n"), "{state:?}");
 }
+
+/// A path that becomes ignored after it synced stops syncing here: it is
+/// not deleted (nor taken for the source of a move, nor looked at again
+/// and again), a peer's edit of it is not written here, and the write-back
+/// never writes an ignored path. When the rule goes, what the disk holds
+/// is an edit from what it had, and the peer's edit is written.
+#[test]
+fn a_path_that_becomes_ignored_stops_syncing_here_and_comes_back_as_an_edit() {
+    let mut d = Dir::new("ignored-later");
+    d.sh("printf 'one\\n' > f.txt && mkdir out && printf 'o\\n' > out/o.txt");
+    d.scan();
+    let id = d.id("f.txt");
+    d.sh("printf 'f.txt\\nout/\\n' > .fsyncignore");
+    for _ in 0..3 {
+        let r = d.scan_live();
+        assert!(r.deleted.is_empty() && r.deferred.is_empty() && r.moved.is_empty(), "{r:?}");
+    }
+    assert!(d.paths().contains(&"f.txt".to_owned()) && d.paths().contains(&"out/o.txt".to_owned()), "{:?}", d.paths());
+    // An ignored file moved elsewhere is a new file there, not a move.
+    d.sh("cp out/o.txt moved.txt");
+    // A peer edits the ignored file and makes a file in the ignored
+    // directory: neither is written here, pass after pass.
+    remote_edit(&mut d, "f.txt", |f, id| f.set_text(id, "one\nfrom a peer\n", 9).expect("edit"));
+    remote_new_file(&mut d, "out/new.txt", "new\n");
+    for _ in 0..2 {
+        let w = d.write_back();
+        assert!(w.written.iter().all(|p| p == ".fsyncignore" || p == "moved.txt"), "{w:?}");
+        assert!(w.removed.is_empty() && w.needs_scan.is_empty(), "{w:?}");
+    }
+    assert_eq!(read_file(&d, "f.txt"), "one\n");
+    assert!(!d.root.join("out/new.txt").exists());
+    // The user edits it while it is ignored, then the rule goes.
+    d.sh("printf 'one\\nmine\\n' > f.txt && rm .fsyncignore");
+    d.scan_live();
+    assert_eq!(d.id("f.txt"), id, "the same entry");
+    let merged = d.text("f.txt");
+    assert!(merged.starts_with("one\n") && merged.matches("from a peer\n").count() == 1 && merged.matches("mine\n").count() == 1, "{merged:?}");
+    assert_eq!(merged.len(), "one\nfrom a peer\nmine\n".len(), "{merged:?}");
+    d.write_back();
+    assert_eq!(read_file(&d, "f.txt"), merged);
+    assert_eq!(read_file(&d, "out/new.txt"), "new\n");
+}
+
+/// The folder's marker is never taken in, and a peer's entry of that name
+/// at the root is never written over it.
+#[test]
+fn the_folder_marker_is_neither_synced_nor_written() {
+    let mut d = Dir::new("marker");
+    watcher::root::Root::mark(&d.root, "id").expect("mark");
+    d.sh("printf 'x\\n' > a.txt");
+    d.scan();
+    assert_eq!(d.paths(), vec!["a.txt"]);
+    remote_new_file(&mut d, watcher::root::MARKER, "not a marker\n");
+    d.write_back();
+    assert!(watcher::root::Root::check(&d.root, "id").is_ok());
+}
