@@ -25,6 +25,7 @@
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,6 +41,7 @@ use transport::tls::Joined;
 use transport::{DeviceId, Node, Trust};
 use watcher::ignore::Ignore;
 use watcher::live::{Debouncer, Live, LiveWatcher};
+use watcher::root::{Root, RootError};
 use watcher::{scan_scoped, write_back_with, Index};
 
 use crate::config::{Config, FolderConfig};
@@ -97,6 +99,13 @@ struct Local {
     write_error: Option<String>,
     /// Why the start-up scan failed (taken by the daemon once it runs).
     start_error: Option<anyhow::Error>,
+    /// The folder's checked root (none while mounted or stopped).
+    checked: Option<Root>,
+    /// Why the folder is stopped: the directory at its path is not the
+    /// one that was shared. Nothing is scanned or written until it is.
+    stopped: Option<String>,
+    /// The live watch of the root, while it runs.
+    watching: Option<Arc<AtomicBool>>,
 }
 
 impl Local {
@@ -121,7 +130,8 @@ impl Local {
 
     /// What keeps the folder and the disk apart, for `fsync status`.
     fn problems(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.write_error.iter().map(|e| format!("not writing: {e}")).collect();
+        let mut out: Vec<String> = self.stopped.iter().map(|e| format!("stopped: {e}")).collect();
+        out.extend(self.write_error.iter().map(|e| format!("not writing: {e}")));
         out.extend(self.unreadable.iter().map(|(p, why)| format!("cannot read {p}: {why}")));
         out
     }
@@ -290,7 +300,7 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
     for (i, fc) in config.folders.iter().enumerate() {
         phase.send_replace(Some(format!("scanning folder {:?} at {}", fc.name, fc.path.display())));
         let mounted = mount.as_ref().is_some_and(|(name, _)| *name == fc.name);
-        let (local, folder, chunks) = open_folder(fc, i, &store, agent, &events_tx, mounted)?;
+        let (local, folder, chunks) = open_folder(fc, i, &mut store, agent, &events_tx, mounted)?;
         started.push((fc.name.clone(), folder, chunks));
         locals.push(local);
     }
@@ -334,6 +344,9 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
         if let Some(e) = d.locals[i].start_error.take() {
             let what = format!("cannot scan folder {} ({})", d.locals[i].name, d.locals[i].root.display());
             d.fail(&what, &e);
+        }
+        if let Some(why) = d.locals[i].stopped.clone() {
+            d.stop_folder(i, why);
         }
     }
     d.apply_peers(&config);
@@ -527,12 +540,63 @@ fn collect_garbage(store: &mut RedbStore, agent: AgentId, open: &[(String, Folde
     }
 }
 
+/// The key under which the store keeps a folder's root marker id.
+fn root_key(name: &str) -> String {
+    format!("root/{name}")
+}
+
+/// The checked root of a folder (see `watcher::root`): the directory at
+/// its path must be the one that was shared. A folder shared now gets its
+/// marker; one shared before markers existed gets it, if its directory is
+/// there; one whose directory is missing is never created anew (an
+/// unmounted disk would look like an emptied folder).
+fn folder_root(fc: &FolderConfig, store: &mut RedbStore, index: &Index, folder: &mut Folder) -> Result<Root, String> {
+    let path = &fc.path;
+    let known = store.get_state(&root_key(&fc.name)).map_err(|e| e.to_string())?;
+    if let Some(id) = known {
+        return Root::check(path, &String::from_utf8_lossy(&id)).map_err(|e| e.to_string());
+    }
+    let shared_before = !index.files.is_empty() || folder.tree().len() > 0;
+    if shared_before && !path.is_dir() {
+        return Err(RootError::Missing(path.clone()).to_string());
+    }
+    std::fs::create_dir_all(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let id = Root::new_id();
+    let root = Root::mark(path, &id).map_err(|e| e.to_string())?;
+    store.put_state(&root_key(&fc.name), id.as_bytes()).and_then(|()| store.sync()).map_err(|e| e.to_string())?;
+    Ok(root)
+}
+
+/// Watches a folder's directory: its events go to the main loop as folder
+/// `i`'s until the returned flag is cleared (the folder stopped).
+fn watch_root(name: &str, path: &std::path::Path, i: usize, events: &mpsc::Sender<(usize, Live)>) -> Result<Arc<AtomicBool>> {
+    let watch = LiveWatcher::new(path)?;
+    if let Some(why) = watch.polling() {
+        tracing::warn!(folder = %name, "cannot watch every directory ({why}); looking for changes every {}s instead", watcher::live::POLL.as_secs());
+    }
+    let on = Arc::new(AtomicBool::new(true));
+    let still = on.clone();
+    let tx = events.clone();
+    std::thread::spawn(move || loop {
+        let Some(ev) = watch.recv_timeout(Duration::from_millis(500)) else {
+            if tx.is_closed() || !still.load(Ordering::Relaxed) {
+                return;
+            }
+            continue;
+        };
+        if !still.load(Ordering::Relaxed) || tx.blocking_send((i, ev)).is_err() {
+            return;
+        }
+    });
+    Ok(on)
+}
+
 /// Loads a folder from the store, starts watching it, and scans what
 /// changed while the daemon was stopped.
 fn open_folder(
     fc: &FolderConfig,
     i: usize,
-    store: &RedbStore,
+    store: &mut RedbStore,
     agent: AgentId,
     events: &mpsc::Sender<(usize, Live)>,
     mounted: bool,
@@ -555,26 +619,19 @@ fn open_folder(
     let mut unreadable_at_start = Vec::new();
     let mut deferred_at_start = Vec::new();
     let mut start_error = None;
+    let mut root = None;
+    let mut stopped = None;
+    let mut watching = None;
     if !mounted {
-        std::fs::create_dir_all(&fc.path).with_context(|| format!("cannot create {}", fc.path.display()))?;
+        match folder_root(fc, store, &index, &mut folder) {
+            Ok(r) => root = Some(r),
+            Err(e) => stopped = Some(e),
+        }
+    }
+    if root.is_some() {
         // Live events, forwarded from a thread of their own. Watching starts
         // before the start-up scan so nothing falls between the two.
-        let watch = LiveWatcher::new(&fc.path)?;
-        if let Some(why) = watch.polling() {
-            tracing::warn!(folder = %fc.name, "cannot watch every directory ({why}); looking for changes every {}s instead", watcher::live::POLL.as_secs());
-        }
-        let tx = events.clone();
-        std::thread::spawn(move || loop {
-            let Some(ev) = watch.recv_timeout(Duration::from_millis(500)) else {
-                if tx.is_closed() {
-                    return;
-                }
-                continue;
-            };
-            if tx.blocking_send((i, ev)).is_err() {
-                return;
-            }
-        });
+        watching = Some(watch_root(&fc.name, &fc.path, i, events)?);
         // Take in what changed while we were stopped *before* any peer can
         // send us anything: otherwise a remote change could be merged first and
         // an offline move or delete misread against it.
@@ -619,6 +676,9 @@ fn open_folder(
         unreadable: BTreeMap::new(),
         write_error: None,
         start_error,
+        checked: root,
+        stopped,
+        watching,
     };
     local.note_unreadable(None, &unreadable_at_start);
     // Gone during the start-up scan's second look: a live scan looks again
@@ -659,6 +719,71 @@ impl Daemon {
         self.retry_at = Some(self.retry_at.map_or(at, |r| r.max(at)));
     }
 
+    /// True when folder `i`'s directory is the folder that was shared (see
+    /// `watcher::root`). A folder whose directory was moved, replaced,
+    /// unmounted or removed stops here, with one error, and sends nothing
+    /// (its watch ends, pending events are dropped); a stopped folder is
+    /// looked at again every [`RETRY`] and resumes, with a scan of
+    /// everything, once its directory is back.
+    fn root_ok(&mut self, i: usize) -> bool {
+        let l = &mut self.locals[i];
+        if let Some(root) = &l.checked {
+            let Err(e) = root.still() else { return true };
+            let why = e.to_string();
+            tracing::debug!(folder = %l.name, "root check failed: {why}");
+            l.checked = None;
+            if let Some(w) = l.watching.take() {
+                w.store(false, Ordering::Relaxed);
+            }
+            l.debounce = Debouncer::new(QUIET_MS, MAX_WAIT_MS);
+            return self.stop_folder(i, why);
+        }
+        if l.mounted {
+            return false;
+        }
+        let checked = (|| -> Result<Root> {
+            match self.store.get_state(&root_key(&l.name))? {
+                Some(id) => Ok(Root::check(&l.root, &String::from_utf8_lossy(&id))?),
+                None if l.root.is_dir() => {
+                    let id = Root::new_id();
+                    let root = Root::mark(&l.root, &id)?;
+                    self.store.put_state(&root_key(&l.name), id.as_bytes())?;
+                    self.store.sync()?;
+                    Ok(root)
+                }
+                None => Err(RootError::Missing(l.root.clone()).into()),
+            }
+        })();
+        match checked {
+            Ok(root) => match watch_root(&l.name, &l.root, i, &self.events) {
+                Ok(w) => {
+                    tracing::info!(folder = %l.name, path = %l.root.display(), "the folder's directory is back: syncing again");
+                    l.watching = Some(w);
+                    l.checked = Some(root);
+                    l.stopped = None;
+                    true
+                }
+                Err(e) => {
+                    let why = format!("cannot watch {}: {e:#}", l.root.display());
+                    self.stop_folder(i, why)
+                }
+            },
+            Err(e) => self.stop_folder(i, format!("{e:#}")),
+        }
+    }
+
+    /// Keeps folder `i` stopped for `why` (logged once) and looks again
+    /// soon. Returns false, for [`Daemon::root_ok`].
+    fn stop_folder(&mut self, i: usize, why: String) -> bool {
+        let l = &mut self.locals[i];
+        l.rescan = true;
+        let what = format!("folder {} stopped: nothing is synced from or written to {} until it is back", l.name, l.root.display());
+        l.stopped = Some(why.clone());
+        self.fail(&what, &anyhow!(why));
+        self.retry_at = Some(Instant::now() + RETRY);
+        false
+    }
+
     /// Takes disk changes in (a scope of paths, or everything) and saves
     /// them *before* peers hear of them: a change a peer has must never be
     /// missing from our store after a crash, or the restart would find it on
@@ -667,6 +792,12 @@ impl Daemon {
         if self.locals[i].mounted {
             return;
         }
+        let was_stopped = self.locals[i].stopped.is_some();
+        if !self.root_ok(i) {
+            return;
+        }
+        // Back after a stop: everything may have changed meanwhile.
+        let scope = if was_stopped { None } else { scope };
         let l = &mut self.locals[i];
         let store = &mut self.store;
         let ignore = Ignore::load(&l.root);
@@ -718,6 +849,12 @@ impl Daemon {
     fn write(&mut self, i: usize) {
         if self.locals[i].mounted {
             // Saved, so peers may have what arrived; the mount reads it live.
+            self.persist(i);
+            return;
+        }
+        if self.locals[i].stopped.is_some() || !self.root_ok(i) {
+            // Saved all the same: what peers sent is kept for when the
+            // folder is back.
             self.persist(i);
             return;
         }
@@ -901,7 +1038,7 @@ impl Daemon {
             }
             let i = self.locals.len();
             let (local, folder, chunks) =
-                tokio::task::block_in_place(|| open_folder(fc, i, &self.store, self.agent, &self.events, false))?;
+                tokio::task::block_in_place(|| open_folder(fc, i, &mut self.store, self.agent, &self.events, false))?;
             self.node.add_folder_with(&fc.name, folder, chunks);
             self.locals.push(local);
             self.persist(i);

@@ -37,7 +37,8 @@ fn files(root: &Path) -> BTreeMap<String, String> {
         for e in rd.flatten() {
             let p = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".fsync-tmp-") {
+            // fsync's temp files, and the folder marker at the root.
+            if name.starts_with(".fsync-tmp-") || (dir == root && name == ".fsync-folder") {
                 continue;
             }
             if p.is_dir() {

@@ -171,3 +171,56 @@ fn a_tab_in_a_path_and_a_non_ascii_version_are_answered_by_the_running_daemon() 
     }
     assert!(p.a.try_status().is_some_and(|s| s["running"] == true), "the daemon died: {}", p.a.log_tail(20));
 }
+
+/// `mv docs docs-old; mkdir docs`: the daemon once kept watching
+/// `docs-old` (the watch follows the inode), ignored the new `docs`, and
+/// a later `rm -rf docs-old` deleted every file on every peer. The folder
+/// stops with a clear error instead, sends nothing from the old directory
+/// or the new one, starts stopped after a restart, and carries on once
+/// its directory is back.
+#[test]
+fn a_folder_whose_directory_moved_away_stops_and_sends_no_deletion() {
+    let p = Pair::new("root-moved");
+    let (ra, rb) = (p.a.scratch.join("docs"), p.b.scratch.join("docs"));
+    let old = p.a.scratch.join("docs-old");
+    std::fs::create_dir_all(ra.join("d")).expect("mkdir");
+    std::fs::write(ra.join("f.txt"), "one\n").expect("write");
+    std::fs::write(ra.join("d/g.txt"), "two\n").expect("write");
+    let (da, _db) = (p.a.start(p.pa), p.b.start(p.pb));
+    eventually("the files on b", 15, || read(&rb.join("d/g.txt")).is_some() && read(&rb.join("f.txt")).is_some());
+    let stopped = |n: &util::Node| {
+        n.try_status().is_some_and(|s| {
+            s["folders"][0]["problems"].as_array().is_some_and(|ps| ps.iter().any(|p| p.as_str().is_some_and(|p| p.starts_with("stopped:"))))
+        })
+    };
+    std::fs::rename(&ra, &old).expect("mv");
+    std::fs::create_dir(&ra).expect("mkdir");
+    eventually("a stopped", 15, || stopped(&p.a));
+    // Changes in the old directory and the new one go nowhere.
+    std::fs::write(old.join("f.txt"), "one\nin the old directory\n").expect("write");
+    std::fs::write(ra.join("new.txt"), "in the new directory\n").expect("write");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(read(&rb.join("f.txt")).as_deref(), Some("one\n"));
+    assert!(read(&rb.join("new.txt")).is_none());
+    assert!(!ra.join("d").exists(), "the stopped folder was written into");
+    // A restart keeps it stopped (and starts all the same).
+    assert_eq!(da.stop(), Some(0), "{}", p.a.log());
+    let _da = p.a.start(p.pa);
+    eventually("a stopped after its restart", 15, || stopped(&p.a));
+    // The folder moved back: it carries on, and what was changed in it
+    // meanwhile is an edit like any other.
+    std::fs::remove_dir_all(&ra).expect("rm the new directory");
+    std::fs::rename(&old, &ra).expect("mv back");
+    eventually("a syncing again", 15, || !stopped(&p.a));
+    eventually("the edit made while away, on b", 15, || read(&rb.join("f.txt")).as_deref() == Some("one\nin the old directory\n"));
+    // Moved away again, and the old copy removed: nothing is deleted on b.
+    std::fs::rename(&ra, &old).expect("mv");
+    std::fs::create_dir(&ra).expect("mkdir");
+    eventually("a stopped again", 15, || stopped(&p.a));
+    std::fs::remove_dir_all(&old).expect("rm -rf");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(read(&rb.join("f.txt")).as_deref(), Some("one\nin the old directory\n"));
+    assert_eq!(read(&rb.join("d/g.txt")).as_deref(), Some("two\n"));
+    let log = p.a.log();
+    assert!(errors(&log).len() <= 8, "an error storm: {:?}", errors(&log));
+}

@@ -74,7 +74,8 @@ pub fn tree(root: &Path) -> BTreeMap<String, Entry> {
         };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".fsync-tmp-") {
+            // fsync's temp files, and the folder marker at the root.
+            if name.starts_with(".fsync-tmp-") || (dir == root && name == ".fsync-folder") {
                 continue;
             }
             let p = e.path();

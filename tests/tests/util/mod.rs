@@ -284,7 +284,9 @@ pub fn snapshot(root: &std::path::Path) -> Vec<(String, String)> {
         };
         for e in entries.flatten() {
             let rel = e.path().strip_prefix(root).expect("inside").to_string_lossy().into_owned();
-            if e.file_name().to_string_lossy().starts_with(".fsync-tmp-") {
+            // fsync's temp files, and the folder marker at the root.
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".fsync-tmp-") || (dir == root && name == ".fsync-folder") {
                 continue;
             }
             let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
