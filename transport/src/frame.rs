@@ -26,8 +26,17 @@ pub async fn write_frame(s: &mut quinn::SendStream, payload: &[u8]) -> Result<()
     s.write_all(payload).await.map_err(|e| FrameError::Stream(e.to_string()))
 }
 
+/// Largest frame on a chunk stream: one chunk (at most 256 KiB) and its
+/// name, with room to spare.
+pub const MAX_CHUNK_FRAME: usize = 1 << 20;
+
 /// Reads one frame; `None` when the peer finished the stream cleanly.
 pub async fn read_frame(s: &mut quinn::RecvStream) -> Result<Option<Vec<u8>>, FrameError> {
+    read_frame_at_most(s, MAX_FRAME).await
+}
+
+/// [`read_frame`], refusing frames over `max` bytes (at most [`MAX_FRAME`]).
+pub async fn read_frame_at_most(s: &mut quinn::RecvStream, max: usize) -> Result<Option<Vec<u8>>, FrameError> {
     let mut len = [0u8; 4];
     match s.read_exact(&mut len).await {
         Ok(()) => {}
@@ -35,7 +44,7 @@ pub async fn read_frame(s: &mut quinn::RecvStream) -> Result<Option<Vec<u8>>, Fr
         Err(e) => return Err(FrameError::Stream(e.to_string())),
     }
     let n = u32::from_be_bytes(len) as usize;
-    if n > MAX_FRAME {
+    if n > max.min(MAX_FRAME) {
         return Err(FrameError::TooLarge(n));
     }
     let mut buf = vec![0u8; n];

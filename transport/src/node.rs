@@ -189,6 +189,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 fn transport(idle: Duration) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(idle / 3));
+    // A peer's chunk streams are read concurrently: their number bounds
+    // what they hold in memory (BULK_AHEAD x MAX_CHUNK_FRAME per peer).
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(BULK_AHEAD as u32));
     if let Ok(idle) = quinn::IdleTimeout::try_from(idle) {
         t.max_idle_timeout(Some(idle));
     }
@@ -585,7 +588,7 @@ async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId
         while let Ok(mut s) = uni_conn.accept_uni().await {
             let tx = uni_tx.clone();
             tokio::spawn(async move {
-                if let Ok(Some(f)) = read_frame(&mut s).await {
+                if let Ok(Some(f)) = crate::frame::read_frame_at_most(&mut s, crate::frame::MAX_CHUNK_FRAME).await {
                     let _ = tx.send(f).await;
                 }
             });

@@ -25,6 +25,11 @@ use crate::ignore::Ignore;
 use crate::similar;
 use crate::WatchError;
 
+/// Files above this size are not synced (listed as unreadable, with why):
+/// a version's chunk list must fit one message
+/// ([`fsync_core::folder::MAX_CHUNKS`] chunks of 64 KiB on average).
+pub const MAX_FILE: u64 = 16 << 30;
+
 /// Files above this size are treated as binary (chunked, whole-value
 /// merges) even when they are valid UTF-8.
 pub const TEXT_MAX: u64 = 4 << 20;
@@ -356,7 +361,16 @@ fn read_body(path: &Path, kind: Kind) -> Result<Body, WatchError> {
     Ok(match kind {
         Kind::Dir => Body::Dir,
         Kind::Symlink => Body::Link(std::fs::read_link(path).map_err(io)?.to_string_lossy().into_owned()),
-        Kind::File => classify(std::fs::read(path).map_err(io)?),
+        Kind::File => {
+            let size = std::fs::symlink_metadata(path).map_err(io)?.len();
+            if size > MAX_FILE {
+                return Err(WatchError::io(path, std::io::Error::other(format!(
+                    "{size} bytes: fsync syncs files of at most {} GiB (the chunk list of a version must fit one message)",
+                    MAX_FILE >> 30
+                ))));
+            }
+            classify(std::fs::read(path).map_err(io)?)
+        }
     })
 }
 

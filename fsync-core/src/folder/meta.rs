@@ -197,6 +197,9 @@ impl Meta {
             6 => {
                 let size = r.varint()?;
                 let n = r.count(33)?;
+                if n > super::MAX_CHUNKS {
+                    return Err(DecodeError::Invalid("more chunks than one version may have"));
+                }
                 let mut chunks = Vec::with_capacity(n);
                 let mut total = 0u64;
                 for _ in 0..n {

@@ -36,6 +36,22 @@ use crate::graph::Frontier;
 use crate::ids::{AgentId, EventId, Lv};
 use crate::text::{Edit, ExportedRun, RemoteOp, RemoteOpError, TextDoc};
 
+/// The most bytes of operations one batch of [`Folder::changes_since`]
+/// holds (about: see [`ExportedRun::encoded_bound`]), beside its count of
+/// operations. One run may be larger (a text file's whole insert, a big
+/// file's chunk list), up to [`MAX_RUN_BYTES`].
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// The largest single run a replica makes or takes: it must fit a frame
+/// of the transport (16 MiB) with room to spare. A binary version's chunk
+/// list is the largest run there is: this bounds a file to about 300,000
+/// chunks (some 20 GiB at the average chunk size); larger files are not
+/// synced and are listed as such ([`MAX_CHUNKS`]).
+pub const MAX_RUN_BYTES: usize = 12 << 20;
+
+/// The most chunks one binary version may have (see [`MAX_RUN_BYTES`]).
+pub const MAX_CHUNKS: usize = MAX_RUN_BYTES / 40;
+
 /// What a replica has: per agent, the next sequence number it lacks.
 pub type VersionVector = BTreeMap<AgentId, u64>;
 
@@ -121,6 +137,9 @@ pub enum FolderError {
     /// Moving a directory into itself.
     #[error("cannot move a directory into itself")]
     IntoItself,
+    /// A binary version with more chunks than one message carries.
+    #[error("a version of {0} chunks is more than the {MAX_CHUNKS} one message carries")]
+    TooBig(usize),
 }
 
 /// Why remote changes were refused. Runs before the bad one were applied.
@@ -410,6 +429,9 @@ impl Folder {
         if !self.entries.contains_key(&id) {
             return Err(FolderError::UnknownEntry(id));
         }
+        if chunks.len() > MAX_CHUNKS {
+            return Err(FolderError::TooBig(chunks.len()));
+        }
         let size = chunks.iter().map(|c| c.len as u64).sum();
         self.local_meta(id, &Meta::Binary { size, chunks }, now);
         Ok(())
@@ -479,6 +501,9 @@ impl Folder {
         chunks: Vec<ChunkRef>,
         now: u64,
     ) -> Result<(), FolderError> {
+        if chunks.len() > MAX_CHUNKS {
+            return Err(FolderError::TooBig(chunks.len()));
+        }
         let size = chunks.iter().map(|c| c.len as u64).sum();
         self.meta_from(id, base, &Meta::Binary { size, chunks }, now)
     }
@@ -540,11 +565,12 @@ impl Folder {
     ) -> (Changes, usize) {
         let mut out = Changes::default();
         let mut ops = 0usize;
+        let mut bytes = 0usize;
         // The last record seen may have grown since (records merge at the
         // tail): look at it again; `have` filters what was sent already.
         let mut pos = from.saturating_sub(1);
         while pos < self.log.len() {
-            if ops >= max_ops && !out.runs.is_empty() {
+            if (ops >= max_ops || bytes >= MAX_BATCH_BYTES) && !out.runs.is_empty() {
                 break;
             }
             let rec = self.log[pos];
@@ -569,9 +595,21 @@ impl Folder {
             let take = (end - rec.seq) as usize;
             let mut runs = Vec::new();
             e.doc.oplog().export_range(rec.lv + skip..rec.lv + take, &mut runs);
-            ops += take - skip;
-            out.runs.extend(runs.into_iter().map(|r| (rec.entry, r)));
-            if take < rec.len as usize {
+            // Bytes cap a batch as well as operations (a binary version
+            // carries its whole chunk list): a batch stays far below a
+            // frame. What is left of the record goes in the next batch.
+            let mut cut = false;
+            for r in runs {
+                let b = r.encoded_bound();
+                if bytes + b > MAX_BATCH_BYTES && !out.runs.is_empty() {
+                    cut = true;
+                    break;
+                }
+                bytes += b;
+                ops += r.len();
+                out.runs.push((rec.entry, r));
+            }
+            if cut || take < rec.len as usize {
                 break;
             }
             pos += 1;

@@ -389,3 +389,53 @@ fn children_lists_one_level_in_name_order() {
     assert_eq!(names(&mut f, "a/y"), ["a/y/z"]);
     assert!(names(&mut f, "a.txt").is_empty());
 }
+
+/// Thousands of big binary versions at once: every batch stays within the
+/// byte cap (a batch capped by operations alone was far over the 16 MiB
+/// frame, and the connection failed on every retry), and the batches
+/// together carry everything.
+#[test]
+fn batches_of_big_binary_versions_are_capped_by_bytes() {
+    let mut a = Folder::new(agent(1));
+    let refs: Vec<ChunkRef> =
+        (0..2_000u32).map(|i| ChunkRef { hash: ChunkHash::of(&i.to_le_bytes()), len: crate::chunks::MIN_CHUNK }).collect();
+    for i in 0..300 {
+        let id = a.create(&format!("f{i}.bin"), Kind::File, 1).expect("create");
+        a.write_binary(id, refs.clone(), 1).expect("write");
+        a.write_binary(id, refs[1..].to_vec(), 2).expect("write again");
+    }
+    let mut b = Folder::new(agent(2));
+    let mut have = b.version_vector().clone();
+    let mut pos = 0;
+    let mut batches = 0;
+    loop {
+        let (c, next) = a.changes_since(&have, pos, crate::session::MAX_BATCH_OPS);
+        pos = next;
+        if c.runs.is_empty() {
+            break;
+        }
+        let bytes: usize = c.runs.iter().map(|(_, r)| r.encoded_bound()).sum();
+        let biggest = c.runs.iter().map(|(_, r)| r.encoded_bound()).max().unwrap_or(0);
+        assert!(bytes <= MAX_BATCH_BYTES + biggest, "a batch of {bytes} bytes");
+        for (_, r) in &c.runs {
+            let e = have.entry(r.id.agent).or_insert(0);
+            *e = (*e).max(r.id.seq + r.len() as u64);
+        }
+        b.apply_changes(&c).1.expect("valid");
+        batches += 1;
+    }
+    assert!(batches > 5, "{batches} batches");
+    assert_eq!(snapshot(&mut a), snapshot(&mut b));
+}
+
+/// A version with more chunks than one message carries is refused where
+/// it is made, and where it is decoded.
+#[test]
+fn a_version_with_too_many_chunks_is_refused() {
+    let mut a = Folder::new(agent(1));
+    let id = a.create("huge.bin", Kind::File, 1).expect("create");
+    let refs = vec![ChunkRef { hash: ChunkHash::of(b"x"), len: 1 }; MAX_CHUNKS + 1];
+    assert_eq!(a.write_binary(id, refs.clone(), 1), Err(FolderError::TooBig(MAX_CHUNKS + 1)));
+    let size = refs.len() as u64;
+    assert!(Meta::decode(&Meta::Binary { size, chunks: refs }.encode()).is_err());
+}

@@ -370,6 +370,18 @@ impl ExportedRun {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// About how many bytes the run takes encoded (never less): what
+    /// batches are capped by.
+    pub fn encoded_bound(&self) -> usize {
+        let body = match &self.kind {
+            ExportedKind::Ins(s) => s.len(),
+            ExportedKind::Del { .. } => 0,
+            ExportedKind::Marker(p) => p.len(),
+        };
+        // id, position, time, kind and length varints; each parent.
+        64 + 32 * self.parents.len() + body
+    }
 }
 
 impl OpLog {
