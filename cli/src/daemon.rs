@@ -119,7 +119,12 @@ impl Local {
         }
         self.unreadable.extend(found.iter().cloned());
         for (p, why) in &self.unreadable {
-            if !before.contains_key(p) {
+            if before.contains_key(p) {
+                continue;
+            }
+            if why.starts_with(watcher::scan::NOT_SYNCED) {
+                tracing::warn!(folder = %self.name, path = %p, "{p}: {why}");
+            } else {
                 tracing::warn!(folder = %self.name, path = %p, "cannot read {p} ({why}); left as it is, not synced and not deleted, until it can be read");
             }
         }
@@ -132,9 +137,21 @@ impl Local {
     fn problems(&self) -> Vec<String> {
         let mut out: Vec<String> = self.stopped.iter().map(|e| format!("stopped: {e}")).collect();
         out.extend(self.write_error.iter().map(|e| format!("not writing: {e}")));
-        out.extend(self.unreadable.iter().map(|(p, why)| format!("cannot read {p}: {why}")));
+        out.extend(self.unreadable.iter().map(|(p, why)| {
+            if why.starts_with(watcher::scan::NOT_SYNCED) {
+                format!("{p}: {why}")
+            } else {
+                format!("cannot read {p}: {why}")
+            }
+        }));
         out
     }
+}
+
+/// How often every folder is scanned whole, events or not (as Syncthing
+/// does, hourly): `FSYNC_RESCAN_SECS` sets it.
+fn rescan_every() -> Duration {
+    std::env::var("FSYNC_RESCAN_SECS").ok().and_then(|s| s.parse().ok()).map_or(Duration::from_secs(3600), Duration::from_secs)
 }
 
 /// A snapshot of a folder's texts is saved after this many new events
@@ -178,6 +195,8 @@ struct Daemon {
     store_error: Option<String>,
     progress: crate::progress::SyncReporter,
     last_seen_saved: Instant,
+    /// When every folder was last scanned whole (see [`rescan_every`]).
+    last_full_rescan: Instant,
     start: Instant,
 }
 
@@ -324,6 +343,7 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
         store_error: None,
         progress: Default::default(),
         last_seen_saved: Instant::now(),
+        last_full_rescan: Instant::now(),
         start: Instant::now(),
     };
     let (mount_tx, mut mount_rx) = mpsc::unbounded_channel::<MountMsg>();
@@ -454,6 +474,16 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
             }
             _ = tick.tick() => {
                 d.report();
+                // What no event reported (a write through a hard link from
+                // outside the folder, a filesystem without events) is
+                // found by a full rescan now and then.
+                if d.last_full_rescan.elapsed() >= rescan_every() {
+                    d.last_full_rescan = Instant::now();
+                    let ms = d.ms();
+                    for l in d.locals.iter_mut().filter(|l| !l.mounted) {
+                        l.debounce.push_all(ms);
+                    }
+                }
                 // `fsync mount` runs until unmounted (or signalled).
                 if mounted.as_ref().is_some_and(|m| !m.fs.is_mounted()) {
                     tracing::info!("the mount was unmounted: stopping");

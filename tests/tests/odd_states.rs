@@ -224,3 +224,81 @@ fn a_folder_whose_directory_moved_away_stops_and_sends_no_deletion() {
     let log = p.a.log();
     assert!(errors(&log).len() <= 8, "an error storm: {:?}", errors(&log));
 }
+
+/// A file whose name is not UTF-8, or a fifo, was never synced and
+/// nothing said so. Both are listed in `fsync status` and logged once.
+#[test]
+fn what_cannot_be_synced_is_listed_in_status_and_logged_once() {
+    use std::os::unix::ffi::OsStrExt;
+    let p = Pair::new("not-synced");
+    let ra = p.a.scratch.join("docs");
+    std::fs::create_dir_all(&ra).expect("mkdir");
+    std::fs::write(ra.join(std::ffi::OsStr::from_bytes(b"bad\xffname.txt")), "x\n").expect("write");
+    sh(&ra, "mkfifo pipe");
+    let _da = p.a.start(p.pa);
+    let problems = || -> Vec<String> {
+        p.a.try_status()
+            .and_then(|s| s["folders"][0]["problems"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    eventually("both listed", 15, || {
+        let ps = problems();
+        ps.iter().any(|p| p.contains("not valid UTF-8")) && ps.iter().any(|p| p.starts_with("pipe: not synced"))
+    });
+    // Scans come and go; each is logged once.
+    for i in 0..5 {
+        std::fs::write(ra.join(format!("f{i}.txt")), "y\n").expect("write");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let log = p.a.log();
+    assert_eq!(log.matches("not valid UTF-8").count(), 1, "{log}");
+    assert_eq!(log.matches("named pipe").count(), 1, "{log}");
+}
+
+/// A file with two hard links in the folder, appended to through one
+/// name: the other name changed on disk too, but only the name written
+/// to synced. Every name syncs. And a change that no event reports (a
+/// write through a shared memory map) is found by the periodic full
+/// rescan.
+#[test]
+fn a_write_through_a_hard_link_syncs_every_name_and_the_rescan_finds_what_no_event_said() {
+    let p = Pair::new("links");
+    let (ra, rb) = (p.a.scratch.join("docs"), p.b.scratch.join("docs"));
+    std::fs::create_dir_all(ra.join("sub")).expect("mkdir");
+    std::fs::write(ra.join("one.txt"), "first\n").expect("write");
+    std::fs::hard_link(ra.join("one.txt"), ra.join("sub/two.txt")).expect("ln");
+    std::fs::write(ra.join("mapped.txt"), "aaaa\n").expect("write");
+    let addr = format!("127.0.0.1:{}", p.pa);
+    let _da = p.a.spawn_env(&["run", "--listen", &addr], &[("FSYNC_RESCAN_SECS", "3")]);
+    let _db = p.b.start(p.pb);
+    eventually("both names on b", 15, || read(&rb.join("sub/two.txt")).as_deref() == Some("first\n"));
+    sh(&ra, "echo appended >> one.txt");
+    eventually("both names changed on b", 15, || {
+        read(&rb.join("one.txt")).as_deref() == Some("first\nappended\n")
+            && read(&rb.join("sub/two.txt")).as_deref() == Some("first\nappended\n")
+    });
+    if std::process::Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("python3 is not installed: the rescan part is skipped");
+        return;
+    }
+    eventually("mapped.txt on b", 15, || read(&rb.join("mapped.txt")).is_some());
+    // inotify reports no writes made through a shared mapping (only the
+    // open, a second before, and the close, long after).
+    let mut writer = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import mmap, time; f=open('mapped.txt','r+b'); m=mmap.mmap(f.fileno(), 0); time.sleep(1); m[0:4]=b'bbbb'; m.flush(); time.sleep(30)")
+        .current_dir(&ra)
+        .spawn()
+        .expect("python3 runs");
+    let found = (0..150).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        read(&rb.join("mapped.txt")).as_deref() == Some("bbbb\n")
+    });
+    let _ = writer.kill();
+    let _ = writer.wait();
+    assert!(found, "the mapped write never reached b");
+}

@@ -130,8 +130,9 @@ fn concurrent_binary_writes_keep_the_loser_in_history() {
     // Through the running daemon.
     let log = p.a.ok(&["log", file, "--json"]);
     assert!(log.trim_start().starts_with('[') && log.contains("\"version\"") && log.contains("\"parents\""), "{log}");
+    let parsed: serde_json::Value = serde_json::from_str(&log).expect("log --json is JSON");
     let versions: Vec<String> =
-        log.split("\"version\": \"").skip(1).filter_map(|s| s.split('"').next().map(str::to_owned)).collect();
+        parsed.as_array().expect("an array").iter().filter_map(|c| c["version"].as_str().map(str::to_owned)).collect();
     let found = versions.iter().any(|v| p.a.run(&["cat", file, "--at", v]).stdout == loser);
     assert!(found, "the losing version is not readable through `fsync cat --at`: {log}");
     assert_eq!(p.a.run(&["cat", file]).stdout, winner);

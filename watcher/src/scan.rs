@@ -34,6 +34,10 @@ pub const MAX_FILE: u64 = 16 << 30;
 /// merges) even when they are valid UTF-8.
 pub const TEXT_MAX: u64 = 4 << 20;
 
+/// How the reasons of paths that are not synced at all begin (in
+/// [`ScanReport::unreadable`], beside paths that cannot be read now).
+pub const NOT_SYNCED: &str = "not synced";
+
 /// What the index remembers of one path: the entry shown there, the disk
 /// metadata when it was last read or written, and the entry's version then.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -298,9 +302,12 @@ pub struct ScanReport {
     /// caller scans these again shortly; they are deleted once gone for
     /// [`GONE_WAIT`].
     pub deferred: Vec<String>,
-    /// Paths that could not be read (permission denied, an I/O error), with
-    /// why. They are left as they are: not taken in, and never taken for
-    /// deleted (a directory that cannot be listed keeps what it had).
+    /// Paths that could not be read (permission denied, an I/O error), or
+    /// are not synced at all (a name that is not UTF-8, a fifo, a socket, a
+    /// device file, a file over [`MAX_FILE`]: the reason begins with
+    /// [`NOT_SYNCED`]), with why. They are left as they are: not taken in,
+    /// and never taken for deleted (a directory that cannot be listed keeps
+    /// what it had).
     pub unreadable: Vec<(String, String)>,
 }
 
@@ -315,6 +322,8 @@ impl ScanReport {
 struct OnDisk {
     kind: Kind,
     stat: Stat,
+    /// Hard links to the inode.
+    links: u64,
 }
 
 /// What a file holds, read once.
@@ -365,7 +374,7 @@ fn read_body(path: &Path, kind: Kind) -> Result<Body, WatchError> {
             let size = std::fs::symlink_metadata(path).map_err(io)?.len();
             if size > MAX_FILE {
                 return Err(WatchError::io(path, std::io::Error::other(format!(
-                    "{size} bytes: fsync syncs files of at most {} GiB (the chunk list of a version must fit one message)",
+                    "{NOT_SYNCED}: {size} bytes, and fsync syncs files of at most {} GiB (the chunk list of a version must fit one message)",
                     MAX_FILE >> 30
                 ))));
             }
@@ -545,6 +554,27 @@ fn moved_from_outside(root: &Path, index: &Index, fresh: &HashSet<(u64, u8)>, sc
     from
 }
 
+/// Hard links: every name in the folder is a file of its own, and a
+/// change written through one name is on disk at the others too. Known
+/// paths outside `scope` that hold the inode of a file changed in scope
+/// are looked at as well, so every name syncs (no event names them).
+fn linked_outside(index: &Index, disk: &BTreeMap<String, OnDisk>, scope: &[String]) -> Vec<String> {
+    let changed: HashSet<u64> = disk
+        .iter()
+        .filter(|(p, d)| d.kind == Kind::File && d.links > 1 && index.files.get(*p).is_none_or(|k| k.stat != d.stat))
+        .map(|(_, d)| d.stat.ino)
+        .collect();
+    if changed.is_empty() {
+        return Vec::new();
+    }
+    index
+        .files
+        .iter()
+        .filter(|(p, k)| k.kind == Kind::File && changed.contains(&k.stat.ino) && !in_scope(p, Some(scope)))
+        .map(|(p, _)| p.clone())
+        .collect()
+}
+
 /// A walk is not atomic: something moved while it went on, from a
 /// directory it had walked into one it had not reached yet, is in `disk`
 /// twice, at its old name and at its new one, with one inode (SIGKILL
@@ -675,8 +705,17 @@ fn walk_from(
         let Ok(rel) = e.path().strip_prefix(root) else {
             continue;
         };
+        // What cannot be synced is listed with why (see `ScanReport::
+        // unreadable`), never skipped silently, and what the index has
+        // there is left as it is.
         let Some(rel) = rel.to_str().map(str::to_owned) else {
-            tracing_skip(e.path());
+            let shown = rel.to_string_lossy().into_owned();
+            if !ignore.ignored(&shown, e.file_type().is_dir()) {
+                unreadable.push((shown, format!("{NOT_SYNCED}: its name is not valid UTF-8 (rename it to sync it)")));
+            }
+            if e.file_type().is_dir() {
+                it.skip_current_dir();
+            }
             continue;
         };
         let ft = e.file_type();
@@ -687,9 +726,19 @@ fn walk_from(
         } else if ft.is_file() {
             Kind::File
         } else {
-            continue; // sockets, fifos, devices: not synced
+            if !ignore.ignored(&rel, false) {
+                unreadable.push((rel, format!("{NOT_SYNCED}: {}", special_kind(&ft))));
+            }
+            continue;
         };
-        if ignore.ignored(&rel, kind == Kind::Dir) || fsync_core::folder::split_path(&rel).is_err() {
+        if ignore.ignored(&rel, kind == Kind::Dir) {
+            if kind == Kind::Dir {
+                it.skip_current_dir();
+            }
+            continue;
+        }
+        if let Err(why) = fsync_core::folder::split_path(&rel) {
+            unreadable.push((rel, format!("{NOT_SYNCED}: {why}")));
             if kind == Kind::Dir {
                 it.skip_current_dir();
             }
@@ -699,15 +748,24 @@ fn walk_from(
             Ok(m) => m,
             Err(_) => continue,
         };
-        out.insert(rel, OnDisk { kind, stat: Stat::of(&meta) });
+        out.insert(rel, OnDisk { kind, stat: Stat::of(&meta), links: meta.nlink() });
         ScanProgress::add(&progress.walked, 1);
     }
     Ok(())
 }
 
-fn tracing_skip(_p: &Path) {
-    // Names that are not UTF-8 cannot be shared with every platform; they
-    // are left alone (and shown by status once the daemon reports it).
+/// What a special file is, for the list of what is not synced.
+fn special_kind(ft: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        "a named pipe (fifo)"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "a device file"
+    } else {
+        "a special file"
+    }
 }
 
 /// Where the disk's `path` is in the folder: below the directory the index
@@ -879,7 +937,8 @@ fn scan_at(
     let widened: Vec<String>;
     let scope = match scope {
         Some(sc) => {
-            let from = moved_from_outside(root, index, &fresh, sc);
+            let mut from = moved_from_outside(root, index, &fresh, sc);
+            from.extend(linked_outside(index, &disk, sc));
             if from.is_empty() {
                 Some(sc)
             } else {
@@ -1340,7 +1399,7 @@ mod tests {
 
     fn on_disk(root: &Path, p: &str) -> OnDisk {
         let m = std::fs::symlink_metadata(root.join(p)).expect("stat");
-        OnDisk { kind: if m.is_dir() { Kind::Dir } else { Kind::File }, stat: Stat::of(&m) }
+        OnDisk { kind: if m.is_dir() { Kind::Dir } else { Kind::File }, stat: Stat::of(&m), links: m.nlink() }
     }
 
     fn known(disk: &OnDisk) -> Known {
