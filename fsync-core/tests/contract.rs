@@ -212,6 +212,119 @@ proptest! {
     }
 }
 
+/// What a path becomes in a kind change.
+#[derive(Clone, Copy, Debug)]
+enum Becomes {
+    File,
+    DirWithFile,
+    EmptyDir,
+    Link,
+}
+
+/// Replaces whatever is at `path` with a new entry of another kind, as a
+/// scan records it: the old entry (and what is below it, deepest first)
+/// is deleted, the new one created.
+fn replace(f: &mut Folder, path: &str, becomes: Becomes, tag: &str) {
+    if let Some(id) = f.tree().lookup(path).map(|n| n.id) {
+        let mut below = f.tree().descendants(id);
+        below.reverse();
+        for d in below {
+            f.delete(d, 3).expect("delete below");
+        }
+        f.delete(id, 3).expect("delete");
+    }
+    match becomes {
+        Becomes::File => write(f, path, &format!("file {tag}")),
+        Becomes::DirWithFile => write(f, &format!("{path}/inner"), &format!("inner {tag}")),
+        Becomes::EmptyDir => {
+            f.create(path, Kind::Dir, 3).expect("mkdir");
+        }
+        Becomes::Link => {
+            let id = f.create(path, Kind::Symlink, 3).expect("link");
+            f.set_link(id, &format!("target-{tag}"), 3).expect("target");
+        }
+    }
+}
+
+fn becomes() -> impl Strategy<Value = Becomes> {
+    prop_oneof![Just(Becomes::File), Just(Becomes::DirWithFile), Just(Becomes::EmptyDir), Just(Becomes::Link)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Row 9: a path changes kind on one node, or to different kinds on
+    /// two: every replica ends with the same kinds at the same paths (the
+    /// scenario checks that), one node at the name, a directory if any of
+    /// them is one; what either node wrote is still there; and the replaced
+    /// content stays in the history.
+    #[test]
+    fn row9_a_path_that_changes_kind_converges_and_loses_nothing(
+        seed in any::<u64>(), start in becomes(), a in becomes(), b in prop::option::of(becomes()), edit_b in any::<bool>(),
+    ) {
+        let mut fs = scenario(
+            seed,
+            |f| replace(f, "p", start, "base"),
+            |f| replace(f, "p", a, "a"),
+            |f| match b {
+                Some(kind) => replace(f, "p", kind, "b"),
+                // Or an edit of what was there, if it was a file.
+                None if edit_b && matches!(start, Becomes::File) => write(f, "p", "file base, edited by b"),
+                None => {}
+            },
+        );
+        let f = &mut fs[0];
+        let at = f.tree().lookup("p").cloned().expect("something at p");
+        let dir_made = matches!(a, Becomes::DirWithFile | Becomes::EmptyDir) || matches!(b, Some(Becomes::DirWithFile | Becomes::EmptyDir));
+        if dir_made {
+            prop_assert_eq!(at.kind, Kind::Dir, "a directory keeps the name");
+        }
+        let snap = snapshot(f);
+        let all = format!("{snap:?}");
+        for (kind, tag) in [(Some(a), "a"), (b, "b")] {
+            match kind {
+                Some(Becomes::File) => prop_assert!(all.contains(&format!("file {tag}")), "{tag}'s file lost: {all}"),
+                Some(Becomes::DirWithFile) => prop_assert!(all.contains(&format!("inner {tag}")), "{tag}'s file lost: {all}"),
+                Some(Becomes::Link) => prop_assert!(all.contains(&format!("target-{tag}")), "{tag}'s link lost: {all}"),
+                _ => {}
+            }
+        }
+        if b.is_none() && edit_b && matches!(start, Becomes::File) {
+            prop_assert!(all.contains("edited by b"), "an edit concurrent with the kind change was lost: {all}");
+        }
+        // The replaced file's text is still in the history.
+        if matches!(start, Becomes::File) {
+            let kept = f.entry_ids().any(|id| f.doc(id).is_some_and(|d| d.text().starts_with("file base")));
+            prop_assert!(kept, "the replaced file's content left the history");
+        }
+    }
+
+    /// Deleted stays deleted: a tree deleted on one node while another
+    /// changed something elsewhere leaves nothing of it on any replica.
+    #[test]
+    fn a_deleted_tree_stays_deleted_everywhere(seed in any::<u64>(), files in prop::collection::vec("[a-c]{1,2}/[a-c]{1,2}", 1..6)) {
+        let mut fs = scenario(
+            seed,
+            |f| for (i, p) in files.iter().enumerate() { write(f, &format!("top/{p}"), &format!("{i}")) },
+            |f| {
+                let id = id_of(f, "top");
+                let mut below = f.tree().descendants(id);
+                below.reverse();
+                for d in below {
+                    f.delete(d, 3).expect("delete");
+                }
+                f.delete(id, 3).expect("delete");
+            },
+            |f| write(f, "elsewhere.txt", "unrelated"),
+        );
+        for f in fs.iter_mut() {
+            let left: Vec<String> = f.tree().nodes().map(|n| n.path.clone()).filter(|p| p == "top" || p.starts_with("top/")).collect();
+            prop_assert!(left.is_empty(), "{:?}", left);
+            prop_assert!(f.tree().lookup("elsewhere.txt").is_some());
+        }
+    }
+}
+
 #[test]
 fn an_unknown_summary_asks_for_everything() {
     let mut a = Folder::new(AgentId::from_index(1));
