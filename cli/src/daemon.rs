@@ -45,8 +45,8 @@ use watcher::root::{Root, RootError};
 use watcher::{scan_scoped, write_back_with, Index};
 
 use crate::config::{Config, FolderConfig};
-use crate::home::Home;
 use crate::control::Request;
+use crate::home::Home;
 use crate::status::{ErrorEntry, Status};
 use crate::store::RedbStore;
 
@@ -807,7 +807,8 @@ impl Daemon {
     fn stop_folder(&mut self, i: usize, why: String) -> bool {
         let l = &mut self.locals[i];
         l.rescan = true;
-        let what = format!("folder {} stopped: nothing is synced from or written to {} until it is back", l.name, l.root.display());
+        let what =
+            format!("folder {} stopped: nothing is synced from or written to {} until it is back", l.name, l.root.display());
         l.stopped = Some(why.clone());
         self.fail(&what, &anyhow!(why));
         self.retry_at = Some(Instant::now() + RETRY);

@@ -4,9 +4,9 @@ use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cli::control::Request;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use cli::control::Request;
 use cli::home::Home;
 use transport::DeviceId;
 

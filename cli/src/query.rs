@@ -22,11 +22,8 @@ pub fn version_string(id: EventId) -> String {
 pub fn parse_version(s: &str) -> Result<EventId> {
     let not = || anyhow!("{s:?} is not a version (expected AGENT:SEQ from `fsync log`)");
     let (hex, seq) = s.split_once(':').ok_or_else(not)?;
-    let agent: [u8; 16] = data_encoding::HEXLOWER_PERMISSIVE
-        .decode(hex.as_bytes())
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(not)?;
+    let agent: [u8; 16] =
+        data_encoding::HEXLOWER_PERMISSIVE.decode(hex.as_bytes()).ok().and_then(|b| b.try_into().ok()).ok_or_else(not)?;
     Ok(EventId { agent: AgentId(agent), seq: seq.parse().map_err(|_| not())? })
 }
 
@@ -178,8 +175,17 @@ mod tests {
     /// character once panicked the daemon (it sliced the string by bytes).
     #[test]
     fn a_version_string_with_non_ascii_characters_is_an_error() {
-        for bad in ["ééééééééééééééééééééééééééééééé:1", "0123456789abcdef0123456789abcdé:1", "", ":", "zz:1", "00:1",
-            "0123456789abcdef0123456789abcdef:x", "0123456789abcdef0123456789abcdef:-1", "\u{0}:\u{0}"] {
+        for bad in [
+            "ééééééééééééééééééééééééééééééé:1",
+            "0123456789abcdef0123456789abcdé:1",
+            "",
+            ":",
+            "zz:1",
+            "00:1",
+            "0123456789abcdef0123456789abcdef:x",
+            "0123456789abcdef0123456789abcdef:-1",
+            "\u{0}:\u{0}",
+        ] {
             assert!(parse_version(bad).is_err(), "{bad:?}");
         }
         let id = EventId { agent: AgentId([0xab; 16]), seq: 42 };

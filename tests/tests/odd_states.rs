@@ -45,9 +45,7 @@ fn a_path_that_becomes_a_directory_syncs_and_the_daemon_starts_again() {
     ];
     for (what, dir, cmd) in steps {
         sh(dir, cmd);
-        eventually(what, 15, || {
-            same(&p) && snapshot(&ra).iter().filter(|(n, _)| n == "x" || n.starts_with("x/")).count() > 0
-        });
+        eventually(what, 15, || same(&p) && snapshot(&ra).iter().filter(|(n, _)| n == "x" || n.starts_with("x/")).count() > 0);
         let s = snapshot(&ra);
         assert!(!s.iter().any(|(n, _)| n.starts_with("x (")), "{what}: kept twice: {s:?}");
     }
@@ -111,7 +109,9 @@ fn a_deleted_directory_does_not_come_back() {
         // once; the others on the node that made it.
         let deleter = if round % 2 == 0 { to } else { from };
         sh(deleter, &format!("rm -r proj{round}"));
-        eventually("the deletion on both", 15, || !ra.join(format!("proj{round}")).exists() && !rb.join(format!("proj{round}")).exists());
+        eventually("the deletion on both", 15, || {
+            !ra.join(format!("proj{round}")).exists() && !rb.join(format!("proj{round}")).exists()
+        });
         std::thread::sleep(Duration::from_millis(1500));
         assert!(!ra.join(format!("proj{round}")).exists(), "round {round}: came back on a: {:?}", snapshot(&ra));
         assert!(!rb.join(format!("proj{round}")).exists(), "round {round}: came back on b: {:?}", snapshot(&rb));
@@ -138,7 +138,8 @@ fn a_save_right_after_a_remote_change_is_what_the_file_holds() {
         let second = format!("from {last} {i}\n");
         std::fs::write(other.join("s.txt"), &second).expect("write");
         eventually("the overwrite on both", 15, || {
-            read(&ra.join("s.txt")).as_deref() == Some(second.as_str()) && read(&rb.join("s.txt")).as_deref() == Some(second.as_str())
+            read(&ra.join("s.txt")).as_deref() == Some(second.as_str())
+                && read(&rb.join("s.txt")).as_deref() == Some(second.as_str())
         });
         std::thread::sleep(Duration::from_millis(500));
         assert_eq!(read(&ra.join("s.txt")).as_deref(), Some(second.as_str()), "round {i}");
@@ -165,7 +166,8 @@ fn a_tab_in_a_path_and_a_non_ascii_version_are_answered_by_the_running_daemon() 
     let version = log[0]["version"].as_str().expect("a version").to_owned();
     assert_eq!(p.a.ok(&["cat", file]), "with a tab\n");
     assert_eq!(p.a.ok(&["cat", file, "--at", &version]), "with a tab\n");
-    for bad in ["éééééééééééééééééééééééééééééééé:1", "0123456789abcdef0123456789abcdé:1", "nonsense", ""] {
+    for bad in ["éééééééééééééééééééééééééééééééé:1", "0123456789abcdef0123456789abcdé:1", "nonsense", ""]
+    {
         let err = p.a.fails(&["cat", file, "--at", bad]);
         assert!(err.contains("is not a version"), "{bad:?}: {err}");
     }
@@ -190,7 +192,9 @@ fn a_folder_whose_directory_moved_away_stops_and_sends_no_deletion() {
     eventually("the files on b", 15, || read(&rb.join("d/g.txt")).is_some() && read(&rb.join("f.txt")).is_some());
     let stopped = |n: &util::Node| {
         n.try_status().is_some_and(|s| {
-            s["folders"][0]["problems"].as_array().is_some_and(|ps| ps.iter().any(|p| p.as_str().is_some_and(|p| p.starts_with("stopped:"))))
+            s["folders"][0]["problems"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p.as_str().is_some_and(|p| p.starts_with("stopped:"))))
         })
     };
     std::fs::rename(&ra, &old).expect("mv");
@@ -212,7 +216,9 @@ fn a_folder_whose_directory_moved_away_stops_and_sends_no_deletion() {
     std::fs::remove_dir_all(&ra).expect("rm the new directory");
     std::fs::rename(&old, &ra).expect("mv back");
     eventually("a syncing again", 15, || !stopped(&p.a));
-    eventually("the edit made while away, on b", 15, || read(&rb.join("f.txt")).as_deref() == Some("one\nin the old directory\n"));
+    eventually("the edit made while away, on b", 15, || {
+        read(&rb.join("f.txt")).as_deref() == Some("one\nin the old directory\n")
+    });
     // Moved away again, and the old copy removed: nothing is deleted on b.
     std::fs::rename(&ra, &old).expect("mv");
     std::fs::create_dir(&ra).expect("mkdir");

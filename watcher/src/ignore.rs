@@ -64,7 +64,9 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("mkdir");
         std::fs::write(dir.join(".fsyncignore"), "build/\n*.log\n!keep.log\n").expect("write");
         let ig = Ignore::load(&dir);
-        for p in [".notes.txt.swp", "notes.txt~", ".#notes.txt", "4913", "build/out.o", "x.log", ".fsync-tmp-123", ".fsync-folder"] {
+        for p in
+            [".notes.txt.swp", "notes.txt~", ".#notes.txt", "4913", "build/out.o", "x.log", ".fsync-tmp-123", ".fsync-folder"]
+        {
             assert!(ig.ignored(p, false), "{p} should be ignored");
         }
         for p in ["notes.txt", "keep.log", "src/build.rs"] {

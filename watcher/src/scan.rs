@@ -665,7 +665,9 @@ fn walk_from(
     if min_depth == 0 {
         match std::fs::symlink_metadata(start) {
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()), // deleted: nothing to walk
+            // Deleted, or below what is no longer a directory: nothing to
+            // walk.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => return Ok(()),
             // Below a directory we may not search: not gone, unknown.
             Err(e) => {
                 if let Some(rel) = start.strip_prefix(root).ok().and_then(Path::to_str) {
@@ -690,7 +692,13 @@ fn walk_from(
         let e = match e {
             Ok(e) => e,
             // Vanished while walking: the next scan sees the new state.
-            Err(err) if err.io_error().is_some_and(|i| i.kind() == std::io::ErrorKind::NotFound) => continue,
+            Err(err)
+                if err
+                    .io_error()
+                    .is_some_and(|i| matches!(i.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory)) =>
+            {
+                continue
+            }
             // A directory we may not list (permissions removed): noted,
             // and what the index has below it is kept as it is.
             Err(err) if err.io_error().is_some() && err.path().is_some_and(|p| p.starts_with(root) && p != root) => {
@@ -785,6 +793,19 @@ fn in_folder(folder: &mut Folder, index: &Index, path: &str) -> String {
     }
 }
 
+/// The directory entry the index knows at the disk parent of `path`, with
+/// the name, when that entry no longer shows in the folder: a peer deleted
+/// it while this disk moved or made something in it. That goes into the
+/// entry by id, which keeps the directory (CONTRACT: a directory deleted on
+/// one node, a new file put inside it on another); by path it met a file a
+/// peer made at the directory's name (the scan failed, `not a directory`).
+fn hidden_parent(folder: &mut Folder, index: &Index, path: &str) -> Option<(EntryId, String)> {
+    let (parent, name) = path.rsplit_once('/')?;
+    let k = index.files.get(parent).filter(|k| k.kind == Kind::Dir)?;
+    (folder.state(k.id).is_some_and(|s| s.kind == Kind::Dir) && folder.tree().path_of(k.id).is_none())
+        .then(|| (k.id, name.to_owned()))
+}
+
 /// Moves entry `id` to where the disk has it (`path`). A move that would
 /// put a directory into itself in the folder (the user moved it into a
 /// directory that a peer, concurrently, moved into it) is not recorded:
@@ -795,7 +816,11 @@ fn move_entry(folder: &mut Folder, index: &Index, id: EntryId, path: &str, now: 
         return Ok(());
     }
     let to = in_folder(folder, index, path);
-    match folder.rename_alongside(id, &to, now) {
+    let moved = match hidden_parent(folder, index, path) {
+        Some((parent, name)) => folder.move_into(id, Some(parent), &name, now),
+        None => folder.rename_alongside(id, &to, now),
+    };
+    match moved {
         Err(fsync_core::folder::FolderError::IntoItself) => {
             tracing::debug!(path, to, "a move into itself in the folder: the folder's move wins");
             Ok(())
@@ -963,7 +988,8 @@ fn scan_at(
                 || hidden.iter().any(|h| in_scope(k, Some(std::slice::from_ref(h))))
                 || ignore.ignored(k, dir))
     };
-    let keys: Vec<String> = index.files.iter().filter(|(k, v)| unseen(k, v.kind == Kind::Dir)).map(|(k, _)| k.clone()).collect();
+    let keys: Vec<String> =
+        index.files.iter().filter(|(k, v)| unseen(k, v.kind == Kind::Dir)).map(|(k, _)| k.clone()).collect();
     for k in keys {
         if let Some(v) = index.files.remove(&k) {
             outside.files.insert(k, v);
@@ -1003,45 +1029,83 @@ fn scan_inner(
     let mut report = ScanReport::default();
 
     // Moves by inode, directories first (shortest path first), so that what
-    // is inside moves along.
+    // is inside moves along. First the moves whose new place is in the
+    // folder already; then a path that holds another kind now, and was not
+    // moved, was replaced (`rm x; mkdir x`, a checkout): its entry, and what
+    // was known below it and did not move either, go (deepest first), so
+    // that the remaining moves into the new kind, and the new kind itself,
+    // find the name free.
     let mut reused: HashMap<(String, EntryId), bool> = HashMap::new();
-    loop {
-        // Gone: no longer on disk as the same kind. (A path still there
-        // with a new inode was replaced in place, as editors save.)
-        let gone: Vec<(String, Known)> =
-            index.files.iter().filter(|(p, k)| is_gone(&disk, p, k)).map(|(p, k)| (p.clone(), k.clone())).collect();
-        let mut by_ino: HashMap<(u64, bool), Vec<&(String, Known)>> = HashMap::new();
-        for g in &gone {
-            by_ino.entry((g.1.stat.ino, g.1.kind == Kind::Dir)).or_default().push(g);
-        }
-        let mut found: Option<((bool, usize), String, String, EntryId)> = None;
-        for (path, d) in &disk {
-            // Only a path the index does not have can be where something
-            // moved to (inodes are reused: git deletes one file and its
-            // inode comes back for the next one it writes).
-            if index.files.get(path).is_some_and(|k| k.kind == d.kind) {
-                continue;
+    for placeable_only in [true, false] {
+        loop {
+            // Gone: no longer on disk as the same kind. (A path still there
+            // with a new inode was replaced in place, as editors save.)
+            let gone: Vec<(String, Known)> =
+                index.files.iter().filter(|(p, k)| is_gone(&disk, p, k)).map(|(p, k)| (p.clone(), k.clone())).collect();
+            let mut by_ino: HashMap<(u64, bool), Vec<&(String, Known)>> = HashMap::new();
+            for g in &gone {
+                by_ino.entry((g.1.stat.ino, g.1.kind == Kind::Dir)).or_default().push(g);
             }
-            for (old, known) in by_ino.get(&(d.stat.ino, d.kind == Kind::Dir)).into_iter().flatten() {
-                if known.kind == d.kind && old != path && !path.starts_with(&format!("{old}/")) {
-                    if known.kind == Kind::File
-                        && *reused.entry((path.clone(), known.id)).or_insert_with(|| inode_reused(root, folder, path, known))
-                    {
-                        tracing::trace!(old = %old, new = %path, "inode reused: not a move");
-                        continue;
-                    }
-                    let to = in_folder(folder, index, path);
-                    let key = (!placeable(folder, known.id, &to), old.len());
-                    if found.as_ref().is_none_or(|(k, ..)| key < *k) {
-                        found = Some((key, old.clone(), path.clone(), known.id));
+            let mut found: Option<((bool, usize), String, String, EntryId)> = None;
+            for (path, d) in &disk {
+                // Only a path the index does not have can be where something
+                // moved to (inodes are reused: git deletes one file and its
+                // inode comes back for the next one it writes).
+                if index.files.get(path).is_some_and(|k| k.kind == d.kind) {
+                    continue;
+                }
+                for (old, known) in by_ino.get(&(d.stat.ino, d.kind == Kind::Dir)).into_iter().flatten() {
+                    if known.kind == d.kind && old != path && !path.starts_with(&format!("{old}/")) {
+                        if known.kind == Kind::File
+                            && *reused
+                                .entry((path.clone(), known.id))
+                                .or_insert_with(|| inode_reused(root, folder, path, known))
+                        {
+                            tracing::trace!(old = %old, new = %path, "inode reused: not a move");
+                            continue;
+                        }
+                        let to = in_folder(folder, index, path);
+                        let key = (!placeable(folder, known.id, &to), old.len());
+                        if placeable_only && key.0 {
+                            continue;
+                        }
+                        if found.as_ref().is_none_or(|(k, ..)| key < *k) {
+                            found = Some((key, old.clone(), path.clone(), known.id));
+                        }
                     }
                 }
             }
+            let Some((_, old, new, id)) = found else { break };
+            move_entry(folder, index, id, &new, now)?;
+            index.rekey(&old, &new);
+            report.moved.push((old, new));
         }
-        let Some((_, old, new, id)) = found else { break };
-        move_entry(folder, index, id, &new, now)?;
-        index.rekey(&old, &new);
-        report.moved.push((old, new));
+        if placeable_only {
+            // (After the moves: a directory moved carries what it holds to
+            // where the disk may have another kind.)
+            let replaced: Vec<String> = index
+                .files
+                .iter()
+                .filter(|(p, k)| disk.get(*p).is_some_and(|d| d.kind != k.kind))
+                .map(|(p, _)| p.clone())
+                .collect();
+            let under_replaced = |p: &str| replaced.iter().any(|r| p == r || p.starts_with(&format!("{r}/")));
+            let gone: Vec<(String, Known)> = index
+                .files
+                .iter()
+                .rev()
+                .filter(|(p, k)| under_replaced(p) && is_gone(&disk, p, k))
+                .map(|(p, k)| (p.clone(), k.clone()))
+                .collect();
+            for (p, k) in gone {
+                if folder.tree().path_of(k.id).is_some() {
+                    folder.delete_from(k.id, &k.base, now)?;
+                }
+                index.files.remove(&p);
+                index.deferred.remove(&p);
+                report.deleted.push(p);
+            }
+        }
     }
 
     // Bodies of new paths, read once.
@@ -1131,14 +1195,8 @@ fn scan_inner(
     // of events, or the next walk (see `scan_scoped`, `scan_with_progress`).
     let gone: Vec<(String, Known)> =
         index.files.iter().rev().filter(|(p, k)| is_gone(&disk, p, k)).map(|(p, k)| (p.clone(), k.clone())).collect();
-    // A path that holds another kind now (and what was known below it) was
-    // replaced, not moved: the move search above has already had its
-    // chance, and the new kind is taken in below, so the old entry goes now
-    // (waiting would leave the index two entries at one path).
-    let replaced: Vec<String> = gone.iter().filter(|(p, _)| disk.contains_key(p)).map(|(p, _)| format!("{p}/")).collect();
     for (p, k) in gone {
-        let kind_changed = disk.contains_key(&p) || replaced.iter().any(|r| p.starts_with(r.as_str()));
-        if !kind_changed && index.deferred.entry(p.clone()).or_insert_with(Instant::now).elapsed() < GONE_WAIT {
+        if index.deferred.entry(p.clone()).or_insert_with(Instant::now).elapsed() < GONE_WAIT {
             report.deferred.push(p);
             continue;
         }
@@ -1167,16 +1225,20 @@ fn scan_inner(
         let existing = folder.tree().lookup(&at).map(|n| (n.id, n.kind));
         let intent = index.new_intents.remove(&p);
         let mut from: Vec<EventId> = Vec::new();
-        let id = match existing {
+        let hidden = hidden_parent(folder, index, &p);
+        let id = match (existing, hidden) {
+            // Made in a directory a peer deleted meanwhile: into that
+            // directory, which it keeps.
+            (_, Some((parent, name))) => folder.create_into(Some(parent), &name, d.kind, now)?,
             // A directory the folder already has (created by a peer), or
             // the very file it has there (written by us, the index update
             // lost in a crash).
-            Some((id, kind)) if kind == d.kind && (kind == Kind::Dir || same_content(folder, chunks, id, &body)) => id,
+            (Some((id, kind)), None) if kind == d.kind && (kind == Kind::Dir || same_content(folder, chunks, id, &body)) => id,
             // Our write of it landed, the index update was lost in a crash,
             // and it was edited here since: that file, edited from what we
             // wrote (in place: our inode; saved through a temp file: most
             // of our lines).
-            Some((id, kind))
+            (Some((id, kind)), None)
                 if kind == d.kind
                     && intent.as_ref().is_some_and(|i| i.0 == id && ours_edited(folder, i, d.stat.ino, &body)) =>
             {
@@ -1186,8 +1248,8 @@ fn scan_inner(
             // A peer's file of that name not written here yet: ours is
             // another file, created concurrently (taking it as an edit of
             // theirs would replace their content).
-            Some(_) => folder.create_alongside(&at, d.kind, now)?,
-            None => {
+            (Some(_), None) => folder.create_alongside(&at, d.kind, now)?,
+            (None, None) => {
                 if let Some(to) = saved_after_move(folder, index, &p, d, &body) {
                     // Known here until the write-back removes it (the tree
                     // no longer has anything at this path) and writes the

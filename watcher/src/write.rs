@@ -296,8 +296,7 @@ pub fn write_back_with(
     // What this node ignores is never written, moved or removed here (a
     // peer's file at such a path stays in the folder, not on this disk).
     let ignore = Ignore::load(root);
-    let nodes: Vec<_> =
-        folder.tree().nodes().filter(|n| !ignore.ignored(&n.path, n.kind == Kind::Dir)).cloned().collect();
+    let nodes: Vec<_> = folder.tree().nodes().filter(|n| !ignore.ignored(&n.path, n.kind == Kind::Dir)).cloned().collect();
 
     // Old names of files moved a while ago no longer matter, nor what the
     // disk held before writes a while ago.
@@ -327,7 +326,7 @@ pub fn write_back_with(
             report.failed.push((old, why));
             continue;
         }
-        if let Some(gone) = vanished_dir(root, index, &n.path) {
+        if let Some(gone) = vanished_dir(root, index, &n.path).or_else(|| not_a_dir_above(index, &n.path)) {
             needs_scan(index, &mut report, gone);
             held.hold(n, &old);
             continue;
@@ -419,8 +418,11 @@ pub fn write_back_with(
         match r {
             Ok(()) => report.removed.push(p.clone()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            // A directory with unsynced (ignored or new) files stays.
-            Err(_) if k.kind == Kind::Dir => {}
+            // A directory with unsynced (ignored or new) files stays, and
+            // the index keeps it: what the scan then finds in it goes into
+            // that directory entry (which it keeps), not into whatever a
+            // peer made at its name.
+            Err(_) if k.kind == Kind::Dir => continue,
             Err(e) => return Err(WatchError::io(&full, e)),
         }
         index.files.remove(&p);
@@ -552,6 +554,16 @@ fn needs_scan(index: &Index, report: &mut WriteReport, path: String) {
     }
 }
 
+/// The first path above `path` that the index knows as something other
+/// than a directory: a path that changed kind here (not scanned yet), or
+/// on a peer (not removed yet). Nothing goes below it until it is settled.
+fn not_a_dir_above(index: &Index, path: &str) -> Option<String> {
+    path.match_indices('/')
+        .map(|(i, _)| &path[..i])
+        .find(|a| index.files.get(*a).is_some_and(|k| k.kind != Kind::Dir))
+        .map(str::to_owned)
+}
+
 /// The first directory at or above `path` that the index knows and the
 /// disk no longer has (or has replaced): the user moved, deleted or
 /// replaced it, and the scan has not seen that yet.
@@ -562,7 +574,11 @@ fn vanished_dir(root: &Path, index: &Index, path: &str) -> Option<String> {
         let dir = &path[..end];
         // Gone, or replaced by something else (another inode, maybe
         // another kind).
-        if index.files.get(dir).is_some_and(|k| k.kind == Kind::Dir && lstat(&root.join(dir)).is_none_or(|s| s.ino != k.stat.ino)) {
+        let replaced = |k: &Known| match std::fs::symlink_metadata(root.join(dir)) {
+            Ok(m) => !m.is_dir() || Stat::of(&m).ino != k.stat.ino,
+            Err(_) => true,
+        };
+        if index.files.get(dir).is_some_and(|k| k.kind == Kind::Dir && replaced(k)) {
             return Some(dir.to_owned());
         }
         if end == path.len() {

@@ -1589,7 +1589,10 @@ fn a_path_that_becomes_ignored_stops_syncing_here_and_comes_back_as_an_edit() {
     d.scan_live();
     assert_eq!(d.id("f.txt"), id, "the same entry");
     let merged = d.text("f.txt");
-    assert!(merged.starts_with("one\n") && merged.matches("from a peer\n").count() == 1 && merged.matches("mine\n").count() == 1, "{merged:?}");
+    assert!(
+        merged.starts_with("one\n") && merged.matches("from a peer\n").count() == 1 && merged.matches("mine\n").count() == 1,
+        "{merged:?}"
+    );
     assert_eq!(merged.len(), "one\nfrom a peer\nmine\n".len(), "{merged:?}");
     d.write_back();
     assert_eq!(read_file(&d, "f.txt"), merged);

@@ -8,9 +8,14 @@
 //! a move) cost the convergence oracle many runs to find; here they come by
 //! the hundred in a second, without the network or a daemon.
 //!
+//! Paths change kind on both sides (a file becomes a directory with a
+//! file in it, a directory becomes a file).
+//!
 //! Checked at the end: the disk equals the merged state, both replicas
 //! agree, no line is anywhere twice (a file kept twice, or text doubled),
-//! and no line is lost unless its file was deleted somewhere.
+//! no line is lost unless its file was deleted somewhere, and a file one
+//! side deleted that the other never touched is gone (deleted stays
+//! deleted).
 //!
 //! `FSYNC_SIM_SEEDS=N` runs seeds 0..N (default 12); `FSYNC_SIM_SEED=S` one.
 
@@ -44,6 +49,11 @@ struct Sim {
     lines: BTreeMap<String, String>,
     /// Tags of files deleted somewhere: their lines may be gone.
     deleted: BTreeSet<String>,
+    /// Tags of files deleted by one side (true: here) that the other side
+    /// never touched (edited or moved): nothing of them may be left.
+    deleted_by: BTreeMap<String, bool>,
+    /// Tags each side touched (created, edited or moved): (here, peer).
+    touched: BTreeMap<String, (bool, bool)>,
     log: Vec<String>,
 }
 
@@ -66,6 +76,8 @@ impl Sim {
             next: 0,
             lines: BTreeMap::new(),
             deleted: BTreeSet::new(),
+            deleted_by: BTreeMap::new(),
+            touched: BTreeMap::new(),
             log: Vec::new(),
         }
     }
@@ -119,19 +131,35 @@ impl Sim {
         text.lines().next().unwrap_or_default().to_owned()
     }
 
+    fn touch(&mut self, tag: &str, here: bool) {
+        let t = self.touched.entry(tag.to_owned()).or_default();
+        if here {
+            t.0 = true;
+        } else {
+            t.1 = true;
+        }
+    }
+
+    /// A file of `tag` deleted here (`here`) or by the peer.
+    fn delete_tag(&mut self, tag: String, here: bool) {
+        self.deleted.insert(tag.clone());
+        self.deleted_by.entry(tag).or_insert(here);
+    }
+
     // Local programs.
 
     fn local_op(&mut self) {
         let (files, dirs) = self.on_disk();
         let mut places = vec![String::new()];
         places.extend(dirs.iter().map(|d| format!("{d}/")));
-        match self.rand(10) {
+        match self.rand(12) {
             0 | 1 => {
                 let n = self.fresh();
                 let dir = self.pick(&places).unwrap_or_default();
                 let p = format!("{dir}t{n}.txt");
                 let tag = format!("id-{n}");
                 std::fs::write(self.root.join(&p), format!("{tag}\n")).expect("create");
+                self.touch(&tag, true);
                 self.lines.insert(tag.clone(), tag);
                 self.note(format!("local create {p}"));
                 self.event(p);
@@ -154,13 +182,14 @@ impl Sim {
                     self.note(format!("local edit {p} through a temp file (+{line})"));
                     self.event(tmp);
                 }
+                self.touch(&Self::tag_of(&old), true);
                 self.lines.insert(line, Self::tag_of(&old));
                 self.event(p);
             }
             4 => {
                 let Some(p) = self.pick(&files) else { return };
                 let old = std::fs::read_to_string(self.root.join(&p)).expect("read");
-                self.deleted.insert(Self::tag_of(&old));
+                self.delete_tag(Self::tag_of(&old), true);
                 std::fs::remove_file(self.root.join(&p)).expect("rm");
                 self.note(format!("local rm {p}"));
                 self.event(p);
@@ -171,6 +200,8 @@ impl Sim {
                 let dir = self.pick(&places).unwrap_or_default();
                 let to = format!("{dir}r{n}.txt");
                 std::fs::rename(self.root.join(&p), self.root.join(&to)).expect("mv");
+                let tag = Self::tag_of(&std::fs::read_to_string(self.root.join(&to)).expect("read"));
+                self.touch(&tag, true);
                 self.note(format!("local mv {p} {to}"));
                 self.event(p);
                 self.event(to.clone());
@@ -195,12 +226,45 @@ impl Sim {
                 self.note(format!("local mkdir {d}"));
                 self.event(d);
             }
+            10 => {
+                // A file becomes a directory with a file in it (git
+                // checkout across branches).
+                let Some(p) = self.pick(&files) else { return };
+                let old = std::fs::read_to_string(self.root.join(&p)).expect("read");
+                self.delete_tag(Self::tag_of(&old), true);
+                let n = self.fresh();
+                let tag = format!("id-{n}");
+                std::fs::remove_file(self.root.join(&p)).expect("rm");
+                std::fs::create_dir(self.root.join(&p)).expect("mkdir");
+                std::fs::write(self.root.join(format!("{p}/k{n}.txt")), format!("{tag}\n")).expect("create");
+                self.touch(&tag, true);
+                self.lines.insert(tag.clone(), tag);
+                self.note(format!("local {p}: file to directory with k{n}.txt"));
+                self.event(p.clone());
+                self.event(format!("{p}/k{n}.txt"));
+            }
+            11 => {
+                // A directory becomes a file.
+                let Some(d) = self.pick(&dirs) else { return };
+                for f in files.iter().filter(|f| f.starts_with(&format!("{d}/"))) {
+                    let text = std::fs::read_to_string(self.root.join(f)).expect("read");
+                    self.delete_tag(Self::tag_of(&text), true);
+                }
+                let n = self.fresh();
+                let tag = format!("id-{n}");
+                std::fs::remove_dir_all(self.root.join(&d)).expect("rm -r");
+                std::fs::write(self.root.join(&d), format!("{tag}\n")).expect("create");
+                self.touch(&tag, true);
+                self.lines.insert(tag.clone(), tag);
+                self.note(format!("local {d}: directory to file"));
+                self.event(d);
+            }
             _ => {
                 let Some(d) = self.pick(&dirs) else { return };
                 if self.rand(3) == 0 {
                     for f in files.iter().filter(|f| f.starts_with(&format!("{d}/"))) {
                         let text = std::fs::read_to_string(self.root.join(f)).expect("read");
-                        self.deleted.insert(Self::tag_of(&text));
+                        self.delete_tag(Self::tag_of(&text), true);
                     }
                     std::fs::remove_dir_all(self.root.join(&d)).expect("rm -r");
                     self.note(format!("local rm -r {d}"));
@@ -229,7 +293,7 @@ impl Sim {
         let dirs: Vec<_> = nodes.iter().filter(|n| n.1 == Kind::Dir).cloned().collect();
         let mut places = vec![String::new()];
         places.extend(dirs.iter().map(|d| format!("{}/", d.0)));
-        match self.rand(6) {
+        match self.rand(8) {
             0 => {
                 let n = self.fresh();
                 let dir = self.pick(&places).unwrap_or_default();
@@ -237,6 +301,7 @@ impl Sim {
                 let tag = format!("id-{n}");
                 let id = self.peer.create(&p, Kind::File, now).expect("create");
                 self.peer.set_text(id, &format!("{tag}\n"), now).expect("text");
+                self.touch(&tag, false);
                 self.lines.insert(tag.clone(), tag);
                 self.note(format!("peer create {p}"));
             }
@@ -245,13 +310,14 @@ impl Sim {
                 let old = self.peer.doc(id).expect("doc").text();
                 let line = format!("p-{}", self.fresh());
                 self.peer.set_text(id, &format!("{old}{line}\n"), now).expect("edit");
+                self.touch(&Self::tag_of(&old), false);
                 self.lines.insert(line.clone(), Self::tag_of(&old));
                 self.note(format!("peer edit {p} (+{line})"));
             }
             3 => {
                 let Some((p, _, id)) = self.pick(&files) else { return };
                 let old = self.peer.doc(id).expect("doc").text();
-                self.deleted.insert(Self::tag_of(&old));
+                self.delete_tag(Self::tag_of(&old), false);
                 self.peer.delete(id, now).expect("delete");
                 self.note(format!("peer rm {p}"));
             }
@@ -259,8 +325,52 @@ impl Sim {
                 let Some((p, _, id)) = self.pick(&files) else { return };
                 let dir = self.pick(&places).unwrap_or_default();
                 let to = format!("{dir}q{}.txt", self.fresh());
+                let tag = Self::tag_of(&self.peer.doc(id).expect("doc").text());
+                self.touch(&tag, false);
                 self.peer.rename(id, &to, now).expect("rename");
                 self.note(format!("peer mv {p} {to}"));
+            }
+            6 => {
+                // A file becomes a directory with a file in it.
+                let Some((p, _, id)) = self.pick(&files) else { return };
+                let old = self.peer.doc(id).expect("doc").text();
+                self.delete_tag(Self::tag_of(&old), false);
+                self.peer.delete(id, now).expect("delete");
+                let n = self.fresh();
+                let tag = format!("id-{n}");
+                let Ok(nid) = self.peer.create(&format!("{p}/k{n}.txt"), Kind::File, now) else {
+                    // Still shown (a concurrent edit kept it): not this time.
+                    self.note(format!("peer rm {p} (kept by an edit)"));
+                    return;
+                };
+                self.peer.set_text(nid, &format!("{tag}\n"), now).expect("text");
+                self.touch(&tag, false);
+                self.lines.insert(tag.clone(), tag);
+                self.note(format!("peer {p}: file to directory with k{n}.txt"));
+            }
+            7 => {
+                // A directory becomes a file.
+                let Some((d, _, id)) = self.pick(&dirs) else { return };
+                let mut below = self.peer.tree().descendants(id);
+                below.reverse();
+                for b in below {
+                    if let Some(doc) = self.peer.doc(b).filter(|_| self.peer.state(b).is_some_and(|s| s.kind == Kind::File)) {
+                        let tag = Self::tag_of(&doc.text());
+                        self.delete_tag(tag, false);
+                    }
+                    self.peer.delete(b, now).expect("delete below");
+                }
+                self.peer.delete(id, now).expect("delete dir");
+                let n = self.fresh();
+                let tag = format!("id-{n}");
+                let Ok(nid) = self.peer.create(&d, Kind::File, now) else {
+                    self.note(format!("peer rm -r {d} (kept)"));
+                    return;
+                };
+                self.peer.set_text(nid, &format!("{tag}\n"), now).expect("text");
+                self.touch(&tag, false);
+                self.lines.insert(tag.clone(), tag);
+                self.note(format!("peer {d}: directory to file"));
             }
             _ => {
                 let Some((d, _, id)) = self.pick(&dirs) else { return };
@@ -427,6 +537,20 @@ impl Sim {
         for (line, tag) in &self.lines {
             if !self.deleted.contains(tag) && !seen.contains_key(line) {
                 problems.push(format!("{line} (of {tag}, never deleted) is lost"));
+            }
+        }
+        // Deleted stays deleted: a file one side deleted that the other
+        // never touched leaves nothing behind.
+        for (line, tag) in &self.lines {
+            let Some(&here) = self.deleted_by.get(tag) else { continue };
+            let (by_local, by_peer) = self.touched.get(tag).copied().unwrap_or_default();
+            let other_touched = if here { by_peer } else { by_local };
+            if !other_touched && seen.contains_key(line) {
+                problems.push(format!(
+                    "{line} (of {tag}, deleted {}) came back: {:?}",
+                    if here { "here" } else { "by the peer" },
+                    seen[line]
+                ));
             }
         }
         if !problems.is_empty() {

@@ -483,6 +483,52 @@ impl Folder {
         Ok(())
     }
 
+    /// Moves entry `id` into directory entry `parent` (`None`: the root) as
+    /// `name`, wherever that directory shows now, or even if it was deleted
+    /// meanwhile: a move into a directory that another replica deleted
+    /// concurrently keeps the directory (rule 1 of [`tree`]), where a move
+    /// by path would find the name taken (by a file of that name the other
+    /// replica made there) and fail.
+    pub fn move_into(&mut self, id: EntryId, parent: Option<EntryId>, name: &str, now: u64) -> Result<(), FolderError> {
+        validate_name(name)?;
+        if !self.entries.contains_key(&id) {
+            return Err(FolderError::UnknownEntry(id));
+        }
+        self.check_parent(parent, Some(id))?;
+        self.local_meta(id, &Meta::Move { parent, name: name.to_owned() }, now);
+        Ok(())
+    }
+
+    /// Creates an entry in directory entry `parent` (`None`: the root), as
+    /// [`Folder::move_into`] moves one: wherever that directory is now,
+    /// deleted or not.
+    pub fn create_into(&mut self, parent: Option<EntryId>, name: &str, kind: Kind, now: u64) -> Result<EntryId, FolderError> {
+        validate_name(name)?;
+        self.check_parent(parent, None)?;
+        Ok(self.create_in(parent, name, kind, now))
+    }
+
+    /// `parent` is a directory entry, and not `moving` nor below it.
+    fn check_parent(&self, parent: Option<EntryId>, moving: Option<EntryId>) -> Result<(), FolderError> {
+        let mut at = parent;
+        let mut steps = 0;
+        while let Some(p) = at {
+            let state = &self.entries.get(&p).ok_or(FolderError::UnknownEntry(p))?.state;
+            if steps == 0 && state.kind != Kind::Dir {
+                return Err(FolderError::NotADirectory(state.name.clone()));
+            }
+            if Some(p) == moving {
+                return Err(FolderError::IntoItself);
+            }
+            steps += 1;
+            if steps > self.entries.len() {
+                break;
+            }
+            at = state.parent;
+        }
+        Ok(())
+    }
+
     /// Deletes one entry as the disk showed it at `base` (remembered when
     /// the disk was last read): changes that arrived since and were never
     /// on disk are concurrent with the deletion, so an edit made meanwhile
