@@ -69,6 +69,7 @@ struct Figures {
     doubled: usize,
     dir_moves: usize,
     dir_removals: usize,
+    kind_changes: usize,
     converged_in: Duration,
     /// RSS (KiB) of node 0 and 1, sampled every 30 s.
     rss: Vec<[u64; 2]>,
@@ -213,6 +214,7 @@ fn run(name: &str, seed: u64, s: Scenario) -> Option<Figures> {
         doubled: v.doubled.len(),
         dir_moves: d.ledger.ops.get("move dir").copied().unwrap_or(0),
         dir_removals: d.ledger.ops.get("remove dir").copied().unwrap_or(0),
+        kind_changes: d.ledger.ops.get("kind change").copied().unwrap_or(0),
         converged_in,
         rss,
     };
@@ -234,15 +236,18 @@ fn random_edits_on_four_nodes_converge_and_lose_nothing() {
     assert!(f.tokens_checked > 15 && f.blobs_checked > 1, "the run did too little: {f:?}");
 }
 
-/// The same with directory moves and recursive removals in the mix:
-/// crossing moves of a directory and of what is inside it, a directory
-/// removed while a peer writes into it, files moved out of it meanwhile.
+/// The same with directory moves, recursive removals and paths that change
+/// kind in the mix: crossing moves of a directory and of what is inside
+/// it, a directory removed while a peer writes into it, files moved out of
+/// it meanwhile, a file made a directory on one node while another edits
+/// it.
 #[test]
 fn directory_moves_and_removals_on_four_nodes() {
     let s = Scenario { nodes: 4, steps: 300 * scale(), gap_ms: 15, settle_secs: 60, dir_ops: true, ..Default::default() };
     let f = run("oracle-dirs", 5, s).expect("ran");
     assert!(f.tokens_checked > 15, "the run did too little: {f:?}");
     assert!(f.dir_moves > 3 && f.dir_removals > 1, "too few directory operations: {f:?}");
+    assert!(f.kind_changes > 1, "too few kind changes: {f:?}");
 }
 
 /// Loss (and whatever else `faults` adds), partitions now and then and a

@@ -793,17 +793,34 @@ fn in_folder(folder: &mut Folder, index: &Index, path: &str) -> String {
     }
 }
 
-/// The directory entry the index knows at the disk parent of `path`, with
-/// the name, when that entry no longer shows in the folder: a peer deleted
-/// it while this disk moved or made something in it. That goes into the
-/// entry by id, which keeps the directory (CONTRACT: a directory deleted on
-/// one node, a new file put inside it on another); by path it met a file a
-/// peer made at the directory's name (the scan failed, `not a directory`).
-fn hidden_parent(folder: &mut Folder, index: &Index, path: &str) -> Option<(EntryId, String)> {
-    let (parent, name) = path.rsplit_once('/')?;
-    let k = index.files.get(parent).filter(|k| k.kind == Kind::Dir)?;
-    (folder.state(k.id).is_some_and(|s| s.kind == Kind::Dir) && folder.tree().path_of(k.id).is_none())
-        .then(|| (k.id, name.to_owned()))
+/// The directory entry that the disk's parent directory of `path` is, with
+/// the name: the entry the index knows there, wherever the folder has it
+/// now, and even if a peer deleted it meanwhile (what this disk moves or
+/// makes in it goes into it, by id, which keeps it: CONTRACT, a directory
+/// deleted on one node and a new file put inside it on another; by path it
+/// met a file a peer made at the directory's name, and the scan failed with
+/// `not a directory`). A parent directory new on disk is the folder's
+/// directory of that name there, or is made.
+fn place(folder: &mut Folder, index: &Index, path: &str, now: u64) -> Result<(Option<EntryId>, String), WatchError> {
+    let Some((parent, name)) = path.rsplit_once('/') else {
+        return Ok((None, path.to_owned()));
+    };
+    if let Some(k) = index.files.get(parent).filter(|k| k.kind == Kind::Dir) {
+        if folder.state(k.id).is_some_and(|s| s.kind == Kind::Dir) {
+            return Ok((Some(k.id), name.to_owned()));
+        }
+    }
+    let (grand, dir) = place(folder, index, parent, now)?;
+    let existing = match grand.map(|g| folder.tree().path_of(g).map(str::to_owned)) {
+        None => folder.tree().lookup(&dir).filter(|n| n.kind == Kind::Dir).map(|n| n.id),
+        Some(Some(at)) => folder.tree().lookup(&format!("{at}/{dir}")).filter(|n| n.kind == Kind::Dir).map(|n| n.id),
+        Some(None) => None,
+    };
+    let id = match existing {
+        Some(id) => id,
+        None => folder.create_into(grand, &dir, Kind::Dir, now)?,
+    };
+    Ok((Some(id), name.to_owned()))
 }
 
 /// Moves entry `id` to where the disk has it (`path`). A move that would
@@ -815,14 +832,10 @@ fn move_entry(folder: &mut Folder, index: &Index, id: EntryId, path: &str, now: 
     if folder.tree().path_of(id).is_none() {
         return Ok(());
     }
-    let to = in_folder(folder, index, path);
-    let moved = match hidden_parent(folder, index, path) {
-        Some((parent, name)) => folder.move_into(id, Some(parent), &name, now),
-        None => folder.rename_alongside(id, &to, now),
-    };
-    match moved {
+    let (parent, name) = place(folder, index, path, now)?;
+    match folder.move_into(id, parent, &name, now) {
         Err(fsync_core::folder::FolderError::IntoItself) => {
-            tracing::debug!(path, to, "a move into itself in the folder: the folder's move wins");
+            tracing::debug!(path, "a move into itself in the folder: the folder's move wins");
             Ok(())
         }
         r => r.map_err(Into::into),
@@ -1225,20 +1238,16 @@ fn scan_inner(
         let existing = folder.tree().lookup(&at).map(|n| (n.id, n.kind));
         let intent = index.new_intents.remove(&p);
         let mut from: Vec<EventId> = Vec::new();
-        let hidden = hidden_parent(folder, index, &p);
-        let id = match (existing, hidden) {
-            // Made in a directory a peer deleted meanwhile: into that
-            // directory, which it keeps.
-            (_, Some((parent, name))) => folder.create_into(Some(parent), &name, d.kind, now)?,
+        let id = match existing {
             // A directory the folder already has (created by a peer), or
             // the very file it has there (written by us, the index update
             // lost in a crash).
-            (Some((id, kind)), None) if kind == d.kind && (kind == Kind::Dir || same_content(folder, chunks, id, &body)) => id,
+            Some((id, kind)) if kind == d.kind && (kind == Kind::Dir || same_content(folder, chunks, id, &body)) => id,
             // Our write of it landed, the index update was lost in a crash,
             // and it was edited here since: that file, edited from what we
             // wrote (in place: our inode; saved through a temp file: most
             // of our lines).
-            (Some((id, kind)), None)
+            Some((id, kind))
                 if kind == d.kind
                     && intent.as_ref().is_some_and(|i| i.0 == id && ours_edited(folder, i, d.stat.ino, &body)) =>
             {
@@ -1248,8 +1257,11 @@ fn scan_inner(
             // A peer's file of that name not written here yet: ours is
             // another file, created concurrently (taking it as an edit of
             // theirs would replace their content).
-            (Some(_), None) => folder.create_alongside(&at, d.kind, now)?,
-            (None, None) => {
+            Some(_) => {
+                let (parent, name) = place(folder, index, &p, now)?;
+                folder.create_into(parent, &name, d.kind, now)?
+            }
+            None => {
                 if let Some(to) = saved_after_move(folder, index, &p, d, &body) {
                     // Known here until the write-back removes it (the tree
                     // no longer has anything at this path) and writes the
@@ -1267,7 +1279,8 @@ fn scan_inner(
                         index.files.iter().filter(|(_, k)| k.stat.ino == d.stat.ino).map(|(q, k)| (q, &k.stat)).collect();
                     tracing::trace!(path = %p, stat = ?d.stat, known_with_inode = ?same, "new file");
                 }
-                folder.create(&at, d.kind, now)?
+                let (parent, name) = place(folder, index, &p, now)?;
+                folder.create_into(parent, &name, d.kind, now)?
             }
         };
         let base = take_in(folder, chunks, id, &from, body, d.stat.exec, now)?;

@@ -500,13 +500,14 @@ impl Driver {
             59..=64 => self.delete_file(root, &l),
             65..=73 => self.rename_file(root, &l),
             74..=78 if self.dir_ops => self.move_dir(root, &l),
+            79..=81 if self.dir_ops => self.change_kind(root, &l),
             85..=87 if self.dir_ops => self.remove_dir(root, &l),
             74..=87 => self.make_dir(root, &l),
             88..=93 => self.chmod(root, &l),
             _ => self.symlink(root, &l),
         };
         if let Err(e) = r {
-            if !(self.dir_ops && (85..=87).contains(&roll)) {
+            if !(self.dir_ops && ((85..=87).contains(&roll) || (79..=81).contains(&roll))) {
                 (self.ledger.tokens, self.ledger.blobs, self.ledger.deleted_bins) = before;
             }
             self.note(root, format_args!("that edit failed: {e}"));
@@ -702,6 +703,54 @@ impl Driver {
         self.count("remove dir");
         self.note(root, format_args!("rm -r {}", dir.display()));
         std::fs::remove_dir_all(dir)
+    }
+
+    /// A path changes kind, as `git checkout` across branches does: a file
+    /// becomes a directory with a text file in it or a link, a directory
+    /// becomes a text file. What was there is superseded.
+    fn change_kind(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
+        let to_dir = self.rng.chance(0.5);
+        let from_file = !to_dir || self.rng.chance(0.7);
+        let Some(rel) = (if from_file { self.rng.pick(&l.files) } else { self.rng.pick(&l.dirs) }).cloned() else {
+            return Ok(());
+        };
+        let path = root.join(&rel);
+        for (_, e) in tree(&path).into_iter().map(|(p, e)| (p, Some(e))).chain([(String::new(), None)]) {
+            if let Some(Entry::File { bytes, .. }) = e {
+                if let Some((file, _)) = blob_header(&bytes) {
+                    self.ledger.deleted_bins.insert(file);
+                }
+                self.supersede(&bytes);
+            }
+        }
+        if let Ok(bytes) = std::fs::read(&path) {
+            if let Some((file, _)) = blob_header(&bytes) {
+                self.ledger.deleted_bins.insert(file);
+            }
+            self.supersede(&bytes);
+        }
+        self.count("kind change");
+        if std::fs::symlink_metadata(&path)?.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+        if to_dir && self.rng.chance(0.8) {
+            self.note(root, format_args!("{}: to a directory with a file", rel.display()));
+            std::fs::create_dir(&path)?;
+            let token = self.new_token();
+            std::fs::write(path.join(format!("k{}.txt", self.fresh())), token)
+        } else if to_dir {
+            let Some(target) = self.rng.pick(&l.texts).cloned() else { return std::fs::create_dir(&path) };
+            self.note(root, format_args!("{}: to a link", rel.display()));
+            // Relative to the root, from where the link is: never leaving.
+            let up = "../".repeat(rel.components().count().saturating_sub(1));
+            std::os::unix::fs::symlink(format!("{up}{}", target.display()), &path)
+        } else {
+            self.note(root, format_args!("{}: to a file", rel.display()));
+            let token = self.new_token();
+            std::fs::write(&path, token)
+        }
     }
 
     fn chmod(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
