@@ -1060,12 +1060,22 @@ fn scan_inner(
                 by_ino.entry((g.1.stat.ino, g.1.kind == Kind::Dir)).or_default().push(g);
             }
             let mut found: Option<((bool, usize), String, String, EntryId)> = None;
+            // Where what is known may have moved to: paths new as that kind.
+            let new_here: HashSet<(u64, u8)> = disk
+                .iter()
+                .filter(|(p, d)| index.files.get(*p).is_none_or(|k| k.kind != d.kind))
+                .map(|(_, d)| ino_key(d.stat, d.kind))
+                .collect();
             for (path, d) in &disk {
                 // Only a path the index does not have can be where something
                 // moved to (inodes are reused: git deletes one file and its
-                // inode comes back for the next one it writes).
-                if index.files.get(path).is_some_and(|k| k.kind == d.kind) {
-                    continue;
+                // inode comes back for the next one it writes). A path it
+                // has as another kind is taken once what it had there has
+                // moved away, or as replaced (below).
+                match index.files.get(path) {
+                    Some(k) if k.kind == d.kind => continue,
+                    Some(k) if new_here.contains(&ino_key(k.stat, k.kind)) => continue,
+                    _ => {}
                 }
                 for (old, known) in by_ino.get(&(d.stat.ino, d.kind == Kind::Dir)).into_iter().flatten() {
                     if known.kind == d.kind && old != path && !path.starts_with(&format!("{old}/")) {
@@ -1089,6 +1099,26 @@ fn scan_inner(
                 }
             }
             let Some((_, old, new, id)) = found else { break };
+            // What the index had at the new path (another kind) was
+            // replaced: it goes first, with what was below it.
+            if index.files.contains_key(&new) {
+                let below = format!("{new}/");
+                let replaced: Vec<(String, Known)> = index
+                    .files
+                    .iter()
+                    .rev()
+                    .filter(|(p, _)| **p == new || p.starts_with(&below))
+                    .map(|(p, k)| (p.clone(), k.clone()))
+                    .collect();
+                for (p, k) in replaced {
+                    if folder.tree().path_of(k.id).is_some() {
+                        folder.delete_from(k.id, &k.base, now)?;
+                    }
+                    index.files.remove(&p);
+                    index.deferred.remove(&p);
+                    report.deleted.push(p);
+                }
+            }
             move_entry(folder, index, id, &new, now)?;
             index.rekey(&old, &new);
             report.moved.push((old, new));

@@ -362,6 +362,9 @@ pub struct Driver {
     /// Directory moves and recursive removals in the mix (`FSYNC_DIR_OPS=1`
     /// or the scenario turns them on).
     pub dir_ops: bool,
+    /// Paths that change kind in the mix (`FSYNC_KIND_OPS=1` or the
+    /// scenario turns them on).
+    pub kind_ops: bool,
 }
 
 struct Listing {
@@ -400,6 +403,7 @@ impl Driver {
             big_binary: 3 << 20,
             trace: std::env::var_os("FSYNC_ORACLE_TRACE").is_some(),
             dir_ops: std::env::var_os("FSYNC_DIR_OPS").is_some(),
+            kind_ops: std::env::var_os("FSYNC_KIND_OPS").is_some(),
         }
     }
 
@@ -500,14 +504,14 @@ impl Driver {
             59..=64 => self.delete_file(root, &l),
             65..=73 => self.rename_file(root, &l),
             74..=78 if self.dir_ops => self.move_dir(root, &l),
-            79..=81 if self.dir_ops => self.change_kind(root, &l),
+            79..=81 if self.kind_ops => self.change_kind(root, &l),
             85..=87 if self.dir_ops => self.remove_dir(root, &l),
             74..=87 => self.make_dir(root, &l),
             88..=93 => self.chmod(root, &l),
             _ => self.symlink(root, &l),
         };
         if let Err(e) = r {
-            if !(self.dir_ops && ((85..=87).contains(&roll) || (79..=81).contains(&roll))) {
+            if !((self.dir_ops && (85..=87).contains(&roll)) || (self.kind_ops && (79..=81).contains(&roll))) {
                 (self.ledger.tokens, self.ledger.blobs, self.ledger.deleted_bins) = before;
             }
             self.note(root, format_args!("that edit failed: {e}"));
@@ -736,9 +740,9 @@ impl Driver {
             std::fs::remove_file(&path)?;
         }
         if to_dir && self.rng.chance(0.8) {
-            self.note(root, format_args!("{}: to a directory with a file", rel.display()));
             std::fs::create_dir(&path)?;
             let token = self.new_token();
+            self.note(root, format_args!("{}: to a directory with a file, {}", rel.display(), token.trim()));
             std::fs::write(path.join(format!("k{}.txt", self.fresh())), token)
         } else if to_dir {
             let Some(target) = self.rng.pick(&l.texts).cloned() else { return std::fs::create_dir(&path) };
@@ -747,8 +751,8 @@ impl Driver {
             let up = "../".repeat(rel.components().count().saturating_sub(1));
             std::os::unix::fs::symlink(format!("{up}{}", target.display()), &path)
         } else {
-            self.note(root, format_args!("{}: to a file", rel.display()));
             let token = self.new_token();
+            self.note(root, format_args!("{}: to a file, {}", rel.display(), token.trim()));
             std::fs::write(&path, token)
         }
     }
