@@ -248,7 +248,6 @@ fn directory_moves_and_removals_on_four_nodes() {
     let f = run("oracle-dirs", 5, s).expect("ran");
     assert!(f.tokens_checked > 15, "the run did too little: {f:?}");
     assert!(f.dir_moves > 3 && f.dir_removals > 1, "too few directory operations: {f:?}");
-
 }
 
 /// Paths that change kind in the mix as well (a file made a directory on
@@ -412,7 +411,9 @@ fn saves_right_after_a_remote_change_and_deletions_are_what_users_did() {
             std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
             std::fs::write(&p, format!("{top}/{f}\n")).expect("write");
         }
-        wait(&format!("{top} on node {b}"), 20, &|| read(b, &format!("{top}/sub/deeper/h.txt")).is_some());
+        wait(&format!("{top} on node {b}"), 20, &|| {
+            ["f.txt", "sub/g.txt", "sub/deeper/h.txt"].iter().all(|f| read(b, &format!("{top}/{f}")).is_some())
+        });
         std::fs::remove_dir_all(c.root(b).join(&top)).expect("rm -r");
         wait(&format!("{top} gone everywhere"), 20, &|| (0..n).all(|i| !c.root(i).join(&top).exists()));
     }

@@ -505,7 +505,19 @@ pub fn write_back_with(
             },
             (Content::None, _) => continue,
         };
-        let staged = stage(&full, &bytes, state.exec)?;
+        let staged = match stage(&full, &bytes, state.exec) {
+            Ok(s) => s,
+            // Its directory went meanwhile (the user removed or moved it
+            // while we wrote): the scan sees where, and the next pass
+            // writes again.
+            Err(WatchError::Io { source, .. })
+                if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) =>
+            {
+                needs_scan(index, &mut report, n.path.clone());
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         batch.push(Pending { path: n.path.clone(), id: n.id, kind: n.kind, version: doc_version, known, staged });
         if batch.len() >= STAGE_BATCH {
             land_batch(std::mem::take(&mut batch), folder, chunks, index, &mut report, intents)?;
