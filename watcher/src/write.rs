@@ -207,6 +207,16 @@ impl Staged {
                 return Err(io(std::io::Error::from(e)));
             }
         };
+        // A directory or link made at the path since we looked (a file
+        // replaced by another kind) was swapped out by the exchange: it is
+        // swapped back at once, ours dropped, and the path scanned.
+        if exchanged && std::fs::symlink_metadata(&self.tmp).is_ok_and(|m| !m.is_file()) {
+            if let Err(e) = renameat2(AT_FDCWD, &self.tmp, AT_FDCWD, &self.target, RenameFlags::RENAME_EXCHANGE) {
+                return Err(io(std::io::Error::from(e)));
+            }
+            let _ = std::fs::remove_file(&self.tmp);
+            return Ok(Replaced::Moved);
+        }
         // What was displaced, now at the temp path, is held open and its
         // name dropped; it is checked only after the directory sync, so a
         // writer that had it open gets as long as possible to finish.
@@ -693,6 +703,29 @@ fn land_batch(
 mod tests {
     use super::*;
     use fsync_core::{chunks::Chunks, AgentId};
+
+    /// A file replaced by a directory between our check and our rename:
+    /// the exchange swapped the directory out (to an ignored temp name,
+    /// removed at the next start: its files were lost). It is swapped back,
+    /// and the path is scanned instead.
+    #[test]
+    fn a_directory_made_where_we_write_is_never_swapped_out() {
+        let root = std::env::temp_dir().join(format!("fsync-write-unit-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("mkdir");
+        let target = root.join("x");
+        std::fs::write(&target, "old\n").expect("write");
+        let expected = lstat(&target).expect("stat");
+        let staged = stage(&target, b"ours\n", false).expect("stage");
+        std::fs::remove_file(&target).expect("rm");
+        std::fs::create_dir(&target).expect("mkdir");
+        std::fs::write(target.join("inside.txt"), "user's\n").expect("write");
+        assert!(matches!(staged.land(Some(expected)), Ok(Replaced::Moved)));
+        assert_eq!(std::fs::read_to_string(target.join("inside.txt")).expect("still there"), "user's\n");
+        let left: Vec<_> = std::fs::read_dir(&root).expect("list").flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("x")], "a temp file was left");
+        let _ = std::fs::remove_dir_all(&root);
+    }
 
     /// When our write landed is kept for `UNSEEN_WRITE` only: a folder
     /// where every file was once written does not keep it for all of them.

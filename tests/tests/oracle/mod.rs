@@ -452,17 +452,28 @@ impl Driver {
     }
 
     /// Writes `bytes` at `path` the way editors and tools do: in place, or
-    /// to a temp file renamed over it.
+    /// to a temp file renamed over it. A write-back of the daemon may land
+    /// between the driver's read and this save: the save replaces it (what
+    /// a user saves is what the file holds), so what that version showed and
+    /// the save drops is superseded. The driver sees exactly what it
+    /// replaced: in place it reads through the handle it writes, and a
+    /// rename is an atomic exchange whose displaced file it reads.
     fn save(&mut self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::{Read, Seek, Write};
         if self.rng.chance(0.5) {
             // In place: the file as it is now. If its directory was moved
             // away meanwhile, a create would make a second copy.
-            use std::io::Write;
             let existing = std::fs::symlink_metadata(path).is_ok();
             let mut f =
-                std::fs::OpenOptions::new().write(true).truncate(true).create(!existing).create_new(!existing).open(path)?;
+                std::fs::OpenOptions::new().read(true).write(true).create(!existing).create_new(!existing).open(path)?;
+            let mut replaced = Vec::new();
+            f.read_to_end(&mut replaced)?;
+            self.supersede_dropped(&replaced, bytes);
+            f.set_len(0)?;
+            f.seek(std::io::SeekFrom::Start(0))?;
             f.write_all(bytes)
         } else {
+            use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
             let tmp = path.with_file_name(format!(
                 ".{}.tmp{}",
                 path.file_name().map_or("x".into(), |n| n.to_string_lossy()),
@@ -473,7 +484,69 @@ impl Driver {
             if let Ok(m) = std::fs::metadata(path) {
                 let _ = std::fs::set_permissions(&tmp, m.permissions());
             }
-            std::fs::rename(&tmp, path)
+            match renameat2(AT_FDCWD, &tmp, AT_FDCWD, path, RenameFlags::RENAME_EXCHANGE) {
+                Ok(()) => {
+                    let replaced = std::fs::read(&tmp).unwrap_or_default();
+                    self.supersede_dropped(&replaced, bytes);
+                    std::fs::remove_file(&tmp)
+                }
+                Err(nix::errno::Errno::ENOENT) if std::fs::symlink_metadata(&tmp).is_ok() => std::fs::rename(&tmp, path),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    Err(std::io::Error::from(e))
+                }
+            }
+        }
+    }
+
+    /// What `replaced` showed and `new` does not: superseded by a save.
+    fn supersede_dropped(&mut self, replaced: &[u8], new: &[u8]) {
+        if replaced == new || replaced.is_empty() {
+            return;
+        }
+        if blob_header(replaced).is_some() {
+            if blob_header(replaced) != blob_header(new) {
+                self.supersede(replaced);
+            }
+            return;
+        }
+        let kept: BTreeSet<u64> = std::str::from_utf8(new).map(tokens_in).unwrap_or_default().into_iter().collect();
+        if let Ok(text) = std::str::from_utf8(replaced) {
+            for t in tokens_in(text).into_iter().filter(|t| !kept.contains(t)) {
+                if let Some(s) = self.ledger.tokens.get_mut(&t) {
+                    *s = true;
+                }
+            }
+        }
+    }
+
+    /// Removes `path` (a file, a link or a whole tree) as a user would,
+    /// and supersedes exactly what it removed: it is first moved out of the
+    /// folder in one rename (what the daemon sees deleted), then read there.
+    fn remove(&mut self, root: &Path, path: &Path) -> std::io::Result<()> {
+        let trash = root.parent().unwrap_or(root).join(format!("trash-{}", self.fresh()));
+        std::fs::rename(path, &trash)?;
+        let meta = std::fs::symlink_metadata(&trash)?;
+        let removed: Vec<Vec<u8>> = if meta.is_dir() {
+            tree(&trash)
+                .into_values()
+                .filter_map(|e| if let Entry::File { bytes, .. } = e { Some(bytes) } else { None })
+                .collect()
+        } else if meta.is_file() {
+            vec![std::fs::read(&trash)?]
+        } else {
+            Vec::new()
+        };
+        for bytes in removed {
+            if let Some((file, _)) = blob_header(&bytes) {
+                self.ledger.deleted_bins.insert(file);
+            }
+            self.supersede(&bytes);
+        }
+        if meta.is_dir() {
+            std::fs::remove_dir_all(&trash)
+        } else {
+            std::fs::remove_file(&trash)
         }
     }
 
@@ -646,15 +719,9 @@ impl Driver {
             return Ok(());
         };
         let path = root.join(rel);
-        if let Ok(old) = std::fs::read(&path) {
-            if let Some((file, _)) = blob_header(&old) {
-                self.ledger.deleted_bins.insert(file);
-            }
-            self.supersede(&old);
-        }
         self.count("delete file");
         self.note(root, format_args!("rm {}", path.display()));
-        std::fs::remove_file(&path)
+        self.remove(root, &path)
     }
 
     fn rename_file(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
@@ -696,64 +763,38 @@ impl Driver {
             return Ok(());
         };
         let dir = root.join(&rel);
-        for (_, e) in tree(&dir) {
-            if let Entry::File { bytes, .. } = e {
-                if let Some((file, _)) = blob_header(&bytes) {
-                    self.ledger.deleted_bins.insert(file);
-                }
-                self.supersede(&bytes);
-            }
-        }
         self.count("remove dir");
         self.note(root, format_args!("rm -r {}", dir.display()));
-        std::fs::remove_dir_all(dir)
+        self.remove(root, &dir)
     }
 
     /// A path changes kind, as `git checkout` across branches does: a file
-    /// becomes a directory with a text file in it or a link, a directory
-    /// becomes a text file. What was there is superseded.
+    /// or link becomes a directory with a text file in it, a file becomes a
+    /// link, a directory becomes a text file. What was there is superseded.
     fn change_kind(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
-        let to_dir = self.rng.chance(0.5);
-        let from_file = !to_dir || self.rng.chance(0.7);
-        let Some(rel) = (if from_file { self.rng.pick(&l.files) } else { self.rng.pick(&l.dirs) }).cloned() else {
+        let from_dir = self.rng.chance(0.35);
+        let Some(rel) = (if from_dir { self.rng.pick(&l.dirs) } else { self.rng.pick(&l.files) }).cloned() else {
             return Ok(());
         };
         let path = root.join(&rel);
-        for (_, e) in tree(&path).into_iter().map(|(p, e)| (p, Some(e))).chain([(String::new(), None)]) {
-            if let Some(Entry::File { bytes, .. }) = e {
-                if let Some((file, _)) = blob_header(&bytes) {
-                    self.ledger.deleted_bins.insert(file);
-                }
-                self.supersede(&bytes);
-            }
-        }
-        if let Ok(bytes) = std::fs::read(&path) {
-            if let Some((file, _)) = blob_header(&bytes) {
-                self.ledger.deleted_bins.insert(file);
-            }
-            self.supersede(&bytes);
-        }
+        let was_file = std::fs::symlink_metadata(&path)?.is_file();
         self.count("kind change");
-        if std::fs::symlink_metadata(&path)?.is_dir() {
-            std::fs::remove_dir_all(&path)?;
-        } else {
-            std::fs::remove_file(&path)?;
-        }
-        if to_dir && self.rng.chance(0.8) {
-            std::fs::create_dir(&path)?;
+        self.remove(root, &path)?;
+        if from_dir {
             let token = self.new_token();
-            self.note(root, format_args!("{}: to a directory with a file, {}", rel.display(), token.trim()));
-            std::fs::write(path.join(format!("k{}.txt", self.fresh())), token)
-        } else if to_dir {
+            self.note(root, format_args!("{}: directory to a file, {}", rel.display(), token.trim()));
+            std::fs::write(&path, token)
+        } else if was_file && self.rng.chance(0.3) {
             let Some(target) = self.rng.pick(&l.texts).cloned() else { return std::fs::create_dir(&path) };
-            self.note(root, format_args!("{}: to a link", rel.display()));
+            self.note(root, format_args!("{}: file to a link", rel.display()));
             // Relative to the root, from where the link is: never leaving.
             let up = "../".repeat(rel.components().count().saturating_sub(1));
             std::os::unix::fs::symlink(format!("{up}{}", target.display()), &path)
         } else {
+            std::fs::create_dir(&path)?;
             let token = self.new_token();
-            self.note(root, format_args!("{}: to a file, {}", rel.display(), token.trim()));
-            std::fs::write(&path, token)
+            self.note(root, format_args!("{}: to a directory with a file, {}", rel.display(), token.trim()));
+            std::fs::write(path.join(format!("k{}.txt", self.fresh())), token)
         }
     }
 
