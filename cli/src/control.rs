@@ -2,6 +2,10 @@
 //! and newlines included, travels as a JSON string), answered with `0` and
 //! the body, or `1` and an error message.
 
+// Parses what peers, users and the disk send: no slicing or indexing that
+// can panic on it.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use serde::{Deserialize, Serialize};
 
 /// The longest request line the daemon reads.
@@ -62,6 +66,7 @@ impl Request {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::string_slice)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

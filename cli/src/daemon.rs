@@ -586,7 +586,7 @@ fn folder_root(fc: &FolderConfig, store: &mut RedbStore, index: &Index, folder: 
     if let Some(id) = known {
         return Root::check(path, &String::from_utf8_lossy(&id)).map_err(|e| e.to_string());
     }
-    let shared_before = !index.files.is_empty() || folder.tree().len() > 0;
+    let shared_before = !index.files.is_empty() || !folder.tree().is_empty();
     if shared_before && !path.is_dir() {
         return Err(RootError::Missing(path.clone()).to_string());
     }

@@ -14,6 +14,10 @@
 //! (owner-only), so they survive a restart and work whether the daemon
 //! runs or not. A redeemed invitation is removed from it.
 
+// Parses what peers, users and the disk send: no slicing or indexing that
+// can panic on it.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -26,7 +30,7 @@ use transport::tls::{Invite, SECRET_LEN};
 use transport::DeviceId;
 
 const PREFIX: &str = "fsync1-";
-const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+const ALPHABET: &str = "abcdefghijklmnopqrstuvwxyz234567";
 
 /// How long an invitation stays open unless told otherwise.
 pub const DEFAULT_TTL_SECS: u64 = 24 * 3600;
@@ -103,34 +107,22 @@ impl Ticket {
     }
 }
 
+/// Tickets are lower-case base32 without padding; upper case is read too.
+fn ticket_base32() -> Option<data_encoding::Encoding> {
+    let mut spec = data_encoding::Specification::new();
+    spec.symbols.push_str(ALPHABET);
+    spec.translate.from.push_str(&ALPHABET.to_ascii_uppercase());
+    spec.translate.to.push_str(ALPHABET);
+    spec.check_trailing_bits = false;
+    spec.encoding().ok()
+}
+
 fn base32(bytes: &[u8]) -> String {
-    let (mut out, mut buf, mut bits) = (String::new(), 0u32, 0);
-    for &b in bytes {
-        buf = (buf << 8) | b as u32;
-        bits += 8;
-        while bits >= 5 {
-            out.push(ALPHABET[((buf >> (bits - 5)) & 31) as usize] as char);
-            bits -= 5;
-        }
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((buf << (5 - bits)) & 31) as usize] as char);
-    }
-    out
+    ticket_base32().map(|e| e.encode(bytes)).unwrap_or_default()
 }
 
 fn unbase32(s: &str) -> Option<Vec<u8>> {
-    let (mut out, mut buf, mut bits) = (Vec::new(), 0u32, 0);
-    for c in s.bytes() {
-        let v = ALPHABET.iter().position(|&a| a == c.to_ascii_lowercase())? as u32;
-        buf = (buf << 5) | v;
-        bits += 5;
-        if bits >= 8 {
-            out.push((buf >> (bits - 8)) as u8);
-            bits -= 8;
-        }
-    }
-    Some(out)
+    ticket_base32()?.decode(s.as_bytes()).ok()
 }
 
 /// One open invitation as saved in `invites.toml`.
@@ -280,6 +272,7 @@ pub fn issue(
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::string_slice)]
 mod tests {
     use super::*;
 

@@ -2,6 +2,10 @@
 //! folder and its chunks, so the daemon (over the control socket) and the
 //! command itself (from the store, when no daemon runs) give one answer.
 
+// Parses what peers, users and the disk send: no slicing or indexing that
+// can panic on it.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -168,6 +172,7 @@ pub fn log_json(changes: &[Change], device_of: impl Fn(AgentId) -> String) -> St
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::string_slice)]
 mod tests {
     use super::*;
 

@@ -5,6 +5,10 @@
 //! that remain before anything is allocated, so a hostile input costs at most
 //! its own size, and every failure is a typed [`DecodeError`], never a panic.
 
+// Parses what peers, users and the disk send: no slicing or indexing that
+// can panic on it.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 /// Why bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -148,7 +152,7 @@ impl<'a> Reader<'a> {
 
     /// One byte.
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.raw(1)?[0])
+        self.raw(1)?.first().copied().ok_or(DecodeError::UnexpectedEnd)
     }
 
     /// An unsigned LEB128 varint.
@@ -207,6 +211,7 @@ impl<'a> Reader<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::string_slice)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -6,6 +6,10 @@
 //! (see [`crate::encoding`]) and validates what it can without the folder:
 //! names, chunk sizes, lengths.
 
+// Parses what peers, users and the disk send: no slicing or indexing that
+// can panic on it.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use crate::chunks::{ChunkHash, MAX_CHUNK};
 use crate::encoding::{DecodeError, Reader, Writer};
 use crate::folder::{Changes, EntryId, Meta, VersionVector};
@@ -242,6 +246,7 @@ fn kind_len(k: &ExportedKind) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::string_slice)]
 mod tests {
     use super::*;
     use crate::folder::{Folder, Kind};

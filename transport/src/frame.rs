@@ -1,6 +1,10 @@
 //! Length-prefixed frames on a QUIC stream: a 4-byte big-endian length, then
 //! the payload. Frames over [`MAX_FRAME`] are refused before any allocation.
 
+// Parses what peers, users and the disk send: no slicing or indexing that
+// can panic on it.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 /// Largest frame accepted (the largest core message is a 256 KiB chunk or a
 /// batch of changes; text files over the text size limit are binary).
 pub const MAX_FRAME: usize = 16 << 20;

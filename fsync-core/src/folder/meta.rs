@@ -1,5 +1,9 @@
 //! Metadata events of an entry, and path validation.
 
+// Parses what peers, users and the disk send: no slicing or indexing that
+// can panic on it.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use crate::chunks::{ChunkHash, ChunkRef, MAX_CHUNK};
 use crate::encoding::{DecodeError, Reader, Writer};
 use crate::ids::{AgentId, EventId};
@@ -187,7 +191,11 @@ impl Meta {
         let tag = r.u8()?;
         let m = match tag {
             0..=2 => Meta::Create {
-                kind: [Kind::File, Kind::Dir, Kind::Symlink][tag as usize],
+                kind: match tag {
+                    0 => Kind::File,
+                    1 => Kind::Dir,
+                    _ => Kind::Symlink,
+                },
                 parent: get_entry(&mut r)?,
                 name: get_name(&mut r)?,
             },
@@ -233,6 +241,7 @@ impl Meta {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::string_slice)]
 mod tests {
     use super::*;
 

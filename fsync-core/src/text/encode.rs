@@ -20,6 +20,10 @@
 //! versions and that every reference points backwards, so a decoded log is
 //! always a well-formed causal history.
 
+// Parses what peers, users and the disk send: no slicing or indexing that
+// can panic on it.
+#![deny(clippy::indexing_slicing, clippy::string_slice)]
+
 use super::oplog::{AgentSpan, OpKind, OpLog, OpRun};
 use crate::encoding::{DecodeError, Reader, Writer};
 use crate::graph::{Frontier, Graph};
@@ -133,7 +137,7 @@ impl OpLog {
             if len == 0 {
                 return Err(DecodeError::Invalid("empty author run"));
             }
-            let spans = &mut log.agent_to_lv[agent];
+            let spans = log.agent_to_lv.get_mut(agent).ok_or(DecodeError::Invalid("author without agents"))?;
             if let Some(&(s, _, l)) = spans.last() {
                 if seq < s + l as u64 {
                     return Err(DecodeError::Invalid("sequence numbers go backwards"));
@@ -261,6 +265,7 @@ impl OpLog {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::string_slice)]
 mod tests {
     use super::*;
     use crate::text::{Edit, TextDoc};
