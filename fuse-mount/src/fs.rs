@@ -328,6 +328,28 @@ impl State {
         self.seen.insert(ino, Seen { parent, name: name.to_owned(), path, stamp });
     }
 
+    /// A directory whose entries changed through the mount: its times move
+    /// (POSIX: a created, removed or renamed entry updates its directory's
+    /// mtime and ctime).
+    fn dir_changed(&mut self, dir: u64) {
+        let now = SystemTime::now();
+        let mut l = self.local.get(&dir).copied().unwrap_or_default();
+        l.mtime = Some(now);
+        l.ctime = Some(now);
+        self.local.insert(dir, l);
+    }
+
+    /// A new entry belongs to whoever made it (kept here, as ownership is
+    /// not synced), when that is not the mount's owner.
+    fn made_by(&mut self, ino: u64, owner: (u32, u32), mount: (u32, u32)) {
+        if owner != mount {
+            let mut l = self.local.get(&ino).copied().unwrap_or_default();
+            l.uid = Some(owner.0);
+            l.gid = Some(owner.1);
+            self.local.insert(ino, l);
+        }
+    }
+
     /// After a local change to `ino`: the kernel already knows it.
     fn touched(&mut self, f: &mut Folder, ino: u64, id: EntryId) {
         if self.seen.contains_key(&ino) {
@@ -667,8 +689,9 @@ impl<B: Backend> Inner<B> {
         Ok(())
     }
 
-    /// A new empty file for create and mknod: the executable bit goes to
-    /// the model, other mode bits stay local.
+    /// A new empty file for create and mknod (`mode` with the umask
+    /// applied), made by `owner`: the executable bit goes to the model,
+    /// other mode bits and the owner stay local.
     fn new_file(
         &self,
         st: &mut State,
@@ -676,7 +699,7 @@ impl<B: Backend> Inner<B> {
         parent: u64,
         name: &str,
         mode: u32,
-        umask: u32,
+        owner: (u32, u32),
     ) -> Result<(u64, FileAttr), Errno> {
         let path = Self::child_path(st, f, parent, name)?;
         let id = f.create(&path, Kind::File, now_ms()).map_err(|e| errno(&e))?;
@@ -684,10 +707,12 @@ impl<B: Backend> Inner<B> {
             f.set_exec(id, true, now_ms()).map_err(|e| errno(&e))?;
         }
         let ino = st.ino(id);
-        let perm = (mode & !umask & 0o7777) as u16;
+        let perm = (mode & 0o7777) as u16;
         if perm & !0o111 != 0o644 {
             st.local.insert(ino, LocalAttrs { perm: Some(perm), ..Default::default() });
         }
+        st.made_by(ino, owner, (self.uid, self.gid));
+        st.dir_changed(parent);
         Ok((ino, self.entry(st, f, parent, name)?))
     }
 
@@ -696,7 +721,9 @@ impl<B: Backend> Inner<B> {
         let name = name_of(name)?;
         self.changed(self.run(|st, f, _| {
             let path = Self::child_path(st, f, parent, name)?;
-            Self::remove(st, f, &path, dir)
+            Self::remove(st, f, &path, dir)?;
+            st.dir_changed(parent);
+            Ok(())
         }))
     }
 
@@ -845,18 +872,21 @@ impl<B: Backend> Filesystem for Fs<B> {
         }
     }
 
-    fn mknod(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, _rdev: u32, reply: ReplyEntry) {
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, _rdev: u32, reply: ReplyEntry) {
         if mode & S_IFMT != S_IFREG && mode & S_IFMT != 0 {
             // Devices, pipes and sockets do not sync.
             return reply.error(Errno::EPERM);
         }
         let fs = &self.0;
-        let r = name_of(name)
-            .and_then(|name| fs.changed(fs.run(|st, f, _| fs.new_file(st, f, parent.0, name, mode, umask).map(|(_, a)| a))));
+        let r = name_of(name).and_then(|name| {
+            fs.changed(
+                fs.run(|st, f, _| fs.new_file(st, f, parent.0, name, mode & !umask, (req.uid(), req.gid())).map(|(_, a)| a)),
+            )
+        });
         reply_entry(reply, r);
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let fs = &self.0;
         let r = name_of(name).and_then(|name| {
             fs.changed(fs.run(|st, f, _| {
@@ -867,6 +897,8 @@ impl<B: Backend> Filesystem for Fs<B> {
                 if perm != 0o755 {
                     st.local.insert(ino, LocalAttrs { perm: Some(perm), ..Default::default() });
                 }
+                st.made_by(ino, (req.uid(), req.gid()), (fs.uid, fs.gid));
+                st.dir_changed(parent.0);
                 fs.entry(st, f, parent.0, name)
             }))
         });
@@ -881,7 +913,7 @@ impl<B: Backend> Filesystem for Fs<B> {
         reply_empty(reply, self.0.remove_named(parent.0, name, true));
     }
 
-    fn symlink(&self, _req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let fs = &self.0;
         let r = name_of(link_name).and_then(|name| {
             let target = target.to_str().ok_or(Errno::EINVAL)?;
@@ -889,6 +921,9 @@ impl<B: Backend> Filesystem for Fs<B> {
                 let path = Inner::<B>::child_path(st, f, parent.0, name)?;
                 let id = f.create(&path, Kind::Symlink, now_ms()).map_err(|e| errno(&e))?;
                 f.set_link(id, target, now_ms()).map_err(|e| errno(&e))?;
+                let ino = st.ino(id);
+                st.made_by(ino, (req.uid(), req.gid()), (fs.uid, fs.gid));
+                st.dir_changed(parent.0);
                 fs.entry(st, f, parent.0, name)
             }))
         });
@@ -938,6 +973,8 @@ impl<B: Backend> Filesystem for Fs<B> {
                 f.rename(src.id, &to, now_ms()).map_err(|e| errno(&e))?;
                 let ino = st.ino(src.id);
                 st.touched(f, ino, src.id);
+                st.dir_changed(parent.0);
+                st.dir_changed(newparent.0);
                 Ok(())
             }))
         });
@@ -1217,11 +1254,11 @@ impl<B: Backend> Filesystem for Fs<B> {
         reply_empty(reply, r);
     }
 
-    fn create(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
         let fs = &self.0;
         let r = name_of(name).and_then(|name| {
             fs.changed(fs.run(|st, f, _| {
-                let (ino, attr) = fs.new_file(st, f, parent.0, name, mode, umask)?;
+                let (ino, attr) = fs.new_file(st, f, parent.0, name, mode & !umask, (req.uid(), req.gid()))?;
                 Ok((attr, Inner::<B>::new_handle(st, ino, flags)))
             }))
         });
