@@ -400,3 +400,23 @@ fn big_files_are_chunked_after_close_and_read_back_exactly() {
     assert_eq!(fx.text("flip").as_deref(), Some("small now\n"));
     assert_eq!(std::fs::read_to_string(fx.path("flip")).expect("read"), "small now\n");
 }
+
+/// pjdfstest's `ftruncate/12.t` (a truncate to 999,999,999,999,999 bytes)
+/// once aborted the daemon on a failed allocation and left `Transport
+/// endpoint is not connected`; a write at a huge offset did the same. Both
+/// are `EFBIG` now, and the mount goes on.
+#[test]
+fn a_huge_truncate_or_offset_is_efbig_and_the_mount_goes_on() {
+    let Some(fx) = setup("huge") else { return };
+    let p = fx.path("f.bin");
+    std::fs::write(&p, b"data").expect("write");
+    let f = std::fs::OpenOptions::new().write(true).open(&p).expect("open");
+    let e = f.set_len(999_999_999_999_999).expect_err("a petabyte");
+    assert_eq!(e.raw_os_error(), Some(27), "{e}"); // EFBIG
+    use std::os::unix::fs::FileExt;
+    let e = f.write_at(b"x", 1 << 50).expect_err("a write a petabyte in");
+    assert_eq!(e.raw_os_error(), Some(27), "{e}");
+    drop(f);
+    std::fs::write(fx.path("after.txt"), "still here\n").expect("the mount goes on");
+    assert_eq!(std::fs::read(&p).expect("read"), b"data");
+}
