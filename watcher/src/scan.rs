@@ -1103,21 +1103,7 @@ fn scan_inner(
             // replaced: it goes first, with what was below it.
             if index.files.contains_key(&new) {
                 let below = format!("{new}/");
-                let replaced: Vec<(String, Known)> = index
-                    .files
-                    .iter()
-                    .rev()
-                    .filter(|(p, _)| **p == new || p.starts_with(&below))
-                    .map(|(p, k)| (p.clone(), k.clone()))
-                    .collect();
-                for (p, k) in replaced {
-                    if folder.tree().path_of(k.id).is_some() {
-                        folder.delete_from(k.id, &k.base, now)?;
-                    }
-                    index.files.remove(&p);
-                    index.deferred.remove(&p);
-                    report.deleted.push(p);
-                }
+                replace(folder, index, &mut report, now, |p, _| p == new || p.starts_with(&below))?;
             }
             move_entry(folder, index, id, &new, now)?;
             index.rekey(&old, &new);
@@ -1133,21 +1119,7 @@ fn scan_inner(
                 .map(|(p, _)| p.clone())
                 .collect();
             let under_replaced = |p: &str| replaced.iter().any(|r| p == r || p.starts_with(&format!("{r}/")));
-            let gone: Vec<(String, Known)> = index
-                .files
-                .iter()
-                .rev()
-                .filter(|(p, k)| under_replaced(p) && is_gone(&disk, p, k))
-                .map(|(p, k)| (p.clone(), k.clone()))
-                .collect();
-            for (p, k) in gone {
-                if folder.tree().path_of(k.id).is_some() {
-                    folder.delete_from(k.id, &k.base, now)?;
-                }
-                index.files.remove(&p);
-                index.deferred.remove(&p);
-                report.deleted.push(p);
-            }
+            replace(folder, index, &mut report, now, |p, k| under_replaced(p) && is_gone(&disk, p, k))?;
         }
     }
 
@@ -1382,6 +1354,28 @@ fn scan_inner(
         }
     }
     Ok(report)
+}
+
+/// Deletes the known paths `which` picks (deepest first), at once: they
+/// were replaced by another kind, not moved.
+fn replace(
+    folder: &mut Folder,
+    index: &mut Index,
+    report: &mut ScanReport,
+    now: u64,
+    which: impl Fn(&str, &Known) -> bool,
+) -> Result<(), WatchError> {
+    let picked: Vec<(String, Known)> =
+        index.files.iter().rev().filter(|(p, k)| which(p, k)).map(|(p, k)| (p.clone(), k.clone())).collect();
+    for (p, k) in picked {
+        if folder.tree().path_of(k.id).is_some() {
+            folder.delete_from(k.id, &k.base, now)?;
+        }
+        index.files.remove(&p);
+        index.deferred.remove(&p);
+        report.deleted.push(p);
+    }
+    Ok(())
 }
 
 /// Of `base` and `other`, the version `body` is the smaller edit of
