@@ -575,25 +575,23 @@ fn root_key(name: &str) -> String {
     format!("root/{name}")
 }
 
-/// The checked root of a folder (see `watcher::root`): the directory at
-/// its path must be the one that was shared. A folder shared now gets its
-/// marker; one shared before markers existed gets it, if its directory is
-/// there; one whose directory is missing is never created anew (an
-/// unmounted disk would look like an emptied folder).
-fn folder_root(fc: &FolderConfig, store: &mut RedbStore, index: &Index, folder: &mut Folder) -> Result<Root, String> {
-    let path = &fc.path;
-    let known = store.get_state(&root_key(&fc.name)).map_err(|e| e.to_string())?;
+/// The checked root of folder `name` at `path` (see `watcher::root`): the
+/// directory at its path must be the one that was shared. A folder shared
+/// now gets its marker; one shared before markers existed gets it, if its
+/// directory is there; the directory of a folder `shared_before` is never
+/// created anew (an unmounted disk would look like an emptied folder).
+fn folder_root(name: &str, path: &std::path::Path, store: &mut RedbStore, shared_before: bool) -> Result<Root, String> {
+    let known = store.get_state(&root_key(name)).map_err(|e| e.to_string())?;
     if let Some(id) = known {
         return Root::check(path, &String::from_utf8_lossy(&id)).map_err(|e| e.to_string());
     }
-    let shared_before = !index.files.is_empty() || !folder.tree().is_empty();
     if shared_before && !path.is_dir() {
-        return Err(RootError::Missing(path.clone()).to_string());
+        return Err(RootError::Missing(path.to_owned()).to_string());
     }
     std::fs::create_dir_all(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     let id = Root::new_id();
     let root = Root::mark(path, &id).map_err(|e| e.to_string())?;
-    store.put_state(&root_key(&fc.name), id.as_bytes()).and_then(|()| store.sync()).map_err(|e| e.to_string())?;
+    store.put_state(&root_key(name), id.as_bytes()).and_then(|()| store.sync()).map_err(|e| e.to_string())?;
     Ok(root)
 }
 
@@ -653,7 +651,8 @@ fn open_folder(
     let mut stopped = None;
     let mut watching = None;
     if !mounted {
-        match folder_root(fc, store, &index, &mut folder) {
+        let shared_before = !index.files.is_empty() || !folder.tree().is_empty();
+        match folder_root(&fc.name, &fc.path, store, shared_before) {
             Ok(r) => root = Some(r),
             Err(e) => stopped = Some(e),
         }
@@ -771,19 +770,7 @@ impl Daemon {
         if l.mounted {
             return false;
         }
-        let checked = (|| -> Result<Root> {
-            match self.store.get_state(&root_key(&l.name))? {
-                Some(id) => Ok(Root::check(&l.root, &String::from_utf8_lossy(&id))?),
-                None if l.root.is_dir() => {
-                    let id = Root::new_id();
-                    let root = Root::mark(&l.root, &id)?;
-                    self.store.put_state(&root_key(&l.name), id.as_bytes())?;
-                    self.store.sync()?;
-                    Ok(root)
-                }
-                None => Err(RootError::Missing(l.root.clone()).into()),
-            }
-        })();
+        let checked = folder_root(&l.name, &l.root, &mut self.store, true);
         match checked {
             Ok(root) => match watch_root(&l.name, &l.root, i, &self.events) {
                 Ok(w) => {
@@ -798,7 +785,7 @@ impl Daemon {
                     self.stop_folder(i, why)
                 }
             },
-            Err(e) => self.stop_folder(i, format!("{e:#}")),
+            Err(why) => self.stop_folder(i, why),
         }
     }
 

@@ -441,17 +441,16 @@ pub fn write_back_with(
     // Writes, parents first; content is staged in batches, the intents
     // recorded, then the batch lands.
     let mut batch: Vec<Pending> = Vec::new();
-    // Paths still holding another kind on disk (changed here since the
-    // last scan, so not removed above): nothing is written at or below
-    // them until the scan has taken that change in.
-    let mut blocked: Vec<String> = Vec::new();
     for n in &nodes {
-        if held.ids.contains(&n.id) || blocked.iter().any(|b| n.path.starts_with(b.as_str())) {
+        if held.ids.contains(&n.id) {
             continue;
         }
-        if index.files.get(&n.path).is_some_and(|k| k.kind != n.kind) {
-            blocked.push(format!("{}/", n.path));
-            needs_scan(index, &mut report, n.path.clone());
+        // A path still holding another kind on disk (changed here since the
+        // last scan, so not removed above): nothing is written at or below
+        // it until the scan has taken that change in.
+        let other_kind = index.files.get(&n.path).is_some_and(|k| k.kind != n.kind).then(|| n.path.clone());
+        if let Some(at) = other_kind.or_else(|| not_a_dir_above(index, &n.path)) {
+            needs_scan(index, &mut report, at);
             continue;
         }
         let Some(state) = folder.state(n.id).cloned() else {

@@ -298,11 +298,7 @@ impl Sim {
                 let n = self.fresh();
                 let dir = self.pick(&places).unwrap_or_default();
                 let p = format!("{dir}p{n}.txt");
-                let tag = format!("id-{n}");
-                let id = self.peer.create(&p, Kind::File, now).expect("create");
-                self.peer.set_text(id, &format!("{tag}\n"), now).expect("text");
-                self.touch(&tag, false);
-                self.lines.insert(tag.clone(), tag);
+                assert!(self.peer_create(&p, n, now), "the peer cannot create {p}");
                 self.note(format!("peer create {p}"));
             }
             1 | 2 => {
@@ -337,15 +333,11 @@ impl Sim {
                 self.delete_tag(Self::tag_of(&old), false);
                 self.peer.delete(id, now).expect("delete");
                 let n = self.fresh();
-                let tag = format!("id-{n}");
-                let Ok(nid) = self.peer.create(&format!("{p}/k{n}.txt"), Kind::File, now) else {
+                if !self.peer_create(&format!("{p}/k{n}.txt"), n, now) {
                     // Still shown (a concurrent edit kept it): not this time.
                     self.note(format!("peer rm {p} (kept by an edit)"));
                     return;
-                };
-                self.peer.set_text(nid, &format!("{tag}\n"), now).expect("text");
-                self.touch(&tag, false);
-                self.lines.insert(tag.clone(), tag);
+                }
                 self.note(format!("peer {p}: file to directory with k{n}.txt"));
             }
             7 => {
@@ -362,14 +354,10 @@ impl Sim {
                 }
                 self.peer.delete(id, now).expect("delete dir");
                 let n = self.fresh();
-                let tag = format!("id-{n}");
-                let Ok(nid) = self.peer.create(&d, Kind::File, now) else {
+                if !self.peer_create(&d, n, now) {
                     self.note(format!("peer rm -r {d} (kept)"));
                     return;
-                };
-                self.peer.set_text(nid, &format!("{tag}\n"), now).expect("text");
-                self.touch(&tag, false);
-                self.lines.insert(tag.clone(), tag);
+                }
                 self.note(format!("peer {d}: directory to file"));
             }
             _ => {
@@ -382,6 +370,17 @@ impl Sim {
                 self.note(format!("peer mv {d} {to}"));
             }
         }
+    }
+
+    /// The peer creates a text file at `path` tagged `id-N`; false when
+    /// the name is taken.
+    fn peer_create(&mut self, path: &str, n: u64, now: u64) -> bool {
+        let tag = format!("id-{n}");
+        let Ok(id) = self.peer.create(path, Kind::File, now) else { return false };
+        self.peer.set_text(id, &format!("{tag}\n"), now).expect("text");
+        self.touch(&tag, false);
+        self.lines.insert(tag.clone(), tag);
+        true
     }
 
     /// Changes each side lacks, both ways or one.

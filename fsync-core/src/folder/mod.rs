@@ -360,18 +360,6 @@ impl Folder {
         Ok(self.create_in(parent, name, kind, now))
     }
 
-    /// Creates a new entry at `path` even if another entry has that path
-    /// already: for a file made on disk while a peer's file of the same
-    /// name was on its way here. The two are concurrent creations, and the
-    /// tree gives them names by the usual rule (the name to the smallest
-    /// entry id), the same on every node.
-    pub fn create_alongside(&mut self, path: &str, kind: Kind, now: u64) -> Result<EntryId, FolderError> {
-        let parts = split_path(path)?;
-        let (name, dirs) = parts.split_last().ok_or(PathError::Empty)?;
-        let parent = self.ensure_dir(dirs, now)?;
-        Ok(self.create_in(parent, name, kind, now))
-    }
-
     /// Applies text edits (positions in Unicode scalar values, each relative
     /// to the text after the previous edit) as one change.
     pub fn edit_text(&mut self, id: EntryId, edits: &[Edit], now: u64) -> Result<(), FolderError> {
@@ -457,30 +445,19 @@ impl Folder {
 
     /// Renames or moves an entry to `path` (missing parents are created).
     pub fn rename(&mut self, id: EntryId, path: &str, now: u64) -> Result<(), FolderError> {
+        let parts = split_path(path)?;
         if self.tree().lookup(path).is_some_and(|n| n.id != id) {
             return Err(FolderError::Exists(path.to_owned()));
         }
-        self.rename_alongside(id, path, now)
-    }
-
-    /// Renames or moves an entry to `path` even if another entry has that
-    /// path already: for a move made on disk while a peer's entry of that
-    /// name was on its way here (concurrent, like [`Folder::create_alongside`]:
-    /// the tree names the two by the usual rule).
-    pub fn rename_alongside(&mut self, id: EntryId, path: &str, now: u64) -> Result<(), FolderError> {
-        let parts = split_path(path)?;
-        if !self.entries.contains_key(&id) {
-            return Err(FolderError::UnknownEntry(id));
-        }
         let (name, dirs) = parts.split_last().ok_or(PathError::Empty)?;
+        // Before any missing parent is made below the entry itself.
         if let Some(p) = self.tree().path_of(id).map(str::to_owned) {
             if path.starts_with(&format!("{p}/")) {
                 return Err(FolderError::IntoItself);
             }
         }
         let parent = self.ensure_dir(dirs, now)?;
-        self.local_meta(id, &Meta::Move { parent, name: (*name).to_owned() }, now);
-        Ok(())
+        self.move_into(id, parent, name, now)
     }
 
     /// Moves entry `id` into directory entry `parent` (`None`: the root) as
