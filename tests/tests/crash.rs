@@ -37,8 +37,7 @@ fn files(root: &Path) -> BTreeMap<String, String> {
         for e in rd.flatten() {
             let p = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
-            // fsync's temp files, and the folder marker at the root.
-            if name.starts_with(".fsync-tmp-") || (dir == root && name == ".fsync-folder") {
+            if util::not_user_data(root, &dir, &name) {
                 continue;
             }
             if p.is_dir() {

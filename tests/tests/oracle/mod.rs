@@ -74,8 +74,7 @@ pub fn tree(root: &Path) -> BTreeMap<String, Entry> {
         };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            // fsync's temp files, and the folder marker at the root.
-            if name.starts_with(".fsync-tmp-") || (dir == root && name == ".fsync-folder") {
+            if crate::util::not_user_data(root, &dir, &name) {
                 continue;
             }
             let p = e.path();

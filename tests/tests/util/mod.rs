@@ -284,9 +284,7 @@ pub fn snapshot(root: &std::path::Path) -> Vec<(String, String)> {
         };
         for e in entries.flatten() {
             let rel = e.path().strip_prefix(root).expect("inside").to_string_lossy().into_owned();
-            // fsync's temp files, and the folder marker at the root.
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".fsync-tmp-") || (dir == root && name == ".fsync-folder") {
+            if not_user_data(root, &dir, &e.file_name().to_string_lossy()) {
                 continue;
             }
             let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
@@ -311,4 +309,10 @@ pub fn snapshot(root: &std::path::Path) -> Vec<(String, String)> {
     }
     out.sort();
     out
+}
+
+/// fsync's own files in a folder, which no tree comparison counts: its temp
+/// files, and the folder marker at the root.
+pub fn not_user_data(root: &Path, dir: &Path, name: &str) -> bool {
+    name.starts_with(".fsync-tmp-") || (dir == root && name == ".fsync-folder")
 }
