@@ -664,9 +664,13 @@ fn open_folder(
         // Take in what changed while we were stopped *before* any peer can
         // send us anything: otherwise a remote change could be merged first and
         // an offline move or delete misread against it.
-        let left = watcher::write::remove_leftovers(&fc.path);
-        if left > 0 {
-            tracing::info!(folder = %fc.name, "removed {left} temp files of an interrupted write");
+        // A crash in a write-back may leave what it displaced, holding a
+        // write not taken in yet: that goes in first, like any offline edit.
+        match watcher::write::recover_leftovers(&fc.path, &mut folder, &mut chunks, &index) {
+            Ok((0, _)) => {}
+            Ok((left, taken)) => tracing::info!(folder = %fc.name,
+                "removed {left} temp files of an interrupted write ({taken} held a local write, taken in)"),
+            Err(e) => start_error = Some(anyhow::Error::from(e)),
         }
         let progress = Arc::new(watcher::ScanProgress::default());
         let reporter = crate::progress::ScanReporter::start(&fc.name, progress.clone());
@@ -892,9 +896,13 @@ impl Daemon {
                         let mut intents = |index: &Index| -> Result<(), String> {
                             store.put_state(&key, &index.encode()).and_then(|_| store.sync()).map_err(|e| e.to_string())
                         };
-                        let report = write_back_with(&l.root, &mut s.folder, &mut s.chunks, &mut l.index, &mut intents);
-                        // The index, as written.
+                        let mut report = write_back_with(&l.root, &mut s.folder, &mut s.chunks, &mut l.index, &mut intents);
+                        // The index, as written, and what raced writes brought.
                         save(l, s, store)?;
+                        // Durable now: what those writes displaced may go.
+                        if let Ok(r) = &mut report {
+                            r.settle();
+                        }
                         Ok(report)
                     })
                     .context("folder vanished")?

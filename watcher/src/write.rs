@@ -44,6 +44,21 @@ pub struct WriteReport {
     /// Paths that could not be looked at or written (permission denied),
     /// with why: skipped, the rest was written; try again later.
     pub failed: Vec<(String, String)>,
+    /// Temp files holding what a raced write displaced: kept until what was
+    /// taken in from them is durable, so a crash before that finds them
+    /// again ([`recover_leftovers`]). The caller removes them after its
+    /// save ([`WriteReport::settle`]).
+    pub displaced: Vec<PathBuf>,
+}
+
+impl WriteReport {
+    /// Removes the displaced files: call once what was taken in from them
+    /// is saved.
+    pub fn settle(&mut self) {
+        for p in self.displaced.drain(..) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -88,12 +103,24 @@ fn temp_path(dir: &Path) -> PathBuf {
     dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()))
 }
 
-/// Removes temp files a killed write-back left behind (any of ours but
-/// this process's), returning how many. Nothing else writes files with our
-/// prefix, and a node's folder is written by one daemon at a time.
-pub fn remove_leftovers(root: &Path) -> usize {
+/// Takes in what temp files a killed write-back left behind still hold of
+/// the user's, then removes them (any of ours but this process's), returning
+/// how many were removed and how many taken in. Nothing else writes files
+/// with our prefix, and a node's folder is written by one daemon at a time.
+///
+/// A leftover whose inode is the one the index knew at a path with a write
+/// intent beside it is the file an exchange displaced there. If it changed
+/// since it was last read, it holds a write that slipped in before the
+/// exchange and was not durably taken in: it is taken in from the version
+/// it was made on (merged with what was written over it).
+pub fn recover_leftovers(
+    root: &Path,
+    folder: &mut Folder,
+    chunks: &mut dyn ChunkStore,
+    index: &Index,
+) -> Result<(usize, usize), WatchError> {
     let mine = format!("{TEMP_PREFIX}{}-", std::process::id());
-    walkdir::WalkDir::new(root)
+    let leftovers: Vec<PathBuf> = walkdir::WalkDir::new(root)
         .follow_links(false)
         .into_iter()
         .filter_map(Result::ok)
@@ -101,8 +128,35 @@ pub fn remove_leftovers(root: &Path) -> usize {
             let name = e.file_name().to_string_lossy();
             e.file_type().is_file() && name.starts_with(TEMP_PREFIX) && !name.starts_with(&mine)
         })
-        .filter(|e| std::fs::remove_file(e.path()).is_ok())
-        .count()
+        .map(|e| e.into_path())
+        .collect();
+    let (mut removed, mut taken) = (0, 0);
+    for tmp in leftovers {
+        if let Some(k) = displaced_at(root, index, &tmp) {
+            let changed = lstat(&tmp).is_some_and(|s| s.size != k.stat.size || s.mtime != k.stat.mtime);
+            if changed && folder.tree().path_of(k.id).is_some() {
+                let bytes = std::fs::read(&tmp).map_err(|e| WatchError::io(&tmp, e))?;
+                let exec = folder.state(k.id).map_or(k.stat.exec, |s| s.exec);
+                crate::scan::take_in_bytes(folder, chunks, k.id, &k.base, bytes, exec, now_ms())?;
+                taken += 1;
+            }
+        }
+        if std::fs::remove_file(&tmp).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok((removed, taken))
+}
+
+/// The known file whose displaced old inode `tmp` holds: a file in the same
+/// directory with a write intent and `tmp`'s inode.
+fn displaced_at<'a>(root: &Path, index: &'a Index, tmp: &Path) -> Option<&'a Known> {
+    let ino = lstat(tmp)?.ino;
+    let dir = tmp.parent()?.strip_prefix(root).ok()?.to_str()?;
+    index.files.iter().find_map(|(p, k)| {
+        let parent = p.rsplit_once('/').map_or("", |(d, _)| d);
+        (k.kind == Kind::File && k.staged.is_some() && k.stat.ino == ino && parent == dir).then_some(k)
+    })
 }
 
 /// How a replace went.
@@ -110,8 +164,9 @@ enum Replaced {
     /// Written; the metadata of what we wrote.
     Done(Stat),
     /// Someone wrote into the old file between the check and the rename;
-    /// here is what it held after, and the metadata of what we wrote.
-    Raced(Vec<u8>, Stat),
+    /// here is what it held after, the metadata of what we wrote, and the
+    /// temp path still holding the old file (if it was exchanged there).
+    Raced(Vec<u8>, Stat, Option<PathBuf>),
     /// Not written: the file was moved or deleted meanwhile (or, for a new
     /// file, one appeared at its path). The path needs a scan.
     Moved,
@@ -217,13 +272,11 @@ impl Staged {
             let _ = std::fs::remove_file(&self.tmp);
             return Ok(Replaced::Moved);
         }
-        // What was displaced, now at the temp path, is held open and its
-        // name dropped; it is checked only after the directory sync, so a
-        // writer that had it open gets as long as possible to finish.
+        // What was displaced, now at the temp path, is held open; it is
+        // checked only after the directory sync, so a writer that had it
+        // open gets as long as possible to finish. Its name stays until we
+        // know it holds nothing of the user's that is not durable yet.
         let displaced = if exchanged { std::fs::File::open(&self.tmp).ok() } else { None };
-        if exchanged {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
         // The rename is durable once the directory is.
         std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
         let mut ours = self.ours;
@@ -256,8 +309,11 @@ impl Staged {
                         break;
                     }
                 }
-                return Ok(Replaced::Raced(raced, ours));
+                return Ok(Replaced::Raced(raced, ours, exchanged.then(|| self.tmp.clone())));
             }
+        }
+        if exchanged {
+            let _ = std::fs::remove_file(&self.tmp);
         }
         Ok(Replaced::Done(ours))
     }
@@ -285,7 +341,9 @@ pub fn write_back(
     chunks: &mut dyn ChunkStore,
     index: &mut Index,
 ) -> Result<WriteReport, WatchError> {
-    write_back_with(root, folder, chunks, index, &mut |_| Ok(()))
+    let mut report = write_back_with(root, folder, chunks, index, &mut |_| Ok(()))?;
+    report.settle();
+    Ok(report)
 }
 
 /// [`write_back`], calling `intents` with the index before files are
@@ -665,7 +723,7 @@ fn land_batch(
             }
         };
         let stat = match &r {
-            Replaced::Done(s) | Replaced::Raced(_, s) => *s,
+            Replaced::Done(s) | Replaced::Raced(_, s, _) => *s,
             Replaced::Moved => {
                 // The index keeps what it knew, so the scan can find where
                 // the file went (by its inode) or that it is new.
@@ -676,7 +734,8 @@ fn land_batch(
                 continue;
             }
         };
-        if let Replaced::Raced(bytes, _) = r {
+        if let Replaced::Raced(bytes, _, displaced) = r {
+            report.displaced.extend(displaced);
             // A write slipped in (into the old file, or a new file renamed
             // over it): take it in from the base it was made on, text
             // merged, binary as a concurrent version (it would be lost
@@ -723,6 +782,54 @@ mod tests {
         assert_eq!(std::fs::read_to_string(target.join("inside.txt")).expect("still there"), "user's\n");
         let left: Vec<_> = std::fs::read_dir(&root).expect("list").flatten().map(|e| e.file_name()).collect();
         assert_eq!(left, vec![std::ffi::OsString::from("x")], "a temp file was left");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A SIGKILL after a write-back's exchange, before what a raced append
+    /// brought was saved: the append was in the displaced old file only
+    /// (the heavy-writes SIGKILL test lost lines this way). The displaced
+    /// file is kept until the save, and the restart takes it in.
+    #[test]
+    fn a_write_displaced_by_a_write_back_survives_a_kill_before_the_save() {
+        let root = std::env::temp_dir().join(format!("fsync-write-unit-kill-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("mkdir");
+        let mut folder = Folder::new(AgentId::from_index(1));
+        let mut chunks = Chunks::default();
+        let mut index = Index::default();
+        let id = folder.create("f.txt", Kind::File, 1).expect("create");
+        folder.set_text(id, "one\n", 1).expect("text");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        // A peer's line arrives (saved: durable), and the write-back runs;
+        // the user appends just before the exchange.
+        folder.set_text(id, "peer\none\n", 2).expect("text");
+        let durable = folder.clone();
+        let mut saved_index = None;
+        let target = root.join("f.txt");
+        let mut intents = |i: &Index| -> Result<(), String> {
+            saved_index = Some(i.encode());
+            let mut f = std::fs::OpenOptions::new().append(true).open(&target).map_err(|e| e.to_string())?;
+            f.write_all(b"mine\n").map_err(|e| e.to_string())
+        };
+        let report = write_back_with(&root, &mut folder, &mut chunks, &mut index, &mut intents).expect("write");
+        assert_eq!(report.raced, vec!["f.txt".to_owned()]);
+        assert_eq!(report.displaced.len(), 1, "the displaced file is kept until the save");
+        // SIGKILL: what was taken in from the race is gone with the
+        // process; the store has `durable` and the index of the intents.
+        let (mut folder, mut index) = (durable, Index::decode(&saved_index.expect("intents")).expect("decode"));
+        let mut chunks = Chunks::default();
+        // A new process (another pid) starts.
+        let leftover = report.displaced[0].clone();
+        let other = root.join(format!("{TEMP_PREFIX}1-{}", std::process::id()));
+        std::fs::rename(&leftover, &other).expect("as another process's");
+        assert_eq!(recover_leftovers(&root, &mut folder, &mut chunks, &index).expect("recover"), (1, 1));
+        crate::scan::scan(&root, &mut folder, &mut chunks, &mut index, &Ignore::load(&root), 3).expect("scan");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        let text = std::fs::read_to_string(&target).expect("read");
+        for line in ["peer\n", "one\n", "mine\n"] {
+            assert_eq!(text.matches(line).count(), 1, "{line:?} once in {text:?}");
+        }
+        assert!(!other.exists(), "the leftover is removed");
         let _ = std::fs::remove_dir_all(&root);
     }
 
