@@ -785,13 +785,9 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
     }
 
-    /// A SIGKILL after a write-back's exchange, before what a raced append
-    /// brought was saved: the append was in the displaced old file only
-    /// (the heavy-writes SIGKILL test lost lines this way). The displaced
-    /// file is kept until the save, and the restart takes it in.
-    #[test]
-    fn a_write_displaced_by_a_write_back_survives_a_kill_before_the_save() {
-        let root = std::env::temp_dir().join(format!("fsync-write-unit-kill-{}", std::process::id()));
+    /// A fresh root holding `f.txt` ("one\n"), written back from a folder.
+    fn one_file_written(name: &str) -> (PathBuf, Folder, Chunks, Index, EntryId) {
+        let root = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).expect("mkdir");
         let mut folder = Folder::new(AgentId::from_index(1));
@@ -800,6 +796,16 @@ mod tests {
         let id = folder.create("f.txt", Kind::File, 1).expect("create");
         folder.set_text(id, "one\n", 1).expect("text");
         write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        (root, folder, chunks, index, id)
+    }
+
+    /// A SIGKILL after a write-back's exchange, before what a raced append
+    /// brought was saved: the append was in the displaced old file only
+    /// (the heavy-writes SIGKILL test lost lines this way). The displaced
+    /// file is kept until the save, and the restart takes it in.
+    #[test]
+    fn a_write_displaced_by_a_write_back_survives_a_kill_before_the_save() {
+        let (root, mut folder, mut chunks, mut index, id) = one_file_written("fsync-write-unit-kill");
         // A peer's line arrives (saved: durable), and the write-back runs;
         // the user appends just before the exchange.
         folder.set_text(id, "peer\none\n", 2).expect("text");
@@ -837,15 +843,7 @@ mod tests {
     /// where every file was once written does not keep it for all of them.
     #[test]
     fn what_our_writes_replaced_is_forgotten_after_its_window() {
-        let root = std::env::temp_dir().join(format!("fsync-write-unit-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).expect("mkdir");
-        let mut folder = Folder::new(AgentId::from_index(1));
-        let mut chunks = Chunks::default();
-        let mut index = Index::default();
-        let id = folder.create("f.txt", Kind::File, 1).expect("create");
-        folder.set_text(id, "one\n", 1).expect("text");
-        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        let (root, mut folder, mut chunks, mut index, _) = one_file_written("fsync-write-unit");
         assert!(index.files["f.txt"].written.as_ref().is_some_and(crate::scan::Written::recent));
         let long_ago = std::time::Instant::now().checked_sub(crate::scan::UNSEEN_WRITE).expect("uptime");
         if let Some(w) = index.files.get_mut("f.txt").and_then(|k| k.written.as_mut()) {
