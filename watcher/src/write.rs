@@ -14,6 +14,7 @@
 //! remains: a program that keeps the file open and writes after the rename
 //! writes into the replaced inode, as with any editor that saves by rename.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -130,9 +131,20 @@ pub fn recover_leftovers(
         })
         .map(|e| e.into_path())
         .collect();
+    // Known files with a write intent, by inode (built once, and only when
+    // something was left).
+    let intended: HashMap<u64, Vec<(&str, &Known)>> = if leftovers.is_empty() {
+        HashMap::new()
+    } else {
+        let mut m: HashMap<u64, Vec<(&str, &Known)>> = HashMap::new();
+        for (p, k) in index.files.iter().filter(|(_, k)| k.kind == Kind::File && k.staged.is_some()) {
+            m.entry(k.stat.ino).or_default().push((p.as_str(), k));
+        }
+        m
+    };
     let (mut removed, mut taken) = (0, 0);
     for tmp in leftovers {
-        if let Some(k) = displaced_at(root, index, &tmp) {
+        if let Some(k) = displaced_at(root, &intended, &tmp) {
             let changed = lstat(&tmp).is_some_and(|s| s.size != k.stat.size || s.mtime != k.stat.mtime);
             if changed && folder.tree().path_of(k.id).is_some() {
                 let bytes = std::fs::read(&tmp).map_err(|e| WatchError::io(&tmp, e))?;
@@ -150,13 +162,10 @@ pub fn recover_leftovers(
 
 /// The known file whose displaced old inode `tmp` holds: a file in the same
 /// directory with a write intent and `tmp`'s inode.
-fn displaced_at<'a>(root: &Path, index: &'a Index, tmp: &Path) -> Option<&'a Known> {
-    let ino = lstat(tmp)?.ino;
+fn displaced_at<'a>(root: &Path, intended: &HashMap<u64, Vec<(&str, &'a Known)>>, tmp: &Path) -> Option<&'a Known> {
+    let candidates = intended.get(&lstat(tmp)?.ino)?;
     let dir = tmp.parent()?.strip_prefix(root).ok()?.to_str()?;
-    index.files.iter().find_map(|(p, k)| {
-        let parent = p.rsplit_once('/').map_or("", |(d, _)| d);
-        (k.kind == Kind::File && k.staged.is_some() && k.stat.ino == ino && parent == dir).then_some(k)
-    })
+    candidates.iter().find(|(p, _)| p.rsplit_once('/').map_or("", |(d, _)| d) == dir).map(|(_, k)| *k)
 }
 
 /// How a replace went.
