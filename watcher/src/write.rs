@@ -597,6 +597,13 @@ pub fn write_back_with(
         batch.push(Pending { path: n.path.clone(), id: n.id, kind: n.kind, version: doc_version, known, staged });
         if batch.len() >= STAGE_BATCH {
             land_batch(std::mem::take(&mut batch), folder, chunks, index, &mut report, intents)?;
+            // What a race took in is in memory only until the caller
+            // saves; the next batch's intents would save an index that no
+            // longer marks the raced file, and a restart would then drop
+            // its displaced copy. The rest waits for the next round.
+            if !report.raced.is_empty() {
+                break;
+            }
         }
     }
     land_batch(batch, folder, chunks, index, &mut report, intents)?;
@@ -845,6 +852,58 @@ mod tests {
             assert_eq!(text.matches(line).count(), 1, "{line:?} once in {text:?}");
         }
         assert!(!other.exists(), "the leftover is removed");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A raced write in the first batch of a big write-back: no later
+    /// batch saves its intents before the caller has saved what the race
+    /// brought, so a kill then still finds the displaced file marked.
+    #[test]
+    fn a_race_in_an_early_batch_survives_a_kill_before_the_save() {
+        let (root, mut folder, mut chunks, mut index, id) = one_file_written("fsync-write-unit-batches");
+        let ids: Vec<EntryId> = (0..STAGE_BATCH + 10)
+            .map(|n| {
+                let e = folder.create(&format!("g{n:04}.txt"), Kind::File, 1).expect("create");
+                folder.set_text(e, "x\n", 1).expect("text");
+                e
+            })
+            .collect();
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        folder.set_text(id, "peer\none\n", 2).expect("text");
+        for e in &ids {
+            folder.set_text(*e, "x\ny\n", 2).expect("text");
+        }
+        let durable = folder.clone();
+        let mut saved_index = None;
+        let target = root.join("f.txt");
+        let mut intents = |i: &Index| -> Result<(), String> {
+            if saved_index.is_none() {
+                let mut f = std::fs::OpenOptions::new().append(true).open(&target).map_err(|e| e.to_string())?;
+                f.write_all(b"mine\n").map_err(|e| e.to_string())?;
+            }
+            saved_index = Some(i.encode());
+            Ok(())
+        };
+        let report = write_back_with(&root, &mut folder, &mut chunks, &mut index, &mut intents).expect("write");
+        assert_eq!(report.raced, vec!["f.txt".to_owned()]);
+        // Killed here: the store has `durable` and the last intents.
+        let (mut folder, index) = (durable, Index::decode(&saved_index.expect("intents")).expect("decode"));
+        let mut index = index;
+        let mut chunks = Chunks::default();
+        let leftover = report.displaced[0].clone();
+        let other = root.join(format!("{TEMP_PREFIX}1-{}", std::process::id()));
+        std::fs::rename(&leftover, &other).expect("as another process's");
+        assert_eq!(recover_leftovers(&root, &mut folder, &mut chunks, &index).expect("recover"), (1, 1));
+        crate::scan::scan(&root, &mut folder, &mut chunks, &mut index, &Ignore::load(&root), 3).expect("scan");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        let text = std::fs::read_to_string(&target).expect("read");
+        for line in ["peer\n", "one\n", "mine\n"] {
+            assert_eq!(text.matches(line).count(), 1, "{line:?} once in {text:?}");
+        }
+        for n in 0..STAGE_BATCH + 10 {
+            let g = std::fs::read_to_string(root.join(format!("g{n:04}.txt"))).expect("read");
+            assert_eq!(g, "x\ny\n");
+        }
         let _ = std::fs::remove_dir_all(&root);
     }
 
