@@ -131,6 +131,17 @@ pub fn recover_leftovers(
         })
         .map(|e| e.into_path())
         .collect();
+    take_in_leftovers(root, leftovers, folder, chunks, index)
+}
+
+/// [`recover_leftovers`] for the given temp files.
+fn take_in_leftovers(
+    root: &Path,
+    leftovers: Vec<PathBuf>,
+    folder: &mut Folder,
+    chunks: &mut dyn ChunkStore,
+    index: &Index,
+) -> Result<(usize, usize), WatchError> {
     // Known files with a write intent, by inode (built once, and only when
     // something was left).
     let intended: HashMap<u64, Vec<(&str, &Known)>> = if leftovers.is_empty() {
@@ -158,6 +169,25 @@ pub fn recover_leftovers(
         }
     }
     Ok((removed, taken))
+}
+
+/// True when `dir` holds files and all of them are fsync's temp files.
+fn only_temp_files(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let mut any = false;
+    for e in entries {
+        let Ok(e) = e else {
+            return false;
+        };
+        let temp = e.file_name().to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX));
+        if !temp || !e.file_type().is_ok_and(|t| t.is_file()) {
+            return false;
+        }
+        any = true;
+    }
+    any
 }
 
 /// The known file whose displaced old inode `tmp` holds: a file in the same
@@ -495,6 +525,19 @@ pub fn write_back_with(
         match r {
             Ok(()) => report.removed.push(p.clone()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // Our temp files left in it (a displaced file that moved with
+            // its directory before it could be removed, or a killed
+            // process's) are leftovers: nothing is staged between passes.
+            Err(_) if k.kind == Kind::Dir && only_temp_files(&full) => {
+                let temps = std::fs::read_dir(&full).map_err(|e| WatchError::io(&full, e))?;
+                let temps = temps.filter_map(Result::ok).map(|e| e.path()).collect();
+                take_in_leftovers(root, temps, folder, chunks, index)?;
+                match std::fs::remove_dir(&full) {
+                    Ok(()) => report.removed.push(p.clone()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(_) => continue,
+                }
+            }
             // A directory with unsynced (ignored or new) files stays, and
             // the index keeps it: what the scan then finds in it goes into
             // that directory entry (which it keeps), not into whatever a
@@ -904,6 +947,25 @@ mod tests {
             let g = std::fs::read_to_string(root.join(format!("g{n:04}.txt"))).expect("read");
             assert_eq!(g, "x\ny\n");
         }
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A displaced temp file can move with its directory before the pass
+    /// removes it (the user renamed the directory): a peer's deletion of
+    /// that directory still removes it, temp file and all.
+    #[test]
+    fn a_deleted_directory_holding_a_leftover_temp_file_is_removed() {
+        let (root, mut folder, mut chunks, mut index, _) = one_file_written("fsync-write-unit-stale-dir");
+        let d = folder.create("d", Kind::Dir, 1).expect("mkdir");
+        let f = folder.create("d/g.txt", Kind::File, 1).expect("create");
+        folder.set_text(f, "g\n", 1).expect("text");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        std::fs::write(root.join(format!("d/{TEMP_PREFIX}{}-7", std::process::id())), "old\n").expect("leftover");
+        folder.delete(f, 2).expect("delete");
+        folder.delete(d, 2).expect("delete");
+        let report = write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        assert!(!root.join("d").exists(), "the directory went: {:?}", report.removed);
+        assert!(!index.files.contains_key("d"));
         let _ = std::fs::remove_dir_all(&root);
     }
 
