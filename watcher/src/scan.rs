@@ -57,8 +57,10 @@ pub struct Known {
     /// When our write-back last landed at this path, within the last
     /// [`UNSEEN_WRITE`]; in memory only. A file found cut short of what we
     /// wrote a moment ago is looked at once more before it is taken in (a
-    /// rewrite caught half way). It never changes what a save or deletion
-    /// is taken as made on: that is always what the disk held (`base`).
+    /// rewrite caught half way). A save is taken as made on what the disk
+    /// held (`base`); the one other thing it may have been made on is what
+    /// a write that raced ours left in the displaced file (see
+    /// [`Written::raced`]).
     pub(crate) written: Option<Written>,
 }
 
@@ -67,12 +69,23 @@ pub struct Known {
 pub(crate) struct Written {
     /// When the last write landed.
     pub(crate) at: Instant,
+    /// A program was writing the file as ours landed: the version of what
+    /// it had written into the displaced file (taken in). A program that
+    /// read that file before the exchange and writes after it writes on
+    /// this version, not on ours: a save is taken as made on whichever of
+    /// the two it is the smaller edit of (ours on a tie).
+    pub(crate) raced: Option<Vec<EventId>>,
 }
 
 impl Written {
     /// A write that landed now.
     pub(crate) fn now() -> Written {
-        Written { at: Instant::now() }
+        Written { at: Instant::now(), raced: None }
+    }
+
+    /// A write that landed now, displacing a write made on `raced`.
+    pub(crate) fn after_race(raced: Vec<EventId>) -> Written {
+        Written { at: Instant::now(), raced: Some(raced) }
     }
 
     /// True while the write is recent (see [`UNSEEN_WRITE`]).
@@ -1344,8 +1357,12 @@ fn scan_inner(
             Some((_, v)) => closer_base(folder, k.id, &k.base, v, &body),
             // A save is made on what the disk held: a save just after our
             // write-back replaces what we wrote, whatever the program read
-            // before (no guess about that may override a save).
-            None => k.base.clone(),
+            // before (no guess about that may override a save); or, if a
+            // program was writing as ours landed, on what it had written.
+            None => match k.written.as_ref().filter(|w| w.recent()).and_then(|w| w.raced.as_ref()) {
+                Some(raced) => closer_base(folder, k.id, &k.base, raced, &body),
+                None => k.base.clone(),
+            },
         };
         let base = take_in(folder, chunks, k.id, &from, body, d.stat.exec, now)?;
         index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, written: None, ..k });

@@ -793,6 +793,7 @@ fn land_batch(
                 continue;
             }
         };
+        let mut written = crate::scan::Written::now();
         if let Replaced::Raced(bytes, _, displaced) = r {
             report.displaced.extend(displaced);
             // A write slipped in (into the old file, or a new file renamed
@@ -802,15 +803,15 @@ fn land_batch(
             // the next round.
             if let Some(k) = p.known.as_ref() {
                 let exec = folder.state(p.id).map_or(k.stat.exec, |s| s.exec);
-                crate::scan::take_in_bytes(folder, chunks, p.id, &k.base, bytes, exec, now_ms())?;
+                let raced = crate::scan::take_in_bytes(folder, chunks, p.id, &k.base, bytes, exec, now_ms())?;
+                written = crate::scan::Written::after_race(raced);
             }
             // The index records what we wrote (so the merge is written
             // next round, and nothing is read back twice).
             report.raced.push(p.path.clone());
         }
         tracing::trace!(path = %p.path, stat = ?stat, "landed");
-        let written = Some(crate::scan::Written::now());
-        index.files.insert(p.path.clone(), Known { id: p.id, kind: p.kind, stat, base: p.version, staged: None, written });
+        index.files.insert(p.path.clone(), Known { id: p.id, kind: p.kind, stat, base: p.version, staged: None, written: Some(written) });
         report.written.push(p.path);
     }
     Ok(())
@@ -946,6 +947,31 @@ mod tests {
         for n in 0..STAGE_BATCH + 10 {
             let g = std::fs::read_to_string(root.join(format!("g{n:04}.txt"))).expect("read");
             assert_eq!(g, "x\ny\n");
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A program reads the file, we exchange ours in, it writes what it
+    /// read plus its edit (into ours, by path). What it had appended before
+    /// the exchange is taken in from the displaced file and is in what it
+    /// writes: once in the result, not twice.
+    #[test]
+    fn a_read_modify_write_across_our_exchange_keeps_each_line_once() {
+        let (root, mut folder, mut chunks, mut index, id) = one_file_written("fsync-write-unit-rmw");
+        folder.set_text(id, "peer\none\n", 2).expect("text");
+        let target = root.join("f.txt");
+        let mut intents = |_: &Index| -> Result<(), String> {
+            let mut f = std::fs::OpenOptions::new().append(true).open(&target).map_err(|e| e.to_string())?;
+            f.write_all(b"mine\n").map_err(|e| e.to_string())
+        };
+        let report = write_back_with(&root, &mut folder, &mut chunks, &mut index, &mut intents).expect("write");
+        assert_eq!(report.raced, vec!["f.txt".to_owned()]);
+        std::fs::write(&target, "one\nmine\nmore\n").expect("the program's write");
+        crate::scan::scan(&root, &mut folder, &mut chunks, &mut index, &Ignore::load(&root), 3).expect("scan");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        let text = std::fs::read_to_string(&target).expect("read");
+        for line in ["peer\n", "one\n", "mine\n", "more\n"] {
+            assert_eq!(text.matches(line).count(), 1, "{line:?} once in {text:?}");
         }
         let _ = std::fs::remove_dir_all(&root);
     }

@@ -576,14 +576,14 @@ impl Driver {
             59..=64 => self.delete_file(root, &l),
             65..=73 => self.rename_file(root, &l),
             74..=78 if self.dir_ops => self.move_dir(root, &l),
-            79..=81 if self.kind_ops => self.change_kind(root, &l),
+            79..=83 if self.kind_ops => self.change_kind(root, &l),
             85..=87 if self.dir_ops => self.remove_dir(root, &l),
             74..=87 => self.make_dir(root, &l),
             88..=93 => self.chmod(root, &l),
             _ => self.symlink(root, &l),
         };
         if let Err(e) = r {
-            if !((self.dir_ops && (85..=87).contains(&roll)) || (self.kind_ops && (79..=81).contains(&roll))) {
+            if !((self.dir_ops && (85..=87).contains(&roll)) || (self.kind_ops && (79..=83).contains(&roll))) {
                 (self.ledger.tokens, self.ledger.blobs, self.ledger.deleted_bins) = before;
             }
             self.note(root, format_args!("that edit failed: {e}"));
