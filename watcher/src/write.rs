@@ -503,6 +503,13 @@ pub fn write_back_with(
             continue;
         }
         if lstat(&full).is_none() {
+            if folder.tree().path_of(k.id).is_some() {
+                // Gone here, still in the folder (at another path): the
+                // user moved or deleted it, and the scan needs this path to
+                // tell which.
+                report.needs_scan.push(p);
+                continue;
+            }
             // Gone here and in the folder: agreed, nothing to do.
             index.files.remove(&p);
             continue;
