@@ -818,7 +818,10 @@ fn land_batch(
             report.raced.push(p.path.clone());
         }
         tracing::trace!(path = %p.path, stat = ?stat, "landed");
-        index.files.insert(p.path.clone(), Known { id: p.id, kind: p.kind, stat, base: p.version, staged: None, written: Some(written) });
+        index.files.insert(
+            p.path.clone(),
+            Known { id: p.id, kind: p.kind, stat, base: p.version, staged: None, written: Some(written) },
+        );
         report.written.push(p.path);
     }
     Ok(())
@@ -889,21 +892,27 @@ mod tests {
         assert_eq!(report.displaced.len(), 1, "the displaced file is kept until the save");
         // SIGKILL: what was taken in from the race is gone with the
         // process; the store has `durable` and the index of the intents.
-        let (mut folder, mut index) = (durable, Index::decode(&saved_index.expect("intents")).expect("decode"));
+        restart_after_a_kill(&root, durable, &saved_index.expect("intents"), &report);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A new process (another pid) starts from `durable` and the index
+    /// last saved, after a kill that left `report`'s displaced file: the
+    /// raced `mine` line is taken in from it, each line once in `f.txt`.
+    fn restart_after_a_kill(root: &Path, durable: Folder, saved_index: &[u8], report: &WriteReport) {
+        let (mut folder, mut index) = (durable, Index::decode(saved_index).expect("decode"));
         let mut chunks = Chunks::default();
-        // A new process (another pid) starts.
         let leftover = report.displaced[0].clone();
         let other = root.join(format!("{TEMP_PREFIX}1-{}", std::process::id()));
         std::fs::rename(&leftover, &other).expect("as another process's");
-        assert_eq!(recover_leftovers(&root, &mut folder, &mut chunks, &index).expect("recover"), (1, 1));
-        crate::scan::scan(&root, &mut folder, &mut chunks, &mut index, &Ignore::load(&root), 3).expect("scan");
-        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
-        let text = std::fs::read_to_string(&target).expect("read");
+        assert_eq!(recover_leftovers(root, &mut folder, &mut chunks, &index).expect("recover"), (1, 1));
+        crate::scan::scan(root, &mut folder, &mut chunks, &mut index, &Ignore::load(root), 3).expect("scan");
+        write_back(root, &mut folder, &mut chunks, &mut index).expect("write");
+        let text = std::fs::read_to_string(root.join("f.txt")).expect("read");
         for line in ["peer\n", "one\n", "mine\n"] {
             assert_eq!(text.matches(line).count(), 1, "{line:?} once in {text:?}");
         }
         assert!(!other.exists(), "the leftover is removed");
-        let _ = std::fs::remove_dir_all(&root);
     }
 
     /// A raced write in the first batch of a big write-back: no later
@@ -938,19 +947,7 @@ mod tests {
         let report = write_back_with(&root, &mut folder, &mut chunks, &mut index, &mut intents).expect("write");
         assert_eq!(report.raced, vec!["f.txt".to_owned()]);
         // Killed here: the store has `durable` and the last intents.
-        let (mut folder, index) = (durable, Index::decode(&saved_index.expect("intents")).expect("decode"));
-        let mut index = index;
-        let mut chunks = Chunks::default();
-        let leftover = report.displaced[0].clone();
-        let other = root.join(format!("{TEMP_PREFIX}1-{}", std::process::id()));
-        std::fs::rename(&leftover, &other).expect("as another process's");
-        assert_eq!(recover_leftovers(&root, &mut folder, &mut chunks, &index).expect("recover"), (1, 1));
-        crate::scan::scan(&root, &mut folder, &mut chunks, &mut index, &Ignore::load(&root), 3).expect("scan");
-        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
-        let text = std::fs::read_to_string(&target).expect("read");
-        for line in ["peer\n", "one\n", "mine\n"] {
-            assert_eq!(text.matches(line).count(), 1, "{line:?} once in {text:?}");
-        }
+        restart_after_a_kill(&root, durable, &saved_index.expect("intents"), &report);
         for n in 0..STAGE_BATCH + 10 {
             let g = std::fs::read_to_string(root.join(format!("g{n:04}.txt"))).expect("read");
             assert_eq!(g, "x\ny\n");

@@ -25,7 +25,13 @@ impl Node {
         let root = std::env::temp_dir().join(format!("fsync-kind-conflict-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).expect("mkdir");
-        Node { root, folder: Folder::new(AgentId::from_index(agent)), chunks: Chunks::default(), index: Index::default(), now: 1 }
+        Node {
+            root,
+            folder: Folder::new(AgentId::from_index(agent)),
+            chunks: Chunks::default(),
+            index: Index::default(),
+            now: 1,
+        }
     }
 
     fn scan(&mut self, scope: Option<&[String]>) -> watcher::ScanReport {
@@ -97,7 +103,8 @@ fn conflict() -> (Node, Node, String) {
     b.scan(Some(&["m/y.txt".to_owned()]));
     sync(&mut a, &mut b);
     a.write();
-    let loser = a.folder.tree().nodes().map(|n| n.path.clone()).find(|p| p.starts_with("m (")).expect("the file beside the directory");
+    let loser =
+        a.folder.tree().nodes().map(|n| n.path.clone()).find(|p| p.starts_with("m (")).expect("the file beside the directory");
     (a, b, loser)
 }
 
