@@ -457,14 +457,17 @@ impl Driver {
     /// the save drops is superseded. The driver sees exactly what it
     /// replaced: in place it reads through the handle it writes, and a
     /// rename is an atomic exchange whose displaced file it reads.
-    fn save(&mut self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    /// Saves `bytes` at `path`, in place or through a temp file. An edit
+    /// (`create` false) of a file that a write-back moved away since it was
+    /// read fails with NotFound instead of making a second file there: that
+    /// second file is what any program saving by path would make, and the
+    /// ledger, which knows files by their content, would take its copy of
+    /// the old content for a double.
+    fn save_as(&mut self, path: &Path, bytes: &[u8], create: bool) -> std::io::Result<()> {
         use std::io::{Read, Seek, Write};
         if self.rng.chance(0.5) {
-            // In place: the file as it is now. If its directory was moved
-            // away meanwhile, a create would make a second copy.
-            let existing = std::fs::symlink_metadata(path).is_ok();
-            let mut f =
-                std::fs::OpenOptions::new().read(true).write(true).create(!existing).create_new(!existing).open(path)?;
+            // In place: the file as it is now.
+            let mut f = std::fs::OpenOptions::new().read(true).write(true).create_new(create).open(path)?;
             let mut replaced = Vec::new();
             f.read_to_end(&mut replaced)?;
             self.supersede_dropped(&replaced, bytes);
@@ -489,7 +492,9 @@ impl Driver {
                     self.supersede_dropped(&replaced, bytes);
                     std::fs::remove_file(&tmp)
                 }
-                Err(nix::errno::Errno::ENOENT) if std::fs::symlink_metadata(&tmp).is_ok() => std::fs::rename(&tmp, path),
+                Err(nix::errno::Errno::ENOENT) if create && std::fs::symlink_metadata(&tmp).is_ok() => {
+                    std::fs::rename(&tmp, path)
+                }
                 Err(e) => {
                     let _ = std::fs::remove_file(&tmp);
                     Err(std::io::Error::from(e))
@@ -628,7 +633,7 @@ impl Driver {
         }
         self.count("text insert");
         self.note(root, format_args!("insert {} at line {at} of {}", tok.trim(), path.display()));
-        self.save(&path, new.as_bytes())
+        self.save_as(&path, new.as_bytes(), false)
     }
 
     fn append_line(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
@@ -665,7 +670,7 @@ impl Driver {
         let tok = self.new_token();
         self.count("text create");
         self.note(root, format_args!("create {} with {}", path.display(), tok.trim()));
-        self.save(&path, tok.as_bytes())
+        self.save_as(&path, tok.as_bytes(), true)
     }
 
     fn delete_line(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
@@ -683,11 +688,11 @@ impl Driver {
         let new: String = lines.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, s)| *s).collect();
         self.count("text delete");
         self.note(root, format_args!("delete line {:?} of {}", lines[at].trim(), path.display()));
-        self.save(&path, new.as_bytes())
+        self.save_as(&path, new.as_bytes(), false)
     }
 
     fn write_binary(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
-        let (path, file) = match self.rng.pick(&l.bins).cloned() {
+        let (path, file, create) = match self.rng.pick(&l.bins).cloned() {
             Some(rel) if self.rng.chance(0.7) => {
                 let path = root.join(rel);
                 let old = std::fs::read(&path)?;
@@ -695,11 +700,11 @@ impl Driver {
                     return Ok(());
                 };
                 self.supersede(&old);
-                (path, file)
+                (path, file, false)
             }
             _ => {
                 let file = self.fresh();
-                (root.join(self.some_dir(l)).join(format!("b{file}.bin")), file)
+                (root.join(self.some_dir(l)).join(format!("b{file}.bin")), file, true)
             }
         };
         let blob = self.fresh();
@@ -710,7 +715,7 @@ impl Driver {
         self.ledger.blobs.insert(blob, (file, false));
         self.count("binary write");
         self.note(root, format_args!("binary {file}/{blob} to {}", path.display()));
-        self.save(&path, &bytes)
+        self.save_as(&path, &bytes, create)
     }
 
     fn delete_file(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
