@@ -171,23 +171,19 @@ fn take_in_leftovers(
     Ok((removed, taken))
 }
 
-/// True when `dir` holds files and all of them are fsync's temp files.
-fn only_temp_files(dir: &Path) -> bool {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return false;
-    };
-    let mut any = false;
-    for e in entries {
-        let Ok(e) = e else {
-            return false;
-        };
+/// What `dir` holds, if it holds files and all of them are fsync's temp
+/// files.
+fn only_temp_files(dir: &Path) -> Option<Vec<PathBuf>> {
+    let mut temps = Vec::new();
+    for e in std::fs::read_dir(dir).ok()? {
+        let e = e.ok()?;
         let temp = e.file_name().to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX));
         if !temp || !e.file_type().is_ok_and(|t| t.is_file()) {
-            return false;
+            return None;
         }
-        any = true;
+        temps.push(e.path());
     }
-    any
+    (!temps.is_empty()).then_some(temps)
 }
 
 /// The known file whose displaced old inode `tmp` holds: a file in the same
@@ -525,26 +521,22 @@ pub fn write_back_with(
             report.needs_scan.push(p);
             continue;
         }
-        let r = match k.kind {
+        let mut r = match k.kind {
             Kind::Dir => std::fs::remove_dir(&full),
             _ => std::fs::remove_file(&full),
         };
+        // Our temp files left in a directory (a displaced file that moved
+        // with it before it could be removed, or a killed process's) are
+        // leftovers: nothing is staged between passes.
+        if r.is_err() && k.kind == Kind::Dir {
+            if let Some(temps) = only_temp_files(&full) {
+                take_in_leftovers(root, temps, folder, chunks, index)?;
+                r = std::fs::remove_dir(&full);
+            }
+        }
         match r {
             Ok(()) => report.removed.push(p.clone()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            // Our temp files left in it (a displaced file that moved with
-            // its directory before it could be removed, or a killed
-            // process's) are leftovers: nothing is staged between passes.
-            Err(_) if k.kind == Kind::Dir && only_temp_files(&full) => {
-                let temps = std::fs::read_dir(&full).map_err(|e| WatchError::io(&full, e))?;
-                let temps = temps.filter_map(Result::ok).map(|e| e.path()).collect();
-                take_in_leftovers(root, temps, folder, chunks, index)?;
-                match std::fs::remove_dir(&full) {
-                    Ok(()) => report.removed.push(p.clone()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(_) => continue,
-                }
-            }
             // A directory with unsynced (ignored or new) files stays, and
             // the index keeps it: what the scan then finds in it goes into
             // that directory entry (which it keeps), not into whatever a

@@ -108,6 +108,13 @@ fn conflict() -> (Node, Node, String) {
     (a, b, loser)
 }
 
+/// `b`'s user moves the directory `m` to `n`, and `a` gets the move.
+fn peer_moves_the_directory(a: &mut Node, b: &mut Node) {
+    std::fs::rename(b.path("m"), b.path("n")).expect("mv");
+    b.scan(Some(&["m".to_owned(), "n".to_owned()]));
+    sync(a, b);
+}
+
 fn check(a: &Node, b: &Node) {
     let (fa, fb) = (files(&a.root), files(&b.root));
     assert_eq!(fa, fb);
@@ -120,9 +127,7 @@ fn check(a: &Node, b: &Node) {
 #[test]
 fn a_losing_file_moved_away_after_the_peer_moved_the_directory_is_kept_once() {
     let (mut a, mut b, loser) = conflict();
-    std::fs::rename(b.path("m"), b.path("n")).expect("mv");
-    b.scan(Some(&["m".to_owned(), "n".to_owned()]));
-    sync(&mut a, &mut b);
+    peer_moves_the_directory(&mut a, &mut b);
     std::fs::remove_dir_all(a.path("m")).expect("rm");
     std::fs::rename(a.path(&loser), a.path("r.lnk")).expect("mv");
     a.write();
@@ -131,14 +136,12 @@ fn a_losing_file_moved_away_after_the_peer_moved_the_directory_is_kept_once() {
     check(&a, &b);
 }
 
-/// The same, with the peer's move arriving after this node's write-back
-/// has moved the file to its own name again.
+/// The peer's move arrives and this node's write-back moves the file back
+/// to its own name; then its user moves it away.
 #[test]
 fn a_losing_file_moved_back_to_its_name_then_away_is_kept_once() {
     let (mut a, mut b, _) = conflict();
-    std::fs::rename(b.path("m"), b.path("n")).expect("mv");
-    b.scan(Some(&["m".to_owned(), "n".to_owned()]));
-    sync(&mut a, &mut b);
+    peer_moves_the_directory(&mut a, &mut b);
     a.write();
     a.scan(None);
     std::fs::rename(a.path("m"), a.path("r.lnk")).expect("mv");

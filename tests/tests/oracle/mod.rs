@@ -457,13 +457,13 @@ impl Driver {
     /// the save drops is superseded. The driver sees exactly what it
     /// replaced: in place it reads through the handle it writes, and a
     /// rename is an atomic exchange whose displaced file it reads.
-    /// Saves `bytes` at `path`, in place or through a temp file. An edit
-    /// (`create` false) of a file that a write-back moved away since it was
-    /// read fails with NotFound instead of making a second file there: that
-    /// second file is what any program saving by path would make, and the
-    /// ledger, which knows files by their content, would take its copy of
-    /// the old content for a double.
-    fn save_as(&mut self, path: &Path, bytes: &[u8], create: bool) -> std::io::Result<()> {
+    ///
+    /// Only a save with `create` makes a new file. An edit of a file that a
+    /// write-back moved away since it was read fails with NotFound: the
+    /// second file any program saving by path would make there holds a copy
+    /// of the old content, which the ledger (knowing files by their
+    /// content) would take for a double.
+    fn save(&mut self, path: &Path, bytes: &[u8], create: bool) -> std::io::Result<()> {
         use std::io::{Read, Seek, Write};
         if self.rng.chance(0.5) {
             // In place: the file as it is now.
@@ -633,7 +633,7 @@ impl Driver {
         }
         self.count("text insert");
         self.note(root, format_args!("insert {} at line {at} of {}", tok.trim(), path.display()));
-        self.save_as(&path, new.as_bytes(), false)
+        self.save(&path, new.as_bytes(), false)
     }
 
     fn append_line(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
@@ -670,7 +670,7 @@ impl Driver {
         let tok = self.new_token();
         self.count("text create");
         self.note(root, format_args!("create {} with {}", path.display(), tok.trim()));
-        self.save_as(&path, tok.as_bytes(), true)
+        self.save(&path, tok.as_bytes(), true)
     }
 
     fn delete_line(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
@@ -688,7 +688,7 @@ impl Driver {
         let new: String = lines.iter().enumerate().filter(|(i, _)| *i != at).map(|(_, s)| *s).collect();
         self.count("text delete");
         self.note(root, format_args!("delete line {:?} of {}", lines[at].trim(), path.display()));
-        self.save_as(&path, new.as_bytes(), false)
+        self.save(&path, new.as_bytes(), false)
     }
 
     fn write_binary(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
@@ -715,7 +715,7 @@ impl Driver {
         self.ledger.blobs.insert(blob, (file, false));
         self.count("binary write");
         self.note(root, format_args!("binary {file}/{blob} to {}", path.display()));
-        self.save_as(&path, &bytes, create)
+        self.save(&path, &bytes, create)
     }
 
     fn delete_file(&mut self, root: &Path, l: &Listing) -> std::io::Result<()> {
