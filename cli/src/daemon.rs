@@ -365,7 +365,7 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
             let what = format!("cannot scan folder {} ({})", d.locals[i].name, d.locals[i].root.display());
             d.fail(&what, &e);
         }
-        if let Some(why) = d.locals[i].stopped.clone() {
+        if let Some(why) = d.locals[i].stopped.take() {
             d.stop_folder(i, why);
         }
     }
@@ -583,15 +583,19 @@ fn root_key(name: &str) -> String {
 fn folder_root(name: &str, path: &std::path::Path, store: &mut RedbStore, shared_before: bool) -> Result<Root, String> {
     let known = store.get_state(&root_key(name)).map_err(|e| e.to_string())?;
     if let Some(id) = known {
-        return Root::check(path, &String::from_utf8_lossy(&id)).map_err(|e| e.to_string());
-    }
-    if shared_before && !path.is_dir() {
+        let root = Root::check(path, &String::from_utf8_lossy(&id)).map_err(|e| e.to_string())?;
+        if root.id() == name {
+            return Ok(root);
+        }
+        // A marker of the older, per-node form: checked above, now
+        // rewritten in the form every node shares.
+    } else if shared_before && !path.is_dir() {
         return Err(RootError::Missing(path.to_owned()).to_string());
+    } else {
+        std::fs::create_dir_all(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     }
-    std::fs::create_dir_all(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    let id = Root::new_id();
-    let root = Root::mark(path, &id).map_err(|e| e.to_string())?;
-    store.put_state(&root_key(name), id.as_bytes()).and_then(|()| store.sync()).map_err(|e| e.to_string())?;
+    let root = Root::mark(path, name).map_err(|e| e.to_string())?;
+    store.put_state(&root_key(name), name.as_bytes()).and_then(|()| store.sync()).map_err(|e| e.to_string())?;
     Ok(root)
 }
 
@@ -793,15 +797,21 @@ impl Daemon {
         }
     }
 
-    /// Keeps folder `i` stopped for `why` (logged once) and looks again
-    /// soon. Returns false, for [`Daemon::root_ok`].
+    /// Keeps folder `i` stopped for `why` and looks again soon. A stop is
+    /// logged once, with its first reason; `fsync status` shows the latest
+    /// (a moved directory is first "no longer at the path", then, once
+    /// another is made there, "not the directory that was shared"). Returns false, for [`Daemon::root_ok`].
     fn stop_folder(&mut self, i: usize, why: String) -> bool {
         let l = &mut self.locals[i];
         l.rescan = true;
-        let what =
-            format!("folder {} stopped: nothing is synced from or written to {} until it is back", l.name, l.root.display());
-        l.stopped = Some(why.clone());
-        self.fail(&what, &anyhow!(why));
+        let first = l.stopped.replace(why.clone()).is_none();
+        if first {
+            let what =
+                format!("folder {} stopped: nothing is synced from or written to {} until it is back", l.name, l.root.display());
+            self.fail(&what, &anyhow!(why));
+        } else {
+            tracing::debug!(folder = %l.name, "still stopped: {why}");
+        }
         self.retry_at = Some(Instant::now() + RETRY);
         false
     }

@@ -207,6 +207,10 @@ fn a_folder_whose_directory_moved_away_stops_and_sends_no_deletion() {
     assert_eq!(read(&rb.join("f.txt")).as_deref(), Some("one\n"));
     assert!(read(&rb.join("new.txt")).is_none());
     assert!(!ra.join("d").exists(), "the stopped folder was written into");
+    // One stop is one line, though its reason changes once a new
+    // directory is at the path (and the check is retried).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(stop_lines(&p.a.log()), 1, "{}", p.a.log());
     // A restart keeps it stopped (and starts all the same).
     assert_eq!(da.stop(), Some(0), "{}", p.a.log());
     let _da = p.a.start(p.pa);
@@ -228,7 +232,25 @@ fn a_folder_whose_directory_moved_away_stops_and_sends_no_deletion() {
     assert_eq!(read(&rb.join("f.txt")).as_deref(), Some("one\nin the old directory\n"));
     assert_eq!(read(&rb.join("d/g.txt")).as_deref(), Some("two\n"));
     let log = p.a.log();
+    assert_eq!(stop_lines(&log), 3, "{log}");
     assert!(errors(&log).len() <= 8, "an error storm: {:?}", errors(&log));
+}
+
+fn stop_lines(log: &str) -> usize {
+    errors(log).iter().filter(|l| l.contains("folder docs stopped")).count()
+}
+
+/// The marker at a folder's root once held a per-node id: `git add -A`
+/// committed it on one node and git on the other showed it modified. It
+/// is the same file on every node.
+#[test]
+fn the_folder_marker_is_the_same_file_on_every_node() {
+    let p = Pair::new("marker");
+    let (ra, rb) = (p.a.scratch.join("docs"), p.b.scratch.join("docs"));
+    let (_da, _db) = (p.a.start(p.pa), p.b.start(p.pb));
+    let marker = |r: &std::path::Path| std::fs::read(r.join(".fsync-folder")).ok();
+    eventually("both markers", 15, || marker(&ra).is_some() && marker(&rb).is_some());
+    assert_eq!(marker(&ra), marker(&rb));
 }
 
 /// A file whose name is not UTF-8, or a fifo, was never synced and

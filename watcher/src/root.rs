@@ -1,8 +1,10 @@
 //! A folder's root is what was shared, not whatever sits at its path.
 //!
-//! When a folder is first shared, a marker file ([`MARKER`]) holding a
-//! random id is written at its root, and the id is kept in the node's
-//! store. Before any scan or write-back the daemon checks that the
+//! When a folder is first shared, a marker file ([`MARKER`]) naming the
+//! folder is written at its root, and the name it holds is kept in the
+//! node's store. The marker is the same file on every node (it names the
+//! folder, not the node), so a tool that records it, such as `git add -A`,
+//! sees no difference between nodes. Before any scan or write-back the daemon checks that the
 //! directory at the folder's path is still that one ([`Root::still`]: the
 //! same directory inode, the marker there). A folder whose directory was
 //! moved away (`mv notes notes-old; mkdir notes`), replaced, unmounted (the
@@ -58,11 +60,6 @@ pub struct Root {
 }
 
 impl Root {
-    /// A new random id for a folder's marker.
-    pub fn new_id() -> String {
-        data_encoding::HEXLOWER.encode(&rand::random::<[u8; 16]>())
-    }
-
     /// Writes the marker for `id` at `path` (a folder shared now, or one
     /// shared before markers existed) and returns the checked root. The
     /// marker is synced: a crash never leaves a folder whose store knows
@@ -139,18 +136,18 @@ mod tests {
         let _ = std::fs::remove_dir_all(&base);
         let notes = base.join("notes");
         std::fs::create_dir_all(&notes).expect("mkdir");
-        let id = Root::new_id();
-        let root = Root::mark(&notes, &id).expect("mark");
+        let id = "notes";
+        let root = Root::mark(&notes, id).expect("mark");
         assert!(root.still().is_ok());
-        assert!(Root::check(&notes, &id).is_ok());
-        assert!(matches!(Root::check(&notes, &Root::new_id()), Err(RootError::NotTheFolder(_))));
+        assert!(Root::check(&notes, id).is_ok());
+        assert!(matches!(Root::check(&notes, "other"), Err(RootError::NotTheFolder(_))));
         // Moved away, and a new directory made at the path.
         std::fs::rename(&notes, base.join("notes-old")).expect("mv");
         assert!(matches!(root.still(), Err(RootError::Missing(_))));
-        assert!(matches!(Root::check(&notes, &id), Err(RootError::Missing(_))));
+        assert!(matches!(Root::check(&notes, id), Err(RootError::Missing(_))));
         std::fs::create_dir_all(&notes).expect("mkdir");
         assert!(matches!(root.still(), Err(RootError::Replaced(_))));
-        assert!(matches!(Root::check(&notes, &id), Err(RootError::NotTheFolder(_))));
+        assert!(matches!(Root::check(&notes, id), Err(RootError::NotTheFolder(_))));
         // Moved back: the same folder.
         std::fs::remove_dir(&notes).expect("rmdir");
         std::fs::rename(base.join("notes-old"), &notes).expect("mv back");
@@ -161,7 +158,7 @@ mod tests {
         // A file at the path.
         std::fs::remove_dir_all(&notes).expect("rm");
         std::fs::write(&notes, "x").expect("write");
-        assert!(matches!(Root::check(&notes, &id), Err(RootError::NotADirectory(_))));
+        assert!(matches!(Root::check(&notes, id), Err(RootError::NotADirectory(_))));
         let _ = std::fs::remove_dir_all(&base);
     }
 }
