@@ -49,15 +49,54 @@ pub struct WriteReport {
     /// taken in from them is durable, so a crash before that finds them
     /// again ([`recover_leftovers`]). The caller removes them after its
     /// save ([`WriteReport::settle`]).
-    pub displaced: Vec<PathBuf>,
+    pub displaced: Vec<Displaced>,
 }
 
 impl WriteReport {
     /// Removes the displaced files: call once what was taken in from them
     /// is saved.
     pub fn settle(&mut self) {
-        for p in self.displaced.drain(..) {
-            let _ = std::fs::remove_file(p);
+        for d in self.displaced.drain(..) {
+            d.remove();
+        }
+    }
+}
+
+/// A temp file holding what a raced write displaced, kept with a handle
+/// on its directory: it is removed where it is, even when its directory
+/// was moved meanwhile (a user's `mv` of the directory between our write
+/// and our save), so no temp file stays behind in the user's tree.
+#[derive(Clone, Debug)]
+pub struct Displaced {
+    path: PathBuf,
+    dir: std::sync::Arc<std::fs::File>,
+    ino: u64,
+}
+
+impl PartialEq for Displaced {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.ino == other.ino
+    }
+}
+
+impl Eq for Displaced {}
+
+impl Displaced {
+    /// Where the temp file was made (its directory may have moved since).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the temp file from the directory it was made in, if it is
+    /// still the displaced file there.
+    fn remove(self) {
+        use nix::fcntl::AtFlags;
+        use nix::sys::stat::fstatat;
+        use nix::unistd::{unlinkat, UnlinkatFlags};
+        let Some(name) = self.path.file_name() else { return };
+        let dir = self.dir.as_ref();
+        if fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| st.st_ino == self.ino) {
+            let _ = unlinkat(dir, name, UnlinkatFlags::NoRemoveDir);
         }
     }
 }
@@ -201,7 +240,7 @@ enum Replaced {
     /// Someone wrote into the old file between the check and the rename;
     /// here is what it held after, the metadata of what we wrote, and the
     /// temp path still holding the old file (if it was exchanged there).
-    Raced(Vec<u8>, Stat, Option<PathBuf>),
+    Raced(Vec<u8>, Stat, Option<Displaced>),
     /// Not written: the file was moved or deleted meanwhile (or, for a new
     /// file, one appeared at its path). The path needs a scan.
     Moved,
@@ -272,6 +311,9 @@ impl Staged {
         use std::io::Read;
         let io = |e| WatchError::io(&self.target, e);
         let dir = self.target.parent().ok_or(WatchError::Gone)?;
+        // The directory is held from before the rename: what the exchange
+        // displaces is found through it, wherever the directory goes.
+        let dir = std::fs::File::open(dir).map_err(io)?;
         let flags = if expected.is_some() { RenameFlags::RENAME_EXCHANGE } else { RenameFlags::RENAME_NOREPLACE };
         let exchanged = match renameat2(AT_FDCWD, &self.tmp, AT_FDCWD, &self.target, flags) {
             Ok(()) => expected.is_some(),
@@ -313,7 +355,7 @@ impl Staged {
         // know it holds nothing of the user's that is not durable yet.
         let displaced = if exchanged { std::fs::File::open(&self.tmp).ok() } else { None };
         // The rename is durable once the directory is.
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        dir.sync_all().map_err(io)?;
         let mut ours = self.ours;
         // Renaming changes the inode's ctime; take it from the file now,
         // unless someone already wrote to it (then keep a ctime that cannot
@@ -344,7 +386,8 @@ impl Staged {
                         break;
                     }
                 }
-                return Ok(Replaced::Raced(raced, ours, exchanged.then(|| self.tmp.clone())));
+                let kept = exchanged.then(|| Displaced { path: self.tmp.clone(), dir: std::sync::Arc::new(dir), ino: was.ino });
+                return Ok(Replaced::Raced(raced, ours, kept));
             }
         }
         if exchanged {
@@ -888,13 +931,38 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
     }
 
+    /// A displaced temp file stayed in its directory, in the user's tree,
+    /// until a restart when the user moved that directory between the
+    /// write-back and the save. It is removed where it is.
+    #[test]
+    fn a_displaced_file_whose_directory_was_moved_before_the_save_is_removed() {
+        let (root, mut folder, mut chunks, mut index, _) = one_file_written("fsync-write-unit-moved-dir");
+        let d = folder.create("d", Kind::Dir, 1).expect("mkdir");
+        let g = folder.create_into(Some(d), "g.txt", Kind::File, 1).expect("create");
+        folder.set_text(g, "one\n", 1).expect("text");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        folder.set_text(g, "peer\none\n", 2).expect("text");
+        let target = root.join("d/g.txt");
+        let mut intents = |_: &Index| -> Result<(), String> {
+            let mut f = std::fs::OpenOptions::new().append(true).open(&target).map_err(|e| e.to_string())?;
+            f.write_all(b"mine\n").map_err(|e| e.to_string())
+        };
+        let mut report = write_back_with(&root, &mut folder, &mut chunks, &mut index, &mut intents).expect("write");
+        assert_eq!(report.displaced.len(), 1);
+        std::fs::rename(root.join("d"), root.join("e")).expect("mv d e");
+        report.settle();
+        let names: Vec<_> = std::fs::read_dir(root.join("e")).expect("ls").map(|e| e.expect("entry").file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("g.txt")], "the temp file is gone from the moved directory");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     /// A new process (another pid) starts from `durable` and the index
     /// last saved, after a kill that left `report`'s displaced file: the
     /// raced `mine` line is taken in from it, each line once in `f.txt`.
     fn restart_after_a_kill(root: &Path, durable: Folder, saved_index: &[u8], report: &WriteReport) {
         let (mut folder, mut index) = (durable, Index::decode(saved_index).expect("decode"));
         let mut chunks = Chunks::default();
-        let leftover = report.displaced[0].clone();
+        let leftover = report.displaced[0].path().to_owned();
         let other = root.join(format!("{TEMP_PREFIX}1-{}", std::process::id()));
         std::fs::rename(&leftover, &other).expect("as another process's");
         assert_eq!(recover_leftovers(root, &mut folder, &mut chunks, &index).expect("recover"), (1, 1));
