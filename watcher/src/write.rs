@@ -542,14 +542,24 @@ pub fn write_back_with(
             continue;
         }
         if lstat(&full).is_none() {
-            if folder.tree().path_of(k.id).is_some() {
+            // Gone here and in the folder: agreed, unless it is gone with a
+            // directory above it that the user moved (it is on disk at the
+            // new place, and the scan must find it there as known, not as
+            // new), or is a directory that still holds known paths.
+            let moved_above = p.rsplit_once('/').and_then(|(dir, _)| vanished_dir(root, index, dir));
+            let prefix = format!("{p}/");
+            let holds = index.files.range(prefix.clone()..).next().is_some_and(|(q, _)| q.starts_with(&prefix));
+            if let Some(dir) = moved_above {
+                needs_scan(index, &mut report, dir);
+                continue;
+            }
+            if folder.tree().path_of(k.id).is_some() || holds {
                 // Gone here, still in the folder (at another path): the
                 // user moved or deleted it, and the scan needs this path to
                 // tell which.
                 report.needs_scan.push(p);
                 continue;
             }
-            // Gone here and in the folder: agreed, nothing to do.
             index.files.remove(&p);
             continue;
         }
@@ -579,7 +589,11 @@ pub fn write_back_with(
         }
         match r {
             Ok(()) => report.removed.push(p.clone()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // Moved or removed by the user meanwhile: the scan tells which.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                report.needs_scan.push(p);
+                continue;
+            }
             // A directory with unsynced (ignored or new) files stays, and
             // the index keeps it: what the scan then finds in it goes into
             // that directory entry (which it keeps), not into whatever a
@@ -953,6 +967,32 @@ mod tests {
         report.settle();
         let names: Vec<_> = std::fs::read_dir(root.join("e")).expect("ls").map(|e| e.expect("entry").file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("g.txt")], "the temp file is gone from the moved directory");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A peer deleted a file whose directory the user had just moved: the
+    /// write-back found the old path gone and dropped it from the index,
+    /// so the scan took the file in the moved directory for a new one, and
+    /// a peer's concurrent edit of it kept it twice (oracle, kind changes).
+    /// The index keeps it until the scan has seen the move.
+    #[test]
+    fn a_deleted_file_in_a_directory_the_user_moved_is_not_taken_for_new() {
+        let (root, mut folder, mut chunks, mut index, _) = one_file_written("fsync-write-unit-deleted-in-moved");
+        let d = folder.create("d", Kind::Dir, 1).expect("mkdir");
+        let g = folder.create_into(Some(d), "g.txt", Kind::File, 1).expect("create");
+        folder.set_text(g, "one\n", 1).expect("text");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        folder.delete(g, 2).expect("a peer deletes it");
+        std::fs::rename(root.join("d"), root.join("e")).expect("mv d e");
+        let report = write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        assert_eq!(report.needs_scan, vec!["d".to_owned()], "{report:?}");
+        assert!(index.files.contains_key("d/g.txt"), "still known at its old path");
+        let r = crate::scan::scan(&root, &mut folder, &mut chunks, &mut index, &Ignore::load(&root), 3).expect("scan");
+        assert!(r.created.is_empty(), "nothing new: {r:?}");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        assert!(!root.join("e/g.txt").exists(), "the peer's deletion applies where the file went");
+        assert!(root.join("e").is_dir());
+        assert_eq!(folder.tree().nodes().filter(|n| n.path.ends_with("g.txt")).count(), 0);
         let _ = std::fs::remove_dir_all(&root);
     }
 
