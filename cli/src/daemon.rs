@@ -806,8 +806,11 @@ impl Daemon {
         l.rescan = true;
         let first = l.stopped.replace(why.clone()).is_none();
         if first {
-            let what =
-                format!("folder {} stopped: nothing is synced from or written to {} until it is back", l.name, l.root.display());
+            let what = format!(
+                "folder {} stopped: nothing is synced from or written to {} until it is back",
+                l.name,
+                l.root.display()
+            );
             self.fail(&what, &anyhow!(why));
         } else {
             tracing::debug!(folder = %l.name, "still stopped: {why}");

@@ -281,9 +281,16 @@ fn what_cannot_be_synced_is_listed_in_status_and_logged_once() {
         std::fs::write(ra.join(format!("f{i}.txt")), "y\n").expect("write");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Made while it runs, in a directory and at the root: no event names
+    // them as UTF-8, and they are listed all the same.
+    std::fs::create_dir_all(ra.join("sub")).expect("mkdir");
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(ra.join(std::ffi::OsStr::from_bytes(b"sub/late\xfe.txt")), "z\n").expect("write");
+    std::fs::write(ra.join(std::ffi::OsStr::from_bytes(b"root\xfe.txt")), "z\n").expect("write");
+    eventually("the later ones listed", 15, || problems().iter().filter(|p| p.contains("not valid UTF-8")).count() == 3);
     std::thread::sleep(Duration::from_millis(500));
     let log = p.a.log();
-    assert_eq!(log.matches("not valid UTF-8").count(), 1, "{log}");
+    assert_eq!(log.matches("not valid UTF-8").count(), 3, "{log}");
     assert_eq!(log.matches("named pipe").count(), 1, "{log}");
 }
 

@@ -145,17 +145,22 @@ impl LiveWatcher {
             let msg = match res {
                 Ok(ev) if ev.need_rescan() => Live::Rescan("the event queue overflowed".into()),
                 Ok(ev) => {
-                    let paths: Vec<String> = ev
-                        .paths
+                    let rel: Vec<&Path> = ev.paths.iter().filter_map(|p| p.strip_prefix(&b).ok()).collect();
+                    let paths: Vec<String> = rel
                         .iter()
-                        .filter_map(|p| p.strip_prefix(&b).ok())
-                        .filter_map(|p| p.to_str().map(str::to_owned))
+                        .map(|p| utf8_above(p))
                         .filter(|p| !p.is_empty() && !p.rsplit('/').next().is_some_and(|n| n.starts_with(TEMP_PREFIX)))
                         .collect();
-                    if paths.is_empty() {
+                    // A name that is not UTF-8 is not synced, and the scan
+                    // of its directory says so: at the root, that scan is
+                    // of everything.
+                    if let Some(bad) = rel.iter().find(|p| p.to_str().is_none() && utf8_above(p).is_empty()) {
+                        Live::Rescan(format!("{} has a name that is not UTF-8", bad.display()))
+                    } else if paths.is_empty() {
                         return;
+                    } else {
+                        Live::Paths(paths)
                     }
-                    Live::Paths(paths)
                 }
                 // A directory we may not read: the scans report it; a
                 // rescan would find nothing more.
@@ -194,6 +199,12 @@ impl LiveWatcher {
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Live> {
         self.rx.recv_timeout(timeout).ok()
     }
+}
+
+/// `path` itself, or the nearest directory above it whose name is UTF-8
+/// (`""` for the root): where a scan finds a name that is not.
+fn utf8_above(path: &Path) -> String {
+    path.ancestors().find_map(|a| a.to_str()).unwrap_or_default().to_owned()
 }
 
 #[cfg(test)]
@@ -247,6 +258,15 @@ mod tests {
         // Touched within `delay` of a settled path: goes with it.
         assert_eq!(d.poll(62), Some(Batch { paths: vec!["d43/r50.txt".into(), "later.txt".into()], all: false }));
         assert_eq!(d.poll(100), None);
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_scanned_through_its_directory() {
+        use std::os::unix::ffi::OsStrExt;
+        let bad = Path::new(std::ffi::OsStr::from_bytes(b"docs/sub/bad\xffname"));
+        assert_eq!(utf8_above(bad), "docs/sub");
+        assert_eq!(utf8_above(Path::new(std::ffi::OsStr::from_bytes(b"bad\xff"))), "");
+        assert_eq!(utf8_above(Path::new("docs/ok.txt")), "docs/ok.txt");
     }
 
     #[test]
