@@ -337,3 +337,30 @@ fn a_write_through_a_hard_link_syncs_every_name_and_the_rescan_finds_what_no_eve
     let _ = writer.wait();
     assert!(found, "the mapped write never reached b");
 }
+
+/// The kernel reports every open of a watched directory, and each scan
+/// opens what it walks: taken for changes, a directory made once was
+/// scanned every few milliseconds for ever (an idle daemon used half a
+/// core). Idle, the daemon uses almost no CPU.
+#[test]
+fn an_idle_daemon_with_directories_does_not_scan_them_again_and_again() {
+    let p = Pair::new("idle");
+    let ra = p.a.scratch.join("docs");
+    std::fs::create_dir_all(ra.join("d/e")).expect("mkdir");
+    let da = p.a.start(p.pa);
+    eventually("started", 15, || p.a.try_status().is_some());
+    std::fs::create_dir_all(ra.join("new/sub")).expect("mkdir");
+    std::fs::write(ra.join("d/e/f.txt"), "x\n").expect("write");
+    std::thread::sleep(Duration::from_secs(1));
+    // utime + stime of the daemon, in clock ticks (100 per second).
+    let ticks = || -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", da.child.id())).expect("stat");
+        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let f: Vec<&str> = after.split_whitespace().collect();
+        f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    };
+    let before = ticks();
+    std::thread::sleep(Duration::from_secs(3));
+    let used = ticks() - before;
+    assert!(used < 60, "idle for 3 s, the daemon used {used} ticks of CPU (a scan loop uses 100 or more)");
+}

@@ -144,6 +144,10 @@ impl LiveWatcher {
         let handler = move |res: notify::Result<notify::Event>| {
             let msg = match res {
                 Ok(ev) if ev.need_rescan() => Live::Rescan("the event queue overflowed".into()),
+                // Opening or reading changes nothing, and the scans open
+                // what they look at: taken as changes, they would make each
+                // scan of a directory cause the next, for ever.
+                Ok(ev) if !changes(&ev.kind) => return,
                 Ok(ev) => {
                     let rel: Vec<&Path> = ev.paths.iter().filter_map(|p| p.strip_prefix(&b).ok()).collect();
                     let paths: Vec<String> = rel
@@ -199,6 +203,13 @@ impl LiveWatcher {
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Live> {
         self.rx.recv_timeout(timeout).ok()
     }
+}
+
+/// Whether an event kind can mean a change on disk: all but opening and
+/// reading (a file closed after writing is a change).
+fn changes(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    !matches!(kind, EventKind::Access(a) if !matches!(a, AccessKind::Close(AccessMode::Write)))
 }
 
 /// `path` itself, or the nearest directory above it whose name is UTF-8
@@ -267,6 +278,27 @@ mod tests {
         assert_eq!(utf8_above(bad), "docs/sub");
         assert_eq!(utf8_above(Path::new(std::ffi::OsStr::from_bytes(b"bad\xff"))), "");
         assert_eq!(utf8_above(Path::new("docs/ok.txt")), "docs/ok.txt");
+    }
+
+    /// A scan opens the directories it walks: the kernel reports each
+    /// open, and taken for a change, every scan of a directory caused the
+    /// next (an idle daemon used half a core).
+    #[test]
+    fn walking_a_directory_is_not_taken_for_a_change_in_it() {
+        let root = std::env::temp_dir().join(format!("fsync-live-open-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("sub")).expect("mkdir");
+        std::fs::write(root.join("sub/f.txt"), "x\n").expect("write");
+        let w = LiveWatcher::new(&root).expect("watch");
+        std::thread::sleep(Duration::from_millis(100));
+        while w.recv_timeout(Duration::from_millis(50)).is_some() {}
+        for e in std::fs::read_dir(root.join("sub")).expect("ls") {
+            let _ = std::fs::read(e.expect("entry").path()).expect("read");
+        }
+        assert_eq!(w.recv_timeout(Duration::from_millis(300)), None, "reading is not a change");
+        std::fs::write(root.join("sub/f.txt"), "y\n").expect("write");
+        assert!(matches!(w.recv_timeout(Duration::from_secs(2)), Some(Live::Paths(p)) if p.contains(&"sub/f.txt".to_owned())));
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]
