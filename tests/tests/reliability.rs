@@ -252,11 +252,7 @@ fn directory_moves_and_removals_on_four_nodes() {
 
 /// Paths that change kind in the mix as well (a file made a directory on
 /// one node while another edits it, a directory made a file or a link).
-/// Not in CI yet: one seed in 14 (seeds 1-14, default seed 6 passes) lost
-/// a text token once, not again on a rerun of that seed.
-/// `cargo test -p fsync-tests --test reliability kind_changes -- --ignored`
 #[test]
-#[ignore]
 fn kind_changes_on_four_nodes() {
     let s = Scenario {
         nodes: 4,

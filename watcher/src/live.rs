@@ -160,6 +160,11 @@ impl LiveWatcher {
                     // of everything.
                     if let Some(bad) = rel.iter().find(|p| p.to_str().is_none() && utf8_above(p).is_empty()) {
                         Live::Rescan(format!("{} has a name that is not UTF-8", bad.display()))
+                    } else if gone(&ev.kind) && rel.iter().any(|p| p.as_os_str().is_empty()) {
+                        // The root itself was moved or removed: the scan
+                        // looks at what is at the path now (and stops the
+                        // folder if it is not the one that was shared).
+                        Live::Rescan("the folder's directory was moved or removed".into())
                     } else if paths.is_empty() {
                         return;
                     } else {
@@ -210,6 +215,12 @@ impl LiveWatcher {
 fn changes(kind: &notify::EventKind) -> bool {
     use notify::event::{AccessKind, AccessMode, EventKind};
     !matches!(kind, EventKind::Access(a) if !matches!(a, AccessKind::Close(AccessMode::Write)))
+}
+
+/// Whether an event kind can mean that its path is no longer there.
+fn gone(kind: &notify::EventKind) -> bool {
+    use notify::event::{EventKind, ModifyKind};
+    matches!(kind, EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) | EventKind::Other | EventKind::Any)
 }
 
 /// `path` itself, or the nearest directory above it whose name is UTF-8
@@ -299,6 +310,24 @@ mod tests {
         std::fs::write(root.join("sub/f.txt"), "y\n").expect("write");
         assert!(matches!(w.recv_timeout(Duration::from_secs(2)), Some(Live::Paths(p)) if p.contains(&"sub/f.txt".to_owned())));
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// The watch follows the directory's inode: once the root was moved
+    /// away, nothing below the path it was shared at reports anything, and
+    /// only the move itself says the folder must be looked at.
+    #[test]
+    fn a_root_moved_away_is_reported() {
+        let base = std::env::temp_dir().join(format!("fsync-live-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let root = base.join("docs");
+        std::fs::create_dir_all(&root).expect("mkdir");
+        let w = LiveWatcher::new(&root).expect("watch");
+        std::thread::sleep(Duration::from_millis(100));
+        while w.recv_timeout(Duration::from_millis(50)).is_some() {}
+        std::fs::rename(&root, base.join("docs-old")).expect("mv");
+        std::fs::create_dir(&root).expect("mkdir");
+        assert!(matches!(w.recv_timeout(Duration::from_secs(2)), Some(Live::Rescan(_))));
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     #[test]
