@@ -83,8 +83,11 @@ impl Config {
         std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
     }
 
-    /// Shares `path` as `name`; the same pair again is fine.
-    pub fn add_folder(&mut self, name: &str, path: PathBuf) -> Result<()> {
+    /// Shares `path` (canonical) as `name`; the same pair again is fine. A
+    /// folder may not hold this node's `home` (its database would be synced,
+    /// and each save of it seen as a change) nor overlap another folder (a
+    /// file in both would be synced twice, as two files).
+    pub fn add_folder(&mut self, name: &str, path: PathBuf, home: &Path) -> Result<()> {
         if name.is_empty() || name.contains('/') || name.contains('\0') {
             bail!("invalid folder name {name:?}: use a plain name without '/'");
         }
@@ -96,6 +99,22 @@ impl Config {
         }
         if let Some(f) = self.folders.iter().find(|f| f.path == path) {
             bail!("{} is already shared as {:?}", path.display(), f.name);
+        }
+        let home = home.canonicalize().unwrap_or_else(|_| home.to_owned());
+        if home.starts_with(&path) {
+            bail!(
+                "{} holds this node's home ({}); share a directory beside it, or move the home with --home",
+                path.display(),
+                home.display()
+            );
+        }
+        if let Some(f) = self.folders.iter().find(|f| f.path.starts_with(&path) || path.starts_with(&f.path)) {
+            bail!(
+                "{} overlaps folder {:?} ({}): folders cannot be inside one another",
+                path.display(),
+                f.name,
+                f.path.display()
+            );
         }
         self.folders.push(FolderConfig { name: name.to_owned(), path });
         Ok(())
@@ -131,5 +150,28 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `fsync folder add x /` (or `..` from inside the home) once shared
+    /// the node's own database, and folders inside one another synced
+    /// their files twice.
+    #[test]
+    fn a_folder_may_not_hold_the_home_or_overlap_another() {
+        let home = Path::new("/srv/fsync/home");
+        let mut c = Config::default();
+        c.add_folder("a", "/data/a".into(), home).expect("a plain folder");
+        c.add_folder("a", "/data/a".into(), home).expect("the same again");
+        c.add_folder("b", "/data/b".into(), home).expect("a sibling");
+        c.add_folder("home-sibling", "/srv/fsync/docs".into(), home).expect("beside the home");
+        for (name, path) in [("root", "/"), ("srv", "/srv/fsync"), ("in", "/data/a/inner"), ("up", "/data")] {
+            let e = c.add_folder(name, path.into(), home).expect_err(path);
+            assert!(e.to_string().contains("home") || e.to_string().contains("overlaps"), "{path}: {e}");
+        }
+        assert_eq!(c.folders.len(), 3);
     }
 }

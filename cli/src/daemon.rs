@@ -1321,7 +1321,9 @@ fn serve_control(home: &Home, requests: mpsc::Sender<ControlCall>, phase: watch:
                 let (r, mut w) = stream.into_split();
                 let mut line = String::new();
                 let mut r = BufReader::new(r.take(crate::control::MAX_REQUEST));
-                if r.read_line(&mut line).await.is_err() {
+                if let Err(e) = r.read_line(&mut line).await {
+                    let _ = w.write_all(format!("1bad request ({e})").as_bytes()).await;
+                    let _ = w.shutdown().await;
                     return;
                 }
                 let request = match Request::parse(&line) {

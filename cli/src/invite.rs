@@ -211,7 +211,7 @@ fn save(path: &Path, invites: &[Invite]) -> Result<()> {
 pub fn create(path: &Path, folder: &str, ttl_secs: u64) -> Result<Invite> {
     let mut secret = [0u8; SECRET_LEN];
     getrandom(&mut secret)?;
-    let invite = Invite { folder: folder.to_owned(), secret, expires: now() + ttl_secs };
+    let invite = Invite { folder: folder.to_owned(), secret, expires: now().saturating_add(ttl_secs) };
     let mut all = load(path)?;
     all.push(invite.clone());
     save(path, &all)?;

@@ -157,7 +157,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let mut config = home.config()?;
             let path = shared_dir(&path)?;
-            config.add_folder(&ticket.folder, path.clone())?;
+            config.add_folder(&ticket.folder, path.clone(), &home.dir)?;
             config.add_peer(&ticket.device.to_string(), &ticket.addrs, std::slice::from_ref(&ticket.folder))?;
             if let Some(p) = config.peers.iter_mut().find(|p| p.id == ticket.device.to_string()) {
                 p.join = Some(cli::invite::secret_hex(&ticket.secret));
@@ -187,12 +187,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Id => println!("{}", home.identity()?.device_id()),
         Command::Folder { command: FolderCommand::Add { folder, path } } => {
             let mut config = home.config()?;
-            config.add_folder(&folder, shared_dir(&path)?)?;
+            config.add_folder(&folder, shared_dir(&path)?, &home.dir)?;
             config.save(&home.config_path())?;
             ask_daemon(&home, &Request::Reload)?;
         }
         Command::Peer { command: PeerCommand::Add { device_id, addrs, folders } } => {
             let id: DeviceId = device_id.parse().with_context(|| format!("{device_id:?}"))?;
+            if id == home.identity()?.device_id() {
+                bail!("{id} is this node's own ID: add the other machine's (`fsync id` there)");
+            }
             for a in &addrs {
                 resolve(a).with_context(|| format!("--addr {a}: expected HOST:PORT, for example 192.0.2.7:7420"))?;
             }
@@ -237,6 +240,9 @@ fn resolve(addr: &str) -> Result<std::net::SocketAddr> {
 
 /// Creates (if missing) and resolves a directory to share.
 fn shared_dir(path: &std::path::Path) -> Result<PathBuf> {
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_dir()) {
+        bail!("{} is not a directory: share a directory", path.display());
+    }
     std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
     path.canonicalize().with_context(|| format!("cannot resolve {}", path.display()))
 }
@@ -255,7 +261,7 @@ fn parse_duration(s: &str) -> Result<u64> {
     if n == 0 {
         bail!("{s:?}: a ticket must stay valid for some time");
     }
-    Ok(n * mult)
+    n.checked_mul(mult).with_context(|| format!("{s:?}: longer than this machine can count"))
 }
 
 /// A ticket for FOLDER, from the running daemon or written for the next.
@@ -283,7 +289,9 @@ fn first_run(home: &Home, path: &std::path::Path, listen: Option<&str>) -> Resul
         Some(f) => f.name.clone(),
         None => {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("folder").to_owned();
-            config.add_folder(&name, path.clone()).with_context(|| format!("cannot share {} as {name:?}", path.display()))?;
+            config
+                .add_folder(&name, path.clone(), &home.dir)
+                .with_context(|| format!("cannot share {} as {name:?}", path.display()))?;
             config.save(&home.config_path())?;
             name
         }

@@ -108,6 +108,12 @@ pub fn mount<B: Backend>(backend: B, mountpoint: &Path, options: MountOptions) -
     if !meta.is_dir() {
         return Err(MountError::MountPoint(mountpoint.to_owned(), "not a directory".into()));
     }
+    // Mounted over, what is there would be hidden (at `/`, everything).
+    let mut entries =
+        std::fs::read_dir(mountpoint).map_err(|e| MountError::MountPoint(mountpoint.to_owned(), e.to_string()))?;
+    if entries.next().is_some() {
+        return Err(MountError::MountPoint(mountpoint.to_owned(), "not empty: mount on an empty directory".into()));
+    }
     let mountpoint = mountpoint.canonicalize().map_err(|e| MountError::MountPoint(mountpoint.to_owned(), e.to_string()))?;
     use std::os::unix::fs::MetadataExt;
     let inner = Arc::new(Inner::new(backend, meta.uid(), meta.gid(), options.space.clone()));

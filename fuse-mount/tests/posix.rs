@@ -420,3 +420,244 @@ fn a_huge_truncate_or_offset_is_efbig_and_the_mount_goes_on() {
     std::fs::write(fx.path("after.txt"), "still here\n").expect("the mount goes on");
     assert_eq!(std::fs::read(&p).expect("read"), b"data");
 }
+
+/// One file operation of [`sequences_of_operations_match_a_plain_directory`].
+#[derive(Clone, Debug)]
+enum Op {
+    Write(&'static str, Vec<u8>),
+    WriteAt(&'static str, u64, Vec<u8>),
+    Append(&'static str, Vec<u8>),
+    Truncate(&'static str, u64),
+    Read(&'static str),
+    Stat(&'static str),
+    List(&'static str),
+    Mkdir(&'static str),
+    Rmdir(&'static str),
+    Unlink(&'static str),
+    Rename(&'static str, &'static str),
+    Symlink(&'static str, &'static str),
+    Chmod(&'static str, bool),
+    Open(usize, &'static str),
+    HandleWrite(usize, u64, Vec<u8>),
+    HandleRead(usize),
+    HandleSetLen(usize, u64),
+    HandleSync(usize),
+    Close(usize),
+}
+
+/// A few names, nested, so that operations collide: one name is a file,
+/// then a directory, then a link; moves land on what is there.
+const NAMES: [&str; 9] = ["a", "b", "d", "d/a", "d/b", "d/e", "d/e/a", "e", "e/a"];
+const TARGETS: [&str; 4] = ["a", "../b", "d/a", "nowhere"];
+const SLOTS: usize = 3;
+
+fn random_bytes(rng: &mut impl rand::Rng) -> Vec<u8> {
+    let len = match rng.random_range(0..10) {
+        0 => 0,
+        1 => rng.random_range(60_000..200_000),
+        _ => rng.random_range(1..3000),
+    };
+    if rng.random_bool(0.5) {
+        // Text: lines of ASCII.
+        (0..len).map(|i| if i % 17 == 16 { b'\n' } else { b'a' + (i % 23) as u8 }).collect()
+    } else {
+        (0..len).map(|_| rng.random::<u8>()).collect()
+    }
+}
+
+fn random_op(rng: &mut impl rand::Rng) -> Op {
+    let name = |rng: &mut dyn rand::RngCore| NAMES[rand::Rng::random_range(rng, 0..NAMES.len())];
+    let off = |rng: &mut dyn rand::RngCore| match rand::Rng::random_range(rng, 0..6) {
+        0 => rand::Rng::random_range(rng, 100_000..300_000),
+        _ => rand::Rng::random_range(rng, 0..5000),
+    };
+    match rng.random_range(0..22) {
+        0..=2 => Op::Write(name(rng), random_bytes(rng)),
+        3 => Op::WriteAt(name(rng), off(rng), random_bytes(rng)),
+        4 => Op::Append(name(rng), random_bytes(rng)),
+        5 => Op::Truncate(name(rng), off(rng)),
+        6 => Op::Read(name(rng)),
+        7 => Op::Stat(name(rng)),
+        8 => Op::List(if rng.random_bool(0.3) { "." } else { name(rng) }),
+        9 => Op::Mkdir(name(rng)),
+        10 => Op::Rmdir(name(rng)),
+        11 => Op::Unlink(name(rng)),
+        12 => Op::Rename(name(rng), name(rng)),
+        13 => Op::Symlink(TARGETS[rng.random_range(0..TARGETS.len())], name(rng)),
+        14 => Op::Chmod(name(rng), rng.random_bool(0.5)),
+        15 | 16 => Op::Open(rng.random_range(0..SLOTS), name(rng)),
+        17 | 18 => Op::HandleWrite(rng.random_range(0..SLOTS), off(rng), random_bytes(rng)),
+        19 => Op::HandleRead(rng.random_range(0..SLOTS)),
+        20 => Op::HandleSetLen(rng.random_range(0..SLOTS), off(rng)),
+        _ => {
+            if rng.random_bool(0.5) {
+                Op::HandleSync(rng.random_range(0..SLOTS))
+            } else {
+                Op::Close(rng.random_range(0..SLOTS))
+            }
+        }
+    }
+}
+
+/// What a call gave: a short description of its result, or its errno.
+type Outcome = Result<String, i32>;
+
+fn errno(e: std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(-1)
+}
+
+fn digest(bytes: &[u8]) -> String {
+    let sum = bytes.iter().fold(0u64, |h, &b| h.wrapping_mul(1_099_511_628_211).wrapping_add(u64::from(b)));
+    format!("{} bytes, {sum:x}", bytes.len())
+}
+
+fn describe(m: &std::fs::Metadata, link: Option<PathBuf>) -> String {
+    let kind = if m.is_dir() {
+        "dir".to_owned()
+    } else if m.file_type().is_symlink() {
+        format!("link to {:?}", link)
+    } else {
+        format!("file of {} bytes, exec {}", m.len(), m.mode() & 0o100 != 0)
+    };
+    kind
+}
+
+/// Applies `op` below `root`, with `handles` the open files of this side.
+fn apply(root: &Path, op: &Op, handles: &mut [Option<std::fs::File>; SLOTS]) -> Outcome {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::FileExt;
+    let p = |n: &str| root.join(n);
+    let handle = |handles: &mut [Option<std::fs::File>; SLOTS], i: usize| -> Result<std::fs::File, i32> {
+        handles.get(i).and_then(|h| h.as_ref()).ok_or(-9).and_then(|f| f.try_clone().map_err(errno))
+    };
+    match op {
+        Op::Write(n, b) => std::fs::write(p(n), b).map(|()| String::new()).map_err(errno),
+        Op::WriteAt(n, off, b) => {
+            let f = std::fs::OpenOptions::new().write(true).open(p(n)).map_err(errno)?;
+            f.write_all_at(b, *off).map(|()| String::new()).map_err(errno)
+        }
+        Op::Append(n, b) => {
+            let mut f = std::fs::OpenOptions::new().append(true).open(p(n)).map_err(errno)?;
+            f.write_all(b).map(|()| String::new()).map_err(errno)
+        }
+        Op::Truncate(n, len) => {
+            let f = std::fs::OpenOptions::new().write(true).open(p(n)).map_err(errno)?;
+            f.set_len(*len).map(|()| String::new()).map_err(errno)
+        }
+        Op::Read(n) => std::fs::read(p(n)).map(|b| digest(&b)).map_err(errno),
+        Op::Stat(n) => {
+            let m = std::fs::symlink_metadata(p(n)).map_err(errno)?;
+            Ok(describe(&m, std::fs::read_link(p(n)).ok()))
+        }
+        Op::List(n) => {
+            let mut names: Vec<String> = std::fs::read_dir(p(n))
+                .map_err(errno)?
+                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()).map_err(errno))
+                .collect::<Result<_, _>>()?;
+            names.sort();
+            Ok(names.join(","))
+        }
+        Op::Mkdir(n) => std::fs::create_dir(p(n)).map(|()| String::new()).map_err(errno),
+        Op::Rmdir(n) => std::fs::remove_dir(p(n)).map(|()| String::new()).map_err(errno),
+        Op::Unlink(n) => std::fs::remove_file(p(n)).map(|()| String::new()).map_err(errno),
+        Op::Rename(a, b) => std::fs::rename(p(a), p(b)).map(|()| String::new()).map_err(errno),
+        Op::Symlink(t, n) => std::os::unix::fs::symlink(t, p(n)).map(|()| String::new()).map_err(errno),
+        Op::Chmod(n, exec) => {
+            let mode = if *exec { 0o755 } else { 0o644 };
+            // Not through a link: a link's target may be outside.
+            if std::fs::symlink_metadata(p(n)).map_err(errno)?.file_type().is_symlink() {
+                return Ok("a link".into());
+            }
+            std::fs::set_permissions(p(n), std::fs::Permissions::from_mode(mode)).map(|()| String::new()).map_err(errno)
+        }
+        Op::Open(i, n) => {
+            if std::fs::symlink_metadata(p(n)).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Ok("a link".into());
+            }
+            let f = std::fs::OpenOptions::new().read(true).write(true).open(p(n)).map_err(errno)?;
+            if let Some(h) = handles.get_mut(*i) {
+                *h = Some(f);
+            }
+            Ok(String::new())
+        }
+        Op::HandleWrite(i, off, b) => handle(handles, *i)?.write_all_at(b, *off).map(|()| String::new()).map_err(errno),
+        Op::HandleRead(i) => {
+            let mut f = handle(handles, *i)?;
+            let mut b = Vec::new();
+            f.seek(std::io::SeekFrom::Start(0)).map_err(errno)?;
+            f.read_to_end(&mut b).map_err(errno)?;
+            Ok(digest(&b))
+        }
+        Op::HandleSetLen(i, len) => handle(handles, *i)?.set_len(*len).map(|()| String::new()).map_err(errno),
+        Op::HandleSync(i) => handle(handles, *i)?.sync_all().map(|()| String::new()).map_err(errno),
+        Op::Close(i) => {
+            if let Some(h) = handles.get_mut(*i) {
+                *h = None;
+            }
+            Ok(String::new())
+        }
+    }
+}
+
+/// Every name below `root`, with what it is and holds.
+fn tree(root: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut todo = vec![PathBuf::new()];
+    while let Some(rel) = todo.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(root.join(&rel)).expect("ls").map(|e| e.expect("entry")).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let r = rel.join(e.file_name());
+            let m = std::fs::symlink_metadata(root.join(&r)).expect("stat");
+            let mut what = describe(&m, std::fs::read_link(root.join(&r)).ok());
+            if m.is_file() {
+                what += &format!(", {}", digest(&std::fs::read(root.join(&r)).expect("read")));
+            }
+            if m.is_dir() {
+                todo.push(r.clone());
+            }
+            out.push((r.to_string_lossy().into_owned(), what));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Seeded sequences of file operations (writes at offsets, truncates, moves
+/// onto what is there, kinds replaced, links, files kept open across
+/// moves and unlinks) done on the mount and on a plain directory side by
+/// side: every call has the same outcome (the same errno), and the trees
+/// stay the same. `FSYNC_SEED=N` replays one seed.
+#[test]
+fn sequences_of_operations_match_a_plain_directory() {
+    use rand::SeedableRng;
+    let Some(fx) = setup("sequences") else { return };
+    let seeds: Vec<u64> = match std::env::var("FSYNC_SEED").ok().and_then(|s| s.parse().ok()) {
+        Some(s) => vec![s],
+        None => (1..=6).collect(),
+    };
+    for seed in seeds {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let (plain, mounted) = (fx.base.join(format!("plain-{seed}")), fx.path(&format!("s{seed}")));
+        std::fs::create_dir_all(&plain).expect("mkdir");
+        std::fs::create_dir(&mounted).expect("mkdir in the mount");
+        let (mut hp, mut hm): ([Option<std::fs::File>; SLOTS], [Option<std::fs::File>; SLOTS]) = Default::default();
+        let mut done = Vec::new();
+        for step in 0..300 {
+            let op = random_op(&mut rng);
+            let (want, got) = (apply(&plain, &op, &mut hp), apply(&mounted, &op, &mut hm));
+            done.push(format!("{op:?}").chars().take(100).collect::<String>());
+            assert_eq!(
+                got,
+                want,
+                "seed {seed} step {step}, the last operations first: {:#?}",
+                done.iter().rev().take(8).collect::<Vec<_>>()
+            );
+            if step % 20 == 19 {
+                assert_eq!(tree(&mounted), tree(&plain), "seed {seed} step {step}");
+            }
+        }
+        drop((hp, hm));
+        assert_eq!(tree(&mounted), tree(&plain), "seed {seed} at the end");
+    }
+}

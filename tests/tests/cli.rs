@@ -161,6 +161,18 @@ fn peer_add_checks_ids_addresses_and_folders() {
     assert!(err.contains("no folder named") && err.contains("fsync folder add"), "{err}");
     let err = a.fails(&["peer", "add", &b_id, "--addr", "not-an-address", "--folder", "docs"]);
     assert!(err.contains("HOST:PORT"), "{err}");
+    // Its own ID is not a peer; a file is not a folder.
+    let a_id = a.ok(&["id"]).trim().to_owned();
+    let err = a.fails(&["peer", "add", &a_id, "--folder", "docs"]);
+    assert!(err.contains("own ID"), "{err}");
+    std::fs::write(a.scratch.join("file"), "x").expect("write");
+    let err = a.fails(&["folder", "add", "file", a.scratch.join("file").to_str().expect("utf-8")]);
+    assert!(err.contains("not a directory"), "{err}");
+    // Nor may a folder hold the home, or another folder.
+    let err = a.fails(&["folder", "add", "all", a.scratch.to_str().expect("utf-8")]);
+    assert!(err.contains("home"), "{err}");
+    let err = a.fails(&["folder", "add", "inner", a.scratch.join("docs/inner").to_str().expect("utf-8")]);
+    assert!(err.contains("overlaps"), "{err}");
 }
 
 #[test]
@@ -172,4 +184,128 @@ fn shell_completions() {
     }
     let err = n.fails(&["completions", "cmd.exe"]);
     assert!(err.contains("invalid value"), "{err}");
+}
+
+/// Any string on the command line gets a result or a clear error, never a
+/// panic: seeded hostile arguments (empty, traversal, huge, non-ASCII,
+/// control characters, names that are not UTF-8, extreme numbers) to every
+/// command, with and without a running daemon; the daemon lives on, and
+/// the config they leave behind still starts (or refuses clearly).
+#[test]
+fn hostile_arguments_to_every_command_are_answered_without_a_panic() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let n = Node::new("argfuzz");
+    let id = one_line(&n.ok(&["init"])).to_owned();
+    let docs = n.scratch.join("docs");
+    n.ok(&["folder", "add", "docs", docs.to_str().expect("utf-8")]);
+    std::fs::write(docs.join("f.txt"), "x\n").expect("write");
+    let strings: Vec<OsString> = [
+        "",
+        "docs",
+        "..",
+        "/",
+        "-",
+        "--",
+        "\t",
+        "a\nb",
+        "é",
+        "../../etc/passwd",
+        "docs/../..",
+        ":",
+        "127.0.0.1:99999",
+        "[::1]:0",
+        "999999999999999999999d",
+        "18446744073709551615",
+        "0s",
+        "fsync1-",
+        "fsync1-AAAA",
+        &id,
+        "x:1",
+        "0123456789abcdef0123456789abcdéf:1",
+        "10m",
+        "127.0.0.1:7420",
+        "localhost:1",
+    ]
+    .iter()
+    .map(OsString::from)
+    .chain([OsString::from_vec(b"bad\xffname".to_vec()), OsString::from("x".repeat(5000))])
+    .chain([OsString::from(docs.join("f.txt")), OsString::from(docs.join("nope")), OsString::from(docs.join("../x"))])
+    .collect();
+    let commands: [&[&str]; 10] = [
+        &["folder", "add", "_", "_"],
+        &["peer", "add", "_", "--addr", "_", "--folder", "_"],
+        &["invite", "_", "--expires", "_", "--addr", "_"],
+        &["join", "_", "_"],
+        &["log", "_"],
+        &["log", "_", "--json"],
+        &["cat", "_", "--at", "_"],
+        &["status", "_"],
+        &["mount", "_", "_", "--listen", "_"],
+        &["run", "_", "--listen", "_"],
+    ];
+    // Relative paths land in the scratch directory.
+    let cwd = n.scratch.join("cwd/inner");
+    std::fs::create_dir_all(&cwd).expect("mkdir");
+    let mut rng = util::Rng::new(11);
+    let mut try_all = |n: &Node, round: &str| {
+        for _ in 0..120 {
+            let Some(cmd) = rng.pick(&commands) else { continue };
+            let args: Vec<OsString> = cmd
+                .iter()
+                .map(|a| if *a == "_" { rng.pick(&strings).cloned().unwrap_or_default() } else { OsString::from(a) })
+                .collect();
+            // A mount over `/` is refused (not empty), but if that ever
+            // broke, this machine would be hidden under it.
+            if cmd.first() == Some(&"mount") && args.get(2).is_some_and(|p| p == "/") {
+                continue;
+            }
+            // `run` and `mount` with arguments that work would run on:
+            // they get a moment, then a stop.
+            let mut child = std::process::Command::new(fsync_bin())
+                .current_dir(&cwd)
+                .arg("--home")
+                .arg(&n.home)
+                .args(&args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("fsync runs");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            let status = loop {
+                if let Some(s) = child.try_wait().expect("wait") {
+                    break s;
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = Command::new("kill").arg("-INT").arg(child.id().to_string()).status();
+                    break child.wait().expect("wait");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            };
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            let shown: Vec<String> = args.iter().map(|a| a.to_string_lossy().chars().take(60).collect()).collect();
+            assert!(!err.contains("panicked"), "{round}: fsync {shown:?}: {err}");
+            assert!(status.code().is_some_and(|c| c <= 2), "{round}: fsync {shown:?} ended with {status}: {err}");
+            if !status.success() {
+                assert!(!err.trim().is_empty(), "{round}: fsync {shown:?} failed saying nothing");
+            }
+        }
+    };
+    try_all(&n, "stopped");
+    let port = free_port();
+    let d = n.start(port);
+    eventually("the daemon running", 15, || n.try_status().is_some_and(|s| s["running"] == true));
+    try_all(&n, "running");
+    assert!(n.try_status().is_some_and(|s| s["running"] == true), "the daemon died: {}", n.log_tail(30));
+    assert!(!n.log().contains("panicked"), "{}", n.log_tail(30));
+    assert_eq!(d.stop(), Some(0));
+    // What the commands left in the config starts, or is refused clearly.
+    let mut d = n.start(port);
+    eventually("the daemon running again, or refusing clearly", 15, || {
+        n.try_status().is_some_and(|s| s["running"] == true) || d.child.try_wait().ok().flatten().is_some()
+    });
+    assert!(!n.log().contains("panicked"), "{}", n.log_tail(30));
 }

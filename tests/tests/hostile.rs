@@ -5,7 +5,8 @@
 //! symlinks out of the folder with files written "through" them, and a
 //! flood of tiny changes. The daemon stays up, keeps serving its honest
 //! peer, writes nothing outside its folder, and logs every refusal. An
-//! untrusted device is refused at the handshake.
+//! untrusted device is refused at the handshake. Random requests on the
+//! control socket get an answer or a closed socket, never a dead daemon.
 
 #![allow(missing_docs)]
 
@@ -23,7 +24,7 @@ use fsync_core::{AgentId, EventId};
 use transport::frame::{read_frame, write_frame};
 use transport::node::hello;
 use transport::{DeviceId, Identity, Node, Trust};
-use util::{eventually, read, Pair};
+use util::{eventually, read, Pair, Rng};
 
 thread_local! {
     /// The agent the hostile events claim (one per attack: a node applies
@@ -280,4 +281,103 @@ fn a_hostile_trusted_peer_is_refused_and_writes_nothing_outside_the_folder() {
     eprintln!("{tried} hostile inputs tried, {refused} connections refused, {refusals} log lines; nothing written outside; 3,000 one-character changes applied in {flood_took:?}");
     assert_eq!(da.stop(), Some(0));
     assert_eq!(db.stop(), Some(0));
+}
+
+/// One random control-socket request line: garbage bytes, an oversized
+/// line, JSON of the wrong shape, or a well-formed request whose strings
+/// and numbers are hostile (traversal, NUL, huge, non-ASCII, extremes).
+fn random_request(rng: &mut Rng) -> Vec<u8> {
+    const STRINGS: [&str; 14] = [
+        "",
+        "docs",
+        "f.txt",
+        "..",
+        "../secret.txt",
+        "../../../../etc/passwd",
+        "/etc/passwd",
+        "docs/../..",
+        r"a\u0000b",
+        r"\t\n",
+        "ééé",
+        r"\ud800",
+        "0123456789abcdef0123456789abcdef:1",
+        ":::",
+    ];
+    let s = |rng: &mut Rng| -> String {
+        if rng.chance(0.1) {
+            "x".repeat(rng.below(70_000))
+        } else {
+            (*rng.pick(&STRINGS).unwrap_or(&"")).to_owned()
+        }
+    };
+    // Mostly the real folder and file, so requests get past the lookup.
+    let folder = |rng: &mut Rng| if rng.chance(0.5) { "docs".to_owned() } else { s(rng) };
+    let path = |rng: &mut Rng| if rng.chance(0.3) { "f.txt".to_owned() } else { s(rng) };
+    const NUMBERS: [&str; 6] = ["0", "1", "18446744073709551615", "-1", "1e400", "9223372036854775808"];
+    let n = |rng: &mut Rng| *rng.pick(&NUMBERS).unwrap_or(&"0");
+    let line = match rng.below(9) {
+        0 => return (0..rng.below(300)).map(|_| rng.next() as u8).collect(),
+        1 => return vec![b'{'; 100_000 + rng.below(100_000)],
+        2 => "[".repeat(rng.below(20_000)),
+        3 => format!(r#"{{"cmd":"{}"}}"#, s(rng)),
+        4 => format!(r#"{{"cmd":"cat","folder":"{}","path":"{}","at":"{}"}}"#, folder(rng), path(rng), s(rng)),
+        5 => format!(r#"{{"cmd":"log","folder":"{}","path":"{}","json":{}}}"#, folder(rng), path(rng), rng.chance(0.5)),
+        6 => format!(r#"{{"cmd":"invite","folder":"{}","ttl":{},"addrs":["{}","{}"]}}"#, folder(rng), n(rng), s(rng), s(rng)),
+        7 => format!(r#"{{"cmd":"status","json":{}}}"#, if rng.chance(0.5) { "true" } else { n(rng) }),
+        _ => format!(r#"{{"cmd":"cat","folder":{},"path":null,"extra":1}}"#, n(rng)),
+    };
+    let mut b = line.into_bytes();
+    if rng.chance(0.9) {
+        b.push(b'\n');
+    }
+    b
+}
+
+/// Seeded random requests on the running daemon's control socket (as
+/// `fsync cat` with any path, `fsync invite` with any ttl, or bytes no
+/// client sends): each gets an answer (`0` or `1` and a message), or a
+/// line too long to read gets its socket closed; nothing outside the folder is read; the daemon lives on,
+/// answers `fsync status` and keeps syncing.
+#[test]
+fn random_requests_on_the_control_socket_leave_the_daemon_serving() {
+    use std::io::{Read, Write};
+    let p = Pair::new("control-fuzz");
+    let (ra, rb) = (p.a.scratch.join("docs"), p.b.scratch.join("docs"));
+    std::fs::create_dir_all(&ra).expect("mkdir");
+    std::fs::write(ra.join("f.txt"), "in the folder\n").expect("write");
+    std::fs::write(p.a.scratch.join("secret.txt"), "SECRET outside the folder\n").expect("write");
+    let (_da, _db) = (p.a.start(p.pa), p.b.start(p.pb));
+    eventually("f.txt on b", 15, || read(&rb.join("f.txt")).is_some());
+    let sock = p.a.home.join("control.sock");
+    let seed = std::env::var("FSYNC_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
+    let mut rng = Rng::new(seed);
+    let (mut answered, mut closed) = (0, 0);
+    for i in 0..300 {
+        let req = random_request(&mut rng);
+        let mut c = std::os::unix::net::UnixStream::connect(&sock).expect("the control socket is there");
+        c.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        c.set_write_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        // The daemon may stop reading an oversized line and answer: a
+        // failed write is then expected.
+        let _ = c.write_all(&req);
+        let _ = c.shutdown(std::net::Shutdown::Write);
+        let mut answer = Vec::new();
+        let r = c.read_to_end(&mut answer);
+        let shown = String::from_utf8_lossy(&req).chars().take(120).collect::<String>();
+        // A line longer than the daemon reads is closed with the rest
+        // unread, which the kernel reports as a reset.
+        let reset = r.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset);
+        assert!(r.is_ok() || (reset && req.len() > 64 * 1024), "request {i} ({shown:?}) got no answer in 20 s: {r:?}");
+        match answer.first() {
+            None if reset => closed += 1,
+            Some(b'0' | b'1') => answered += 1,
+            _ => panic!("request {i} ({shown:?}): {:?}", String::from_utf8_lossy(&answer)),
+        }
+        assert!(!String::from_utf8_lossy(&answer).contains("SECRET"), "request {i} ({shown:?}) read outside the folder");
+    }
+    assert!(answered > 200, "too few requests reached the daemon: {answered} answered, {closed} closed");
+    assert!(p.a.try_status().is_some_and(|s| s["running"] == true), "the daemon died: {}", p.a.log_tail(30));
+    std::fs::write(ra.join("after.txt"), "still syncing\n").expect("write");
+    eventually("after.txt on b", 15, || read(&rb.join("after.txt")).as_deref() == Some("still syncing\n"));
+    assert!(!p.a.log().contains("panicked"), "{}", p.a.log_tail(30));
 }

@@ -92,6 +92,8 @@ fn tickets_are_checked_before_anything_changes() {
     assert!(err.contains("this very node"), "{err}");
     let err = a.fails(&["invite", "docs", "--expires", "soon"]);
     assert!(err.contains("duration"), "{err}");
+    let err = a.fails(&["invite", "docs", "--expires", "999999999999999999d"]);
+    assert!(err.contains("longer than"), "{err}");
 }
 
 #[test]

@@ -165,4 +165,11 @@ fn mount_refuses_unknown_folders_and_points_inside_watched_folders() {
     p.a.ok(&["folder", "add", "other", p.a.scratch.join("other").to_str().expect("utf-8")]);
     let err = p.a.fails(&["mount", "docs", p.a.scratch.join("other/inside").to_str().expect("utf-8")]);
     assert!(err.contains("inside folder"), "{err}");
+    // Mounted over, what is there would be hidden.
+    let full = p.a.scratch.join("full");
+    std::fs::create_dir_all(&full).expect("mkdir");
+    std::fs::write(full.join("kept.txt"), "kept\n").expect("write");
+    let err = p.a.fails(&["mount", "docs", full.to_str().expect("utf-8"), "--listen", "127.0.0.1:0"]);
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(read(&full.join("kept.txt")).as_deref(), Some("kept\n"));
 }
