@@ -840,13 +840,26 @@ fn place(folder: &mut Folder, index: &Index, path: &str, now: u64) -> Result<(Op
 /// put a directory into itself in the folder (the user moved it into a
 /// directory that a peer, concurrently, moved into it) is not recorded:
 /// the folder keeps the peer's, and the write-back puts the disk back in
-/// step with it.
-fn move_entry(folder: &mut Folder, index: &Index, id: EntryId, path: &str, now: u64) -> Result<(), WatchError> {
-    if folder.tree().path_of(id).is_none() {
+/// step with it. An entry deleted in the folder since the disk last showed
+/// it (`base`) was moved concurrently with its deletion, and is kept where
+/// the user put it (a directory without what was deleted in it). One that
+/// is not shown while alive (its directory was deleted) is not moved.
+fn move_entry(
+    folder: &mut Folder,
+    index: &Index,
+    id: EntryId,
+    base: &[EventId],
+    path: &str,
+    now: u64,
+) -> Result<(), WatchError> {
+    let deleted = folder.state(id).is_some_and(|s| !s.alive);
+    if folder.tree().path_of(id).is_none() && !deleted {
         return Ok(());
     }
     let (parent, name) = place(folder, index, path, now)?;
-    match folder.move_into(id, parent, &name, now) {
+    let r =
+        if deleted { folder.move_into_from(id, base, parent, &name, now) } else { folder.move_into(id, parent, &name, now) };
+    match r {
         Err(fsync_core::folder::FolderError::IntoItself) => {
             tracing::debug!(path, "a move into itself in the folder: the folder's move wins");
             Ok(())
@@ -1118,7 +1131,8 @@ fn scan_inner(
                 let below = format!("{new}/");
                 replace(folder, index, &mut report, now, |p, _| p == new || p.starts_with(&below))?;
             }
-            move_entry(folder, index, id, &new, now)?;
+            let base = index.files.get(&old).map(|k| k.base.clone()).unwrap_or_default();
+            move_entry(folder, index, id, &base, &new, now)?;
             index.rekey(&old, &new);
             report.moved.push((old, new));
         }
@@ -1169,7 +1183,7 @@ fn scan_inner(
             };
             if let Some((old, known)) = by_key.remove(&key) {
                 index.files.remove(&old);
-                move_entry(folder, index, known.id, p, now)?;
+                move_entry(folder, index, known.id, &known.base, p, now)?;
                 index.files.insert(p.clone(), Known { stat: disk[p].stat, ..known });
                 report.moved.push((old, p.clone()));
             }
@@ -1209,7 +1223,7 @@ fn scan_inner(
             let Some(body) = bodies.remove(&p) else {
                 continue;
             };
-            move_entry(folder, index, known.id, &p, now)?;
+            move_entry(folder, index, known.id, &known.base, &p, now)?;
             let d = &disk[&p];
             let base = take_in(folder, chunks, known.id, &known.base, body, d.stat.exec, now)?;
             index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, written: None, ..known });

@@ -472,7 +472,13 @@ pub fn write_back_with(
             report.failed.push((old, why));
             continue;
         }
-        if let Some(gone) = vanished_dir(root, index, &n.path).or_else(|| not_a_dir_above(index, &n.path)) {
+        // Moved into a directory that took its own name (`mv x t; mkdir x;
+        // mv t x/f` on a peer): the file is in the way of that directory
+        // only, and goes through a temp name.
+        let into_own_name = not_a_dir_above(index, &n.path).is_some_and(|a| a == old);
+        if let Some(gone) =
+            vanished_dir(root, index, &n.path).or_else(|| not_a_dir_above(index, &n.path).filter(|_| !into_own_name))
+        {
             needs_scan(index, &mut report, gone);
             held.hold(n, &old);
             continue;
@@ -486,10 +492,17 @@ pub fn write_back_with(
             needs_scan(index, &mut report, old);
             continue;
         }
+        let from = if into_own_name {
+            let aside = temp_path(root.join(&old).parent().unwrap_or(root));
+            std::fs::rename(root.join(&old), &aside).map_err(|e| WatchError::io(&root.join(&old), e))?;
+            aside
+        } else {
+            root.join(&old)
+        };
         if let Some(parent) = root.join(&n.path).parent() {
             std::fs::create_dir_all(parent).map_err(|e| WatchError::io(parent, e))?;
         }
-        std::fs::rename(root.join(&old), root.join(&n.path)).map_err(|e| WatchError::io(&root.join(&old), e))?;
+        std::fs::rename(&from, root.join(&n.path)).map_err(|e| WatchError::io(&from, e))?;
         let prefix = format!("{old}/");
         let moved: Vec<String> = index.files.keys().filter(|k| **k == old || k.starts_with(&prefix)).cloned().collect();
         for k in moved {
@@ -542,25 +555,16 @@ pub fn write_back_with(
             continue;
         }
         if lstat(&full).is_none() {
-            // Gone here and in the folder: agreed, unless it is gone with a
-            // directory above it that the user moved (it is on disk at the
-            // new place, and the scan must find it there as known, not as
-            // new), or is a directory that still holds known paths.
-            let moved_above = p.rsplit_once('/').and_then(|(dir, _)| vanished_dir(root, index, dir));
-            let prefix = format!("{p}/");
-            let holds = index.files.range(prefix.clone()..).next().is_some_and(|(q, _)| q.starts_with(&prefix));
-            if let Some(dir) = moved_above {
-                needs_scan(index, &mut report, dir);
-                continue;
+            // Gone here before we removed it: the user moved or deleted it
+            // (itself, or a directory above it), and the scan needs this
+            // path, known, to tell which: a file the user moved must be
+            // found at its new place as the entry it was, not as a new one
+            // (a move concurrent with the deletion keeps it there, with its
+            // history; see `scan::move_entry`).
+            match p.rsplit_once('/').and_then(|(dir, _)| vanished_dir(root, index, dir)) {
+                Some(dir) => needs_scan(index, &mut report, dir),
+                None => report.needs_scan.push(p),
             }
-            if folder.tree().path_of(k.id).is_some() || holds {
-                // Gone here, still in the folder (at another path): the
-                // user moved or deleted it, and the scan needs this path to
-                // tell which.
-                report.needs_scan.push(p);
-                continue;
-            }
-            index.files.remove(&p);
             continue;
         }
         // A directory's own stat changes as what is in it is removed
@@ -993,6 +997,74 @@ mod tests {
         assert!(!root.join("e/g.txt").exists(), "the peer's deletion applies where the file went");
         assert!(root.join("e").is_dir());
         assert_eq!(folder.tree().nodes().filter(|n| n.path.ends_with("g.txt")).count(), 0);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A peer moved a file into a new directory of the file's own name
+    /// (`mv x t; mkdir x; mv t x/f`): the write-back held the move until a
+    /// scan took in the file "above" it, which was the file itself, so it
+    /// never happened (watcher simulation).
+    #[test]
+    fn a_file_moved_into_a_directory_of_its_own_name_is_written_there() {
+        let (root, mut folder, mut chunks, mut index, id) = one_file_written("fsync-write-unit-own-name");
+        folder.rename(id, "t", 2).expect("mv f.txt t");
+        let d = folder.create("f.txt", Kind::Dir, 2).expect("mkdir f.txt");
+        folder.move_into(id, Some(d), "g.txt", 2).expect("mv t f.txt/g.txt");
+        let report = write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        assert!(report.needs_scan.is_empty(), "{report:?}");
+        assert_eq!(std::fs::read_to_string(root.join("f.txt/g.txt")).expect("moved"), "one\n");
+        let r = crate::scan::scan(&root, &mut folder, &mut chunks, &mut index, &Ignore::load(&root), 3).expect("scan");
+        assert!(r.is_empty(), "the disk is the folder: {r:?}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A file the user moved while a peer's deletion of it (or of the
+    /// path, for a directory put there) was on its way: the write-back
+    /// found the old path gone and dropped it from the index, so the scan
+    /// took the moved file for a new one, and its history (a concurrent
+    /// binary version kept there) was no longer the file's (oracle, kind
+    /// changes). The move is concurrent with the deletion: the file lives
+    /// on where the user put it, as the entry it was.
+    #[test]
+    fn a_file_moved_while_a_peer_deleted_it_keeps_its_history_where_it_went() {
+        let (root, mut folder, mut chunks, mut index, id) = one_file_written("fsync-write-unit-moved-deleted");
+        folder.set_text(id, "one\ntwo\n", 2).expect("text");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        folder.delete(id, 3).expect("a peer deletes it");
+        std::fs::create_dir(root.join("d")).expect("mkdir");
+        std::fs::rename(root.join("f.txt"), root.join("d/g.txt")).expect("mv");
+        let report = write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        assert_eq!(report.needs_scan, vec!["f.txt".to_owned()], "{report:?}");
+        let r = crate::scan::scan(&root, &mut folder, &mut chunks, &mut index, &Ignore::load(&root), 4).expect("scan");
+        assert!(r.created.iter().all(|p| p == "d"), "the file is not new: {r:?}");
+        assert_eq!(folder.tree().path_of(id), Some("d/g.txt"), "the same entry, where it went");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        assert_eq!(std::fs::read_to_string(root.join("d/g.txt")).expect("kept on disk"), "one\ntwo\n");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// The same for a directory a peer removed with what is in it: moved
+    /// here meanwhile, the directory lives on where it went (the move is
+    /// concurrent with its removal), and what was in it stays deleted (no
+    /// one touched it). Without the move, the removal took the directory
+    /// from where the user put it.
+    #[test]
+    fn a_directory_moved_while_a_peer_removed_it_lives_on_where_it_went() {
+        let (root, mut folder, mut chunks, mut index, _) = one_file_written("fsync-write-unit-dir-moved-deleted");
+        let d = folder.create("d", Kind::Dir, 1).expect("mkdir");
+        let g = folder.create_into(Some(d), "g.txt", Kind::File, 1).expect("create");
+        folder.set_text(g, "in d\n", 1).expect("text");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        folder.delete(d, 2).expect("a peer removes d and what is in it");
+        std::fs::rename(root.join("d"), root.join("e")).expect("mv d e");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        let r = crate::scan::scan(&root, &mut folder, &mut chunks, &mut index, &Ignore::load(&root), 3).expect("scan");
+        assert!(r.created.is_empty(), "nothing new: {r:?}");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        assert_eq!(folder.tree().path_of(d), Some("e"));
+        assert!(root.join("e").is_dir(), "where the user put it");
+        assert_eq!(folder.tree().path_of(g), None, "deleted, as no one touched it");
+        assert!(!root.join("e/g.txt").exists());
         let _ = std::fs::remove_dir_all(&root);
     }
 

@@ -6,8 +6,9 @@
 //! its text operations and its metadata events ([`Meta`]). The rules of
 //! `CONTRACT.md` section 2 are then plain questions about that graph:
 //!
-//! - **Deleted** only when every newest event is a delete: an edit made
-//!   concurrently with a delete keeps the file, with the edit.
+//! - **Deleted** only when every newest event is a delete: an edit or a
+//!   move made concurrently with a delete keeps the file, with the edit,
+//!   where it was moved.
 //! - **Location, executable bit, content kind, binary content, link target**
 //!   are registers: the newest events of that kind that no other such event
 //!   follows; among concurrent ones the winner is the greatest (time, agent,
@@ -474,6 +475,25 @@ impl Folder {
         self.check_parent(parent, Some(id))?;
         self.local_meta(id, &Meta::Move { parent, name: name.to_owned() }, now);
         Ok(())
+    }
+
+    /// Moves entry `id` as [`Folder::move_into`] does, as the disk showed it
+    /// at `base` (remembered when the disk was last read): a deletion that
+    /// arrived since and was never on disk is concurrent with the move, and
+    /// the entry lives on where it was moved (an entry lives while any of
+    /// its latest changes is not a deletion), as it would had the move
+    /// reached the deleting replica first.
+    pub fn move_into_from(
+        &mut self,
+        id: EntryId,
+        base: &[EventId],
+        parent: Option<EntryId>,
+        name: &str,
+        now: u64,
+    ) -> Result<(), FolderError> {
+        validate_name(name)?;
+        self.check_parent(parent, Some(id))?;
+        self.meta_from(id, base, &Meta::Move { parent, name: name.to_owned() }, now)
     }
 
     /// Creates an entry in directory entry `parent` (`None`: the root), as

@@ -343,6 +343,32 @@ fn a_delete_from_an_old_base_loses_to_an_edit_it_never_saw() {
     assert!(c.tree().lookup("doc.txt").is_none());
 }
 
+/// A move and a deletion of one file, concurrent: the file lives on at
+/// its new path, on both replicas, whichever arrived first; a move made
+/// after the deletion arrived but from what the disk showed before it
+/// (`move_into_from`) is the same concurrent move.
+#[test]
+fn a_move_concurrent_with_a_delete_keeps_the_file_where_it_went() {
+    let (mut a, mut b) = pair(|f| {
+        file(f, "a.txt", "one");
+    });
+    let id = a.tree().lookup("a.txt").expect("exists").id;
+    let base = b.doc(id).expect("doc").version_ids();
+    let (mut c, mut d) = (a.clone(), b.clone());
+    a.delete(id, 2).expect("delete");
+    b.rename(id, "sub/b.txt", 2).expect("move");
+    converge(&mut a, &mut b);
+    assert_eq!(text_at(&mut a, "sub/b.txt").as_deref(), Some("one"));
+    // The deletion arrives first; the move is made from the old base.
+    c.delete(id, 2).expect("delete");
+    send(&c, &mut d);
+    assert!(d.tree().lookup("a.txt").is_none());
+    let sub = d.create("sub", Kind::Dir, 3).expect("mkdir");
+    d.move_into_from(id, &base, Some(sub), "b.txt", 3).expect("move");
+    converge(&mut c, &mut d);
+    assert_eq!(text_at(&mut c, "sub/b.txt").as_deref(), Some("one"));
+}
+
 /// What is not shareable (not yet saved) never goes to a peer, and goes
 /// as soon as it is, from where the peer's cursor stopped.
 #[test]
