@@ -223,6 +223,10 @@ fn run(name: &str, seed: u64, s: Scenario) -> Option<Figures> {
     };
     eprintln!("{name}: {f:?} in {busy:?}; edits by kind {:?}; {} files at the end", d.ledger.ops, tree.len());
     assert!(v.lost.is_empty() && v.doubled.is_empty(), "seed {seed}: lost {:#?}\ndoubled {:#?}", v.lost, v.doubled);
+    // Then changes that are not concurrent, each right after the one
+    // before reached its node: each must arrive exactly as made.
+    let relayed = d.relay(&c, 12 * scale(), Duration::from_secs(s.settle_secs)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    eprintln!("{name}: relay of {relayed} changes arrived as made");
     c.stop_all();
     Some(f)
 }
