@@ -836,14 +836,19 @@ fn place(folder: &mut Folder, index: &Index, path: &str, now: u64) -> Result<(Op
     Ok((Some(id), name.to_owned()))
 }
 
-/// Moves entry `id` to where the disk has it (`path`). A move that would
-/// put a directory into itself in the folder (the user moved it into a
-/// directory that a peer, concurrently, moved into it) is not recorded:
-/// the folder keeps the peer's, and the write-back puts the disk back in
-/// step with it. An entry deleted in the folder since the disk last showed
-/// it (`base`) was moved concurrently with its deletion, and is kept where
-/// the user put it (a directory without what was deleted in it). One that
-/// is not shown while alive (its directory was deleted) is not moved.
+/// Moves entry `id` to where the disk has it (`path`), as the disk showed
+/// it before (`base`): what arrived since and was never on disk is
+/// concurrent with the move. So an entry deleted in the folder meanwhile
+/// lives on where the user put it (a directory without what was deleted in
+/// it). Only a peer's move not yet written here comes first: ours follows
+/// it. A move that would put a directory into itself in the
+/// folder (the user moved it into a directory that a peer, concurrently,
+/// moved into it) is not recorded: the folder keeps the peer's, and the
+/// write-back puts the disk back in step with it. One that is not shown
+/// while alive (its directory was deleted) is not moved. Returns what the
+/// disk now shows: `base` and the move, which a later change here (an
+/// edit, a deletion) must follow, or it would be concurrent with our own
+/// move and not undo it.
 fn move_entry(
     folder: &mut Folder,
     index: &Index,
@@ -851,21 +856,56 @@ fn move_entry(
     base: &[EventId],
     path: &str,
     now: u64,
-) -> Result<(), WatchError> {
+) -> Result<Vec<EventId>, WatchError> {
+    // Not known (an index from before bases were kept): as the folder is.
+    let current = folder.doc(id).map(|d| d.version_ids()).unwrap_or_default();
+    let base = if base.is_empty() || folder.doc(id).is_none_or(|d| d.lvs_of(base).is_none()) { &current[..] } else { base };
     let deleted = folder.state(id).is_some_and(|s| !s.alive);
     if folder.tree().path_of(id).is_none() && !deleted {
-        return Ok(());
+        return Ok(base.to_vec());
     }
     let (parent, name) = place(folder, index, path, now)?;
-    let r =
-        if deleted { folder.move_into_from(id, base, parent, &name, now) } else { folder.move_into(id, parent, &name, now) };
+    // A peer's move of it not on disk yet: ours follows it (concurrent
+    // moves of directories into each other would make a cycle the disk
+    // cannot take in one pass).
+    let r = if moved_since(folder, id, base) {
+        folder.move_into(id, parent, &name, now)
+    } else {
+        folder.move_into_from(id, base, parent, &name, now)
+    };
     match r {
         Err(fsync_core::folder::FolderError::IntoItself) => {
             tracing::debug!(path, "a move into itself in the folder: the folder's move wins");
-            Ok(())
+            Ok(base.to_vec())
         }
-        r => r.map_err(Into::into),
+        Err(e) => Err(e.into()),
+        Ok(()) => Ok(with_newest(folder, id, base)),
     }
+}
+
+/// Whether entry `id` was moved (or made) since `base`, by changes not on
+/// disk yet.
+fn moved_since(folder: &Folder, id: EntryId, base: &[EventId]) -> bool {
+    let Some(doc) = folder.doc(id) else { return false };
+    let Some(b) = doc.lvs_of(base) else { return false };
+    let log = doc.oplog();
+    let (_, since) = log.graph().diff(&b, doc.version());
+    since.into_iter().flatten().any(|lv| {
+        matches!(
+            log.marker(lv).map(fsync_core::folder::Meta::decode),
+            Some(Ok(fsync_core::folder::Meta::Move { .. } | fsync_core::folder::Meta::Create { .. }))
+        )
+    })
+}
+
+/// `base` and the entry's newest event (one just made here).
+fn with_newest(folder: &Folder, id: EntryId, base: &[EventId]) -> Vec<EventId> {
+    let Some(doc) = folder.doc(id) else { return base.to_vec() };
+    let log = doc.oplog();
+    let Some(newest) = log.len().checked_sub(1) else { return base.to_vec() };
+    let mut lvs = doc.lvs_of(base).unwrap_or_default();
+    lvs.push(newest);
+    log.graph().reduce(&lvs).iter().map(|&lv| log.id_of(lv)).collect()
 }
 
 /// Whether entry `id` can move to folder path `path` now: its parent
@@ -1132,8 +1172,11 @@ fn scan_inner(
                 replace(folder, index, &mut report, now, |p, _| p == new || p.starts_with(&below))?;
             }
             let base = index.files.get(&old).map(|k| k.base.clone()).unwrap_or_default();
-            move_entry(folder, index, id, &base, &new, now)?;
+            let base = move_entry(folder, index, id, &base, &new, now)?;
             index.rekey(&old, &new);
+            if let Some(k) = index.files.get_mut(&new) {
+                k.base = base;
+            }
             report.moved.push((old, new));
         }
         if placeable_only {
@@ -1183,8 +1226,8 @@ fn scan_inner(
             };
             if let Some((old, known)) = by_key.remove(&key) {
                 index.files.remove(&old);
-                move_entry(folder, index, known.id, &known.base, p, now)?;
-                index.files.insert(p.clone(), Known { stat: disk[p].stat, ..known });
+                let base = move_entry(folder, index, known.id, &known.base, p, now)?;
+                index.files.insert(p.clone(), Known { stat: disk[p].stat, base, ..known });
                 report.moved.push((old, p.clone()));
             }
         }
@@ -1223,9 +1266,9 @@ fn scan_inner(
             let Some(body) = bodies.remove(&p) else {
                 continue;
             };
-            move_entry(folder, index, known.id, &known.base, &p, now)?;
+            let moved = move_entry(folder, index, known.id, &known.base, &p, now)?;
             let d = &disk[&p];
-            let base = take_in(folder, chunks, known.id, &known.base, body, d.stat.exec, now)?;
+            let base = take_in(folder, chunks, known.id, &moved, body, d.stat.exec, now)?;
             index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, written: None, ..known });
             report.moved.push((old, p.clone()));
             report.modified.push(p);
@@ -1237,6 +1280,14 @@ fn scan_inner(
     // of events, or the next walk (see `scan_scoped`, `scan_with_progress`).
     let gone: Vec<(String, Known)> =
         index.files.iter().rev().filter(|(p, k)| is_gone(&disk, p, k)).map(|(p, k)| (p.clone(), k.clone())).collect();
+    // An entry also known at a path the disk still has (a file saved just
+    // after a move is known at both until the write-back; see
+    // `saved_after_move`) is there, not deleted: only its old path goes.
+    let still_here: HashSet<EntryId> = if gone.is_empty() {
+        HashSet::new()
+    } else {
+        index.files.iter().filter(|(p, k)| !is_gone(&disk, p, k)).map(|(_, k)| k.id).collect()
+    };
     for (p, k) in gone {
         if index.deferred.entry(p.clone()).or_insert_with(Instant::now).elapsed() < GONE_WAIT {
             report.deferred.push(p);
@@ -1246,7 +1297,7 @@ fn scan_inner(
         // Against what the disk had: a change that arrived since and was
         // never written out is concurrent, and an edit keeps the file. So
         // is one we wrote just before (see `Known::written`).
-        if folder.tree().path_of(k.id).is_some() {
+        if folder.tree().path_of(k.id).is_some() && !still_here.contains(&k.id) {
             folder.delete_from(k.id, &k.base, now)?;
         }
         index.files.remove(&p);

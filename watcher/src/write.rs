@@ -1018,6 +1018,60 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
     }
 
+    /// A peer renamed a file, and an editor that had it open saved it
+    /// under the old name right after: the index knows it at both paths
+    /// until the write-back. The user then removed the old name: the scan
+    /// deleted the entry, which was on disk at the new path all along, and
+    /// the write-back removed it there too (watcher simulation, deleted
+    /// stays deleted: the file the user kept was gone).
+    #[test]
+    fn an_old_path_of_a_file_known_at_two_does_not_delete_it() {
+        let (root, mut folder, mut chunks, mut index, id) = one_file_written("fsync-write-unit-two-paths");
+        folder.rename(id, "g.txt", 2).expect("a peer renames it");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        assert!(root.join("g.txt").exists());
+        std::fs::write(root.join("f.txt"), "one\nsaved by the editor\n").expect("the editor saves the old name");
+        let ig = Ignore::load(&root);
+        crate::scan::scan(&root, &mut folder, &mut chunks, &mut index, &ig, 3).expect("scan");
+        assert!(index.files.contains_key("f.txt") && index.files.contains_key("g.txt"));
+        // Known at the old name as the folder is now (its deletion then
+        // follows everything, the peer's rename included).
+        let now = folder.doc(id).expect("doc").version_ids();
+        index.files.get_mut("f.txt").expect("known").base = now;
+        std::fs::remove_file(root.join("f.txt")).expect("rm the old name");
+        for t in 4..7 {
+            crate::scan::scan(&root, &mut folder, &mut chunks, &mut index, &ig, t).expect("scan");
+            std::thread::sleep(crate::scan::GONE_WAIT);
+        }
+        assert!(folder.state(id).is_some_and(|s| s.alive), "not deleted");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        assert_eq!(folder.tree().path_of(id), Some("g.txt"));
+        assert_eq!(std::fs::read_to_string(root.join("g.txt")).expect("kept"), "one\nsaved by the editor\n");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A file moved and saved between two scans, then deleted: the save
+    /// was taken in from before the move, the deletion from after the save
+    /// only, so it was concurrent with our own move and did not undo it
+    /// (the file came back where it was moved; watcher simulation, deleted
+    /// stays deleted).
+    #[test]
+    fn a_file_moved_saved_and_deleted_here_stays_deleted() {
+        let (root, mut folder, mut chunks, mut index, id) = one_file_written("fsync-write-unit-moved-saved-deleted");
+        std::fs::rename(root.join("f.txt"), root.join("g.txt")).expect("mv");
+        std::fs::write(root.join("g.txt"), "one\nmine\n").expect("save");
+        let ig = Ignore::load(&root);
+        let r = crate::scan::scan(&root, &mut folder, &mut chunks, &mut index, &ig, 3).expect("scan");
+        assert_eq!(r.moved, vec![("f.txt".to_owned(), "g.txt".to_owned())], "{r:?}");
+        std::fs::remove_file(root.join("g.txt")).expect("rm");
+        for t in 4..7 {
+            crate::scan::scan(&root, &mut folder, &mut chunks, &mut index, &ig, t).expect("scan");
+            std::thread::sleep(crate::scan::GONE_WAIT);
+        }
+        assert_eq!(folder.tree().path_of(id), None, "deleted");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     /// A file the user moved while a peer's deletion of it (or of the
     /// path, for a directory put there) was on its way: the write-back
     /// found the old path gone and dropped it from the index, so the scan

@@ -54,6 +54,10 @@ struct Sim {
     deleted_by: BTreeMap<String, bool>,
     /// Tags each side touched (created, edited or moved): (here, peer).
     touched: BTreeMap<String, (bool, bool)>,
+    /// A tag written where a file of another tag was, before any scan saw
+    /// that one go: the scan takes it as an edit of that file, so what
+    /// touched one touched the other (new tag -> old tag).
+    same_file: BTreeMap<String, String>,
     log: Vec<String>,
 }
 
@@ -78,6 +82,7 @@ impl Sim {
             deleted: BTreeSet::new(),
             deleted_by: BTreeMap::new(),
             touched: BTreeMap::new(),
+            same_file: BTreeMap::new(),
             log: Vec::new(),
         }
     }
@@ -131,6 +136,16 @@ impl Sim {
         text.lines().next().unwrap_or_default().to_owned()
     }
 
+    /// Every file a text was made of: a file taken in as an edit of
+    /// another (a kind change that no scan saw in between) holds the tags
+    /// of both, once its text merged.
+    fn touch_all(&mut self, text: &str, here: bool) {
+        let tags: Vec<String> = text.lines().filter(|l| l.starts_with("id-")).map(str::to_owned).collect();
+        for t in tags {
+            self.touch(&t, here);
+        }
+    }
+
     fn touch(&mut self, tag: &str, here: bool) {
         let t = self.touched.entry(tag.to_owned()).or_default();
         if here {
@@ -182,7 +197,7 @@ impl Sim {
                     self.note(format!("local edit {p} through a temp file (+{line})"));
                     self.event(tmp);
                 }
-                self.touch(&Self::tag_of(&old), true);
+                self.touch_all(&old, true);
                 self.lines.insert(line, Self::tag_of(&old));
                 self.event(p);
             }
@@ -200,8 +215,8 @@ impl Sim {
                 let dir = self.pick(&places).unwrap_or_default();
                 let to = format!("{dir}r{n}.txt");
                 std::fs::rename(self.root.join(&p), self.root.join(&to)).expect("mv");
-                let tag = Self::tag_of(&std::fs::read_to_string(self.root.join(&to)).expect("read"));
-                self.touch(&tag, true);
+                let text = std::fs::read_to_string(self.root.join(&to)).expect("read");
+                self.touch_all(&text, true);
                 self.note(format!("local mv {p} {to}"));
                 self.event(p);
                 self.event(to.clone());
@@ -255,13 +270,14 @@ impl Sim {
                 std::fs::remove_dir_all(self.root.join(&d)).expect("rm -r");
                 std::fs::write(self.root.join(&d), format!("{tag}\n")).expect("create");
                 self.touch(&tag, true);
-                self.lines.insert(tag.clone(), tag);
+                self.lines.insert(tag.clone(), tag.clone());
                 // A file that was here before the directory, if no scan saw
                 // it go: the next scan sees a file where a file was, which
                 // is an edit of it (its deletion elsewhere no longer wins).
                 let was = self.folder.tree().lookup(&d).map(|n| n.id).and_then(|id| self.folder.doc(id)).map(|doc| doc.text());
                 if let Some(was) = was {
                     self.touch(&Self::tag_of(&was), true);
+                    self.same_file.insert(tag, Self::tag_of(&was));
                 }
                 self.note(format!("local {d}: directory to file"));
                 self.event(d);
@@ -313,7 +329,7 @@ impl Sim {
                 let old = self.peer.doc(id).expect("doc").text();
                 let line = format!("p-{}", self.fresh());
                 self.peer.set_text(id, &format!("{old}{line}\n"), now).expect("edit");
-                self.touch(&Self::tag_of(&old), false);
+                self.touch_all(&old, false);
                 self.lines.insert(line.clone(), Self::tag_of(&old));
                 self.note(format!("peer edit {p} (+{line})"));
             }
@@ -328,8 +344,8 @@ impl Sim {
                 let Some((p, _, id)) = self.pick(&files) else { return };
                 let dir = self.pick(&places).unwrap_or_default();
                 let to = format!("{dir}q{}.txt", self.fresh());
-                let tag = Self::tag_of(&self.peer.doc(id).expect("doc").text());
-                self.touch(&tag, false);
+                let text = self.peer.doc(id).expect("doc").text();
+                self.touch_all(&text, false);
                 self.peer.rename(id, &to, now).expect("rename");
                 self.note(format!("peer mv {p} {to}"));
             }
@@ -549,8 +565,14 @@ impl Sim {
         // never touched leaves nothing behind.
         for (line, tag) in &self.lines {
             let Some(&here) = self.deleted_by.get(tag) else { continue };
-            let (by_local, by_peer) = self.touched.get(tag).copied().unwrap_or_default();
-            let other_touched = if here { by_peer } else { by_local };
+            let mut other_touched = false;
+            let mut t = Some(tag);
+            for _ in 0..self.same_file.len() + 1 {
+                let Some(at) = t else { break };
+                let (by_local, by_peer) = self.touched.get(at).copied().unwrap_or_default();
+                other_touched |= if here { by_peer } else { by_local };
+                t = self.same_file.get(at);
+            }
             if !other_touched && seen.contains_key(line) {
                 problems.push(format!(
                     "{line} (of {tag}, deleted {}) came back: {:?}",
