@@ -151,8 +151,23 @@ impl Net {
                 let dir = pick(&dirs).map(|d| format!("{}/", d.path)).unwrap_or_default();
                 let _ = f.create(&format!("{dir}f{}", n % 7), Kind::File, now);
             }
-            15..=19 => {
+            15..=17 => {
                 let _ = f.create(&format!("d{}", n % 3), Kind::Dir, now);
+            }
+            18 | 19 => {
+                // A name reused across kinds: a file made a directory (or a
+                // link) at its path here, or a directory made where
+                // another replica may make a file of that name.
+                let at = pick(&files).map_or_else(|| format!("f{}", n % 7), |x| x.path.clone());
+                if let Some(old) = f.tree().lookup(&at).map(|x| x.id) {
+                    let _ = f.delete(old, now);
+                }
+                let kind = if n % 3 == 0 { Kind::Symlink } else { Kind::Dir };
+                if let Ok(id) = f.create(&at, kind, now) {
+                    if kind == Kind::Symlink {
+                        let _ = f.set_link(id, "f0", now);
+                    }
+                }
             }
             20..=59 => {
                 if let Some(file) = pick(&files) {
