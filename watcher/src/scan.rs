@@ -841,7 +841,7 @@ fn place(folder: &mut Folder, index: &Index, path: &str, now: u64) -> Result<(Op
 /// concurrent with the move. So an entry deleted in the folder meanwhile
 /// lives on where the user put it (a directory without what was deleted in
 /// it). Only a peer's move not yet written here comes first: ours follows
-/// it. A move that would put a directory into itself in the
+/// it, and the base is left as it was. A move that would put a directory into itself in the
 /// folder (the user moved it into a directory that a peer, concurrently,
 /// moved into it) is not recorded: the folder keeps the peer's, and the
 /// write-back puts the disk back in step with it. One that is not shown
@@ -867,8 +867,11 @@ fn move_entry(
     let (parent, name) = place(folder, index, path, now)?;
     // A peer's move of it not on disk yet: ours follows it (concurrent
     // moves of directories into each other would make a cycle the disk
-    // cannot take in one pass).
-    let r = if moved_since(folder, id, base) {
+    // cannot take in one pass), and `base` stays as it was: with our move
+    // in it, it would hold what arrived with the peer's, which the disk
+    // does not show (an edit taken in from there would undo it).
+    let after_peers = moved_since(folder, id, base);
+    let r = if after_peers {
         folder.move_into(id, parent, &name, now)
     } else {
         folder.move_into_from(id, base, parent, &name, now)
@@ -879,6 +882,7 @@ fn move_entry(
             Ok(base.to_vec())
         }
         Err(e) => Err(e.into()),
+        Ok(()) if after_peers => Ok(base.to_vec()),
         Ok(()) => Ok(with_newest(folder, id, base)),
     }
 }

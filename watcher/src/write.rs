@@ -1050,6 +1050,25 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
     }
 
+    /// A peer renamed and edited a file; before that reached the disk, the
+    /// user renamed it too (and its metadata changed with the move): the
+    /// scan took the move in after the peer's, and then the file's content
+    /// against a base that held the peer's edit, which the disk did not
+    /// show, so the peer's lines were taken out (watcher simulation, lost).
+    #[test]
+    fn a_move_here_while_a_peers_move_and_edit_are_on_their_way_keeps_the_edit() {
+        let (root, mut folder, mut chunks, mut index, id) = one_file_written("fsync-write-unit-moves-crossed");
+        folder.rename(id, "q.txt", 2).expect("a peer renames it");
+        folder.set_text(id, "one\npeer\n", 2).expect("and edits it");
+        std::fs::rename(root.join("f.txt"), root.join("r.txt")).expect("mv");
+        std::fs::write(root.join("r.txt"), "one\nmine\n").expect("and saves it");
+        let ig = Ignore::load(&root);
+        crate::scan::scan(&root, &mut folder, &mut chunks, &mut index, &ig, 3).expect("scan");
+        let text = folder.doc(id).expect("doc").text();
+        assert!(text.contains("peer\n") && text.contains("mine\n"), "{text:?}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     /// A file moved and saved between two scans, then deleted: the save
     /// was taken in from before the move, the deletion from after the save
     /// only, so it was concurrent with our own move and did not undo it
