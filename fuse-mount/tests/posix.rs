@@ -512,14 +512,13 @@ fn digest(bytes: &[u8]) -> String {
 }
 
 fn describe(m: &std::fs::Metadata, link: Option<PathBuf>) -> String {
-    let kind = if m.is_dir() {
+    if m.is_dir() {
         "dir".to_owned()
     } else if m.file_type().is_symlink() {
-        format!("link to {:?}", link)
+        format!("link to {link:?}")
     } else {
         format!("file of {} bytes, exec {}", m.len(), m.mode() & 0o100 != 0)
-    };
-    kind
+    }
 }
 
 /// Applies `op` below `root`, with `handles` the open files of this side.

@@ -838,17 +838,13 @@ fn place(folder: &mut Folder, index: &Index, path: &str, now: u64) -> Result<(Op
 
 /// Moves entry `id` to where the disk has it (`path`), as the disk showed
 /// it before (`base`): what arrived since and was never on disk is
-/// concurrent with the move. So an entry deleted in the folder meanwhile
-/// lives on where the user put it (a directory without what was deleted in
-/// it). Only a peer's move not yet written here comes first: ours follows
-/// it, and the base is left as it was. A move that would put a directory into itself in the
-/// folder (the user moved it into a directory that a peer, concurrently,
-/// moved into it) is not recorded: the folder keeps the peer's, and the
-/// write-back puts the disk back in step with it. One that is not shown
-/// while alive (its directory was deleted) is not moved. Returns what the
-/// disk now shows: `base` and the move, which a later change here (an
-/// edit, a deletion) must follow, or it would be concurrent with our own
-/// move and not undo it.
+/// concurrent with the move, so an entry deleted meanwhile lives on where
+/// the user put it. Only a peer's move not on disk yet comes first: ours
+/// follows it. A move into itself in the folder (the user moved a
+/// directory into one that a peer moved into it) is not recorded: the
+/// peer's stands. An entry not shown while alive (its directory was
+/// deleted) is not moved. Returns the base from now on: with our move in
+/// it, so that a later edit or deletion here follows the move.
 fn move_entry(
     folder: &mut Folder,
     index: &Index,
@@ -857,12 +853,15 @@ fn move_entry(
     path: &str,
     now: u64,
 ) -> Result<Vec<EventId>, WatchError> {
-    // Not known (an index from before bases were kept): as the folder is.
-    let current = folder.doc(id).map(|d| d.version_ids()).unwrap_or_default();
-    let base = if base.is_empty() || folder.doc(id).is_none_or(|d| d.lvs_of(base).is_none()) { &current[..] } else { base };
+    // A base the entry does not have (an index from before bases were
+    // kept): the folder as it is.
+    let base: Vec<EventId> = match folder.doc(id) {
+        Some(d) if base.is_empty() || d.lvs_of(base).is_none() => d.version_ids(),
+        _ => base.to_vec(),
+    };
     let deleted = folder.state(id).is_some_and(|s| !s.alive);
     if folder.tree().path_of(id).is_none() && !deleted {
-        return Ok(base.to_vec());
+        return Ok(base);
     }
     let (parent, name) = place(folder, index, path, now)?;
     // A peer's move of it not on disk yet: ours follows it (concurrent
@@ -870,20 +869,20 @@ fn move_entry(
     // cannot take in one pass), and `base` stays as it was: with our move
     // in it, it would hold what arrived with the peer's, which the disk
     // does not show (an edit taken in from there would undo it).
-    let after_peers = moved_since(folder, id, base);
+    let after_peers = moved_since(folder, id, &base);
     let r = if after_peers {
         folder.move_into(id, parent, &name, now)
     } else {
-        folder.move_into_from(id, base, parent, &name, now)
+        folder.move_into_from(id, &base, parent, &name, now)
     };
     match r {
         Err(fsync_core::folder::FolderError::IntoItself) => {
             tracing::debug!(path, "a move into itself in the folder: the folder's move wins");
-            Ok(base.to_vec())
+            Ok(base)
         }
         Err(e) => Err(e.into()),
-        Ok(()) if after_peers => Ok(base.to_vec()),
-        Ok(()) => Ok(with_newest(folder, id, base)),
+        Ok(()) if after_peers => Ok(base),
+        Ok(()) => Ok(with_newest(folder, id, &base)),
     }
 }
 

@@ -730,7 +730,7 @@ impl Driver {
                     removed_paths.push(p.clone());
                 }
             }
-            *self.ledger.ops.entry("relay").or_default() += 1;
+            self.count("relay");
             last = Some((i, change));
         }
         let (t, _) = c.converge(settle)?;
