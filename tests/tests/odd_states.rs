@@ -118,6 +118,89 @@ fn a_deleted_directory_does_not_come_back() {
     }
 }
 
+/// A file moved on one node while the other, cut off, deleted it: the
+/// move is concurrent with the deletion, so the file lives on where it
+/// went, on both nodes, with its content (docs/design.md, "deleted?").
+/// A directory moved that way keeps its place too, without the files no
+/// one touched.
+#[test]
+fn a_file_moved_on_one_node_while_the_other_deleted_it_lives_on_where_it_went() {
+    let p = Pair::new("move-delete");
+    let (ra, rb) = (p.a.scratch.join("docs"), p.b.scratch.join("docs"));
+    std::fs::create_dir_all(ra.join("d")).expect("mkdir");
+    std::fs::write(ra.join("f.txt"), "kept\n").expect("write");
+    std::fs::write(ra.join("d/g.txt"), "in d\n").expect("write");
+    let (_da, db) = (p.a.start(p.pa), p.b.start(p.pb));
+    eventually("the files on b", 15, || same(&p) && read(&rb.join("d/g.txt")).is_some());
+    assert_eq!(db.stop(), Some(0), "{}", p.b.log());
+    sh(&ra, "mkdir -p moved && mv f.txt moved/f.txt && mv d e");
+    sh(&rb, "rm f.txt && rm -r d");
+    let _db = p.b.start(p.pb);
+    eventually("both the same", 20, || same(&p) && read(&rb.join("moved/f.txt")).as_deref() == Some("kept\n"));
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = snapshot(&ra);
+    assert_eq!(s, snapshot(&rb));
+    assert!(s.contains(&("moved/f.txt".to_owned(), "kept\n".to_owned())), "{s:?}");
+    assert!(s.contains(&("e".to_owned(), "<dir>".to_owned())), "the moved directory went: {s:?}");
+    assert!(!s.iter().any(|(n, _)| n == "f.txt" || n.starts_with("d/") || n == "e/g.txt"), "{s:?}");
+}
+
+/// A file moved, saved and deleted before any scan saw it (`mv f g; echo x
+/// > g; rm g`): the scan finds only that `f` went, and the peer must not
+/// bring back `f` or `g`. Deleted stays deleted.
+#[test]
+fn a_file_moved_saved_and_deleted_between_scans_stays_deleted() {
+    let p = Pair::new("mv-save-rm");
+    let (ra, rb) = (p.a.scratch.join("docs"), p.b.scratch.join("docs"));
+    std::fs::create_dir_all(&ra).expect("mkdir");
+    for i in 0..4 {
+        std::fs::write(ra.join(format!("f{i}.txt")), format!("file {i}\n")).expect("write");
+    }
+    let (_da, _db) = (p.a.start(p.pa), p.b.start(p.pb));
+    eventually("the files on b", 15, || same(&p) && read(&rb.join("f3.txt")).is_some());
+    for i in 0..4 {
+        let (here, there) = if i % 2 == 0 { (&ra, &rb) } else { (&rb, &ra) };
+        sh(here, &format!("mv f{i}.txt g{i}.txt && echo saved >> g{i}.txt && rm g{i}.txt"));
+        eventually("the deletion on the peer", 15, || !there.join(format!("f{i}.txt")).exists());
+        std::thread::sleep(Duration::from_millis(1000));
+        for r in [&ra, &rb] {
+            let s = snapshot(r);
+            assert!(
+                !s.iter().any(|(n, _)| n == &format!("f{i}.txt") || n == &format!("g{i}.txt")),
+                "round {i} came back: {s:?}"
+            );
+        }
+    }
+    assert!(same(&p));
+}
+
+/// A peer moved a directory below new directories made at its own old
+/// name (`mv d t; mkdir -p d/e; mv t d/e/d`), all of it arriving at once:
+/// the directory and what it holds end up there, and the folder goes on
+/// syncing (the write-back's rename straight there would put the
+/// directory into itself: `write::tests`).
+#[test]
+fn a_directory_moved_below_its_own_old_name_on_a_peer_arrives_there() {
+    let p = Pair::new("own-name");
+    let (ra, rb) = (p.a.scratch.join("docs"), p.b.scratch.join("docs"));
+    std::fs::create_dir_all(ra.join("d")).expect("mkdir");
+    std::fs::write(ra.join("d/g.txt"), "in d\n").expect("write");
+    let (_da, db) = (p.a.start(p.pa), p.b.start(p.pb));
+    eventually("d on b", 15, || read(&rb.join("d/g.txt")).is_some());
+    // b away, so that the three changes reach it together.
+    assert_eq!(db.stop(), Some(0), "{}", p.b.log());
+    sh(&ra, "mv d t && mkdir -p d/e && mv t d/e/d");
+    std::thread::sleep(Duration::from_millis(500));
+    let _db = p.b.start(p.pb);
+    eventually("moved on b", 15, || read(&rb.join("d/e/d/g.txt")).as_deref() == Some("in d\n") && same(&p));
+    std::fs::write(ra.join("d/e/d/after.txt"), "after\n").expect("write");
+    eventually("still syncing", 15, || read(&rb.join("d/e/d/after.txt")).is_some());
+    for n in [&p.a, &p.b] {
+        let log = n.log();
+        assert!(errors(&log).is_empty(), "errors: {:?}", errors(&log));
+    }
+}
+
 /// Node a writes `from a N` into `s.txt`; it reaches b; a moment later b
 /// overwrites the file with `from b N`. Both nodes once ended with both
 /// lines (a guess that b's program had read the file before our write

@@ -640,6 +640,29 @@ fn inode_reused(root: &Path, folder: &Folder, path: &str, known: &Known) -> bool
     }
 }
 
+/// `scope`, with each path below a directory the index knows that is no
+/// longer one on disk (removed, or replaced by a file or a link) lifted to
+/// that directory: everything the index has below it went with it, in the
+/// scope or not.
+fn lift_to_replaced_dirs(root: &Path, index: &Index, scope: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = scope
+        .iter()
+        .map(|p| {
+            p.match_indices('/')
+                .map(|(i, _)| &p[..i])
+                .find(|a| {
+                    index.files.get(*a).is_some_and(|k| k.kind == Kind::Dir)
+                        && !std::fs::symlink_metadata(root.join(a)).is_ok_and(|m| m.is_dir())
+                })
+                .unwrap_or(p)
+                .to_owned()
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Walks the whole folder, or only `scope` (subtrees) and their parents.
 fn walk(
     root: &Path,
@@ -870,11 +893,23 @@ fn move_entry(
     // in it, it would hold what arrived with the peer's, which the disk
     // does not show (an edit taken in from there would undo it).
     let after_peers = moved_since(folder, id, &base);
+    // The other directory entries merged at its path are the same
+    // directory on disk: they go along (left behind, they would show it
+    // at its old path too, and what hangs below them would stay there).
+    let merged = if folder.state(id).is_some_and(|s| s.kind == Kind::Dir) { folder.tree().aliases_of(id) } else { Vec::new() };
     let r = if after_peers {
         folder.move_into(id, parent, &name, now)
     } else {
         folder.move_into_from(id, &base, parent, &name, now)
     };
+    if r.is_ok() {
+        for a in merged {
+            match folder.move_into(a, parent, &name, now) {
+                Ok(()) | Err(fsync_core::folder::FolderError::IntoItself) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
     match r {
         Err(fsync_core::folder::FolderError::IntoItself) => {
             tracing::debug!(path, "a move into itself in the folder: the folder's move wins");
@@ -1031,6 +1066,14 @@ fn scan_at(
     progress: &ScanProgress,
 ) -> Result<ScanReport, WatchError> {
     let mut unreadable = Vec::new();
+    let lifted: Vec<String>;
+    let scope = match scope {
+        Some(sc) => {
+            lifted = lift_to_replaced_dirs(root, index, sc);
+            Some(lifted.as_slice())
+        }
+        None => None,
+    };
     let mut disk = walk(root, ignore, scope, progress, &mut unreadable)?;
     // What is new here, by inode (see `ino_key`): where something may have
     // moved to.
@@ -1301,7 +1344,7 @@ fn scan_inner(
         // never written out is concurrent, and an edit keeps the file. So
         // is one we wrote just before (see `Known::written`).
         if folder.tree().path_of(k.id).is_some() && !still_here.contains(&k.id) {
-            folder.delete_from(k.id, &k.base, now)?;
+            delete_seen(folder, &k, now)?;
         }
         index.files.remove(&p);
         report.deleted.push(p);
@@ -1441,6 +1484,20 @@ fn scan_inner(
     Ok(report)
 }
 
+/// Deletes what the disk showed at a path the user removed: the entry, as
+/// of when the disk last had it, and for a directory every other
+/// directory entry merged at its path (one directory on disk; left alive,
+/// any of them would show it again, empty).
+fn delete_seen(folder: &mut Folder, k: &Known, now: u64) -> Result<(), WatchError> {
+    let merged = if k.kind == Kind::Dir { folder.tree().aliases_of(k.id) } else { Vec::new() };
+    folder.delete_from(k.id, &k.base, now)?;
+    for a in merged {
+        let current = folder.doc(a).map(|d| d.version_ids()).unwrap_or_default();
+        folder.delete_from(a, &current, now)?;
+    }
+    Ok(())
+}
+
 /// Deletes the known paths `which` picks (deepest first), at once: they
 /// were replaced by another kind, not moved.
 fn replace(
@@ -1454,7 +1511,7 @@ fn replace(
         index.files.iter().rev().filter(|(p, k)| which(p, k)).map(|(p, k)| (p.clone(), k.clone())).collect();
     for (p, k) in picked {
         if folder.tree().path_of(k.id).is_some() {
-            folder.delete_from(k.id, &k.base, now)?;
+            delete_seen(folder, &k, now)?;
         }
         index.files.remove(&p);
         index.deferred.remove(&p);
@@ -1595,6 +1652,91 @@ mod tests {
             staged: None,
             written: None,
         }
+    }
+
+    /// A fresh root holding `files` (path, text), scanned once by a node
+    /// of agent 1.
+    fn scanned(name: &str, files: &[(&str, &str)]) -> (std::path::PathBuf, Folder, fsync_core::chunks::Chunks, Index, Ignore) {
+        let root = std::env::temp_dir().join(format!("fsync-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for (f, text) in files {
+            let full = root.join(f);
+            std::fs::create_dir_all(full.parent().expect("below the root")).expect("mkdir");
+            std::fs::write(full, text).expect("write");
+        }
+        let mut folder = Folder::new(fsync_core::AgentId::from_index(1));
+        let mut chunks = fsync_core::chunks::Chunks::default();
+        let mut index = Index::default();
+        let ignore = Ignore::load(&root);
+        scan(&root, &mut folder, &mut chunks, &mut index, &ignore, 1).expect("scan");
+        (root, folder, chunks, index, ignore)
+    }
+
+    /// Two nodes made a directory of one name (merged into one on disk);
+    /// the user removed it here: every entry behind it goes (left alive, the
+    /// other one showed the directory again, empty, on every node).
+    #[test]
+    fn a_merged_directory_removed_here_does_not_come_back_empty() {
+        let (root, mut folder, mut chunks, mut index, ignore) = scanned("merged-dir", &[("d/a.txt", "a\n")]);
+        let mut peer = Folder::new(fsync_core::AgentId::from_index(2));
+        peer.create("d", Kind::Dir, 1).expect("the peer's mkdir d");
+        let (c, _) = peer.changes_since(folder.version_vector(), 0, usize::MAX);
+        folder.apply_changes(&c).1.expect("valid");
+        assert_eq!(folder.tree().nodes().filter(|n| n.path == "d").count(), 1, "merged");
+        crate::write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        std::fs::remove_dir_all(root.join("d")).expect("rm -r d");
+        scan(&root, &mut folder, &mut chunks, &mut index, &ignore, 2).expect("scan");
+        let gone = |f: &mut Folder| f.tree().nodes().all(|n| !n.path.starts_with('d'));
+        assert!(gone(&mut folder), "{:?}", folder.tree().nodes().map(|n| n.path.clone()).collect::<Vec<_>>());
+        let (c, _) = folder.changes_since(peer.version_vector(), 0, usize::MAX);
+        peer.apply_changes(&c).1.expect("valid");
+        assert!(gone(&mut peer), "on the peer");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// Two nodes made a directory of one name, each with a file in it;
+    /// the user moved it here: all of it goes to the new path, the peer's
+    /// file too (left behind, the peer's entry kept the directory at its
+    /// old path, with the peer's file in it).
+    #[test]
+    fn a_merged_directory_moved_here_moves_whole() {
+        let (root, mut folder, mut chunks, mut index, ignore) = scanned("merged-move", &[("d/a.txt", "a\n")]);
+        let mut peer = Folder::new(fsync_core::AgentId::from_index(2));
+        let d = peer.create("d", Kind::Dir, 1).expect("the peer's mkdir d");
+        let b = peer.create_into(Some(d), "b.txt", Kind::File, 1).expect("create");
+        peer.set_text(b, "b\n", 1).expect("text");
+        let (c, _) = peer.changes_since(folder.version_vector(), 0, usize::MAX);
+        folder.apply_changes(&c).1.expect("valid");
+        crate::write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        scan(&root, &mut folder, &mut chunks, &mut index, &ignore, 2).expect("scan");
+        std::fs::rename(root.join("d"), root.join("e")).expect("mv d e");
+        scan(&root, &mut folder, &mut chunks, &mut index, &ignore, 3).expect("scan");
+        let mut paths: Vec<String> = folder.tree().nodes().map(|n| n.path.clone()).collect();
+        paths.sort();
+        assert_eq!(paths, ["e", "e/a.txt", "e/b.txt"]);
+        let r = crate::write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        assert!(r.written.is_empty() && r.moved.is_empty() && !root.join("d").exists(), "{r:?}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A directory replaced by a file, with live events for one path
+    /// below it only: what else the index had below it went too (once, it
+    /// stayed in the index, alive in the folder, and a file deleted here
+    /// came back; watcher simulation).
+    #[test]
+    fn a_directory_replaced_by_a_file_takes_everything_below_it_along() {
+        let (root, mut folder, mut chunks, mut index, ignore) =
+            scanned("lifted", &[("d/a.txt", "a\n"), ("d/b.txt", "b\n"), ("d/sub/c.txt", "c\n")]);
+        std::fs::remove_dir_all(root.join("d")).expect("rm -r d");
+        std::fs::write(root.join("d"), "a file now\n").expect("write");
+        let r =
+            scan_scoped(&root, &mut folder, &mut chunks, &mut index, &ignore, Some(&["d/a.txt".to_owned()]), 2).expect("scan");
+        assert!(r.created.contains(&"d".to_owned()), "{r:?}");
+        for f in ["d/a.txt", "d/b.txt", "d/sub", "d/sub/c.txt"] {
+            assert!(!index.files.contains_key(f), "{f} still known: {r:?}");
+            assert!(folder.tree().nodes().all(|n| n.path != f), "{f} still in the folder: {r:?}");
+        }
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     /// What a walk sees when a file and a directory move while it goes on:

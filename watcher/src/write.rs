@@ -456,7 +456,10 @@ pub fn write_back_with(
     // (keeping its inode), if that path is untouched.
     let mut by_id: std::collections::HashMap<EntryId, String> = index.files.iter().map(|(p, k)| (k.id, p.clone())).collect();
     let mut held = Held::default();
-    for n in &nodes {
+    // A move whose new path is still taken waits for the end of the pass
+    // (what is there may move away first, as in a swap of two names).
+    let mut queue: std::collections::VecDeque<(&fsync_core::folder::Node, bool)> = nodes.iter().map(|n| (n, false)).collect();
+    while let Some((n, retried)) = queue.pop_front() {
         if held.below(&n.path) {
             held.ids.insert(n.id);
             continue;
@@ -464,7 +467,19 @@ pub fn write_back_with(
         let Some(old) = by_id.get(&n.id).cloned() else {
             continue;
         };
-        if old == n.path || index.files.contains_key(&n.path) || lstat(&root.join(&n.path)).is_some() {
+        if old == n.path {
+            continue;
+        }
+        if index.files.contains_key(&n.path) || lstat(&root.join(&n.path)).is_some() {
+            if !retried {
+                queue.push_back((n, true));
+            } else if !untouched(root, &old, index.files.get(&old)) {
+                // Changed or gone at its old path: written at the new one,
+                // it would undo what the user did there (a file the user
+                // deleted would come back). The scan takes it in first.
+                held.hold(n, &old);
+                needs_scan(index, &mut report, old);
+            }
             continue;
         }
         if let Some(why) = inaccessible(root, &old).or_else(|| inaccessible(root, &n.path)) {
@@ -472,12 +487,14 @@ pub fn write_back_with(
             report.failed.push((old, why));
             continue;
         }
-        // Moved into a directory that took its own name (`mv x t; mkdir x;
-        // mv t x/f` on a peer): the file is in the way of that directory
-        // only, and goes through a temp name.
-        let into_own_name = not_a_dir_above(index, &n.path).is_some_and(|a| a == old);
-        if let Some(gone) =
-            vanished_dir(root, index, &n.path).or_else(|| not_a_dir_above(index, &n.path).filter(|_| !into_own_name))
+        // Moved below its own old name (`mv x t; mkdir -p x/y; mv t x/y/f`
+        // on a peer): it is in the way of the new directories only (a
+        // directory would go into itself), and goes through a temp name.
+        let below_itself = n.path.strip_prefix(old.as_str()).is_some_and(|r| r.starts_with('/'));
+        if let Some(gone) = vanished_dir(root, index, &n.path)
+            .or_else(|| not_a_dir_above(index, &n.path).filter(|a| *a != old))
+            .or_else(|| not_a_dir_on_disk(root, &n.path, false).filter(|a| *a != old))
+            .or_else(|| not_a_dir_on_disk(root, &old, false))
         {
             needs_scan(index, &mut report, gone);
             held.hold(n, &old);
@@ -492,17 +509,40 @@ pub fn write_back_with(
             needs_scan(index, &mut report, old);
             continue;
         }
-        let from = if into_own_name {
+        // Gone or changed between the checks and the rename (the user moved
+        // or deleted it meanwhile): the scan tells which, and it waits.
+        let raced = |e: &std::io::Error| matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory);
+        let from = if below_itself {
             let aside = temp_path(root.join(&old).parent().unwrap_or(root));
-            std::fs::rename(root.join(&old), &aside).map_err(|e| WatchError::io(&root.join(&old), e))?;
-            aside
+            match std::fs::rename(root.join(&old), &aside) {
+                Ok(()) => aside,
+                Err(e) if raced(&e) => {
+                    held.hold(n, &old);
+                    needs_scan(index, &mut report, old);
+                    continue;
+                }
+                Err(e) => return Err(WatchError::io(&root.join(&old), e)),
+            }
         } else {
             root.join(&old)
         };
-        if let Some(parent) = root.join(&n.path).parent() {
-            std::fs::create_dir_all(parent).map_err(|e| WatchError::io(parent, e))?;
+        let landed = match root.join(&n.path).parent() {
+            Some(parent) => std::fs::create_dir_all(parent).map_err(|e| WatchError::io(parent, e)),
+            None => Ok(()),
         }
-        std::fs::rename(&from, root.join(&n.path)).map_err(|e| WatchError::io(&from, e))?;
+        .and_then(|()| std::fs::rename(&from, root.join(&n.path)).map_err(|e| WatchError::io(&from, e)));
+        if let Err(e) = landed {
+            // Nothing stays under a temp name.
+            if below_itself {
+                let _ = std::fs::rename(&from, root.join(&old));
+            }
+            if matches!(&e, WatchError::Io { source, .. } if raced(source)) {
+                held.hold(n, &old);
+                needs_scan(index, &mut report, old);
+                continue;
+            }
+            return Err(e);
+        }
         let prefix = format!("{old}/");
         let moved: Vec<String> = index.files.keys().filter(|k| **k == old || k.starts_with(&prefix)).cloned().collect();
         for k in moved {
@@ -637,7 +677,9 @@ pub fn write_back_with(
         // last scan: recreated, it would hide the move from the scan (a
         // directory there again, of another inode), and the directory
         // would lose its identity (found by the oracle).
-        if let Some(gone) = vanished_dir(root, index, &n.path) {
+        if let Some(gone) = vanished_dir(root, index, &n.path).or_else(|| {
+            not_a_dir_on_disk(root, &n.path, n.kind == Kind::Dir && !known.as_ref().is_some_and(|k| k.kind == Kind::Dir))
+        }) {
             needs_scan(index, &mut report, gone);
             continue;
         }
@@ -750,6 +792,19 @@ fn needs_scan(index: &Index, report: &mut WriteReport, path: String) {
     if !index.waiting(&path) {
         report.needs_scan.push(path);
     }
+}
+
+/// The first path on the way to `path` (above it, and `path` itself when
+/// `itself`) that the disk holds as something other than a directory, the
+/// index knowing it or not: a link or a file made here and not scanned yet.
+/// Nothing is written, moved or made through it (through a link, that
+/// would be outside the folder).
+fn not_a_dir_on_disk(root: &Path, path: &str, itself: bool) -> Option<String> {
+    path.match_indices('/')
+        .map(|(i, _)| &path[..i])
+        .chain(itself.then_some(path))
+        .find(|a| std::fs::symlink_metadata(root.join(a)).is_ok_and(|m| !m.is_dir()))
+        .map(str::to_owned)
 }
 
 /// The first path above `path` that the index knows as something other
@@ -1016,6 +1071,79 @@ mod tests {
         let r = crate::scan::scan(&root, &mut folder, &mut chunks, &mut index, &Ignore::load(&root), 3).expect("scan");
         assert!(r.is_empty(), "the disk is the folder: {r:?}");
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A peer moved a directory below new directories made at its own old
+    /// name (`mv d t; mkdir -p d/e; mv t d/e/d`): the rename straight
+    /// there would put the directory into itself (EINVAL).
+    #[test]
+    fn a_directory_moved_below_its_own_old_name_is_written_there() {
+        let (root, mut folder, mut chunks, mut index, _) = one_file_written("fsync-write-unit-dir-own-name");
+        let d = folder.create("d", Kind::Dir, 1).expect("mkdir d");
+        let g = folder.create_into(Some(d), "g.txt", Kind::File, 1).expect("create");
+        folder.set_text(g, "in d\n", 1).expect("text");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        let r = crate::scan::scan(&root, &mut folder, &mut chunks, &mut index, &Ignore::load(&root), 1).expect("scan");
+        assert!(r.is_empty(), "our own writes: {r:?}");
+        folder.rename(d, "t", 2).expect("mv d t");
+        let d2 = folder.create("d", Kind::Dir, 2).expect("mkdir d");
+        let e = folder.create_into(Some(d2), "e", Kind::Dir, 2).expect("mkdir d/e");
+        folder.move_into(d, Some(e), "d", 2).expect("mv t d/e/d");
+        let report = write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        assert!(report.needs_scan.is_empty() && report.failed.is_empty(), "{report:?}");
+        assert_eq!(std::fs::read_to_string(root.join("d/e/d/g.txt")).expect("moved"), "in d\n");
+        let r = crate::scan::scan(&root, &mut folder, &mut chunks, &mut index, &Ignore::load(&root), 3).expect("scan");
+        assert!(r.is_empty(), "the disk is the folder: {r:?}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A peer moved a file to a name another file is moving away from,
+    /// while the user deleted it here: it is not written at the new name
+    /// once that is free, before the scan has seen the deletion (written,
+    /// the scan would find it alive, and a deletion lost; watcher
+    /// simulation). Then the move, concurrent with the deletion, keeps it
+    /// there by the rule.
+    #[test]
+    fn a_file_deleted_here_is_not_written_at_a_name_being_vacated_before_the_scan() {
+        let (root, mut folder, mut chunks, mut index, f) = one_file_written("fsync-write-unit-vacated-name");
+        let g = folder.create("g.txt", Kind::File, 1).expect("create");
+        folder.set_text(g, "two\n", 1).expect("text");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        folder.rename(g, "h.txt", 2).expect("mv g.txt h.txt");
+        folder.rename(f, "g.txt", 2).expect("mv f.txt g.txt");
+        std::fs::remove_file(root.join("f.txt")).expect("rm f.txt");
+        let report = write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        assert_eq!(std::fs::read_to_string(root.join("h.txt")).expect("moved"), "two\n");
+        assert!(!root.join("g.txt").exists(), "written before the scan saw it deleted");
+        assert!(report.needs_scan.contains(&"f.txt".to_owned()), "{report:?}");
+        let r = crate::scan::scan(&root, &mut folder, &mut chunks, &mut index, &Ignore::load(&root), 3).expect("scan");
+        assert_eq!(r.deleted, vec!["f.txt".to_owned()], "{r:?}");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        assert_eq!(folder.tree().path_of(f), Some("g.txt"));
+        assert_eq!(std::fs::read_to_string(root.join("g.txt")).expect("kept where it went"), "one\n");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A link made here, not scanned yet, where a peer's directory is to
+    /// be written: nothing goes through it (it leads out of the folder),
+    /// neither the peer's new files nor a file it moved there.
+    #[test]
+    fn a_peers_files_are_never_written_through_a_link_made_here_before_the_scan() {
+        let (root, mut folder, mut chunks, mut index, f) = one_file_written("fsync-write-unit-through-link");
+        let outside = root.with_extension("outside");
+        let _ = std::fs::remove_dir_all(&outside);
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::os::unix::fs::symlink(&outside, root.join("out")).expect("ln -s");
+        let d = folder.create("out", Kind::Dir, 2).expect("a peer's mkdir out");
+        let x = folder.create_into(Some(d), "x.txt", Kind::File, 2).expect("create");
+        folder.set_text(x, "peer's\n", 2).expect("text");
+        folder.move_into(f, Some(d), "f.txt", 2).expect("mv f.txt out/");
+        let report = write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        assert!(std::fs::read_dir(&outside).expect("list").next().is_none(), "written outside the folder: {report:?}");
+        assert!(report.needs_scan.contains(&"out".to_owned()), "{report:?}");
+        assert_eq!(std::fs::read_to_string(root.join("f.txt")).expect("not moved"), "one\n");
+        let _ = std::fs::remove_dir_all(&root);
+        let _ = std::fs::remove_dir_all(&outside);
     }
 
     /// A peer renamed a file, and an editor that had it open saved it

@@ -58,6 +58,10 @@ struct Sim {
     /// that one go: the scan takes it as an edit of that file, so what
     /// touched one touched the other (new tag -> old tag).
     same_file: BTreeMap<String, String>,
+    /// Disk paths where a file was made a directory, no scan having looked
+    /// there since (path -> the file's tag): made a file again before one
+    /// does, it is an edit of that file.
+    replaced_files: BTreeMap<String, String>,
     log: Vec<String>,
 }
 
@@ -83,6 +87,7 @@ impl Sim {
             deleted_by: BTreeMap::new(),
             touched: BTreeMap::new(),
             same_file: BTreeMap::new(),
+            replaced_files: BTreeMap::new(),
             log: Vec::new(),
         }
     }
@@ -254,6 +259,7 @@ impl Sim {
                 std::fs::write(self.root.join(format!("{p}/k{n}.txt")), format!("{tag}\n")).expect("create");
                 self.touch(&tag, true);
                 self.lines.insert(tag.clone(), tag);
+                self.replaced_files.insert(p.clone(), Self::tag_of(&old));
                 self.note(format!("local {p}: file to directory with k{n}.txt"));
                 self.event(p.clone());
                 self.event(format!("{p}/k{n}.txt"));
@@ -274,10 +280,19 @@ impl Sim {
                 // A file that was here before the directory, if no scan saw
                 // it go: the next scan sees a file where a file was, which
                 // is an edit of it (its deletion elsewhere no longer wins).
-                let was = self.folder.tree().lookup(&d).map(|n| n.id).and_then(|id| self.folder.doc(id)).map(|doc| doc.text());
+                // The folder may know it at another path still (a move of
+                // a directory above, not scanned yet): then the disk tells.
+                let was = self
+                    .folder
+                    .tree()
+                    .lookup(&d)
+                    .map(|n| n.id)
+                    .and_then(|id| self.folder.doc(id))
+                    .map(|doc| Self::tag_of(&doc.text()))
+                    .or_else(|| self.replaced_files.get(&d).cloned());
                 if let Some(was) = was {
-                    self.touch(&Self::tag_of(&was), true);
-                    self.same_file.insert(tag, Self::tag_of(&was));
+                    self.touch(&was, true);
+                    self.same_file.insert(tag, was);
                 }
                 self.note(format!("local {d}: directory to file"));
                 self.event(d);
@@ -423,6 +438,9 @@ impl Sim {
 
     fn scan_scope(&mut self, scope: Option<Vec<String>>) {
         self.now += 1;
+        // What this scan looks at, it sees as it is now.
+        let near = |p: &str, s: &str| p == s || p.starts_with(&format!("{s}/")) || s.starts_with(&format!("{p}/"));
+        self.replaced_files.retain(|p, _| scope.as_ref().is_some_and(|sc| !sc.iter().any(|s| near(p, s))));
         let ignore = Ignore::load(&self.root);
         let r = match scan_scoped(
             &self.root,
