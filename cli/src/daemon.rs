@@ -400,6 +400,7 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
         tokio::select! {
             ev = events.recv() => match ev {
                 Some((i, Live::Paths(ps))) => ps.into_iter().for_each(|p| d.locals[i].debounce.push(p, ms)),
+                Some((i, Live::Renamed(from, to))) => d.locals[i].index.renamed(from, to),
                 Some((i, Live::Rescan(why))) => {
                     tracing::warn!(folder = %d.locals[i].name, "{why}: rescanning everything");
                     d.locals[i].debounce.push_all(ms);

@@ -256,13 +256,10 @@ fn directory_moves_and_removals_on_four_nodes() {
 
 /// Paths that change kind in the mix as well (a file made a directory on
 /// one node while another edits it, a directory made a file or a link).
-/// Not in CI yet: about 1 run of seed 6 in 25 under load, a binary file
-/// saved through a temp file and moved within a few ms (before any scan)
-/// is taken for a new file at the new path, and the old entry, deleted,
-/// keeps the history the check looks for at the new path (the inotify
-/// rename pair would link them; `fsync log` does not reach deleted paths
-/// yet). `cargo test -p fsync-tests --test reliability kind_changes --
-/// --ignored`
+/// Not in CI yet: 45 runs of seed 6 in a row passed under load after the
+/// last fix (kernel rename reports, `Index::renamed`); it goes in once it
+/// has held longer. `cargo test -p fsync-tests --test reliability
+/// kind_changes -- --ignored`
 #[test]
 #[ignore]
 fn kind_changes_on_four_nodes() {

@@ -117,6 +117,9 @@ pub enum Live {
     Paths(Vec<String>),
     /// Events were lost (queue overflow, a watch error): rescan all.
     Rescan(String),
+    /// One rename from the first path to the second (both also come as
+    /// [`Live::Paths`]): evidence for the scan (see `Index::renamed`).
+    Renamed(String, String),
 }
 
 /// Reports held for the consumer. When it falls behind, notify's thread
@@ -168,7 +171,16 @@ impl LiveWatcher {
                     } else if paths.is_empty() {
                         return;
                     } else {
-                        Live::Paths(paths)
+                        use notify::event::{EventKind, ModifyKind, RenameMode};
+                        if let (EventKind::Modify(ModifyKind::Name(RenameMode::Both)), [from, to]) =
+                            (&ev.kind, paths.as_slice())
+                        {
+                            let pair = Live::Renamed(from.clone(), to.clone());
+                            let _ = tx.send(Live::Paths(paths));
+                            pair
+                        } else {
+                            Live::Paths(paths)
+                        }
                     }
                 }
                 // A directory we may not read: the scans report it; a
@@ -328,6 +340,25 @@ mod tests {
         std::fs::create_dir(&root).expect("mkdir");
         assert!(matches!(w.recv_timeout(Duration::from_secs(2)), Some(Live::Rescan(_))));
         let _ = std::fs::remove_dir_all(&base);
+    }
+
+    /// A rename is reported as the pair of names, after the paths.
+    #[test]
+    fn a_rename_is_reported_as_a_pair() {
+        let root = std::env::temp_dir().join(format!("fsync-live-renamed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("sub")).expect("mkdir");
+        std::fs::write(root.join("a.bin"), "x").expect("write");
+        let w = LiveWatcher::new(&root).expect("watch");
+        std::thread::sleep(Duration::from_millis(100));
+        while w.recv_timeout(Duration::from_millis(50)).is_some() {}
+        std::fs::rename(root.join("a.bin"), root.join("sub/b.bin")).expect("mv");
+        let mut seen = Vec::new();
+        while let Some(l) = w.recv_timeout(Duration::from_millis(500)) {
+            seen.push(l);
+        }
+        assert!(seen.contains(&Live::Renamed("a.bin".into(), "sub/b.bin".into())), "{seen:?}");
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

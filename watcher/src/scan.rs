@@ -159,12 +159,28 @@ pub struct Index {
     /// save is an edit of the moved file, not a second file (CONTRACT: file
     /// edited on one node, renamed on another).
     pub(crate) moved_away: BTreeMap<String, (EntryId, Instant, Vec<EventId>)>,
+    /// Renames the kernel reported, not scanned yet: new path -> (old
+    /// path, when). In memory only (see [`Index::renamed`]).
+    renamed: BTreeMap<String, (String, Instant)>,
 }
 
 const INDEX_MAGIC: &[u8] = b"FSIX";
 const INDEX_VERSION: u64 = 3;
 
 impl Index {
+    /// The kernel reported a rename of `from` to `to` (inotify's pair of
+    /// events for one `rename`). The scan takes a new file at `to` for the
+    /// file known at `from` even with another inode and other content: a
+    /// save through a temp file just before the move leaves nothing else to
+    /// link them (a binary file shares no lines). Renames in a row are one.
+    pub fn renamed(&mut self, from: String, to: String) {
+        self.renamed.retain(|_, (_, at)| at.elapsed() < UNSEEN_WRITE);
+        let origin = self.renamed.remove(&from).map_or(from, |(o, _)| o);
+        if origin != to {
+            self.renamed.insert(to, (origin, Instant::now()));
+        }
+    }
+
     /// The index as bytes, to keep in the store: without it, a restarted
     /// node could not tell a file deleted while it was stopped from one it
     /// has not written yet.
@@ -1321,6 +1337,28 @@ fn scan_inner(
         }
     }
 
+    // Moves the kernel reported (see `Index::renamed`), of files saved
+    // through a temp file (a new inode) just before: the new name is the
+    // moved file, edited.
+    let reported: Vec<(String, String)> = fresh
+        .iter()
+        .filter(|p| !index.files.contains_key(*p) && disk.get(*p).is_some_and(|d| d.kind == Kind::File))
+        .filter_map(|p| index.renamed.get(p).map(|(from, _)| (from.clone(), p.clone())))
+        .filter(|(from, _)| index.files.get(from).is_some_and(|k| k.kind == Kind::File && is_gone(&disk, from, k)))
+        .collect();
+    for (old, p) in reported {
+        let (Some(known), Some(body)) = (index.files.remove(&old), bodies.remove(&p)) else {
+            continue;
+        };
+        index.renamed.remove(&p);
+        let moved = move_entry(folder, index, known.id, &known.base, &p, now)?;
+        let d = &disk[&p];
+        let base = take_in(folder, chunks, known.id, &moved, body, d.stat.exec, now)?;
+        index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, written: None, ..known });
+        report.moved.push((old, p.clone()));
+        report.modified.push(p);
+    }
+
     // Deletions, deepest first. A path gone for the first time waits for
     // one more look: the other half of a move may come in the next batch
     // of events, or the next walk (see `scan_scoped`, `scan_with_progress`).
@@ -1659,6 +1697,7 @@ mod tests {
     fn scanned(name: &str, files: &[(&str, &str)]) -> (std::path::PathBuf, Folder, fsync_core::chunks::Chunks, Index, Ignore) {
         let root = std::env::temp_dir().join(format!("fsync-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("mkdir");
         for (f, text) in files {
             let full = root.join(f);
             std::fs::create_dir_all(full.parent().expect("below the root")).expect("mkdir");
@@ -1670,6 +1709,38 @@ mod tests {
         let ignore = Ignore::load(&root);
         scan(&root, &mut folder, &mut chunks, &mut index, &ignore, 1).expect("scan");
         (root, folder, chunks, index, ignore)
+    }
+
+    /// A binary file saved through a temp file (a new inode) and moved at
+    /// once, before any scan: nothing on disk links the two names, and it
+    /// was taken for a deletion and a new file (its history stayed with the
+    /// deleted entry; the oracle). The kernel's rename report does.
+    #[test]
+    fn a_binary_saved_and_moved_before_a_scan_is_the_same_file_when_the_kernel_said_so() {
+        let bin = |n: u8| -> Vec<u8> { (0..4096u32).map(|i| (i as u8).wrapping_mul(n) ^ 0xff).chain([0]).collect() };
+        for told in [true, false] {
+            let (root, mut folder, mut chunks, mut index, ignore) = scanned(&format!("renamed-{told}"), &[]);
+            std::fs::write(root.join("b.bin"), bin(3)).expect("write");
+            scan(&root, &mut folder, &mut chunks, &mut index, &ignore, 1).expect("scan");
+            let id = index.files["b.bin"].id;
+            std::fs::write(root.join(".b.bin.tmp"), bin(5)).expect("write");
+            std::fs::rename(root.join(".b.bin.tmp"), root.join("b.bin")).expect("save by rename");
+            std::fs::rename(root.join("b.bin"), root.join("c.bin")).expect("mv");
+            if told {
+                index.renamed("b.bin".into(), "c.bin".into());
+            }
+            let scope = ["b.bin".to_owned(), "c.bin".to_owned()];
+            let r = scan_scoped(&root, &mut folder, &mut chunks, &mut index, &ignore, Some(&scope), 2).expect("scan");
+            if told {
+                assert_eq!(r.moved, [("b.bin".to_owned(), "c.bin".to_owned())], "{r:?}");
+                assert_eq!(index.files["c.bin"].id, id, "the same entry");
+                assert_eq!(folder.doc(id).map(|d| d.version_ids().len()), Some(1));
+                assert!(matches!(folder.state(id).map(|s| &s.content), Some(Content::Binary { .. })));
+            } else {
+                assert_eq!(r.created, ["c.bin".to_owned()], "no evidence, no move: {r:?}");
+            }
+            let _ = std::fs::remove_dir_all(&root);
+        }
     }
 
     /// Two nodes made a directory of one name (merged into one on disk);

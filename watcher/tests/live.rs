@@ -58,6 +58,7 @@ impl Live1 {
             match self.watch.recv_timeout(Duration::from_millis(wait)) {
                 Some(Live::Paths(ps)) => ps.into_iter().for_each(|p| self.debounce.push(p, self.ms())),
                 Some(Live::Rescan(_)) => self.debounce.push_all(self.ms()),
+                Some(Live::Renamed(from, to)) => self.index.renamed(from, to),
                 None => {}
             }
             if let Some(b) = self.debounce.poll(self.ms()) {

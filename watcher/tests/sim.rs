@@ -199,6 +199,7 @@ impl Sim {
                     let tmp = format!("{p}.tmp{n}");
                     std::fs::write(self.root.join(&tmp), &new).expect("temp");
                     std::fs::rename(self.root.join(&tmp), self.root.join(&p)).expect("rename over");
+                    self.index.renamed(tmp.clone(), p.clone());
                     self.note(format!("local edit {p} through a temp file (+{line})"));
                     self.event(tmp);
                 }
@@ -220,6 +221,8 @@ impl Sim {
                 let dir = self.pick(&places).unwrap_or_default();
                 let to = format!("{dir}r{n}.txt");
                 std::fs::rename(self.root.join(&p), self.root.join(&to)).expect("mv");
+                // As the daemon hears of each rename from the kernel.
+                self.index.renamed(p.clone(), to.clone());
                 let text = std::fs::read_to_string(self.root.join(&to)).expect("read");
                 self.touch_all(&text, true);
                 self.note(format!("local mv {p} {to}"));
@@ -233,6 +236,7 @@ impl Sim {
                     let tmp = format!("{to}.tmp");
                     std::fs::write(self.root.join(&tmp), format!("{old}{line}\n")).expect("temp");
                     std::fs::rename(self.root.join(&tmp), self.root.join(&to)).expect("rename over");
+                    self.index.renamed(tmp.clone(), to.clone());
                     self.note(format!("  then saved through a temp file (+{line})"));
                     self.lines.insert(line, Self::tag_of(&old));
                     self.event(tmp);
@@ -312,6 +316,7 @@ impl Sim {
                     let dir = self.pick(&targets).unwrap_or_default();
                     let to = format!("{dir}m{}", self.fresh());
                     std::fs::rename(self.root.join(&d), self.root.join(&to)).expect("mv dir");
+                    self.index.renamed(d.clone(), to.clone());
                     self.note(format!("local mv {d} {to}"));
                     self.event(d);
                     self.event(to);
