@@ -909,23 +909,11 @@ fn move_entry(
     // in it, it would hold what arrived with the peer's, which the disk
     // does not show (an edit taken in from there would undo it).
     let after_peers = moved_since(folder, id, &base);
-    // The other directory entries merged at its path are the same
-    // directory on disk: they go along (left behind, they would show it
-    // at its old path too, and what hangs below them would stay there).
-    let merged = if folder.state(id).is_some_and(|s| s.kind == Kind::Dir) { folder.tree().aliases_of(id) } else { Vec::new() };
     let r = if after_peers {
         folder.move_into(id, parent, &name, now)
     } else {
         folder.move_into_from(id, &base, parent, &name, now)
     };
-    if r.is_ok() {
-        for a in merged {
-            match folder.move_into(a, parent, &name, now) {
-                Ok(()) | Err(fsync_core::folder::FolderError::IntoItself) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
     match r {
         Err(fsync_core::folder::FolderError::IntoItself) => {
             tracing::debug!(path, "a move into itself in the folder: the folder's move wins");
@@ -1295,6 +1283,22 @@ fn scan_inner(
         }
     }
 
+    // Moves the kernel reported (see `Index::renamed`) of files saved
+    // through a temp file (a new inode) just before: the new name is the
+    // moved file, edited, whatever it holds.
+    let reported: Vec<(String, String)> = fresh
+        .iter()
+        .filter(|p| !index.files.contains_key(*p) && disk.get(*p).is_some_and(|d| d.kind == Kind::File))
+        .filter_map(|p| {
+            index.renamed.get(p).filter(|(_, at)| at.elapsed() < UNSEEN_WRITE).map(|(from, _)| (from.clone(), p.clone()))
+        })
+        .filter(|(from, _)| index.files.get(from).is_some_and(|k| k.kind == Kind::File && is_gone(&disk, from, k)))
+        .collect();
+    for (_, p) in &reported {
+        index.renamed.remove(p);
+    }
+    moved_and_edited(folder, chunks, index, &mut report, &disk, &mut bodies, reported, now)?;
+
     // Moves by similarity: gone text and new text sharing most lines (a
     // save through a temp file, then a rename, between two scans).
     let gone_texts: Vec<(String, Known, String)> = index
@@ -1321,42 +1325,7 @@ fn scan_inner(
         let new: Vec<&str> = new_texts.iter().map(|n| n.1).collect();
         let pairs: Vec<(String, String)> =
             similar::pair(&old, &new).into_iter().map(|(i, j)| (gone_texts[i].0.clone(), new_texts[j].0.clone())).collect();
-        for (old, p) in pairs {
-            let Some(known) = index.files.remove(&old) else {
-                continue;
-            };
-            let Some(body) = bodies.remove(&p) else {
-                continue;
-            };
-            let moved = move_entry(folder, index, known.id, &known.base, &p, now)?;
-            let d = &disk[&p];
-            let base = take_in(folder, chunks, known.id, &moved, body, d.stat.exec, now)?;
-            index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, written: None, ..known });
-            report.moved.push((old, p.clone()));
-            report.modified.push(p);
-        }
-    }
-
-    // Moves the kernel reported (see `Index::renamed`), of files saved
-    // through a temp file (a new inode) just before: the new name is the
-    // moved file, edited.
-    let reported: Vec<(String, String)> = fresh
-        .iter()
-        .filter(|p| !index.files.contains_key(*p) && disk.get(*p).is_some_and(|d| d.kind == Kind::File))
-        .filter_map(|p| index.renamed.get(p).map(|(from, _)| (from.clone(), p.clone())))
-        .filter(|(from, _)| index.files.get(from).is_some_and(|k| k.kind == Kind::File && is_gone(&disk, from, k)))
-        .collect();
-    for (old, p) in reported {
-        let (Some(known), Some(body)) = (index.files.remove(&old), bodies.remove(&p)) else {
-            continue;
-        };
-        index.renamed.remove(&p);
-        let moved = move_entry(folder, index, known.id, &known.base, &p, now)?;
-        let d = &disk[&p];
-        let base = take_in(folder, chunks, known.id, &moved, body, d.stat.exec, now)?;
-        index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, written: None, ..known });
-        report.moved.push((old, p.clone()));
-        report.modified.push(p);
+        moved_and_edited(folder, chunks, index, &mut report, &disk, &mut bodies, pairs, now)?;
     }
 
     // Deletions, deepest first. A path gone for the first time waits for
@@ -1382,7 +1351,7 @@ fn scan_inner(
         // never written out is concurrent, and an edit keeps the file. So
         // is one we wrote just before (see `Known::written`).
         if folder.tree().path_of(k.id).is_some() && !still_here.contains(&k.id) {
-            delete_seen(folder, &k, now)?;
+            folder.delete_from(k.id, &k.base, now)?;
         }
         index.files.remove(&p);
         report.deleted.push(p);
@@ -1522,16 +1491,32 @@ fn scan_inner(
     Ok(report)
 }
 
-/// Deletes what the disk showed at a path the user removed: the entry, as
-/// of when the disk last had it, and for a directory every other
-/// directory entry merged at its path (one directory on disk; left alive,
-/// any of them would show it again, empty).
-fn delete_seen(folder: &mut Folder, k: &Known, now: u64) -> Result<(), WatchError> {
-    let merged = if k.kind == Kind::Dir { folder.tree().aliases_of(k.id) } else { Vec::new() };
-    folder.delete_from(k.id, &k.base, now)?;
-    for a in merged {
-        let current = folder.doc(a).map(|d| d.version_ids()).unwrap_or_default();
-        folder.delete_from(a, &current, now)?;
+/// Takes each (old path, new path) of `pairs` for the file known at the
+/// old path, moved to the new one and edited there (its content read into
+/// `bodies`).
+#[allow(clippy::too_many_arguments)]
+fn moved_and_edited(
+    folder: &mut Folder,
+    chunks: &mut dyn ChunkStore,
+    index: &mut Index,
+    report: &mut ScanReport,
+    disk: &BTreeMap<String, OnDisk>,
+    bodies: &mut HashMap<String, Body>,
+    pairs: Vec<(String, String)>,
+    now: u64,
+) -> Result<(), WatchError> {
+    for (old, p) in pairs {
+        let (Some(d), Some(body)) = (disk.get(&p), bodies.remove(&p)) else {
+            continue;
+        };
+        let Some(known) = index.files.remove(&old) else {
+            continue;
+        };
+        let moved = move_entry(folder, index, known.id, &known.base, &p, now)?;
+        let base = take_in(folder, chunks, known.id, &moved, body, d.stat.exec, now)?;
+        index.files.insert(p.clone(), Known { stat: d.stat, base, staged: None, written: None, ..known });
+        report.moved.push((old, p.clone()));
+        report.modified.push(p);
     }
     Ok(())
 }
@@ -1549,7 +1534,7 @@ fn replace(
         index.files.iter().rev().filter(|(p, k)| which(p, k)).map(|(p, k)| (p.clone(), k.clone())).collect();
     for (p, k) in picked {
         if folder.tree().path_of(k.id).is_some() {
-            delete_seen(folder, &k, now)?;
+            folder.delete_from(k.id, &k.base, now)?;
         }
         index.files.remove(&p);
         index.deferred.remove(&p);

@@ -491,10 +491,10 @@ pub fn write_back_with(
         // on a peer): it is in the way of the new directories only (a
         // directory would go into itself), and goes through a temp name.
         let below_itself = n.path.strip_prefix(old.as_str()).is_some_and(|r| r.starts_with('/'));
-        if let Some(gone) = vanished_dir(root, index, &n.path)
-            .or_else(|| not_a_dir_above(index, &n.path).filter(|a| *a != old))
-            .or_else(|| not_a_dir_on_disk(root, &n.path, false).filter(|a| *a != old))
-            .or_else(|| not_a_dir_on_disk(root, &old, false))
+        if let Some(gone) = in_the_way(root, index, &n.path, false)
+            .or_else(|| not_a_dir_above(index, &n.path))
+            .filter(|a| *a != old)
+            .or_else(|| in_the_way(root, index, &old, false).filter(|a| *a != old))
         {
             needs_scan(index, &mut report, gone);
             held.hold(n, &old);
@@ -594,17 +594,19 @@ pub fn write_back_with(
             report.failed.push((p, why));
             continue;
         }
+        // A directory above it moved, deleted or replaced here (by a link:
+        // what it leads to is not ours to remove), not scanned yet.
+        if let Some(dir) = p.rsplit_once('/').and_then(|(dir, _)| in_the_way(root, index, dir, true)) {
+            needs_scan(index, &mut report, dir);
+            continue;
+        }
         if lstat(&full).is_none() {
-            // Gone here before we removed it: the user moved or deleted it
-            // (itself, or a directory above it), and the scan needs this
-            // path, known, to tell which: a file the user moved must be
-            // found at its new place as the entry it was, not as a new one
-            // (a move concurrent with the deletion keeps it there, with its
-            // history; see `scan::move_entry`).
-            match p.rsplit_once('/').and_then(|(dir, _)| vanished_dir(root, index, dir)) {
-                Some(dir) => needs_scan(index, &mut report, dir),
-                None => report.needs_scan.push(p),
-            }
+            // Gone here before we removed it: the user moved or deleted it,
+            // and the scan needs this path, known, to tell which: a file
+            // the user moved must be found at its new place as the entry it
+            // was, not as a new one (a move concurrent with the deletion
+            // keeps it there, with its history; see `scan::move_entry`).
+            report.needs_scan.push(p);
             continue;
         }
         // A directory's own stat changes as what is in it is removed
@@ -677,9 +679,7 @@ pub fn write_back_with(
         // last scan: recreated, it would hide the move from the scan (a
         // directory there again, of another inode), and the directory
         // would lose its identity (found by the oracle).
-        if let Some(gone) = vanished_dir(root, index, &n.path).or_else(|| {
-            not_a_dir_on_disk(root, &n.path, n.kind == Kind::Dir && !known.as_ref().is_some_and(|k| k.kind == Kind::Dir))
-        }) {
+        if let Some(gone) = in_the_way(root, index, &n.path, n.kind == Kind::Dir) {
             needs_scan(index, &mut report, gone);
             continue;
         }
@@ -794,19 +794,6 @@ fn needs_scan(index: &Index, report: &mut WriteReport, path: String) {
     }
 }
 
-/// The first path on the way to `path` (above it, and `path` itself when
-/// `itself`) that the disk holds as something other than a directory, the
-/// index knowing it or not: a link or a file made here and not scanned yet.
-/// Nothing is written, moved or made through it (through a link, that
-/// would be outside the folder).
-fn not_a_dir_on_disk(root: &Path, path: &str, itself: bool) -> Option<String> {
-    path.match_indices('/')
-        .map(|(i, _)| &path[..i])
-        .chain(itself.then_some(path))
-        .find(|a| std::fs::symlink_metadata(root.join(a)).is_ok_and(|m| !m.is_dir()))
-        .map(str::to_owned)
-}
-
 /// The first path above `path` that the index knows as something other
 /// than a directory: a path that changed kind here (not scanned yet), or
 /// on a peer (not removed yet). Nothing goes below it until it is settled.
@@ -817,21 +804,27 @@ fn not_a_dir_above(index: &Index, path: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The first directory at or above `path` that the index knows and the
-/// disk no longer has (or has replaced): the user moved, deleted or
-/// replaced it, and the scan has not seen that yet.
-fn vanished_dir(root: &Path, index: &Index, path: &str) -> Option<String> {
+/// The first path on the way to `path` (each directory above it, then
+/// `path` itself) where nothing may be made or moved until a scan has
+/// looked, one `lstat` each:
+/// - a directory the index knows that the disk no longer has, or has
+///   replaced (another inode, maybe another kind): the user moved, deleted
+///   or replaced it, and the scan has not seen that yet;
+/// - something other than a directory above `path` (and at it, when
+///   `itself`: `path` is to be a directory), known or not: a link or file
+///   made here and not scanned yet. Through a link, a write would land
+///   outside the folder.
+fn in_the_way(root: &Path, index: &Index, path: &str, itself: bool) -> Option<String> {
     let mut at = 0;
     loop {
         let end = path[at..].find('/').map_or(path.len(), |i| at + i);
         let dir = &path[..end];
-        // Gone, or replaced by something else (another inode, maybe
-        // another kind).
-        let replaced = |k: &Known| match std::fs::symlink_metadata(root.join(dir)) {
-            Ok(m) => !m.is_dir() || Stat::of(&m).ino != k.stat.ino,
-            Err(_) => true,
+        let on_disk = std::fs::symlink_metadata(root.join(dir)).ok();
+        let blocked = match index.files.get(dir).filter(|k| k.kind == Kind::Dir) {
+            Some(k) => on_disk.is_none_or(|m| !m.is_dir() || Stat::of(&m).ino != k.stat.ino),
+            None => (end < path.len() || itself) && on_disk.is_some_and(|m| !m.is_dir()),
         };
-        if index.files.get(dir).is_some_and(|k| k.kind == Kind::Dir && replaced(k)) {
+        if blocked {
             return Some(dir.to_owned());
         }
         if end == path.len() {
@@ -1142,6 +1135,27 @@ mod tests {
         assert!(std::fs::read_dir(&outside).expect("list").next().is_none(), "written outside the folder: {report:?}");
         assert!(report.needs_scan.contains(&"out".to_owned()), "{report:?}");
         assert_eq!(std::fs::read_to_string(root.join("f.txt")).expect("not moved"), "one\n");
+        let _ = std::fs::remove_dir_all(&root);
+        let _ = std::fs::remove_dir_all(&outside);
+    }
+
+    /// The user moved a directory out of the folder and left a link in its
+    /// place, not scanned yet, and a peer deleted a file in it: the file,
+    /// outside the folder now, is not removed through the link.
+    #[test]
+    fn a_peers_deletion_is_never_made_through_a_link_made_here_before_the_scan() {
+        let (root, mut folder, mut chunks, mut index, _) = one_file_written("fsync-write-unit-remove-through-link");
+        let x = folder.create("d/x.txt", Kind::File, 1).expect("create");
+        folder.set_text(x, "x\n", 1).expect("text");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        let outside = root.with_extension("outside");
+        let _ = std::fs::remove_dir_all(&outside);
+        std::fs::rename(root.join("d"), &outside).expect("mv d out of the folder");
+        std::os::unix::fs::symlink(&outside, root.join("d")).expect("ln -s");
+        folder.delete(x, 2).expect("a peer's rm d/x.txt");
+        let report = write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        assert!(outside.join("x.txt").exists(), "removed outside the folder: {report:?}");
+        assert!(report.needs_scan.contains(&"d".to_owned()), "{report:?}");
         let _ = std::fs::remove_dir_all(&root);
         let _ = std::fs::remove_dir_all(&outside);
     }

@@ -472,9 +472,25 @@ impl Folder {
         if !self.entries.contains_key(&id) {
             return Err(FolderError::UnknownEntry(id));
         }
-        self.check_parent(parent, Some(id))?;
-        self.local_meta(id, &Meta::Move { parent, name: name.to_owned() }, now);
+        let merged = self.merged_with(id, parent)?;
+        let meta = Meta::Move { parent, name: name.to_owned() };
+        for e in std::iter::once(id).chain(merged) {
+            self.local_meta(e, &meta, now);
+        }
         Ok(())
+    }
+
+    /// The other directory entries merged at `id`'s path, once `parent` is
+    /// checked to take `id` and each of them: a merged directory is one
+    /// directory to whoever sees the tree, and moves and is deleted whole
+    /// (moved alone, an entry left the others showing the directory at its
+    /// old path, with what hangs below them).
+    fn merged_with(&mut self, id: EntryId, parent: Option<EntryId>) -> Result<Vec<EntryId>, FolderError> {
+        let merged = self.tree().aliases_of(id);
+        for e in std::iter::once(id).chain(merged.iter().copied()) {
+            self.check_parent(parent, Some(e))?;
+        }
+        Ok(merged)
     }
 
     /// Moves entry `id` as [`Folder::move_into`] does, as the disk showed it
@@ -492,8 +508,14 @@ impl Folder {
         now: u64,
     ) -> Result<(), FolderError> {
         validate_name(name)?;
-        self.check_parent(parent, Some(id))?;
-        self.meta_from(id, base, &Meta::Move { parent, name: name.to_owned() }, now)
+        let merged = self.merged_with(id, parent)?;
+        let meta = Meta::Move { parent, name: name.to_owned() };
+        self.meta_from(id, base, &meta, now)?;
+        // The others as they are: `base` is of `id` only.
+        for e in merged {
+            self.local_meta(e, &meta, now);
+        }
+        Ok(())
     }
 
     /// Creates an entry in directory entry `parent` (`None`: the root), as
@@ -529,9 +551,15 @@ impl Folder {
     /// Deletes one entry as the disk showed it at `base` (remembered when
     /// the disk was last read): changes that arrived since and were never
     /// on disk are concurrent with the deletion, so an edit made meanwhile
-    /// elsewhere keeps the file. Nothing below the entry is touched.
+    /// elsewhere keeps the file. Nothing below the entry is touched; the
+    /// other directory entries merged at its path go too, as they are.
     pub fn delete_from(&mut self, id: EntryId, base: &[EventId], now: u64) -> Result<(), FolderError> {
-        self.meta_from(id, base, &Meta::Delete, now)
+        let merged = self.tree().aliases_of(id);
+        self.meta_from(id, base, &Meta::Delete, now)?;
+        for e in merged {
+            self.local_meta(e, &Meta::Delete, now);
+        }
+        Ok(())
     }
 
     /// Sets binary content as written by someone who last saw version

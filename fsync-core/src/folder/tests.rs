@@ -191,6 +191,48 @@ fn deleting_a_merged_directory_deletes_all_of_it() {
     assert!(a.tree().is_empty());
 }
 
+/// A merged directory moves whole, by path or by entry, from any base; a
+/// move into what hangs below any of its entries is a move into itself.
+#[test]
+fn moving_a_merged_directory_moves_all_of_it() {
+    for how in 0..3 {
+        let mut a = Folder::new(agent(1));
+        let mut b = Folder::new(agent(2));
+        file(&mut a, "docs/a.txt", "A");
+        let inner = file(&mut b, "docs/sub/b.txt", "B");
+        converge(&mut a, &mut b);
+        let d = a.tree().lookup("docs").expect("dir").id;
+        let sub = a.tree().lookup("docs/sub").expect("dir").id;
+        assert!(matches!(a.move_into(d, Some(sub), "x", 5), Err(FolderError::IntoItself)), "into what hangs below");
+        let base = a.doc(d).map(|doc| doc.version_ids()).expect("doc");
+        match how {
+            0 => a.rename(d, "moved", 5).expect("mv"),
+            1 => a.move_into(d, None, "moved", 5).expect("mv"),
+            _ => a.move_into_from(d, &base, None, "moved", 5).expect("mv"),
+        }
+        let paths: Vec<String> = a.tree().nodes().map(|n| n.path.clone()).collect();
+        assert_eq!(paths, ["moved", "moved/a.txt", "moved/sub", "moved/sub/b.txt"], "how {how}");
+        converge(&mut a, &mut b);
+        assert_eq!(b.tree().path_of(inner), Some("moved/sub/b.txt"));
+    }
+}
+
+/// Deleted as the disk showed it, a merged directory goes whole.
+#[test]
+fn deleting_a_merged_directory_from_a_base_deletes_every_entry_of_it() {
+    let mut a = Folder::new(agent(1));
+    let mut b = Folder::new(agent(2));
+    a.create("docs", Kind::Dir, 1).expect("mkdir");
+    b.create("docs", Kind::Dir, 1).expect("mkdir");
+    converge(&mut a, &mut b);
+    let d = a.tree().lookup("docs").expect("dir").id;
+    let base = a.doc(d).map(|doc| doc.version_ids()).expect("doc");
+    a.delete_from(d, &base, 5).expect("rmdir");
+    assert!(a.tree().is_empty(), "{:?}", snapshot(&mut a));
+    converge(&mut a, &mut b);
+    assert!(b.tree().is_empty());
+}
+
 #[test]
 fn new_file_in_concurrently_deleted_directory_survives() {
     let (mut a, mut b) = pair(|f| {
