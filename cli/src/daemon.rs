@@ -580,11 +580,19 @@ fn root_key(name: &str) -> String {
 /// directory at its path must be the one that was shared. A folder shared
 /// now gets its marker; one shared before markers existed gets it, if its
 /// directory is there; the directory of a folder `shared_before` is never
-/// created anew (an unmounted disk would look like an emptied folder).
-fn folder_root(name: &str, path: &std::path::Path, store: &mut RedbStore, shared_before: bool) -> Result<Root, String> {
+/// created anew (an unmounted disk would look like an emptied folder), and
+/// one whose files the index knows (`known_files`) must not be empty.
+fn folder_root(
+    name: &str,
+    path: &std::path::Path,
+    store: &mut RedbStore,
+    shared_before: bool,
+    known_files: bool,
+) -> Result<Root, String> {
     let known = store.get_state(&root_key(name)).map_err(|e| e.to_string())?;
     if let Some(id) = known {
         let root = Root::check(path, &String::from_utf8_lossy(&id)).map_err(|e| e.to_string())?;
+        root.not_emptied(known_files).map_err(|e| e.to_string())?;
         if root.id() == name {
             return Ok(root);
         }
@@ -657,7 +665,7 @@ fn open_folder(
     let mut watching = None;
     if !mounted {
         let shared_before = !index.files.is_empty() || !folder.tree().is_empty();
-        match folder_root(&fc.name, &fc.path, store, shared_before) {
+        match folder_root(&fc.name, &fc.path, store, shared_before, !index.files.is_empty()) {
             Ok(r) => root = Some(r),
             Err(e) => stopped = Some(e),
         }
@@ -779,7 +787,7 @@ impl Daemon {
         if l.mounted {
             return false;
         }
-        let checked = folder_root(&l.name, &l.root, &mut self.store, true);
+        let checked = folder_root(&l.name, &l.root, &mut self.store, true, !l.index.files.is_empty());
         match checked {
             Ok(root) => match watch_root(&l.name, &l.root, i, &self.events) {
                 Ok(w) => {

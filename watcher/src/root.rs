@@ -39,6 +39,10 @@ pub enum RootError {
     /// The directory that was checked at start is no longer at the path.
     #[error("the folder's directory is no longer at {} (it was moved or replaced while the daemon ran); move it back and it carries on", .0.display())]
     Replaced(PathBuf),
+    /// The directory holds nothing but the marker, where the folder has
+    /// files.
+    #[error("{} holds nothing but its {MARKER}, though the folder has files there: it was emptied as a whole, or the marker was copied into a new directory; nothing is deleted on peers. Put the folder's files back (or move its directory back) and it carries on; to delete everything, delete the files while fsync runs", .0.display())]
+    Emptied(PathBuf),
     /// The marker could not be read or written.
     #[error("cannot use the folder marker {}: {source}", .path.display())]
     Io {
@@ -111,6 +115,24 @@ impl Root {
         }
     }
 
+    /// Fails when the directory holds nothing but the marker while the
+    /// folder knows files in it (`known`): a scan of it would take every
+    /// file for deleted, on every node. Checked before the scan of
+    /// everything that a start or a return of the directory makes.
+    pub fn not_emptied(&self, known: bool) -> Result<(), RootError> {
+        if !known {
+            return Ok(());
+        }
+        let io = |source| RootError::Io { path: self.path.clone(), source };
+        let mut entries = std::fs::read_dir(&self.path).map_err(io)?;
+        let anything = entries.any(|e| e.map_or(true, |e| e.file_name() != MARKER));
+        if anything {
+            Ok(())
+        } else {
+            Err(RootError::Emptied(self.path.clone()))
+        }
+    }
+
     /// The folder's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -156,6 +178,16 @@ mod tests {
         std::fs::remove_file(notes.join(MARKER)).expect("rm");
         assert!(matches!(root.still(), Err(RootError::NotTheFolder(_))));
         // A file at the path.
+        // A copy of the marker in a new, empty directory.
+        std::fs::rename(&notes, base.join("notes-old")).expect("mv");
+        std::fs::create_dir_all(&notes).expect("mkdir");
+        Root::mark(&base.join("notes-old"), id).expect("mark");
+        std::fs::copy(base.join("notes-old").join(MARKER), notes.join(MARKER)).expect("cp");
+        let copied = Root::check(&notes, id).expect("the marker is the folder's");
+        assert!(matches!(copied.not_emptied(true), Err(RootError::Emptied(_))));
+        assert!(copied.not_emptied(false).is_ok(), "a folder with no files yet");
+        std::fs::write(notes.join("f.txt"), "x").expect("write");
+        assert!(copied.not_emptied(true).is_ok());
         std::fs::remove_dir_all(&notes).expect("rm");
         std::fs::write(&notes, "x").expect("write");
         assert!(matches!(Root::check(&notes, id), Err(RootError::NotADirectory(_))));
