@@ -134,7 +134,9 @@ fn a_file_moved_on_one_node_while_the_other_deleted_it_lives_on_where_it_went() 
     // a whole, which stops it: `a_copy_of_the_marker_in_...`).
     std::fs::write(ra.join("keep.txt"), "kept\n").expect("write");
     let (_da, db) = (p.a.start(p.pa), p.b.start(p.pb));
-    eventually("the files on b", 15, || same(&p) && read(&rb.join("d/g.txt")).is_some() && read(&rb.join("keep.txt")).is_some());
+    eventually("the files on b", 15, || {
+        same(&p) && read(&rb.join("d/g.txt")).is_some() && read(&rb.join("keep.txt")).is_some()
+    });
     assert_eq!(db.stop(), Some(0), "{}", p.b.log());
     sh(&ra, "mkdir -p moved && mv f.txt moved/f.txt && mv d e");
     sh(&rb, "rm f.txt && rm -r d");
