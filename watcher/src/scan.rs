@@ -1165,6 +1165,7 @@ fn scan_inner(
     // that the remaining moves into the new kind, and the new kind itself,
     // find the name free.
     let mut reused: HashMap<(String, EntryId), bool> = HashMap::new();
+    let mut bodies: HashMap<String, Body> = HashMap::new();
     for placeable_only in [true, false] {
         loop {
             // Gone: no longer on disk as the same kind. (A path still there
@@ -1238,6 +1239,17 @@ fn scan_inner(
                 .filter(|(p, k)| disk.get(*p).is_some_and(|d| d.kind != k.kind))
                 .map(|(p, _)| p.clone())
                 .collect();
+            let below_replaced = |p: &str| replaced.iter().any(|r| p.starts_with(&format!("{r}/")));
+            // A text file moved out first and saved through a temp file
+            // (`mv d/f g; save g; rm -r d; touch d`) is found by its lines
+            // before what stays below goes.
+            if index.files.iter().any(|(p, k)| k.kind == Kind::File && below_replaced(p) && is_gone(&disk, p, k)) {
+                let fresh: Vec<String> =
+                    disk.iter().filter(|(p, d)| d.kind == Kind::File && is_new(index, p, d)).map(|(p, _)| p.clone()).collect();
+                read_bodies(root, &disk, &fresh, &mut bodies, &mut report, progress);
+                let gone = |p: &str, k: &Known| below_replaced(p) && is_gone(&disk, p, k);
+                moves_by_similarity(folder, chunks, index, &mut report, &disk, &mut bodies, &fresh, gone, now)?;
+            }
             let under_replaced = |p: &str| replaced.iter().any(|r| p == r || p.starts_with(&format!("{r}/")));
             replace(folder, index, &mut report, now, |p, k| under_replaced(p) && is_gone(&disk, p, k))?;
         }
@@ -1245,15 +1257,7 @@ fn scan_inner(
 
     // Bodies of new paths, read once.
     let fresh: Vec<String> = disk.iter().filter(|(p, d)| is_new(index, p, d)).map(|(p, _)| p.clone()).collect();
-    let mut bodies: HashMap<String, Body> = HashMap::new();
-    for p in &fresh {
-        match read_counted(&root.join(p), disk[p].kind, progress) {
-            Ok(b) => {
-                bodies.insert(p.clone(), b);
-            }
-            Err(e) => unreadable(&mut report, p, e), // or vanished meanwhile
-        }
-    }
+    read_bodies(root, &disk, &fresh, &mut bodies, &mut report, progress);
 
     // Moves by content: a file gone from one path and the same bytes new at
     // another (writers that create a new file and delete the old one).
@@ -1301,32 +1305,7 @@ fn scan_inner(
 
     // Moves by similarity: gone text and new text sharing most lines (a
     // save through a temp file, then a rename, between two scans).
-    let gone_texts: Vec<(String, Known, String)> = index
-        .files
-        .iter()
-        .filter(|(p, k)| k.kind == Kind::File && is_gone(&disk, p, k))
-        .filter(|(_, k)| folder.state(k.id).is_some_and(|s| s.content == Content::Text))
-        .filter_map(|(p, k)| {
-            let doc = folder.doc(k.id)?;
-            let text = doc.lvs_of(&k.base).map_or_else(|| doc.text(), |l| doc.text_at(&l));
-            Some((p.clone(), k.clone(), text))
-        })
-        .collect();
-    if !gone_texts.is_empty() {
-        let new_texts: Vec<(&String, &str)> = fresh
-            .iter()
-            .filter(|p| !index.files.contains_key(*p))
-            .filter_map(|p| match bodies.get(p) {
-                Some(Body::Text(t)) => Some((p, t.as_str())),
-                _ => None,
-            })
-            .collect();
-        let old: Vec<&str> = gone_texts.iter().map(|g| g.2.as_str()).collect();
-        let new: Vec<&str> = new_texts.iter().map(|n| n.1).collect();
-        let pairs: Vec<(String, String)> =
-            similar::pair(&old, &new).into_iter().map(|(i, j)| (gone_texts[i].0.clone(), new_texts[j].0.clone())).collect();
-        moved_and_edited(folder, chunks, index, &mut report, &disk, &mut bodies, pairs, now)?;
-    }
+    moves_by_similarity(folder, chunks, index, &mut report, &disk, &mut bodies, &fresh, |p, k| is_gone(&disk, p, k), now)?;
 
     // Deletions, deepest first. A path gone for the first time waits for
     // one more look: the other half of a move may come in the next batch
@@ -1519,6 +1498,72 @@ fn moved_and_edited(
         report.modified.push(p);
     }
     Ok(())
+}
+
+/// Reads the bodies of `paths` not read yet.
+fn read_bodies(
+    root: &Path,
+    disk: &BTreeMap<String, OnDisk>,
+    paths: &[String],
+    bodies: &mut HashMap<String, Body>,
+    report: &mut ScanReport,
+    progress: &ScanProgress,
+) {
+    for p in paths {
+        let Some(d) = disk.get(p) else { continue };
+        if bodies.contains_key(p) {
+            continue;
+        }
+        match read_counted(&root.join(p), d.kind, progress) {
+            Ok(b) => {
+                bodies.insert(p.clone(), b);
+            }
+            Err(e) => unreadable(report, p, e), // or vanished meanwhile
+        }
+    }
+}
+
+/// Moves of text files: a known one `gone` picks and a new one of
+/// `fresh` sharing most of its lines (see `similar`).
+#[allow(clippy::too_many_arguments)]
+fn moves_by_similarity(
+    folder: &mut Folder,
+    chunks: &mut dyn ChunkStore,
+    index: &mut Index,
+    report: &mut ScanReport,
+    disk: &BTreeMap<String, OnDisk>,
+    bodies: &mut HashMap<String, Body>,
+    fresh: &[String],
+    gone: impl Fn(&str, &Known) -> bool,
+    now: u64,
+) -> Result<(), WatchError> {
+    let gone_texts: Vec<(String, String)> = index
+        .files
+        .iter()
+        .filter(|(p, k)| k.kind == Kind::File && gone(p, k))
+        .filter(|(_, k)| folder.state(k.id).is_some_and(|s| s.content == Content::Text))
+        .filter_map(|(p, k)| {
+            let doc = folder.doc(k.id)?;
+            let text = doc.lvs_of(&k.base).map_or_else(|| doc.text(), |l| doc.text_at(&l));
+            Some((p.clone(), text))
+        })
+        .collect();
+    if gone_texts.is_empty() {
+        return Ok(());
+    }
+    let new_texts: Vec<(&String, &str)> = fresh
+        .iter()
+        .filter(|p| !index.files.contains_key(*p))
+        .filter_map(|p| match bodies.get(p) {
+            Some(Body::Text(t)) => Some((p, t.as_str())),
+            _ => None,
+        })
+        .collect();
+    let old: Vec<&str> = gone_texts.iter().map(|g| g.1.as_str()).collect();
+    let new: Vec<&str> = new_texts.iter().map(|n| n.1).collect();
+    let pairs: Vec<(String, String)> =
+        similar::pair(&old, &new).into_iter().map(|(i, j)| (gone_texts[i].0.clone(), new_texts[j].0.clone())).collect();
+    moved_and_edited(folder, chunks, index, report, disk, bodies, pairs, now)
 }
 
 /// Deletes the known paths `which` picks (deepest first), at once: they

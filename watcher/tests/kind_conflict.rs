@@ -164,3 +164,34 @@ fn a_losing_file_moved_away_while_a_peer_moves_the_directory_is_kept_once() {
     settle(&mut a, &mut b);
     check(&a, &b);
 }
+
+/// `mv d/f.txt g.txt`, a save of `g.txt` through a temp file (a new
+/// inode), then `d` made a file, all before one scan, while a peer edits
+/// `d/f.txt`: the scan takes `g.txt` for the moved file (by its lines), so
+/// the peer's edit lands there and the text is in the folder once.
+#[test]
+fn a_file_moved_out_of_a_directory_then_made_a_file_is_kept_once_with_a_peers_edit() {
+    let (mut a, mut b) = (Node::new("a", 1), Node::new("b", 2));
+    std::fs::create_dir(a.path("d")).expect("mkdir");
+    std::fs::write(a.path("d/f.txt"), "one\ntwo\n").expect("write");
+    a.scan(None);
+    sync(&mut a, &mut b);
+    b.write();
+    std::fs::rename(a.path("d/f.txt"), a.path("g.txt")).expect("mv");
+    std::fs::write(a.path("g.txt.tmp"), "one\ntwo\nthree\n").expect("write");
+    std::fs::rename(a.path("g.txt.tmp"), a.path("g.txt")).expect("mv");
+    std::fs::remove_dir(a.path("d")).expect("rmdir");
+    std::fs::write(a.path("d"), "tok\n").expect("write");
+    std::fs::write(b.path("d/f.txt"), "zero\none\ntwo\n").expect("write");
+    b.scan(Some(&["d/f.txt".to_owned()]));
+    a.scan(None);
+    sync(&mut a, &mut b);
+    a.write();
+    b.write();
+    settle(&mut a, &mut b);
+    let (fa, fb) = (files(&a.root), files(&b.root));
+    assert_eq!(fa, fb);
+    let holding: Vec<&(String, String)> = fa.iter().filter(|(_, t)| t.contains("two")).collect();
+    assert_eq!(holding.len(), 1, "the text once: {fa:?}");
+    assert_eq!(holding[0], &("g.txt".to_owned(), "zero\none\ntwo\nthree\n".to_owned()), "{fa:?}");
+}
