@@ -42,7 +42,7 @@ use transport::{DeviceId, Node, Trust};
 use watcher::ignore::Ignore;
 use watcher::live::{Debouncer, Live, LiveWatcher};
 use watcher::root::{Root, RootError};
-use watcher::{scan_scoped, write_back_with, Index};
+use watcher::{scan_scoped, Index};
 
 use crate::config::{Config, FolderConfig};
 use crate::control::Request;
@@ -106,6 +106,8 @@ struct Local {
     stopped: Option<String>,
     /// The live watch of the root, while it runs.
     watching: Option<Arc<AtomicBool>>,
+    /// What the next write-back looks at.
+    dirty: watcher::Dirty,
 }
 
 impl Local {
@@ -725,6 +727,7 @@ fn open_folder(
         checked: root,
         stopped,
         watching,
+        dirty: watcher::Dirty::default(),
     };
     local.note_unreadable(None, &unreadable_at_start);
     // Gone during the start-up scan's second look: a live scan looks again
@@ -843,6 +846,9 @@ impl Daemon {
         // Back after a stop: everything may have changed meanwhile.
         let scope = if was_stopped { None } else { scope };
         let l = &mut self.locals[i];
+        if scope.is_none() {
+            l.dirty.all();
+        }
         let store = &mut self.store;
         let ignore = Ignore::load(&l.root);
         let r = tokio::task::block_in_place(|| {
@@ -892,7 +898,10 @@ impl Daemon {
     /// change the store lacks (it would be taken in again as a new edit).
     fn write(&mut self, i: usize) {
         if self.locals[i].mounted {
-            // Saved, so peers may have what arrived; the mount reads it live.
+            // Saved, so peers may have what arrived; the mount reads it live
+            // (and nothing is written back: what changed is not kept).
+            let name = self.locals[i].name.clone();
+            self.node.read(&name, |s| s.folder.take_changed());
             self.persist(i);
             return;
         }
@@ -918,7 +927,7 @@ impl Daemon {
                         let mut intents = |index: &Index| -> Result<(), String> {
                             store.put_state(&key, &index.encode()).and_then(|_| store.sync()).map_err(|e| e.to_string())
                         };
-                        let mut report = write_back_with(&l.root, &mut s.folder, &mut s.chunks, &mut l.index, &mut intents);
+                        let mut report = l.dirty.write_back(&l.root, &mut s.folder, &mut s.chunks, &mut l.index, &mut intents);
                         // The index, as written, and what raced writes brought.
                         save(l, s, store)?;
                         // Durable now: what those writes displaced may go.

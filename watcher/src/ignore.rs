@@ -29,6 +29,8 @@ pub const DEFAULT_IGNORES: &[&str] = &[
 /// The ignore rules of one folder.
 pub struct Ignore {
     rules: Gitignore,
+    /// Digest of `.fsyncignore` as loaded (none: no such file).
+    digest: Option<[u8; 32]>,
 }
 
 impl Ignore {
@@ -39,9 +41,16 @@ impl Ignore {
         for p in DEFAULT_IGNORES {
             let _ = b.add_line(None, p);
         }
-        let _ = b.add(root.join(".fsyncignore"));
+        let file = root.join(".fsyncignore");
+        let digest = std::fs::read(&file).ok().map(|b| *blake3::hash(&b).as_bytes());
+        let _ = b.add(file);
         let rules = b.build().unwrap_or_else(|_| Gitignore::empty());
-        Ignore { rules }
+        Ignore { rules, digest }
+    }
+
+    /// Tells rule sets apart: equal for the same `.fsyncignore` content.
+    pub fn digest(&self) -> Option<[u8; 32]> {
+        self.digest
     }
 
     /// True when `rel` (a path relative to the root) is not synced.

@@ -24,7 +24,7 @@ use std::path::Path;
 pub use scan::{
     scan, scan_scoped, scan_with_progress, take_in_bytes, Index, Known, ScanProgress, ScanReport, GONE_WAIT, UNSEEN_WRITE,
 };
-pub use write::{write_back, write_back_with, WriteReport};
+pub use write::{write_back, write_back_with, Dirty, WriteReport};
 
 /// Why a scan or write-back failed.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@
 //! remains: a program that keeps the file open and writes after the rename
 //! writes into the replaced inode, as with any editor that saves by rename.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -50,6 +50,10 @@ pub struct WriteReport {
     /// again ([`recover_leftovers`]). The caller removes them after its
     /// save ([`WriteReport::settle`]).
     pub displaced: Vec<Displaced>,
+    /// Entries the pass left for a later one (a directory in the way that a
+    /// scan looks at again shortly, a move waiting for its new path, chunks
+    /// still to come): not on disk as the folder has them yet.
+    pub unsettled: Vec<EntryId>,
 }
 
 impl WriteReport {
@@ -438,23 +442,115 @@ pub fn write_back_with(
     index: &mut Index,
     intents: &mut dyn FnMut(&Index) -> Result<(), String>,
 ) -> Result<WriteReport, WatchError> {
+    write_back_in(root, folder, chunks, index, intents, &Ignore::load(root), None)
+}
+
+/// Which entries the next write-back looks at: those changed since the
+/// last pass ([`Folder::take_changed`]), or every entry when the disk may
+/// be behind the folder elsewhere too: at first, after the ignore rules
+/// changed, and after a pass that failed, met local changes or waits for
+/// the scan. Entries a pass left unsettled ([`WriteReport::unsettled`])
+/// stay in view until the disk has them.
+#[derive(Debug)]
+pub struct Dirty {
+    all: bool,
+    carry: HashSet<EntryId>,
+    rules: Option<[u8; 32]>,
+}
+
+impl Default for Dirty {
+    fn default() -> Self {
+        Dirty { all: true, carry: HashSet::new(), rules: None }
+    }
+}
+
+impl Dirty {
+    /// The next pass looks at every entry (after a full rescan, or a
+    /// folder back from a stop).
+    pub fn all(&mut self) {
+        self.all = true;
+    }
+
+    /// [`write_back_with`] over what changed since the last pass.
+    pub fn write_back(
+        &mut self,
+        root: &Path,
+        folder: &mut Folder,
+        chunks: &mut dyn ChunkStore,
+        index: &mut Index,
+        intents: &mut dyn FnMut(&Index) -> Result<(), String>,
+    ) -> Result<WriteReport, WatchError> {
+        let ignore = Ignore::load(root);
+        if ignore.digest() != self.rules {
+            self.rules = ignore.digest();
+            self.all = true;
+        }
+        let changed = folder.take_changed();
+        let scope = if std::mem::take(&mut self.all) {
+            self.carry.clear();
+            None
+        } else {
+            let mut scope = std::mem::take(&mut self.carry);
+            scope.extend(changed);
+            if scope.is_empty() {
+                return Ok(WriteReport::default());
+            }
+            Some(scope)
+        };
+        let r = write_back_in(root, folder, chunks, index, intents, &ignore, scope.as_ref());
+        match &r {
+            Ok(rep) if rep.needs_scan.is_empty() && rep.failed.is_empty() && rep.raced.is_empty() => {
+                self.carry.extend(rep.unsettled.iter().copied());
+            }
+            _ => self.all = true,
+        }
+        r
+    }
+}
+
+/// The write-back, over every entry (`scope` none) or those in `scope`.
+fn write_back_in(
+    root: &Path,
+    folder: &mut Folder,
+    chunks: &mut dyn ChunkStore,
+    index: &mut Index,
+    intents: &mut dyn FnMut(&Index) -> Result<(), String>,
+    ignore: &Ignore,
+    scope: Option<&HashSet<EntryId>>,
+) -> Result<WriteReport, WatchError> {
     let mut report = WriteReport::default();
     // What this node ignores is never written, moved or removed here (a
     // peer's file at such a path stays in the folder, not on this disk).
-    let ignore = Ignore::load(root);
-    let nodes: Vec<_> = folder.tree().nodes().filter(|n| !ignore.ignored(&n.path, n.kind == Kind::Dir)).cloned().collect();
+    let shown = |n: &&fsync_core::folder::Node| !ignore.ignored(&n.path, n.kind == Kind::Dir);
+    let nodes: Vec<fsync_core::folder::Node> = match scope {
+        None => folder.tree().nodes().filter(shown).cloned().collect(),
+        Some(changed) => {
+            // Parents first, as in a full pass.
+            let tree = folder.tree();
+            let paths: std::collections::BTreeSet<&str> = changed.iter().filter_map(|id| tree.path_of(*id)).collect();
+            paths.into_iter().filter_map(|p| tree.lookup(p)).filter(shown).cloned().collect()
+        }
+    };
+    let in_view: HashSet<EntryId> = match scope {
+        None => HashSet::new(),
+        Some(c) => c.iter().copied().chain(nodes.iter().map(|n| n.id)).collect(),
+    };
+    let viewed = |id: &EntryId| scope.is_none() || in_view.contains(id);
 
     // Old names of files moved a while ago no longer matter, nor what the
     // disk held before writes a while ago.
     index.moved_away.retain(|_, m| m.1.elapsed() < crate::scan::UNSEEN_WRITE);
-    for k in index.files.values_mut() {
-        if k.written.as_ref().is_some_and(|w| !w.recent()) {
-            k.written = None;
+    if scope.is_none() {
+        for k in index.files.values_mut() {
+            if k.written.as_ref().is_some_and(|w| !w.recent()) {
+                k.written = None;
+            }
         }
     }
     // Renames first: an entry the index knows at another path moves on disk
     // (keeping its inode), if that path is untouched.
-    let mut by_id: std::collections::HashMap<EntryId, String> = index.files.iter().map(|(p, k)| (k.id, p.clone())).collect();
+    let mut by_id: std::collections::HashMap<EntryId, String> =
+        index.files.iter().filter(|(_, k)| viewed(&k.id)).map(|(p, k)| (k.id, p.clone())).collect();
     let mut held = Held::default();
     // A move whose new path is still taken waits for the end of the pass
     // (what is there may move away first, as in a swap of two names).
@@ -575,14 +671,43 @@ pub fn write_back_with(
     // Removals, deepest first: what the index has that the tree does not,
     // or has as another kind (a path that changed kind on a peer: the old
     // kind goes first, then the new one is written).
-    let wanted: std::collections::HashMap<&str, Kind> = nodes.iter().map(|n| (n.path.as_str(), n.kind)).collect();
-    let stale: Vec<(String, Known)> = index
-        .files
-        .iter()
-        .rev()
-        .filter(|(p, k)| wanted.get(p.as_str()) != Some(&k.kind) && !ignore.ignored(p, k.kind == Kind::Dir))
-        .map(|(p, k)| (p.clone(), k.clone()))
-        .collect();
+    let stale: Vec<(String, Known)> = match scope {
+        None => {
+            let wanted: HashMap<&str, Kind> = nodes.iter().map(|n| (n.path.as_str(), n.kind)).collect();
+            index
+                .files
+                .iter()
+                .rev()
+                .filter(|(p, k)| wanted.get(p.as_str()) != Some(&k.kind) && !ignore.ignored(p, k.kind == Kind::Dir))
+                .map(|(p, k)| (p.clone(), k.clone()))
+                .collect()
+        }
+        Some(_) => {
+            // The changed entries where the disk has them, what is at their
+            // paths now, and what is below such directories.
+            let mut paths: std::collections::BTreeSet<String> =
+                index.files.iter().filter(|(_, k)| viewed(&k.id)).map(|(p, _)| p.clone()).collect();
+            paths.extend(nodes.iter().filter(|n| index.files.contains_key(&n.path)).map(|n| n.path.clone()));
+            let dirs: Vec<String> = paths
+                .iter()
+                .filter(|p| index.files.get(*p).is_some_and(|k| k.kind == Kind::Dir))
+                .map(|p| format!("{p}/"))
+                .collect();
+            for d in dirs {
+                paths.extend(index.files.range(d.clone()..).take_while(|(p, _)| p.starts_with(&d)).map(|(p, _)| p.clone()));
+            }
+            let tree = folder.tree();
+            paths
+                .into_iter()
+                .rev()
+                .filter_map(|p| {
+                    let k = index.files.get(&p)?;
+                    let wanted = tree.lookup(&p).filter(shown).map(|n| n.kind);
+                    (wanted != Some(k.kind) && !ignore.ignored(&p, k.kind == Kind::Dir)).then(|| (p.clone(), k.clone()))
+                })
+                .collect()
+        }
+    };
     for (p, k) in stale {
         // Moved in the folder, but the move waits for the scan (see above):
         // the scan needs the old path to find where the user moved it.
@@ -754,7 +879,44 @@ pub fn write_back_with(
     land_batch(batch, folder, chunks, index, &mut report, intents)?;
     report.needs_scan.sort();
     report.needs_scan.dedup();
+    report.unsettled = unsettled(folder, index, &nodes, &by_id);
     Ok(report)
+}
+
+/// The entries of the pass (`nodes`, and the index's paths of the entries
+/// looked at, `by_id`) whose disk state is not the folder's yet.
+fn unsettled(
+    folder: &mut Folder,
+    index: &Index,
+    nodes: &[fsync_core::folder::Node],
+    by_id: &HashMap<EntryId, String>,
+) -> Vec<EntryId> {
+    let mut out: Vec<EntryId> = Vec::new();
+    for n in nodes {
+        let Some(state) = folder.state(n.id) else { continue };
+        if matches!(state.content, Content::None) && n.kind != Kind::Dir {
+            continue;
+        }
+        let exec = state.exec;
+        let version = folder.doc(n.id).map(|d| d.version_ids()).unwrap_or_default();
+        let on_disk = index
+            .files
+            .get(&n.path)
+            .is_some_and(|k| k.id == n.id && k.kind == n.kind && k.base == version && k.stat.exec == exec);
+        if !on_disk {
+            out.push(n.id);
+        }
+    }
+    let tree = folder.tree();
+    for (id, p) in by_id {
+        let still_there = index.files.get(p).is_some_and(|k| k.id == *id);
+        if still_there && tree.path_of(*id) != Some(p.as_str()) {
+            out.push(*id);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Entries whose move on disk waits for the scan (the user changed or

@@ -28,7 +28,7 @@ use fsync_core::folder::{Folder, Kind};
 use fsync_core::AgentId;
 use watcher::ignore::Ignore;
 use watcher::live::Debouncer;
-use watcher::{scan, scan_scoped, write_back, Index};
+use watcher::{scan, scan_scoped, Dirty, Index};
 
 struct Sim {
     seed: u64,
@@ -37,6 +37,8 @@ struct Sim {
     folder: Folder,
     chunks: Chunks,
     index: Index,
+    /// What the next write-back looks at, as the daemon keeps it.
+    dirty: Dirty,
     peer: Folder,
     now: u64,
     /// Paths live events named, not scanned yet (the daemon's quiet
@@ -77,6 +79,7 @@ impl Sim {
             folder: Folder::new(AgentId::from_index(1)),
             chunks: Chunks::default(),
             index: Index::default(),
+            dirty: Dirty::default(),
             peer: Folder::new(AgentId::from_index(2)),
             now: 1,
             debounce: Debouncer::new(5, 200),
@@ -447,6 +450,9 @@ impl Sim {
         let near = |p: &str, s: &str| p == s || p.starts_with(&format!("{s}/")) || s.starts_with(&format!("{p}/"));
         self.replaced_files.retain(|p, _| scope.as_ref().is_some_and(|sc| !sc.iter().any(|s| near(p, s))));
         let ignore = Ignore::load(&self.root);
+        if scope.is_none() {
+            self.dirty.all();
+        }
         let r = match scan_scoped(
             &self.root,
             &mut self.folder,
@@ -484,14 +490,18 @@ impl Sim {
     /// scans everything and writes again (three passes at most).
     fn write(&mut self) {
         for _ in 0..3 {
-            let w = match write_back(&self.root, &mut self.folder, &mut self.chunks, &mut self.index) {
-                Ok(w) => w,
-                Err(e) => {
-                    let model: Vec<String> = self.folder.tree().nodes().map(|n| n.path.clone()).collect();
-                    let (files, dirs) = self.on_disk();
-                    self.fail(&format!("write-back failed: {e}\n model {model:?}\n disk {dirs:?} {files:?}"))
-                }
-            };
+            let w =
+                match self.dirty.write_back(&self.root, &mut self.folder, &mut self.chunks, &mut self.index, &mut |_| Ok(())) {
+                    Ok(mut w) => {
+                        w.settle();
+                        w
+                    }
+                    Err(e) => {
+                        let model: Vec<String> = self.folder.tree().nodes().map(|n| n.path.clone()).collect();
+                        let (files, dirs) = self.on_disk();
+                        self.fail(&format!("write-back failed: {e}\n model {model:?}\n disk {dirs:?} {files:?}"))
+                    }
+                };
             self.note(format!(
                 "write-back: written {:?} removed {:?} moved {:?} needs_scan {:?} raced {:?}",
                 w.written, w.removed, w.moved, w.needs_scan, w.raced

@@ -179,6 +179,9 @@ pub struct Folder {
     log: Vec<LogRecord>,
     tree: Tree,
     tree_dirty: bool,
+    /// Entries whose history, path or visibility changed since the last
+    /// [`Folder::take_changed`] (see there).
+    changed: HashSet<EntryId>,
     /// What peers may be sent (see [`Folder::set_shareable`]).
     shareable: Option<VersionVector>,
 }
@@ -194,6 +197,7 @@ impl Folder {
             log: Vec::new(),
             tree: Tree::default(),
             tree_dirty: false,
+            changed: HashSet::new(),
             shareable: None,
         }
     }
@@ -225,10 +229,25 @@ impl Folder {
     /// The resolved tree: paths to entries.
     pub fn tree(&mut self) -> &Tree {
         if self.tree_dirty {
-            self.tree = Tree::build(self.entries.iter().map(|(id, e)| (*id, &e.state)));
+            let fresh = Tree::build(self.entries.iter().map(|(id, e)| (*id, &e.state)));
+            let old = std::mem::replace(&mut self.tree, fresh);
+            // A rebuild can move or hide entries that had no event of their
+            // own (a conflict name given up, what was below a deleted
+            // directory): they changed too.
+            self.changed.extend(self.tree.moved_since(&old));
             self.tree_dirty = false;
         }
         &self.tree
+    }
+
+    /// The entries that changed since the last call, by any means (a local
+    /// edit, a peer's changes, a rebuild of the tree that moved or hid
+    /// them), and forgets them. What writes the folder to disk looks at
+    /// these only: its work is that of the change, not of the folder.
+    pub fn take_changed(&mut self) -> HashSet<EntryId> {
+        // Pending path changes are counted first.
+        let _ = self.tree();
+        std::mem::take(&mut self.changed)
     }
 
     /// Checks that the tree kept up to date incrementally equals a full
@@ -280,6 +299,7 @@ impl Folder {
     }
 
     fn record(&mut self, entry: EntryId, agent: AgentId, seq: u64, len: u64, lv: Lv) {
+        self.changed.insert(entry);
         if let Some(last) = self.log.last_mut() {
             if last.entry == entry && last.agent == agent && last.seq + last.len == seq && last.lv + last.len as usize == lv {
                 last.len += len;

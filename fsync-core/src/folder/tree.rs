@@ -80,6 +80,19 @@ impl Tree {
         out
     }
 
+    /// Entries shown at another path here than in `old`, or shown in only
+    /// one of the two (merged directories included).
+    pub(crate) fn moved_since(&self, old: &Tree) -> Vec<EntryId> {
+        let mut out = Vec::new();
+        for (id, p) in &self.path_of {
+            if old.path_of.get(id) != Some(p) {
+                out.push(*id);
+            }
+        }
+        out.extend(old.path_of.keys().filter(|id| !self.path_of.contains_key(id)));
+        out
+    }
+
     /// All nodes in path order.
     pub fn nodes(&self) -> impl Iterator<Item = &Node> + '_ {
         self.by_path.values()
