@@ -507,3 +507,24 @@ fn a_version_with_too_many_chunks_is_refused() {
     let size = refs.len() as u64;
     assert!(Meta::decode(&Meta::Binary { size, chunks: refs }.encode()).is_err());
 }
+
+/// What the write-back looks at: a peer's edit, and the files a peer's
+/// rename of their directory moved (no event of their own).
+#[test]
+fn changed_entries_include_a_peers_edit_and_what_a_directory_rename_moved() {
+    let (mut a, mut b) = pair(|f| {
+        f.create("d", Kind::Dir, 1).expect("mkdir");
+        file(f, "d/x.txt", "x\n");
+        file(f, "y.txt", "y\n");
+    });
+    let _ = b.take_changed();
+    let x = a.tree().lookup("d/x.txt").expect("x").id;
+    let y = a.tree().lookup("y.txt").expect("y").id;
+    let d = a.tree().lookup("d").expect("d").id;
+    a.set_text(y, "y2\n", 2).expect("edit");
+    a.rename(d, "e", 2).expect("rename");
+    send(&a, &mut b);
+    let changed = b.take_changed();
+    assert!(changed.contains(&y) && changed.contains(&d) && changed.contains(&x), "{changed:?}");
+    assert!(b.take_changed().is_empty(), "taken once");
+}
