@@ -48,7 +48,7 @@ use crate::config::{Config, FolderConfig};
 use crate::control::Request;
 use crate::home::Home;
 use crate::status::{ErrorEntry, Status};
-use crate::store::RedbStore;
+use crate::store::{RedbStore, StoredIndex};
 
 /// Debounce: quiet time and longest wait, in milliseconds.
 const QUIET_MS: u64 = 5;
@@ -84,8 +84,9 @@ struct Local {
     debounce: Debouncer,
     /// The last scan failed: the retry scans everything again.
     rescan: bool,
-    /// Digest of the index as last saved (unchanged: not written again).
-    index_saved: Option<[u8; 32]>,
+    /// The index's write intents as last saved (unchanged: not written
+    /// again).
+    intents_saved: Option<Vec<u8>>,
     /// Saved events when the texts were last snapshotted, or at start (see
     /// [`SNAPSHOT_EVERY`]), and whether the next save must snapshot (at
     /// shutdown, always: an older store may have none).
@@ -647,9 +648,15 @@ fn open_folder(
     let t = Instant::now();
     let mut folder = load_folder(agent, &fc.name, store)?;
     tracing::debug!(folder = %fc.name, ms = t.elapsed().as_millis() as u64, "history loaded");
-    let mut index = match store.get_state(&format!("index/{}", fc.name))? {
-        Some(b) => Index::decode(&b).with_context(|| format!("the saved index of {} is damaged", fc.name))?,
-        None => Index::default(),
+    let damaged = || format!("the saved index of {} is damaged", fc.name);
+    let mut index = match store.index(&fc.name)? {
+        StoredIndex::Rows { rows, intents } => Index::from_rows(rows, intents.as_deref()).with_context(damaged)?,
+        // Stored whole by an older fsync: saved as rows from now on.
+        StoredIndex::Whole(b) => {
+            let mut index = Index::decode(&b).with_context(damaged)?;
+            index.touch_all();
+            index
+        }
     };
     // Chunk bytes stay in the store (memory would grow with the binary
     // history); referenced ones the store lacks are fetched from peers.
@@ -718,7 +725,7 @@ fn open_folder(
         durable,
         debounce: Debouncer::new(QUIET_MS, MAX_WAIT_MS),
         rescan: start_error.is_some(),
-        index_saved: None,
+        intents_saved: None,
         snapshot_events,
         snapshot_now: false,
         unreadable: BTreeMap::new(),
@@ -923,9 +930,8 @@ impl Daemon {
                         }
                         // Intents are saved before files are replaced: see
                         // `write_back_with`.
-                        let key = format!("index/{}", l.name);
-                        let mut intents = |index: &Index| -> Result<(), String> {
-                            store.put_state(&key, &index.encode()).and_then(|_| store.sync()).map_err(|e| e.to_string())
+                        let mut intents = |index: &mut Index| -> Result<(), String> {
+                            put_index(&name, index, store).and_then(|()| store.sync()).map_err(|e| e.to_string())
                         };
                         let mut report = l.dirty.write_back(&l.root, &mut s.folder, &mut s.chunks, &mut l.index, &mut intents);
                         // The index, as written, and what raced writes brought.
@@ -1047,7 +1053,8 @@ impl Daemon {
             }
             Err(e) => {
                 l.saver = l.durable.clone();
-                l.index_saved = None;
+                l.index.touch_all();
+                l.intents_saved = None;
                 self.store_error = Some(format!("{e:#}"));
                 self.fail("cannot save changes to the store", &e);
             }
@@ -1280,13 +1287,11 @@ fn write_unsynced(l: &mut Local, s: &FolderState, store: &mut RedbStore) -> Resu
         wrote = true;
     }
     let fresh: Vec<ChunkHash> = fresh.into_iter().map(|(h, _)| h).collect();
-    let index = l.index.encode();
-    let digest = *blake3::hash(&index).as_bytes();
-    if l.index_saved != Some(digest) {
-        store.put_state(&format!("index/{}", l.name), &index)?;
+    if l.index.has_touched() || l.intents_saved.as_ref() != Some(&l.index.intents()) {
+        put_index(&l.name, &mut l.index, store)?;
+        l.intents_saved = Some(l.index.intents());
         wrote = true;
     }
-    l.index_saved = Some(digest);
     let events: u64 = l.saver.saved().values().sum();
     if l.snapshot_now || events >= l.snapshot_events + SNAPSHOT_EVERY {
         fsync_core::store::save_snapshot(&l.name, &s.folder, store)?;
@@ -1295,6 +1300,17 @@ fn write_unsynced(l: &mut Local, s: &FolderState, store: &mut RedbStore) -> Resu
     }
     l.snapshot_now = false;
     Ok((wrote, fresh))
+}
+
+/// Stores what changed in a folder's disk index, without a disk sync;
+/// after a failure every row counts as changed again.
+fn put_index(name: &str, index: &mut Index, store: &mut RedbStore) -> Result<(), fsync_core::store::StoreError> {
+    let rows = index.take_touched();
+    let r = store.put_index(name, &rows, &index.intents());
+    if r.is_err() {
+        index.touch_all();
+    }
+    r
 }
 
 /// A folder can be mounted when it is shared, and the mount point is not

@@ -8,7 +8,8 @@
 //! | `batches` | (folder, n) | one encoded change batch |
 //! | `chunks` | BLAKE3 hash | chunk bytes |
 //! | `peers` | (peer, folder) | encoded version vector |
-//! | `state` | a name | small state, such as a folder's disk index |
+//! | `state` | a name | small state, such as a folder's write intents |
+//! | `index` | (folder, path) | one row of the folder's disk index |
 //!
 //! Group commit: appends commit without syncing (redb `Durability::None`);
 //! [`Store::sync`] commits with `Durability::Immediate`, which makes every
@@ -31,12 +32,14 @@ const BATCHES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("batch
 const CHUNKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("chunks");
 const PEERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("peers");
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
+const INDEX: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("index");
 
 const MAGIC: &[u8] = b"fsync-store";
 /// How long opening waits for another process to let go of the store.
 const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The format this build writes and reads.
-pub const FORMAT: u64 = 1;
+/// (2: the disk index as rows, which format 1 would not see.)
+pub const FORMAT: u64 = 2;
 /// redb's page cache (its default is 1 GiB, which a node's memory would
 /// grow to as its history of binary files does).
 const PAGE_CACHE: usize = 32 << 20;
@@ -168,6 +171,11 @@ impl RedbStore {
                             "this store has format {format}, written by a newer fsync; this fsync reads format {FORMAT}: upgrade fsync"
                         )));
                     }
+                    // Older: what this build writes, an older one would
+                    // misread, so it refuses from now on.
+                    if format < FORMAT {
+                        meta.insert("format", FORMAT.to_le_bytes().as_slice()).map_err(e("opening the store"))?;
+                    }
                 }
                 Some(_) => return Err(StoreError::Io("not an fsync store (bad magic)".into())),
             }
@@ -175,6 +183,7 @@ impl RedbStore {
             txn.open_table(CHUNKS).map_err(e("opening the store"))?;
             txn.open_table(PEERS).map_err(e("opening the store"))?;
             txn.open_table(STATE).map_err(e("opening the store"))?;
+            txn.open_table(INDEX).map_err(e("opening the store"))?;
         }
         txn.commit().map_err(e("opening the store"))?;
         Ok(db)
@@ -210,6 +219,48 @@ impl RedbStore {
 }
 
 impl RedbStore {
+    /// Stores changed rows of `folder`'s disk index (`None`: removed) and
+    /// its write intents, without a disk sync (see [`Store::sync`]).
+    pub fn put_index(&mut self, folder: &str, rows: &[(String, Option<Vec<u8>>)], intents: &[u8]) -> Result<(), StoreError> {
+        self.write("saving the disk index", false, |txn| {
+            let mut t = txn.open_table(INDEX)?;
+            for (path, row) in rows {
+                match row {
+                    Some(r) => t.insert((folder, path.as_str()), r.as_slice())?,
+                    None => t.remove((folder, path.as_str()))?,
+                };
+            }
+            let mut state = txn.open_table(STATE)?;
+            state.insert(format!("index-intents/{folder}").as_str(), intents)?;
+            // The whole-index form of format 1, replaced by the rows.
+            state.remove(format!("index/{folder}").as_str())?;
+            Ok(())
+        })
+    }
+
+    /// `folder`'s disk index as stored (see [`StoredIndex`]).
+    pub fn index(&self, folder: &str) -> Result<StoredIndex, StoreError> {
+        let what = "reading the disk index";
+        if let Some(whole) = self.get_state(&format!("index/{folder}"))? {
+            return Ok(StoredIndex::Whole(whole));
+        }
+        let txn = self.db()?.begin_read().map_err(e(what))?;
+        let t = txn.open_table(INDEX).map_err(e(what))?;
+        let mut rows = Vec::new();
+        for r in t.range((folder, "")..).map_err(e(what))? {
+            let (k, v) = r.map_err(e(what))?;
+            let (f, path) = k.value();
+            if f != folder {
+                break;
+            }
+            rows.push((path.to_owned(), v.value().to_vec()));
+        }
+        drop(t);
+        drop(txn);
+        let intents = self.get_state(&format!("index-intents/{folder}"))?;
+        Ok(StoredIndex::Rows { rows, intents })
+    }
+
     /// The folders that have change batches here.
     pub fn folders(&self) -> Result<Vec<String>, StoreError> {
         let txn = self.db()?.begin_read().map_err(e("listing folders"))?;
@@ -354,6 +405,19 @@ impl Store for RedbStore {
         // An immediate commit makes every earlier commit durable.
         self.write("syncing", true, |_| Ok(()))
     }
+}
+
+/// A folder's disk index as the store holds it.
+pub enum StoredIndex {
+    /// One row per path, and the write intents.
+    Rows {
+        /// (path, row) in path order.
+        rows: Vec<(String, Vec<u8>)>,
+        /// The write intents of new files.
+        intents: Option<Vec<u8>>,
+    },
+    /// The whole index in one value (stores of format 1).
+    Whole(Vec<u8>),
 }
 
 #[cfg(test)]

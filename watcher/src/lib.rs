@@ -13,6 +13,7 @@
 
 pub mod diff;
 pub mod ignore;
+mod index;
 pub mod live;
 pub mod root;
 pub mod scan;
@@ -21,9 +22,8 @@ pub mod write;
 
 use std::path::Path;
 
-pub use scan::{
-    scan, scan_scoped, scan_with_progress, take_in_bytes, Index, Known, ScanProgress, ScanReport, GONE_WAIT, UNSEEN_WRITE,
-};
+pub use index::{Files, Index, Known, Stat};
+pub use scan::{scan, scan_scoped, scan_with_progress, take_in_bytes, ScanProgress, ScanReport, GONE_WAIT, UNSEEN_WRITE};
 pub use write::{write_back, write_back_with, Dirty, WriteReport};
 
 /// Why a scan or write-back failed.

@@ -11,8 +11,8 @@
 //! was last updated (`base`), so they merge with remote changes that
 //! arrived meanwhile instead of undoing them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use fsync_core::EventId;
 
 use crate::diff::text_edits;
 use crate::ignore::Ignore;
+use crate::index::{Index, Known, Stat, Written};
 use crate::similar;
 use crate::WatchError;
 
@@ -38,62 +39,6 @@ pub const TEXT_MAX: u64 = 4 << 20;
 /// [`ScanReport::unreadable`], beside paths that cannot be read now).
 pub const NOT_SYNCED: &str = "not synced";
 
-/// What the index remembers of one path: the entry shown there, the disk
-/// metadata when it was last read or written, and the entry's version then.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Known {
-    /// The entry.
-    pub id: EntryId,
-    /// File, directory or link.
-    pub kind: Kind,
-    /// Disk metadata at that time.
-    pub stat: Stat,
-    /// The entry's version matching the disk content.
-    pub base: Vec<EventId>,
-    /// A write-back about to replace this path: if the path holds inode
-    /// `.0`, the write landed and the disk holds version `.1` (the index
-    /// update after it may have been lost in a crash).
-    pub staged: Option<(u64, Vec<EventId>)>,
-    /// When our write-back last landed at this path, within the last
-    /// [`UNSEEN_WRITE`]; in memory only. A file found cut short of what we
-    /// wrote a moment ago is looked at once more before it is taken in (a
-    /// rewrite caught half way). A save is taken as made on what the disk
-    /// held (`base`); the one other thing it may have been made on is what
-    /// a write that raced ours left in the displaced file (see
-    /// [`Written::raced`]).
-    pub(crate) written: Option<Written>,
-}
-
-/// See [`Known::written`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Written {
-    /// When the last write landed.
-    pub(crate) at: Instant,
-    /// A program was writing the file as ours landed: the version of what
-    /// it had written into the displaced file (taken in). A program that
-    /// read that file before the exchange and writes after it writes on
-    /// this version, not on ours: a save is taken as made on whichever of
-    /// the two it is the smaller edit of (ours on a tie).
-    pub(crate) raced: Option<Vec<EventId>>,
-}
-
-impl Written {
-    /// A write that landed now.
-    pub(crate) fn now() -> Written {
-        Written { at: Instant::now(), raced: None }
-    }
-
-    /// A write that landed now, displacing a write made on `raced`.
-    pub(crate) fn after_race(raced: Vec<EventId>) -> Written {
-        Written { at: Instant::now(), raced: Some(raced) }
-    }
-
-    /// True while the write is recent (see [`UNSEEN_WRITE`]).
-    pub(crate) fn recent(&self) -> bool {
-        self.at.elapsed() < UNSEEN_WRITE
-    }
-}
-
 /// How long a scoped scan waits before it takes a path gone for deleted:
 /// the other half of a move may come in a later batch of events (seed 261
 /// of the directory-operations workload: 55 ms later, after a write-back
@@ -106,211 +51,6 @@ pub const GONE_WAIT: Duration = Duration::from_millis(150);
 /// how long the old name of a file a write-back moved is remembered (see
 /// [`Index::moved_away`]).
 pub const UNSEEN_WRITE: Duration = Duration::from_secs(2);
-
-/// The metadata that tells whether a path changed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Stat {
-    /// Inode.
-    pub ino: u64,
-    /// Size in bytes.
-    pub size: u64,
-    /// Modification time, ns.
-    pub mtime: i64,
-    /// Change time, ns.
-    pub ctime: i64,
-    /// Executable bit (owner).
-    pub exec: bool,
-}
-
-impl Stat {
-    pub(crate) fn of(m: &std::fs::Metadata) -> Stat {
-        Stat {
-            ino: m.ino(),
-            size: m.len(),
-            mtime: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-            ctime: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
-            // Only a regular file has an executable bit we sync (a
-            // symlink's mode is always 0777, a directory's is searchable).
-            exec: m.is_file() && m.permissions().mode() & 0o100 != 0,
-        }
-    }
-}
-
-/// Path (relative, `/`-separated) to what was last seen there.
-#[derive(Clone, Debug, Default)]
-pub struct Index {
-    /// The paths.
-    pub files: BTreeMap<String, Known>,
-    /// Paths a scoped scan found gone and did not delete yet, and since
-    /// when (see [`ScanReport::deferred`]); kept in memory only.
-    deferred: BTreeMap<String, Instant>,
-    /// Paths found mid-write by the last scan of them, and left for the
-    /// next; in memory only.
-    busy: BTreeSet<String>,
-    /// New files a write-back is about to put where the index has nothing
-    /// (a peer's new file): path -> (entry, inode of our file, version).
-    /// Saved with the intents, like [`Known::staged`]: after a crash that
-    /// lost the index update, the file found there is ours, not a second
-    /// file created here.
-    pub(crate) new_intents: BTreeMap<String, (EntryId, u64, Vec<EventId>)>,
-    /// Files a write-back just moved away (a peer's rename): old path ->
-    /// (entry, when, the version the disk held). In memory only. A program
-    /// that read the file before the move may save it to the old path: that
-    /// save is an edit of the moved file, not a second file (CONTRACT: file
-    /// edited on one node, renamed on another).
-    pub(crate) moved_away: BTreeMap<String, (EntryId, Instant, Vec<EventId>)>,
-    /// Renames the kernel reported, not scanned yet: new path -> (old
-    /// path, when). In memory only (see [`Index::renamed`]).
-    renamed: BTreeMap<String, (String, Instant)>,
-}
-
-const INDEX_MAGIC: &[u8] = b"FSIX";
-const INDEX_VERSION: u64 = 3;
-
-impl Index {
-    /// The kernel reported a rename of `from` to `to` (inotify's pair of
-    /// events for one `rename`). The scan takes a new file at `to` for the
-    /// file known at `from` even with another inode and other content: a
-    /// save through a temp file just before the move leaves nothing else to
-    /// link them (a binary file shares no lines). Renames in a row are one.
-    pub fn renamed(&mut self, from: String, to: String) {
-        self.renamed.retain(|_, (_, at)| at.elapsed() < UNSEEN_WRITE);
-        let origin = self.renamed.remove(&from).map_or(from, |(o, _)| o);
-        if origin != to {
-            self.renamed.insert(to, (origin, Instant::now()));
-        }
-    }
-
-    /// The index as bytes, to keep in the store: without it, a restarted
-    /// node could not tell a file deleted while it was stopped from one it
-    /// has not written yet.
-    pub fn encode(&self) -> Vec<u8> {
-        use fsync_core::encoding::Writer;
-        let mut w = Writer::new();
-        w.raw(INDEX_MAGIC);
-        w.varint(INDEX_VERSION);
-        w.usize(self.files.len());
-        for (path, k) in &self.files {
-            w.str(path);
-            w.raw(&k.id.0.agent.0);
-            w.varint(k.id.0.seq);
-            w.u8(match k.kind {
-                Kind::File => 0,
-                Kind::Dir => 1,
-                Kind::Symlink => 2,
-            });
-            w.varint(k.stat.ino);
-            w.varint(k.stat.size);
-            w.signed(k.stat.mtime);
-            w.signed(k.stat.ctime);
-            w.u8(k.stat.exec as u8);
-            let ids = |w: &mut Writer, v: &[EventId]| {
-                w.usize(v.len());
-                for b in v {
-                    w.raw(&b.agent.0);
-                    w.varint(b.seq);
-                }
-            };
-            ids(&mut w, &k.base);
-            match &k.staged {
-                Some((ino, v)) => {
-                    w.u8(1);
-                    w.varint(*ino);
-                    ids(&mut w, v);
-                }
-                None => w.u8(0),
-            }
-        }
-        w.usize(self.new_intents.len());
-        for (path, (id, ino, v)) in &self.new_intents {
-            w.str(path);
-            w.raw(&id.0.agent.0);
-            w.varint(id.0.seq);
-            w.varint(*ino);
-            w.usize(v.len());
-            for b in v {
-                w.raw(&b.agent.0);
-                w.varint(b.seq);
-            }
-        }
-        w.into_bytes()
-    }
-
-    /// Reads what [`Index::encode`] wrote.
-    pub fn decode(bytes: &[u8]) -> Result<Index, fsync_core::encoding::DecodeError> {
-        use fsync_core::encoding::{DecodeError, Reader};
-        use fsync_core::AgentId;
-        let mut r = Reader::new(bytes);
-        r.magic(INDEX_MAGIC, "disk index")?;
-        let v = r.varint()?;
-        // Version 1 lacks write intents, version 2 those of new files.
-        if !(1..=INDEX_VERSION).contains(&v) {
-            return Err(DecodeError::UnsupportedVersion(v));
-        }
-        let id = |r: &mut Reader<'_>| -> Result<EventId, DecodeError> {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(r.raw(16)?);
-            Ok(EventId { agent: AgentId(a), seq: r.varint()? })
-        };
-        let mut index = Index::default();
-        for _ in 0..r.count(20)? {
-            let path = r.str()?.to_owned();
-            let entry = EntryId(id(&mut r)?);
-            let kind = match r.u8()? {
-                0 => Kind::File,
-                1 => Kind::Dir,
-                2 => Kind::Symlink,
-                _ => return Err(DecodeError::Invalid("kind")),
-            };
-            let stat = Stat { ino: r.varint()?, size: r.varint()?, mtime: r.signed()?, ctime: r.signed()?, exec: r.u8()? != 0 };
-            let ids = |r: &mut Reader<'_>| -> Result<Vec<EventId>, DecodeError> {
-                let mut v = Vec::new();
-                for _ in 0..r.count(17)? {
-                    v.push(id(r)?);
-                }
-                Ok(v)
-            };
-            let base = ids(&mut r)?;
-            let staged = match if v == 1 { 0 } else { r.u8()? } {
-                0 => None,
-                1 => Some((r.varint()?, ids(&mut r)?)),
-                _ => return Err(DecodeError::Invalid("staged")),
-            };
-            index.files.insert(path, Known { id: entry, kind, stat, base, staged, written: None });
-        }
-        if v >= 3 {
-            for _ in 0..r.count(20)? {
-                let path = r.str()?.to_owned();
-                let entry = EntryId(id(&mut r)?);
-                let ino = r.varint()?;
-                let mut version = Vec::new();
-                for _ in 0..r.count(17)? {
-                    version.push(id(&mut r)?);
-                }
-                index.new_intents.insert(path, (entry, ino, version));
-            }
-        }
-        r.finish()?;
-        Ok(index)
-    }
-
-    /// True when a scan found `path` gone and waits for a second look
-    /// before it counts as deleted (see [`GONE_WAIT`]).
-    pub(crate) fn waiting(&self, path: &str) -> bool {
-        self.deferred.contains_key(path)
-    }
-
-    /// Moves every key at or below `from` to `to`.
-    fn rekey(&mut self, from: &str, to: &str) {
-        let prefix = format!("{from}/");
-        let keys: Vec<String> = self.files.keys().filter(|k| *k == from || k.starts_with(&prefix)).cloned().collect();
-        for k in keys {
-            if let Some(v) = self.files.remove(&k) {
-                self.files.insert(format!("{to}{}", &k[from.len()..]), v);
-            }
-        }
-    }
-}
 
 /// What a scan did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -1105,7 +845,6 @@ fn scan_at(
     };
     // The index as far as this scan can see: the rest is left alone, and
     // so is what lies below a directory that could not be listed.
-    let mut outside = Index::default();
     let hidden: Vec<String> = unreadable.iter().map(|(p, _)| p.clone()).collect();
     // Paths ignored now are left as they are too: a path that became
     // ignored stops syncing here (it is not taken for deleted, nor for the
@@ -1117,16 +856,32 @@ fn scan_at(
                 || hidden.iter().any(|h| in_scope(k, Some(std::slice::from_ref(h))))
                 || ignore.ignored(k, dir))
     };
-    let keys: Vec<String> =
-        index.files.iter().filter(|(k, v)| unseen(k, v.kind == Kind::Dir)).map(|(k, _)| k.clone()).collect();
-    for k in keys {
-        if let Some(v) = index.files.remove(&k) {
-            outside.files.insert(k, v);
+    let seen = |k: &str, v: &Known| !unseen(k, v.kind == Kind::Dir);
+    let inside = match scope {
+        None => index.files.take_out(seen),
+        // The known paths in scope (found by range: the work is the
+        // scope's) and those the walk saw (the parents of the scope).
+        Some(sc) => {
+            let mut keys: Vec<String> = Vec::new();
+            for s in sc {
+                let below = format!("{s}/");
+                keys.extend(index.files.get_key_value(s.as_str()).map(|(k, _)| k.clone()));
+                keys.extend(
+                    index.files.range(below.clone()..).take_while(|(k, _)| k.starts_with(&below)).map(|(k, _)| k.clone()),
+                );
+            }
+            keys.extend(disk.keys().filter(|k| index.files.contains_key(*k)).cloned());
+            keys.sort();
+            keys.dedup();
+            keys.retain(|k| index.files.get(k).is_some_and(|v| seen(k, v)));
+            index.files.take_keys(keys)
         }
-    }
+    };
+    let outside = std::mem::replace(&mut index.files, inside);
     tracing::trace!(scope = ?scope, "scan");
     let result = scan_inner(root, folder, chunks, index, disk, now, progress);
-    index.files.append(&mut outside.files);
+    let inside = std::mem::replace(&mut index.files, outside);
+    index.files.absorb(inside);
     // The scan took in the files of the new-file intents in scope (or
     // found them known otherwise). Of the rest, those with no file never
     // landed; one it could not read keeps its intent for the scan that can.

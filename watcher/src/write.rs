@@ -23,7 +23,7 @@ use fsync_core::chunks::{assemble, ChunkStore};
 use fsync_core::folder::{Content, EntryId, Folder, Kind};
 
 use crate::ignore::{Ignore, TEMP_PREFIX};
-use crate::scan::{Index, Known, Stat};
+use crate::index::{Index, Known, Stat};
 use crate::WatchError;
 
 /// What a write-back did.
@@ -440,7 +440,7 @@ pub fn write_back_with(
     folder: &mut Folder,
     chunks: &mut dyn ChunkStore,
     index: &mut Index,
-    intents: &mut dyn FnMut(&Index) -> Result<(), String>,
+    intents: &mut dyn FnMut(&mut Index) -> Result<(), String>,
 ) -> Result<WriteReport, WatchError> {
     write_back_in(root, folder, chunks, index, intents, &Ignore::load(root), None)
 }
@@ -478,7 +478,7 @@ impl Dirty {
         folder: &mut Folder,
         chunks: &mut dyn ChunkStore,
         index: &mut Index,
-        intents: &mut dyn FnMut(&Index) -> Result<(), String>,
+        intents: &mut dyn FnMut(&mut Index) -> Result<(), String>,
     ) -> Result<WriteReport, WatchError> {
         let ignore = Ignore::load(root);
         if ignore.digest() != self.rules {
@@ -514,7 +514,7 @@ fn write_back_in(
     folder: &mut Folder,
     chunks: &mut dyn ChunkStore,
     index: &mut Index,
-    intents: &mut dyn FnMut(&Index) -> Result<(), String>,
+    intents: &mut dyn FnMut(&mut Index) -> Result<(), String>,
     ignore: &Ignore,
     scope: Option<&HashSet<EntryId>>,
 ) -> Result<WriteReport, WatchError> {
@@ -541,11 +541,7 @@ fn write_back_in(
     // disk held before writes a while ago.
     index.moved_away.retain(|_, m| m.1.elapsed() < crate::scan::UNSEEN_WRITE);
     if scope.is_none() {
-        for k in index.files.values_mut() {
-            if k.written.as_ref().is_some_and(|w| !w.recent()) {
-                k.written = None;
-            }
-        }
+        index.files.forget_old_writes();
     }
     // Renames first: an entry the index knows at another path moves on disk
     // (keeping its inode), if that path is untouched.
@@ -1014,7 +1010,7 @@ fn land_batch(
     chunks: &mut dyn ChunkStore,
     index: &mut Index,
     report: &mut WriteReport,
-    intents: &mut dyn FnMut(&Index) -> Result<(), String>,
+    intents: &mut dyn FnMut(&mut Index) -> Result<(), String>,
 ) -> Result<(), WatchError> {
     if batch.is_empty() {
         return Ok(());
@@ -1063,7 +1059,7 @@ fn land_batch(
                 continue;
             }
         };
-        let mut written = crate::scan::Written::now();
+        let mut written = crate::index::Written::now();
         if let Replaced::Raced(bytes, _, displaced) = r {
             report.displaced.extend(displaced);
             // A write slipped in (into the old file, or a new file renamed
@@ -1074,7 +1070,7 @@ fn land_batch(
             if let Some(k) = p.known.as_ref() {
                 let exec = folder.state(p.id).map_or(k.stat.exec, |s| s.exec);
                 let raced = crate::scan::take_in_bytes(folder, chunks, p.id, &k.base, bytes, exec, now_ms())?;
-                written = crate::scan::Written::after_race(raced);
+                written = crate::index::Written::after_race(raced);
             }
             // The index records what we wrote (so the merge is written
             // next round, and nothing is read back twice).
@@ -1145,7 +1141,7 @@ mod tests {
         let durable = folder.clone();
         let mut saved_index = None;
         let target = root.join("f.txt");
-        let mut intents = |i: &Index| -> Result<(), String> {
+        let mut intents = |i: &mut Index| -> Result<(), String> {
             saved_index = Some(i.encode());
             let mut f = std::fs::OpenOptions::new().append(true).open(&target).map_err(|e| e.to_string())?;
             f.write_all(b"mine\n").map_err(|e| e.to_string())
@@ -1171,7 +1167,7 @@ mod tests {
         write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
         folder.set_text(g, "peer\none\n", 2).expect("text");
         let target = root.join("d/g.txt");
-        let mut intents = |_: &Index| -> Result<(), String> {
+        let mut intents = |_: &mut Index| -> Result<(), String> {
             let mut f = std::fs::OpenOptions::new().append(true).open(&target).map_err(|e| e.to_string())?;
             f.write_all(b"mine\n").map_err(|e| e.to_string())
         };
@@ -1485,7 +1481,7 @@ mod tests {
         let durable = folder.clone();
         let mut saved_index = None;
         let target = root.join("f.txt");
-        let mut intents = |i: &Index| -> Result<(), String> {
+        let mut intents = |i: &mut Index| -> Result<(), String> {
             if saved_index.is_none() {
                 let mut f = std::fs::OpenOptions::new().append(true).open(&target).map_err(|e| e.to_string())?;
                 f.write_all(b"mine\n").map_err(|e| e.to_string())?;
@@ -1513,7 +1509,7 @@ mod tests {
         let (root, mut folder, mut chunks, mut index, id) = one_file_written("fsync-write-unit-rmw");
         folder.set_text(id, "peer\none\n", 2).expect("text");
         let target = root.join("f.txt");
-        let mut intents = |_: &Index| -> Result<(), String> {
+        let mut intents = |_: &mut Index| -> Result<(), String> {
             let mut f = std::fs::OpenOptions::new().append(true).open(&target).map_err(|e| e.to_string())?;
             f.write_all(b"mine\n").map_err(|e| e.to_string())
         };
@@ -1553,7 +1549,7 @@ mod tests {
     #[test]
     fn what_our_writes_replaced_is_forgotten_after_its_window() {
         let (root, mut folder, mut chunks, mut index, _) = one_file_written("fsync-write-unit");
-        assert!(index.files["f.txt"].written.as_ref().is_some_and(crate::scan::Written::recent));
+        assert!(index.files["f.txt"].written.as_ref().is_some_and(crate::index::Written::recent));
         let long_ago = std::time::Instant::now().checked_sub(crate::scan::UNSEEN_WRITE).expect("uptime");
         if let Some(w) = index.files.get_mut("f.txt").and_then(|k| k.written.as_mut()) {
             w.at = long_ago;

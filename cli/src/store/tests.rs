@@ -255,8 +255,8 @@ fn a_folder_saved_and_loaded_through_the_store() {
     saver.save("docs", &f, &mut store).expect("save");
     store.sync().expect("sync");
     store.set_peer_version("peer", "docs", f.version_vector()).expect("peer");
-    store.put_state("index/docs", b"disk index").expect("state");
-    store.put_state("index/docs", b"disk index, newer").expect("state");
+    store.put_state("snap/docs", b"state").expect("state");
+    store.put_state("snap/docs", b"state, newer").expect("state");
     store.sync().expect("sync");
     let mut rng = StdRng::seed_from_u64(1);
     let store = disk.power_cut(store, &mut rng);
@@ -264,8 +264,8 @@ fn a_folder_saved_and_loaded_through_the_store() {
     let id2 = back.tree().lookup("docs/a.txt").expect("file").id;
     assert_eq!(back.doc(id2).map(|d| d.text()).as_deref(), Some("hello world"));
     assert_eq!(store.peer_version("peer", "docs").expect("read").as_ref(), Some(f.version_vector()));
-    assert_eq!(store.get_state("index/docs").expect("read").as_deref(), Some(&b"disk index, newer"[..]));
-    assert_eq!(store.get_state("index/other").expect("read"), None);
+    assert_eq!(store.get_state("snap/docs").expect("read").as_deref(), Some(&b"state, newer"[..]));
+    assert_eq!(store.get_state("snap/other").expect("read"), None);
     let h = ChunkHash::of(b"c");
     let mut store = store;
     store.put_chunk(h, b"c").expect("put");
@@ -485,4 +485,26 @@ fn chunks_are_read_from_another_thread_and_after_a_failure_reopens_the_store() {
     store.sync().expect("sync");
     assert_eq!(source.read(&ha), Some(a), "the reader follows the reopened store");
     assert_eq!(source.read(&hb), Some(b));
+}
+
+/// A save writes the rows of the paths that changed; a whole index of
+/// format 1 is read, then replaced by rows.
+#[test]
+fn the_disk_index_is_kept_as_rows_per_path_and_a_whole_index_is_read_once() {
+    let disk = FaultDisk::default();
+    let mut store = disk.open();
+    store.put_state("index/docs", b"whole").expect("state");
+    assert!(matches!(store.index("docs").expect("read"), StoredIndex::Whole(b) if b == b"whole"));
+    let rows = vec![("a".to_owned(), Some(b"ra".to_vec())), ("b/c".to_owned(), Some(b"rc".to_vec()))];
+    store.put_index("docs", &rows, b"i1").expect("put");
+    store.put_index("doc", &[("z".to_owned(), Some(b"other folder".to_vec()))], b"").expect("put");
+    store.put_index("docs", &[("a".to_owned(), None), ("d".to_owned(), Some(b"rd".to_vec()))], b"i2").expect("put");
+    match store.index("docs").expect("read") {
+        StoredIndex::Rows { rows, intents } => {
+            assert_eq!(rows, vec![("b/c".to_owned(), b"rc".to_vec()), ("d".to_owned(), b"rd".to_vec())]);
+            assert_eq!(intents.as_deref(), Some(&b"i2"[..]));
+        }
+        StoredIndex::Whole(_) => panic!("the whole index was replaced"),
+    }
+    assert!(matches!(store.index("none").expect("read"), StoredIndex::Rows { rows, intents: None } if rows.is_empty()));
 }
