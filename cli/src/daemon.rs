@@ -84,9 +84,6 @@ struct Local {
     debounce: Debouncer,
     /// The last scan failed: the retry scans everything again.
     rescan: bool,
-    /// The index's write intents as last saved (unchanged: not written
-    /// again).
-    intents_saved: Option<Vec<u8>>,
     /// Saved events when the texts were last snapshotted, or at start (see
     /// [`SNAPSHOT_EVERY`]), and whether the next save must snapshot (at
     /// shutdown, always: an older store may have none).
@@ -725,7 +722,6 @@ fn open_folder(
         durable,
         debounce: Debouncer::new(QUIET_MS, MAX_WAIT_MS),
         rescan: start_error.is_some(),
-        intents_saved: None,
         snapshot_events,
         snapshot_now: false,
         unreadable: BTreeMap::new(),
@@ -931,7 +927,7 @@ impl Daemon {
                         // Intents are saved before files are replaced: see
                         // `write_back_with`.
                         let mut intents = |index: &mut Index| -> Result<(), String> {
-                            put_index(&name, index, store).and_then(|()| store.sync()).map_err(|e| e.to_string())
+                            put_index(&name, index, store).and_then(|_| store.sync()).map_err(|e| e.to_string())
                         };
                         let mut report = l.dirty.write_back(&l.root, &mut s.folder, &mut s.chunks, &mut l.index, &mut intents);
                         // The index, as written, and what raced writes brought.
@@ -1054,7 +1050,6 @@ impl Daemon {
             Err(e) => {
                 l.saver = l.durable.clone();
                 l.index.touch_all();
-                l.intents_saved = None;
                 self.store_error = Some(format!("{e:#}"));
                 self.fail("cannot save changes to the store", &e);
             }
@@ -1287,11 +1282,7 @@ fn write_unsynced(l: &mut Local, s: &FolderState, store: &mut RedbStore) -> Resu
         wrote = true;
     }
     let fresh: Vec<ChunkHash> = fresh.into_iter().map(|(h, _)| h).collect();
-    if l.index.has_touched() || l.intents_saved.as_ref() != Some(&l.index.intents()) {
-        put_index(&l.name, &mut l.index, store)?;
-        l.intents_saved = Some(l.index.intents());
-        wrote = true;
-    }
+    wrote |= put_index(&l.name, &mut l.index, store)?;
     let events: u64 = l.saver.saved().values().sum();
     if l.snapshot_now || events >= l.snapshot_events + SNAPSHOT_EVERY {
         fsync_core::store::save_snapshot(&l.name, &s.folder, store)?;
@@ -1303,14 +1294,18 @@ fn write_unsynced(l: &mut Local, s: &FolderState, store: &mut RedbStore) -> Resu
 }
 
 /// Stores what changed in a folder's disk index, without a disk sync;
-/// after a failure every row counts as changed again.
-fn put_index(name: &str, index: &mut Index, store: &mut RedbStore) -> Result<(), fsync_core::store::StoreError> {
-    let rows = index.take_touched();
-    let r = store.put_index(name, &rows, &index.intents());
+/// returns whether anything was written. After a failure everything counts
+/// as changed again.
+fn put_index(name: &str, index: &mut Index, store: &mut RedbStore) -> Result<bool, fsync_core::store::StoreError> {
+    let unsaved = index.take_unsaved();
+    if unsaved.is_empty() {
+        return Ok(false);
+    }
+    let r = store.put_index(name, &unsaved.rows, unsaved.intents.as_deref());
     if r.is_err() {
         index.touch_all();
     }
-    r
+    r.map(|()| true)
 }
 
 /// A folder can be mounted when it is shared, and the mount point is not

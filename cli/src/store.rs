@@ -220,8 +220,14 @@ impl RedbStore {
 
 impl RedbStore {
     /// Stores changed rows of `folder`'s disk index (`None`: removed) and
-    /// its write intents, without a disk sync (see [`Store::sync`]).
-    pub fn put_index(&mut self, folder: &str, rows: &[(String, Option<Vec<u8>>)], intents: &[u8]) -> Result<(), StoreError> {
+    /// its write intents if given, without a disk sync (see
+    /// [`Store::sync`]).
+    pub fn put_index(
+        &mut self,
+        folder: &str,
+        rows: &[(String, Option<Vec<u8>>)],
+        intents: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
         self.write("saving the disk index", false, |txn| {
             let mut t = txn.open_table(INDEX)?;
             for (path, row) in rows {
@@ -231,7 +237,9 @@ impl RedbStore {
                 };
             }
             let mut state = txn.open_table(STATE)?;
-            state.insert(format!("index-intents/{folder}").as_str(), intents)?;
+            if let Some(intents) = intents {
+                state.insert(format!("index-intents/{folder}").as_str(), intents)?;
+            }
             // The whole-index form of format 1, replaced by the rows.
             state.remove(format!("index/{folder}").as_str())?;
             Ok(())

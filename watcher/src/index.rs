@@ -1,6 +1,6 @@
 //! The disk index: what this node last saw or wrote at each path, so a
 //! scan reads only what changed and a write-back never clobbers an edit it
-//! has not seen. Saved as one row per path ([`Index::take_touched`]), so a
+//! has not seen. Saved as one row per path ([`Index::take_unsaved`]), so a
 //! save costs the paths that changed, not the folder.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -123,6 +123,25 @@ pub struct Index {
     /// Renames the kernel reported, not scanned yet: new path -> (old
     /// path, when). In memory only (see [`Index::renamed`]).
     pub(crate) renamed: BTreeMap<String, (String, Instant)>,
+    /// The write intents as [`Index::take_unsaved`] last gave them out
+    /// (none: not given out since loading or [`Index::touch_all`]).
+    intents_given: Option<Vec<u8>>,
+}
+
+/// What changed in an index since it was last given out for storing.
+#[derive(Debug, Default)]
+pub struct Unsaved {
+    /// (path, row): the rows to put, `None` for paths removed.
+    pub rows: Vec<(String, Option<Vec<u8>>)>,
+    /// The write intents, when they changed.
+    pub intents: Option<Vec<u8>>,
+}
+
+impl Unsaved {
+    /// True when there is nothing to store.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.intents.is_none()
+    }
 }
 
 use fsync_core::encoding::{DecodeError, Reader, Writer};
@@ -144,7 +163,7 @@ impl Index {
         }
     }
 
-    /// The whole index as bytes (see [`Index::take_touched`] for the form
+    /// The whole index as bytes (see [`Index::take_unsaved`] for the form
     /// a store keeps): without it, a restarted node could not tell a file
     /// deleted while it was stopped from one it has not written yet.
     pub fn encode(&self) -> Vec<u8> {
@@ -182,12 +201,13 @@ impl Index {
         Ok(index)
     }
 
-    /// The paths changed since the last call, each with its row to store
-    /// (`None`: removed). A store that keeps these rows, and
-    /// [`Index::intents`] beside them, has the index.
-    pub fn take_touched(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
+    /// What changed since the last call: the rows of the paths that
+    /// changed and the write intents if they did. A store that keeps these
+    /// (rows by path, beside them the intents) has the index
+    /// ([`Index::from_rows`]).
+    pub fn take_unsaved(&mut self) -> Unsaved {
         let touched = std::mem::take(&mut self.files.touched);
-        touched
+        let rows = touched
             .into_iter()
             .map(|p| {
                 let row = self.files.map.get(&p).map(|k| {
@@ -198,31 +218,26 @@ impl Index {
                 });
                 (p, row)
             })
-            .collect()
-    }
-
-    /// True when a path changed since [`Index::take_touched`].
-    pub fn has_touched(&self) -> bool {
-        !self.files.touched.is_empty()
-    }
-
-    /// Every path counts as changed (after a save that failed: what it
-    /// took may not be stored).
-    pub fn touch_all(&mut self) {
-        self.files.touched = self.files.map.keys().cloned().collect();
-    }
-
-    /// The write intents of new files (see [`Index::new_intents`]), to
-    /// store beside the rows.
-    pub fn intents(&self) -> Vec<u8> {
+            .collect();
         let mut w = Writer::new();
         w.varint(INDEX_VERSION);
         write_intents(&mut w, &self.new_intents);
-        w.into_bytes()
+        let intents = w.into_bytes();
+        let intents = (self.intents_given.as_ref() != Some(&intents)).then(|| {
+            self.intents_given = Some(intents.clone());
+            intents
+        });
+        Unsaved { rows, intents }
     }
 
-    /// The index from stored rows (path, row of [`Index::take_touched`])
-    /// and intents ([`Index::intents`]).
+    /// Everything counts as changed (after a store that failed: what was
+    /// given out may not be stored).
+    pub fn touch_all(&mut self) {
+        self.files.touched = self.files.map.keys().cloned().collect();
+        self.intents_given = None;
+    }
+
+    /// The index from stored rows and intents (see [`Index::take_unsaved`]).
     pub fn from_rows(rows: impl IntoIterator<Item = (String, Vec<u8>)>, intents: Option<&[u8]>) -> Result<Index, DecodeError> {
         let mut index = Index::default();
         for (path, row) in rows {
@@ -243,6 +258,7 @@ impl Index {
             }
             index.new_intents = read_intents(&mut r)?;
             r.finish()?;
+            index.intents_given = Some(bytes.to_vec());
         }
         Ok(index)
     }
@@ -266,7 +282,7 @@ impl Index {
 }
 
 /// An index's paths, and which of them changed since they were last
-/// stored (see [`Index::take_touched`]). Reads go to the map itself.
+/// stored (see [`Index::take_unsaved`]). Reads go to the map itself.
 #[derive(Clone, Debug, Default)]
 pub struct Files {
     map: BTreeMap<String, Known>,
@@ -452,17 +468,22 @@ mod tests {
         index.files.insert("b".into(), known(2, 20));
         index.new_intents.insert("n".into(), (EntryId(EventId { agent: AgentId::from_index(2), seq: 9 }), 99, Vec::new()));
         let mut stored: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut intents_stored = None;
         let mut save = |index: &mut Index| {
-            let rows = index.take_touched();
-            for (p, row) in &rows {
+            let u = index.take_unsaved();
+            for (p, row) in &u.rows {
                 match row {
                     Some(r) => stored.insert(p.clone(), r.clone()),
                     None => stored.remove(p),
                 };
             }
-            rows.len()
+            let n = u.rows.len() + usize::from(u.intents.is_some());
+            if u.intents.is_some() {
+                intents_stored = u.intents;
+            }
+            n
         };
-        assert_eq!(save(&mut index), 2);
+        assert_eq!(save(&mut index), 3, "two rows and the intents");
         assert_eq!(save(&mut index), 0, "nothing changed");
         index.files.remove("a");
         if let Some(k) = index.files.get_mut("b") {
@@ -472,7 +493,11 @@ mod tests {
         let out = index.files.take_out(|p, _| p == "b");
         index.files.absorb(out);
         assert_eq!(save(&mut index), 2);
-        let back = Index::from_rows(stored.clone(), Some(&index.intents())).expect("rows");
+        index.new_intents.clear();
+        assert_eq!(save(&mut index), 1, "the intents changed");
+        index.touch_all();
+        assert_eq!(save(&mut index), 2, "after a failed store: everything again");
+        let back = Index::from_rows(stored.clone(), intents_stored.as_deref()).expect("rows");
         assert_eq!(back.files.keys().collect::<Vec<_>>(), vec!["b"]);
         assert_eq!(back.files.get("b"), index.files.get("b"));
         assert_eq!(back.new_intents, index.new_intents);

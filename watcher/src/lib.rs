@@ -22,7 +22,7 @@ pub mod write;
 
 use std::path::Path;
 
-pub use index::{Files, Index, Known, Stat};
+pub use index::{Files, Index, Known, Stat, Unsaved};
 pub use scan::{scan, scan_scoped, scan_with_progress, take_in_bytes, ScanProgress, ScanReport, GONE_WAIT, UNSEEN_WRITE};
 pub use write::{write_back, write_back_with, Dirty, WriteReport};
 

@@ -496,9 +496,9 @@ fn the_disk_index_is_kept_as_rows_per_path_and_a_whole_index_is_read_once() {
     store.put_state("index/docs", b"whole").expect("state");
     assert!(matches!(store.index("docs").expect("read"), StoredIndex::Whole(b) if b == b"whole"));
     let rows = vec![("a".to_owned(), Some(b"ra".to_vec())), ("b/c".to_owned(), Some(b"rc".to_vec()))];
-    store.put_index("docs", &rows, b"i1").expect("put");
-    store.put_index("doc", &[("z".to_owned(), Some(b"other folder".to_vec()))], b"").expect("put");
-    store.put_index("docs", &[("a".to_owned(), None), ("d".to_owned(), Some(b"rd".to_vec()))], b"i2").expect("put");
+    store.put_index("docs", &rows, Some(b"i1")).expect("put");
+    store.put_index("doc", &[("z".to_owned(), Some(b"other folder".to_vec()))], None).expect("put");
+    store.put_index("docs", &[("a".to_owned(), None), ("d".to_owned(), Some(b"rd".to_vec()))], Some(b"i2")).expect("put");
     match store.index("docs").expect("read") {
         StoredIndex::Rows { rows, intents } => {
             assert_eq!(rows, vec![("b/c".to_owned(), b"rc".to_vec()), ("d".to_owned(), b"rd".to_vec())]);
