@@ -448,9 +448,9 @@ pub fn write_back_with(
 /// Which entries the next write-back looks at: those changed since the
 /// last pass ([`Folder::take_changed`]), or every entry when the disk may
 /// be behind the folder elsewhere too: at first, after the ignore rules
-/// changed, and after a pass that failed, met local changes or waits for
-/// the scan. Entries a pass left unsettled ([`WriteReport::unsettled`])
-/// stay in view until the disk has them.
+/// changed, after a full rescan, and after a pass cut short by an error.
+/// Entries a pass left unsettled ([`WriteReport::unsettled`]: waiting for
+/// a scan, for chunks, failed) stay in view until the disk has them.
 #[derive(Debug)]
 pub struct Dirty {
     all: bool,
@@ -498,11 +498,11 @@ impl Dirty {
             Some(scope)
         };
         let r = write_back_in(root, folder, chunks, index, intents, &ignore, scope.as_ref());
+        // What waits for a scan, failed or raced is unsettled (and what the
+        // scan takes in is changed): only a pass cut short needs them all.
         match &r {
-            Ok(rep) if rep.needs_scan.is_empty() && rep.failed.is_empty() && rep.raced.is_empty() => {
-                self.carry.extend(rep.unsettled.iter().copied());
-            }
-            _ => self.all = true,
+            Ok(rep) => self.carry.extend(rep.unsettled.iter().copied()),
+            Err(_) => self.all = true,
         }
         r
     }
@@ -704,6 +704,7 @@ fn write_back_in(
                 .collect()
         }
     };
+    let to_remove: Vec<(String, EntryId)> = stale.iter().map(|(p, k)| (p.clone(), k.id)).collect();
     for (p, k) in stale {
         // Moved in the folder, but the move waits for the scan (see above):
         // the scan needs the old path to find where the user moved it.
@@ -875,17 +876,18 @@ fn write_back_in(
     land_batch(batch, folder, chunks, index, &mut report, intents)?;
     report.needs_scan.sort();
     report.needs_scan.dedup();
-    report.unsettled = unsettled(folder, index, &nodes, &by_id);
+    report.unsettled = unsettled(folder, index, &nodes, by_id.iter().chain(to_remove.iter().map(|(p, id)| (id, p))));
     Ok(report)
 }
 
-/// The entries of the pass (`nodes`, and the index's paths of the entries
-/// looked at, `by_id`) whose disk state is not the folder's yet.
-fn unsettled(
+/// The entries of the pass (`nodes`, and `known`: where the index had
+/// the entries looked at, and what it was to remove) whose disk state is
+/// not the folder's yet.
+fn unsettled<'a>(
     folder: &mut Folder,
     index: &Index,
     nodes: &[fsync_core::folder::Node],
-    by_id: &HashMap<EntryId, String>,
+    known: impl Iterator<Item = (&'a EntryId, &'a String)>,
 ) -> Vec<EntryId> {
     let mut out: Vec<EntryId> = Vec::new();
     for n in nodes {
@@ -904,7 +906,7 @@ fn unsettled(
         }
     }
     let tree = folder.tree();
-    for (id, p) in by_id {
+    for (id, p) in known {
         let still_there = index.files.get(p).is_some_and(|k| k.id == *id);
         if still_there && tree.path_of(*id) != Some(p.as_str()) {
             out.push(*id);
