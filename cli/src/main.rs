@@ -343,6 +343,20 @@ fn ask_daemon(home: &Home, request: &Request) -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// The store, to read while no daemon runs; or, when a daemon started
+/// after [`ask_daemon`] found none and holds the store now, its answer to
+/// `request`.
+fn open_store_or_ask(home: &Home, request: &Request) -> Result<Result<cli::store::RedbStore, Vec<u8>>> {
+    match cli::store::RedbStore::open(&home.store_path()) {
+        Ok(store) => Ok(Ok(store)),
+        Err(e) if daemon_holds_lock(home) => match ask_daemon(home, request)? {
+            Some(reply) => Ok(Err(reply)),
+            None => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Whether a daemon runs on the home (it holds `daemon.lock` while it runs).
 fn daemon_holds_lock(home: &Home) -> bool {
     std::fs::File::open(home.dir.join("daemon.lock")).is_ok_and(|f| f.try_lock().is_err())
@@ -359,7 +373,10 @@ fn query(home: &Home, path: &std::path::Path, request: impl FnOnce(String, Strin
     }
     // No daemon: read the store.
     let identity = home.identity()?;
-    let mut store = cli::store::RedbStore::open(&home.store_path())?;
+    let mut store = match open_store_or_ask(home, &request)? {
+        Ok(store) => store,
+        Err(reply) => return Ok(reply),
+    };
     let agent = cli::daemon::agent_of(identity.device_id());
     let mut f = fsync_core::store::load_folder(agent, &folder, &store)?;
     let devices = cli::query_devices(identity.device_id(), &config);
@@ -380,7 +397,10 @@ fn status(home: &Home, json: bool) -> Result<Vec<u8>> {
     let mut folders = Vec::new();
     let mut last_seen = Default::default();
     if home.store_path().exists() {
-        let mut store = cli::store::RedbStore::open(&home.store_path())?;
+        let mut store = match open_store_or_ask(home, &Request::Status { json })? {
+            Ok(store) => store,
+            Err(reply) => return Ok(reply),
+        };
         last_seen = cli::daemon::load_last_seen(&store);
         for f in &config.folders {
             let mut folder = fsync_core::store::load_folder(agent, &f.name, &store)?;

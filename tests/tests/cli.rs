@@ -309,3 +309,31 @@ fn hostile_arguments_to_every_command_are_answered_without_a_panic() {
     });
     assert!(!n.log().contains("panicked"), "{}", n.log_tail(30));
 }
+
+/// `status` asked at the very moment a daemon starts: it found no daemon
+/// yet, then the daemon took the store. It is answered (by the daemon),
+/// not refused with "in use by another fsync process".
+#[test]
+fn status_asked_as_the_daemon_starts_is_answered() {
+    let n = slow_to_start("status-race", 200);
+    n.ok(&["status"]);
+    for round in 0..8 {
+        let askers: Vec<std::process::Child> = (0..4)
+            .map(|_| {
+                n.command()
+                    .args(["status", "--json"])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("status")
+            })
+            .collect();
+        let d = n.start(free_port());
+        for a in askers {
+            let out = a.wait_with_output().expect("status ends");
+            assert!(out.status.success(), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        eventually("the daemon up", 20, || n.status()["running"] == true);
+        assert_eq!(d.stop(), Some(0), "{}", n.log());
+    }
+}

@@ -41,7 +41,7 @@ impl Node {
     }
 
     /// `fsync --home HOME` as this node's user.
-    fn command(&self) -> Command {
+    pub fn command(&self) -> Command {
         use std::os::unix::process::CommandExt;
         let mut c = Command::new(fsync_bin());
         if let Some(u) = self.uid {
