@@ -49,6 +49,28 @@ pub enum Request {
         /// A version from `fsync log`, or the content now.
         at: Option<String>,
     },
+    /// `fsync ls`.
+    Ls {
+        /// The folder.
+        folder: String,
+        /// The directory inside it (`""`: the whole folder).
+        dir: String,
+        /// Deleted files rather than what is there now.
+        deleted: bool,
+        /// JSON rather than text.
+        json: bool,
+    },
+    /// `fsync restore`.
+    Restore {
+        /// The folder.
+        folder: String,
+        /// The path inside it (`""`: the whole folder).
+        path: String,
+        /// A version from `fsync log`.
+        at: Option<String>,
+        /// As it was before this time (ms since the epoch).
+        before: Option<u64>,
+    },
 }
 
 impl Request {

@@ -30,8 +30,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
-use fsync_core::chunks::{ChunkHash, Chunks};
-use fsync_core::folder::Folder;
+use fsync_core::chunks::{ChunkHash, ChunkRef, ChunkStore as _, Chunks};
+use fsync_core::folder::{Folder, RestorePoint};
 use fsync_core::store::{load_folder, Saver, Store};
 use fsync_core::AgentId;
 use tokio::signal::unix::{signal, SignalKind};
@@ -1144,11 +1144,44 @@ impl Daemon {
                 Ok(Vec::new())
             }
             Request::Invite { folder, ttl, addrs } => Ok(self.invite(folder, *ttl, addrs.clone())?.into_bytes()),
-            Request::Log { .. } | Request::Cat { .. } => {
+            Request::Log { .. } | Request::Cat { .. } | Request::Ls { .. } => {
                 let devices = crate::query_devices(self.me, &self.config);
-                crate::answer(request, |folder, f| self.node.read(folder, |s| f(&mut s.folder, &s.chunks)), &devices)
+                crate::answer(request, |folder, f| self.node.read(folder, |s| f(&mut s.folder, &s.chunks)), &devices, &self.config)
             }
+            Request::Restore { folder, path, at, before } => self.restore(folder, path, at.as_deref(), *before),
         }
+    }
+
+    /// Brings a path back as new changes (see `Folder::restore`), answered
+    /// once they are saved: peers get them, and the write-back puts them on
+    /// disk, as for any change.
+    fn restore(&mut self, folder: &str, path: &str, at: Option<&str>, before: Option<u64>) -> Result<Vec<u8>> {
+        let i = self.locals.iter().position(|l| l.name == folder).ok_or_else(|| anyhow!("no folder named {folder:?}"))?;
+        let point = match (at, before) {
+            (Some(_), Some(_)) => bail!("give --at or --before, not both"),
+            (Some(v), None) => RestorePoint::Version(crate::query::parse_version(v)?),
+            (None, Some(t)) => RestorePoint::Before(t),
+            (None, None) => RestorePoint::BeforeDeletion,
+        };
+        let now = now_ms();
+        let done = self
+            .node
+            .edit(folder, |s| {
+                let FolderState { folder, chunks } = s;
+                folder.restore(path, point, now, &|c: &ChunkRef| chunks.has(&c.hash))
+            })
+            .ok_or_else(|| anyhow!("no folder named {folder:?}"))??;
+        self.persist(i);
+        if let Some(e) = &self.store_error {
+            bail!("restored, but not saved yet ({e}); it is saved once the store works again");
+        }
+        let shown = |p: &str| if p.is_empty() { "the folder".to_owned() } else { p.to_owned() };
+        tracing::info!(folder, path = %shown(path), restored = done.restored.len(), skipped = done.skipped.len(), "restored");
+        let mut out = format!("restored {} path(s) of {}\n", done.restored.len(), shown(path));
+        for (p, why) in &done.skipped {
+            out.push_str(&format!("left {p} as it is: {why}\n"));
+        }
+        Ok(out.into_bytes())
     }
 
     /// Opens an invitation and returns its ticket.

@@ -30,7 +30,7 @@ pub fn query_devices(me: transport::DeviceId, config: &config::Config) -> HashMa
     m
 }
 
-/// Answers a `log` or `cat` request, given a way to reach a folder.
+/// Answers a `log`, `cat` or `ls` request, given a way to reach a folder.
 pub fn answer(
     request: &control::Request,
     mut with_folder: impl FnMut(
@@ -38,13 +38,16 @@ pub fn answer(
         &mut dyn FnMut(&mut Folder, &dyn ChunkStore) -> anyhow::Result<Vec<u8>>,
     ) -> Option<anyhow::Result<Vec<u8>>>,
     devices: &HashMap<AgentId, String>,
+    config: &config::Config,
 ) -> anyhow::Result<Vec<u8>> {
     use control::Request;
     let device_of = |a: AgentId| devices.get(&a).cloned().unwrap_or_else(|| data_encoding::HEXLOWER.encode(&a.0));
     let folder = match request {
-        Request::Log { folder, .. } | Request::Cat { folder, .. } => folder,
+        Request::Log { folder, .. } | Request::Cat { folder, .. } | Request::Ls { folder, .. } => folder,
         _ => anyhow::bail!("not a folder request"),
     };
+    let root = config.folders.iter().find(|f| f.name == *folder).map(|f| f.path.clone()).unwrap_or_default();
+    let show = |rel: &str| root.join(rel).display().to_string();
     let mut run = |f: &mut Folder, chunks: &dyn ChunkStore| -> anyhow::Result<Vec<u8>> {
         match request {
             Request::Log { path, json: true, .. } => Ok(query::log_json(&query::log(f, path)?, device_of).into_bytes()),
@@ -67,6 +70,7 @@ pub fn answer(
                 let at = at.as_deref().map(query::parse_version).transpose()?;
                 query::cat(f, chunks, path, at)
             }
+            Request::Ls { dir, deleted, json, .. } => query::ls(f, dir, *deleted, *json, &show),
             _ => anyhow::bail!("not a folder request"),
         }
     };

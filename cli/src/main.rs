@@ -62,6 +62,30 @@ enum Command {
         #[arg(long)]
         at: Option<String>,
     },
+    /// What a directory of a shared folder holds; with --deleted, the files
+    /// deleted there, with their last version and when.
+    Ls {
+        /// A directory in a shared folder (default: the working directory).
+        dir: Option<PathBuf>,
+        /// Deleted files instead.
+        #[arg(long)]
+        deleted: bool,
+        /// One JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Bring back a file or a whole directory (deleted files included) as
+    /// it was: before its deletion, at a version from `fsync log`, or before
+    /// a time. It is a new change, synced to every peer like an edit.
+    Restore {
+        path: PathBuf,
+        /// A version from `fsync log`.
+        #[arg(long, conflicts_with = "before")]
+        at: Option<String>,
+        /// RFC 3339 (2026-12-05T10:00:00Z) or unix seconds.
+        #[arg(long)]
+        before: Option<String>,
+    },
     /// Run the daemon in the foreground until SIGINT/SIGTERM. With PATH (a
     /// first run): init if needed, share PATH under its base name, print
     /// the `fsync join` line for other machines, then run.
@@ -182,6 +206,28 @@ fn run(cli: Cli) -> Result<()> {
         Command::Cat { path, at } => {
             let out = query(&home, &path, |folder, path| Request::Cat { folder, path, at: at.clone() })?;
             print_bytes(&out)?;
+        }
+        Command::Ls { dir, deleted, json } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => std::env::current_dir().context("no working directory")?,
+            };
+            let out = query_at(&home, &dir, true, |folder, dir| Request::Ls { folder, dir, deleted, json })?;
+            print_bytes(&out)?;
+            if json {
+                println!();
+            }
+        }
+        Command::Restore { path, at, before } => {
+            let before = before.as_deref().map(cli::query::parse_time).transpose()?;
+            let config = home.config()?;
+            let cwd = std::env::current_dir().context("no working directory")?;
+            let (folder, rel) = cli::query::locate_any(&config, &cwd, &path)?;
+            let request = Request::Restore { folder, path: rel, at, before };
+            match ask_daemon(&home, &request)? {
+                Some(out) => print_bytes(&out)?,
+                None => bail!("restoring needs the running daemon, which syncs the result: start it with `fsync run`"),
+            }
         }
         Command::Init => println!("{}", home.init()?.device_id()),
         Command::Id => println!("{}", home.identity()?.device_id()),
@@ -364,9 +410,23 @@ fn daemon_holds_lock(home: &Home) -> bool {
 
 /// Asks the running daemon or, when none runs, reads the store directly.
 fn query(home: &Home, path: &std::path::Path, request: impl FnOnce(String, String) -> Request) -> Result<Vec<u8>> {
+    query_at(home, path, false, request)
+}
+
+/// [`query`]; with `root_too`, `path` may be the folder itself (`""`).
+fn query_at(
+    home: &Home,
+    path: &std::path::Path,
+    root_too: bool,
+    request: impl FnOnce(String, String) -> Request,
+) -> Result<Vec<u8>> {
     let config = home.config()?;
     let cwd = std::env::current_dir().context("no working directory")?;
-    let (folder, rel) = cli::query::locate(&config, &cwd, path)?;
+    let (folder, rel) = if root_too {
+        cli::query::locate_any(&config, &cwd, path)?
+    } else {
+        cli::query::locate(&config, &cwd, path)?
+    };
     let request = request(folder.clone(), rel);
     if let Some(reply) = ask_daemon(home, &request)? {
         return Ok(reply);
@@ -381,7 +441,7 @@ fn query(home: &Home, path: &std::path::Path, request: impl FnOnce(String, Strin
     let mut f = fsync_core::store::load_folder(agent, &folder, &store)?;
     let devices = cli::query_devices(identity.device_id(), &config);
     let chunks = fsync_core::store::StoreChunks { store: &mut store, error: None };
-    cli::answer(&request, |name, run| (name == folder).then(|| run(&mut f, &chunks)), &devices)
+    cli::answer(&request, |name, run| (name == folder).then(|| run(&mut f, &chunks)), &devices, &config)
 }
 
 /// From the running daemon, or from config and store.

@@ -34,6 +34,15 @@ pub fn parse_version(s: &str) -> Result<EventId> {
 /// The folder (by name) and the path inside it of `path` (absolute, or
 /// relative to `cwd`).
 pub fn locate(config: &Config, cwd: &Path, path: &Path) -> Result<(String, String)> {
+    let (folder, rel) = locate_any(config, cwd, path)?;
+    if rel.is_empty() {
+        bail!("{} is the folder itself; name a file inside it", path.display());
+    }
+    Ok((folder, rel))
+}
+
+/// As [`locate`], and the folder itself is `""`.
+pub fn locate_any(config: &Config, cwd: &Path, path: &Path) -> Result<(String, String)> {
     let abs: PathBuf = if path.is_absolute() { path.to_owned() } else { cwd.join(path) };
     // The file may not exist (deleted): resolve its directory instead.
     let abs = match abs.canonicalize() {
@@ -46,17 +55,36 @@ pub fn locate(config: &Config, cwd: &Path, path: &Path) -> Result<(String, Strin
     for f in &config.folders {
         if let Ok(rel) = abs.strip_prefix(&f.path) {
             let rel = rel.to_str().ok_or_else(|| anyhow!("{} is not valid UTF-8", abs.display()))?;
-            if rel.is_empty() {
-                bail!("{} is the folder itself; name a file inside it", abs.display());
-            }
             return Ok((f.name.clone(), rel.to_owned()));
         }
     }
     bail!("{} is not inside a shared folder (see `fsync folder add`)", abs.display())
 }
 
+/// The entry at `rel` now or, when nothing is there, the one deleted
+/// there last.
 fn entry(folder: &mut Folder, rel: &str) -> Result<EntryId> {
-    Ok(folder.tree().lookup(rel).ok_or_else(|| anyhow!("{rel}: no such file in the folder"))?.id)
+    folder.entries_at(rel).first().copied().ok_or_else(|| anyhow!("{rel}: no such file in the folder, now or before"))
+}
+
+/// A time as users give it: RFC 3339 (`2026-12-05T10:00:00Z`) or unix
+/// seconds; in ms since the epoch.
+pub fn parse_time(s: &str) -> Result<u64> {
+    let not = || anyhow!("{s:?} is not a time (expected RFC 3339, such as 2026-12-05T10:00:00Z, or unix seconds)");
+    if let Ok(secs) = s.parse::<u64>() {
+        return secs.checked_mul(1000).ok_or_else(not);
+    }
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|_| not())?;
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).map_err(|_| not())
+}
+
+/// A time (ms since the epoch) in RFC 3339, UTC.
+pub fn format_time(ms: u64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| ms.to_string())
 }
 
 /// One change of a file's history.
@@ -130,7 +158,18 @@ pub fn log(folder: &mut Folder, rel: &str) -> Result<Vec<Change>> {
 
 /// A file's content now, or at a version from [`log`].
 pub fn cat(folder: &mut Folder, chunks: &dyn ChunkStore, rel: &str, at: Option<EventId>) -> Result<Vec<u8>> {
-    let id = entry(folder, rel)?;
+    let id = match at {
+        None => match folder.tree().lookup(rel).map(|n| n.id) {
+            Some(id) => id,
+            None if folder.entries_at(rel).is_empty() => bail!("{rel}: no such file in the folder, now or before"),
+            None => bail!("{rel} was deleted: `fsync log` lists its versions for `--at`, `fsync restore` brings it back"),
+        },
+        // The version names the entry: the one there now or one deleted.
+        Some(v) => {
+            let ids = folder.entries_at(rel);
+            ids.iter().copied().find(|id| folder.doc(*id).is_some_and(|d| d.oplog().lv_of(v).is_some())).unwrap_or(entry(folder, rel)?)
+        }
+    };
     let doc = folder.doc(id).ok_or_else(|| anyhow!("{rel}: no history"))?;
     let missing = || anyhow!("{rel}: the content of that version has not arrived yet");
     match at {
@@ -151,6 +190,60 @@ pub fn cat(folder: &mut Folder, chunks: &dyn ChunkStore, rel: &str, at: Option<E
             }
         }
     }
+}
+
+/// `fsync ls`: what is at `dir` and below now, or (`deleted`) the files
+/// deleted there; `show` turns a folder path into what the user sees.
+pub fn ls(folder: &mut Folder, dir: &str, deleted: bool, json: bool, show: &dyn Fn(&str) -> String) -> Result<Vec<u8>> {
+    if !dir.is_empty() && !deleted && folder.tree().lookup(dir).is_none() {
+        bail!("{dir}: no such file or directory in the folder");
+    }
+    let rows: Vec<serde_json::Value> = if deleted {
+        folder
+            .deleted(dir)
+            .into_iter()
+            .map(|d| {
+                serde_json::json!({
+                    "path": show(&d.path),
+                    "version": d.last_ids.first().map(|v| version_string(*v)),
+                    "deleted_at": d.deleted_at,
+                    "time": format_time(d.deleted_at),
+                })
+            })
+            .collect()
+    } else {
+        let nodes: Vec<_> = folder.tree().nodes().filter(|n| under(&n.path, dir)).cloned().collect();
+        nodes
+            .into_iter()
+            .map(|n| {
+                let kind = match n.kind {
+                    fsync_core::folder::Kind::File => "file",
+                    fsync_core::folder::Kind::Dir => "dir",
+                    fsync_core::folder::Kind::Symlink => "symlink",
+                };
+                let version = folder.doc(n.id).and_then(|d| d.version_ids().first().copied()).map(version_string);
+                serde_json::json!({ "path": show(&n.path), "kind": kind, "version": version })
+            })
+            .collect()
+    };
+    if json {
+        return Ok(serde_json::Value::Array(rows).to_string().into_bytes());
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let field = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("-").to_owned();
+        if deleted {
+            let _ = writeln!(out, "{}  deleted {}  last version {}", field("path"), field("time"), field("version"));
+        } else {
+            let _ = writeln!(out, "{}  {}", field("kind"), field("path"));
+        }
+    }
+    Ok(out.into_bytes())
+}
+
+/// `p` is `dir` or below it (`dir` empty: everything).
+fn under(p: &str, dir: &str) -> bool {
+    dir.is_empty() || p == dir || p.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// The log as one JSON array (CONTRACT section 1).

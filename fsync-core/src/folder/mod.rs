@@ -23,11 +23,13 @@
 //! exactly which events a replica has, and [`Folder::changes_since`] sends
 //! exactly what the other side lacks, in an order that respects causality.
 
+mod history;
 mod meta;
 pub mod tree;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+pub use history::{Deleted, DELETION_EPISODE_MS, Past, RestoreError, RestorePoint, Restored};
 pub use meta::{split_path, validate_name, EntryId, Kind, Meta, PathError, MAX_NAME};
 pub use tree::{Node, Tree};
 
@@ -840,11 +842,22 @@ impl Folder {
 
 /// Resolves an entry's registers from its history.
 fn resolve(doc: &TextDoc, kind: Kind) -> EntryState {
+    resolve_at(doc, kind, doc.version(), false)
+}
+
+/// Resolves an entry's registers as the events of version `at` (a frontier
+/// of its history) and their causes left them; `within` filters the events
+/// to that history (not needed for the current version, which holds all).
+fn resolve_at(doc: &TextDoc, kind: Kind, at: &[Lv], within: bool) -> EntryState {
     let log = doc.oplog();
     let graph = log.graph();
     // Newest events first; an event counts for a register unless a later
     // event of the same register follows it.
-    let mut metas: Vec<(Lv, Meta)> = log.markers().filter_map(|(lv, m)| Some((lv, Meta::decode(m).ok()?))).collect();
+    let mut metas: Vec<(Lv, Meta)> = log
+        .markers()
+        .filter(|(lv, _)| !within || graph.frontier_contains(at, *lv))
+        .filter_map(|(lv, m)| Some((lv, Meta::decode(m).ok()?)))
+        .collect();
     metas.reverse();
     let mut winners: [Option<(u64, EventId, Lv)>; 4] = [None; 4];
     let mut accepted: [Frontier; 4] = Default::default();
@@ -888,7 +901,7 @@ fn resolve(doc: &TextDoc, kind: Kind) -> EntryState {
         },
     };
     // Deleted only when every newest event is a delete.
-    let alive = !doc.version().iter().all(|&lv| matches!(log.marker(lv).map(Meta::decode), Some(Ok(Meta::Delete))));
+    let alive = !at.iter().all(|&lv| matches!(log.marker(lv).map(Meta::decode), Some(Ok(Meta::Delete))));
     EntryState { kind, alive, parent, name, exec, content }
 }
 

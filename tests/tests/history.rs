@@ -1,0 +1,144 @@
+//! History people can use (CONTRACT section 5) on the real binary:
+//! `fsync ls --deleted`, `fsync log` and `cat --at` of deleted paths, and
+//! `fsync restore` of a tree deleted on another node, of a version, and of
+//! a time.
+
+#![allow(missing_docs)]
+
+mod util;
+
+use std::os::unix::fs::PermissionsExt;
+
+use util::{eventually, free_port, noise, read, snapshot, Node, Pair};
+
+fn s(p: &std::path::Path) -> &str {
+    p.to_str().expect("utf-8")
+}
+
+fn make_proj(root: &std::path::Path) {
+    std::fs::create_dir_all(root.join("proj/sub/deeper")).expect("mkdir");
+    std::fs::write(root.join("proj/a.txt"), "alpha\n").expect("write");
+    std::fs::write(root.join("proj/sub/b.txt"), "beta\n").expect("write");
+    std::fs::write(root.join("proj/sub/deeper/c.txt"), "gamma\n").expect("write");
+    std::fs::write(root.join("proj/img.bin"), noise(300_000, 7)).expect("write");
+    std::fs::write(root.join("proj/run.sh"), "#!/bin/sh\necho hi\n").expect("write");
+    std::fs::set_permissions(root.join("proj/run.sh"), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::os::unix::fs::symlink("a.txt", root.join("proj/link")).expect("symlink");
+}
+
+fn proj_of(root: &std::path::Path) -> Vec<(String, String)> {
+    snapshot(&root.join("proj"))
+}
+
+#[test]
+fn restore_brings_back_a_tree_deleted_on_another_node() {
+    let p = Pair::new("restore-tree");
+    let docs_a = p.a.scratch.join("docs");
+    let docs_b = p.b.scratch.join("docs");
+    std::fs::create_dir_all(&docs_a).expect("mkdir");
+    make_proj(&docs_a);
+    std::fs::write(p.da("keep.txt"), "not in proj\n").expect("write");
+    let original = proj_of(&docs_a);
+    let names: Vec<&str> = original.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.len(), 8, "{names:?}");
+    let (da, db) = (p.a.start(p.pa), p.b.start(p.pb));
+    eventually("proj on b", 20, || proj_of(&docs_b) == original);
+    std::fs::remove_dir_all(docs_b.join("proj")).expect("rm -r");
+    eventually("proj gone on a", 20, || !docs_a.join("proj").exists());
+
+    // What was deleted is listed, with its versions.
+    let listed = p.a.ok(&["ls", "--deleted", s(&docs_a), "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&listed).expect("ls --json is JSON");
+    let rows = rows.as_array().expect("array");
+    let paths: Vec<&str> = rows.iter().filter_map(|r| r["path"].as_str()).collect();
+    for f in ["proj/a.txt", "proj/sub/b.txt", "proj/sub/deeper/c.txt", "proj/img.bin", "proj/run.sh", "proj/link"] {
+        assert!(paths.contains(&s(&docs_a.join(f))), "{f} not listed: {listed}");
+    }
+    assert!(!paths.iter().any(|p| p.ends_with("keep.txt")), "{listed}");
+    let a_txt = docs_a.join("proj/a.txt");
+    let row = rows.iter().find(|r| r["path"] == s(&a_txt)).expect("row");
+    let version = row["version"].as_str().expect("a version");
+    assert_eq!(p.a.ok(&["cat", s(&a_txt), "--at", version]), "alpha\n");
+    let text = p.a.ok(&["ls", "--deleted", s(&docs_a.join("proj/sub"))]);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.contains("deleted 20"), "{text}");
+    // Its log shows the deletion; `cat` says how to get it back.
+    let log = p.a.ok(&["log", s(&a_txt)]);
+    assert!(log.contains("delete"), "{log}");
+    let err = p.a.fails(&["cat", s(&a_txt)]);
+    assert!(err.contains("was deleted") && err.contains("fsync restore"), "{err}");
+
+    // One command brings it all back, on both nodes.
+    let out = p.a.ok(&["restore", s(&docs_a.join("proj"))]);
+    assert!(out.contains("restored 9 path(s)"), "{out}");
+    eventually("proj back on a", 20, || proj_of(&docs_a) == original);
+    eventually("proj back on b", 20, || proj_of(&docs_b) == original);
+    assert_eq!(read(&p.db("keep.txt")).as_deref(), Some("not in proj\n"));
+    assert!(p.a.ok(&["ls", "--deleted", s(&docs_a)]).is_empty());
+    let now = p.b.ok(&["ls", s(&docs_b.join("proj/sub"))]);
+    assert!(now.contains("file  ") && now.contains("b.txt"), "{now}");
+    // Restoring what exists asks which state.
+    let err = p.a.fails(&["restore", s(&docs_a.join("proj"))]);
+    assert!(err.contains("exists") && err.contains("--before"), "{err}");
+    assert_eq!(da.stop(), Some(0), "{}", p.a.log());
+    assert_eq!(db.stop(), Some(0), "{}", p.b.log());
+    // Without the daemon: listing works from the store, restoring says why not.
+    assert!(p.a.ok(&["ls", "--deleted", s(&docs_a)]).is_empty());
+    let err = p.a.fails(&["restore", s(&docs_a.join("proj/a.txt")), "--before", "1"]);
+    assert!(err.contains("fsync run"), "{err}");
+}
+
+fn versions(n: &Node, file: &std::path::Path) -> Vec<String> {
+    let log = n.ok(&["log", s(file), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&log).expect("json");
+    v.as_array().expect("array").iter().filter_map(|c| c["version"].as_str().map(str::to_owned)).collect()
+}
+
+#[test]
+fn restore_gives_a_file_as_it_was_at_a_version_or_before_a_time() {
+    let n = Node::new("restore-time");
+    n.ok(&["init"]);
+    let docs = n.scratch.join("docs");
+    n.ok(&["folder", "add", "docs", s(&docs)]);
+    let d = n.start(free_port());
+    let t = docs.join("t.txt");
+    std::fs::write(&t, "first\n").expect("write");
+    eventually("the first version logged", 10, || n.run(&["log", s(&t), "--json"]).status.success());
+    let first = versions(&n, &t);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let between = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
+    let between = cli::query::format_time(between);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(&t, "second\n").expect("write");
+    eventually("the second version logged", 10, || versions(&n, &t).len() > first.len());
+
+    p_restore(&n, &t, &["--before", &between], "first\n");
+    std::fs::write(&t, "third\n").expect("write");
+    eventually("the third version logged", 10, || n.ok(&["cat", s(&t)]) == "third\n");
+    let v = first.last().expect("a version").clone();
+    p_restore(&n, &t, &["--at", &v], "first\n");
+
+    // Bad input is refused clearly.
+    for (args, says) in [
+        (vec!["--before", "yesterday"], "not a time"),
+        (vec!["--at", "nonsense"], "not a version"),
+        (vec!["--at", &v, "--before", "1"], "cannot be used with"),
+        (vec!["--before", "1"], "nothing was there"),
+    ] {
+        let mut all = vec!["restore", s(&t)];
+        all.extend(args.iter().copied());
+        let err = n.fails(&all);
+        assert!(err.contains(says), "{all:?}: {err}");
+    }
+    let err = n.fails(&["restore", s(&docs.join("never.txt"))]);
+    assert!(err.contains("nothing was deleted there"), "{err}");
+    assert_eq!(d.stop(), Some(0), "{}", n.log());
+}
+
+fn p_restore(n: &Node, file: &std::path::Path, args: &[&str], want: &str) {
+    let mut all = vec!["restore", s(file)];
+    all.extend_from_slice(args);
+    let out = n.ok(&all);
+    assert!(out.contains("restored 1 path(s)"), "{out}");
+    eventually("the restored content on disk", 10, || read(file).as_deref() == Some(want));
+}
