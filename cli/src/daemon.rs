@@ -111,11 +111,10 @@ struct Local {
 impl Local {
     /// Keeps `unreadable` as the scan of `scope` found it.
     fn note_unreadable(&mut self, scope: Option<&[String]>, found: &[(String, String)]) {
-        let under = |p: &str, s: &str| p == s || (p.len() > s.len() && p.starts_with(s) && p.as_bytes()[s.len()] == b'/');
         let before = self.unreadable.clone();
         match scope {
             None => self.unreadable.clear(),
-            Some(sc) => self.unreadable.retain(|p, _| !sc.iter().any(|s| under(p, s))),
+            Some(sc) => self.unreadable.retain(|p, _| !sc.iter().any(|s| fsync_core::folder::within(p, s))),
         }
         self.unreadable.extend(found.iter().cloned());
         for (p, why) in &self.unreadable {
@@ -1146,7 +1145,12 @@ impl Daemon {
             Request::Invite { folder, ttl, addrs } => Ok(self.invite(folder, *ttl, addrs.clone())?.into_bytes()),
             Request::Log { .. } | Request::Cat { .. } | Request::Ls { .. } => {
                 let devices = crate::query_devices(self.me, &self.config);
-                crate::answer(request, |folder, f| self.node.read(folder, |s| f(&mut s.folder, &s.chunks)), &devices, &self.config)
+                crate::answer(
+                    request,
+                    |folder, f| self.node.read(folder, |s| f(&mut s.folder, &s.chunks)),
+                    &devices,
+                    &self.config,
+                )
             }
             Request::Restore { folder, path, at, before } => self.restore(folder, path, at.as_deref(), *before),
         }

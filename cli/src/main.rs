@@ -422,11 +422,8 @@ fn query_at(
 ) -> Result<Vec<u8>> {
     let config = home.config()?;
     let cwd = std::env::current_dir().context("no working directory")?;
-    let (folder, rel) = if root_too {
-        cli::query::locate_any(&config, &cwd, path)?
-    } else {
-        cli::query::locate(&config, &cwd, path)?
-    };
+    let (folder, rel) =
+        if root_too { cli::query::locate_any(&config, &cwd, path)? } else { cli::query::locate(&config, &cwd, path)? };
     let request = request(folder.clone(), rel);
     if let Some(reply) = ask_daemon(home, &request)? {
         return Ok(reply);

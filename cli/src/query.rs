@@ -64,6 +64,9 @@ pub fn locate_any(config: &Config, cwd: &Path, path: &Path) -> Result<(String, S
 /// The entry at `rel` now or, when nothing is there, the one deleted
 /// there last.
 fn entry(folder: &mut Folder, rel: &str) -> Result<EntryId> {
+    if let Some(n) = folder.tree().lookup(rel) {
+        return Ok(n.id);
+    }
     folder.entries_at(rel).first().copied().ok_or_else(|| anyhow!("{rel}: no such file in the folder, now or before"))
 }
 
@@ -167,7 +170,11 @@ pub fn cat(folder: &mut Folder, chunks: &dyn ChunkStore, rel: &str, at: Option<E
         // The version names the entry: the one there now or one deleted.
         Some(v) => {
             let ids = folder.entries_at(rel);
-            ids.iter().copied().find(|id| folder.doc(*id).is_some_and(|d| d.oplog().lv_of(v).is_some())).unwrap_or(entry(folder, rel)?)
+            let named = ids.iter().copied().find(|id| folder.doc(*id).is_some_and(|d| d.oplog().lv_of(v).is_some()));
+            match named.or_else(|| ids.first().copied()) {
+                Some(id) => id,
+                None => bail!("{rel}: no such file in the folder, now or before"),
+            }
         }
     };
     let doc = folder.doc(id).ok_or_else(|| anyhow!("{rel}: no history"))?;
@@ -212,17 +219,12 @@ pub fn ls(folder: &mut Folder, dir: &str, deleted: bool, json: bool, show: &dyn 
             })
             .collect()
     } else {
-        let nodes: Vec<_> = folder.tree().nodes().filter(|n| under(&n.path, dir)).cloned().collect();
+        let nodes: Vec<_> = folder.tree().below(dir).into_iter().cloned().collect();
         nodes
             .into_iter()
             .map(|n| {
-                let kind = match n.kind {
-                    fsync_core::folder::Kind::File => "file",
-                    fsync_core::folder::Kind::Dir => "dir",
-                    fsync_core::folder::Kind::Symlink => "symlink",
-                };
                 let version = folder.doc(n.id).and_then(|d| d.version_ids().first().copied()).map(version_string);
-                serde_json::json!({ "path": show(&n.path), "kind": kind, "version": version })
+                serde_json::json!({ "path": show(&n.path), "kind": n.kind.name(), "version": version })
             })
             .collect()
     };
@@ -239,11 +241,6 @@ pub fn ls(folder: &mut Folder, dir: &str, deleted: bool, json: bool, show: &dyn 
         }
     }
     Ok(out.into_bytes())
-}
-
-/// `p` is `dir` or below it (`dir` empty: everything).
-fn under(p: &str, dir: &str) -> bool {
-    dir.is_empty() || p == dir || p.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// The log as one JSON array (CONTRACT section 1).

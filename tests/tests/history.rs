@@ -106,8 +106,8 @@ fn restore_gives_a_file_as_it_was_at_a_version_or_before_a_time() {
     eventually("the first version logged", 10, || n.run(&["log", s(&t), "--json"]).status.success());
     let first = versions(&n, &t);
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let between = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
-    let between = cli::query::format_time(between);
+    let between_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as u64;
+    let between = cli::query::format_time(between_ms);
     std::thread::sleep(std::time::Duration::from_millis(1100));
     std::fs::write(&t, "second\n").expect("write");
     eventually("the second version logged", 10, || versions(&n, &t).len() > first.len());
@@ -117,6 +117,15 @@ fn restore_gives_a_file_as_it_was_at_a_version_or_before_a_time() {
     eventually("the third version logged", 10, || n.ok(&["cat", s(&t)]) == "third\n");
     let v = first.last().expect("a version").clone();
     p_restore(&n, &t, &["--at", &v], "first\n");
+    // The whole folder, before a time in unix seconds.
+    std::fs::write(&t, "fourth\n").expect("write");
+    std::fs::write(docs.join("later.txt"), "made later\n").expect("write");
+    eventually("the fourth version logged", 10, || n.ok(&["cat", s(&t)]) == "fourth\n");
+    let secs = (between_ms / 1000).to_string();
+    let out = n.ok(&["restore", s(&docs), "--before", &secs]);
+    assert!(out.contains("restored 1 path(s) of the folder"), "{out}");
+    eventually("the folder as it was", 10, || read(&t).as_deref() == Some("first\n"));
+    assert_eq!(read(&docs.join("later.txt")).as_deref(), Some("made later\n"), "made after the time: kept");
 
     // Bad input is refused clearly.
     for (args, says) in [

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use super::{split_path, Content, EntryId, EntryState, Folder, FolderError, Kind, Meta, Tree};
+use super::{split_path, within, Content, EntryId, EntryState, Folder, FolderError, Kind, Meta, Tree};
 use crate::chunks::ChunkRef;
 use crate::graph::Frontier;
 use crate::ids::{EventId, Lv};
@@ -90,11 +90,6 @@ pub enum RestoreError {
     /// A local change failed.
     #[error(transparent)]
     Folder(#[from] FolderError),
-}
-
-/// `p` is `dir` or below it (`dir` empty: everything).
-fn under(p: &str, dir: &str) -> bool {
-    dir.is_empty() || p == dir || (p.len() > dir.len() && p.starts_with(dir) && p.as_bytes().get(dir.len()) == Some(&b'/'))
 }
 
 impl Folder {
@@ -190,17 +185,13 @@ impl Folder {
     /// Deleted files and links at `dir` or below (`""`: everywhere), at
     /// paths where nothing shows now: for each path, the one deleted last.
     pub fn deleted(&mut self, dir: &str) -> Vec<Deleted> {
-        let ids: Vec<EntryId> =
-            self.entries.iter().filter(|(_, e)| !e.state.alive && e.state.kind != Kind::Dir).map(|(id, _)| *id).collect();
         let mut by_path: std::collections::BTreeMap<String, Deleted> = Default::default();
-        for id in ids {
-            let Some(path) = self.path_of_any(id) else { continue };
-            if !under(&path, dir) || self.tree().lookup(&path).is_some() {
+        for (id, path, (last, deleted_at)) in self.deleted_within(dir) {
+            if last.state.kind == Kind::Dir || self.tree().lookup(&path).is_some() {
                 continue;
             }
-            let Some((last, deleted_at)) = self.past_before_deletion(id) else { continue };
-            let doc = &self.entries[&id].doc;
-            let last_ids = last.version.iter().map(|&lv| doc.oplog().id_of(lv)).collect();
+            let Some(e) = self.entries.get(&id) else { continue };
+            let last_ids = last.version.iter().map(|&lv| e.doc.oplog().id_of(lv)).collect();
             let d = Deleted { path: path.clone(), deleted_at, last, last_ids };
             match by_path.get(&path) {
                 Some(old) if (old.deleted_at, old.last.id) >= (d.deleted_at, d.last.id) => {}
@@ -212,18 +203,26 @@ impl Folder {
         by_path.into_values().collect()
     }
 
+    /// The deleted entries that were at `dir` or below, with where they
+    /// were and their state before the deletion (see
+    /// [`Folder::past_before_deletion`]). Walks every entry: for commands a
+    /// user runs, not for the sync path.
+    fn deleted_within(&mut self, dir: &str) -> Vec<(EntryId, String, (Past, u64))> {
+        let dead: Vec<EntryId> = self.entries.iter().filter(|(_, e)| !e.state.alive).map(|(id, _)| *id).collect();
+        dead.into_iter()
+            .filter_map(|id| {
+                let path = self.path_of_any(id).filter(|p| within(p, dir))?;
+                Some((id, path, self.past_before_deletion(id)?))
+            })
+            .collect()
+    }
+
     /// The entries that are or were at `path`: the one showing there first,
     /// then deleted ones, last deleted first.
     pub fn entries_at(&mut self, path: &str) -> Vec<EntryId> {
         let mut out: Vec<EntryId> = self.tree().lookup(path).map(|n| n.id).into_iter().collect();
-        let mut gone: Vec<(u64, EntryId)> = Vec::new();
-        let dead: Vec<EntryId> = self.entries.iter().filter(|(_, e)| !e.state.alive).map(|(id, _)| *id).collect();
-        for id in dead {
-            if self.path_of_any(id).as_deref() == Some(path) {
-                let at = self.past_before_deletion(id).map_or(0, |(_, t)| t);
-                gone.push((at, id));
-            }
-        }
+        let mut gone: Vec<(u64, EntryId)> =
+            self.deleted_within(path).into_iter().filter(|(_, p, _)| p == path).map(|(id, _, (_, t))| (t, id)).collect();
         gone.sort_unstable_by(|a, b| b.cmp(a));
         out.extend(gone.into_iter().map(|(_, id)| id));
         out
@@ -245,11 +244,8 @@ impl Folder {
                 let pasts: HashMap<EntryId, Past> =
                     self.entries.keys().filter_map(|&id| self.past_before(id, t)).map(|p| (p.id, p)).collect();
                 let tree = Tree::build(pasts.iter().map(|(id, p)| (*id, &p.state)));
-                let mut out: Vec<(String, Past)> = tree
-                    .nodes()
-                    .filter(|n| under(&n.path, path))
-                    .filter_map(|n| Some((n.path.clone(), pasts.get(&n.id)?.clone())))
-                    .collect();
+                let mut out: Vec<(String, Past)> =
+                    tree.below(path).into_iter().filter_map(|n| Some((n.path.clone(), pasts.get(&n.id)?.clone()))).collect();
                 if out.is_empty() {
                     return Err(RestoreError::NotFound(format!("{path}: nothing was there at that time")));
                 }
@@ -271,18 +267,11 @@ impl Folder {
                 let (t, top) = last.ok_or_else(|| RestoreError::NotFound(format!("{path}: nothing was deleted there")))?;
                 let mut out = vec![(path.to_owned(), top.clone())];
                 if top.state.kind == Kind::Dir {
-                    let dead: Vec<EntryId> =
-                        self.entries.iter().filter(|(_, e)| !e.state.alive).map(|(id, _)| *id).filter(|id| *id != top.id).collect();
-                    for id in dead {
-                        let Some(p) = self.path_of_any(id) else { continue };
-                        if !under(&p, path) || p == path {
-                            continue;
-                        }
-                        let Some((past, at)) = self.past_before_deletion(id) else { continue };
-                        if at.abs_diff(t) <= DELETION_EPISODE_MS {
-                            out.push((p, past));
-                        }
-                    }
+                    let inside = self
+                        .deleted_within(path)
+                        .into_iter()
+                        .filter(|(_, p, (_, at))| p != path && at.abs_diff(t) <= DELETION_EPISODE_MS);
+                    out.extend(inside.map(|(_, p, (past, _))| (p, past)));
                 }
                 sort_top_down(&mut out);
                 // One state per path: of entries deleted at one path, the
@@ -343,7 +332,7 @@ impl Folder {
             let kind = past.state.kind;
             let id = match self.tree().lookup(&p).map(|n| (n.id, n.kind)) {
                 Some((_, k)) if k != kind => {
-                    done.skipped.push((p, format!("is a {} now; left as it is", kind_name(k))));
+                    done.skipped.push((p, format!("is a {} now; left as it is", k.name())));
                     continue;
                 }
                 Some(_) if point == RestorePoint::BeforeDeletion && kind != Kind::Dir => {
@@ -393,14 +382,6 @@ impl Folder {
 fn sort_top_down(v: &mut [(String, Past)]) {
     let key = |x: &(String, Past)| (x.0.matches('/').count(), x.0.clone(), std::cmp::Reverse(x.1.time));
     v.sort_by_key(key);
-}
-
-fn kind_name(k: Kind) -> &'static str {
-    match k {
-        Kind::File => "file",
-        Kind::Dir => "directory",
-        Kind::Symlink => "symlink",
-    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,17 @@ pub enum Kind {
     Symlink,
 }
 
+impl Kind {
+    /// The kind as users read it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Dir => "directory",
+            Kind::Symlink => "symlink",
+        }
+    }
+}
+
 /// A metadata event. Every entry starts with `Create`; the others are
 /// registers over the entry's causal graph.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,6 +104,12 @@ pub fn validate_name(name: &str) -> Result<(), PathError> {
         return Err(PathError::InvalidName(name.to_owned()));
     }
     Ok(())
+}
+
+/// True when `path` is `dir` or below it (`dir` empty: the root, which
+/// holds everything).
+pub fn within(path: &str, dir: &str) -> bool {
+    dir.is_empty() || path.strip_prefix(dir).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Splits a relative path into validated names.

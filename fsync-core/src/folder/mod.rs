@@ -29,8 +29,8 @@ pub mod tree;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-pub use history::{Deleted, DELETION_EPISODE_MS, Past, RestoreError, RestorePoint, Restored};
-pub use meta::{split_path, validate_name, EntryId, Kind, Meta, PathError, MAX_NAME};
+pub use history::{Deleted, Past, RestoreError, RestorePoint, Restored, DELETION_EPISODE_MS};
+pub use meta::{split_path, validate_name, within, EntryId, Kind, Meta, PathError, MAX_NAME};
 pub use tree::{Node, Tree};
 
 use crate::chunks::ChunkRef;

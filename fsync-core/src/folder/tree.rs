@@ -93,6 +93,20 @@ impl Tree {
         out
     }
 
+    /// The node at `dir` and every node below it, in path order (`""`:
+    /// all); found by range, so the work is the subtree's.
+    pub fn below(&self, dir: &str) -> Vec<&Node> {
+        if dir.is_empty() {
+            return self.by_path.values().collect();
+        }
+        let prefix = format!("{dir}/");
+        let inside = self
+            .by_path
+            .range::<str, _>((std::ops::Bound::Included(prefix.as_str()), std::ops::Bound::Unbounded))
+            .take_while(|(p, _)| p.starts_with(&prefix));
+        self.by_path.get(dir).into_iter().chain(inside.map(|(_, n)| n)).collect()
+    }
+
     /// All nodes in path order.
     pub fn nodes(&self) -> impl Iterator<Item = &Node> + '_ {
         self.by_path.values()

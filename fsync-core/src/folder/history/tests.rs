@@ -19,6 +19,12 @@ fn text(f: &mut Folder, path: &str) -> Option<String> {
     f.doc(id).map(|d| d.text())
 }
 
+/// Deletes what is at `path` (with all below it) at time `at`.
+fn rm(f: &mut Folder, path: &str, at: u64) {
+    let id = f.tree().lookup(path).expect("there").id;
+    f.delete(id, at).expect("delete");
+}
+
 fn under_proj(f: &mut Folder) -> Vec<(String, String)> {
     snapshot(f).into_iter().filter(|(p, _)| p == "proj" || p.starts_with("proj/")).collect()
 }
@@ -41,8 +47,7 @@ fn a_tree_deleted_on_another_replica_comes_back_whole_and_reaches_it() {
     let before = under_proj(&mut a);
     let mut b = Folder::new(agent(2));
     send(&a, &mut b);
-    let id = b.tree().lookup("proj").expect("proj").id;
-    b.delete(id, 1_000).expect("delete");
+    rm(&mut b, "proj", 1_000);
     send(&b, &mut a);
     assert!(under_proj(&mut a).is_empty());
     let done = a.restore("proj", RestorePoint::BeforeDeletion, 2_000, &all).expect("restore");
@@ -57,10 +62,8 @@ fn a_tree_deleted_on_another_replica_comes_back_whole_and_reaches_it() {
 fn a_file_deleted_long_before_its_directory_stays_deleted() {
     let mut f = Folder::new(agent(1));
     proj(&mut f);
-    let old = f.tree().lookup("proj/a.txt").expect("a").id;
-    f.delete(old, 1_000).expect("delete");
-    let dir = f.tree().lookup("proj").expect("proj").id;
-    f.delete(dir, 1_000 + 3 * DELETION_EPISODE_MS).expect("delete");
+    rm(&mut f, "proj/a.txt", 1_000);
+    rm(&mut f, "proj", 1_000 + 3 * DELETION_EPISODE_MS);
     f.restore("proj", RestorePoint::BeforeDeletion, 1_000 + 4 * DELETION_EPISODE_MS, &all).expect("restore");
     assert!(f.tree().lookup("proj/sub/b.txt").is_some());
     assert!(f.tree().lookup("proj/a.txt").is_none(), "deleted on its own, long before");
@@ -113,8 +116,7 @@ fn a_path_that_changed_kind_is_left_as_it_is() {
 fn a_binary_version_whose_chunks_are_missing_is_skipped() {
     let mut f = Folder::new(agent(1));
     proj(&mut f);
-    let dir = f.tree().lookup("proj").expect("proj").id;
-    f.delete(dir, 1_000).expect("delete");
+    rm(&mut f, "proj", 1_000);
     let done = f.restore("proj", RestorePoint::BeforeDeletion, 2_000, &|_: &ChunkRef| false).expect("restore");
     assert_eq!(done.skipped.len(), 1);
     assert_eq!(done.skipped[0].0, "proj/img.bin");
@@ -235,4 +237,20 @@ proptest! {
             Err(e) => prop_assert!(false, "{e}"),
         }
     }
+}
+
+#[test]
+fn within_a_directory_means_it_or_below_not_a_name_that_starts_alike() {
+    assert!(within("d", "d") && within("d/x", "d") && within("d/x/y", "d") && within("anything", ""));
+    assert!(!within("d-x", "d") && !within("dx/y", "d") && !within("", "d") && !within("e", "d"));
+    let mut f = Folder::new(agent(1));
+    for p in ["d/a.txt", "d/sub/b.txt", "d-x/c.txt", "d0.txt", "e.txt"] {
+        file(&mut f, p, "x\n", 10);
+    }
+    let paths =
+        |f: &mut Folder, dir: &str| -> Vec<String> { f.tree().below(dir).into_iter().map(|n| n.path.clone()).collect() };
+    assert_eq!(paths(&mut f, "d"), ["d", "d/a.txt", "d/sub", "d/sub/b.txt"]);
+    assert_eq!(paths(&mut f, "d/sub/b.txt"), ["d/sub/b.txt"]);
+    assert!(paths(&mut f, "nope").is_empty());
+    assert_eq!(paths(&mut f, "").len(), f.tree().len());
 }
