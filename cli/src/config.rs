@@ -41,6 +41,26 @@ pub struct FolderConfig {
     pub name: String,
     /// The directory on this machine.
     pub path: PathBuf,
+    /// Deletions of more than this share (percent) of the folder's files at
+    /// once, found here or sent by a peer, are held until `fsync resume`;
+    /// 0 turns the guard off. Default 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_guard_percent: Option<u8>,
+    /// ...and only when at least this many files would go. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_guard_min: Option<usize>,
+}
+
+impl FolderConfig {
+    /// The mass-deletion guard this folder asks for.
+    pub fn guard(&self) -> watcher::Guard {
+        let d = watcher::Guard::DEFAULT;
+        watcher::Guard {
+            percent: self.delete_guard_percent.unwrap_or(d.percent),
+            min: self.delete_guard_min.unwrap_or(d.min),
+            open: false,
+        }
+    }
 }
 
 /// One trusted device.
@@ -67,7 +87,11 @@ impl Config {
     /// Reads the config file.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("{} is not a valid config", path.display()))
+        let config: Config = toml::from_str(&text).with_context(|| format!("{} is not a valid config", path.display()))?;
+        if let Some(f) = config.folders.iter().find(|f| f.delete_guard_percent.is_some_and(|p| p > 100)) {
+            bail!("{}: folder {:?}: delete_guard_percent is a share of its files, 0 to 100", path.display(), f.name);
+        }
+        Ok(config)
     }
 
     /// Writes it atomically (temp file, sync, rename).
@@ -116,7 +140,7 @@ impl Config {
                 f.path.display()
             );
         }
-        self.folders.push(FolderConfig { name: name.to_owned(), path });
+        self.folders.push(FolderConfig { name: name.to_owned(), path, delete_guard_percent: None, delete_guard_min: None });
         Ok(())
     }
 

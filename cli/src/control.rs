@@ -71,6 +71,21 @@ pub enum Request {
         /// As it was before this time (ms since the epoch).
         before: Option<u64>,
     },
+    /// `fsync mount FOLDER MOUNTPOINT --at TIME`: a read-only view of the
+    /// past, mounted by the daemon.
+    MountAt {
+        /// The folder.
+        folder: String,
+        /// Where (an absolute path to an empty directory).
+        mountpoint: String,
+        /// As the events before this time left it (ms since the epoch).
+        before: u64,
+    },
+    /// `fsync resume`: let the deletions the guard holds through.
+    Resume {
+        /// The folder.
+        folder: String,
+    },
 }
 
 impl Request {

@@ -22,7 +22,7 @@
 //! Scans, write-back and saving run with `block_in_place`, so connections
 //! keep moving on the other runtime threads meanwhile.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use fsync_core::chunks::{ChunkHash, ChunkRef, ChunkStore as _, Chunks};
-use fsync_core::folder::{Folder, RestorePoint};
+use fsync_core::folder::{Folder, RestoreError, RestorePoint};
 use fsync_core::store::{load_folder, Saver, Store};
 use fsync_core::AgentId;
 use tokio::signal::unix::{signal, SignalKind};
@@ -106,6 +106,12 @@ struct Local {
     watching: Option<Arc<AtomicBool>>,
     /// What the next write-back looks at.
     dirty: watcher::Dirty,
+    /// Paths gone from disk whose deletion the guard holds (see
+    /// `watcher::guard`): still in the folder, until `fsync resume` or
+    /// `fsync restore`.
+    held_here: BTreeSet<String>,
+    /// Paths peers deleted that the guard keeps on this disk.
+    held_from_peers: BTreeSet<String>,
 }
 
 impl Local {
@@ -132,9 +138,57 @@ impl Local {
         }
     }
 
+    /// Keeps `held_here` as the scan of `scope` found it (`gone`: what it
+    /// deleted or found moved, no longer held).
+    fn note_held_here(&mut self, scope: Option<&[String]>, found: &[String], gone: &[String]) {
+        let before = self.held_here.len();
+        match scope {
+            None => self.held_here.clear(),
+            Some(sc) => self.held_here.retain(|p| !sc.iter().any(|s| fsync_core::folder::within(p, s))),
+        }
+        self.held_here.extend(found.iter().cloned());
+        for p in gone {
+            self.held_here.remove(p);
+        }
+        if self.held_here.len() > before {
+            tracing::warn!(folder = %self.name, held = self.held_here.len(), first = ?self.held_here.first(),
+                "{}", self.held_message(self.held_here.len(), "found gone here"));
+        }
+    }
+
+    /// Keeps `held_from_peers` as a write-back left it: `still` tells
+    /// whether a path is still deleted in the folder (a peer may have put
+    /// it back meanwhile).
+    fn note_held_from_peers(&mut self, found: &[String], removed: &[String], still: impl Fn(&str) -> bool) {
+        let before = self.held_from_peers.len();
+        self.held_from_peers.extend(found.iter().cloned());
+        for p in removed {
+            self.held_from_peers.remove(p);
+        }
+        self.held_from_peers.retain(|p| still(p));
+        if self.held_from_peers.len() > before {
+            tracing::warn!(folder = %self.name, held = self.held_from_peers.len(), first = ?self.held_from_peers.first(),
+                "{}", self.held_message(self.held_from_peers.len(), "deleted by a peer"));
+        }
+    }
+
+    fn held_message(&self, n: usize, what: &str) -> String {
+        format!(
+            "holding the deletion of {n} path(s) {what}: too many of the folder's files at once \
+             (the mass-deletion guard); `fsync resume {name}` lets them through, `fsync restore` puts them back",
+            name = self.name
+        )
+    }
+
     /// What keeps the folder and the disk apart, for `fsync status`.
     fn problems(&self) -> Vec<String> {
         let mut out: Vec<String> = self.stopped.iter().map(|e| format!("stopped: {e}")).collect();
+        for (set, what) in [(&self.held_here, "found gone here"), (&self.held_from_peers, "deleted by a peer")] {
+            if !set.is_empty() {
+                let first: Vec<&str> = set.iter().take(3).map(String::as_str).collect();
+                out.push(format!("held: {} (for example {})", self.held_message(set.len(), what), first.join(", ")));
+            }
+        }
         out.extend(self.write_error.iter().map(|e| format!("not writing: {e}")));
         out.extend(self.unreadable.iter().map(|(p, why)| {
             if why.starts_with(watcher::scan::NOT_SYNCED) {
@@ -197,6 +251,8 @@ struct Daemon {
     /// When every folder was last scanned whole (see [`rescan_every`]).
     last_full_rescan: Instant,
     start: Instant,
+    /// Read-only mounts of folders' past states (`fsync mount --at`).
+    past: Vec<fuse_mount::Mounted<crate::past::Past>>,
 }
 
 /// What the mount asks of the main loop.
@@ -344,6 +400,7 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
         last_seen_saved: Instant::now(),
         last_full_rescan: Instant::now(),
         start: Instant::now(),
+        past: Vec::new(),
     };
     let (mount_tx, mut mount_rx) = mpsc::unbounded_channel::<MountMsg>();
     let mut mounted: Option<Mount> = None;
@@ -351,7 +408,7 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
     starting.store(false, std::sync::atomic::Ordering::SeqCst);
     if let Some((name, point)) = &mount {
         let backend = MountBackend { node: d.node.clone(), name: name.clone(), tx: mount_tx };
-        let options = fuse_mount::MountOptions { fsname: format!("fsync:{name}"), space: home.dir.clone() };
+        let options = fuse_mount::MountOptions { fsname: format!("fsync:{name}"), space: home.dir.clone(), read_only: false };
         let m = tokio::task::block_in_place(|| fuse_mount::mount(backend, point, options))?;
         let i = d.locals.iter().position(|l| l.name == *name).context("the mounted folder is not open")?;
         tracing::info!(folder = %name, mountpoint = %m.mountpoint().display(), "folder mounted");
@@ -484,6 +541,13 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
                         l.debounce.push_all(ms);
                     }
                 }
+                d.past.retain(|m| {
+                    let on = m.is_mounted();
+                    if !on {
+                        tracing::info!(mountpoint = %m.mountpoint().display(), "past view unmounted");
+                    }
+                    on
+                });
                 // `fsync mount` runs until unmounted (or signalled).
                 if mounted.as_ref().is_some_and(|m| !m.fs.is_mounted()) {
                     tracing::info!("the mount was unmounted: stopping");
@@ -494,6 +558,7 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
         }
     }
     tracing::info!("stopping (a second signal stops at once)");
+    d.past.clear();
     // A second signal exits at once: the store is crash-safe, and nothing
     // acknowledged is lost by skipping the final save.
     tokio::spawn(async move {
@@ -660,10 +725,12 @@ fn open_folder(
     let referenced = folder.referenced_chunks();
     stored.retain(|h| referenced.contains(h));
     let mut chunks = Chunks::backed(store.chunk_source(), stored);
+    index.guard = fc.guard();
     let saver = Saver::loaded(&folder);
     folder.set_shareable(Some(saver.saved().clone()));
     let mut unreadable_at_start = Vec::new();
     let mut deferred_at_start = Vec::new();
+    let mut held_at_start = Vec::new();
     let mut start_error = None;
     let mut root = None;
     let mut stopped = None;
@@ -699,6 +766,7 @@ fn open_folder(
             Ok(report) => {
                 unreadable_at_start = report.unreadable.clone();
                 deferred_at_start = report.deferred.clone();
+                held_at_start = report.held.clone();
                 tracing::debug!(folder = %fc.name, ms = t.elapsed().as_millis() as u64, "loaded and rescanned");
                 if !report.is_empty() {
                     tracing::info!(folder = %fc.name, created = report.created.len(), modified = report.modified.len(),
@@ -730,8 +798,11 @@ fn open_folder(
         stopped,
         watching,
         dirty: watcher::Dirty::default(),
+        held_here: BTreeSet::new(),
+        held_from_peers: BTreeSet::new(),
     };
     local.note_unreadable(None, &unreadable_at_start);
+    local.note_held_here(None, &held_at_start, &[]);
     // Gone during the start-up scan's second look: a live scan looks again
     // (see `watcher::scan_with_progress`).
     for p in deferred_at_start {
@@ -874,6 +945,9 @@ impl Daemon {
         match report {
             Ok(report) => {
                 l.note_unreadable(scope, &report.unreadable);
+                let gone: Vec<String> =
+                    report.deleted.iter().chain(report.moved.iter().map(|(from, _)| from)).cloned().collect();
+                l.note_held_here(scope, &report.held, &gone);
                 // Gone paths are looked at again before they count as
                 // deleted (the other half of a move may be on its way; see
                 // `watcher::GONE_WAIT`), files caught mid-write once more.
@@ -977,6 +1051,7 @@ impl Daemon {
                     return;
                 }
             };
+            self.note_held_from_peers(i, &report);
             let l = &self.locals[i];
             if !report.written.is_empty() || !report.removed.is_empty() || !report.moved.is_empty() {
                 tracing::info!(folder = %l.name, written = report.written.len(), removed = report.removed.len(),
@@ -1001,6 +1076,86 @@ impl Daemon {
         self.locals[i].rescan = true;
         let soon = Instant::now() + WRITE_GROUP * 10;
         self.retry_at = Some(self.retry_at.map_or(soon, |r| r.min(soon)));
+    }
+
+    /// Keeps folder `i`'s held peer deletions as write-back `report` left
+    /// them.
+    fn note_held_from_peers(&mut self, i: usize, report: &watcher::WriteReport) {
+        let l = &self.locals[i];
+        let known: Vec<String> = l.held_from_peers.iter().chain(&report.held_removals).cloned().collect();
+        if known.is_empty() {
+            return;
+        }
+        let back: HashSet<String> = self
+            .node
+            .read(&l.name, |s| known.into_iter().filter(|p| s.folder.tree().lookup(p).is_some()).collect())
+            .unwrap_or_default();
+        self.locals[i].note_held_from_peers(&report.held_removals, &report.removed, |p| !back.contains(p));
+    }
+
+    /// `fsync mount --at`: mounts folder `folder` as it was before
+    /// `before`, read-only, until unmounted or the daemon stops.
+    fn mount_past(&mut self, folder: &str, mountpoint: &str, before: u64) -> Result<Vec<u8>> {
+        let i = self.locals.iter().position(|l| l.name == folder).ok_or_else(|| anyhow!("no folder named {folder:?}"))?;
+        let point = PathBuf::from(mountpoint);
+        if !point.is_absolute() {
+            bail!("{mountpoint}: give the mount point as an absolute path");
+        }
+        if self.past.iter().any(|m| point.canonicalize().is_ok_and(|p| p == m.mountpoint())) {
+            bail!("{mountpoint} already shows a past state; unmount it first (`umount {mountpoint}`)");
+        }
+        // Chunks still in memory only are written to the store first: the
+        // view reads binary content from there.
+        self.persist(i);
+        let source = self.store.chunk_source();
+        let agent = self.agent;
+        let past = self
+            .node
+            .read(folder, |s| crate::past::Past::of(&mut s.folder, &s.chunks, source, before, agent))
+            .ok_or_else(|| anyhow!("no folder named {folder:?}"))??;
+        let entries = past.entries();
+        let options = fuse_mount::MountOptions {
+            fsname: format!("fsync:{folder}@{}", crate::query::format_time(before)),
+            space: self.home.dir.clone(),
+            read_only: true,
+        };
+        let m = tokio::task::block_in_place(|| fuse_mount::mount(past, &point, options))?;
+        let shown = m.mountpoint().display().to_string();
+        tracing::info!(folder, mountpoint = %shown, before, entries, "past view mounted");
+        self.past.push(m);
+        Ok(format!(
+            "{folder} as it was before {}: {entries} entries, read-only at {shown}; `umount {shown}` ends it\n",
+            crate::query::format_time(before)
+        )
+        .into_bytes())
+    }
+
+    /// `fsync resume`: lets the held deletions through, here (a scan makes
+    /// them) and from peers (a write-back removes them).
+    fn resume(&mut self, folder: &str) -> Result<Vec<u8>> {
+        let i = self.locals.iter().position(|l| l.name == folder).ok_or_else(|| anyhow!("no folder named {folder:?}"))?;
+        if let Some(e) = &self.locals[i].stopped {
+            bail!("folder {folder} is stopped ({e}); nothing is deleted until it is back");
+        }
+        let (here, peers) = (self.locals[i].held_here.len(), self.locals[i].held_from_peers.len());
+        if here + peers == 0 {
+            return Ok(format!("nothing is held in {folder}\n").into_bytes());
+        }
+        self.locals[i].index.guard.open = true;
+        if here > 0 {
+            self.scan(i, None);
+        }
+        self.locals[i].dirty.all();
+        self.write(i);
+        self.locals[i].index.guard.open = false;
+        let l = &self.locals[i];
+        let left = l.held_here.len() + l.held_from_peers.len();
+        tracing::info!(folder, here, peers, left, "held deletions let through");
+        let mut out = format!("let through {here} deletion(s) made here and {peers} from peers\n");
+        if left > 0 {
+            out.push_str(&format!("{left} path(s) could not be deleted yet; see `fsync status`\n"));
+        }
+        Ok(out.into_bytes())
     }
 
     /// Saves what is not saved yet.
@@ -1091,7 +1246,8 @@ impl Daemon {
     fn reload(&mut self) -> Result<()> {
         let config = self.home.config()?;
         for fc in &config.folders {
-            if self.locals.iter().any(|l| l.name == fc.name) {
+            if let Some(l) = self.locals.iter_mut().find(|l| l.name == fc.name) {
+                l.index.guard = fc.guard();
                 continue;
             }
             let i = self.locals.len();
@@ -1153,6 +1309,8 @@ impl Daemon {
                 )
             }
             Request::Restore { folder, path, at, before } => self.restore(folder, path, at.as_deref(), *before),
+            Request::Resume { folder } => self.resume(folder),
+            Request::MountAt { folder, mountpoint, before } => self.mount_past(folder, mountpoint, *before),
         }
     }
 
@@ -1167,6 +1325,20 @@ impl Daemon {
             (None, Some(t)) => RestorePoint::Before(t),
             (None, None) => RestorePoint::BeforeDeletion,
         };
+        // Deletions found here and held are still in the folder: putting
+        // them back is writing them again (the history restore then has
+        // nothing to do for them).
+        let l = &mut self.locals[i];
+        let held: Vec<String> = l.held_here.iter().filter(|p| fsync_core::folder::within(p, path)).cloned().collect();
+        for p in &held {
+            l.index.forget(p);
+            l.held_here.remove(p);
+        }
+        if !held.is_empty() {
+            l.dirty.all();
+            self.write(i);
+            tracing::info!(folder, put_back = held.len(), "held deletions put back");
+        }
         let now = now_ms();
         let done = self
             .node
@@ -1174,14 +1346,25 @@ impl Daemon {
                 let FolderState { folder, chunks } = s;
                 folder.restore(path, point, now, &|c: &ChunkRef| chunks.has(&c.hash))
             })
-            .ok_or_else(|| anyhow!("no folder named {folder:?}"))??;
+            .ok_or_else(|| anyhow!("no folder named {folder:?}"))?;
+        let done = match done {
+            Ok(d) => d,
+            Err(RestoreError::Exists(_)) if !held.is_empty() => Default::default(),
+            Err(e) => return Err(e.into()),
+        };
         self.persist(i);
         if let Some(e) = &self.store_error {
             bail!("restored, but not saved yet ({e}); it is saved once the store works again");
         }
         let shown = |p: &str| if p.is_empty() { "the folder".to_owned() } else { p.to_owned() };
         tracing::info!(folder, path = %shown(path), restored = done.restored.len(), skipped = done.skipped.len(), "restored");
-        let mut out = format!("restored {} path(s) of {}\n", done.restored.len(), shown(path));
+        let mut out = String::new();
+        if !held.is_empty() {
+            out.push_str(&format!("put back {} path(s) whose deletion was held\n", held.len()));
+        }
+        if !done.restored.is_empty() || held.is_empty() {
+            out.push_str(&format!("restored {} path(s) of {}\n", done.restored.len(), shown(path)));
+        }
         for (p, why) in &done.skipped {
             out.push_str(&format!("left {p} as it is: {why}\n"));
         }

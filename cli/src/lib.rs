@@ -6,6 +6,7 @@ pub mod control;
 pub mod daemon;
 pub mod home;
 pub mod invite;
+pub mod past;
 pub mod progress;
 pub mod query;
 pub mod status;

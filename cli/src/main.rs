@@ -86,6 +86,10 @@ enum Command {
         #[arg(long)]
         before: Option<String>,
     },
+    /// Let through the deletions the mass-deletion guard holds in FOLDER
+    /// (see `fsync status`): they are made here and synced. `fsync
+    /// restore` puts them back instead.
+    Resume { folder: String },
     /// Run the daemon in the foreground until SIGINT/SIGTERM. With PATH (a
     /// first run): init if needed, share PATH under its base name, print
     /// the `fsync join` line for other machines, then run.
@@ -104,8 +108,13 @@ enum Command {
         mountpoint: PathBuf,
         /// UDP address to listen on (default: the config's `listen`, else
         /// 0.0.0.0:7420).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "at")]
         listen: Option<String>,
+        /// Show FOLDER read-only as it was at this time (RFC 3339 or unix
+        /// seconds), mounted by the running daemon until `umount
+        /// MOUNTPOINT`; the command returns once it is mounted.
+        #[arg(long)]
+        at: Option<String>,
     },
     /// Print a one-line ticket that lets another machine join FOLDER.
     Invite {
@@ -158,7 +167,16 @@ fn run(cli: Cli) -> Result<()> {
             }
             daemon(&home, listen, None)?;
         }
-        Command::Mount { folder, mountpoint, listen } => {
+        Command::Mount { folder, mountpoint, at: Some(at), .. } => {
+            let before = cli::query::parse_time(&at)?;
+            let mountpoint = std::path::absolute(&mountpoint).with_context(|| format!("{}", mountpoint.display()))?;
+            let mountpoint = mountpoint.to_str().with_context(|| format!("{}: not UTF-8", mountpoint.display()))?.to_owned();
+            match ask_daemon(&home, &Request::MountAt { folder, mountpoint, before })? {
+                Some(out) => print_bytes(&out)?,
+                None => bail!("a view of the past is mounted by the running daemon: start it with `fsync run`"),
+            }
+        }
+        Command::Mount { folder, mountpoint, listen, at: None } => {
             logging(cli.verbose, cli.quiet);
             daemon(&home, listen, Some((folder, mountpoint)))?;
         }
@@ -229,6 +247,10 @@ fn run(cli: Cli) -> Result<()> {
                 None => bail!("restoring needs the running daemon, which syncs the result: start it with `fsync run`"),
             }
         }
+        Command::Resume { folder } => match ask_daemon(&home, &Request::Resume { folder })? {
+            Some(out) => print_bytes(&out)?,
+            None => bail!("resuming needs the running daemon: start it with `fsync run`"),
+        },
         Command::Init => println!("{}", home.init()?.device_id()),
         Command::Id => println!("{}", home.identity()?.device_id()),
         Command::Folder { command: FolderCommand::Add { folder, path } } => {

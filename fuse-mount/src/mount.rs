@@ -33,6 +33,9 @@ pub struct MountOptions {
     /// A directory on the disk that holds the store: `statfs` reports its
     /// free space.
     pub space: PathBuf,
+    /// Mounted read-only: the kernel refuses every change (EROFS), so the
+    /// backend is only read (a view of the past).
+    pub read_only: bool,
 }
 
 /// A mounted folder. Dropping it unmounts.
@@ -128,6 +131,9 @@ pub fn mount<B: Backend>(backend: B, mountpoint: &Path, options: MountOptions) -
         MountOption::NoSuid,
         MountOption::NoAtime,
     ];
+    if options.read_only {
+        config.mount_options.push(MountOption::RO);
+    }
     // Root mounts for everyone (permissions checked by the kernel against
     // the modes shown); a user's mount is the user's.
     config.acl = if nix::unistd::geteuid().is_root() { SessionACL::All } else { SessionACL::Owner };

@@ -82,7 +82,8 @@ fn setup(name: &str) -> Option<Fixture> {
     std::fs::create_dir_all(&dir).expect("mkdir");
     let mem = Mem::default();
     *mem.inner.lock().expect("lock") = Some((Folder::new(AgentId::from_index(1)), Chunks::default()));
-    let mnt = mount(mem.clone(), &dir, MountOptions { fsname: "fsync-test".into(), space: base.clone() }).expect("mount");
+    let mnt = mount(mem.clone(), &dir, MountOptions { fsname: "fsync-test".into(), space: base.clone(), read_only: false })
+        .expect("mount");
     Some(Fixture { mem, mnt: Some(mnt), dir, base })
 }
 

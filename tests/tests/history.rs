@@ -151,3 +151,98 @@ fn p_restore(n: &Node, file: &std::path::Path, args: &[&str], want: &str) {
     assert!(out.contains("restored 1 path(s)"), "{out}");
     eventually("the restored content on disk", 10, || read(file).as_deref() == Some(want));
 }
+
+/// `many/` with 30 files beside 4 others: deleting it is deleting most of
+/// the folder's files at once.
+fn make_many(docs: &std::path::Path) -> Vec<(String, String)> {
+    std::fs::create_dir_all(docs.join("many")).expect("mkdir");
+    for i in 0..30 {
+        std::fs::write(docs.join(format!("many/f{i}.txt")), format!("file {i}\n")).expect("write");
+    }
+    for i in 0..4 {
+        std::fs::write(docs.join(format!("other{i}.txt")), "stays\n").expect("write");
+    }
+    snapshot(&docs.join("many"))
+}
+
+/// Turns the guard off in `n`'s config (before its daemon starts).
+fn guard_off(n: &Node) {
+    let config = n.config().replacen("name = \"docs\"\n", "name = \"docs\"\ndelete_guard_percent = 0\n", 1);
+    std::fs::write(n.home.join("config.toml"), config).expect("config");
+}
+
+fn held(n: &Node) -> String {
+    let st = n.status();
+    let problems = st["folders"][0]["problems"].as_array().cloned().unwrap_or_default();
+    problems.iter().filter_map(|p| p.as_str()).filter(|p| p.starts_with("held: ")).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn the_guard_holds_a_peers_mass_deletion_until_resume() {
+    let p = Pair::new("guard-peer");
+    guard_off(&p.b);
+    let (docs_a, docs_b) = (p.a.scratch.join("docs"), p.b.scratch.join("docs"));
+    let many = make_many(&docs_a);
+    let (_da, _db) = (p.a.start(p.pa), p.b.start(p.pb));
+    eventually("many on b", 20, || snapshot(&docs_b.join("many")) == many);
+
+    // B deletes it: a holds the deletion, and says so.
+    std::fs::remove_dir_all(docs_b.join("many")).expect("rm -r");
+    eventually("a holds the deletion", 20, || held(&p.a).contains("deleted by a peer"));
+    let why = held(&p.a);
+    assert!(why.contains("30 path(s)") || why.contains("31 path(s)"), "{why}");
+    assert!(why.contains("fsync resume docs"), "{why}");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(snapshot(&docs_a.join("many")), many, "a keeps the files while the deletion is held");
+    assert!(!docs_b.join("many").exists(), "b's deletion is not undone by a holding it");
+
+    // Restore on a undoes it everywhere.
+    let out = p.a.ok(&["restore", s(&docs_a.join("many"))]);
+    assert!(out.contains("restored 31 path(s)"), "{out}");
+    eventually("many back on b", 20, || snapshot(&docs_b.join("many")) == many);
+    eventually("nothing held on a", 20, || held(&p.a).is_empty());
+    assert_eq!(snapshot(&docs_a.join("many")), many);
+
+    // Deleted again: held again, and resume lets it through.
+    std::fs::remove_dir_all(docs_b.join("many")).expect("rm -r");
+    eventually("a holds it again", 20, || !held(&p.a).is_empty());
+    assert!(p.a.ok(&["resume", "docs"]).contains("let through"));
+    eventually("many gone on a", 20, || !docs_a.join("many").exists());
+    assert!(held(&p.a).is_empty(), "{}", held(&p.a));
+    assert_eq!(read(&p.da("other0.txt")).as_deref(), Some("stays\n"));
+    assert!(p.a.ok(&["resume", "docs"]).contains("nothing is held"));
+}
+
+#[test]
+fn the_guard_holds_a_mass_deletion_made_here_and_restore_puts_it_back() {
+    let p = Pair::new("guard-here");
+    let (docs_a, docs_b) = (p.a.scratch.join("docs"), p.b.scratch.join("docs"));
+    let many = make_many(&docs_a);
+    let (_da, _db) = (p.a.start(p.pa), p.b.start(p.pb));
+    eventually("many on b", 20, || snapshot(&docs_b.join("many")) == many);
+
+    std::fs::remove_dir_all(docs_a.join("many")).expect("rm -r");
+    eventually("a holds its own deletion", 20, || held(&p.a).contains("found gone here"));
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(snapshot(&docs_b.join("many")), many, "a held deletion is not sent");
+    let log = p.a.log();
+    assert!(log.contains("mass-deletion guard"), "the log says why");
+
+    // One command puts it back on a's disk.
+    let out = p.a.ok(&["restore", s(&docs_a.join("many"))]);
+    assert!(out.contains("put back 31 path(s)"), "{out}");
+    eventually("many back on a", 20, || snapshot(&docs_a.join("many")) == many);
+    eventually("nothing held", 20, || held(&p.a).is_empty());
+
+    // Deleted again and let through: gone on both.
+    std::fs::remove_dir_all(docs_a.join("many")).expect("rm -r");
+    eventually("held again", 20, || !held(&p.a).is_empty());
+    assert!(p.a.ok(&["resume", "docs"]).contains("let through 31 deletion(s) made here"));
+    // Each node guards its own disk: b holds what a let through, until
+    // resumed there too.
+    eventually("b holds it", 20, || held(&p.b).contains("deleted by a peer"));
+    assert!(p.b.ok(&["resume", "docs"]).contains("let through 0 deletion(s) made here and 31 from peers"));
+    eventually("many gone on b", 20, || !docs_b.join("many").exists());
+    assert!(!docs_a.join("many").exists());
+    assert_eq!(read(&p.db("other3.txt")).as_deref(), Some("stays\n"));
+}

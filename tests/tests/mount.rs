@@ -175,3 +175,53 @@ fn mount_refuses_unknown_folders_and_points_inside_watched_folders() {
     assert!(err.contains("not empty"), "{err}");
     assert_eq!(read(&full.join("kept.txt")).as_deref(), Some("kept\n"));
 }
+
+#[test]
+fn a_past_state_mounts_read_only_and_shows_what_the_folder_held_then() {
+    if !can_mount() {
+        return;
+    }
+    let p = Pair::new("mount-at");
+    let docs_a = p.a.scratch.join("docs");
+    std::fs::create_dir_all(docs_a.join("dir")).expect("mkdir");
+    std::fs::write(p.da("notes.txt"), "first\n").expect("write");
+    std::fs::write(p.da("dir/x.txt"), "x\n").expect("write");
+    std::fs::write(p.da("img.bin"), util::noise(300_000, 3)).expect("write");
+    std::os::unix::fs::symlink("notes.txt", p.da("link")).expect("symlink");
+    let (_da, _db) = (p.a.start(p.pa), p.b.start(p.pb));
+    eventually("b has it", 20, || read(&p.db("dir/x.txt")).is_some() && p.db("img.bin").exists());
+    let then = util::snapshot(&docs_a);
+    // A whole second later (TIME has second resolution), changes on both.
+    let secs = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let t = secs() + 1;
+    while secs() < t + 1 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::write(p.db("notes.txt"), "second\n").expect("write");
+    std::fs::remove_dir_all(p.db("dir")).expect("rm -r");
+    std::fs::write(p.da("img.bin"), util::noise(200_000, 4)).expect("write");
+    std::fs::write(p.da("new.txt"), "later\n").expect("write");
+    eventually("a has b's changes", 20, || read(&p.da("notes.txt")).as_deref() == Some("second\n") && !p.da("dir").exists());
+    let now = util::snapshot(&docs_a);
+
+    let point = p.a.scratch.join("past");
+    std::fs::create_dir_all(&point).expect("mkdir");
+    let _unmount = Unmount(point.clone());
+    let out = p.a.ok(&["mount", "docs", point.to_str().expect("utf-8"), "--at", &t.to_string()]);
+    assert!(out.contains("read-only"), "{out}");
+    assert!(mounted(&point));
+    assert_eq!(util::snapshot(&point), then, "the view holds the folder of then");
+    let err = std::fs::write(point.join("notes.txt"), "no").expect_err("read-only");
+    assert_eq!(err.raw_os_error(), Some(30), "EROFS: {err}");
+    assert!(std::fs::remove_file(point.join("link")).is_err());
+    assert_eq!(util::snapshot(&docs_a), now, "the live folder is untouched");
+    let again = p.a.fails(&["mount", "docs", point.to_str().expect("utf-8"), "--at", &t.to_string()]);
+    assert!(!again.is_empty());
+
+    // Unmounted from outside: the daemon lets it go and keeps running.
+    assert!(std::process::Command::new("umount").arg(&point).status().expect("umount").success());
+    assert!(!mounted(&point));
+    std::fs::write(p.da("notes.txt"), "third\n").expect("write");
+    eventually("still syncing", 20, || read(&p.db("notes.txt")).as_deref() == Some("third\n"));
+    eventually("the daemon forgot the view", 10, || p.a.log().contains("past view unmounted"));
+}

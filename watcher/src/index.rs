@@ -126,6 +126,9 @@ pub struct Index {
     /// The write intents as [`Index::take_unsaved`] last gave them out
     /// (none: not given out since loading or [`Index::touch_all`]).
     intents_given: Option<Vec<u8>>,
+    /// When scans and write-backs hold deletions (see [`crate::guard`]);
+    /// set by the caller, not stored.
+    pub guard: crate::Guard,
 }
 
 /// What changed in an index since it was last given out for storing.
@@ -150,6 +153,21 @@ const INDEX_MAGIC: &[u8] = b"FSIX";
 const INDEX_VERSION: u64 = 3;
 
 impl Index {
+    /// How many files (not directories) the index has: what the guard
+    /// weighs a deletion against.
+    pub(crate) fn tracked_files(&self) -> usize {
+        self.files.iter().filter(|(_, k)| k.kind != Kind::Dir).count()
+    }
+
+    /// Forgets what was seen at `path`: the next write-back puts there
+    /// what the folder has, as at a path it never wrote (a held deletion
+    /// the user undoes: see [`crate::guard`]).
+    pub fn forget(&mut self, path: &str) {
+        self.files.remove(path);
+        self.deferred.remove(path);
+        self.busy.remove(path);
+    }
+
     /// The kernel reported a rename of `from` to `to` (inotify's pair of
     /// events for one `rename`). The scan takes a new file at `to` for the
     /// file known at `from` even with another inode and other content: a

@@ -7,11 +7,13 @@
 //!   never over a change not yet scanned.
 //! - [`diff`]: text diffs as edits (lines, refined to characters).
 //! - [`ignore`]: default ignores and `.fsyncignore`.
+//! - [`guard`]: mass deletions held until the user lets them through.
 //! - [`root`]: the folder root's identity (its marker).
 //! - [`live`]: notify events, debounced into paths to rescan; lost events
 //!   become a full rescan.
 
 pub mod diff;
+pub mod guard;
 pub mod ignore;
 mod index;
 pub mod live;
@@ -22,6 +24,7 @@ pub mod write;
 
 use std::path::Path;
 
+pub use guard::Guard;
 pub use index::{Files, Index, Known, Stat, Unsaved};
 pub use scan::{scan, scan_scoped, scan_with_progress, take_in_bytes, ScanProgress, ScanReport, GONE_WAIT, UNSEEN_WRITE};
 pub use write::{write_back, write_back_with, Dirty, WriteReport};

@@ -78,6 +78,10 @@ pub struct ScanReport {
     /// and never taken for deleted (a directory that cannot be listed keeps
     /// what it had).
     pub unreadable: Vec<(String, String)>,
+    /// Paths gone from disk whose deletion the guard holds ([`Index::guard`]):
+    /// too many at once. Known and in the folder still, until the guard is
+    /// opened or they are put back.
+    pub held: Vec<String>,
 }
 
 impl ScanReport {
@@ -792,6 +796,7 @@ fn start_up_scan(
     report.moved.extend(second.moved);
     report.deleted.extend(second.deleted);
     report.deferred = second.deferred;
+    report.held = second.held;
     report.unreadable = second.unreadable;
     Ok(report)
 }
@@ -1075,11 +1080,23 @@ fn scan_inner(
     } else {
         index.files.iter().filter(|(p, k)| !is_gone(&disk, p, k)).map(|(_, k)| k.id).collect()
     };
+    let mut ready = Vec::new();
     for (p, k) in gone {
         if index.deferred.entry(p.clone()).or_insert_with(Instant::now).elapsed() < GONE_WAIT {
             report.deferred.push(p);
-            continue;
+        } else {
+            ready.push((p, k));
         }
+    }
+    // Too many at once: held (see `crate::guard`). They stay known, and
+    // ready, so the scan that comes after the user lets them through
+    // deletes them at once.
+    let files = ready.iter().filter(|(_, k)| k.kind != Kind::Dir).count();
+    if index.guard.weighs(files) && index.guard.holds(files, index.tracked_files()) {
+        report.held = ready.into_iter().map(|(p, _)| p).rev().collect();
+        ready = Vec::new();
+    }
+    for (p, k) in ready {
         index.deferred.remove(&p);
         // Against what the disk had: a change that arrived since and was
         // never written out is concurrent, and an edit keeps the file. So

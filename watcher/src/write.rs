@@ -54,6 +54,10 @@ pub struct WriteReport {
     /// scan looks at again shortly, a move waiting for its new path, chunks
     /// still to come): not on disk as the folder has them yet.
     pub unsettled: Vec<EntryId>,
+    /// Paths the folder deleted (a peer's mass deletion) that the guard
+    /// held ([`Index::guard`]): left on disk and known, until the guard is
+    /// opened.
+    pub held_removals: Vec<String>,
 }
 
 impl WriteReport {
@@ -705,10 +709,29 @@ fn write_back_in(
         }
     };
     let to_remove: Vec<(String, EntryId)> = stale.iter().map(|(p, k)| (p.clone(), k.id)).collect();
+    // Too many files to remove at once (deleted on a peer, not moved and
+    // not replaced by another kind): held (see `crate::guard`). The index
+    // keeps them, so a pass after the user lets them through removes them.
+    let mut guarded: HashSet<String> = {
+        let tree = folder.tree();
+        stale
+            .iter()
+            .filter(|(p, k)| !held.ids.contains(&k.id) && !held.below(p) && tree.lookup(p).filter(shown).is_none())
+            .map(|(p, _)| p.clone())
+            .collect()
+    };
+    let files = stale.iter().filter(|(p, k)| k.kind != Kind::Dir && guarded.contains(p)).count();
+    if !(index.guard.weighs(files) && index.guard.holds(files, index.tracked_files())) {
+        guarded.clear();
+    }
     for (p, k) in stale {
         // Moved in the folder, but the move waits for the scan (see above):
         // the scan needs the old path to find where the user moved it.
         if held.ids.contains(&k.id) || held.below(&p) {
+            continue;
+        }
+        if guarded.contains(&p) {
+            report.held_removals.push(p);
             continue;
         }
         let full = root.join(&p);

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use super::{split_path, within, Content, EntryId, EntryState, Folder, FolderError, Kind, Meta, Tree};
 use crate::chunks::ChunkRef;
 use crate::graph::Frontier;
-use crate::ids::{EventId, Lv};
+use crate::ids::{AgentId, EventId, Lv};
 
 /// Deletions of a directory's files this close in time (ms, either side)
 /// to the deletion of the directory belong to it: `rm -r` and a scan that
@@ -350,6 +350,46 @@ impl Folder {
             done.restored.push(p);
         }
         Ok(done)
+    }
+
+    /// The whole folder as the events made before `before` (ms since the
+    /// epoch, the authors' clocks) left it, as a folder of its own: made by
+    /// `agent`, sharing no history with this one, for looking at (a
+    /// read-only mount of the past). Binary content refers to the same
+    /// chunks. Empty when nothing existed then.
+    pub fn as_of(&mut self, before: u64, agent: AgentId) -> Result<Folder, RestoreError> {
+        let mut past = Folder::new(agent);
+        let targets = match self.restore_targets("", RestorePoint::Before(before)) {
+            Ok(t) => t,
+            Err(RestoreError::NotFound(_)) => return Ok(past),
+            Err(e) => return Err(e),
+        };
+        for (p, then) in targets {
+            let (dir, name) = p.rsplit_once('/').unwrap_or(("", p.as_str()));
+            let parent = match dir {
+                "" => None,
+                dir => match past.tree().lookup(dir) {
+                    Some(n) if n.kind == Kind::Dir => Some(n.id),
+                    // Under a path that was no directory then: not part of
+                    // the tree at that time.
+                    _ => continue,
+                },
+            };
+            let id = past.create_in(parent, name, then.state.kind, then.time);
+            match &then.state.content {
+                Content::Text => {
+                    let text = self.entries.get(&then.id).ok_or(FolderError::UnknownEntry(then.id))?.doc.text_at(&then.version);
+                    past.set_text(id, &text, then.time)?;
+                }
+                Content::Binary { chunks, .. } => past.write_binary(id, chunks.clone(), then.time)?,
+                Content::Link(t) => past.set_link(id, t, then.time)?,
+                Content::None => {}
+            }
+            if then.state.exec {
+                past.set_exec(id, true, then.time)?;
+            }
+        }
+        Ok(past)
     }
 
     /// Gives entry `id` the content and executable bit of `past` (of any

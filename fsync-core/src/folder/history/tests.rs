@@ -41,6 +41,18 @@ fn proj(f: &mut Folder) {
 }
 
 #[test]
+fn the_folder_as_of_a_time_keeps_binary_links_and_the_executable_bit() {
+    let mut f = Folder::new(agent(1));
+    proj(&mut f);
+    let then = under_proj(&mut f);
+    rm(&mut f, "proj", 20);
+    file(&mut f, "later.txt", "new\n", 30);
+    let mut past = f.as_of(15, agent(2)).expect("as of");
+    assert_eq!(snapshot(&mut past), then);
+    assert!(f.as_of(5, agent(2)).expect("as of").tree().is_empty(), "nothing existed then");
+}
+
+#[test]
 fn a_tree_deleted_on_another_replica_comes_back_whole_and_reaches_it() {
     let mut a = Folder::new(agent(1));
     proj(&mut a);
@@ -202,6 +214,31 @@ fn apply(f: &mut Folder, s: &Step, t: u64) {
 }
 
 proptest! {
+    /// The folder as of a time is exactly what it held then, whatever
+    /// happened since, and the live folder is left as it is.
+    #[test]
+    fn the_folder_as_of_a_time_is_what_it_held_then(
+        steps in prop::collection::vec(step(), 1..40),
+        cut in 0usize..40,
+    ) {
+        let mut f = Folder::new(agent(1));
+        let cut = cut.min(steps.len());
+        let mut then = Vec::new();
+        for (i, s) in steps.iter().enumerate() {
+            if i == cut {
+                then = snapshot(&mut f);
+            }
+            apply(&mut f, s, 10 * (i as u64 + 1));
+        }
+        if cut == steps.len() {
+            then = snapshot(&mut f);
+        }
+        let now = snapshot(&mut f);
+        let mut past = f.as_of(10 * (cut as u64 + 1), agent(9)).expect("as of");
+        prop_assert_eq!(snapshot(&mut past), then);
+        prop_assert_eq!(snapshot(&mut f), now);
+    }
+
     /// Whatever happened since, restoring the whole folder as it was before
     /// a time brings back every path of then with its content, except the
     /// ones it reports as left alone (their path holds another kind now).
