@@ -213,6 +213,24 @@ fn apply(f: &mut Folder, s: &Step, t: u64) {
     };
 }
 
+/// Applies `steps` (step i at time 10 (i + 1)): the folder, what it held
+/// just before step `cut` (or after the last), and that time.
+fn replay(steps: &[Step], cut: usize) -> (Folder, Vec<(String, String)>, u64) {
+    let mut f = Folder::new(agent(1));
+    let cut = cut.min(steps.len());
+    let mut then = Vec::new();
+    for (i, s) in steps.iter().enumerate() {
+        if i == cut {
+            then = snapshot(&mut f);
+        }
+        apply(&mut f, s, 10 * (i as u64 + 1));
+    }
+    if cut == steps.len() {
+        then = snapshot(&mut f);
+    }
+    (f, then, 10 * (cut as u64 + 1))
+}
+
 proptest! {
     /// The folder as of a time is exactly what it held then, whatever
     /// happened since, and the live folder is left as it is.
@@ -221,20 +239,9 @@ proptest! {
         steps in prop::collection::vec(step(), 1..40),
         cut in 0usize..40,
     ) {
-        let mut f = Folder::new(agent(1));
-        let cut = cut.min(steps.len());
-        let mut then = Vec::new();
-        for (i, s) in steps.iter().enumerate() {
-            if i == cut {
-                then = snapshot(&mut f);
-            }
-            apply(&mut f, s, 10 * (i as u64 + 1));
-        }
-        if cut == steps.len() {
-            then = snapshot(&mut f);
-        }
+        let (mut f, then, t) = replay(&steps, cut);
         let now = snapshot(&mut f);
-        let mut past = f.as_of(10 * (cut as u64 + 1), agent(9)).expect("as of");
+        let mut past = f.as_of(t, agent(9)).expect("as of");
         prop_assert_eq!(snapshot(&mut past), then);
         prop_assert_eq!(snapshot(&mut f), now);
     }
@@ -247,19 +254,7 @@ proptest! {
         steps in prop::collection::vec(step(), 1..40),
         cut in 0usize..40,
     ) {
-        let mut f = Folder::new(agent(1));
-        let cut = cut.min(steps.len());
-        let mut then = Vec::new();
-        for (i, s) in steps.iter().enumerate() {
-            if i == cut {
-                then = snapshot(&mut f);
-            }
-            apply(&mut f, s, 10 * (i as u64 + 1));
-        }
-        if cut == steps.len() {
-            then = snapshot(&mut f);
-        }
-        let t = 10 * (cut as u64 + 1);
+        let (mut f, then, t) = replay(&steps, cut);
         match f.restore("", RestorePoint::Before(t), 10_000, &all) {
             Ok(done) => {
                 let now = snapshot(&mut f);
