@@ -73,6 +73,13 @@ fn a_scan_holds_a_mass_deletion_until_the_guard_opens() {
     assert!(d.in_folder("d/f0") && d.in_folder("d/f14"), "held deletions stay in the folder");
     // Held again by the next look, not forgotten.
     assert_eq!(d.scan().held.len(), 15);
+    // A peer's edit of a held file waits with it: the write-back neither
+    // brings the file back nor asks for a scan again and again.
+    let id = d.folder.tree().lookup("d/f3").expect("held").id;
+    d.folder.set_text(id, "edited on a peer\n", 50).expect("edit");
+    let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+    assert!(w.needs_scan.is_empty() && w.written.is_empty(), "{w:?}");
+    assert!(!d.root.join("d/f3").exists());
     d.index.guard.open = true;
     let r = d.scan();
     assert_eq!(r.deleted.len(), 15, "{r:?}");
