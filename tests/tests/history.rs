@@ -246,3 +246,21 @@ fn the_guard_holds_a_mass_deletion_made_here_and_restore_puts_it_back() {
     assert!(!docs_a.join("many").exists());
     assert_eq!(read(&p.db("other3.txt")).as_deref(), Some("stays\n"));
 }
+
+#[test]
+fn the_guard_holds_a_mass_deletion_made_while_the_daemon_was_stopped() {
+    let p = Pair::new("guard-offline");
+    let (docs_a, docs_b) = (p.a.scratch.join("docs"), p.b.scratch.join("docs"));
+    let many = make_many(&docs_a);
+    let da = p.a.start(p.pa);
+    let _db = p.b.start(p.pb);
+    eventually("many on b", 20, || snapshot(&docs_b.join("many")) == many);
+    da.stop();
+    std::fs::remove_dir_all(docs_a.join("many")).expect("rm -r");
+    let _da = p.a.start(p.pa);
+    eventually("a holds what it found gone at start", 20, || held(&p.a).contains("found gone here"));
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(snapshot(&docs_b.join("many")), many, "nothing was sent");
+    assert!(p.a.ok(&["restore", s(&docs_a.join("many"))]).contains("put back 31 path(s)"));
+    eventually("many back on a", 20, || snapshot(&docs_a.join("many")) == many);
+}
