@@ -884,7 +884,7 @@ fn scan_at(
     };
     let outside = std::mem::replace(&mut index.files, inside);
     tracing::trace!(scope = ?scope, "scan");
-    let result = scan_inner(root, folder, chunks, index, disk, now, progress);
+    let result = scan_inner(root, folder, chunks, index, &outside, disk, now, progress);
     let inside = std::mem::replace(&mut index.files, outside);
     index.files.absorb(inside);
     // The scan took in the files of the new-file intents in scope (or
@@ -911,6 +911,7 @@ fn scan_inner(
     folder: &mut Folder,
     chunks: &mut dyn ChunkStore,
     index: &mut Index,
+    outside: &crate::Files,
     disk: BTreeMap<String, OnDisk>,
     now: u64,
     progress: &ScanProgress,
@@ -1088,14 +1089,26 @@ fn scan_inner(
             ready.push((p, k));
         }
     }
-    // Too many at once: held (see `crate::guard`). They stay known, and
-    // ready, so the scan that comes after the user lets them through
-    // deletes them at once.
+    // Too many at once, with the files waiting for their second look
+    // (the rest of an `rm -r` whose events came later): held (see
+    // `crate::guard`). They stay known, and ready, so the scan that comes
+    // after the user lets them through deletes them at once.
     let files = ready.iter().filter(|(_, k)| k.kind != Kind::Dir).count();
-    if index.guard.weighs(files) && index.guard.holds(files, index.tracked_files()) {
-        report.held = ready.into_iter().map(|(p, _)| p).rev().collect();
-        ready = Vec::new();
+    if files > 0 {
+        let is_file = |p: &String| index.files.get(p).or_else(|| outside.get(p)).is_some_and(|k| k.kind != Kind::Dir);
+        let waiting = index.deferred.keys().filter(|p| is_file(p)).count().saturating_sub(files);
+        let recent = index.recently_deleted();
+        let total = files + waiting + recent;
+        if index.guard.weighs(total)
+            && index
+                .guard
+                .holds(total, recent + index.files.iter().chain(outside.iter()).filter(|(_, k)| k.kind != Kind::Dir).count())
+        {
+            report.held = ready.into_iter().map(|(p, _)| p).rev().collect();
+            ready = Vec::new();
+        }
     }
+    index.deleted_files(ready.iter().filter(|(_, k)| k.kind != Kind::Dir).count());
     for (p, k) in ready {
         index.deferred.remove(&p);
         // Against what the disk had: a change that arrived since and was

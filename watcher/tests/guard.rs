@@ -22,11 +22,22 @@ impl Dir {
     /// A folder of `n` files `f0` .. under `d/`, scanned, guarded as the
     /// daemon guards by default.
     fn with_files(name: &str, n: usize) -> Dir {
+        Dir::with_more(name, n, 0)
+    }
+
+    /// ...and `more` files under `e/`.
+    fn with_more(name: &str, n: usize, more: usize) -> Dir {
         let root = std::env::temp_dir().join(format!("fsync-guard-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("d")).expect("mkdir");
         for i in 0..n {
             std::fs::write(root.join(format!("d/f{i}")), format!("file {i}\n")).expect("write");
+        }
+        if more > 0 {
+            std::fs::create_dir_all(root.join("e")).expect("mkdir");
+        }
+        for i in 0..more {
+            std::fs::write(root.join(format!("e/g{i}")), format!("more {i}\n")).expect("write");
         }
         let mut d = Dir {
             root,
@@ -36,7 +47,7 @@ impl Dir {
             now: 1,
         };
         d.index.guard = Guard::DEFAULT;
-        assert_eq!(d.scan().created.len(), n + 1);
+        assert_eq!(d.scan().created.len(), n + 1 + more + usize::from(more > 0));
         d
     }
 
@@ -44,6 +55,13 @@ impl Dir {
         self.now += 1;
         let ignore = Ignore::load(&self.root);
         scan(&self.root, &mut self.folder, &mut self.chunks, &mut self.index, &ignore, self.now).expect("scan")
+    }
+
+    fn scan_scope(&mut self, scope: &[String]) -> ScanReport {
+        self.now += 1;
+        let ignore = Ignore::load(&self.root);
+        watcher::scan_scoped(&self.root, &mut self.folder, &mut self.chunks, &mut self.index, &ignore, Some(scope), self.now)
+            .expect("scan")
     }
 
     fn rm(&self, from: usize, to: usize) {
@@ -118,4 +136,52 @@ fn a_write_back_holds_a_peers_mass_deletion_until_the_guard_opens() {
     let r = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
     assert_eq!(r.removed.len(), 15, "{r:?}");
     assert!(!d.root.join("d/f0").exists() && d.root.join("d/f15").exists());
+}
+
+#[test]
+fn a_scoped_scan_weighs_a_deletion_against_the_whole_folder() {
+    let mut d = Dir::with_more("scoped", 20, 100);
+    d.rm(0, 15);
+    let scope = vec!["d".to_owned()];
+    assert_eq!(d.scan_scope(&scope).deferred.len(), 15);
+    std::thread::sleep(watcher::GONE_WAIT);
+    let r = d.scan_scope(&scope);
+    assert_eq!(r.deleted.len(), 15, "15 of 120 files is no mass deletion: {r:?}");
+}
+
+#[test]
+fn an_rm_r_seen_in_batches_is_held_whole() {
+    let mut d = Dir::with_more("batches", 30, 4);
+    let first: Vec<String> = (0..11).map(|i| format!("d/f{i}")).collect();
+    let rest: Vec<String> = (11..30).map(|i| format!("d/f{i}")).collect();
+    d.rm(0, 11);
+    assert_eq!(d.scan_scope(&first).deferred.len(), 11);
+    d.rm(11, 30);
+    assert_eq!(d.scan_scope(&rest).deferred.len(), 19);
+    std::thread::sleep(watcher::GONE_WAIT);
+    // The first batch is ready, the rest is waiting: weighed together.
+    let r = d.scan_scope(&first);
+    assert!(r.deleted.is_empty(), "{r:?}");
+    assert_eq!(r.held.len(), 11, "{r:?}");
+    let r = d.scan_scope(&rest);
+    assert!(r.deleted.is_empty(), "{r:?}");
+    assert!(d.in_folder("d/f0") && d.in_folder("d/f29"));
+}
+
+#[test]
+fn a_peers_mass_deletion_in_batches_is_held_after_the_first() {
+    let mut d = Dir::with_files("peer-batches", 30);
+    let delete = |d: &mut Dir, from: usize, to: usize| {
+        for i in from..to {
+            let id = d.folder.tree().lookup(&format!("d/f{i}")).expect("known").id;
+            d.folder.delete(id, 100).expect("delete");
+        }
+        write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write")
+    };
+    let r = delete(&mut d, 0, 11);
+    assert_eq!(r.removed.len(), 11, "11 of 30 goes through: {r:?}");
+    // Within the window, the next batch is weighed with it.
+    let r = delete(&mut d, 11, 20);
+    assert!(r.removed.is_empty(), "{r:?}");
+    assert_eq!(r.held_removals.len(), 9);
 }
