@@ -4,13 +4,6 @@
 //! `rm -rf`, or a peer doing either, is then one `fsync restore` or `fsync
 //! resume` away, not a deletion on every node.
 
-use std::time::Duration;
-
-/// Deletions this close together are weighed as one: an `rm -r`, seen by
-/// the kernel's events in batches, or a peer's, arriving in several
-/// changes.
-pub const WINDOW: Duration = Duration::from_secs(10);
-
 /// When deletions are held. [`Guard::default`] never holds: the policy is
 /// the caller's (the daemon sets it from the folder's config).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -129,10 +129,6 @@ pub struct Index {
     /// When scans and write-backs hold deletions (see [`crate::guard`]);
     /// set by the caller, not stored.
     pub guard: crate::Guard,
-    /// Deletions made in the last [`crate::guard::WINDOW`] (when, how many
-    /// files), by scans and write-backs: a mass deletion that arrives in
-    /// batches is weighed whole. In memory only.
-    recent_deletions: std::collections::VecDeque<(Instant, usize)>,
 }
 
 /// What changed in an index since it was last given out for storing.
@@ -157,24 +153,6 @@ const INDEX_MAGIC: &[u8] = b"FSIX";
 const INDEX_VERSION: u64 = 3;
 
 impl Index {
-    /// How many files were deleted (by scans and write-backs) in the last
-    /// [`crate::guard::WINDOW`]: the guard weighs them with what a pass
-    /// would delete.
-    pub(crate) fn recently_deleted(&mut self) -> usize {
-        let window = crate::guard::WINDOW;
-        while self.recent_deletions.front().is_some_and(|(at, _)| at.elapsed() > window) {
-            self.recent_deletions.pop_front();
-        }
-        self.recent_deletions.iter().map(|(_, n)| n).sum()
-    }
-
-    /// `n` files were deleted (on disk or in the folder) just now.
-    pub(crate) fn deleted_files(&mut self, n: usize) {
-        if n > 0 && self.guard.percent > 0 {
-            self.recent_deletions.push_back((Instant::now(), n));
-        }
-    }
-
     /// Forgets what was seen at `path`: the next write-back puts there
     /// what the folder has, as at a path it never wrote (a held deletion
     /// the user undoes: see [`crate::guard`]).

@@ -1097,18 +1097,14 @@ fn scan_inner(
     if files > 0 {
         let is_file = |p: &String| index.files.get(p).or_else(|| outside.get(p)).is_some_and(|k| k.kind != Kind::Dir);
         let waiting = index.deferred.keys().filter(|p| is_file(p)).count().saturating_sub(files);
-        let recent = index.recently_deleted();
-        let total = files + waiting + recent;
+        let total = files + waiting;
         if index.guard.weighs(total)
-            && index
-                .guard
-                .holds(total, recent + index.files.iter().chain(outside.iter()).filter(|(_, k)| k.kind != Kind::Dir).count())
+            && index.guard.holds(total, index.files.iter().chain(outside.iter()).filter(|(_, k)| k.kind != Kind::Dir).count())
         {
             report.held = ready.into_iter().map(|(p, _)| p).rev().collect();
             ready = Vec::new();
         }
     }
-    index.deleted_files(ready.iter().filter(|(_, k)| k.kind != Kind::Dir).count());
     for (p, k) in ready {
         index.deferred.remove(&p);
         // Against what the disk had: a change that arrived since and was

@@ -721,12 +721,9 @@ fn write_back_in(
             .collect()
     };
     let files = stale.iter().filter(|(p, k)| k.kind != Kind::Dir && guarded.contains(p)).count();
-    let recent = if files > 0 { index.recently_deleted() } else { 0 };
-    let total = files + recent;
-    let tracked = || recent + index.files.iter().filter(|(_, k)| k.kind != Kind::Dir).count();
-    if !(files > 0 && index.guard.weighs(total) && index.guard.holds(total, tracked())) {
+    let tracked = || index.files.iter().filter(|(_, k)| k.kind != Kind::Dir).count();
+    if !(index.guard.weighs(files) && index.guard.holds(files, tracked())) {
         guarded.clear();
-        index.deleted_files(files);
     }
     for (p, k) in stale {
         // Moved in the folder, but the move waits for the scan (see above):

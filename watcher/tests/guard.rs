@@ -169,19 +169,18 @@ fn an_rm_r_seen_in_batches_is_held_whole() {
 }
 
 #[test]
-fn a_peers_mass_deletion_in_batches_is_held_after_the_first() {
-    let mut d = Dir::with_files("peer-batches", 30);
-    let delete = |d: &mut Dir, from: usize, to: usize| {
-        for i in from..to {
-            let id = d.folder.tree().lookup(&format!("d/f{i}")).expect("known").id;
-            d.folder.delete(id, 100).expect("delete");
+fn files_made_and_deleted_again_and_again_are_not_held() {
+    let mut d = Dir::with_files("churn", 1);
+    for round in 0..8 {
+        for i in 0..3 {
+            let id = d.folder.create(&format!("t{round}/{i}.txt"), fsync_core::folder::Kind::File, 10).expect("create");
+            d.folder.set_text(id, "x\n", 10).expect("write");
         }
-        write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write")
-    };
-    let r = delete(&mut d, 0, 11);
-    assert_eq!(r.removed.len(), 11, "11 of 30 goes through: {r:?}");
-    // Within the window, the next batch is weighed with it.
-    let r = delete(&mut d, 11, 20);
-    assert!(r.removed.is_empty(), "{r:?}");
-    assert_eq!(r.held_removals.len(), 9);
+        let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+        assert_eq!(w.written.len(), 4, "{w:?}");
+        let id = d.folder.tree().lookup(&format!("t{round}")).expect("made").id;
+        d.folder.delete(id, 20).expect("delete");
+        let w = write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index).expect("write");
+        assert!(w.held_removals.is_empty(), "round {round}: {w:?}");
+    }
 }
