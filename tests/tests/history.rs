@@ -165,12 +165,6 @@ fn make_many(docs: &std::path::Path) -> Vec<(String, String)> {
     snapshot(&docs.join("many"))
 }
 
-/// Turns the guard off in `n`'s config (before its daemon starts).
-fn guard_off(n: &Node) {
-    let config = n.config().replacen("name = \"docs\"\n", "name = \"docs\"\ndelete_guard_percent = 0\n", 1);
-    std::fs::write(n.home.join("config.toml"), config).expect("config");
-}
-
 fn held(n: &Node) -> String {
     let st = n.status();
     let problems = st["folders"][0]["problems"].as_array().cloned().unwrap_or_default();
@@ -180,7 +174,7 @@ fn held(n: &Node) -> String {
 #[test]
 fn the_guard_holds_a_peers_mass_deletion_until_resume() {
     let p = Pair::new("guard-peer");
-    guard_off(&p.b);
+    p.b.guard_off("docs");
     let (docs_a, docs_b) = (p.a.scratch.join("docs"), p.b.scratch.join("docs"));
     let many = make_many(&docs_a);
     let (_da, _db) = (p.a.start(p.pa), p.b.start(p.pb));

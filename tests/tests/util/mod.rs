@@ -89,6 +89,15 @@ impl Node {
     pub fn config(&self) -> String {
         std::fs::read_to_string(self.home.join("config.toml")).expect("config")
     }
+
+    /// Turns the mass-deletion guard off for `folder` (before the daemon
+    /// starts): for workloads whose every deletion must go through as made.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn guard_off(&self, folder: &str) {
+        let line = format!("name = \"{folder}\"\n");
+        let config = self.config().replacen(&line, &format!("{line}delete_guard_percent = 0\n"), 1);
+        std::fs::write(self.home.join("config.toml"), config).expect("config");
+    }
 }
 
 impl Drop for Node {
