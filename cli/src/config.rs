@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! listen = "0.0.0.0:7420"     # optional; `fsync run --listen` overrides it
+//! http = "127.0.0.1:7421"     # optional; the HTTP front end ("off": none)
 //!
 //! [[folder]]
 //! name = "notes"
@@ -26,6 +27,10 @@ pub struct Config {
     /// The UDP address the daemon listens on (default `0.0.0.0:7420`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    /// The TCP address of the HTTP front end (default `127.0.0.1:7421`, or
+    /// the next free port); `off` turns it off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
     /// Shared folders.
     #[serde(default, rename = "folder", skip_serializing_if = "Vec::is_empty")]
     pub folders: Vec<FolderConfig>,

@@ -21,6 +21,11 @@
 //!
 //! Scans, write-back and saving run with `block_in_place`, so connections
 //! keep moving on the other runtime threads meanwhile.
+//!
+//! The HTTP front end ([`http`]) is one more client of this loop: its reads
+//! and edits are calls answered here, like control requests.
+
+mod http;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -226,6 +231,15 @@ pub fn agent_of(id: DeviceId) -> AgentId {
     AgentId(a)
 }
 
+/// Where the HTTP front end listens.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpAt {
+    /// The address.
+    pub addr: SocketAddr,
+    /// When taken, try the next ports, then any (the default address).
+    pub search: bool,
+}
+
 /// A control request and where its answer goes (`0` + body, or `1` + error).
 type ControlCall = (Request, oneshot::Sender<Vec<u8>>);
 
@@ -253,6 +267,8 @@ struct Daemon {
     start: Instant,
     /// Read-only mounts of folders' past states (`fsync mount --at`).
     past: Vec<fuse_mount::Mounted<crate::past::Past>>,
+    /// Where the HTTP front end listens.
+    http: Option<SocketAddr>,
 }
 
 /// What the mount asks of the main loop.
@@ -338,7 +354,7 @@ impl WriteBack {
 
 /// Runs until SIGINT or SIGTERM; with `mount` (folder name, mount point),
 /// presents that folder through FUSE instead of its directory.
-pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf)>) -> Result<()> {
+pub async fn run(home: &Home, listen: SocketAddr, http: Option<HttpAt>, mount: Option<(String, PathBuf)>) -> Result<()> {
     let identity = home.identity()?;
     let config = home.config()?;
     if let Some((name, point)) = &mount {
@@ -401,6 +417,15 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
         last_full_rescan: Instant::now(),
         start: Instant::now(),
         past: Vec::new(),
+        http: None,
+    };
+    let mut http_calls = match http {
+        Some(at) => {
+            let (addr, calls) = http::start(&d, at).await?;
+            d.http = Some(addr);
+            calls
+        }
+        None => mpsc::channel(1).1,
     };
     let (mount_tx, mut mount_rx) = mpsc::unbounded_channel::<MountMsg>();
     let mut mounted: Option<Mount> = None;
@@ -522,6 +547,7 @@ pub async fn run(home: &Home, listen: SocketAddr, mount: Option<(String, PathBuf
                 }
             }
             Some(j) = joins.recv() => d.joined(j),
+            Some(call) = http_calls.recv() => d.http(call),
             Some((request, reply)) = control.recv() => {
                 let answer = match d.control(&request) {
                     Ok(b) => [b"0".as_slice(), &b].concat(),
@@ -1434,6 +1460,7 @@ impl Daemon {
             device: self.me.to_string(),
             running: true,
             listen: self.node.local_addr().ok().map(|a| a.to_string()),
+            http: self.http.map(|a| a.to_string()),
             folders,
             peers,
             invites: self.trust.open_invites(),

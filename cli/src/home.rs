@@ -9,6 +9,7 @@
 //! HOME/store.redb   the durable store
 //! HOME/daemon.lock  held by the running daemon
 //! HOME/control.sock the running daemon's control socket (owner-only)
+//! HOME/http.token   the key to the daemon's HTTP front end (owner-only)
 //! ```
 
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -60,6 +61,30 @@ impl Home {
     pub fn store_path(&self) -> PathBuf {
         self.dir.join("store.redb")
     }
+    /// The HTTP front end's access token.
+    pub fn token_path(&self) -> PathBuf {
+        self.dir.join("http.token")
+    }
+
+    /// The HTTP access token, made (random, owner-only) the first time.
+    pub fn http_token(&self) -> Result<String> {
+        let path = self.token_path();
+        match std::fs::read_to_string(&path) {
+            Ok(t) if t.trim().len() >= 32 => return Ok(t.trim().to_owned()),
+            Ok(_) => bail!("{} is damaged: remove it, and a new token is made at the next start", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+        let mut bytes = [0u8; 24];
+        random_bytes(&mut bytes)?;
+        let token = data_encoding::BASE32_NOPAD.encode(&bytes).to_ascii_lowercase();
+        match write_new(&path, format!("{token}\n").as_bytes(), 0o600) {
+            Ok(()) => Ok(token),
+            // Made meanwhile by another process: that one holds.
+            Err(_) if path.exists() => self.http_token(),
+            Err(e) => Err(e),
+        }
+    }
 
     /// The identity, creating it (and the home) the first time.
     pub fn init(&self) -> Result<Identity> {
@@ -98,6 +123,14 @@ impl Home {
         self.identity()?;
         Config::load(&self.config_path())
     }
+}
+
+/// Random bytes from the OS.
+pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .context("cannot read random bytes from /dev/urandom")
 }
 
 /// Writes a file that must not exist yet, durably, with `mode`.

@@ -210,7 +210,7 @@ fn save(path: &Path, invites: &[Invite]) -> Result<()> {
 /// Opens a new invitation for `folder`, valid for `ttl_secs`, and saves it.
 pub fn create(path: &Path, folder: &str, ttl_secs: u64) -> Result<Invite> {
     let mut secret = [0u8; SECRET_LEN];
-    getrandom(&mut secret)?;
+    crate::home::random_bytes(&mut secret)?;
     let invite = Invite { folder: folder.to_owned(), secret, expires: now().saturating_add(ttl_secs) };
     let mut all = load(path)?;
     all.push(invite.clone());
@@ -223,14 +223,6 @@ pub fn remove(path: &Path, secret: &[u8; SECRET_LEN]) -> Result<()> {
     let mut all = load(path)?;
     all.retain(|i| &i.secret != secret);
     save(path, &all)
-}
-
-/// Random bytes from the OS.
-fn getrandom(buf: &mut [u8]) -> Result<()> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(buf))
-        .context("cannot read random bytes from /dev/urandom")
 }
 
 /// Addresses to put in a ticket for a node listening on `listen`: the

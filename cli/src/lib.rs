@@ -1,5 +1,6 @@
 //! The `fsync` binary's library side: the node's home, config, durable
-//! store, the daemon and its control socket.
+//! store, the daemon and its control socket, and the daemon's answers to
+//! its HTTP front end.
 
 pub mod config;
 pub mod control;
@@ -11,6 +12,7 @@ pub mod progress;
 pub mod query;
 pub mod status;
 pub mod store;
+pub mod web;
 
 use std::collections::HashMap;
 

@@ -100,6 +100,10 @@ enum Command {
         /// 0.0.0.0:7420).
         #[arg(long)]
         listen: Option<String>,
+        /// TCP address of the HTTP front end (default: the config's `http`,
+        /// else 127.0.0.1:7421 or the next free port); `off`: none.
+        #[arg(long)]
+        http: Option<String>,
     },
     /// Like `run`, and present FOLDER at MOUNTPOINT through FUSE (the
     /// folder's directory is left alone meanwhile) until SIGINT/SIGTERM.
@@ -110,6 +114,9 @@ enum Command {
         /// 0.0.0.0:7420).
         #[arg(long, conflicts_with = "at")]
         listen: Option<String>,
+        /// TCP address of the HTTP front end (as for `run`).
+        #[arg(long, conflicts_with = "at")]
+        http: Option<String>,
         /// Show FOLDER read-only as it was at this time (RFC 3339 or unix
         /// seconds), mounted by the running daemon until `umount
         /// MOUNTPOINT`; the command returns once it is mounted.
@@ -126,6 +133,13 @@ enum Command {
         /// machine's address and the listening port).
         #[arg(long = "addr")]
         addrs: Vec<String>,
+    },
+    /// Print the address of the running daemon's web page, with its access
+    /// token, and open it in a browser where there is one.
+    Open {
+        /// Only print it.
+        #[arg(long)]
+        print: bool,
     },
     /// Join a folder with a ticket from `fsync invite`, sharing PATH.
     Join { ticket: String, path: PathBuf },
@@ -160,12 +174,12 @@ fn run(cli: Cli) -> Result<()> {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "fsync", &mut std::io::stdout());
         }
-        Command::Run { path, listen } => {
+        Command::Run { path, listen, http } => {
             logging(cli.verbose, cli.quiet);
             if let Some(path) = path {
                 first_run(&home, &path, listen.as_deref())?;
             }
-            daemon(&home, listen, None)?;
+            daemon(&home, listen, http, None)?;
         }
         Command::Mount { folder, mountpoint, at: Some(at), .. } => {
             let before = cli::query::parse_time(&at)?;
@@ -176,10 +190,11 @@ fn run(cli: Cli) -> Result<()> {
                 None => bail!("a view of the past is mounted by the running daemon: start it with `fsync run`"),
             }
         }
-        Command::Mount { folder, mountpoint, listen, at: None } => {
+        Command::Mount { folder, mountpoint, listen, http, at: None } => {
             logging(cli.verbose, cli.quiet);
-            daemon(&home, listen, Some((folder, mountpoint)))?;
+            daemon(&home, listen, http, Some((folder, mountpoint)))?;
         }
+        Command::Open { print } => open(&home, print)?,
         Command::Invite { folder, expires, addrs } => {
             let ttl = parse_duration(&expires)?;
             for a in &addrs {
@@ -294,12 +309,57 @@ fn logging(verbose: u8, quiet: u8) {
 }
 
 /// Runs the daemon (and the mount) until a signal.
-fn daemon(home: &Home, listen: Option<String>, mount: Option<(String, PathBuf)>) -> Result<()> {
+fn daemon(home: &Home, listen: Option<String>, http: Option<String>, mount: Option<(String, PathBuf)>) -> Result<()> {
     let config = home.config()?;
     let listen = listen.or(config.listen).unwrap_or_else(|| cli::config::DEFAULT_LISTEN.to_owned());
     let addr = resolve(&listen).with_context(|| format!("--listen {listen}: expected HOST:PORT"))?;
+    let http = http_addr(http.or(config.http))?;
     let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-    rt.block_on(cli::daemon::run(home, addr, mount))
+    rt.block_on(cli::daemon::run(home, addr, http, mount))
+}
+
+/// Where the HTTP front end listens: none (`off`), the default (another
+/// port if taken), or an address the user chose, on loopback only.
+fn http_addr(given: Option<String>) -> Result<Option<cli::daemon::HttpAt>> {
+    let Some(given) = given else {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], fsync_http::DEFAULT_PORT));
+        return Ok(Some(cli::daemon::HttpAt { addr, search: true }));
+    };
+    if given == "off" {
+        return Ok(None);
+    }
+    let addr = resolve(&given).with_context(|| format!("http address {given:?}: expected HOST:PORT or off"))?;
+    if !addr.ip().is_loopback() {
+        bail!(
+            "http address {addr}: the HTTP front end serves loopback only (it speaks no TLS); \
+             put a TLS proxy on this machine in front of 127.0.0.1 to reach it from elsewhere (docs/http.md)"
+        );
+    }
+    Ok(Some(cli::daemon::HttpAt { addr, search: false }))
+}
+
+/// `fsync open`: the page's address, with its token.
+fn open(home: &Home, print_only: bool) -> Result<()> {
+    let Some(reply) = ask_daemon(home, &Request::Status { json: true })? else {
+        bail!("no daemon runs on {}: start it with `fsync run`, then `fsync open`", home.dir.display());
+    };
+    let status: serde_json::Value = serde_json::from_slice(&reply).context("the daemon's status is not JSON")?;
+    let Some(at) = status.get("http").and_then(|h| h.as_str()) else {
+        bail!("the daemon serves no HTTP (`http = \"off\"` in the config, or `--http off`)");
+    };
+    let url = format!("http://{at}/?token={}", home.http_token()?);
+    println!("{url}");
+    let desktop = std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some();
+    if !print_only && desktop {
+        // Best effort: without a browser, the printed address is the answer.
+        let _ = std::process::Command::new("xdg-open")
+            .arg(&url)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+    Ok(())
 }
 
 fn resolve(addr: &str) -> Result<std::net::SocketAddr> {
@@ -506,6 +566,7 @@ fn status(home: &Home, json: bool) -> Result<Vec<u8>> {
         device: me.to_string(),
         running: false,
         listen: None,
+        http: None,
         folders,
         peers,
         invites: cli::invite::load(&home.invites_path())?.len(),

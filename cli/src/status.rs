@@ -8,6 +8,7 @@
 //!
 //! ```text
 //! { "device": ID, "running": bool, "listen": "HOST:PORT" | null,
+//!   "http": "HOST:PORT" | null,
 //!   "folders": [ { "name", "path", "files": n, "chunks_to_fetch": n,
 //!                  "changes": n, "version": { DEVICE_ID: n, ... },
 //!                  "problems": [ "..." ] } ],
@@ -47,6 +48,10 @@ pub struct Status {
     pub running: bool,
     /// Where it listens.
     pub listen: Option<String>,
+    /// Where its HTTP front end listens (`fsync open` prints the page's
+    /// address).
+    #[serde(default)]
+    pub http: Option<String>,
     /// Shared folders.
     pub folders: Vec<FolderStatus>,
     /// Trusted devices.
@@ -187,6 +192,9 @@ impl Status {
             Some(l) => format!("daemon  running, listening on {l}\n"),
             None => "daemon  not running\n".to_owned(),
         });
+        if let Some(h) = &self.http {
+            out.push_str(&format!("http    http://{h}/ (`fsync open` prints the address with its token)\n"));
+        }
         if let Some(e) = &self.store_error {
             out.push_str(&format!("store   NOT SAVING: {e}\n"));
         }

@@ -7,6 +7,7 @@
 //!
 //! - [`graph`]: the causal graph of one document in local versions.
 //! - [`text`]: text files that merge character by character (Eg-walker).
+//! - [`diff`]: from two versions of a text to the edits between them.
 //! - [`encoding`]: the byte format of wire and disk; safe on untrusted input.
 //! - [`folder`]: a shared folder: entries, registers, the resolved tree.
 //! - [`chunks`]: content-defined chunks of binary files.
@@ -15,6 +16,7 @@
 //! - [`store`]: persistence behind a narrow trait, and an in-memory store.
 
 pub mod chunks;
+pub mod diff;
 pub mod encoding;
 pub mod folder;
 pub mod graph;

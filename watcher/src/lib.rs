@@ -5,14 +5,15 @@
 //!   trigger the same scan).
 //! - [`write`]: folder to disk, through synced temp files and renames,
 //!   never over a change not yet scanned.
-//! - [`diff`]: text diffs as edits (lines, refined to characters).
+//! - [`diff`]: text diffs as edits (lines, refined to characters; from
+//!   fsync-core, which the mount and the HTTP front end share).
 //! - [`ignore`]: default ignores and `.fsyncignore`.
 //! - [`guard`]: mass deletions held until the user lets them through.
 //! - [`root`]: the folder root's identity (its marker).
 //! - [`live`]: notify events, debounced into paths to rescan; lost events
 //!   become a full rescan.
 
-pub mod diff;
+pub use fsync_core::diff;
 pub mod guard;
 pub mod ignore;
 mod index;

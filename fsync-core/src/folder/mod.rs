@@ -143,6 +143,16 @@ pub enum FolderError {
     /// A binary version with more chunks than one message carries.
     #[error("a version of {0} chunks is more than the {MAX_CHUNKS} one message carries")]
     TooBig(usize),
+    /// An author's edit that does not follow its previous one.
+    #[error("{agent:?}'s next edit is number {expected}, not {got}")]
+    OutOfOrder {
+        /// The author.
+        agent: AgentId,
+        /// The sequence number its next event must have.
+        expected: u64,
+        /// The one given.
+        got: u64,
+    },
 }
 
 /// Why remote changes were refused. Runs before the bad one were applied.
@@ -265,6 +275,13 @@ impl Folder {
     /// The state of an entry.
     pub fn state(&self, id: EntryId) -> Option<&EntryState> {
         self.entries.get(&id).map(|e| &e.state)
+    }
+
+    /// An entry's registers as they were at version `at` (a frontier of its
+    /// history): what a reader of that version saw.
+    pub fn state_at(&self, id: EntryId, at: &[Lv]) -> Option<EntryState> {
+        let e = self.entries.get(&id)?;
+        Some(resolve_at(&e.doc, e.state.kind, at, true))
     }
 
     /// The text history (and current text) of an entry.
@@ -406,20 +423,49 @@ impl Folder {
     /// (never the case for ids this folder handed out) falls back to the
     /// current version.
     pub fn edit_text_from(&mut self, id: EntryId, base: &[EventId], edits: &[Edit], now: u64) -> Result<(), FolderError> {
+        self.edit_text_by(id, None, base, edits, now).map(|_| ())
+    }
+
+    /// [`Folder::edit_text_from`], made by `author` (an agent and the
+    /// sequence number of its first operation) instead of this replica:
+    /// an editor that names its own versions, such as a Braid client. Its
+    /// operations are numbered from there on, one per character deleted
+    /// or inserted, and must follow its last event here. Returns the last
+    /// event made (none for edits that change nothing).
+    pub fn edit_text_by(
+        &mut self,
+        id: EntryId,
+        author: Option<(AgentId, u64)>,
+        base: &[EventId],
+        edits: &[Edit],
+        now: u64,
+    ) -> Result<Option<EventId>, FolderError> {
+        if !self.entries.contains_key(&id) {
+            return Err(FolderError::UnknownEntry(id));
+        }
+        if let Some((agent, seq)) = author {
+            let expected = self.vv.get(&agent).copied().unwrap_or(0);
+            if agent == self.agent || seq != expected {
+                return Err(FolderError::OutOfOrder { agent, expected, got: seq });
+            }
+        }
         self.ensure_text(id, now)?;
-        let agent = self.agent;
-        let seq = self.next_seq;
+        let (agent, seq) = author.unwrap_or((self.agent, self.next_seq));
         let e = self.entries.get_mut(&id).ok_or(FolderError::UnknownEntry(id))?;
         let base_lvs = e.doc.lvs_of(base).unwrap_or_else(|| e.doc.version().iter().copied().collect());
         let before = e.doc.oplog().len();
         let r = e.doc.edit_from(agent, seq, &base_lvs, edits, now);
         let n = r.end - r.start;
         if n > 0 {
-            self.bump(n);
+            if author.is_some() {
+                self.vv.insert(agent, seq + n);
+            } else {
+                self.bump(n);
+            }
             self.record(id, agent, seq, n, before);
         }
         self.refresh(id);
-        Ok(())
+        Ok((n > 0).then_some(EventId { agent, seq: seq + n - 1 }))
     }
 
     /// Replaces the whole text, as the smallest single edit (common prefix

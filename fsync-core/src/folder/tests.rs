@@ -528,3 +528,41 @@ fn changed_entries_include_a_peers_edit_and_what_a_directory_rename_moved() {
     assert!(changed.contains(&y) && changed.contains(&d) && changed.contains(&x), "{changed:?}");
     assert!(b.take_changed().is_empty(), "taken once");
 }
+
+/// An editor that names its own versions (a Braid client) edits through a
+/// replica: its events carry its agent, sync like any, and merge with a
+/// concurrent edit made on the version it started from.
+#[test]
+fn edits_by_another_author_sync_and_merge() {
+    let mut a = Folder::new(agent(1));
+    let mut b = Folder::new(agent(2));
+    let id = a.create("n.txt", Kind::File, 1).expect("create");
+    a.set_text(id, "hello\n", 1).expect("text");
+    send(&a, &mut b);
+    let base = a.doc(id).expect("doc").version_ids();
+    // b edits meanwhile; the client edits at the base it had.
+    b.set_text(id, "hello\nfrom b\n", 2).expect("b");
+    let client = agent(9);
+    let ins = Edit { pos: 0, del: 0, ins: ">> ".into() };
+    let last = a.edit_text_by(id, Some((client, 0)), &base, &[ins], 3).expect("client edit");
+    assert_eq!(last, Some(EventId { agent: client, seq: 2 }), "one event per character");
+    assert_eq!(a.version_vector().get(&client), Some(&3));
+    send(&a, &mut b);
+    send(&b, &mut a);
+    let text = |f: &Folder| f.doc(id).expect("doc").text();
+    assert_eq!(text(&a), ">> hello\nfrom b\n");
+    assert_eq!(text(&a), text(&b));
+    // Its next edit follows its last; anything else is refused unchanged.
+    let more = Edit { pos: 0, del: 3, ins: String::new() };
+    for seq in [0, 2, 4] {
+        let r = a.edit_text_by(id, Some((client, seq)), &[], std::slice::from_ref(&more), 4);
+        assert_eq!(r, Err(FolderError::OutOfOrder { agent: client, expected: 3, got: seq }));
+    }
+    assert_eq!(text(&a), ">> hello\nfrom b\n");
+    let own = a.agent();
+    assert!(matches!(a.edit_text_by(id, Some((own, 99)), &[], std::slice::from_ref(&more), 4), Err(FolderError::OutOfOrder { .. })));
+    let now = a.doc(id).expect("doc").version_ids();
+    assert_eq!(a.edit_text_by(id, Some((client, 3)), &now, &[more], 4), Ok(Some(EventId { agent: client, seq: 5 })));
+    send(&a, &mut b);
+    assert_eq!(text(&b), "hello\nfrom b\n");
+}

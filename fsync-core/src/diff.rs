@@ -22,7 +22,7 @@
 
 use std::hash::Hash;
 
-use fsync_core::text::Edit;
+use crate::text::Edit;
 use imara_diff::intern::{InternedInput, TokenSource};
 use imara_diff::sources::lines_with_terminator;
 use imara_diff::{diff, Algorithm};
@@ -74,6 +74,19 @@ pub fn line_change(old: &str, new: &str) -> usize {
 /// The edits turning `old` into `new`, last first; positions in Unicode
 /// scalar values.
 pub fn text_edits(old: &str, new: &str) -> Vec<Edit> {
+    edits(old, new, true)
+}
+
+/// [`text_edits`] refined to characters everywhere: what shows a change to
+/// a reader that keeps no history (a Braid client's editor keeps its
+/// cursor), where no merge depends on telling a new line from an edit.
+pub fn display_edits(old: &str, new: &str) -> Vec<Edit> {
+    edits(old, new, false)
+}
+
+/// `whole_short_lines`: replace short lines changed both ways whole (see
+/// the module docs).
+fn edits(old: &str, new: &str, whole_short_lines: bool) -> Vec<Edit> {
     if old == new {
         return Vec::new();
     }
@@ -119,7 +132,7 @@ pub fn text_edits(old: &str, new: &str) -> Vec<Edit> {
         let (old_lines, new_lines) =
             (&input.before[b.start as usize..b.end as usize], &input.after[a.start as usize..a.end as usize]);
         let long_in_place = old_lines.len() == new_lines.len() && long(old_lines) && long(new_lines);
-        if inserts && deletes && !long_in_place {
+        if whole_short_lines && inserts && deletes && !long_in_place {
             edits.push(whole);
         } else {
             edits.extend(refined);
@@ -186,6 +199,13 @@ mod tests {
         let cases = [("", "abc"), ("abc", ""), ("a\nb\nc\n", "a\nB\nc\nd\n"), ("héllo\nwörld", "hello\nwörld😀"), ("x", "x")];
         for (o, n) in cases {
             assert_eq!(apply(o, &text_edits(o, n)), n, "{o:?} -> {n:?}");
+            assert_eq!(apply(o, &display_edits(o, n)), n, "{o:?} -> {n:?}");
         }
+    }
+
+    #[test]
+    fn display_edits_keep_short_lines_refined() {
+        let e = display_edits("hello world\n", "HELLO world\n");
+        assert_eq!(e.iter().map(|e| e.del).sum::<usize>(), 5, "{e:?}");
     }
 }

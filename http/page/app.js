@@ -1,0 +1,256 @@
+// The fsync page: status, a file browser, history, and a live editor for
+// text files. The editor speaks Braid-HTTP through the reference client
+// (braid_fetch, from braid-http-client.js) with the simpleton rules on top:
+// the page keeps only the text at the version it names, applies an update
+// only when its Parents are that version, and names its own edits
+// PEER-COUNTER (the counter advances by the code points deleted and
+// inserted). The daemon merges; the page never does.
+
+'use strict'
+
+const $ = id => document.getElementById(id)
+const enc = path => path.split('/').filter(Boolean).map(encodeURIComponent).join('/')
+const fmt_time = ms => ms ? new Date(ms).toLocaleString() : 'never'
+const el = (tag, props = {}, ...kids) => {
+  const e = Object.assign(document.createElement(tag), props)
+  for (const k of kids) e.append(k)
+  return e
+}
+
+// ---- status, every two seconds ----
+
+async function refresh_status () {
+  let s
+  try {
+    const r = await fetch('/.fsync/status')
+    if (r.status === 401) return show_locked()
+    s = await r.json()
+  } catch (e) {
+    $('daemon').textContent = 'daemon not reachable'
+    return
+  }
+  $('device').textContent = s.device
+  $('daemon').textContent = s.store_error ? `NOT SAVING: ${s.store_error}` : `listening on ${s.listen}`
+  const folders = $('folders')
+  folders.replaceChildren(...s.folders.map(f => el('li', {},
+    el('a', { textContent: f.name, onclick: () => go(f.name, '') }),
+    el('span', { className: 'muted', textContent: ` ${f.files} files` }),
+    ...(f.problems || []).map(p => el('div', { className: 'bad', textContent: p })))))
+  const peers = $('peers')
+  peers.replaceChildren(...s.peers.map(p => el('li', {},
+    el('span', { className: p.connected ? 'ok' : 'muted', textContent: (p.connected ? '● ' : '○ ') + p.id.slice(0, 14) }),
+    el('div', { className: 'muted', textContent: p.connected
+      ? `${p.address || ''} ${p.to_send ? p.to_send + ' to send' : ''} ${p.to_fetch ? p.to_fetch + ' to fetch' : ''}`
+      : `last seen ${fmt_time(p.last_seen)}` }))))
+  $('errors-box').hidden = !s.errors.length
+  $('errors').replaceChildren(...s.errors.slice(-5).map(e => el('li', { className: 'bad', textContent: `${fmt_time(e.time)}: ${e.message}` })))
+  if (!current.folder && s.folders.length) go(s.folders[0].name, '')
+}
+
+function show_locked () {
+  document.body.replaceChildren(el('p', { textContent: 'This page needs its access token: open the address `fsync open` prints.' }))
+}
+
+// ---- browsing ----
+
+const current = { folder: null, path: '', editor: null }
+
+function go (folder, path) {
+  if (current.editor) current.editor.close()
+  current.editor = null
+  Object.assign(current, { folder, path })
+  location.hash = '#' + enc(folder) + '/' + enc(path)
+  crumbs()
+  show(folder, path)
+}
+
+function crumbs () {
+  const parts = current.path.split('/').filter(Boolean)
+  const out = [el('a', { textContent: current.folder, onclick: () => go(current.folder, '') })]
+  parts.forEach((name, i) => {
+    out.push(' / ', el('a', { textContent: name, onclick: () => go(current.folder, parts.slice(0, i + 1).join('/')) }))
+  })
+  $('crumbs').replaceChildren(...out)
+}
+
+async function show (folder, path) {
+  $('file').hidden = true
+  $('listing').hidden = false
+  const url = '/' + enc(folder) + '/' + enc(path)
+  const r = await fetch(path ? url : url + '/', { headers: { Accept: 'application/json' } })
+  if (!r.ok) {
+    $('listing').tBodies[0].replaceChildren(el('tr', {}, el('td', { className: 'bad', textContent: await r.text() })))
+    return
+  }
+  const type = r.headers.get('content-type') || ''
+  if (type.startsWith('application/json')) {
+    const j = await r.json()
+    if (j.entries) return list(folder, path, j.entries)
+    if (j.kind === 'symlink') return open_other(folder, path, `a symlink to ${j.target}`)
+  }
+  if (type.startsWith('text/plain')) return open_text(folder, path)
+  open_other(folder, path, `binary, ${r.headers.get('content-length')} bytes`, url)
+}
+
+function list (folder, path, entries) {
+  const rows = entries.map(e => {
+    const full = path ? path + '/' + e.name : e.name
+    return el('tr', {},
+      el('td', {}, el('a', { textContent: e.name + (e.kind === 'dir' ? '/' : ''), onclick: () => go(folder, full) })),
+      el('td', { className: 'muted', textContent: e.kind === 'file' ? `${e.size} bytes${e.text ? '' : ', binary'}` : e.kind }))
+  })
+  if (!rows.length) rows.push(el('tr', {}, el('td', { className: 'muted', textContent: '(empty)' })))
+  $('listing').tBodies[0].replaceChildren(...rows)
+}
+
+function open_other (folder, path, what, url) {
+  $('listing').hidden = true
+  $('file').hidden = false
+  $('editor').hidden = true
+  $('history').hidden = true
+  $('binary').hidden = false
+  $('file-state').textContent = what
+  $('binary').replaceChildren(url ? el('a', { href: url, download: path.split('/').pop(), textContent: 'download' }) : '')
+}
+
+function open_text (folder, path) {
+  $('listing').hidden = true
+  $('file').hidden = false
+  $('binary').hidden = true
+  $('history').hidden = true
+  const ta = $('editor')
+  ta.hidden = false
+  ta.value = ''
+  ta.disabled = true
+  current.editor = edit('/' + enc(folder) + '/' + enc(path), ta, msg => { $('file-state').textContent = msg })
+}
+
+// ---- the live editor: simpleton over braid_fetch ----
+
+const cps = s => Array.from(s)                 // code points
+const same = (a, b) => a.length === b.length && a.every((v, i) => v === b[i])
+
+function edit (url, ta, say) {
+  const peer = Math.random().toString(36).slice(2)
+  const headers = { 'Merge-Type': 'simpleton' }
+  let version = []       // the version the editor holds, sorted
+  let state = ''         // the text at that version
+  let counter = -1       // numbers our edits: peer-counter
+  let outstanding = 0
+  let dirty = false
+  const aborter = new AbortController()
+
+  braid_fetch(url, {
+    subscribe: true, retry: true, multiplex: false, peer, headers, heartbeats: 20, signal: aborter.signal,
+    parents: () => version.length ? version : null,
+  }).then(res => res.subscribe(update => {
+    const parents = (update.parents || []).slice().sort()
+    if (dirty || !same(version, parents)) return   // not on what we hold
+    if (update.patches) {
+      const patches = update.patches.map(p => ({ range: p.range.match(/\d+/g).map(Number), content: p.content_text }))
+      apply_to_textarea(ta, patches)
+      state = ta.value
+    } else {
+      state = update.body_text
+      ta.value = state
+    }
+    version = update.version.slice().sort()
+    ta.disabled = false
+    say(`live, at ${version.join(', ')}`)
+  }, e => say(`disconnected: ${e}`))).catch(e => say(`cannot subscribe: ${e}`))
+
+  function send () {
+    dirty = false
+    const now = ta.value
+    if (now === state) return
+    const a = cps(state), b = cps(now)
+    let pre = 0
+    while (pre < a.length && pre < b.length && a[pre] === b[pre]) pre++
+    let suf = 0
+    while (suf < a.length - pre && suf < b.length - pre && a[a.length - 1 - suf] === b[b.length - 1 - suf]) suf++
+    const range = [pre, a.length - suf]
+    const content = b.slice(pre, b.length - suf).join('')
+    counter += (range[1] - range[0]) + cps(content).length
+    const mine = [`${peer}-${counter}`]
+    const parents = version
+    version = mine
+    state = now
+    outstanding++
+    say('saving…')
+    braid_fetch(url, {
+      method: 'PUT', version: mine, parents, peer, headers, retry: true, multiplex: false,
+      patches: [{ unit: 'text', range: `[${range[0]}:${range[1]}]`, content }],
+    }).then(r => {
+      outstanding--
+      say(r.ok ? (outstanding ? 'saving…' : 'saved') : `not saved: ${r.status}`)
+      if (dirty && outstanding < 10) send()
+    }, e => { outstanding--; say(`not saved: ${e}`) })
+  }
+
+  ta.oninput = () => {
+    dirty = true
+    if (outstanding < 10) send()
+  }
+  return { close: () => { aborter.abort(); ta.oninput = null } }
+}
+
+// Patches in code points of the textarea's text, all on that text; the
+// selection moves with the text around it.
+function apply_to_textarea (ta, patches) {
+  const text = cps(ta.value)
+  const utf16 = i => text.slice(0, i).join('').length
+  const sel = [ta.selectionStart, ta.selectionEnd]
+  let out = [], at = 0
+  let shift = [0, 0]
+  for (const p of patches.slice().sort((x, y) => x.range[0] - y.range[0])) {
+    const [s, e] = p.range
+    out.push(text.slice(at, s).join(''), p.content)
+    const s16 = utf16(s), e16 = utf16(e), delta = p.content.length - (e16 - s16)
+    for (let i = 0; i < 2; i++) {
+      if (sel[i] >= e16) shift[i] += delta
+      else if (sel[i] > s16) shift[i] += s16 - sel[i]
+    }
+    at = e
+  }
+  out.push(text.slice(at).join(''))
+  ta.value = out.join('')
+  ta.selectionStart = sel[0] + shift[0]
+  ta.selectionEnd = sel[1] + shift[1]
+}
+
+// ---- history ----
+
+$('history-button').onclick = async () => {
+  const h = $('history')
+  h.hidden = !h.hidden
+  if (h.hidden) return
+  const { folder, path } = current
+  const r = await fetch('/.fsync/log/' + enc(folder) + '/' + enc(path))
+  if (!r.ok) return $('old').replaceChildren(await r.text())
+  const log = await r.json()
+  $('versions').tBodies[0].replaceChildren(...log.slice().reverse().map(c => el('tr', {},
+    el('td', { textContent: fmt_time(c.time) }),
+    el('td', { className: 'muted', textContent: `${c.change} (${c.size})` }),
+    el('td', { className: 'muted', textContent: c.device.slice(0, 14) }),
+    el('td', {}, el('button', { type: 'button', textContent: 'view', onclick: () => view(c.version) })),
+    el('td', {}, el('button', { type: 'button', textContent: 'restore', onclick: () => restore(c.version) })))))
+}
+
+async function view (v) {
+  const { folder, path } = current
+  const r = await fetch('/' + enc(folder) + '/' + enc(path), { headers: { Version: JSON.stringify(v) } })
+  $('old').textContent = r.ok ? await r.text() : `${r.status}: ${await r.text()}`
+}
+
+async function restore (v) {
+  const { folder, path } = current
+  const r = await fetch('/.fsync/restore/' + enc(folder) + '/' + enc(path) + '?version=' + encodeURIComponent(v), { method: 'POST' })
+  $('old').textContent = await r.text()
+}
+
+// ---- start ----
+
+const start = decodeURIComponent(location.hash.slice(1)).split('/')
+if (start[0]) go(start[0], start.slice(1).join('/'))
+refresh_status()
+setInterval(refresh_status, 2000)
