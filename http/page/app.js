@@ -76,8 +76,10 @@ function crumbs () {
 async function show (folder, path) {
   $('file').hidden = true
   $('listing').hidden = false
+  // A directory's listing is at its name with a slash (the server
+  // redirects there); the folder's at `/FOLDER/`.
   const url = '/' + enc(folder) + '/' + enc(path)
-  const r = await fetch(path ? url : url + '/', { headers: { Accept: 'application/json' } })
+  const r = await fetch(url, { headers: { Accept: 'application/json' } })
   if (!r.ok) {
     $('listing').tBodies[0].replaceChildren(el('tr', {}, el('td', { className: 'bad', textContent: await r.text() })))
     return

@@ -358,3 +358,86 @@ fn an_edit_acknowledged_over_http_survives_sigkill() {
     });
     assert_eq!(n.ok(&["cat", docs.join("k.txt").to_str().expect("utf-8")]), "before\nacknowledged\n");
 }
+
+/// The page in headless Chromium: two browsers type into one file while a
+/// peer's disk saves lines in it; everyone ends with the same text, every
+/// keystroke and line once. Needs Chromium and playwright-core (NODE_PATH);
+/// `.ci/run` installs both.
+#[test]
+fn two_browsers_and_a_peers_disk_edit_one_file_on_the_page() {
+    let ready = have("node")
+        && Command::new("node").args(["-e", "require('playwright-core')"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+        && Path::new(&std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())).exists();
+    if !ready {
+        assert!(std::env::var_os("CI").is_none(), "Chromium and playwright-core (on NODE_PATH) are needed; .ci/run installs them");
+        eprintln!("skipped: Chromium or playwright-core (NODE_PATH) missing");
+        return;
+    }
+    let p = Pair::new("http-page");
+    let (_da, _db) = (p.a.start(p.pa), p.b.start(p.pb));
+    let (fa, fb) = (p.da("page.txt"), p.db("page.txt"));
+    std::fs::create_dir_all(fb.parent().expect("dir")).expect("docs");
+    save(&fb, "shared\n");
+    eventually("the file on a", 20, || read(&fa).as_deref() == Some("shared\n"));
+    http_of(&p.a);
+    let url = p.a.ok(&["open", "--print"]).trim().to_owned();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("http/page-test.js");
+    let mut child = Command::new("node")
+        .arg(script)
+        .args([url.as_str(), "page.txt", "3"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let (tx, lines) = mpsc::channel::<serde_json::Value>();
+    let out = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let next = |what: &str| -> serde_json::Value {
+        let v = lines.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("no {what} from the browsers"));
+        assert_ne!(v["event"], "error", "{v}");
+        v
+    };
+    assert_eq!(next("ready")["event"], "ready");
+    let mut saved = Vec::new();
+    let mut rng = util::Rng::new(5);
+    for i in 0..10 {
+        let now = read(&fb).unwrap_or_default();
+        let mut lines: Vec<String> = now.split_inclusive('\n').map(str::to_owned).collect();
+        let line = format!("disk {i}\n");
+        lines.insert(rng.below(lines.len() + 1), line.clone());
+        save(&fb, &lines.concat());
+        saved.push(line);
+        std::thread::sleep(Duration::from_millis(150 + rng.below(150) as u64));
+    }
+    let typed = next("typed");
+    let (na, nb) = (typed["typed"][0].as_u64().unwrap_or(0) as usize, typed["typed"][1].as_u64().unwrap_or(0) as usize);
+    assert!(na > 5 && nb > 5, "{typed}");
+    let start = Instant::now();
+    let text = loop {
+        writeln!(stdin, "texts").expect("ask");
+        let v = next("texts");
+        assert_eq!(v["errors"], serde_json::json!([]), "{v}");
+        let (t0, t1) = (v["texts"][0].as_str().unwrap_or_default().to_owned(), v["texts"][1].as_str().unwrap_or_default());
+        if t0 == t1 && Some(&t0) == read(&fa).as_ref() && Some(&t0) == read(&fb).as_ref() {
+            break t0;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "not the same after 30 s: {v}\na {:?}\nb {:?}", read(&fa), read(&fb));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = writeln!(stdin, "quit");
+    let _ = child.wait();
+    assert_eq!(text.matches('A').count(), na, "every keystroke of the first browser once: {text:?}");
+    assert_eq!(text.matches('B').count(), nb, "every keystroke of the second browser once: {text:?}");
+    let lines: String = text.chars().filter(|c| !matches!(c, 'A' | 'B')).collect();
+    for l in saved.iter().map(String::as_str).chain(["shared\n"]) {
+        assert_eq!(lines.matches(l).count(), 1, "{l:?} once in {lines:?}");
+    }
+}
