@@ -129,6 +129,12 @@ pub fn read(
     Ok(match (state.kind, state.content) {
         (Kind::Dir, _) => Read::Dir { version, entries: listing(folder, path) },
         (_, Content::Link(target)) => Read::Link { version, target },
+        (_, Content::Binary { size, .. }) if size > fsync_http::MAX_READ => {
+            return Err(Refusal::TooLarge(format!(
+                "{path}: {size} bytes; HTTP serves binary files of at most {} MiB",
+                fsync_http::MAX_READ >> 20
+            )))
+        }
         (_, Content::Binary { chunks: refs, .. }) => {
             Read::Binary { version, bytes: assemble(&refs, chunks).ok_or_else(missing)? }
         }

@@ -10,6 +10,7 @@
 //! is per subscribed file and change, not per folder.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -53,8 +54,9 @@ struct Sub {
     peer: Option<String>,
     /// The version it is at (sorted), as it names it.
     version: Vec<String>,
-    /// Its text (none for a binary file or link: those go whole).
-    text: Option<String>,
+    /// Its text (none for a binary file or link: those go whole); shared
+    /// by the subscribers at one version.
+    text: Option<Arc<str>>,
     tx: mpsc::Sender<Bytes>,
 }
 
@@ -212,7 +214,7 @@ impl Hub {
             let known = self.files.get(target).and_then(|w| w.subs.get(i)).and_then(|s| {
                 let from_parents = parents.as_ref().is_none_or(|p| *p == s.version);
                 match (&s.text, &patches) {
-                    (Some(t), Some(ps)) if from_parents => patch::apply(t, ps).ok(),
+                    (Some(t), Some(ps)) if from_parents => patch::apply(t, ps).ok().map(Arc::from),
                     _ => None,
                 }
             });
@@ -249,7 +251,7 @@ impl Hub {
         let Some(w) = self.files.get_mut(target) else { return };
         let version = sorted(now.version().to_vec());
         w.version = version.clone();
-        let text = if let Read::Text { text, .. } = &now { Some(text.clone()) } else { None };
+        let text: Option<Arc<str>> = if let Read::Text { text, .. } = &now { Some(Arc::from(text.as_str())) } else { None };
         w.subs.retain_mut(|s| {
             // A text file that became binary (or the reverse): the client
             // cannot follow with patches.
@@ -272,9 +274,9 @@ impl Hub {
     }
 }
 
-fn text_of(r: Read) -> Option<String> {
+fn text_of(r: Read) -> Option<Arc<str>> {
     match r {
-        Read::Text { text, .. } => Some(text),
+        Read::Text { text, .. } => Some(Arc::from(text)),
         _ => None,
     }
 }

@@ -23,6 +23,9 @@ use std::net::SocketAddr;
 pub use hub::{MAX_SUBSCRIBERS, QUEUE};
 pub use owner::{Call, DirEntry, Owner, Read, Refusal, Target, Write, Written};
 pub use server::{MAX_BODY, MAX_CONNECTIONS, MAX_HEAD, RESERVED};
+
+/// Largest binary content a GET answers (it is read whole).
+pub const MAX_READ: u64 = 256 << 20;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 

@@ -366,10 +366,17 @@ fn an_edit_acknowledged_over_http_survives_sigkill() {
 #[test]
 fn two_browsers_and_a_peers_disk_edit_one_file_on_the_page() {
     let ready = have("node")
-        && Command::new("node").args(["-e", "require('playwright-core')"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+        && Command::new("node")
+            .args(["-e", "require('playwright-core')"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
         && Path::new(&std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())).exists();
     if !ready {
-        assert!(std::env::var_os("CI").is_none(), "Chromium and playwright-core (on NODE_PATH) are needed; .ci/run installs them");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Chromium and playwright-core (on NODE_PATH) are needed; .ci/run installs them"
+        );
         eprintln!("skipped: Chromium or playwright-core (NODE_PATH) missing");
         return;
     }
@@ -429,7 +436,12 @@ fn two_browsers_and_a_peers_disk_edit_one_file_on_the_page() {
         if t0 == t1 && Some(&t0) == read(&fa).as_ref() && Some(&t0) == read(&fb).as_ref() {
             break t0;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "not the same after 30 s: {v}\na {:?}\nb {:?}", read(&fa), read(&fb));
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "not the same after 30 s: {v}\na {:?}\nb {:?}",
+            read(&fa),
+            read(&fb)
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     let _ = writeln!(stdin, "quit");

@@ -271,9 +271,9 @@ fn long_work_is_reported_in_the_log() {
     eventually("the files on b", 60, || std::fs::read_to_string(p.db("d9/f149.txt")).is_ok_and(|t| t == "file 9/149\n"));
     // A transfer can still fall between two progress ticks when the
     // machine is busy (the daemon's loop is saving what arrives): up to
-    // three large files, each new, until one is seen in progress.
+    // six large files, each new, until one is seen in progress.
     let seen = || p.b.log().contains("syncing") && p.b.log().contains("chunks_to_fetch");
-    for n in 0..3u32 {
+    for n in 0..6u32 {
         let big: Vec<u8> = (0..40_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ n as u8).collect();
         let name = format!("big{n}.bin");
         std::fs::write(p.da(&name), &big).expect("write");

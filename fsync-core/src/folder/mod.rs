@@ -465,7 +465,7 @@ impl Folder {
             self.record(id, agent, seq, n, before);
         }
         self.refresh(id);
-        Ok((n > 0).then_some(EventId { agent, seq: seq + n - 1 }))
+        Ok((n > 0).then(|| EventId { agent, seq: seq + n - 1 }))
     }
 
     /// Replaces the whole text, as the smallest single edit (common prefix

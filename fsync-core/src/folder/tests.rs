@@ -560,7 +560,10 @@ fn edits_by_another_author_sync_and_merge() {
     }
     assert_eq!(text(&a), ">> hello\nfrom b\n");
     let own = a.agent();
-    assert!(matches!(a.edit_text_by(id, Some((own, 99)), &[], std::slice::from_ref(&more), 4), Err(FolderError::OutOfOrder { .. })));
+    assert!(matches!(
+        a.edit_text_by(id, Some((own, 99)), &[], std::slice::from_ref(&more), 4),
+        Err(FolderError::OutOfOrder { .. })
+    ));
     let now = a.doc(id).expect("doc").version_ids();
     assert_eq!(a.edit_text_by(id, Some((client, 3)), &now, &[more], 4), Ok(Some(EventId { agent: client, seq: 5 })));
     send(&a, &mut b);
