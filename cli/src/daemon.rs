@@ -363,6 +363,7 @@ pub async fn run(home: &Home, listen: SocketAddr, http: Option<HttpAt>, mount: O
     // One daemon per home.
     let lock_path = home.dir.join("daemon.lock");
     let lock = std::fs::File::create(&lock_path).with_context(|| format!("cannot create {}", lock_path.display()))?;
+    raise_fd_limit();
     lock.try_lock().map_err(|_| anyhow!("another fsync daemon is already running on {}; stop it first", home.dir.display()))?;
     // The control socket answers from the start: requests made while the
     // daemon starts (a `reload` after `folder add`, an `invite`) wait for it
@@ -611,6 +612,19 @@ pub async fn run(home: &Home, listen: SocketAddr, http: Option<HttpAt>, mount: O
     let _ = tokio::time::timeout(Duration::from_secs(2), d.node.close()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit of open files to the hard one: every HTTP
+/// subscription holds a connection, and a big folder many watches.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::debug!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+            }
+        }
+    }
 }
 
 /// SIGTERM and SIGINT, watched from the first moment: while `starting`

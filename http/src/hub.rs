@@ -20,8 +20,9 @@ use crate::braid::{encode_update, Patch, PutBody, Update};
 use crate::owner::{Owner, Read, Refusal, Target, Write, Written};
 use crate::patch;
 
-/// Most subscriptions at once, over all files.
-pub const MAX_SUBSCRIBERS: usize = 256;
+/// Most subscriptions at once, over all files, unless
+/// `FSYNC_HTTP_SUBSCRIBERS` says otherwise.
+pub const MAX_SUBSCRIBERS: usize = 4096;
 /// Updates queued for one subscriber; a client that falls this far behind
 /// is cut off (it reconnects from its version and catches up).
 pub const QUEUE: usize = 64;
@@ -156,14 +157,20 @@ impl Hub {
         self.files.values().map(|w| w.subs.len()).sum()
     }
 
+    /// [`MAX_SUBSCRIBERS`], or what the environment sets.
+    fn most() -> usize {
+        std::env::var("FSYNC_HTTP_SUBSCRIBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(MAX_SUBSCRIBERS)
+    }
+
     async fn subscribe(
         &mut self,
         target: Target,
         peer: Option<String>,
         parents: Option<Vec<String>>,
     ) -> Result<Subscribed, Refusal> {
-        if self.count() >= MAX_SUBSCRIBERS {
-            return Err(Refusal::Unavailable(format!("too many subscriptions (at most {MAX_SUBSCRIBERS})")));
+        let most = Hub::most();
+        if self.count() >= most {
+            return Err(Refusal::Unavailable(format!("too many subscriptions (at most {most})")));
         }
         let now = self.owner.read(&target, None, None).await?;
         let current = sorted(now.version().to_vec());
@@ -252,6 +259,8 @@ impl Hub {
         let version = sorted(now.version().to_vec());
         w.version = version.clone();
         let text: Option<Arc<str>> = if let Read::Text { text, .. } = &now { Some(Arc::from(text.as_str())) } else { None };
+        // Subscribers at one version get one update, worked out once.
+        let mut made: HashMap<Vec<String>, Option<Bytes>> = HashMap::new();
         w.subs.retain_mut(|s| {
             // A text file that became binary (or the reverse): the client
             // cannot follow with patches.
@@ -261,9 +270,10 @@ impl Hub {
             if s.version == version {
                 return true;
             }
+            let u = made.entry(s.version.clone()).or_insert_with(|| update_between(s, &version, &now)).clone();
             // Nothing the client would see (an exec bit, say): it stays
             // at its version, which later updates name as their parents.
-            let Some(u) = update_between(s, &version, &now) else { return true };
+            let Some(u) = u else { return true };
             s.version = version.clone();
             s.text = text.clone();
             s.tx.try_send(u).is_ok()

@@ -27,8 +27,9 @@ use crate::page;
 
 /// Largest PUT body.
 pub const MAX_BODY: usize = 64 << 20;
-/// Connections served at once; more wait.
-pub const MAX_CONNECTIONS: usize = 512;
+/// Connections served at once; more wait. Above the subscriptions, so
+/// plain requests are still served when every subscription is taken.
+pub const MAX_CONNECTIONS: usize = crate::hub::MAX_SUBSCRIBERS + 512;
 /// Largest request head (a longer one is refused with 431).
 pub const MAX_HEAD: usize = 64 << 10;
 /// Time a client has to send its request headers.

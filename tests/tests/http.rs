@@ -175,17 +175,32 @@ fn save(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).expect("rename");
 }
 
+/// Two running nodes; `file` made with `text` on b's disk and arrived on
+/// a's. Returns the pair, its daemons and the file's path on a and on b.
+fn shared_file(name: &str, file: &str, text: &str) -> (Pair, [Daemon; 2], std::path::PathBuf, std::path::PathBuf) {
+    let p = Pair::new(name);
+    let daemons = [p.a.start(p.pa), p.b.start(p.pb)];
+    let (fa, fb) = (p.da(file), p.db(file));
+    std::fs::create_dir_all(fb.parent().expect("dir")).expect("docs");
+    save(&fb, text);
+    eventually("the file on a", 20, || read(&fa).as_deref() == Some(text));
+    (p, daemons, fa, fb)
+}
+
+/// Saves `line` into the file at a line boundary picked by `rng`.
+fn save_line_at_random(path: &Path, line: &str, rng: &mut util::Rng) {
+    let now = read(path).unwrap_or_default();
+    let mut lines: Vec<&str> = now.split_inclusive('\n').collect();
+    lines.insert(rng.below(lines.len() + 1), line);
+    save(path, &lines.concat());
+}
+
 #[test]
 fn a_braid_client_and_a_peers_disk_edit_one_file_together() {
     if !have("node") {
         return;
     }
-    let p = Pair::new("http-braid");
-    let (_da, _db) = (p.a.start(p.pa), p.b.start(p.pb));
-    let (fa, fb) = (p.da("notes.txt"), p.db("notes.txt"));
-    std::fs::create_dir_all(fb.parent().expect("dir")).expect("docs");
-    save(&fb, "line one\n");
-    eventually("the file on a", 20, || read(&fa).as_deref() == Some("line one\n"));
+    let (p, _daemons, fa, fb) = shared_file("http-braid", "notes.txt", "line one\n");
     let url = format!("http://{}/docs/notes.txt", http_of(&p.a));
     let mut c = Client::start(&url, &token(&p.a));
     // The snapshot, then a save on b's disk arrives as an update.
@@ -205,12 +220,8 @@ fn a_braid_client_and_a_peers_disk_edit_one_file_together() {
     let mut rng = util::Rng::new(11);
     let mut lines_saved = Vec::new();
     for i in 0..12 {
-        let now = read(&fb).unwrap_or_default();
-        let mut lines: Vec<String> = now.split_inclusive('\n').map(str::to_owned).collect();
-        let at = rng.below(lines.len() + 1);
         let line = format!("disk line {i}\n");
-        lines.insert(at, line.clone());
-        save(&fb, &lines.concat());
+        save_line_at_random(&fb, &line, &mut rng);
         lines_saved.push(line);
         std::thread::sleep(Duration::from_millis(40 + rng.below(60) as u64));
     }
@@ -285,7 +296,13 @@ fn ports_access_and_the_address_in_status() {
 
 #[test]
 fn too_many_subscribers_are_refused_and_the_daemon_keeps_serving() {
-    let (n, _d) = single("http-subs");
+    // A lower limit than the default (4096), for a test's file descriptors.
+    const MOST: usize = 200;
+    let n = Node::new("http-subs");
+    n.ok(&["init"]);
+    n.ok(&["folder", "add", "docs", n.scratch.join("docs").to_str().expect("utf-8")]);
+    let port = free_port().to_string();
+    let _d = n.spawn_env(&["run", "--listen", &format!("127.0.0.1:{port}")], &[("FSYNC_HTTP_SUBSCRIBERS", "200")]);
     let docs = n.scratch.join("docs");
     std::fs::write(docs.join("s.txt"), "watched\n").expect("write");
     let at = http_of(&n);
@@ -293,7 +310,7 @@ fn too_many_subscribers_are_refused_and_the_daemon_keeps_serving() {
     let get = |extra: &str| format!("GET /docs/s.txt HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\n{extra}\r\n");
     eventually("s.txt served", 20, || raw(&at, &get("")).0 == 200);
     let mut held = Vec::new();
-    for i in 0..fsync_http::MAX_SUBSCRIBERS {
+    for i in 0..MOST {
         let mut s = std::net::TcpStream::connect(&at).expect("connect");
         s.write_all(get("Subscribe: true\r\n").as_bytes()).expect("subscribe");
         s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
@@ -380,12 +397,7 @@ fn two_browsers_and_a_peers_disk_edit_one_file_on_the_page() {
         eprintln!("skipped: Chromium or playwright-core (NODE_PATH) missing");
         return;
     }
-    let p = Pair::new("http-page");
-    let (_da, _db) = (p.a.start(p.pa), p.b.start(p.pb));
-    let (fa, fb) = (p.da("page.txt"), p.db("page.txt"));
-    std::fs::create_dir_all(fb.parent().expect("dir")).expect("docs");
-    save(&fb, "shared\n");
-    eventually("the file on a", 20, || read(&fa).as_deref() == Some("shared\n"));
+    let (p, _daemons, fa, fb) = shared_file("http-page", "page.txt", "shared\n");
     http_of(&p.a);
     let url = p.a.ok(&["open", "--print"]).trim().to_owned();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("http/page-test.js");
@@ -416,11 +428,8 @@ fn two_browsers_and_a_peers_disk_edit_one_file_on_the_page() {
     let mut saved = Vec::new();
     let mut rng = util::Rng::new(5);
     for i in 0..10 {
-        let now = read(&fb).unwrap_or_default();
-        let mut lines: Vec<String> = now.split_inclusive('\n').map(str::to_owned).collect();
         let line = format!("disk {i}\n");
-        lines.insert(rng.below(lines.len() + 1), line.clone());
-        save(&fb, &lines.concat());
+        save_line_at_random(&fb, &line, &mut rng);
         saved.push(line);
         std::thread::sleep(Duration::from_millis(150 + rng.below(150) as u64));
     }
