@@ -98,7 +98,7 @@ function list (folder, path, entries) {
   const rows = entries.map(e => {
     const full = path ? path + '/' + e.name : e.name
     return el('tr', {},
-      el('td', {}, el('a', { textContent: e.name + (e.kind === 'dir' ? '/' : ''), onclick: () => go(folder, full) })),
+      el('td', {}, el('a', { textContent: e.name + (e.kind === 'directory' ? '/' : ''), onclick: () => go(folder, full) })),
       el('td', { className: 'muted', textContent: e.kind === 'file' ? `${e.size} bytes${e.text ? '' : ', binary'}` : e.kind }))
   })
   if (!rows.length) rows.push(el('tr', {}, el('td', { className: 'muted', textContent: '(empty)' })))
@@ -229,11 +229,21 @@ $('history-button').onclick = async () => {
   const { folder, path } = current
   const r = await fetch('/.fsync/log/' + enc(folder) + '/' + enc(path))
   if (!r.ok) return $('old').replaceChildren(await r.text())
-  const log = await r.json()
-  $('versions').tBodies[0].replaceChildren(...log.slice().reverse().map(c => el('tr', {},
+  // Changes of one author less than a minute apart are one row (typing
+  // makes a change a keystroke); a row's version is its last.
+  const rows = []
+  for (const c of await r.json()) {
+    const last = rows[rows.length - 1]
+    if (last && last.device === c.device && c.time - last.time < 60000 && !/binary|delete|move/.test(c.change + last.change)) {
+      Object.assign(last, { version: c.version, time: c.time, size: last.size + c.size, count: last.count + 1 })
+    } else rows.push({ ...c, count: 1 })
+  }
+  // Device IDs have dashes; other authors are Braid clients (this page).
+  const who = d => d.includes('-') ? d.slice(0, 14) : 'a web client'
+  $('versions').tBodies[0].replaceChildren(...rows.reverse().map(c => el('tr', {},
     el('td', { textContent: fmt_time(c.time) }),
-    el('td', { className: 'muted', textContent: `${c.change} (${c.size})` }),
-    el('td', { className: 'muted', textContent: c.device.slice(0, 14) }),
+    el('td', { className: 'muted', textContent: c.count > 1 ? `${c.count} changes (${c.size})` : `${c.change} (${c.size})` }),
+    el('td', { className: 'muted', textContent: who(c.device) }),
     el('td', {}, el('button', { type: 'button', textContent: 'view', onclick: () => view(c.version) })),
     el('td', {}, el('button', { type: 'button', textContent: 'restore', onclick: () => restore(c.version) })))))
 }

@@ -117,7 +117,7 @@ impl Read {
 pub struct DirEntry {
     /// The name.
     pub name: String,
-    /// `file`, `dir` or `symlink`.
+    /// `file`, `directory` or `symlink`.
     pub kind: String,
     /// Bytes of a file.
     pub size: Option<u64>,

@@ -13,7 +13,7 @@ the end of the text), and is timed until it is where it goes:
   each of them has it (every client's time is a sample);
 - idle subscriptions: a's RSS before and after IDLE subscriptions.
 
-    bench/http.py FSYNC_BIN
+    bench/http_bench.py FSYNC_BIN
 
 Knobs (environment): N (samples, 50), FANOUT (100), IDLE (1000). Prints a
 table and writes bench/results/http.json.
