@@ -242,7 +242,7 @@ pub fn write(
         }
         PutBody::Whole(bytes) => {
             let exec = folder.state(id).is_some_and(|s| s.exec);
-            let mine = watcher::take_in_bytes(folder, chunks, id, &base, bytes, exec, now)
+            let mine = fsync_core::ingest::take_in_bytes(folder, chunks, id, &base, bytes, exec, now)
                 .map_err(|e| Refusal::Conflict(format!("{path}: {e}")))?;
             let mut v: Vec<String> = mine.into_iter().map(version_string).collect();
             v.sort();

@@ -10,6 +10,7 @@
 //! - [`diff`]: from two versions of a text to the edits between them.
 //! - [`encoding`]: the byte format of wire and disk; safe on untrusted input.
 //! - [`folder`]: a shared folder: entries, registers, the resolved tree.
+//! - [`ingest`]: new content from a writer (disk, mount, HTTP) taken in.
 //! - [`chunks`]: content-defined chunks of binary files.
 //! - [`session`]: the sync state machine for one peer and one folder;
 //!   [`wire`] its messages.
@@ -21,6 +22,7 @@ pub mod encoding;
 pub mod folder;
 pub mod graph;
 pub mod ids;
+pub mod ingest;
 pub mod session;
 pub mod store;
 pub mod text;

@@ -553,7 +553,7 @@ impl<B: Backend> Inner<B> {
                 return Ok(false);
             };
             let id = st.id(ino)?.ok_or(Errno::EISDIR)?;
-            if data.len() as u64 > watcher::scan::TEXT_MAX {
+            if data.len() as u64 > fsync_core::ingest::TEXT_MAX {
                 // Too big to be text: binary, and chunking it takes a while.
                 // Close returns now; readers see the data until it lands,
                 // and fsync waits for it (as a page cache would write back).
@@ -586,7 +586,7 @@ impl<B: Backend> Inner<B> {
         data: Vec<u8>,
     ) -> Result<bool, Errno> {
         let exec = f.state(id).is_some_and(|s| s.exec);
-        watcher::take_in_bytes(f, chunks, id, base, data, exec, now_ms()).map_err(|e| {
+        fsync_core::ingest::take_in_bytes(f, chunks, id, base, data, exec, now_ms()).map_err(|e| {
             tracing::error!("cannot record a write through the mount: {e}");
             Errno::EIO
         })?;

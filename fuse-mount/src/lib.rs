@@ -10,7 +10,8 @@
 //! - **Writes** go to one buffer per open file (shared by its handles, as a
 //!   page cache would be: every handle and `stat` sees each write at once).
 //!   Flush, fsync and release commit the buffer as one change, exactly as
-//!   the watcher takes in a file it read: text is diffed from the version
+//!   the watcher takes in a file it read (`fsync_core::ingest`): text is
+//!   diffed from the version
 //!   the writer started from, so it merges with what peers changed
 //!   meanwhile; binary is chunked. Close makes a change visible at once
 //!   and queues it to be saved within milliseconds (group commit); fsync

@@ -27,7 +27,7 @@ use std::path::Path;
 
 pub use guard::Guard;
 pub use index::{Files, Index, Known, Stat, Unsaved};
-pub use scan::{scan, scan_scoped, scan_with_progress, take_in_bytes, ScanProgress, ScanReport, GONE_WAIT, UNSEEN_WRITE};
+pub use scan::{scan, scan_scoped, scan_with_progress, ScanProgress, ScanReport, GONE_WAIT, UNSEEN_WRITE};
 pub use write::{write_back, write_back_with, Dirty, WriteReport};
 
 /// Why a scan or write-back failed.
@@ -55,6 +55,15 @@ pub enum WatchError {
     /// replaced.
     #[error("cannot record what is about to be written: {0}")]
     Intent(String),
+}
+
+impl From<fsync_core::ingest::IngestError> for WatchError {
+    fn from(e: fsync_core::ingest::IngestError) -> WatchError {
+        match e {
+            fsync_core::ingest::IngestError::Folder(e) => WatchError::Folder(e),
+            _ => WatchError::Gone,
+        }
+    }
 }
 
 impl WatchError {

@@ -16,11 +16,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fsync_core::chunks::{split, ChunkRef, ChunkStore};
+use fsync_core::chunks::ChunkStore;
 use fsync_core::folder::{Content, EntryId, Folder, Kind};
+use fsync_core::ingest::{classify, take_in, Body};
 use fsync_core::EventId;
 
-use crate::diff::text_edits;
 use crate::ignore::Ignore;
 use crate::index::{Index, Known, Stat, Written};
 use crate::similar;
@@ -31,9 +31,7 @@ use crate::WatchError;
 /// ([`fsync_core::folder::MAX_CHUNKS`] chunks of 64 KiB on average).
 pub const MAX_FILE: u64 = 16 << 30;
 
-/// Files above this size are treated as binary (chunked, whole-value
-/// merges) even when they are valid UTF-8.
-pub const TEXT_MAX: u64 = 4 << 20;
+pub use fsync_core::ingest::TEXT_MAX;
 
 /// How the reasons of paths that are not synced at all begin (in
 /// [`ScanReport::unreadable`], beside paths that cannot be read now).
@@ -99,14 +97,6 @@ struct OnDisk {
     links: u64,
 }
 
-/// What a file holds, read once.
-enum Body {
-    Text(String),
-    Binary(Vec<u8>),
-    Link(String),
-    Dir,
-}
-
 /// How far a scan is, for progress output: shared with another thread
 /// that shows it.
 #[derive(Debug, Default)]
@@ -154,36 +144,6 @@ fn read_body(path: &Path, kind: Kind) -> Result<Body, WatchError> {
             classify(std::fs::read(path).map_err(io)?)
         }
     })
-}
-
-/// Text (valid UTF-8, no NUL, at most [`TEXT_MAX`] bytes) or binary.
-fn classify(bytes: Vec<u8>) -> Body {
-    if bytes.len() as u64 <= TEXT_MAX && !bytes.contains(&0) {
-        match String::from_utf8(bytes) {
-            Ok(s) => Body::Text(s),
-            Err(e) => Body::Binary(e.into_bytes()),
-        }
-    } else {
-        Body::Binary(bytes)
-    }
-}
-
-/// Records `bytes` as the new content of file `id`, written by someone who
-/// started from version `base` (empty: the current one), exactly as a scan
-/// takes in a file it read: text is diffed and merges with what changed
-/// since `base`, binary content is chunked. Returns the version the writer
-/// holds now (the base for its next change). For writers other than the
-/// disk, such as the FUSE mount.
-pub fn take_in_bytes(
-    folder: &mut Folder,
-    chunks: &mut dyn ChunkStore,
-    id: EntryId,
-    base: &[EventId],
-    bytes: Vec<u8>,
-    exec: bool,
-    now: u64,
-) -> Result<Vec<EventId>, WatchError> {
-    take_in(folder, chunks, id, base, classify(bytes), exec, now)
 }
 
 /// A key for matching moved content: the same for a file on disk and the
@@ -1398,89 +1358,6 @@ fn cut_short(folder: &Folder, k: &Known, body: &Body) -> bool {
         return false;
     }
     doc.lvs_of(&k.base).map(|l| doc.text_at(&l)).is_some_and(|ours| ours.len() > now.len() && ours.starts_with(now.as_str()))
-}
-
-/// Records `body` as the content of entry `id`, edited from `base`; returns
-/// the version that matches the disk afterwards.
-fn take_in(
-    folder: &mut Folder,
-    chunks: &mut dyn ChunkStore,
-    id: EntryId,
-    base: &[EventId],
-    body: Body,
-    exec: bool,
-    now: u64,
-) -> Result<Vec<EventId>, WatchError> {
-    let doc_version = |f: &Folder| f.doc(id).map(|d| d.version_ids()).unwrap_or_default();
-    let current = doc_version(folder);
-    let base: Vec<EventId> = if base.is_empty() { current.clone() } else { base.to_vec() };
-    let ops_before = folder.doc(id).map_or(0, |d| d.oplog().len());
-    // The newest of our own text operations, if any (markers added later,
-    // like the exec bit, sit on top of the merged version).
-    let mut text_tip: Option<EventId> = None;
-    match body {
-        Body::Dir => {}
-        Body::Link(t) => {
-            if folder.state(id).map(|s| &s.content) != Some(&Content::Link(t.clone())) {
-                folder.set_link(id, &t, now)?;
-            }
-        }
-        Body::Text(t) => {
-            let doc = folder.doc(id).ok_or(WatchError::Gone)?;
-            let was_text = folder.state(id).is_some_and(|s| s.content == Content::Text);
-            // The disk already holds the current version (a write-back whose
-            // index update was lost in a crash): nothing to take in. Diffing
-            // from the old base would record the merged changes a second
-            // time.
-            if was_text && base != current && doc.text() == t {
-                if folder.state(id).is_some_and(|s| s.kind == Kind::File && s.exec != exec) {
-                    folder.set_exec(id, exec, now)?;
-                }
-                return Ok(doc_version(folder));
-            }
-            let base_text = if base == current {
-                doc.text()
-            } else {
-                match doc.lvs_of(&base) {
-                    Some(lvs) => doc.text_at(&lvs),
-                    None => doc.text(),
-                }
-            };
-            let edits = text_edits(&base_text, &t);
-            if !edits.is_empty() || !was_text {
-                folder.edit_text_from(id, &base, &edits, now)?;
-                let log = folder.doc(id).ok_or(WatchError::Gone)?.oplog();
-                if log.len() > ops_before {
-                    text_tip = Some(log.id_of(log.len() - 1));
-                }
-            }
-        }
-        Body::Binary(bytes) => {
-            let refs: Vec<ChunkRef> = split(&bytes)
-                .into_iter()
-                .map(|(r, b)| {
-                    chunks.put(r.hash, b);
-                    r
-                })
-                .collect();
-            let same = matches!(folder.state(id).map(|s| &s.content), Some(Content::Binary { chunks: c, .. }) if *c == refs);
-            if !same {
-                // Written over what the disk held: what arrived since is
-                // concurrent (one wins by the binary rule, both are kept).
-                folder.write_binary_from(id, &base, refs, now)?;
-            }
-        }
-    }
-    if folder.state(id).is_some_and(|s| s.kind == Kind::File && s.exec != exec) {
-        folder.set_exec(id, exec, now)?;
-    }
-    // If nothing else arrived since `base`, the disk now holds the current
-    // version. Otherwise it holds `base` plus our edits, and the write-back
-    // brings it up to date with the merge.
-    if base == current {
-        return Ok(doc_version(folder));
-    }
-    Ok(text_tip.map_or(base, |t| vec![t]))
 }
 
 #[cfg(test)]

@@ -207,7 +207,7 @@ fn take_in_leftovers(
             if changed && folder.tree().path_of(k.id).is_some() {
                 let bytes = std::fs::read(&tmp).map_err(|e| WatchError::io(&tmp, e))?;
                 let exec = folder.state(k.id).map_or(k.stat.exec, |s| s.exec);
-                crate::scan::take_in_bytes(folder, chunks, k.id, &k.base, bytes, exec, now_ms())?;
+                fsync_core::ingest::take_in_bytes(folder, chunks, k.id, &k.base, bytes, exec, now_ms())?;
                 taken += 1;
             }
         }
@@ -1095,7 +1095,7 @@ fn land_batch(
             // the next round.
             if let Some(k) = p.known.as_ref() {
                 let exec = folder.state(p.id).map_or(k.stat.exec, |s| s.exec);
-                let raced = crate::scan::take_in_bytes(folder, chunks, p.id, &k.base, bytes, exec, now_ms())?;
+                let raced = fsync_core::ingest::take_in_bytes(folder, chunks, p.id, &k.base, bytes, exec, now_ms())?;
                 written = crate::index::Written::after_race(raced);
             }
             // The index records what we wrote (so the merge is written

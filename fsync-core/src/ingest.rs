@@ -1,0 +1,177 @@
+//! Content written by someone, taken into a folder: the watcher's scan
+//! (a file it read), the FUSE mount (a file written through it) and the
+//! HTTP front end (a PUT) record a new content the same way. Text is diffed
+//! against what the writer started from and merges with what changed since;
+//! binary content is chunked. Pure: the caller reads the bytes.
+
+use crate::chunks::{split, ChunkRef, ChunkStore};
+use crate::diff::text_edits;
+use crate::folder::{Content, EntryId, Folder, FolderError, Kind};
+use crate::EventId;
+
+/// Files above this size are treated as binary (chunked, whole-value
+/// merges) even when they are valid UTF-8.
+pub const TEXT_MAX: u64 = 4 << 20;
+
+/// What a file holds, read once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// Valid UTF-8 without NUL, at most [`TEXT_MAX`] bytes.
+    Text(String),
+    /// Anything else.
+    Binary(Vec<u8>),
+    /// A symlink's target.
+    Link(String),
+    /// A directory.
+    Dir,
+}
+
+/// Why content could not be taken in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// The folder refused the change.
+    #[error(transparent)]
+    Folder(#[from] FolderError),
+    /// The entry is not there.
+    #[error("an entry disappeared while being written")]
+    Gone,
+}
+
+/// Text (valid UTF-8, no NUL, at most [`TEXT_MAX`] bytes) or binary.
+pub fn classify(bytes: Vec<u8>) -> Body {
+    if bytes.len() as u64 <= TEXT_MAX && !bytes.contains(&0) {
+        match String::from_utf8(bytes) {
+            Ok(s) => Body::Text(s),
+            Err(e) => Body::Binary(e.into_bytes()),
+        }
+    } else {
+        Body::Binary(bytes)
+    }
+}
+
+/// Records `bytes` as the new content of file `id`, written by someone who
+/// started from version `base` (empty: the current one), exactly as a scan
+/// takes in a file it read (see [`take_in`]). For writers other than the
+/// disk: the FUSE mount, an HTTP PUT of a whole body.
+pub fn take_in_bytes(
+    folder: &mut Folder,
+    chunks: &mut dyn ChunkStore,
+    id: EntryId,
+    base: &[EventId],
+    bytes: Vec<u8>,
+    exec: bool,
+    now: u64,
+) -> Result<Vec<EventId>, IngestError> {
+    take_in(folder, chunks, id, base, classify(bytes), exec, now)
+}
+
+/// Records `body` as the content of entry `id`, edited from `base` (what
+/// the writer read; empty: the current version): text is diffed and merges
+/// with what changed since, binary content is chunked into `chunks`.
+/// Returns the version the writer holds afterwards (the base of its next
+/// change).
+pub fn take_in(
+    folder: &mut Folder,
+    chunks: &mut dyn ChunkStore,
+    id: EntryId,
+    base: &[EventId],
+    body: Body,
+    exec: bool,
+    now: u64,
+) -> Result<Vec<EventId>, IngestError> {
+    let doc_version = |f: &Folder| f.doc(id).map(|d| d.version_ids()).unwrap_or_default();
+    let current = doc_version(folder);
+    let base: Vec<EventId> = if base.is_empty() { current.clone() } else { base.to_vec() };
+    let ops_before = folder.doc(id).map_or(0, |d| d.oplog().len());
+    // The newest of our own text operations, if any (markers added later,
+    // like the exec bit, sit on top of the merged version).
+    let mut text_tip: Option<EventId> = None;
+    match body {
+        Body::Dir => {}
+        Body::Link(t) => {
+            if folder.state(id).map(|s| &s.content) != Some(&Content::Link(t.clone())) {
+                folder.set_link(id, &t, now)?;
+            }
+        }
+        Body::Text(t) => {
+            let doc = folder.doc(id).ok_or(IngestError::Gone)?;
+            let was_text = folder.state(id).is_some_and(|s| s.content == Content::Text);
+            // The disk already holds the current version (a write-back whose
+            // index update was lost in a crash): nothing to take in. Diffing
+            // from the old base would record the merged changes a second
+            // time.
+            if was_text && base != current && doc.text() == t {
+                if folder.state(id).is_some_and(|s| s.kind == Kind::File && s.exec != exec) {
+                    folder.set_exec(id, exec, now)?;
+                }
+                return Ok(doc_version(folder));
+            }
+            let base_text = if base == current {
+                doc.text()
+            } else {
+                match doc.lvs_of(&base) {
+                    Some(lvs) => doc.text_at(&lvs),
+                    None => doc.text(),
+                }
+            };
+            let edits = text_edits(&base_text, &t);
+            if !edits.is_empty() || !was_text {
+                folder.edit_text_from(id, &base, &edits, now)?;
+                let log = folder.doc(id).ok_or(IngestError::Gone)?.oplog();
+                if log.len() > ops_before {
+                    text_tip = Some(log.id_of(log.len() - 1));
+                }
+            }
+        }
+        Body::Binary(bytes) => {
+            let refs: Vec<ChunkRef> = split(&bytes)
+                .into_iter()
+                .map(|(r, b)| {
+                    chunks.put(r.hash, b);
+                    r
+                })
+                .collect();
+            let same = matches!(folder.state(id).map(|s| &s.content), Some(Content::Binary { chunks: c, .. }) if *c == refs);
+            if !same {
+                // Written over what the disk held: what arrived since is
+                // concurrent (one wins by the binary rule, both are kept).
+                folder.write_binary_from(id, &base, refs, now)?;
+            }
+        }
+    }
+    if folder.state(id).is_some_and(|s| s.kind == Kind::File && s.exec != exec) {
+        folder.set_exec(id, exec, now)?;
+    }
+    // If nothing else arrived since `base`, the disk now holds the current
+    // version. Otherwise it holds `base` plus our edits, and the write-back
+    // brings it up to date with the merge.
+    if base == current {
+        return Ok(doc_version(folder));
+    }
+    Ok(text_tip.map_or(base, |t| vec![t]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunks::Chunks;
+    use crate::AgentId;
+
+    #[test]
+    fn text_from_an_old_base_merges_and_binary_is_chunked() {
+        let mut f = Folder::new(AgentId::from_index(1));
+        let mut c = Chunks::default();
+        let id = f.create("a.txt", Kind::File, 1).expect("create");
+        let v1 = take_in_bytes(&mut f, &mut c, id, &[], b"one\ntwo\n".to_vec(), false, 1).expect("text");
+        take_in_bytes(&mut f, &mut c, id, &[], b"zero\none\ntwo\n".to_vec(), false, 2).expect("text");
+        // Written by someone who read v1: its edit merges with the one since.
+        take_in_bytes(&mut f, &mut c, id, &v1, b"one\ntwo\nthree\n".to_vec(), true, 3).expect("text");
+        assert_eq!(f.doc(id).expect("doc").text(), "zero\none\ntwo\nthree\n");
+        assert!(f.state(id).expect("state").exec);
+        assert_eq!(classify(vec![0, 1]), Body::Binary(vec![0, 1]));
+        assert_eq!(classify(b"\xff".to_vec()), Body::Binary(vec![0xff]));
+        take_in_bytes(&mut f, &mut c, id, &[], vec![0, 1, 2], true, 4).expect("binary");
+        assert!(matches!(f.state(id).expect("state").content, Content::Binary { size: 3, .. }));
+    }
+}
