@@ -13,11 +13,11 @@
 
 use std::time::Instant;
 
-use cli::store::RedbStore;
 use fsync_core::folder::Changes;
 use fsync_core::folder::{Folder, Kind};
 use fsync_core::store::{load_folder, save_snapshot, saved_changes, snapshot_key, Saver, Store};
 use fsync_core::AgentId;
+use fsync_store::RedbStore;
 
 fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();

@@ -53,7 +53,7 @@ use crate::config::{Config, FolderConfig};
 use crate::control::Request;
 use crate::home::Home;
 use crate::status::{ErrorEntry, Status};
-use crate::store::{RedbStore, StoredIndex};
+use fsync_store::{RedbStore, StoredIndex};
 
 /// Debounce: quiet time and longest wait, in milliseconds.
 const QUIET_MS: u64 = 5;

@@ -1,6 +1,6 @@
-//! The `fsync` binary's library side: the node's home, config, durable
-//! store, the daemon and its control socket, and the daemon's answers to
-//! its HTTP front end.
+//! The `fsync` binary's library side: the node's home, config, the daemon
+//! and its control socket, and the daemon's answers to its HTTP front end
+//! (the durable store is the `fsync-store` crate).
 
 pub mod config;
 pub mod control;
@@ -11,7 +11,6 @@ pub mod past;
 pub mod progress;
 pub mod query;
 pub mod status;
-pub mod store;
 pub mod web;
 
 use std::collections::HashMap;

@@ -474,8 +474,8 @@ fn ask_daemon(home: &Home, request: &Request) -> Result<Option<Vec<u8>>> {
 /// The store, to read while no daemon runs; or, when a daemon started
 /// after [`ask_daemon`] found none and holds the store now, its answer to
 /// `request`.
-fn open_store_or_ask(home: &Home, request: &Request) -> Result<Result<cli::store::RedbStore, Vec<u8>>> {
-    match cli::store::RedbStore::open(&home.store_path()) {
+fn open_store_or_ask(home: &Home, request: &Request) -> Result<Result<fsync_store::RedbStore, Vec<u8>>> {
+    match fsync_store::RedbStore::open(&home.store_path()) {
         Ok(store) => Ok(Ok(store)),
         Err(e) if daemon_holds_lock(home) => match ask_daemon(home, request)? {
             Some(reply) => Ok(Err(reply)),

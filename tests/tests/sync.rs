@@ -95,7 +95,7 @@ fn edits_made_while_a_node_was_stopped_merge() {
     // A clean stop leaves a snapshot of the texts beside the history; what
     // loads from it (as `cat` and the next start do) is the merged text.
     for n in [&p.a, &p.b] {
-        let store = cli::store::RedbStore::open(&n.home.join("store.redb")).expect("store opens");
+        let store = fsync_store::RedbStore::open(&n.home.join("store.redb")).expect("store opens");
         let key = fsync_core::store::snapshot_key("docs");
         assert!(fsync_core::store::Store::get_state(&store, &key).expect("read").is_some(), "no snapshot at stop");
         drop(store);
