@@ -165,14 +165,9 @@ function edit (url, ta, say) {
     dirty = false
     const now = ta.value
     if (now === state) return
-    const a = cps(state), b = cps(now)
-    let pre = 0
-    while (pre < a.length && pre < b.length && a[pre] === b[pre]) pre++
-    let suf = 0
-    while (suf < a.length - pre && suf < b.length - pre && a[a.length - 1 - suf] === b[b.length - 1 - suf]) suf++
-    const range = [pre, a.length - suf]
-    const content = b.slice(pre, b.length - suf).join('')
-    counter += (range[1] - range[0]) + cps(content).length
+    // Only what changed, character by character (see diff.js).
+    const patches = text_patches(state, now)
+    for (const p of patches) counter += (p.range[1] - p.range[0]) + cps(p.content).length
     const mine = [`${peer}-${counter}`]
     const parents = version
     version = mine
@@ -181,7 +176,7 @@ function edit (url, ta, say) {
     say('saving…')
     braid_fetch(url, {
       method: 'PUT', version: mine, parents, peer, headers, retry: true, multiplex: false,
-      patches: [{ unit: 'text', range: `[${range[0]}:${range[1]}]`, content }],
+      patches: patches.map(p => ({ unit: 'text', range: `[${p.range[0]}:${p.range[1]}]`, content: p.content })),
     }).then(r => {
       outstanding--
       say(r.ok ? (outstanding ? 'saving…' : 'saved') : `not saved: ${r.status}`)

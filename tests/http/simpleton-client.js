@@ -12,6 +12,9 @@
 
 'use strict'
 const { fetch: braid_fetch } = require('../../http/page/vendor/braid-http-client.js')
+// The page's diff: only what changed, so batched keystrokes never delete
+// and re-insert the text between them.
+const { text_patches } = require('../../http/page/diff.js')
 
 const [url, token] = process.argv.slice(2)
 const headers = { Authorization: 'Bearer ' + token, 'Merge-Type': 'simpleton' }
@@ -52,22 +55,17 @@ function change (next) {
   else pending = next
 }
 
-// One PUT: the smallest single patch from the held text to `next`.
+// One PUT: the patches from the held text to `next`.
 function send (next) {
-  const a = cps(state), b = cps(next)
-  let pre = 0
-  while (pre < a.length && pre < b.length && a[pre] === b[pre]) pre++
-  let suf = 0
-  while (suf < a.length - pre && suf < b.length - pre && a[a.length - 1 - suf] === b[b.length - 1 - suf]) suf++
-  const range = [pre, a.length - suf], content = b.slice(pre, b.length - suf).join('')
-  counter += (range[1] - range[0]) + cps(content).length
+  const patches = text_patches(state, next)
+  for (const p of patches) counter += (p.range[1] - p.range[0]) + cps(p.content).length
   const mine = [`${peer}-${counter}`], parents = version
   version = mine
   state = next
   outstanding++
   braid_fetch(url, {
     method: 'PUT', version: mine, parents, peer, headers, retry: true, multiplex: false,
-    patches: [{ unit: 'text', range: `[${range[0]}:${range[1]}]`, content }],
+    patches: patches.map(p => ({ unit: 'text', range: `[${p.range[0]}:${p.range[1]}]`, content: p.content })),
   }).then(r => {
     outstanding--
     if (!r.ok) errors.push(`PUT ${r.status}`)

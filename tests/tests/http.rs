@@ -96,6 +96,20 @@ fn curl_scripts_answer_get_subscribe_put_and_every_error() {
     assert!(!n.log().contains("panicked"), "{}", n.log_tail(40));
 }
 
+/// The page's diff sends only what changed: patches that take the old text
+/// to the new, and insertions alone as insertions (a batch of keystrokes
+/// sent as one patch once deleted and re-inserted the text between them,
+/// and a peer's line typed there concurrently split a line in two).
+#[test]
+fn the_pages_diff_sends_only_what_changed() {
+    if !have("node") {
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("http/diff-test.js");
+    let out = Command::new("node").arg(script).output().expect("node");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
 /// The node client on the reference braid-http client, driven line by line.
 struct Client {
     child: std::process::Child,
@@ -187,12 +201,22 @@ fn shared_file(name: &str, file: &str, text: &str) -> (Pair, [Daemon; 2], std::p
     (p, daemons, fa, fb)
 }
 
-/// Saves `line` into the file at a line boundary picked by `rng`.
-fn save_line_at_random(path: &Path, line: &str, rng: &mut util::Rng) {
+/// Saves `line` into the file at a line boundary picked by `rng`, as an
+/// editor saves: what it read, changed, through a temp file put in place
+/// by an atomic exchange. True when the save was stale: the file changed
+/// between the read and the exchange (a peer's change was written back),
+/// so the save, as made, undoes that change.
+fn save_line_at_random(path: &Path, line: &str, rng: &mut util::Rng) -> bool {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
     let now = read(path).unwrap_or_default();
     let mut lines: Vec<&str> = now.split_inclusive('\n').collect();
     lines.insert(rng.below(lines.len() + 1), line);
-    save(path, &lines.concat());
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, lines.concat()).expect("write");
+    renameat2(AT_FDCWD, &tmp, AT_FDCWD, path, RenameFlags::RENAME_EXCHANGE).expect("exchange");
+    let replaced = read(&tmp);
+    std::fs::remove_file(&tmp).expect("remove");
+    replaced.as_deref() != Some(now.as_str())
 }
 
 #[test]
@@ -219,9 +243,10 @@ fn a_braid_client_and_a_peers_disk_edit_one_file_together() {
     c.send(serde_json::json!({ "cmd": "type", "n": 80, "seed": 7 }));
     let mut rng = util::Rng::new(11);
     let mut lines_saved = Vec::new();
+    let mut stale = 0;
     for i in 0..12 {
         let line = format!("disk line {i}\n");
-        save_line_at_random(&fb, &line, &mut rng);
+        stale += usize::from(save_line_at_random(&fb, &line, &mut rng));
         lines_saved.push(line);
         std::thread::sleep(Duration::from_millis(40 + rng.below(60) as u64));
     }
@@ -243,9 +268,16 @@ fn a_braid_client_and_a_peers_disk_edit_one_file_together() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    // Nothing lost, nothing twice: every keystroke once, and without them
-    // every line b's disk saved, once.
-    assert_eq!(last.0.matches('x').count(), 80, "every keystroke once: {:?}", last.0);
+    // Nothing lost, nothing twice: every keystroke once (a stale save on
+    // b's disk, made over keystrokes written back meanwhile, removes them,
+    // as saved), and without them every line b's disk saved, once.
+    let typed = last.0.matches('x').count();
+    if stale == 0 {
+        assert_eq!(typed, 80, "every keystroke once: {:?}", last.0);
+    } else {
+        assert!(typed <= 80, "no keystroke twice: {:?}", last.0);
+        eprintln!("{stale} stale saves on b's disk: {typed} of 80 keystrokes kept");
+    }
     let lines: String = last.0.chars().filter(|c| !matches!(c, 'x' | 'é' | '😀')).collect();
     for l in lines_saved.iter().map(String::as_str).chain(["from the web\n", "line one\n", "from b's disk\n"]) {
         assert_eq!(lines.matches(l).count(), 1, "{l:?} once in {lines:?}");
@@ -426,10 +458,11 @@ fn two_browsers_and_a_peers_disk_edit_one_file_on_the_page() {
     };
     assert_eq!(next("ready")["event"], "ready");
     let mut saved = Vec::new();
+    let mut stale = 0;
     let mut rng = util::Rng::new(5);
     for i in 0..10 {
         let line = format!("disk {i}\n");
-        save_line_at_random(&fb, &line, &mut rng);
+        stale += usize::from(save_line_at_random(&fb, &line, &mut rng));
         saved.push(line);
         std::thread::sleep(Duration::from_millis(150 + rng.below(150) as u64));
     }
@@ -455,8 +488,14 @@ fn two_browsers_and_a_peers_disk_edit_one_file_on_the_page() {
     };
     let _ = writeln!(stdin, "quit");
     let _ = child.wait();
-    assert_eq!(text.matches('A').count(), na, "every keystroke of the first browser once: {text:?}");
-    assert_eq!(text.matches('B').count(), nb, "every keystroke of the second browser once: {text:?}");
+    // Every keystroke once, unless a stale save on b's disk removed some.
+    let (ka, kb) = (text.matches('A').count(), text.matches('B').count());
+    if stale == 0 {
+        assert_eq!((ka, kb), (na, nb), "every keystroke of both browsers once: {text:?}");
+    } else {
+        assert!(ka <= na && kb <= nb, "no keystroke twice: {text:?}");
+        eprintln!("{stale} stale saves on b's disk: {ka} of {na} and {kb} of {nb} keystrokes kept");
+    }
     let lines: String = text.chars().filter(|c| !matches!(c, 'A' | 'B')).collect();
     for l in saved.iter().map(String::as_str).chain(["shared\n"]) {
         assert_eq!(lines.matches(l).count(), 1, "{l:?} once in {lines:?}");
