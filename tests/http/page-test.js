@@ -1,6 +1,7 @@
 // The web page in headless Chromium (playwright-core): two browsers type
 // into one file's editor while the test saves the file on a peer's disk.
-// Prints one JSON line: what each editor holds at the end.
+// Prints JSON lines: ready; typed (keystrokes that reached each editor,
+// and those that went nowhere); then the editors' texts when asked.
 //
 //   NODE_PATH=DIR_WITH_playwright-core node page-test.js PAGE_URL FILE_NAME SECONDS
 'use strict'
@@ -11,6 +12,8 @@ async function editor (browser) {
   const p = await browser.newPage()
   const errors = []
   p.on('pageerror', e => errors.push(e.message))
+  // Every PUT must be taken (a refused one is a lost keystroke).
+  p.on('response', r => { if (r.request().method() === 'PUT' && r.status() !== 200) errors.push(`PUT ${r.status()}`) })
   await p.goto(url)
   await p.click(`text=${file}`)
   await p.waitForFunction(() => !document.getElementById('editor').disabled)
@@ -28,20 +31,26 @@ async function editor (browser) {
   // Each types its own marks at random places for a while.
   const end = Date.now() + 1000 * Number(seconds)
   let typed = [0, 0]
+  let missed = [0, 0]
   await Promise.all(eds.map(async ({ p }, i) => {
     while (Date.now() < end) {
       const len = (await p.inputValue('#editor')).length
       const at = Math.floor(Math.random() * (len + 1))
       await p.evaluate(at => { const t = document.getElementById('editor'); t.focus(); t.setSelectionRange(at, at) }, at)
-      await p.keyboard.type(i === 0 ? 'A' : 'B', { delay: 5 })
-      typed[i]++
+      // A synthetic keystroke now and then goes nowhere (the two pages
+      // share one browser's focus): counted are those in the editor.
+      const mark = i === 0 ? 'A' : 'B'
+      const before = (await p.inputValue('#editor')).split(mark).length
+      await p.keyboard.type(mark, { delay: 5 })
+      if ((await p.inputValue('#editor')).split(mark).length > before) typed[i]++
+      else missed[i]++
       await p.waitForTimeout(20 + Math.random() * 40)
     }
   }))
   // Settled: nothing on its way (the page says "saved"), then read both.
   await Promise.all(eds.map(({ p }) => p.waitForFunction(() => document.getElementById('file-state').textContent.startsWith('saved') ||
     document.getElementById('file-state').textContent.startsWith('live'), null, { timeout: 20000 })))
-  console.log(JSON.stringify({ event: 'typed', typed }))
+  console.log(JSON.stringify({ event: 'typed', typed, missed }))
   // Each line on stdin asks for the editors' texts; "quit" ends.
   require('readline').createInterface({ input: process.stdin }).on('line', async line => {
     if (line === 'quit') { await browser.close(); process.exit(0) }

@@ -491,7 +491,7 @@ fn two_browsers_and_a_peers_disk_edit_one_file_on_the_page() {
     // Every keystroke once, unless a stale save on b's disk removed some.
     let (ka, kb) = (text.matches('A').count(), text.matches('B').count());
     if stale == 0 {
-        assert_eq!((ka, kb), (na, nb), "every keystroke of both browsers once: {text:?}");
+        assert_eq!((ka, kb), (na, nb), "every keystroke of both browsers once: {text:?} ({typed})");
     } else {
         assert!(ka <= na && kb <= nb, "no keystroke twice: {text:?}");
         eprintln!("{stale} stale saves on b's disk: {ka} of {na} and {kb} of {nb} keystrokes kept");
