@@ -101,11 +101,47 @@ pub struct Session {
     /// Every chunk ever asked of this peer (bounded by what the folder
     /// references).
     asked: HashSet<ChunkHash>,
-    /// Chunks to ask for, not yet asked.
-    to_want: Vec<ChunkHash>,
+    /// Chunks to ask for, not yet asked, in order (see [`ToWant`]).
+    to_want: ToWant,
     events: VecDeque<Event>,
     last_heard: u64,
     stats: Stats,
+}
+
+/// Chunks to ask for, in the order they were found: a queue, and a set
+/// that says what is still to ask (a chunk that arrived meanwhile leaves
+/// the set, and the queue skips it). Every step costs the same whatever
+/// the number of chunks: a file of many chunks is not quadratic.
+#[derive(Debug, Default)]
+struct ToWant {
+    queue: VecDeque<ChunkHash>,
+    set: HashSet<ChunkHash>,
+}
+
+impl ToWant {
+    fn of(hashes: Vec<ChunkHash>) -> ToWant {
+        let set = hashes.iter().copied().collect();
+        ToWant { queue: hashes.into(), set }
+    }
+
+    /// Adds a chunk, unless it is to be asked already.
+    fn push(&mut self, h: ChunkHash) {
+        if self.set.insert(h) {
+            self.queue.push_back(h);
+        }
+    }
+
+    /// The next (at most) `n` chunks to ask for.
+    fn take(&mut self, n: usize) -> Vec<ChunkHash> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let Some(h) = self.queue.pop_front() else { break };
+            if self.set.remove(&h) {
+                out.push(h);
+            }
+        }
+        out
+    }
 }
 
 impl Session {
@@ -122,7 +158,7 @@ impl Session {
     pub fn start(&mut self, folder: &Folder, chunks: &dyn ChunkStore) {
         let mut missing: Vec<ChunkHash> = folder.referenced_chunks().into_iter().filter(|h| !chunks.has(h)).collect();
         missing.sort();
-        self.to_want = missing;
+        self.to_want = ToWant::of(missing);
         self.outbox.push_back(Message::Summary(folder.version_vector().clone()));
     }
 
@@ -133,11 +169,11 @@ impl Session {
         self.stats.resyncs += 1;
         // Requests may have been lost, or the peer lacked the chunk then.
         let mut missing: HashSet<ChunkHash> = self.wanted.drain().collect();
-        missing.extend(self.to_want.drain(..));
+        missing.extend(std::mem::take(&mut self.to_want).set);
         missing.extend(folder.referenced_chunks());
         let mut missing: Vec<ChunkHash> = missing.into_iter().filter(|h| !chunks.has(h)).collect();
         missing.sort();
-        self.to_want = missing;
+        self.to_want = ToWant::of(missing);
         self.outbox.push_back(Message::Summary(folder.version_vector().clone()));
     }
 
@@ -160,7 +196,7 @@ impl Session {
 
     /// Chunks asked for and not yet received.
     pub fn chunks_in_flight(&self) -> usize {
-        self.wanted.len() + self.to_want.len()
+        self.wanted.len() + self.to_want.set.len()
     }
 
     /// Takes one message from the peer.
@@ -219,7 +255,7 @@ impl Session {
                     return Err(SessionError::BadChunk(h));
                 }
                 self.wanted.remove(&h);
-                self.to_want.retain(|x| *x != h);
+                self.to_want.set.remove(&h);
                 if !chunks.has(&h) {
                     chunks.put(h, &bytes);
                     self.events.push_back(Event::ChunkStored(h));
@@ -240,7 +276,7 @@ impl Session {
             if let ExportedKind::Marker(m) = &r.kind {
                 if let Ok(Meta::Binary { chunks: refs, .. }) = Meta::decode(m) {
                     for cr in refs {
-                        if !chunks.has(&cr.hash) && !self.wanted.contains(&cr.hash) && !self.to_want.contains(&cr.hash) {
+                        if !chunks.has(&cr.hash) && !self.wanted.contains(&cr.hash) {
                             self.to_want.push(cr.hash);
                         }
                     }
@@ -251,7 +287,7 @@ impl Session {
 
     /// Asks this peer for a chunk (for example one another peer lacked).
     pub fn want_chunk(&mut self, h: ChunkHash) {
-        if !self.wanted.contains(&h) && !self.to_want.contains(&h) {
+        if !self.wanted.contains(&h) {
             self.to_want.push(h);
         }
     }
@@ -284,9 +320,8 @@ impl Session {
                 }
             }
         }
-        if !self.to_want.is_empty() {
-            let n = self.to_want.len().min(WANT_BATCH);
-            let batch: Vec<ChunkHash> = self.to_want.drain(..n).collect();
+        let batch = self.to_want.take(WANT_BATCH);
+        if !batch.is_empty() {
             self.wanted.extend(batch.iter().copied());
             self.asked.extend(batch.iter().copied());
             return Some(Message::WantChunks(batch));

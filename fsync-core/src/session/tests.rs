@@ -461,3 +461,17 @@ proptest::proptest! {
         simulate(seed, peers, 200, &Faults { loss, dup, max_delay: delay, partitions: true, reconnects: true });
     }
 }
+
+/// Chunks to ask for keep their order, are asked once, and one that
+/// arrived before it was asked is not asked at all.
+#[test]
+fn chunks_to_ask_for_keep_their_order_and_skip_what_arrived() {
+    let h = |i: u8| ChunkHash([i; 32]);
+    let mut w = super::ToWant::of(vec![h(1), h(2), h(3)]);
+    w.push(h(2));
+    w.push(h(4));
+    w.set.remove(&h(3));
+    assert_eq!(w.take(2), vec![h(1), h(2)]);
+    assert_eq!(w.take(10), vec![h(4)]);
+    assert!(w.take(10).is_empty() && w.set.is_empty());
+}
