@@ -7,6 +7,7 @@
 //! [[folder]]
 //! name = "notes"
 //! path = "/home/me/notes"
+//! keep_days = 30              # optional; replaced binary versions' content
 //!
 //! [[peer]]
 //! id = "ABCDEFGHIJKLMN-..."
@@ -54,9 +55,29 @@ pub struct FolderConfig {
     /// ...and only when at least this many files would go. Default 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete_guard_min: Option<usize>,
+    /// History retention: the content of a binary version replaced (or
+    /// deleted) more than this many days ago is no longer kept; its place
+    /// in the history stays. Default 30; 0 keeps only current contents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_days: Option<u32>,
 }
 
+/// Days replaced binary versions keep their content when the config says
+/// nothing.
+pub const KEEP_DAYS: u32 = 30;
+
 impl FolderConfig {
+    /// [`FolderConfig::keep_days`], or its default.
+    pub fn keep_days(&self) -> u32 {
+        self.keep_days.unwrap_or(KEEP_DAYS)
+    }
+
+    /// The retention cutoff at `now` (ms since the epoch): binary versions
+    /// replaced before it keep no content (`Folder::set_retention`).
+    pub fn keep_since(&self, now: u64) -> u64 {
+        now.saturating_sub(u64::from(self.keep_days()).saturating_mul(86_400_000))
+    }
+
     /// The mass-deletion guard this folder asks for.
     pub fn guard(&self) -> watcher::Guard {
         let d = watcher::Guard::DEFAULT;
@@ -145,7 +166,13 @@ impl Config {
                 f.path.display()
             );
         }
-        self.folders.push(FolderConfig { name: name.to_owned(), path, delete_guard_percent: None, delete_guard_min: None });
+        self.folders.push(FolderConfig {
+            name: name.to_owned(),
+            path,
+            delete_guard_percent: None,
+            delete_guard_min: None,
+            keep_days: None,
+        });
         Ok(())
     }
 

@@ -288,7 +288,9 @@ pub async fn run(home: &Home, listen: SocketAddr, http: Option<HttpAt>, mount: O
         started.push((fc.name.clone(), folder, chunks));
         locals.push(local);
     }
-    collect_garbage(&mut store, agent, &started);
+    collect_garbage(&mut store, agent, |name| {
+        started.iter().find(|(n, _, _)| n == name).map(|(_, f, _)| f.referenced_chunks())
+    });
     // The folders are in place before the first peer can connect.
     let node = Node::serve(identity.clone(), trust.clone(), listen, transport::node::IDLE_TIMEOUT, started)?;
     tracing::info!(device = %me, listen = %node.local_addr()?, "fsync running");
@@ -456,6 +458,7 @@ pub async fn run(home: &Home, listen: SocketAddr, http: Option<HttpAt>, mount: O
                 // found by a full rescan now and then.
                 if d.last_full_rescan.elapsed() >= rescan_every() {
                     d.last_full_rescan = Instant::now();
+                    d.apply_retention();
                     let ms = d.ms();
                     for l in d.locals.iter_mut().filter(|l| !l.mounted) {
                         l.debounce.push_all(ms);

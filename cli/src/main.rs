@@ -543,14 +543,16 @@ fn status(home: &Home, json: bool) -> Result<Vec<u8>> {
         last_seen = cli::daemon::load_last_seen(&store);
         for f in &config.folders {
             let mut folder = fsync_core::store::load_folder(agent, &f.name, &store)?;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            folder.set_retention(Some(f.keep_since(now)));
             let chunks = fsync_core::store::StoreChunks { store: &mut store, error: None };
-            folders.push(cli::status::FolderStatus::of(&f.name, &f.path.display().to_string(), &mut folder, &chunks, &devices));
+            folders.push(cli::status::FolderStatus::of(f, &mut folder, &chunks, &devices));
         }
     } else {
         for f in &config.folders {
             let mut folder = fsync_core::folder::Folder::new(agent);
             let chunks = fsync_core::chunks::Chunks::default();
-            folders.push(cli::status::FolderStatus::of(&f.name, &f.path.display().to_string(), &mut folder, &chunks, &devices));
+            folders.push(cli::status::FolderStatus::of(f, &mut folder, &chunks, &devices));
         }
     }
     let peers = config

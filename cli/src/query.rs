@@ -178,7 +178,11 @@ pub fn cat(folder: &mut Folder, chunks: &dyn ChunkStore, rel: &str, at: Option<E
         }
     };
     let doc = folder.doc(id).ok_or_else(|| anyhow!("{rel}: no history"))?;
-    let missing = || anyhow!("{rel}: the content of that version has not arrived yet");
+    let missing = || {
+        anyhow!(
+            "{rel}: the content of that version is not on this node (older than the folder's keep_days, or not arrived yet)"
+        )
+    };
     match at {
         None => match &folder.state(id).ok_or_else(|| anyhow!("{rel}: gone"))?.content {
             Content::Text => Ok(doc.text().into_bytes()),

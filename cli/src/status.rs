@@ -11,6 +11,7 @@
 //!   "http": "HOST:PORT" | null,
 //!   "folders": [ { "name", "path", "files": n, "chunks_to_fetch": n,
 //!                  "changes": n, "version": { DEVICE_ID: n, ... },
+//!                  "keep_days": n,
 //!                  "problems": [ "..." ] } ],
 //!   "peers": [ { "id", "addrs": [..], "folders": [..], "connected": bool,
 //!                "last_seen": ms | null, "address": "HOST:PORT" | null,
@@ -97,13 +98,16 @@ pub struct FolderStatus {
     /// is well.
     #[serde(default)]
     pub problems: Vec<String>,
+    /// Days a replaced binary version keeps its content (the folder's
+    /// `keep_days`).
+    #[serde(default)]
+    pub keep_days: u32,
 }
 
 impl FolderStatus {
     /// Counts for one folder; `devices` names the agents we know.
     pub fn of(
-        name: &str,
-        path: &str,
+        config: &crate::config::FolderConfig,
         folder: &mut Folder,
         chunks: &dyn ChunkStore,
         devices: &HashMap<AgentId, String>,
@@ -117,8 +121,9 @@ impl FolderStatus {
             .collect();
         let changes = version.values().sum();
         FolderStatus {
-            name: name.to_owned(),
-            path: path.to_owned(),
+            name: config.name.clone(),
+            path: config.path.display().to_string(),
+            keep_days: config.keep_days(),
             files,
             chunks_to_fetch,
             changes,
@@ -199,7 +204,10 @@ impl Status {
             out.push_str(&format!("store   NOT SAVING: {e}\n"));
         }
         for f in &self.folders {
-            out.push_str(&format!("folder  {}  {}  {} files, {} changes", f.name, f.path, f.files, f.changes));
+            out.push_str(&format!(
+                "folder  {}  {}  {} files, {} changes, replaced binary versions kept {} days",
+                f.name, f.path, f.files, f.changes, f.keep_days
+            ));
             if f.chunks_to_fetch > 0 {
                 out.push_str(&format!(", {} chunks to fetch", f.chunks_to_fetch));
             }

@@ -125,7 +125,11 @@ pub fn read(
     }
     let state = if now { folder.state(id).cloned() } else { folder.state_at(id, &lvs) };
     let state = state.ok_or_else(|| not_found(scope.folder, path))?;
-    let missing = || Refusal::Unavailable(format!("{path}: its content has not arrived here yet"));
+    let missing = || {
+        Refusal::Unavailable(format!(
+            "{path}: that content is not on this node (older than the folder's keep_days, or not arrived yet)"
+        ))
+    };
     Ok(match (state.kind, state.content) {
         (Kind::Dir, _) => Read::Dir { version, entries: listing(folder, path) },
         (_, Content::Link(target)) => Read::Link { version, target },

@@ -136,6 +136,19 @@ impl Chunks {
         self.fresh.iter().map(|(h, b)| (*h, b.as_slice()))
     }
 
+    /// Forgets stored chunks not in `keep` (the store dropped them: see
+    /// `Folder::set_retention`). Chunks not yet stored stay.
+    pub fn retain_stored(&mut self, keep: &std::collections::HashSet<ChunkHash>) {
+        self.stored.retain(|h| keep.contains(h));
+        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.map.retain(|h, _| keep.contains(h));
+        let map = &cache.map;
+        let kept_order: std::collections::VecDeque<ChunkHash> =
+            cache.order.iter().filter(|h| map.contains_key(h)).copied().collect();
+        cache.bytes = cache.map.values().map(|b| b.len()).sum();
+        cache.order = kept_order;
+    }
+
     /// These chunks are durable in the source now: their bytes leave
     /// memory (the most recent stay in the cache). Without a source this
     /// does nothing, since there is nowhere to read them back from.

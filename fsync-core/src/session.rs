@@ -225,7 +225,7 @@ impl Session {
                     *e = (*e).max(end);
                 }
                 let (touched, result) = folder.apply_changes(&c);
-                self.want_chunks_of(&c, chunks);
+                self.want_chunks_of(&c, folder, chunks);
                 if !touched.is_empty() {
                     self.events.push_back(Event::Changed(touched));
                 }
@@ -270,13 +270,17 @@ impl Session {
         Ok(())
     }
 
-    /// Asks for the chunks of binary versions in `c` that we lack.
-    fn want_chunks_of(&mut self, c: &crate::folder::Changes, chunks: &dyn ChunkStore) {
-        for (_, r) in &c.runs {
+    /// Asks for the chunks of binary versions in `c` that we lack and keep
+    /// (see [`Folder::set_retention`]: an old version a peer sends is not
+    /// fetched only to be dropped).
+    fn want_chunks_of(&mut self, c: &crate::folder::Changes, folder: &Folder, chunks: &dyn ChunkStore) {
+        let mut kept: std::collections::HashMap<crate::folder::EntryId, HashSet<ChunkHash>> = Default::default();
+        for (entry, r) in &c.runs {
             if let ExportedKind::Marker(m) = &r.kind {
                 if let Ok(Meta::Binary { chunks: refs, .. }) = Meta::decode(m) {
+                    let keep = kept.entry(*entry).or_insert_with(|| folder.kept_chunks_of(*entry));
                     for cr in refs {
-                        if !chunks.has(&cr.hash) && !self.wanted.contains(&cr.hash) {
+                        if keep.contains(&cr.hash) && !chunks.has(&cr.hash) && !self.wanted.contains(&cr.hash) {
                             self.to_want.push(cr.hash);
                         }
                     }

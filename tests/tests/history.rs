@@ -260,3 +260,55 @@ fn the_guard_holds_a_mass_deletion_made_while_the_daemon_was_stopped() {
     assert!(p.a.ok(&["restore", s(&docs_a.join("many"))]).contains("put back 31 path(s)"));
     eventually("many back on a", 20, || snapshot(&docs_a.join("many")) == many);
 }
+
+/// Sets `keep_days` for "docs" in `n`'s config (before its daemon starts).
+fn keep_days(n: &Node, days: u32) {
+    let config = n.config().replacen("name = \"docs\"\n", &format!("name = \"docs\"\nkeep_days = {days}\n"), 1);
+    std::fs::write(n.home.join("config.toml"), config).expect("config");
+}
+
+/// Retention (`keep_days`): a replaced binary version's content leaves a
+/// node that keeps 0 days at its next collection (a start), stays on a
+/// node that keeps 30, and a node that keeps 0 never fetches it; the
+/// current content is everywhere, and the history keeps every version.
+#[test]
+fn replaced_binary_versions_lose_their_content_after_keep_days() {
+    let p = Pair::new("keep-days");
+    keep_days(&p.a, 0);
+    let da = p.a.start(p.pa);
+    let _db = p.b.start(p.pb);
+    let (v1, v2) = (noise(300_000, 11), noise(300_000, 12));
+    std::fs::write(p.da("b.bin"), &v1).expect("v1");
+    eventually("v1 on b", 30, || std::fs::read(p.db("b.bin")).is_ok_and(|b| b == v1));
+    std::fs::write(p.da("b.bin"), &v2).expect("v2");
+    eventually("v2 on b", 30, || std::fs::read(p.db("b.bin")).is_ok_and(|b| b == v2));
+    let old = versions(&p.a, &p.da("b.bin")).into_iter().find(|v| p.a.run(&["cat", s(&p.da("b.bin")), "--at", v]).stdout == v1);
+    let old = old.expect("v1 is in the history while a runs");
+    // A start collects what is not kept.
+    assert_eq!(da.stop(), Some(0));
+    let _da = p.a.start(p.pa);
+    eventually("a running", 20, || p.a.try_status().is_some_and(|s| s["running"] == true));
+    let err = p.a.fails(&["cat", s(&p.da("b.bin")), "--at", &old]);
+    assert!(err.contains("not on this node"), "{err}");
+    assert!(versions(&p.a, &p.da("b.bin")).contains(&old), "its place in the history stays");
+    assert_eq!(std::fs::read(p.da("b.bin")).expect("current"), v2);
+    assert_eq!(p.a.status()["folders"][0]["keep_days"], 0);
+    assert_eq!(p.a.status()["folders"][0]["chunks_to_fetch"], 0, "what is not kept is not fetched either");
+    // b keeps 30 days: it has the old content.
+    assert_eq!(p.b.run(&["cat", s(&p.db("b.bin")), "--at", &old]).stdout, v1);
+    // A new node that keeps 0 days gets the file, and not the old content.
+    let c = Node::new("keep-days-c");
+    let c_id = c.ok(&["init"]).trim().to_owned();
+    c.ok(&["folder", "add", "docs", s(&c.scratch.join("docs"))]);
+    keep_days(&c, 0);
+    let b_id = p.b.ok(&["id"]).trim().to_owned();
+    let pc = free_port();
+    c.ok(&["peer", "add", &b_id, "--addr", &format!("127.0.0.1:{}", p.pb), "--folder", "docs"]);
+    p.b.ok(&["peer", "add", &c_id, "--addr", &format!("127.0.0.1:{pc}"), "--folder", "docs"]);
+    let _dc = c.start(pc);
+    let cf = c.scratch.join("docs/b.bin");
+    eventually("v2 on c", 30, || std::fs::read(&cf).is_ok_and(|b| b == v2));
+    eventually("c settled", 20, || c.try_status().is_some_and(|s| s["folders"][0]["chunks_to_fetch"] == 0));
+    let err = c.fails(&["cat", s(&cf), "--at", &old]);
+    assert!(err.contains("not on this node"), "c never fetched the replaced content: {err}");
+}

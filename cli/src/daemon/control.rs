@@ -206,13 +206,7 @@ impl Daemon {
             .filter_map(|f| {
                 let problems = self.locals.iter().find(|l| l.name == f.name).map(Local::problems).unwrap_or_default();
                 self.node.read(&f.name, |s| {
-                    let mut st = crate::status::FolderStatus::of(
-                        &f.name,
-                        &f.path.display().to_string(),
-                        &mut s.folder,
-                        &s.chunks,
-                        &devices,
-                    );
+                    let mut st = crate::status::FolderStatus::of(f, &mut s.folder, &s.chunks, &devices);
                     st.problems = problems;
                     st
                 })

@@ -7,22 +7,35 @@ use super::*;
 
 /// Removes stored chunks that no kept version of any folder in the store
 /// refers to (folders no longer in the config count too: their history is
-/// still there). Failure is only logged: it wastes space, loses nothing.
-pub(super) fn collect_garbage(store: &mut RedbStore, agent: AgentId, open: &[(String, Folder, Chunks)]) {
-    let r = (|| -> Result<(usize, u64)> {
+/// still there); `open` gives the chunks an open folder keeps (see
+/// `Folder::set_retention`). Returns what is kept, or `None` when it
+/// failed, which is only logged: it wastes space, loses nothing.
+pub(super) fn collect_garbage(
+    store: &mut RedbStore,
+    agent: AgentId,
+    open: impl Fn(&str) -> Option<HashSet<ChunkHash>>,
+) -> Option<HashSet<ChunkHash>> {
+    let r = (|| -> Result<(HashSet<ChunkHash>, usize, u64)> {
         let mut keep: HashSet<ChunkHash> = HashSet::new();
         for name in store.folders()? {
-            match open.iter().find(|(n, _, _)| *n == name) {
-                Some((_, f, _)) => keep.extend(f.referenced_chunks()),
+            match open(&name) {
+                Some(k) => keep.extend(k),
                 None => keep.extend(load_folder(agent, &name, store)?.referenced_chunks()),
             }
         }
-        Ok(store.collect_garbage(&keep)?)
+        let (n, bytes) = store.collect_garbage(&keep)?;
+        Ok((keep, n, bytes))
     })();
     match r {
-        Ok((0, _)) => {}
-        Ok((n, bytes)) => tracing::info!(chunks = n, bytes, "removed chunks no version refers to"),
-        Err(e) => tracing::warn!("could not collect unused chunks: {e:#}"),
+        Ok((keep, 0, _)) => Some(keep),
+        Ok((keep, n, bytes)) => {
+            tracing::info!(chunks = n, bytes, "removed chunks no kept version refers to");
+            Some(keep)
+        }
+        Err(e) => {
+            tracing::warn!("could not collect unused chunks: {e:#}");
+            None
+        }
     }
 }
 
@@ -104,6 +117,7 @@ pub(super) fn open_folder(
 ) -> Result<(Local, Folder, Chunks)> {
     let t = Instant::now();
     let mut folder = load_folder(agent, &fc.name, store)?;
+    folder.set_retention(Some(fc.keep_since(now_ms())));
     tracing::debug!(folder = %fc.name, ms = t.elapsed().as_millis() as u64, "history loaded");
     let damaged = || format!("the saved index of {} is damaged", fc.name);
     let mut index = match store.index(&fc.name)? {

@@ -133,3 +133,26 @@ impl Daemon {
         }
     }
 }
+
+impl Daemon {
+    /// Moves every folder's retention cutoff to now and drops the stored
+    /// content of binary versions replaced before it (see
+    /// `FolderConfig::keep_days`): with the hourly full rescan.
+    pub(super) fn apply_retention(&mut self) {
+        let now = now_ms();
+        for f in &self.config.folders {
+            let since = f.keep_since(now);
+            self.node.read(&f.name, |s| s.folder.set_retention(Some(since)));
+        }
+        let node = self.node.clone();
+        let kept = tokio::task::block_in_place(|| {
+            collect_garbage(&mut self.store, self.agent, |name| node.read(name, |s| s.folder.referenced_chunks()))
+        });
+        // What the store dropped is no longer there to serve.
+        if let Some(keep) = kept {
+            for f in &self.config.folders {
+                self.node.read(&f.name, |s| s.chunks.retain_stored(&keep));
+            }
+        }
+    }
+}

@@ -306,7 +306,10 @@ impl Folder {
         for (p, past) in targets {
             if let Content::Binary { chunks, .. } = &past.state.content {
                 if !chunks.iter().all(has) {
-                    done.skipped.push((p, "the content of that version is not on this node".into()));
+                    done.skipped.push((
+                        p,
+                        "the content of that version is not on this node (history retention, or not arrived yet)".into(),
+                    ));
                     continue;
                 }
             }

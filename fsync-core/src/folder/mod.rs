@@ -196,6 +196,9 @@ pub struct Folder {
     changed: HashSet<EntryId>,
     /// What peers may be sent (see [`Folder::set_shareable`]).
     shareable: Option<VersionVector>,
+    /// Binary versions replaced before this time (ms) keep no content (see
+    /// [`Folder::set_retention`]).
+    keep_since: Option<u64>,
 }
 
 impl Folder {
@@ -211,6 +214,7 @@ impl Folder {
             tree_dirty: false,
             changed: HashSet::new(),
             shareable: None,
+            keep_since: None,
         }
     }
 
@@ -294,18 +298,28 @@ impl Folder {
         self.entries.keys().copied()
     }
 
-    /// Every binary chunk referenced by any version of any entry: what a
-    /// replica must be able to serve.
+    /// History retention: the content of a binary version replaced (by a
+    /// newer content, or by the file's deletion) before `since` (ms since
+    /// the epoch, by the replacing event's clock) is no longer kept; its
+    /// place in the history stays. `None` keeps every version's content.
+    /// The current content of every file is always kept.
+    pub fn set_retention(&mut self, since: Option<u64>) {
+        self.keep_since = since;
+    }
+
+    /// Every binary chunk of a kept version of any entry (see
+    /// [`Folder::set_retention`]): what a replica must have and serve.
     pub fn referenced_chunks(&self) -> HashSet<crate::chunks::ChunkHash> {
         let mut out = HashSet::new();
         for e in self.entries.values() {
-            for (_, m) in e.doc.oplog().markers() {
-                if let Ok(Meta::Binary { chunks, .. }) = Meta::decode(m) {
-                    out.extend(chunks.iter().map(|c| c.hash));
-                }
-            }
+            out.extend(kept_chunks(e, self.keep_since));
         }
         out
+    }
+
+    /// [`Folder::referenced_chunks`] of one entry.
+    pub fn kept_chunks_of(&self, id: EntryId) -> HashSet<crate::chunks::ChunkHash> {
+        self.entries.get(&id).map(|e| kept_chunks(e, self.keep_since).collect()).unwrap_or_default()
     }
 
     // ----- local changes -------------------------------------------------
@@ -884,6 +898,44 @@ impl Folder {
         self.record(entry, agent, start_seq, added, before);
         Ok(true)
     }
+}
+
+/// The chunks of an entry's binary versions that are kept: the current
+/// content, and every version replaced at or after `since` (by the next
+/// content in (time, id) order, or by the deletion of the file). All of
+/// them when `since` is none.
+fn kept_chunks(e: &Entry, since: Option<u64>) -> impl Iterator<Item = crate::chunks::ChunkHash> + '_ {
+    let log = e.doc.oplog();
+    let mut contents: Vec<(u64, EventId, Option<Vec<ChunkRef>>)> = Vec::new();
+    let mut deleted_at: Option<u64> = None;
+    for (lv, m) in log.markers() {
+        match Meta::decode(m) {
+            Ok(Meta::Binary { chunks, .. }) => contents.push((log.time_of(lv), log.id_of(lv), Some(chunks))),
+            Ok(Meta::Text) => contents.push((log.time_of(lv), log.id_of(lv), None)),
+            Ok(Meta::Delete) => deleted_at = deleted_at.max(Some(log.time_of(lv))),
+            _ => {}
+        }
+    }
+    contents.sort_by_key(|(t, id, _)| (*t, *id));
+    let deleted_at = deleted_at.filter(|_| !e.state.alive);
+    let replaced: Vec<Option<u64>> = (0..contents.len()).map(|i| contents.get(i + 1).map(|c| c.0).or(deleted_at)).collect();
+    let current = match &e.state.content {
+        Content::Binary { chunks, .. } if e.state.alive => chunks.clone(),
+        _ => Vec::new(),
+    };
+    contents
+        .into_iter()
+        .zip(replaced)
+        .filter_map(move |((_, _, refs), replaced)| {
+            let kept = match (since, replaced) {
+                (None, _) | (_, None) => true,
+                (Some(since), Some(at)) => at >= since,
+            };
+            refs.filter(|_| kept)
+        })
+        .flatten()
+        .chain(current)
+        .map(|c| c.hash)
 }
 
 /// Resolves an entry's registers from its history.

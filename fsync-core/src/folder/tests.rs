@@ -569,3 +569,32 @@ fn edits_by_another_author_sync_and_merge() {
     send(&a, &mut b);
     assert_eq!(text(&b), "hello\nfrom b\n");
 }
+
+/// Retention: a binary version replaced before the cutoff keeps no
+/// content; the current one always does, and a deleted file's last one
+/// until the deletion is older than the cutoff.
+#[test]
+fn binary_versions_replaced_before_the_cutoff_are_not_kept() {
+    let mut f = Folder::new(agent(1));
+    let id = f.create("b.bin", Kind::File, 1).expect("create");
+    let v = |i: u8| ChunkRef { hash: ChunkHash([i; 32]), len: 1 };
+    f.write_binary(id, vec![v(1)], 10).expect("v1");
+    f.write_binary(id, vec![v(2)], 20).expect("v2");
+    f.set_text(id, "text now\n", 30).expect("text");
+    f.write_binary(id, vec![v(3)], 40).expect("v3");
+    let kept = |f: &mut Folder, since: Option<u64>| {
+        f.set_retention(since);
+        let mut k: Vec<u8> = f.referenced_chunks().into_iter().map(|h| h.0[0]).collect();
+        k.sort();
+        k
+    };
+    assert_eq!(kept(&mut f, None), vec![1, 2, 3]);
+    assert_eq!(kept(&mut f, Some(20)), vec![1, 2, 3], "v1 was replaced at 20");
+    assert_eq!(kept(&mut f, Some(21)), vec![2, 3]);
+    assert_eq!(kept(&mut f, Some(31)), vec![3], "v2 was replaced by the text at 30");
+    assert_eq!(kept(&mut f, Some(u64::MAX)), vec![3], "the current content is kept");
+    f.delete(id, 50).expect("delete");
+    assert_eq!(kept(&mut f, Some(50)), vec![3], "deleted at 50: kept until then");
+    assert_eq!(kept(&mut f, Some(51)), Vec::<u8>::new());
+    assert_eq!(f.kept_chunks_of(id).len(), 0);
+}

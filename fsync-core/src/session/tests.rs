@@ -475,3 +475,36 @@ fn chunks_to_ask_for_keep_their_order_and_skip_what_arrived() {
     assert_eq!(w.take(10), vec![h(4)]);
     assert!(w.take(10).is_empty() && w.set.is_empty());
 }
+
+/// A replica whose retention drops replaced binary versions fetches only
+/// the versions it keeps: an old version a peer still has is not
+/// downloaded to be dropped.
+#[test]
+fn a_replica_fetches_only_the_binary_versions_it_keeps() {
+    let mut a = Folder::new(AgentId::from_index(1));
+    let mut ca = Chunks::default();
+    let id = a.create("b.bin", Kind::File, 1).expect("create");
+    let mut version = |seed: u32, a: &mut Folder, time: u64| {
+        let bytes: Vec<u8> =
+            (0..100_000u32).map(|i| ((i ^ seed.wrapping_mul(0x9E37_79B9)).wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let refs: Vec<_> = split(&bytes)
+            .into_iter()
+            .map(|(r, d)| {
+                ca.put(r.hash, d);
+                r
+            })
+            .collect();
+        a.write_binary(id, refs.clone(), time).expect("write");
+        refs
+    };
+    let old = version(1, &mut a, 10);
+    let new = version(2, &mut a, 20);
+    assert!(old.iter().all(|c| new.iter().all(|n| n.hash != c.hash)), "two contents with no chunk in common");
+    let mut bf = Folder::new(AgentId::from_index(2));
+    bf.set_retention(Some(21));
+    let (mut a, mut b) = (Side::new(a, ca), Side::new(bf, Chunks::default()));
+    exchange(&mut a, &mut b, 6, true);
+    assert!(new.iter().all(|c| b.chunks.has(&c.hash)), "the current version arrived");
+    assert!(old.iter().all(|c| !b.chunks.has(&c.hash)), "the replaced one was not fetched");
+    assert_eq!(b.session.chunks_in_flight(), 0);
+}
