@@ -538,3 +538,36 @@ fn an_idle_daemon_with_directories_does_not_scan_them_again_and_again() {
     let used = ticks() - before;
     assert!(used < 60, "idle for 3 s, the daemon used {used} ticks of CPU (a scan loop uses 100 or more)");
 }
+
+/// `mkdir new && mv old new/`, with the watcher busy: files made in
+/// `new/old` afterwards were never seen (notify removed the watch of the
+/// moved directory; see `watcher::live::REWATCH`), so they never reached
+/// the peer until the hourly rescan. Each round must arrive. The daemon's
+/// watcher seldom lags enough here to hit the race (it did in the oracle);
+/// `live::a_watched_directory_moved_into_a_new_one_stays_watched` makes it
+/// reliably.
+#[test]
+fn a_file_made_in_a_directory_moved_into_a_new_one_reaches_the_peer() {
+    let p = Pair::new("moved-into-new");
+    let (ra, rb) = (p.a.scratch.join("docs"), p.b.scratch.join("docs"));
+    let (_da, _db) = (p.a.start(p.pa), p.b.start(p.pb));
+    for round in 0..6 {
+        std::fs::create_dir_all(ra.join(format!("old{round}"))).expect("mkdir");
+        std::fs::write(ra.join(format!("old{round}/keep.txt")), "kept\n").expect("write");
+        eventually("old on b", 20, || rb.join(format!("old{round}/keep.txt")).exists());
+        // Busy: many events just before, so the watcher lags behind.
+        // The directory made and the other moved into it at once, as one
+        // program does (a shell's `mkdir new && mv old new/` is two).
+        std::fs::create_dir_all(ra.join(format!("busy{round}"))).expect("mkdir");
+        for i in 0..300 {
+            std::fs::write(ra.join(format!("busy{round}/{i}")), "x").expect("write");
+        }
+        std::fs::create_dir(ra.join(format!("new{round}"))).expect("mkdir new");
+        std::fs::rename(ra.join(format!("old{round}")), ra.join(format!("new{round}/old{round}"))).expect("mv old new/");
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        std::fs::write(ra.join(format!("new{round}/old{round}/made.txt")), format!("made {round}\n")).expect("write");
+        eventually(&format!("round {round}: the file made in the moved directory on b"), 20, || {
+            read(&rb.join(format!("new{round}/old{round}/made.txt"))).as_deref() == Some(format!("made {round}\n").as_str())
+        });
+    }
+}

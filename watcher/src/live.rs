@@ -9,8 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use notify::{RecursiveMode, Watcher as _};
 
@@ -129,10 +129,24 @@ pub const QUEUE: usize = 1024;
 
 /// A recursive watch on one folder.
 pub struct LiveWatcher {
-    _watcher: Box<dyn notify::Watcher + Send>,
+    watcher: Box<dyn notify::Watcher + Send>,
     rx: mpsc::Receiver<Live>,
     polling: Option<String>,
+    base: PathBuf,
+    /// Directories that appeared (made, or moved in), to watch again once
+    /// notify has settled them (see [`REWATCH`]).
+    appeared: Arc<Mutex<Vec<(Instant, PathBuf)>>>,
 }
+
+/// How long after a directory appears it is watched again. notify's
+/// recursive watch keys watches by path, but the kernel by inode: a
+/// watched directory moved into a directory made a moment before (`mkdir
+/// new && mv old new/`) was watched under its new path by notify's walk
+/// of `new`, with the descriptor it already had, and the move's own event,
+/// handled later, removed that descriptor: nothing made in it was seen
+/// again (until a full rescan). Watching each new directory again after
+/// this delay, and rescanning it, closes the gap.
+pub const REWATCH: Duration = Duration::from_millis(300);
 
 /// How often the fallback watcher looks (see [`LiveWatcher::new`]).
 pub const POLL: Duration = Duration::from_secs(2);
@@ -144,7 +158,12 @@ impl LiveWatcher {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let base: PathBuf = root.canonicalize().map_err(|e| WatchError::io(root, e))?;
         let b = base.clone();
+        let appeared: Arc<Mutex<Vec<(Instant, PathBuf)>>> = Arc::default();
+        let new_dirs = appeared.clone();
         let handler = move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = &res {
+                note_new_dirs(ev, &new_dirs);
+            }
             let msg = match res {
                 Ok(ev) if ev.need_rescan() => Live::Rescan("the event queue overflowed".into()),
                 // Opening or reading changes nothing, and the scans open
@@ -196,7 +215,7 @@ impl LiveWatcher {
         };
         let mut w = notify::recommended_watcher(handler.clone()).map_err(|e| WatchError::Walk(format!("cannot watch: {e}")))?;
         match w.watch(&base, RecursiveMode::Recursive) {
-            Ok(()) => Ok(LiveWatcher { _watcher: Box::new(w), rx, polling: None }),
+            Ok(()) => Ok(LiveWatcher { watcher: Box::new(w), rx, polling: None, base, appeared }),
             // inotify cannot watch a directory we may not read, and then
             // watches nothing: poll instead (every POLL), which skips it,
             // rather than not run at all.
@@ -206,7 +225,7 @@ impl LiveWatcher {
                     notify::PollWatcher::new(handler, config).map_err(|e| WatchError::Walk(format!("cannot watch: {e}")))?;
                 p.watch(&base, RecursiveMode::Recursive)
                     .map_err(|e2| WatchError::Walk(format!("cannot watch {} ({e}; polling: {e2})", base.display())))?;
-                Ok(LiveWatcher { _watcher: Box::new(p), rx, polling: Some(e.to_string()) })
+                Ok(LiveWatcher { watcher: Box::new(p), rx, polling: Some(e.to_string()), base, appeared })
             }
         }
     }
@@ -216,9 +235,68 @@ impl LiveWatcher {
         self.polling.as_deref()
     }
 
-    /// The next report, waiting at most `timeout`.
-    pub fn recv_timeout(&self, timeout: Duration) -> Option<Live> {
-        self.rx.recv_timeout(timeout).ok()
+    /// The next report, waiting at most `timeout`. Directories that
+    /// appeared [`REWATCH`] ago are watched again first, and reported for a
+    /// rescan of what they hold.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Live> {
+        if let Some(paths) = self.rewatch_due() {
+            return Some(Live::Paths(paths));
+        }
+        let next = self.appeared.lock().ok().and_then(|a| a.iter().map(|(t, _)| *t).min());
+        let wait = next.map_or(timeout, |t| timeout.min(t.saturating_duration_since(Instant::now())));
+        match self.rx.recv_timeout(wait) {
+            Ok(live) => Some(live),
+            Err(_) => self.rewatch_due().map(Live::Paths),
+        }
+    }
+
+    /// Watches again the directories whose time came (the topmost of
+    /// them: a watch is recursive); their paths, relative.
+    fn rewatch_due(&mut self) -> Option<Vec<String>> {
+        let now = Instant::now();
+        let mut due: Vec<PathBuf> = {
+            let mut a = self.appeared.lock().ok()?;
+            if a.iter().all(|(t, _)| *t > now) {
+                return None;
+            }
+            let (ready, later): (Vec<_>, Vec<_>) = a.drain(..).partition(|(t, _)| *t <= now);
+            *a = later;
+            ready.into_iter().map(|(_, p)| p).collect()
+        };
+        due.sort();
+        due.dedup();
+        let mut top: Vec<PathBuf> = Vec::new();
+        for p in due {
+            if !top.iter().any(|t| p.starts_with(t)) {
+                top.push(p);
+            }
+        }
+        let mut rel = Vec::new();
+        for p in top {
+            // Gone again meanwhile: nothing to watch, its parent's scan
+            // sees it.
+            if self.watcher.watch(&p, RecursiveMode::Recursive).is_ok() {
+                let r = p.strip_prefix(&self.base).map(utf8_above).unwrap_or_default();
+                if !r.is_empty() {
+                    rel.push(r);
+                }
+            }
+        }
+        (!rel.is_empty()).then_some(rel)
+    }
+}
+
+/// Directories an event says appeared (made, or moved in): to watch
+/// again after [`REWATCH`].
+fn note_new_dirs(ev: &notify::Event, appeared: &Mutex<Vec<(Instant, PathBuf)>>) {
+    use notify::event::{CreateKind, EventKind, ModifyKind, RenameMode};
+    let new = match ev.kind {
+        EventKind::Create(CreateKind::Folder) => ev.paths.first(),
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => ev.paths.first().filter(|p| p.is_dir()),
+        _ => None,
+    };
+    if let (Some(p), Ok(mut a)) = (new, appeared.lock()) {
+        a.push((Instant::now() + REWATCH, p.clone()));
     }
 }
 
@@ -312,7 +390,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("sub")).expect("mkdir");
         std::fs::write(root.join("sub/f.txt"), "x\n").expect("write");
-        let w = LiveWatcher::new(&root).expect("watch");
+        let mut w = LiveWatcher::new(&root).expect("watch");
         std::thread::sleep(Duration::from_millis(100));
         while w.recv_timeout(Duration::from_millis(50)).is_some() {}
         for e in std::fs::read_dir(root.join("sub")).expect("ls") {
@@ -333,7 +411,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&base);
         let root = base.join("docs");
         std::fs::create_dir_all(&root).expect("mkdir");
-        let w = LiveWatcher::new(&root).expect("watch");
+        let mut w = LiveWatcher::new(&root).expect("watch");
         std::thread::sleep(Duration::from_millis(100));
         while w.recv_timeout(Duration::from_millis(50)).is_some() {}
         std::fs::rename(&root, base.join("docs-old")).expect("mv");
@@ -349,7 +427,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("sub")).expect("mkdir");
         std::fs::write(root.join("a.bin"), "x").expect("write");
-        let w = LiveWatcher::new(&root).expect("watch");
+        let mut w = LiveWatcher::new(&root).expect("watch");
         std::thread::sleep(Duration::from_millis(100));
         while w.recv_timeout(Duration::from_millis(50)).is_some() {}
         std::fs::rename(root.join("a.bin"), root.join("sub/b.bin")).expect("mv");

@@ -166,3 +166,51 @@ fn directory_moves_are_seen_live_as_moves() {
     let dirs = l.folder.tree().nodes().filter(|n| n.kind == fsync_core::folder::Kind::Dir).count();
     assert_eq!(dirs, 3, "{:?}", l.folder.tree().nodes().map(|n| n.path.clone()).collect::<Vec<_>>());
 }
+
+/// `mkdir new && mv old new/`: notify watched `old` under its new path,
+/// by its walk of `new`, with the descriptor `old` already had; the move's
+/// own event, handled after, removed that descriptor, and files made in
+/// `new/old` were never seen (the kind-changes oracle: a relayed file in a
+/// directory the write-back had moved never reached its peers). Each new
+/// directory is watched again shortly after it appears. Notify's loop is
+/// kept busy so that it lags behind the disk, as it did there.
+#[test]
+fn a_watched_directory_moved_into_a_new_one_stays_watched() {
+    let mut misses = 0;
+    for round in 0..20 {
+        let root = std::env::temp_dir().join(format!("fsync-live-moved-in-{}-{round}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("t/old")).expect("mkdir");
+        let mut watch = LiveWatcher::new(&root).expect("watch");
+        std::thread::sleep(Duration::from_millis(50));
+        // Many events first, so notify's loop lags behind the disk.
+        std::fs::create_dir_all(root.join("busy")).expect("mkdir");
+        for i in 0..200 {
+            std::fs::write(root.join(format!("busy/{i}")), "x").expect("write");
+        }
+        // A new directory, and a watched one moved into it at once.
+        std::fs::create_dir_all(root.join("new")).expect("mkdir");
+        if round % 2 == 1 {
+            std::thread::sleep(Duration::from_micros(round as u64 * 50));
+        }
+        std::fs::rename(root.join("t/old"), root.join("new/old")).expect("mv");
+        std::thread::sleep(Duration::from_millis(300));
+        while watch.recv_timeout(Duration::from_millis(50)).is_some() {}
+        std::fs::write(root.join("new/old/made.txt"), "x").expect("write");
+        let t = Instant::now();
+        let mut seen = false;
+        while t.elapsed() < Duration::from_secs(2) {
+            if let Some(Live::Paths(ps)) = watch.recv_timeout(Duration::from_millis(50)) {
+                if ps.iter().any(|p| p.ends_with("made.txt")) {
+                    seen = true;
+                    break;
+                }
+            }
+        }
+        if !seen {
+            misses += 1;
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    assert_eq!(misses, 0, "files made in a directory moved into a new one were not seen");
+}
