@@ -1093,10 +1093,15 @@ fn land_batch(
             // merged, binary as a concurrent version (it would be lost
             // otherwise: the disk now holds ours), and leave the path for
             // the next round.
+            // The write is taken in as an edit of the entry whose file it
+            // was: the one the index had at the path, which is another
+            // entry when ours took its name (two names swapped).
             if let Some(k) = p.known.as_ref() {
-                let exec = folder.state(p.id).map_or(k.stat.exec, |s| s.exec);
-                let raced = fsync_core::ingest::take_in_bytes(folder, chunks, p.id, &k.base, bytes, exec, now_ms())?;
-                written = crate::index::Written::after_race(raced);
+                let exec = folder.state(k.id).map_or(k.stat.exec, |s| s.exec);
+                let raced = fsync_core::ingest::take_in_bytes(folder, chunks, k.id, &k.base, bytes, exec, now_ms())?;
+                if k.id == p.id {
+                    written = crate::index::Written::after_race(raced);
+                }
             }
             // The index records what we wrote (so the merge is written
             // next round, and nothing is read back twice).
@@ -1137,6 +1142,47 @@ mod tests {
         assert_eq!(std::fs::read_to_string(target.join("inside.txt")).expect("still there"), "user's\n");
         let left: Vec<_> = std::fs::read_dir(&root).expect("list").flatten().map(|e| e.file_name()).collect();
         assert_eq!(left, vec![std::ffi::OsString::from("x")], "a temp file was left");
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// Two files swapped names on a peer while the user saved one of them
+    /// here: the write-back overwrote each with the other (its rename was
+    /// blocked by the other), and the user's save, displaced, was taken in
+    /// as an edit of the file now written at that path, not of the file it
+    /// was made to: the other file's text replaced the one the user saved,
+    /// and the save's lines were kept twice (the kind-changes oracle, with
+    /// conflict names that flipped).
+    #[test]
+    fn a_save_displaced_by_a_swap_of_names_is_taken_in_as_the_file_it_was() {
+        let root = std::env::temp_dir().join(format!("fsync-write-unit-swap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("mkdir");
+        let mut folder = Folder::new(AgentId::from_index(1));
+        let mut chunks = Chunks::default();
+        let mut index = Index::default();
+        let a = folder.create("a.txt", Kind::File, 1).expect("create");
+        folder.set_text(a, "alpha\n", 1).expect("text");
+        let b = folder.create("b.txt", Kind::File, 1).expect("create");
+        folder.set_text(b, "beta\n", 1).expect("text");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        // A peer swaps the two names.
+        folder.rename(a, "c.txt", 2).expect("mv a c");
+        folder.rename(b, "a.txt", 2).expect("mv b a");
+        folder.rename(a, "b.txt", 2).expect("mv c b");
+        // The user saves a.txt (alpha's file, here) as the swap lands.
+        let target = root.join("a.txt");
+        let mut intents = |_: &mut Index| -> Result<(), String> {
+            let mut f = std::fs::OpenOptions::new().append(true).open(&target).map_err(|e| e.to_string())?;
+            f.write_all(b"mine\n").map_err(|e| e.to_string())
+        };
+        let report = write_back_with(&root, &mut folder, &mut chunks, &mut index, &mut intents).expect("write");
+        assert_eq!(report.raced, vec!["a.txt".to_owned()], "{report:?}");
+        let text = |f: &Folder, id| f.doc(id).expect("doc").text();
+        assert_eq!(text(&folder, a), "alpha\nmine\n", "the save is alpha's");
+        assert_eq!(text(&folder, b), "beta\n", "beta is as it was");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        assert_eq!(std::fs::read_to_string(root.join("a.txt")).expect("a"), "beta\n");
+        assert_eq!(std::fs::read_to_string(root.join("b.txt")).expect("b"), "alpha\nmine\n");
         let _ = std::fs::remove_dir_all(&root);
     }
 
