@@ -273,9 +273,10 @@ impl LiveWatcher {
         }
         let mut rel = Vec::new();
         for p in top {
-            // Gone again meanwhile: nothing to watch, its parent's scan
-            // sees it.
-            if self.watcher.watch(&p, RecursiveMode::Recursive).is_ok() {
+            // Gone again meanwhile, or a link now (a watch through it would
+            // report what is beyond it under this path): nothing to watch,
+            // its parent's scan sees it.
+            if is_real_dir(&p) && self.watcher.watch(&p, RecursiveMode::Recursive).is_ok() {
                 let r = p.strip_prefix(&self.base).map(utf8_above).unwrap_or_default();
                 if !r.is_empty() {
                     rel.push(r);
@@ -286,13 +287,18 @@ impl LiveWatcher {
     }
 }
 
+/// A directory, not a link to one.
+fn is_real_dir(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
+}
+
 /// Directories an event says appeared (made, or moved in): to watch
 /// again after [`REWATCH`].
 fn note_new_dirs(ev: &notify::Event, appeared: &Mutex<Vec<(Instant, PathBuf)>>) {
     use notify::event::{CreateKind, EventKind, ModifyKind, RenameMode};
     let new = match ev.kind {
         EventKind::Create(CreateKind::Folder) => ev.paths.first(),
-        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => ev.paths.first().filter(|p| p.is_dir()),
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => ev.paths.first().filter(|p| is_real_dir(p)),
         _ => None,
     };
     if let (Some(p), Ok(mut a)) = (new, appeared.lock()) {

@@ -363,16 +363,20 @@ fn inode_reused(root: &Path, folder: &Folder, path: &str, known: &Known) -> bool
 /// `scope`, with each path below a directory the index knows that is no
 /// longer one on disk (removed, or replaced by a file or a link) lifted to
 /// that directory: everything the index has below it went with it, in the
-/// scope or not.
+/// scope or not. So is a path below any link or file on disk: a scan never
+/// follows a link (an event can name a path through one, when notify's
+/// bookkeeping of a moved directory is stale).
 fn lift_to_replaced_dirs(root: &Path, index: &Index, scope: &[String]) -> Vec<String> {
     let mut out: Vec<String> = scope
         .iter()
         .map(|p| {
             p.match_indices('/')
                 .map(|(i, _)| &p[..i])
-                .find(|a| {
-                    index.files.get(*a).is_some_and(|k| k.kind == Kind::Dir)
-                        && !std::fs::symlink_metadata(root.join(a)).is_ok_and(|m| m.is_dir())
+                .find(|a| match std::fs::symlink_metadata(root.join(a)) {
+                    // A link or a file on the way: the path is not below it
+                    // on disk (the kernel would follow the link out).
+                    Ok(m) => !m.is_dir(),
+                    Err(_) => index.files.get(*a).is_some_and(|k| k.kind == Kind::Dir),
                 })
                 .unwrap_or(p)
                 .to_owned()
@@ -1495,6 +1499,26 @@ mod tests {
             assert!(!index.files.contains_key(f), "{f} still known: {r:?}");
             assert!(folder.tree().nodes().all(|n| n.path != f), "{f} still in the folder: {r:?}");
         }
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// An event naming a path through a link (notify's stale bookkeeping
+    /// of a directory that became a link: the kind-changes oracle) made the
+    /// scan follow the link and take the file beyond it for a new file
+    /// below the link's path, a copy that went to every peer. The path is
+    /// lifted to the link.
+    #[test]
+    fn a_path_through_a_link_is_never_followed() {
+        let (root, mut folder, mut chunks, mut index, ignore) = scanned("through-link", &[("real/f.txt", "f\n")]);
+        std::os::unix::fs::symlink("real", root.join("l")).expect("ln -s");
+        let all = scan(&root, &mut folder, &mut chunks, &mut index, &ignore, 2).expect("scan");
+        assert_eq!(all.created, vec!["l".to_owned()]);
+        let r =
+            scan_scoped(&root, &mut folder, &mut chunks, &mut index, &ignore, Some(&["l/f.txt".to_owned()]), 3).expect("scan");
+        assert!(r.created.is_empty() && r.modified.is_empty(), "{r:?}");
+        assert!(!index.files.contains_key("l/f.txt"));
+        assert!(folder.tree().nodes().all(|n| n.path != "l/f.txt"));
+        assert_eq!(folder.tree().lookup("l").map(|n| n.kind), Some(Kind::Symlink));
         let _ = std::fs::remove_dir_all(&root);
     }
 

@@ -214,3 +214,35 @@ fn a_watched_directory_moved_into_a_new_one_stays_watched() {
     }
     assert_eq!(misses, 0, "files made in a directory moved into a new one were not seen");
 }
+
+/// A directory that appeared and became a link before it was watched
+/// again: the watch through the link reported what is beyond it under the
+/// link's path (and the scan then took a file there for a new one). It is
+/// not watched again through a link.
+#[test]
+fn a_directory_that_became_a_link_is_not_watched_through_it() {
+    let root = std::env::temp_dir().join(format!("fsync-live-became-link-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("target")).expect("mkdir");
+    let mut watch = LiveWatcher::new(&root).expect("watch");
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::create_dir(root.join("d")).expect("mkdir d");
+    std::fs::remove_dir(root.join("d")).expect("rmdir d");
+    std::os::unix::fs::symlink("target", root.join("d")).expect("ln -s target d");
+    // Past the time it is watched again.
+    let t = Instant::now();
+    while t.elapsed() < watcher::live::REWATCH * 2 {
+        let _ = watch.recv_timeout(Duration::from_millis(20));
+    }
+    std::fs::write(root.join("target/x.txt"), "x").expect("write");
+    let t = Instant::now();
+    let mut paths = Vec::new();
+    while t.elapsed() < Duration::from_secs(1) {
+        if let Some(Live::Paths(ps)) = watch.recv_timeout(Duration::from_millis(50)) {
+            paths.extend(ps);
+        }
+    }
+    assert!(paths.iter().any(|p| p == "target/x.txt"), "{paths:?}");
+    assert!(paths.iter().all(|p| !p.starts_with("d/")), "a path through the link: {paths:?}");
+    let _ = std::fs::remove_dir_all(&root);
+}
