@@ -32,6 +32,8 @@ import sys
 import tempfile
 import time
 
+from common import free_port, read as read_or_none, rss_kib
+
 BIN = sys.argv[1]
 N = int(os.environ.get("N", "50"))
 FANOUT = int(os.environ.get("FANOUT", "100"))
@@ -40,26 +42,14 @@ WORK = tempfile.mkdtemp(prefix="fsync-http-", dir="/var/tmp")
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+
+
+
 
 
 def read(p):
-    try:
-        with open(p, "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    return read_or_none(p) or b""
 
 
 def save_line(path, line):

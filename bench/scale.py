@@ -22,12 +22,13 @@ Prints a table and writes bench/results/scale.json.
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from common import free_port, read, rss_kib
 
 BINS = sys.argv[1:]
 SIZES = [int(x) for x in os.environ.get("SIZES", "10,20000,100000").split(",")]
@@ -36,26 +37,10 @@ WORK = tempfile.mkdtemp(prefix="fsync-scale-", dir="/var/tmp")
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def read(p):
-    try:
-        with open(p, "rb") as f:
-            return f.read()
-    except OSError:
-        return None
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def make_tree(root, n):

@@ -1154,13 +1154,8 @@ mod tests {
     /// conflict names that flipped).
     #[test]
     fn a_save_displaced_by_a_swap_of_names_is_taken_in_as_the_file_it_was() {
-        let root = std::env::temp_dir().join(format!("fsync-write-unit-swap-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).expect("mkdir");
-        let mut folder = Folder::new(AgentId::from_index(1));
-        let mut chunks = Chunks::default();
-        let mut index = Index::default();
-        let a = folder.create("a.txt", Kind::File, 1).expect("create");
+        let (root, mut folder, mut chunks, mut index, a) = one_file_written("fsync-write-unit-swap");
+        folder.rename(a, "a.txt", 1).expect("mv f.txt a.txt");
         folder.set_text(a, "alpha\n", 1).expect("text");
         let b = folder.create("b.txt", Kind::File, 1).expect("create");
         folder.set_text(b, "beta\n", 1).expect("text");

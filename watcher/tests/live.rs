@@ -167,6 +167,22 @@ fn directory_moves_are_seen_live_as_moves() {
     assert_eq!(dirs, 3, "{:?}", l.folder.tree().nodes().map(|n| n.path.clone()).collect::<Vec<_>>());
 }
 
+/// The paths reported within `time`, or until one ends with `until`
+/// (when not empty).
+fn paths_within(watch: &mut LiveWatcher, time: Duration, until: &str) -> Vec<String> {
+    let t = Instant::now();
+    let mut paths = Vec::new();
+    while t.elapsed() < time {
+        if let Some(Live::Paths(ps)) = watch.recv_timeout(Duration::from_millis(50)) {
+            paths.extend(ps);
+            if !until.is_empty() && paths.iter().any(|p| p.ends_with(until)) {
+                break;
+            }
+        }
+    }
+    paths
+}
+
 /// `mkdir new && mv old new/`: notify watched `old` under its new path,
 /// by its walk of `new`, with the descriptor `old` already had; the move's
 /// own event, handled after, removed that descriptor, and files made in
@@ -197,17 +213,7 @@ fn a_watched_directory_moved_into_a_new_one_stays_watched() {
         std::thread::sleep(Duration::from_millis(300));
         while watch.recv_timeout(Duration::from_millis(50)).is_some() {}
         std::fs::write(root.join("new/old/made.txt"), "x").expect("write");
-        let t = Instant::now();
-        let mut seen = false;
-        while t.elapsed() < Duration::from_secs(2) {
-            if let Some(Live::Paths(ps)) = watch.recv_timeout(Duration::from_millis(50)) {
-                if ps.iter().any(|p| p.ends_with("made.txt")) {
-                    seen = true;
-                    break;
-                }
-            }
-        }
-        if !seen {
+        if !paths_within(&mut watch, Duration::from_secs(2), "made.txt").iter().any(|p| p.ends_with("made.txt")) {
             misses += 1;
         }
         let _ = std::fs::remove_dir_all(&root);
@@ -235,13 +241,7 @@ fn a_directory_that_became_a_link_is_not_watched_through_it() {
         let _ = watch.recv_timeout(Duration::from_millis(20));
     }
     std::fs::write(root.join("target/x.txt"), "x").expect("write");
-    let t = Instant::now();
-    let mut paths = Vec::new();
-    while t.elapsed() < Duration::from_secs(1) {
-        if let Some(Live::Paths(ps)) = watch.recv_timeout(Duration::from_millis(50)) {
-            paths.extend(ps);
-        }
-    }
+    let paths = paths_within(&mut watch, Duration::from_secs(1), "");
     assert!(paths.iter().any(|p| p == "target/x.txt"), "{paths:?}");
     assert!(paths.iter().all(|p| !p.starts_with("d/")), "a path through the link: {paths:?}");
     let _ = std::fs::remove_dir_all(&root);
