@@ -189,10 +189,16 @@ impl Hub {
             Some(p) => {
                 let then = self.owner.read(&target, Some(p.clone()), None).await?;
                 let from = Sub { peer, version: p, text: if is_text { text_of(then) } else { None }, tx };
-                if let Some(u) = update_between(&from, &current, &now) {
-                    let _ = from.tx.try_send(u);
+                match update_between(&from, &current, &now) {
+                    Some(u) => {
+                        let _ = from.tx.try_send(u);
+                        Sub { version: current.clone(), text: text_of(now), ..from }
+                    }
+                    // Nothing it would see changed: it stays at the
+                    // version it named, which later updates name as their
+                    // parents (as in `refresh`).
+                    None => from,
                 }
-                Sub { version: current.clone(), text: text_of(now), ..from }
             }
         };
         let w = self.files.entry(target).or_insert_with(|| Watched { version: current.clone(), subs: Vec::new() });

@@ -102,6 +102,21 @@ grep -q 'Content-Range: text \[0:3\]' "$TMP/sub" || fail "another client's PUT a
 ok "subscribe: a snapshot, a save on disk and another client's PUT as patches, heartbeats"
 status 309 "${AUTH[@]}" -H "Subscribe: true" -H 'Parents: "nobody-1"' --max-time 2 "$BASE/c.txt"
 [ "$(header retry-after)" = "1" ] || fail "309 says when to retry"
+# A client back with the version it held, after a change it cannot see
+# (the mode): it stays at that version, and the next update names it.
+status 200 -I "${AUTH[@]}" "$BASE/c.txt"
+held=$(header version)
+chmod +x "$DIR/c.txt"
+for _ in $(seq 1 100); do status 200 -I "${AUTH[@]}" "$BASE/c.txt"; [ "$(header version)" != "$held" ] && break; sleep 0.05; done
+[ "$(header version)" != "$held" ] || fail "the mode change made no version"
+curl -s -N "${AUTH[@]}" -H "Subscribe: true" -H "Parents: $held" "$BASE/c.txt" > "$TMP/back" &
+back=$!
+sleep 0.5
+printf '%s\nafter the mode\n' "$(cat "$DIR/c.txt")" > "$DIR/c.txt"
+for _ in $(seq 1 100); do grep -q 'after the mode' "$TMP/back" && break; sleep 0.05; done
+kill $back 2>/dev/null; wait $back 2>/dev/null
+grep -qF "Parents: $held" "$TMP/back" || fail "the update after a reconnect names the version the client held: $(cat "$TMP/back")"
+ok "subscribe again from a version: only what changed since, on that version"
 
 # --- errors: a clear status, nothing written, still serving ---
 before=$(cat "$DIR/c.txt")

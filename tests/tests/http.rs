@@ -90,7 +90,7 @@ fn curl_scripts_answer_get_subscribe_put_and_every_error() {
         .expect("bash");
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "curl.sh failed:\n{said}\n--- daemon log:\n{}", n.log_tail(40));
-    assert_eq!(said.matches("ok: ").count(), 7, "{said}");
+    assert_eq!(said.matches("ok: ").count(), 8, "{said}");
     // The daemon lived through all of it, and said nothing alarming.
     assert!(n.try_status().is_some(), "the daemon still answers");
     assert!(!n.log().contains("panicked"), "{}", n.log_tail(40));
