@@ -195,6 +195,13 @@ pub fn write(
         return Err(Refusal::Forbidden(format!("{path}: ignored on this node (.fsyncignore or a temp-file name)")));
     }
     let parents = w.parents.unwrap_or_default();
+    // Patches for a file not made yet apply to the empty text: checked
+    // before it is made, so a refused edit makes nothing.
+    if let PutBody::Patches(p) = &w.body {
+        if parents.is_empty() && folder.tree().lookup(path).is_none() {
+            fsync_http::patch::edits_of(p, 0).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+        }
+    }
     let id = entry_for(scope, folder, path, &parents, now)?;
     let doc = folder.doc(id).ok_or_else(|| not_found(scope.folder, path))?;
     let base_lvs = if parents.is_empty() { doc.version().to_vec() } else { scope.resolve(id, doc, &parents)? };
@@ -363,6 +370,9 @@ mod tests {
             assert_eq!(text(&mut f, &c, "n.txt", None), before, "{why}");
         }
         assert!(matches!(put(&mut f, &mut c, "x.swp", None, None, patch(0, 0, "x")), Err(Refusal::Forbidden(_))));
+        // Not made when its first edit is refused.
+        assert!(matches!(put(&mut f, &mut c, "new.txt", None, None, patch(0, 3, "x")), Err(Refusal::BadRequest(_))));
+        assert!(f.tree().lookup("new.txt").is_none(), "a refused edit made a file");
         assert!(matches!(put(&mut f, &mut c, "../x", None, None, patch(0, 0, "x")), Err(Refusal::BadRequest(_))));
         assert!(matches!(put(&mut f, &mut c, "n.txt/y", None, None, patch(0, 0, "x")), Err(Refusal::Conflict(_))));
         f.create("d", Kind::Dir, 1).unwrap();

@@ -47,6 +47,9 @@ pub enum WireError {
     /// Patch content that is not UTF-8.
     #[error("patch content is not UTF-8 text")]
     NotUtf8,
+    /// `Content-Range` and `Patches` together.
+    #[error("Content-Range and Patches together: one patch in the headers, or several in the body")]
+    RangeAndPatches,
 }
 
 /// A text patch: replace code points `start..end` of the text it was made
@@ -132,6 +135,9 @@ pub fn parse_text_range(value: &str) -> Result<(usize, usize), WireError> {
 
 /// What a PUT's `Content-Range` and `Patches` headers and its body say.
 pub fn parse_put(content_range: Option<&str>, patches: Option<&str>, body: Vec<u8>) -> Result<PutBody, WireError> {
+    if content_range.is_some() && patches.is_some() {
+        return Err(WireError::RangeAndPatches);
+    }
     if let Some(n) = patches {
         let count: usize = n.trim().parse().map_err(|_| WireError::PatchCount(n.to_owned()))?;
         if count > MAX_PATCHES {
@@ -305,6 +311,7 @@ mod tests {
             Err(WireError::PatchBlock { index: 0, .. })
         ));
         assert_eq!(parse_put(Some("text [0:0]"), None, vec![0xff]), Err(WireError::NotUtf8));
+        assert_eq!(parse_put(Some("text [0:0]"), Some("1"), Vec::new()), Err(WireError::RangeAndPatches));
     }
 
     #[test]

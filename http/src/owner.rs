@@ -184,7 +184,7 @@ pub enum Refusal {
 pub struct Owner(pub mpsc::Sender<Call>);
 
 /// The owner stopped (the daemon is shutting down).
-fn gone() -> Refusal {
+pub(crate) fn gone() -> Refusal {
     Refusal::Unavailable("the daemon is stopping".into())
 }
 

@@ -32,7 +32,7 @@ pub enum PatchError {
 /// How many code points the patches delete and insert: what a
 /// `peer-counter` version advances by.
 pub fn count(patches: &[Patch]) -> u64 {
-    patches.iter().map(|p| (p.end - p.start) as u64 + p.content.chars().count() as u64).sum()
+    patches.iter().map(|p| p.end.saturating_sub(p.start) as u64 + p.content.chars().count() as u64).sum()
 }
 
 /// The patches, sorted, as edits on a text of `len` code points.

@@ -20,9 +20,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::braid::{format_versions, parse_put, parse_versions, PutBody};
+use crate::braid::{format_versions, parse_put, parse_versions};
 use crate::hub::{self, Msg};
-use crate::owner::{Owner, Read, Refusal, Target, Write};
+use crate::owner::{gone, Owner, Read, Refusal, Target, Write};
 use crate::page;
 
 /// Largest PUT body.
@@ -277,7 +277,7 @@ async fn own(sh: &Shared, req: Request<Incoming>, rest: Vec<String>) -> Response
     match (req.method().clone(), what.as_str()) {
         (Method::GET, "status") => match sh.owner.status().await {
             Some(s) => json(&s),
-            None => refused(Refusal::Unavailable("the daemon is stopping".into())),
+            None => refused(gone()),
         },
         (Method::GET, "log") => match target(rest) {
             Some(t) => match sh.owner.log(&t).await {
@@ -465,12 +465,12 @@ async fn subscribe(sh: &Shared, h: &HeaderMap, target: Target, parents: Option<V
     let (reply, answer) = oneshot::channel();
     let msg = Msg::Subscribe { target, peer: peer_of(h), parents, reply };
     if sh.hub.send(msg).await.is_err() {
-        return refused(Refusal::Unavailable("the daemon is stopping".into()));
+        return refused(gone());
     }
     let sub = match answer.await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return refused(e),
-        Err(_) => return refused(Refusal::Unavailable("the daemon is stopping".into())),
+        Err(_) => return refused(gone()),
     };
     let beat = period.map(|p| {
         let mut i = tokio::time::interval_at(tokio::time::Instant::now() + p, p);
@@ -523,13 +523,10 @@ async fn put(sh: &Shared, req: Request<Incoming>, target: Target) -> Response<Ou
         Ok(b) => b,
         Err(e) => return text(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    if matches!(body, PutBody::Whole(_)) && header(h, "content-range").is_some() {
-        return text(StatusCode::BAD_REQUEST, "Content-Range and Patches together");
-    }
     let write = Write { version, parents, body };
     let (reply, answer) = oneshot::channel();
     if sh.hub.send(Msg::Put { target, peer: peer_of(h), write, reply }).await.is_err() {
-        return refused(Refusal::Unavailable("the daemon is stopping".into()));
+        return refused(gone());
     }
     match answer.await {
         Ok(Ok(w)) => {
@@ -539,7 +536,7 @@ async fn put(sh: &Shared, req: Request<Incoming>, target: Target) -> Response<Ou
             r
         }
         Ok(Err(e)) => refused(e),
-        Err(_) => refused(Refusal::Unavailable("the daemon is stopping".into())),
+        Err(_) => refused(gone()),
     }
 }
 

@@ -123,6 +123,9 @@ before=$(cat "$DIR/c.txt")
 status 400 -X PUT "${AUTH[@]}" -H "Content-Range: text [5:999]" --data-binary "x" "$BASE/c.txt"
 status 400 -X PUT "${AUTH[@]}" -H "Content-Range: bytes 0-1" --data-binary "x" "$BASE/c.txt"
 status 400 -X PUT "${AUTH[@]}" -H "Content-Range: text [3:1]" --data-binary "x" "$BASE/c.txt"
+status 400 -X PUT "${AUTH[@]}" -H "Content-Range: text [0:3]" --data-binary "x" "$BASE/never.txt"
+status 404 "${AUTH[@]}" "$BASE/never.txt"
+status 400 -X PUT "${AUTH[@]}" -H "Content-Range: text [0:0]" -H "Patches: 1" --data-binary "x" "$BASE/c.txt"
 status 400 -X PUT "${AUTH[@]}" -H "Parents: not-quoted" -H "Content-Range: text [0:0]" --data-binary "x" "$BASE/c.txt"
 status 400 -X PUT "${AUTH[@]}" -H 'Version: "x-0"' -H "Content-Range: text [0:0]" --data-binary "xy" "$BASE/c.txt"
 status 400 -X PUT "${AUTH[@]}" -H "Patches: 2" --data-binary "content-length: 1" "$BASE/c.txt"
@@ -150,7 +153,7 @@ status 413 -X PUT "${AUTH[@]}" --data-binary @"$TMP/huge" "$BASE/huge.bin"
 code=$(curl -s -o /dev/null -w '%{http_code}' "${AUTH[@]}" -H @"$TMP/long-header" "$BASE/c.txt")
 [ "$code" = 431 ] || fail "a huge header: $code"
 [ "$(cat "$DIR/c.txt")" = "$before" ] || fail "a refused request changed the file"
-[ ! -e "$DIR/huge.bin" ] && [ ! -e "$DIR/x.swp" ] || fail "a refused request wrote a file"
+[ ! -e "$DIR/huge.bin" ] && [ ! -e "$DIR/x.swp" ] && [ ! -e "$DIR/never.txt" ] || fail "a refused request wrote a file"
 status 200 "${AUTH[@]}" "$BASE/c.txt"
 ok "errors: bad ranges, versions, bodies, kinds, ignored names, traversal, symlinks out, huge bodies and headers; nothing written; still serving"
 
