@@ -1,6 +1,9 @@
 """Helpers the benchmark scripts share."""
 
+import json
+import os
 import socket
+import statistics
 
 
 def free_port():
@@ -26,3 +29,19 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def summary(samples):
+    """Median, p90, p99 (ms) of the samples that are not None, and how many were lost."""
+    ok = sorted(s for s in samples if s is not None)
+    pct = lambda q: ok[min(len(ok) - 1, int(len(ok) * q))] if ok else None
+    return {"median_ms": statistics.median(ok) if ok else None, "p90_ms": pct(0.9), "p99_ms": pct(0.99),
+            "lost": len(samples) - len(ok), "n": len(samples)}
+
+
+def save_results(name, results):
+    """Writes bench/results/NAME.json."""
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    os.makedirs(out, exist_ok=True)
+    with open(f"{out}/{name}.json", "w") as f:
+        json.dump(results, f, indent=1)

@@ -26,20 +26,18 @@ import secrets
 import selectors
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from common import free_port, read as read_or_none, rss_kib
+from common import free_port, read as read_or_none, rss_kib, save_results, summary
 
 BIN = sys.argv[1]
 N = int(os.environ.get("N", "50"))
 FANOUT = int(os.environ.get("FANOUT", "100"))
 IDLE = int(os.environ.get("IDLE", "1000"))
 WORK = tempfile.mkdtemp(prefix="fsync-http-", dir="/var/tmp")
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 
@@ -100,13 +98,6 @@ def put_line(conn, token, path, line, length):
     assert r.status == 200, r.status
 
 
-def stats(samples):
-    ok = sorted(s for s in samples if s is not None)
-    pct = lambda q: ok[min(len(ok) - 1, int(len(ok) * q))] if ok else None
-    return {"median_ms": statistics.median(ok) if ok else None, "p90_ms": pct(0.9), "p99_ms": pct(0.99),
-            "lost": len(samples) - len(ok), "n": len(samples)}
-
-
 def main():
     homes, dirs, ports = [f"{WORK}/ha", f"{WORK}/hb"], [f"{WORK}/a", f"{WORK}/b"], [free_port(), free_port()]
     cli = lambda h, *a: subprocess.run([BIN, "--home", h, *a], check=True, capture_output=True, text=True).stdout.strip()
@@ -141,7 +132,7 @@ def main():
             save_line(f"{dirs[0]}/disk.txt", line)
             samples.append(wait(lambda: line in read(f"{dirs[1]}/disk.txt")))
             time.sleep(0.1)
-        results["disk to disk"] = stats(samples)
+        results["disk to disk"] = summary(samples)
 
         # PUT to a peer's disk.
         conn = http.client.HTTPConnection(addr)
@@ -154,7 +145,7 @@ def main():
             length += len(line.decode())
             samples.append(wait(lambda: line in read(f"{dirs[1]}/put.txt")) and (time.monotonic() - t0) * 1000)
             time.sleep(0.1)
-        results["PUT to a peer's disk"] = stats(samples)
+        results["PUT to a peer's disk"] = summary(samples)
 
         # A save on the peer's disk to a subscriber here.
         sub = Sub(addr, token, "/f/sub.txt")
@@ -165,7 +156,7 @@ def main():
             save_line(f"{dirs[1]}/sub.txt", line)
             samples.append(wait(lambda: sub.pump() or line in sub.buf))
             time.sleep(0.1)
-        results["disk save to a subscriber"] = stats(samples)
+        results["disk save to a subscriber"] = summary(samples)
 
         # Fan-out.
         subs = [Sub(addr, token, "/f/fan.txt") for _ in range(FANOUT)]
@@ -190,7 +181,7 @@ def main():
                         samples.append((time.monotonic() - t0) * 1000)
             samples.extend([None] * len(waiting))
             time.sleep(0.1)
-        results[f"PUT to {FANOUT} subscribers"] = stats(samples)
+        results[f"PUT to {FANOUT} subscribers"] = summary(samples)
         for s in subs:
             s.sock.close()
         sub.sock.close()
@@ -222,9 +213,7 @@ def main():
         else:
             print(f"| {k} | RSS {r['rss_before_kib'] // 1024} -> {r['rss_after_kib'] // 1024} MiB: "
                   f"{r['cost_mib']:.1f} MiB | | | | |")
-    os.makedirs(OUT, exist_ok=True)
-    with open(f"{OUT}/http.json", "w") as f:
-        json.dump(results, f, indent=1)
+    save_results("http", results)
     shutil.rmtree(WORK, ignore_errors=True)
 
 

@@ -19,22 +19,19 @@ SIZES (comma list, default 10,20000,100000), LAT_N (40).
 Prints a table and writes bench/results/scale.json.
 """
 
-import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from common import free_port, read, rss_kib
+from common import free_port, read, rss_kib, save_results, summary
 
 BINS = sys.argv[1:]
 SIZES = [int(x) for x in os.environ.get("SIZES", "10,20000,100000").split(",")]
 LAT_N = int(os.environ.get("LAT_N", "40"))
 WORK = tempfile.mkdtemp(prefix="fsync-scale-", dir="/var/tmp")
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 
@@ -108,12 +105,8 @@ def run_one(binary, n):
             p.terminate()
         for p in procs:
             p.wait(timeout=60)
-    ok = sorted(s for s in samples if s is not None)
-    pct = lambda q: ok[min(len(ok) - 1, int(len(ok) * q))] if ok else None
     shutil.rmtree(base, ignore_errors=True)
-    return {"files": n, "initial_s": initial, "rsync_s": rsync_s, "lost": len(samples) - len(ok),
-            "median_ms": statistics.median(ok) if ok else None, "p90_ms": pct(0.9), "p99_ms": pct(0.99),
-            "rss_kib": rss, "samples_ms": samples}
+    return {"files": n, "initial_s": initial, "rsync_s": rsync_s, **summary(samples), "rss_kib": rss, "samples_ms": samples}
 
 
 def label(b):
@@ -137,9 +130,7 @@ def main():
             print(f"| {label(b)} | {r['files']:,} | {fmt(r['median_ms'], 'ms')} | "
                   f"{fmt(r['p90_ms'], 'ms')} | {fmt(r['p99_ms'], 'ms')} | {r['lost']} | {fmt(r['initial_s'], 's')} | "
                   f"{r['rsync_s']:.2f} s | {ratio} | {r['rss_kib'][0] // 1024} / {r['rss_kib'][1] // 1024} MiB |")
-    os.makedirs(OUT, exist_ok=True)
-    with open(f"{OUT}/scale.json", "w") as f:
-        json.dump(results, f, indent=1)
+    save_results("scale", results)
     shutil.rmtree(WORK, ignore_errors=True)
 
 

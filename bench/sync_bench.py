@@ -28,6 +28,8 @@ import time
 import urllib.request
 import xml.etree.ElementTree as ET
 
+from common import read
+
 FSYNC, RESULTS = sys.argv[1], sys.argv[2]
 SYSTEMS = os.environ.get("SYSTEMS", "fsync,syncthing-1s,syncthing,rsync").split(",")
 LAT_N = int(os.environ.get("LAT_N", "20"))
@@ -46,14 +48,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def read(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        return None
 
 
 def wait(what, timeout, check, every=0.001):

@@ -261,12 +261,6 @@ fn the_guard_holds_a_mass_deletion_made_while_the_daemon_was_stopped() {
     eventually("many back on a", 20, || snapshot(&docs_a.join("many")) == many);
 }
 
-/// Sets `keep_days` for "docs" in `n`'s config (before its daemon starts).
-fn keep_days(n: &Node, days: u32) {
-    let config = n.config().replacen("name = \"docs\"\n", &format!("name = \"docs\"\nkeep_days = {days}\n"), 1);
-    std::fs::write(n.home.join("config.toml"), config).expect("config");
-}
-
 /// Retention (`keep_days`): a replaced binary version's content leaves a
 /// node that keeps 0 days at its next collection (a start), stays on a
 /// node that keeps 30, and a node that keeps 0 never fetches it; the
@@ -274,7 +268,7 @@ fn keep_days(n: &Node, days: u32) {
 #[test]
 fn replaced_binary_versions_lose_their_content_after_keep_days() {
     let p = Pair::new("keep-days");
-    keep_days(&p.a, 0);
+    p.a.set_folder_option("docs", "keep_days = 0");
     let da = p.a.start(p.pa);
     let _db = p.b.start(p.pb);
     let (v1, v2) = (noise(300_000, 11), noise(300_000, 12));
@@ -300,7 +294,7 @@ fn replaced_binary_versions_lose_their_content_after_keep_days() {
     let c = Node::new("keep-days-c");
     let c_id = c.ok(&["init"]).trim().to_owned();
     c.ok(&["folder", "add", "docs", s(&c.scratch.join("docs"))]);
-    keep_days(&c, 0);
+    c.set_folder_option("docs", "keep_days = 0");
     let b_id = p.b.ok(&["id"]).trim().to_owned();
     let pc = free_port();
     c.ok(&["peer", "add", &b_id, "--addr", &format!("127.0.0.1:{}", p.pb), "--folder", "docs"]);

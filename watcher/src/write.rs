@@ -1166,10 +1166,7 @@ mod tests {
         folder.rename(a, "b.txt", 2).expect("mv c b");
         // The user saves a.txt (alpha's file, here) as the swap lands.
         let target = root.join("a.txt");
-        let mut intents = |_: &mut Index| -> Result<(), String> {
-            let mut f = std::fs::OpenOptions::new().append(true).open(&target).map_err(|e| e.to_string())?;
-            f.write_all(b"mine\n").map_err(|e| e.to_string())
-        };
+        let mut intents = |_: &mut Index| -> Result<(), String> { append_mine(&target) };
         let report = write_back_with(&root, &mut folder, &mut chunks, &mut index, &mut intents).expect("write");
         assert_eq!(report.raced, vec!["a.txt".to_owned()], "{report:?}");
         let text = |f: &Folder, id| f.doc(id).expect("doc").text();
@@ -1179,6 +1176,14 @@ mod tests {
         assert_eq!(std::fs::read_to_string(root.join("a.txt")).expect("a"), "beta\n");
         assert_eq!(std::fs::read_to_string(root.join("b.txt")).expect("b"), "alpha\nmine\n");
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// The user's write into `target` as a write-back lands: a line
+    /// appended (from inside the intents callback, just before the
+    /// replacement).
+    fn append_mine(target: &Path) -> Result<(), String> {
+        let mut f = std::fs::OpenOptions::new().append(true).open(target).map_err(|e| e.to_string())?;
+        f.write_all(b"mine\n").map_err(|e| e.to_string())
     }
 
     /// A fresh root holding `f.txt` ("one\n"), written back from a folder.
@@ -1210,8 +1215,7 @@ mod tests {
         let target = root.join("f.txt");
         let mut intents = |i: &mut Index| -> Result<(), String> {
             saved_index = Some(i.encode());
-            let mut f = std::fs::OpenOptions::new().append(true).open(&target).map_err(|e| e.to_string())?;
-            f.write_all(b"mine\n").map_err(|e| e.to_string())
+            append_mine(&target)
         };
         let report = write_back_with(&root, &mut folder, &mut chunks, &mut index, &mut intents).expect("write");
         assert_eq!(report.raced, vec!["f.txt".to_owned()]);
@@ -1234,10 +1238,7 @@ mod tests {
         write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
         folder.set_text(g, "peer\none\n", 2).expect("text");
         let target = root.join("d/g.txt");
-        let mut intents = |_: &mut Index| -> Result<(), String> {
-            let mut f = std::fs::OpenOptions::new().append(true).open(&target).map_err(|e| e.to_string())?;
-            f.write_all(b"mine\n").map_err(|e| e.to_string())
-        };
+        let mut intents = |_: &mut Index| -> Result<(), String> { append_mine(&target) };
         let mut report = write_back_with(&root, &mut folder, &mut chunks, &mut index, &mut intents).expect("write");
         assert_eq!(report.displaced.len(), 1);
         std::fs::rename(root.join("d"), root.join("e")).expect("mv d e");
@@ -1550,8 +1551,7 @@ mod tests {
         let target = root.join("f.txt");
         let mut intents = |i: &mut Index| -> Result<(), String> {
             if saved_index.is_none() {
-                let mut f = std::fs::OpenOptions::new().append(true).open(&target).map_err(|e| e.to_string())?;
-                f.write_all(b"mine\n").map_err(|e| e.to_string())?;
+                append_mine(&target)?;
             }
             saved_index = Some(i.encode());
             Ok(())
@@ -1576,10 +1576,7 @@ mod tests {
         let (root, mut folder, mut chunks, mut index, id) = one_file_written("fsync-write-unit-rmw");
         folder.set_text(id, "peer\none\n", 2).expect("text");
         let target = root.join("f.txt");
-        let mut intents = |_: &mut Index| -> Result<(), String> {
-            let mut f = std::fs::OpenOptions::new().append(true).open(&target).map_err(|e| e.to_string())?;
-            f.write_all(b"mine\n").map_err(|e| e.to_string())
-        };
+        let mut intents = |_: &mut Index| -> Result<(), String> { append_mine(&target) };
         let report = write_back_with(&root, &mut folder, &mut chunks, &mut index, &mut intents).expect("write");
         assert_eq!(report.raced, vec!["f.txt".to_owned()]);
         std::fs::write(&target, "one\nmine\nmore\n").expect("the program's write");

@@ -167,6 +167,16 @@ fn directory_moves_are_seen_live_as_moves() {
     assert_eq!(dirs, 3, "{:?}", l.folder.tree().nodes().map(|n| n.path.clone()).collect::<Vec<_>>());
 }
 
+/// A fresh root holding directory `dir`, watched (and settled).
+fn watched(name: &str, dir: &str) -> (PathBuf, LiveWatcher) {
+    let root = std::env::temp_dir().join(format!("fsync-live-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join(dir)).expect("mkdir");
+    let watch = LiveWatcher::new(&root).expect("watch");
+    std::thread::sleep(Duration::from_millis(50));
+    (root, watch)
+}
+
 /// The paths reported within `time`, or until one ends with `until`
 /// (when not empty).
 fn paths_within(watch: &mut LiveWatcher, time: Duration, until: &str) -> Vec<String> {
@@ -194,11 +204,7 @@ fn paths_within(watch: &mut LiveWatcher, time: Duration, until: &str) -> Vec<Str
 fn a_watched_directory_moved_into_a_new_one_stays_watched() {
     let mut misses = 0;
     for round in 0..20 {
-        let root = std::env::temp_dir().join(format!("fsync-live-moved-in-{}-{round}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(root.join("t/old")).expect("mkdir");
-        let mut watch = LiveWatcher::new(&root).expect("watch");
-        std::thread::sleep(Duration::from_millis(50));
+        let (root, mut watch) = watched(&format!("moved-in-{round}"), "t/old");
         // Many events first, so notify's loop lags behind the disk.
         std::fs::create_dir_all(root.join("busy")).expect("mkdir");
         for i in 0..200 {
@@ -227,11 +233,7 @@ fn a_watched_directory_moved_into_a_new_one_stays_watched() {
 /// not watched again through a link.
 #[test]
 fn a_directory_that_became_a_link_is_not_watched_through_it() {
-    let root = std::env::temp_dir().join(format!("fsync-live-became-link-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(root.join("target")).expect("mkdir");
-    let mut watch = LiveWatcher::new(&root).expect("watch");
-    std::thread::sleep(Duration::from_millis(50));
+    let (root, mut watch) = watched("became-link", "target");
     std::fs::create_dir(root.join("d")).expect("mkdir d");
     std::fs::remove_dir(root.join("d")).expect("rmdir d");
     std::os::unix::fs::symlink("target", root.join("d")).expect("ln -s target d");

@@ -90,13 +90,18 @@ impl Node {
         std::fs::read_to_string(self.home.join("config.toml")).expect("config")
     }
 
-    /// Turns the mass-deletion guard off for `folder` (before the daemon
-    /// starts): for workloads whose every deletion must go through as made.
-    #[allow(dead_code)] // not every test binary uses it
-    pub fn guard_off(&self, folder: &str) {
+    /// Sets `option` (a `key = value` line) for `folder` in the config
+    /// (before the daemon starts).
+    pub fn set_folder_option(&self, folder: &str, option: &str) {
         let line = format!("name = \"{folder}\"\n");
-        let config = self.config().replacen(&line, &format!("{line}delete_guard_percent = 0\n"), 1);
+        let config = self.config().replacen(&line, &format!("{line}{option}\n"), 1);
         std::fs::write(self.home.join("config.toml"), config).expect("config");
+    }
+
+    /// Turns the mass-deletion guard off for `folder`: for workloads whose
+    /// every deletion must go through as made.
+    pub fn guard_off(&self, folder: &str) {
+        self.set_folder_option(folder, "delete_guard_percent = 0");
     }
 }
 
