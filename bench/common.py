@@ -4,6 +4,7 @@ import json
 import os
 import socket
 import statistics
+import subprocess
 
 
 def free_port():
@@ -45,3 +46,19 @@ def save_results(name, results):
     os.makedirs(out, exist_ok=True)
     with open(f"{out}/{name}.json", "w") as f:
         json.dump(results, f, indent=1)
+
+
+def cli(binary, home, *args):
+    """An fsync command on a node's home; its output."""
+    return subprocess.run([binary, "--home", home, *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def two_nodes(binary, base):
+    """Two initialised nodes under `base` sharing folder "f" with each
+    other: their homes, folders and (free) ports."""
+    homes, dirs, ports = [f"{base}/ha", f"{base}/hb"], [f"{base}/a", f"{base}/b"], [free_port(), free_port()]
+    ids = [cli(binary, h, "init") for h in homes]
+    for i in range(2):
+        cli(binary, homes[i], "folder", "add", "f", dirs[i])
+        cli(binary, homes[i], "peer", "add", ids[1 - i], "--addr", f"127.0.0.1:{ports[1 - i]}", "--folder", "f")
+    return homes, dirs, ports

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 
-from common import free_port, read as read_or_none, rss_kib, save_results, summary
+from common import cli, read as read_or_none, rss_kib, save_results, summary, two_nodes
 
 BIN = sys.argv[1]
 N = int(os.environ.get("N", "50"))
@@ -99,12 +99,7 @@ def put_line(conn, token, path, line, length):
 
 
 def main():
-    homes, dirs, ports = [f"{WORK}/ha", f"{WORK}/hb"], [f"{WORK}/a", f"{WORK}/b"], [free_port(), free_port()]
-    cli = lambda h, *a: subprocess.run([BIN, "--home", h, *a], check=True, capture_output=True, text=True).stdout.strip()
-    ids = [cli(h, "init") for h in homes]
-    for i in range(2):
-        cli(homes[i], "folder", "add", "f", dirs[i])
-        cli(homes[i], "peer", "add", ids[1 - i], "--addr", f"127.0.0.1:{ports[1 - i]}", "--folder", "f")
+    homes, dirs, ports = two_nodes(BIN, WORK)
     procs = [subprocess.Popen([BIN, "--home", homes[i], "run", "--listen", f"127.0.0.1:{ports[i]}"],
                               stdout=subprocess.DEVNULL, stderr=open(f"{WORK}/log{i}", "w")) for i in range(2)]
     results = {}
@@ -113,7 +108,7 @@ def main():
         while addr is None:
             time.sleep(0.2)
             try:
-                addr = json.loads(cli(homes[0], "status", "--json")).get("http")
+                addr = json.loads(cli(BIN, homes[0], "status", "--json")).get("http")
             except subprocess.CalledProcessError:
                 pass
         token = read(f"{homes[0]}/http.token").decode().strip()

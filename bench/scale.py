@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from common import free_port, read, rss_kib, save_results, summary
+from common import read, rss_kib, save_results, summary, two_nodes
 
 BINS = sys.argv[1:]
 SIZES = [int(x) for x in os.environ.get("SIZES", "10,20000,100000").split(",")]
@@ -55,12 +55,7 @@ def count(root):
 def run_one(binary, n):
     base = f"{WORK}/{n}"
     shutil.rmtree(base, ignore_errors=True)
-    homes, dirs, ports = [f"{base}/ha", f"{base}/hb"], [f"{base}/a", f"{base}/b"], [free_port(), free_port()]
-    cli = lambda h, *a: subprocess.run([binary, "--home", h, *a], check=True, capture_output=True, text=True).stdout.strip()
-    ids = [cli(h, "init") for h in homes]
-    for i in range(2):
-        cli(homes[i], "folder", "add", "f", dirs[i])
-        cli(homes[i], "peer", "add", ids[1 - i], "--addr", f"127.0.0.1:{ports[1 - i]}", "--folder", "f")
+    homes, dirs, ports = two_nodes(binary, base)
     make_tree(dirs[0], n)
     t = time.monotonic()
     subprocess.run(["rsync", "-a", f"{dirs[0]}/", f"{base}/rsync/"], check=True)
