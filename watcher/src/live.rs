@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -129,24 +130,29 @@ pub const QUEUE: usize = 1024;
 
 /// A recursive watch on one folder.
 pub struct LiveWatcher {
-    watcher: Box<dyn notify::Watcher + Send>,
     rx: mpsc::Receiver<Live>,
     polling: Option<String>,
-    base: PathBuf,
-    /// Directories that appeared (made, or moved in), to watch again once
-    /// notify has settled them (see [`REWATCH`]).
-    appeared: Arc<Mutex<Vec<(Instant, PathBuf)>>>,
+    /// Ends the thread that watches new directories again.
+    stop: Arc<AtomicBool>,
+    /// Kept alive here and by that thread.
+    _watcher: Arc<Mutex<Box<dyn notify::Watcher + Send>>>,
 }
 
-/// How long after a directory appears it is watched again. notify's
-/// recursive watch keys watches by path, but the kernel by inode: a
-/// watched directory moved into a directory made a moment before (`mkdir
-/// new && mv old new/`) was watched under its new path by notify's walk
-/// of `new`, with the descriptor it already had, and the move's own event,
-/// handled later, removed that descriptor: nothing made in it was seen
-/// again (until a full rescan). Watching each new directory again after
-/// this delay, and rescanning it, closes the gap.
+/// How long after a directory appears, or after a directory was moved
+/// away while it was new, it is watched again. notify's recursive watch
+/// keys watches by path, but the kernel by inode: a watched directory
+/// moved into a directory made a moment before (`mkdir new && mv old
+/// new/`) was watched under its new path by notify's walk of `new`, with
+/// the descriptor it already had, and the move's own event, handled
+/// later, removed that descriptor: nothing made in it was seen again
+/// (until a full rescan). Each directory that appeared is watched again,
+/// by a thread of its own, after this delay, and again after each move of
+/// a directory in the next [`RECENT`] (the removal comes with the move's
+/// event, which notify handles before it takes the new watch); then
+/// rescanned.
 pub const REWATCH: Duration = Duration::from_millis(300);
+/// How long a new directory counts as new (see [`REWATCH`]).
+pub const RECENT: Duration = Duration::from_secs(5);
 
 /// How often the fallback watcher looks (see [`LiveWatcher::new`]).
 pub const POLL: Duration = Duration::from_secs(2);
@@ -158,11 +164,13 @@ impl LiveWatcher {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let base: PathBuf = root.canonicalize().map_err(|e| WatchError::io(root, e))?;
         let b = base.clone();
-        let appeared: Arc<Mutex<Vec<(Instant, PathBuf)>>> = Arc::default();
-        let new_dirs = appeared.clone();
+        let (dirs_tx, dirs_rx) = mpsc::channel::<Appeared>();
+        let rewatch_tx = tx.clone();
         let handler = move |res: notify::Result<notify::Event>| {
             if let Ok(ev) = &res {
-                note_new_dirs(ev, &new_dirs);
+                if let Some(a) = appeared(ev) {
+                    let _ = dirs_tx.send(a);
+                }
             }
             let msg = match res {
                 Ok(ev) if ev.need_rescan() => Live::Rescan("the event queue overflowed".into()),
@@ -214,8 +222,8 @@ impl LiveWatcher {
             let _ = tx.send(msg);
         };
         let mut w = notify::recommended_watcher(handler.clone()).map_err(|e| WatchError::Walk(format!("cannot watch: {e}")))?;
-        match w.watch(&base, RecursiveMode::Recursive) {
-            Ok(()) => Ok(LiveWatcher { watcher: Box::new(w), rx, polling: None, base, appeared }),
+        let (watcher, polling): (Box<dyn notify::Watcher + Send>, _) = match w.watch(&base, RecursiveMode::Recursive) {
+            Ok(()) => (Box::new(w), None),
             // inotify cannot watch a directory we may not read, and then
             // watches nothing: poll instead (every POLL), which skips it,
             // rather than not run at all.
@@ -225,9 +233,14 @@ impl LiveWatcher {
                     notify::PollWatcher::new(handler, config).map_err(|e| WatchError::Walk(format!("cannot watch: {e}")))?;
                 p.watch(&base, RecursiveMode::Recursive)
                     .map_err(|e2| WatchError::Walk(format!("cannot watch {} ({e}; polling: {e2})", base.display())))?;
-                Ok(LiveWatcher { watcher: Box::new(p), rx, polling: Some(e.to_string()), base, appeared })
+                (Box::new(p), Some(e.to_string()))
             }
-        }
+        };
+        let watcher = Arc::new(Mutex::new(watcher));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (w, s) = (watcher.clone(), stop.clone());
+        std::thread::spawn(move || rewatch(w, dirs_rx, rewatch_tx, base, s));
+        Ok(LiveWatcher { rx, polling, stop, _watcher: watcher })
     }
 
     /// Why it polls instead of getting events, if it does.
@@ -235,38 +248,74 @@ impl LiveWatcher {
         self.polling.as_deref()
     }
 
-    /// The next report, waiting at most `timeout`. Directories that
-    /// appeared [`REWATCH`] ago are watched again first, and reported for a
-    /// rescan of what they hold.
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Option<Live> {
-        if let Some(paths) = self.rewatch_due() {
-            return Some(Live::Paths(paths));
-        }
-        let next = self.appeared.lock().ok().and_then(|a| a.iter().map(|(t, _)| *t).min());
-        let wait = next.map_or(timeout, |t| timeout.min(t.saturating_duration_since(Instant::now())));
-        match self.rx.recv_timeout(wait) {
-            Ok(live) => Some(live),
-            Err(_) => self.rewatch_due().map(Live::Paths),
-        }
+    /// The next report, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<Live> {
+        self.rx.recv_timeout(timeout).ok()
     }
+}
 
-    /// Watches again the directories whose time came (the topmost of
-    /// them: a watch is recursive); their paths, relative.
-    fn rewatch_due(&mut self) -> Option<Vec<String>> {
+impl Drop for LiveWatcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What an event says of new directories (see [`REWATCH`]).
+enum Appeared {
+    /// This directory was made, or moved in.
+    Dir(PathBuf),
+    /// A directory was moved away: new ones are to be watched again.
+    MovedAway,
+}
+
+fn appeared(ev: &notify::Event) -> Option<Appeared> {
+    use notify::event::{CreateKind, EventKind, ModifyKind, RenameMode};
+    match ev.kind {
+        EventKind::Create(CreateKind::Folder) => ev.paths.first().cloned().map(Appeared::Dir),
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
+            ev.paths.first().filter(|p| is_real_dir(p)).cloned().map(Appeared::Dir)
+        }
+        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => Some(Appeared::MovedAway),
+        _ => None,
+    }
+}
+
+/// The thread that watches new directories again (see [`REWATCH`]), and
+/// reports each for a rescan of what it holds. It calls into notify,
+/// which may wait until the consumer has taken its events: never the
+/// consumer's own thread, or both would wait for ever.
+fn rewatch(
+    watcher: Arc<Mutex<Box<dyn notify::Watcher + Send>>>,
+    news: mpsc::Receiver<Appeared>,
+    tx: mpsc::SyncSender<Live>,
+    base: PathBuf,
+    stop: Arc<AtomicBool>,
+) {
+    let mut recent: Vec<(Instant, PathBuf)> = Vec::new();
+    let mut due: Vec<(Instant, PathBuf)> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
-        let mut due: Vec<PathBuf> = {
-            let mut a = self.appeared.lock().ok()?;
-            if a.iter().all(|(t, _)| *t > now) {
-                return None;
+        let wait = due.iter().map(|(t, _)| t.saturating_duration_since(now)).min().unwrap_or(Duration::from_millis(500));
+        match news.recv_timeout(wait.min(Duration::from_millis(500))) {
+            Ok(Appeared::Dir(p)) => {
+                due.push((Instant::now() + REWATCH, p.clone()));
+                recent.push((Instant::now(), p));
             }
-            let (ready, later): (Vec<_>, Vec<_>) = a.drain(..).partition(|(t, _)| *t <= now);
-            *a = later;
-            ready.into_iter().map(|(_, p)| p).collect()
-        };
-        due.sort();
-        due.dedup();
+            Ok(Appeared::MovedAway) => {
+                recent.retain(|(t, _)| t.elapsed() < RECENT);
+                due.extend(recent.iter().map(|(_, p)| (Instant::now() + REWATCH, p.clone())));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        let now = Instant::now();
+        let (ready, later): (Vec<_>, Vec<_>) = due.drain(..).partition(|(t, _)| *t <= now);
+        due = later;
+        let mut ready: Vec<PathBuf> = ready.into_iter().map(|(_, p)| p).collect();
+        ready.sort();
+        ready.dedup();
         let mut top: Vec<PathBuf> = Vec::new();
-        for p in due {
+        for p in ready {
             if !top.iter().any(|t| p.starts_with(t)) {
                 top.push(p);
             }
@@ -276,34 +325,21 @@ impl LiveWatcher {
             // Gone again meanwhile, or a link now (a watch through it would
             // report what is beyond it under this path): nothing to watch,
             // its parent's scan sees it.
-            if is_real_dir(&p) && self.watcher.watch(&p, RecursiveMode::Recursive).is_ok() {
-                let r = p.strip_prefix(&self.base).map(utf8_above).unwrap_or_default();
-                if !r.is_empty() {
-                    rel.push(r);
-                }
+            let watched = is_real_dir(&p) && watcher.lock().is_ok_and(|mut w| w.watch(&p, RecursiveMode::Recursive).is_ok());
+            let r = p.strip_prefix(&base).map(utf8_above).unwrap_or_default();
+            if watched && !r.is_empty() {
+                rel.push(r);
             }
         }
-        (!rel.is_empty()).then_some(rel)
+        if !rel.is_empty() && tx.send(Live::Paths(rel)).is_err() {
+            return;
+        }
     }
 }
 
 /// A directory, not a link to one.
 fn is_real_dir(p: &Path) -> bool {
     std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir())
-}
-
-/// Directories an event says appeared (made, or moved in): to watch
-/// again after [`REWATCH`].
-fn note_new_dirs(ev: &notify::Event, appeared: &Mutex<Vec<(Instant, PathBuf)>>) {
-    use notify::event::{CreateKind, EventKind, ModifyKind, RenameMode};
-    let new = match ev.kind {
-        EventKind::Create(CreateKind::Folder) => ev.paths.first(),
-        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => ev.paths.first().filter(|p| is_real_dir(p)),
-        _ => None,
-    };
-    if let (Some(p), Ok(mut a)) = (new, appeared.lock()) {
-        a.push((Instant::now() + REWATCH, p.clone()));
-    }
 }
 
 /// Whether an event kind can mean a change on disk: all but opening and
@@ -396,7 +432,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("sub")).expect("mkdir");
         std::fs::write(root.join("sub/f.txt"), "x\n").expect("write");
-        let mut w = LiveWatcher::new(&root).expect("watch");
+        let w = LiveWatcher::new(&root).expect("watch");
         std::thread::sleep(Duration::from_millis(100));
         while w.recv_timeout(Duration::from_millis(50)).is_some() {}
         for e in std::fs::read_dir(root.join("sub")).expect("ls") {
@@ -417,7 +453,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&base);
         let root = base.join("docs");
         std::fs::create_dir_all(&root).expect("mkdir");
-        let mut w = LiveWatcher::new(&root).expect("watch");
+        let w = LiveWatcher::new(&root).expect("watch");
         std::thread::sleep(Duration::from_millis(100));
         while w.recv_timeout(Duration::from_millis(50)).is_some() {}
         std::fs::rename(&root, base.join("docs-old")).expect("mv");
@@ -433,7 +469,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("sub")).expect("mkdir");
         std::fs::write(root.join("a.bin"), "x").expect("write");
-        let mut w = LiveWatcher::new(&root).expect("watch");
+        let w = LiveWatcher::new(&root).expect("watch");
         std::thread::sleep(Duration::from_millis(100));
         while w.recv_timeout(Duration::from_millis(50)).is_some() {}
         std::fs::rename(root.join("a.bin"), root.join("sub/b.bin")).expect("mv");

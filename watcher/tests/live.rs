@@ -179,7 +179,7 @@ fn watched(name: &str, dir: &str) -> (PathBuf, LiveWatcher) {
 
 /// The paths reported within `time`, or until one ends with `until`
 /// (when not empty).
-fn paths_within(watch: &mut LiveWatcher, time: Duration, until: &str) -> Vec<String> {
+fn paths_within(watch: &LiveWatcher, time: Duration, until: &str) -> Vec<String> {
     let t = Instant::now();
     let mut paths = Vec::new();
     while t.elapsed() < time {
@@ -204,7 +204,7 @@ fn paths_within(watch: &mut LiveWatcher, time: Duration, until: &str) -> Vec<Str
 fn a_watched_directory_moved_into_a_new_one_stays_watched() {
     let mut misses = 0;
     for round in 0..20 {
-        let (root, mut watch) = watched(&format!("moved-in-{round}"), "t/old");
+        let (root, watch) = watched(&format!("moved-in-{round}"), "t/old");
         // Many events first, so notify's loop lags behind the disk.
         std::fs::create_dir_all(root.join("busy")).expect("mkdir");
         for i in 0..200 {
@@ -219,7 +219,7 @@ fn a_watched_directory_moved_into_a_new_one_stays_watched() {
         std::thread::sleep(Duration::from_millis(300));
         while watch.recv_timeout(Duration::from_millis(50)).is_some() {}
         std::fs::write(root.join("new/old/made.txt"), "x").expect("write");
-        if !paths_within(&mut watch, Duration::from_secs(2), "made.txt").iter().any(|p| p.ends_with("made.txt")) {
+        if !paths_within(&watch, Duration::from_secs(2), "made.txt").iter().any(|p| p.ends_with("made.txt")) {
             misses += 1;
         }
         let _ = std::fs::remove_dir_all(&root);
@@ -233,7 +233,7 @@ fn a_watched_directory_moved_into_a_new_one_stays_watched() {
 /// not watched again through a link.
 #[test]
 fn a_directory_that_became_a_link_is_not_watched_through_it() {
-    let (root, mut watch) = watched("became-link", "target");
+    let (root, watch) = watched("became-link", "target");
     std::fs::create_dir(root.join("d")).expect("mkdir d");
     std::fs::remove_dir(root.join("d")).expect("rmdir d");
     std::os::unix::fs::symlink("target", root.join("d")).expect("ln -s target d");
@@ -243,8 +243,39 @@ fn a_directory_that_became_a_link_is_not_watched_through_it() {
         let _ = watch.recv_timeout(Duration::from_millis(20));
     }
     std::fs::write(root.join("target/x.txt"), "x").expect("write");
-    let paths = paths_within(&mut watch, Duration::from_secs(1), "");
+    let paths = paths_within(&watch, Duration::from_secs(1), "");
     assert!(paths.iter().any(|p| p == "target/x.txt"), "{paths:?}");
     assert!(paths.iter().all(|p| !p.starts_with("d/")), "a path through the link: {paths:?}");
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A directory appeared, then a flood of events filled the queue before
+/// it was watched again: watching it again from the consumer's thread
+/// waited for notify, which waited for the consumer to take its events,
+/// and live events stopped for good (the daemon saw nothing more). The
+/// consumer must go on taking events whatever the watch does.
+#[test]
+fn a_flood_while_a_new_directory_waits_to_be_watched_again_does_not_stall() {
+    let (root, watch) = watched("flood", "d");
+    std::fs::create_dir(root.join("new")).expect("mkdir");
+    for i in 0..3000 {
+        std::fs::write(root.join(format!("d/{i}")), "x").expect("write");
+    }
+    // The new directory's time to be watched again passes while the
+    // queue is full.
+    std::thread::sleep(watcher::live::REWATCH * 2);
+    let (done_tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = 0usize;
+        while watch.recv_timeout(Duration::from_millis(500)).is_some() {
+            seen += 1;
+        }
+        std::fs::write(root.join("new/after.txt"), "x").expect("write");
+        let after = paths_within(&watch, Duration::from_secs(3), "after.txt");
+        let _ = done_tx.send((seen, after));
+        let _ = std::fs::remove_dir_all(&root);
+    });
+    let (seen, after) = done.recv_timeout(Duration::from_secs(30)).expect("the consumer stalled");
+    assert!(seen > 1000, "{seen} events");
+    assert!(after.iter().any(|p| p == "new/after.txt"), "{after:?}");
 }

@@ -84,7 +84,7 @@ pub(super) fn watch_root(
     i: usize,
     events: &mpsc::Sender<(usize, Live)>,
 ) -> Result<Arc<AtomicBool>> {
-    let mut watch = LiveWatcher::new(path)?;
+    let watch = LiveWatcher::new(path)?;
     if let Some(why) = watch.polling() {
         tracing::warn!(folder = %name, "cannot watch every directory ({why}); looking for changes every {}s instead", watcher::live::POLL.as_secs());
     }
