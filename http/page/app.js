@@ -225,11 +225,12 @@ $('history-button').onclick = async () => {
   const r = await fetch('/.fsync/log/' + enc(folder) + '/' + enc(path))
   if (!r.ok) return $('old').replaceChildren(await r.text())
   // Changes of one author less than a minute apart are one row (typing
-  // makes a change a keystroke); a row's version is its last.
+  // makes a change a keystroke); a row's version is its last. Creations,
+  // deletions, moves and binary contents stay rows of their own.
   const rows = []
   for (const c of await r.json()) {
     const last = rows[rows.length - 1]
-    if (last && last.device === c.device && c.time - last.time < 60000 && !/binary|delete|move/.test(c.change + last.change)) {
+    if (last && last.device === c.device && c.time - last.time < 60000 && !/binary|delete|move|create/.test(c.change + last.change)) {
       Object.assign(last, { version: c.version, time: c.time, size: last.size + c.size, count: last.count + 1 })
     } else rows.push({ ...c, count: 1 })
   }

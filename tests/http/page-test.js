@@ -51,9 +51,22 @@ async function editor (browser) {
   await Promise.all(eds.map(({ p }) => p.waitForFunction(() => document.getElementById('file-state').textContent.startsWith('saved') ||
     document.getElementById('file-state').textContent.startsWith('live'), null, { timeout: 20000 })))
   console.log(JSON.stringify({ event: 'typed', typed, missed }))
-  // Each line on stdin asks for the editors' texts; "quit" ends.
+  // Each line on stdin asks for the editors' texts; "history" views the
+  // file's first version on the first page and restores it; "quit" ends.
   require('readline').createInterface({ input: process.stdin }).on('line', async line => {
     if (line === 'quit') { await browser.close(); process.exit(0) }
+    if (line === 'history') {
+      const { p } = eds[0]
+      await p.click('#history-button')
+      const first = p.locator('#versions tr').last()
+      await first.locator('text=view').click()
+      await p.waitForFunction(() => document.getElementById('old').textContent !== '')
+      const viewed = await p.textContent('#old')
+      await first.locator('text=restore').click()
+      await p.waitForFunction(() => /restored/.test(document.getElementById('old').textContent))
+      console.log(JSON.stringify({ event: 'history', viewed, said: await p.textContent('#old') }))
+      return
+    }
     const texts = await Promise.all(eds.map(({ p }) => p.inputValue('#editor')))
     const states = await Promise.all(eds.map(({ p }) => p.textContent('#file-state')))
     console.log(JSON.stringify({ event: 'texts', texts, states, errors: eds.flatMap(e => e.errors) }))

@@ -486,6 +486,12 @@ fn two_browsers_and_a_peers_disk_edit_one_file_on_the_page() {
         );
         std::thread::sleep(Duration::from_millis(200));
     };
+    // The page's history: the first version viewed, then restored; the
+    // restore reaches the peer's disk.
+    writeln!(stdin, "history").expect("ask");
+    let h = next("history");
+    assert_eq!(h["viewed"], "shared\n", "{h}");
+    eventually("the restored version on b", 20, || read(&fb).as_deref() == Some("shared\n"));
     let _ = writeln!(stdin, "quit");
     let _ = child.wait();
     // Every keystroke once, unless a stale save on b's disk removed some.
