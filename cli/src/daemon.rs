@@ -156,7 +156,8 @@ const SNAPSHOT_EVERY: u64 = 200_000;
 /// See [`WriteBack`].
 const WRITE_GROUP: Duration = Duration::from_millis(20);
 
-fn now_ms() -> u64 {
+/// Now, in ms since the epoch.
+pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 

@@ -543,8 +543,7 @@ fn status(home: &Home, json: bool) -> Result<Vec<u8>> {
         last_seen = cli::daemon::load_last_seen(&store);
         for f in &config.folders {
             let mut folder = fsync_core::store::load_folder(agent, &f.name, &store)?;
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-            folder.set_retention(Some(f.keep_since(now)));
+            folder.set_retention(Some(f.keep_since(cli::daemon::now_ms())));
             let chunks = fsync_core::store::StoreChunks { store: &mut store, error: None };
             folders.push(cli::status::FolderStatus::of(f, &mut folder, &chunks, &devices));
         }

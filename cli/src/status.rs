@@ -176,7 +176,7 @@ impl PeerStatus {
 }
 
 fn ago(ms: u64) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let now = crate::daemon::now_ms();
     let s = now.saturating_sub(ms) / 1000;
     match s {
         0..60 => format!("{s}s ago"),

@@ -393,7 +393,7 @@ fn an_edit_acknowledged_over_http_survives_sigkill() {
     });
     let out = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT", "-H", &format!("Authorization: Bearer {t}")])
-        .args(["-H", "Content-Range: text [7:7]", "--data-binary", "acknowledged\n", &url])
+        .args(["-H", "Version: \"kill-12\"", "-H", "Content-Range: text [7:7]", "--data-binary", "acknowledged\n", &url])
         .output()
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
@@ -406,6 +406,15 @@ fn an_edit_acknowledged_over_http_survives_sigkill() {
         read(&docs.join("k.txt")).as_deref() == Some("before\nacknowledged\n")
     });
     assert_eq!(n.ok(&["cat", docs.join("k.txt").to_str().expect("utf-8")]), "before\nacknowledged\n");
+    // The edit itself was kept, not only its copy on disk (taken in again
+    // by the scan, it would be another version): its name still reads.
+    let at = http_of(&n);
+    let kept = Command::new("curl")
+        .args(["-s", "-H", &format!("Authorization: Bearer {}", token(&n)), "-H", "Version: \"kill-12\""])
+        .arg(format!("http://{at}/docs/k.txt"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&kept.stdout), "before\nacknowledged\n");
 }
 
 /// The page in headless Chromium: two browsers type into one file while a
