@@ -322,9 +322,13 @@ fn rewatch(
         }
         let mut rel = Vec::new();
         for p in top {
-            // Gone again meanwhile, or a link now (a watch through it would
-            // report what is beyond it under this path): nothing to watch,
-            // its parent's scan sees it.
+            // A link now: never watched through (what lies beyond would be
+            // reported under its path), but notify may have done so when
+            // it was made in place of the new directory; the directory it
+            // leads to, in the folder, is watched again under its own path.
+            let p = if is_real_dir(&p) { p } else { inside(&p, &base).unwrap_or(p) };
+            // Gone again meanwhile: nothing to watch, its parent's scan
+            // sees it.
             let watched = is_real_dir(&p) && watcher.lock().is_ok_and(|mut w| w.watch(&p, RecursiveMode::Recursive).is_ok());
             let r = p.strip_prefix(&base).map(utf8_above).unwrap_or_default();
             if watched && !r.is_empty() {
@@ -335,6 +339,12 @@ fn rewatch(
             return;
         }
     }
+}
+
+/// Where the link `p` leads, when that is a directory in the folder.
+fn inside(p: &Path, base: &Path) -> Option<PathBuf> {
+    std::fs::symlink_metadata(p).ok().filter(|m| m.file_type().is_symlink())?;
+    std::fs::canonicalize(p).ok().filter(|t| t.starts_with(base) && is_real_dir(t))
 }
 
 /// A directory, not a link to one.

@@ -228,9 +228,11 @@ fn a_watched_directory_moved_into_a_new_one_stays_watched() {
 }
 
 /// A directory that appeared and became a link before it was watched
-/// again: the watch through the link reported what is beyond it under the
-/// link's path (and the scan then took a file there for a new one). It is
-/// not watched again through a link.
+/// again: a watch through the link (ours, or notify's own when it took the
+/// new directory's watch after the link replaced it) reported what is
+/// beyond it under the link's path (and the scan then took a file there
+/// for a new one). The directory it leads to is watched again under its
+/// own path.
 #[test]
 fn a_directory_that_became_a_link_is_not_watched_through_it() {
     let (root, watch) = watched("became-link", "target");
