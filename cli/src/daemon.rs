@@ -267,6 +267,11 @@ pub async fn run(home: &Home, listen: SocketAddr, http: Option<HttpAt>, mount: O
     let starting = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut stop = watch_signals(starting.clone())?;
     serve_control(home, control_tx, phase_rx)?;
+    // A taken HTTP port is said before the folders' scans, not after.
+    let http = match http {
+        Some(at) => Some(http::bind(at).await?),
+        None => None,
+    };
 
     let mut store = RedbStore::open(&home.store_path())?;
     let me = identity.device_id();
@@ -317,8 +322,8 @@ pub async fn run(home: &Home, listen: SocketAddr, http: Option<HttpAt>, mount: O
         http: None,
     };
     let mut http_calls = match http {
-        Some(at) => {
-            let (addr, calls) = http::start(&d, at).await?;
+        Some(listener) => {
+            let (addr, calls) = http::start(&d, listener)?;
             d.http = Some(addr);
             calls
         }

@@ -53,7 +53,7 @@ pub enum Event {
 pub enum SessionError {
     /// Not a valid message.
     #[error("malformed message: {0}")]
-    Decode(#[from] DecodeError),
+    Decode(DecodeError),
     /// Events that cannot be applied (bad metadata, unknown parents).
     #[error("refused changes: {0}")]
     Apply(ApplyError),
@@ -66,6 +66,14 @@ pub enum SessionError {
     /// Too many outstanding chunk requests.
     #[error("too many chunk requests")]
     TooManyRequests,
+}
+
+// The cause is part of the message, so it is not also the error's source:
+// a printed chain of causes would say it twice.
+impl From<DecodeError> for SessionError {
+    fn from(e: DecodeError) -> Self {
+        SessionError::Decode(e)
+    }
 }
 
 /// Counters for status and tests.

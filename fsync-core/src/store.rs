@@ -24,10 +24,24 @@ pub enum StoreError {
     Io(String),
     /// Stored bytes that do not decode.
     #[error("corrupt store: {0}")]
-    Corrupt(#[from] DecodeError),
+    Corrupt(DecodeError),
     /// Stored changes that do not apply.
     #[error("inconsistent store: {0}")]
-    Inconsistent(#[from] ApplyError),
+    Inconsistent(ApplyError),
+}
+
+// The cause is part of each message, so it is not also the error's
+// source: a printed chain of causes would say it twice.
+impl From<DecodeError> for StoreError {
+    fn from(e: DecodeError) -> Self {
+        StoreError::Corrupt(e)
+    }
+}
+
+impl From<ApplyError> for StoreError {
+    fn from(e: ApplyError) -> Self {
+        StoreError::Inconsistent(e)
+    }
 }
 
 /// What a node keeps. Writes may be buffered until [`Store::sync`], which

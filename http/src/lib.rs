@@ -39,12 +39,12 @@ const SEARCH: u16 = 10;
 #[non_exhaustive]
 pub enum HttpError {
     /// The address could not be bound.
-    #[error("cannot listen for HTTP on {addr}: {source}")]
+    #[error("cannot listen for HTTP on {addr}: {cause}")]
     Bind {
         /// Where.
         addr: SocketAddr,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -54,7 +54,7 @@ pub enum HttpError {
 pub async fn bind(addr: SocketAddr, search: bool) -> Result<TcpListener, HttpError> {
     let first = TcpListener::bind(addr).await;
     if !search {
-        return first.map_err(|source| HttpError::Bind { addr, source });
+        return first.map_err(|cause| HttpError::Bind { addr, cause });
     }
     if let Ok(l) = first {
         return Ok(l);
@@ -65,7 +65,7 @@ pub async fn bind(addr: SocketAddr, search: bool) -> Result<TcpListener, HttpErr
         }
     }
     let any = SocketAddr::new(addr.ip(), 0);
-    TcpListener::bind(any).await.map_err(|source| HttpError::Bind { addr: any, source })
+    TcpListener::bind(any).await.map_err(|cause| HttpError::Bind { addr: any, cause })
 }
 
 /// Serves Braid-HTTP and the page on `listener`, asking `owner` for

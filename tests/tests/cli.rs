@@ -337,3 +337,22 @@ fn status_asked_as_the_daemon_starts_is_answered() {
         assert_eq!(d.stop(), Some(0), "{}", n.log());
     }
 }
+
+#[test]
+fn a_port_in_use_is_named_with_its_cause_said_once() {
+    let n = Node::new("port-in-use");
+    n.ok(&["init"]);
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let err = n.fails(&["run", "--listen", &addr, "--http", "off"]);
+    let line = one_line(&err);
+    assert!(line.starts_with(&format!("fsync: cannot listen on {addr}: ")), "{line}");
+    assert_eq!(line.matches("in use").count(), 1, "the cause once: {line}");
+
+    let web = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let web = web.local_addr().expect("addr").to_string();
+    let err = n.fails(&["run", "--listen", &format!("127.0.0.1:{}", free_port()), "--http", &web]);
+    let line = one_line(&err);
+    assert!(line.starts_with(&format!("fsync: cannot listen for HTTP on {web}: ")), "{line}");
+    assert_eq!(line.matches("in use").count(), 1, "the cause once: {line}");
+}

@@ -41,14 +41,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub enum NodeError {
     /// TLS configuration.
     #[error("TLS: {0}")]
-    Tls(#[from] rustls::Error),
+    Tls(rustls::Error),
     /// Binding the UDP socket.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {cause}")]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Anything else about QUIC.
     #[error("QUIC: {0}")]
@@ -56,6 +56,14 @@ pub enum NodeError {
     /// The peer is not who we dialled, or broke the protocol.
     #[error("peer: {0}")]
     Peer(String),
+}
+
+// The cause is part of the message, so it is not also the error's source:
+// a printed chain of causes would say it twice.
+impl From<rustls::Error> for NodeError {
+    fn from(e: rustls::Error) -> Self {
+        NodeError::Tls(e)
+    }
 }
 
 /// A folder and its chunks, shared by every connection.
@@ -233,8 +241,7 @@ impl Node {
             .map_err(|e| NodeError::Quic(e.to_string()))?;
         let mut client = quinn::ClientConfig::new(Arc::new(client));
         client.transport_config(transport(idle));
-        let mut endpoint =
-            quinn::Endpoint::server(server, listen).map_err(|source| NodeError::Bind { addr: listen, source })?;
+        let mut endpoint = quinn::Endpoint::server(server, listen).map_err(|cause| NodeError::Bind { addr: listen, cause })?;
         endpoint.set_default_client_config(client);
         let folders = folders
             .into_iter()

@@ -35,12 +35,12 @@ pub use write::{write_back, write_back_with, Dirty, WriteReport};
 #[non_exhaustive]
 pub enum WatchError {
     /// A filesystem operation failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// Where.
         path: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Walking the folder failed.
     #[error("walking the folder: {0}")]
@@ -67,7 +67,7 @@ impl From<fsync_core::ingest::IngestError> for WatchError {
 }
 
 impl WatchError {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> WatchError {
-        WatchError::Io { path: path.display().to_string(), source }
+    pub(crate) fn io(path: &Path, cause: std::io::Error) -> WatchError {
+        WatchError::Io { path: path.display().to_string(), cause }
     }
 }

@@ -44,12 +44,12 @@ pub enum RootError {
     #[error("{} holds nothing but its {MARKER}, though the folder has files there: it was emptied as a whole, or the marker was copied into a new directory; nothing is deleted on peers. Put the folder's files back (or move its directory back) and it carries on; to delete everything, delete the files while fsync runs", .0.display())]
     Emptied(PathBuf),
     /// The marker could not be read or written.
-    #[error("cannot use the folder marker {}: {source}", .path.display())]
+    #[error("cannot use the folder marker {}: {cause}", .path.display())]
     Io {
         /// The marker's path.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -71,7 +71,7 @@ impl Root {
     pub fn mark(path: &Path, id: &str) -> Result<Root, RootError> {
         use std::io::Write;
         let marker = path.join(MARKER);
-        let io = |source| RootError::Io { path: marker.clone(), source };
+        let io = |cause| RootError::Io { path: marker.clone(), cause };
         let mut f = std::fs::File::create(&marker).map_err(io)?;
         f.write_all(marker_text(id).as_bytes()).map_err(io)?;
         f.sync_all().map_err(io)?;
@@ -84,7 +84,7 @@ impl Root {
         let meta = match std::fs::metadata(path) {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(RootError::Missing(path.to_owned())),
-            Err(e) => return Err(RootError::Io { path: path.to_owned(), source: e }),
+            Err(e) => return Err(RootError::Io { path: path.to_owned(), cause: e }),
         };
         if !meta.is_dir() {
             return Err(RootError::NotADirectory(path.to_owned()));
@@ -96,7 +96,7 @@ impl Root {
             Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidData) => {
                 return Err(RootError::NotTheFolder(path.to_owned()))
             }
-            Err(e) => return Err(RootError::Io { path: marker, source: e }),
+            Err(e) => return Err(RootError::Io { path: marker, cause: e }),
         }
         Ok(Root { path: path.to_owned(), id: id.to_owned(), dev: meta.dev(), ino: meta.ino() })
     }
@@ -123,7 +123,7 @@ impl Root {
         if !known {
             return Ok(());
         }
-        let io = |source| RootError::Io { path: self.path.clone(), source };
+        let io = |cause| RootError::Io { path: self.path.clone(), cause };
         let mut entries = std::fs::read_dir(&self.path).map_err(io)?;
         let anything = entries.any(|e| e.map_or(true, |e| e.file_name() != MARKER));
         if anything {

@@ -209,9 +209,9 @@ fn same_content(folder: &Folder, chunks: &dyn ChunkStore, id: EntryId, body: &Bo
 /// Notes a path that could not be read (not one that vanished meanwhile:
 /// the next scan sees where it went).
 fn unreadable(report: &mut ScanReport, path: &str, e: WatchError) {
-    if let WatchError::Io { source, .. } = &e {
-        if source.kind() != std::io::ErrorKind::NotFound {
-            report.unreadable.push((path.to_owned(), source.to_string()));
+    if let WatchError::Io { cause, .. } = &e {
+        if cause.kind() != std::io::ErrorKind::NotFound {
+            report.unreadable.push((path.to_owned(), cause.to_string()));
         }
     }
 }

@@ -632,7 +632,7 @@ fn write_back_in(
             if below_itself {
                 let _ = std::fs::rename(&from, root.join(&old));
             }
-            if matches!(&e, WatchError::Io { source, .. } if raced(source)) {
+            if matches!(&e, WatchError::Io { cause, .. } if raced(cause)) {
                 held.hold(n, &old);
                 needs_scan(index, &mut report, old);
                 continue;
@@ -877,8 +877,8 @@ fn write_back_in(
             // Its directory went meanwhile (the user removed or moved it
             // while we wrote): the scan sees where, and the next pass
             // writes again.
-            Err(WatchError::Io { source, .. })
-                if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) =>
+            Err(WatchError::Io { cause, .. })
+                if matches!(cause.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) =>
             {
                 needs_scan(index, &mut report, n.path.clone());
                 continue;

@@ -4,6 +4,7 @@
 
 use anyhow::Result;
 use fsync_http::{Call, Read, Refusal, Target, Write, Written};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::{now_ms, Daemon, HttpAt};
@@ -13,14 +14,21 @@ use crate::web::{self, Scope};
 /// Calls waiting for the loop.
 const QUEUE: usize = 64;
 
-/// Starts the front end at `at`; returns its address and the queue of its
-/// calls.
-pub(super) async fn start(d: &Daemon, at: HttpAt) -> Result<(std::net::SocketAddr, mpsc::Receiver<Call>)> {
+/// Binds the front end's address; connections wait in the listener's
+/// backlog until [`start`].
+pub(super) async fn bind(at: HttpAt) -> Result<TcpListener> {
     let listener = fsync_http::bind(at.addr, at.search).await?;
     let addr = listener.local_addr()?;
     if at.search && addr != at.addr {
         tracing::info!(wanted = %at.addr, "the default HTTP port is taken: serving on {addr} instead");
     }
+    Ok(listener)
+}
+
+/// Starts the front end on `listener`; returns its address and the queue
+/// of its calls.
+pub(super) fn start(d: &Daemon, listener: TcpListener) -> Result<(std::net::SocketAddr, mpsc::Receiver<Call>)> {
+    let addr = listener.local_addr()?;
     let (tx, rx) = mpsc::channel(QUEUE);
     fsync_http::start(listener, d.home.http_token()?, tx, d.node.changes());
     tracing::info!(http = %addr, "serving HTTP (`fsync open` prints the page's address)");
