@@ -526,16 +526,9 @@ fn an_idle_daemon_with_directories_does_not_scan_them_again_and_again() {
     std::fs::create_dir_all(ra.join("new/sub")).expect("mkdir");
     std::fs::write(ra.join("d/e/f.txt"), "x\n").expect("write");
     std::thread::sleep(Duration::from_secs(1));
-    // utime + stime of the daemon, in clock ticks (100 per second).
-    let ticks = || -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", da.child.id())).expect("stat");
-        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-        let f: Vec<&str> = after.split_whitespace().collect();
-        f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-    };
-    let before = ticks();
+    let before = da.cpu_ticks();
     std::thread::sleep(Duration::from_secs(3));
-    let used = ticks() - before;
+    let used = da.cpu_ticks() - before;
     assert!(used < 60, "idle for 3 s, the daemon used {used} ticks of CPU (a scan loop uses 100 or more)");
 }
 
@@ -570,4 +563,64 @@ fn a_file_made_in_a_directory_moved_into_a_new_one_reaches_the_peer() {
             read(&rb.join(format!("new{round}/old{round}/made.txt"))).as_deref() == Some(format!("made {round}\n").as_str())
         });
     }
+}
+
+/// A rule added to `.fsyncignore` after a path had synced left the scan
+/// looking at that path every ~55 ms for ever (and free to take it for the
+/// source of a move), and the write-back wrote peers' files at paths the
+/// node ignores. An ignored path stops syncing here while peers keep their
+/// copy, nothing spins, a peer's file at an ignored path stays off this
+/// disk, and when the rule goes, what the disk holds is an edit of its
+/// entry.
+#[test]
+fn a_path_that_becomes_ignored_stops_syncing_and_comes_back_as_an_edit() {
+    let p = Pair::new("ignored-later");
+    let (ra, rb) = (p.da(""), p.db(""));
+    std::fs::create_dir_all(ra.join("out")).expect("mkdir");
+    std::fs::write(ra.join("out/o.txt"), "o\n").expect("write");
+    std::fs::write(ra.join("f.txt"), "one\n").expect("write");
+    let (da, db) = (p.a.start(p.pa), p.b.start(p.pb));
+    eventually("the tree on b", 15, || same(&p) && rb.join("out/o.txt").exists());
+    // The rule is a file of the folder: it reaches b and holds there too.
+    std::fs::write(ra.join(".fsyncignore"), "out/\n").expect("write");
+    eventually("the rule on b", 15, || read(&rb.join(".fsyncignore")).as_deref() == Some("out/\n"));
+    sh(&ra, "echo 'a, ignored' >> out/o.txt");
+    sh(&rb, "echo b > out/b.txt");
+    sh(&ra, "echo two >> f.txt");
+    eventually("a later save on b", 15, || read(&rb.join("f.txt")).as_deref() == Some("one\ntwo\n"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(read(&rb.join("out/o.txt")).as_deref(), Some("o\n"), "an ignored edit was synced");
+    assert!(!ra.join("out/b.txt").exists(), "a file at an ignored path was synced");
+    let before = (da.cpu_ticks(), db.cpu_ticks());
+    std::thread::sleep(Duration::from_secs(3));
+    let used = (da.cpu_ticks() - before.0, db.cpu_ticks() - before.1);
+    assert!(used.0 < 60 && used.1 < 60, "idle with ignored paths for 3 s, the daemons used {used:?} ticks of CPU");
+    // The rule goes on b: each side's disk is an edit of what it synced.
+    std::fs::remove_file(rb.join(".fsyncignore")).expect("rm");
+    eventually("the ignored paths sync again", 15, || {
+        !ra.join(".fsyncignore").exists()
+            && read(&rb.join("out/o.txt")).as_deref() == Some("o\na, ignored\n")
+            && read(&ra.join("out/b.txt")).as_deref() == Some("b\n")
+            && same(&p)
+    });
+    // A rule made on b while a, stopped, made a file at that path: b
+    // takes in a's file (its rule came later in a's view) but never
+    // writes it, and a ignores it too once the rule arrives.
+    assert_eq!(da.stop(), Some(0), "{}", p.a.log());
+    std::fs::write(rb.join(".fsyncignore"), "tmp/\n").expect("write");
+    eventually("the rule taken in on b", 15, || {
+        p.b.run(&["cat", &rb.join(".fsyncignore").to_string_lossy()]).stdout == b"tmp/\n"
+    });
+    std::fs::create_dir_all(ra.join("tmp")).expect("mkdir");
+    std::fs::write(ra.join("tmp/x.txt"), "made while b ignored tmp/\n").expect("write");
+    std::fs::write(ra.join("g.txt"), "after\n").expect("write");
+    let da = p.a.start(p.pa);
+    eventually("a's other file on b", 20, || read(&rb.join("g.txt")).as_deref() == Some("after\n"));
+    eventually("the rule on a", 15, || read(&ra.join(".fsyncignore")).as_deref() == Some("tmp/\n"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!rb.join("tmp").exists(), "a peer's file at a path b ignores was written: {:?}", snapshot(&rb));
+    assert_eq!(read(&ra.join("tmp/x.txt")).as_deref(), Some("made while b ignored tmp/\n"));
+    assert!(errors(&p.a.log()).is_empty() && errors(&p.b.log()).is_empty(), "{}\n{}", p.a.log(), p.b.log());
+    assert_eq!(da.stop(), Some(0));
+    assert_eq!(db.stop(), Some(0));
 }

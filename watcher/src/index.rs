@@ -129,6 +129,9 @@ pub struct Index {
     /// When scans and write-backs hold deletions (see [`crate::guard`]);
     /// set by the caller, not stored.
     pub guard: crate::Guard,
+    /// The ignore rules ([`crate::ignore::Ignore::digest`]) of the last
+    /// full scan; none before the first. In memory only.
+    pub(crate) scanned_rules: Option<Option<[u8; 32]>>,
 }
 
 /// What changed in an index since it was last given out for storing.

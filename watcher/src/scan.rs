@@ -779,6 +779,13 @@ fn scan_at(
     progress: &ScanProgress,
 ) -> Result<ScanReport, WatchError> {
     let mut unreadable = Vec::new();
+    // Rules that changed since the last full scan change what every path
+    // is: a path no longer ignored is taken in (as an edit of its entry)
+    // wherever it is, not only where an event named it.
+    let scope = scope.filter(|_| index.scanned_rules == Some(ignore.digest()));
+    if scope.is_none() {
+        index.scanned_rules = Some(ignore.digest());
+    }
     let lifted: Vec<String>;
     let scope = match scope {
         Some(sc) => {

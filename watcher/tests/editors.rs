@@ -1599,6 +1599,26 @@ fn a_path_that_becomes_ignored_stops_syncing_here_and_comes_back_as_an_edit() {
     assert_eq!(read_file(&d, "out/new.txt"), "new\n");
 }
 
+/// The daemon scans only what events name: the removal of a rule named
+/// `.fsyncignore` alone, and the files it had hidden were never taken in.
+/// A scan under rules other than the last full scan's looks at everything.
+#[test]
+fn a_scan_of_the_rules_file_alone_takes_in_what_the_old_rules_hid() {
+    let mut d = Dir::new("rules-scope");
+    d.sh("mkdir out && printf 'o\\n' > out/o.txt");
+    d.scan();
+    d.sh("printf 'out/\\n' > .fsyncignore");
+    d.scan_scope(&[".fsyncignore"]);
+    d.sh("printf 'o\\nmine\\n' > out/o.txt && printf 'n\\n' > out/n.txt");
+    let r = d.scan_scope(&[".fsyncignore"]);
+    assert!(r.modified.is_empty() && r.created.is_empty(), "{r:?}");
+    d.sh("rm .fsyncignore");
+    let r = d.scan_scope(&[".fsyncignore"]);
+    assert_eq!(r.modified, vec!["out/o.txt".to_owned()], "{r:?}");
+    assert_eq!(r.created, vec!["out/n.txt".to_owned()], "{r:?}");
+    assert_eq!(d.text("out/o.txt"), "o\nmine\n");
+}
+
 /// The folder's marker is never taken in, and a peer's entry of that name
 /// at the root is never written over it.
 #[test]
