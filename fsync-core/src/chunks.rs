@@ -192,21 +192,35 @@ impl ChunkStore for Chunks {
     }
 }
 
-/// Reassembles a file from its chunks; `None` if one is missing.
-///
-/// `None` also when a chunk's bytes are not as long as its reference says
-/// (a peer described the content wrongly): the content cannot be the one
-/// described, so it is not made.
+/// True when every chunk of a content is here (a lookup each, no read):
+/// whether it can be written out yet.
+pub fn all_present(chunks: &[ChunkRef], store: &dyn ChunkStore) -> bool {
+    chunks.iter().all(|c| store.has(&c.hash))
+}
+
+/// Writes a content to `out` from its chunks, one chunk at a time, so no
+/// more than a chunk is held. `Ok(false)` when a chunk is missing, or its
+/// bytes are not as long as its reference says (a peer described the
+/// content wrongly: it cannot be the one described); what was written
+/// before it is then not the content.
+pub fn write_chunks(chunks: &[ChunkRef], store: &dyn ChunkStore, out: &mut dyn std::io::Write) -> std::io::Result<bool> {
+    for c in chunks {
+        match store.get(&c.hash) {
+            Some(bytes) if bytes.len() == c.len as usize => out.write_all(&bytes)?,
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// Reassembles a file from its chunks in memory; `None` if one is missing
+/// or of the wrong length (see [`write_chunks`]).
 pub fn assemble(chunks: &[ChunkRef], store: &dyn ChunkStore) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(chunks.iter().map(|c| c.len as usize).fold(0usize, usize::saturating_add).min(64 << 20));
-    for c in chunks {
-        let bytes = store.get(&c.hash)?;
-        if bytes.len() != c.len as usize {
-            return None;
-        }
-        out.extend_from_slice(&bytes);
+    match write_chunks(chunks, store, &mut out) {
+        Ok(true) => Some(out),
+        _ => None,
     }
-    Some(out)
 }
 
 #[cfg(test)]
