@@ -3,7 +3,7 @@
 //! has not seen. Saved as one row per path ([`Index::take_unsaved`]), so a
 //! save costs the paths that changed, not the folder.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Instant;
 
@@ -207,7 +207,7 @@ impl Index {
         for _ in 0..r.count(20)? {
             let path = r.str()?.to_owned();
             let k = read_known(&mut r, v)?;
-            index.files.map.insert(path, k);
+            index.files.put(path, k);
         }
         if v >= 3 {
             index.new_intents = read_intents(&mut r)?;
@@ -263,7 +263,7 @@ impl Index {
             }
             let k = read_known(&mut r, v)?;
             r.finish()?;
-            index.files.map.insert(path, k);
+            index.files.put(path, k);
         }
         if let Some(bytes) = intents {
             let mut r = Reader::new(bytes);
@@ -286,9 +286,7 @@ impl Index {
 
     /// Moves every key at or below `from` to `to`.
     pub(crate) fn rekey(&mut self, from: &str, to: &str) {
-        let prefix = format!("{from}/");
-        let keys: Vec<String> = self.files.keys().filter(|k| *k == from || k.starts_with(&prefix)).cloned().collect();
-        for k in keys {
+        for k in self.files.at_or_below(from) {
             if let Some(v) = self.files.remove(&k) {
                 self.files.insert(format!("{to}{}", &k[from.len()..]), v);
             }
@@ -298,10 +296,14 @@ impl Index {
 
 /// An index's paths, and which of them changed since they were last
 /// stored (see [`Index::take_unsaved`]). Reads go to the map itself.
+/// The paths of each entry are kept too (almost always one), so the paths
+/// of changed entries are found without a walk of the index. An entry's id
+/// is never changed through [`Files::get_mut`].
 #[derive(Clone, Debug, Default)]
 pub struct Files {
     map: BTreeMap<String, Known>,
     touched: BTreeSet<String>,
+    ids: HashMap<EntryId, Vec<String>>,
 }
 
 impl std::ops::Deref for Files {
@@ -315,21 +317,59 @@ impl Files {
     /// Puts what is at `path` now.
     pub fn insert(&mut self, path: String, k: Known) -> Option<Known> {
         self.touched.insert(path.clone());
-        self.map.insert(path, k)
+        self.put(path, k)
+    }
+
+    /// [`Files::insert`], not to be stored (it is as the store has it).
+    fn put(&mut self, path: String, k: Known) -> Option<Known> {
+        let paths = self.ids.entry(k.id).or_default();
+        if let Err(at) = paths.binary_search(&path) {
+            paths.insert(at, path.clone());
+        }
+        let id = k.id;
+        let old = self.map.insert(path.clone(), k);
+        if let Some(o) = old.as_ref().filter(|o| o.id != id) {
+            self.unlink(o.id, &path);
+        }
+        old
+    }
+
+    fn unlink(&mut self, id: EntryId, path: &str) {
+        if let Some(paths) = self.ids.get_mut(&id) {
+            paths.retain(|p| p != path);
+            if paths.is_empty() {
+                self.ids.remove(&id);
+            }
+        }
     }
 
     /// Forgets `path`.
     pub fn remove(&mut self, path: &str) -> Option<Known> {
         let k = self.map.remove(path)?;
+        self.unlink(k.id, path);
         self.touched.insert(path.to_owned());
         Some(k)
     }
 
-    /// What is known at `path`, to change.
+    /// What is known at `path`, to change (but not its id).
     pub fn get_mut(&mut self, path: &str) -> Option<&mut Known> {
         let k = self.map.get_mut(path)?;
         self.touched.insert(path.to_owned());
         Some(k)
+    }
+
+    /// The paths entry `id` is known at, in order (almost always one).
+    pub fn paths_of(&self, id: &EntryId) -> &[String] {
+        self.ids.get(id).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// The known paths at and below `path`, in order (found by range: the
+    /// work is theirs, not the index's).
+    pub fn at_or_below(&self, path: &str) -> Vec<String> {
+        let below = format!("{path}/");
+        let mut out: Vec<String> = self.map.get_key_value(path).map(|(k, _)| k.clone()).into_iter().collect();
+        out.extend(self.map.range(below.clone()..).take_while(|(k, _)| k.starts_with(&below)).map(|(k, _)| k.clone()));
+        out
     }
 
     /// Forgets our writes that are no longer recent (in memory only, so
@@ -353,20 +393,23 @@ impl Files {
         let mut out = Files::default();
         for p in keys {
             if let Some(k) = self.map.remove(&p) {
+                self.unlink(k.id, &p);
                 if self.touched.remove(&p) {
                     out.touched.insert(p.clone());
                 }
-                out.map.insert(p, k);
+                out.put(p, k);
             }
         }
         out
     }
 
     /// Takes back what [`Files::take_out`] moved out (and what changed
-    /// there meanwhile).
-    pub(crate) fn absorb(&mut self, mut other: Files) {
-        self.map.append(&mut other.map);
-        self.touched.append(&mut other.touched);
+    /// there meanwhile), in work proportional to what it takes back.
+    pub(crate) fn absorb(&mut self, other: Files) {
+        for (p, k) in other.map {
+            self.put(p, k);
+        }
+        self.touched.extend(other.touched);
     }
 }
 
@@ -473,6 +516,49 @@ mod tests {
             base: vec![ev],
             staged: Some((ino + 1, vec![ev])),
             written: None,
+        }
+    }
+
+    /// The paths of each entry stay what a walk of the index finds, through
+    /// inserts over other entries, removals, an entry at two paths, moves
+    /// by prefix and a scoped scan's take and absorb.
+    #[test]
+    fn the_paths_of_each_entry_are_what_the_index_holds() {
+        let mut x = 11u64;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let names = ["a", "a/b", "a/b/c", "a-x", "b", "b/a", "c"];
+        let mut index = Index::default();
+        for _ in 0..5000 {
+            let p = names[next(names.len() as u64) as usize].to_owned();
+            match next(5) {
+                0 | 1 => {
+                    index.files.insert(p, known(next(4), 1));
+                }
+                2 => {
+                    index.files.remove(&p);
+                }
+                3 => {
+                    let to = names[next(names.len() as u64) as usize];
+                    if !to.starts_with(&p) {
+                        index.rekey(&p, to);
+                    }
+                }
+                _ => {
+                    let out = index.files.take_keys(index.files.at_or_below(&p));
+                    assert!(out.keys().all(|k| k == &p || k.starts_with(&format!("{p}/"))));
+                    index.files.absorb(out);
+                }
+            }
+            for seq in 0..4 {
+                let id = known(seq, 1).id;
+                let walked: Vec<&String> = index.files.iter().filter(|(_, k)| k.id == id).map(|(p, _)| p).collect();
+                assert_eq!(index.files.paths_of(&id).iter().collect::<Vec<_>>(), walked);
+            }
         }
     }
 

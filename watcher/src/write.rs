@@ -563,7 +563,6 @@ fn write_back_in(
         None => HashSet::new(),
         Some(c) => c.iter().copied().chain(nodes.iter().map(|n| n.id)).collect(),
     };
-    let viewed = |id: &EntryId| scope.is_none() || in_view.contains(id);
 
     // Old names of files moved a while ago no longer matter, nor what the
     // disk held before writes a while ago.
@@ -573,8 +572,11 @@ fn write_back_in(
     }
     // Renames first: an entry the index knows at another path moves on disk
     // (keeping its inode), if that path is untouched.
-    let mut by_id: std::collections::HashMap<EntryId, String> =
-        index.files.iter().filter(|(_, k)| viewed(&k.id)).map(|(p, k)| (k.id, p.clone())).collect();
+    // (The last of an entry's paths, when the index knows it at two.)
+    let mut by_id: std::collections::HashMap<EntryId, String> = match scope {
+        None => index.files.iter().map(|(p, k)| (k.id, p.clone())).collect(),
+        Some(_) => in_view.iter().filter_map(|id| Some((*id, index.files.paths_of(id).last()?.clone()))).collect(),
+    };
     let mut held = Held::default();
     // A move whose new path is still taken waits for the end of the pass
     // (what is there may move away first, as in a swap of two names).
@@ -663,9 +665,7 @@ fn write_back_in(
             }
             return Err(e);
         }
-        let prefix = format!("{old}/");
-        let moved: Vec<String> = index.files.keys().filter(|k| **k == old || k.starts_with(&prefix)).cloned().collect();
-        for k in moved {
+        for k in index.files.at_or_below(&old) {
             if let Some(mut v) = index.files.remove(&k) {
                 let nk = format!("{}{}", n.path, &k[old.len()..]);
                 // The rename changed only the moved inode's ctime (and a
@@ -710,7 +710,7 @@ fn write_back_in(
             // The changed entries where the disk has them, what is at their
             // paths now, and what is below such directories.
             let mut paths: std::collections::BTreeSet<String> =
-                index.files.iter().filter(|(_, k)| viewed(&k.id)).map(|(p, _)| p.clone()).collect();
+                in_view.iter().flat_map(|id| index.files.paths_of(id)).cloned().collect();
             paths.extend(nodes.iter().filter(|n| index.files.contains_key(&n.path)).map(|n| n.path.clone()));
             let dirs: Vec<String> = paths
                 .iter()
