@@ -624,7 +624,10 @@ fn move_entry(
     };
     match r {
         Err(fsync_core::folder::FolderError::IntoItself) => {
+            // The disk has it where the folder does not: the write-back
+            // puts it back.
             tracing::debug!(path, "a move into itself in the folder: the folder's move wins");
+            folder.mark_changed(id);
             Ok(base)
         }
         Err(e) => Err(e.into()),

@@ -1599,6 +1599,43 @@ fn a_path_that_becomes_ignored_stops_syncing_here_and_comes_back_as_an_edit() {
     assert_eq!(read_file(&d, "out/new.txt"), "new\n");
 }
 
+/// `mv a b/` here, after a peer's `mv b a/x` had been merged but not
+/// written yet: the folder keeps the peer's move (ours would put a
+/// directory into itself), but the scan left nothing for the write-back
+/// to look at, so only a full pass ever put `a` back, and a scoped one
+/// moved `b` into `a/x` with `a` inside it and then removed what was below
+/// `a` as stale (the watcher simulation lost files this way).
+#[test]
+fn a_local_move_that_would_make_a_cycle_with_a_peers_is_undone_on_disk() {
+    let mut d = Dir::new("cycle");
+    d.sh("mkdir a b && printf 'in a\\n' > a/f.txt && printf 'in b\\n' > b/g.txt");
+    d.scan();
+    let mut dirty = watcher::Dirty::default();
+    let mut pass = |d: &mut Dir| {
+        dirty.write_back(&d.root, &mut d.folder, &mut d.chunks, &mut d.index, &mut |_: &mut Index| Ok(())).expect("write")
+    };
+    pass(&mut d);
+    remote(&mut d, |other| {
+        let a = other.tree().lookup("a").expect("a").id;
+        let b = other.tree().lookup("b").expect("b").id;
+        other.move_into(b, Some(a), "x", 9).expect("mv b a/x");
+    });
+    d.sh("mv a b/");
+    d.scan_scope(&["a", "b", "b/a"]);
+    // Passes, each followed by the scan it asks for, as the daemon runs them.
+    for _ in 0..3 {
+        let w = pass(&mut d);
+        let scope: Vec<&str> = w.needs_scan.iter().map(String::as_str).collect();
+        if !scope.is_empty() {
+            d.scan_scope(&scope);
+        }
+    }
+    assert_eq!(d.paths(), vec!["a", "a/f.txt", "a/x", "a/x/g.txt"]);
+    assert_eq!(read_file(&d, "a/f.txt"), "in a\n");
+    assert_eq!(read_file(&d, "a/x/g.txt"), "in b\n");
+    assert!(!d.root.join("b").exists());
+}
+
 /// The daemon scans only what events name: the removal of a rule named
 /// `.fsyncignore` alone, and the files it had hidden were never taken in.
 /// A scan under rules other than the last full scan's looks at everything.

@@ -266,6 +266,13 @@ impl Folder {
         std::mem::take(&mut self.changed)
     }
 
+    /// Counts `id` as changed with no event of its own: the disk shows it
+    /// other than the folder does (a local move the folder refused), so
+    /// what writes the folder to disk must look at it.
+    pub fn mark_changed(&mut self, id: EntryId) {
+        self.changed.insert(id);
+    }
+
     /// Checks that the tree kept up to date incrementally equals a full
     /// rebuild (for tests).
     #[cfg(test)]
