@@ -254,7 +254,8 @@ enum Replaced {
     Moved,
 }
 
-/// A file written to its temp path and synced, not renamed yet.
+/// A file written to its temp path, not synced nor renamed yet (see
+/// [`land_batch`] for when it is made durable).
 struct Staged {
     target: PathBuf,
     tmp: PathBuf,
@@ -281,7 +282,7 @@ impl Body<'_> {
     }
 }
 
-/// Writes `body` to a synced temp file beside `target`, keeping the old
+/// Writes `body` to a temp file beside `target`, keeping the old
 /// file's permission bits (with the executable bits set or cleared as
 /// asked). `None` when a chunk could not be read after all (nothing is
 /// left behind).
@@ -305,7 +306,6 @@ fn stage(target: &Path, body: &Body, exec: bool) -> Result<Option<Staged>, Watch
             return Ok(None);
         }
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.sync_all()?;
         Ok(Some(Stat::of(&f.metadata()?)))
     })();
     match result {
@@ -337,10 +337,23 @@ impl Staged {
     /// are taken in as a local edit. If nothing was there any more (the
     /// user moved or deleted it), nothing is written and the path is
     /// scanned. A new file lands only where there is still none.
+    #[cfg(test)]
     fn land(self, expected: Option<Stat>) -> Result<Replaced, WatchError> {
+        std::fs::File::open(&self.tmp).and_then(|f| f.sync_all()).map_err(|e| WatchError::io(&self.target, e))?;
+        match self.rename(expected)? {
+            Renamed::Moved => Ok(Replaced::Moved),
+            Renamed::Placed(p) => {
+                p.dir.sync_all().map_err(|e| WatchError::io(&p.staged.target, e))?;
+                p.settle(expected)
+            }
+        }
+    }
+
+    /// The rename of [`Staged::land`]; what it displaced is checked by
+    /// [`Placed::settle`], once the rename is durable.
+    fn rename(self, expected: Option<Stat>) -> Result<Renamed, WatchError> {
         use nix::errno::Errno;
         use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
-        use std::io::Read;
         let io = |e| WatchError::io(&self.target, e);
         let dir = self.target.parent().ok_or(WatchError::Gone)?;
         // The directory is held from before the rename: what the exchange
@@ -351,11 +364,11 @@ impl Staged {
             Ok(()) => expected.is_some(),
             Err(Errno::ENOENT) if expected.is_some() => {
                 let _ = std::fs::remove_file(&self.tmp);
-                return Ok(Replaced::Moved);
+                return Ok(Renamed::Moved);
             }
             Err(Errno::EEXIST) => {
                 let _ = std::fs::remove_file(&self.tmp);
-                return Ok(Replaced::Moved);
+                return Ok(Renamed::Moved);
             }
             // A filesystem without renameat2 flags: a plain rename, with the
             // old file's descriptor as the only check.
@@ -379,26 +392,53 @@ impl Staged {
                 return Err(io(std::io::Error::from(e)));
             }
             let _ = std::fs::remove_file(&self.tmp);
-            return Ok(Replaced::Moved);
+            return Ok(Renamed::Moved);
         }
         // What was displaced, now at the temp path, is held open; it is
-        // checked only after the directory sync, so a writer that had it
+        // checked only after the rename is durable, so a writer that had it
         // open gets as long as possible to finish. Its name stays until we
         // know it holds nothing of the user's that is not durable yet.
         let displaced = if exchanged { std::fs::File::open(&self.tmp).ok() } else { None };
-        // The rename is durable once the directory is.
-        dir.sync_all().map_err(io)?;
-        let mut ours = self.ours;
+        Ok(Renamed::Placed(Placed { staged: self, dir, displaced, exchanged }))
+    }
+}
+
+/// What [`Staged::rename`] did.
+enum Renamed {
+    /// Nothing: the path needs a scan (see [`Replaced::Moved`]).
+    Moved,
+    /// Ours is at the target.
+    Placed(Placed),
+}
+
+/// A file renamed into place, whose displaced old file is not checked yet.
+struct Placed {
+    staged: Staged,
+    /// The target's directory, held from before the rename.
+    dir: std::fs::File,
+    /// What the exchange displaced (now at the temp path), held open.
+    displaced: Option<std::fs::File>,
+    exchanged: bool,
+}
+
+impl Placed {
+    /// Checks what the rename displaced, once the rename is durable: if it
+    /// is not the file we expected, its bytes are a local edit.
+    fn settle(self, expected: Option<Stat>) -> Result<Replaced, WatchError> {
+        use std::io::Read;
+        let Placed { staged: this, dir, displaced, exchanged } = self;
+        let io = |e| WatchError::io(&this.target, e);
+        let mut ours = this.ours;
         // Renaming changes the inode's ctime; take it from the file now,
         // unless someone already wrote to it (then keep a ctime that cannot
         // match, so the next scan reads their write).
-        match lstat(&self.target) {
+        match lstat(&this.target) {
             Some(now) if now.ino == ours.ino && now.size == ours.size && now.mtime == ours.mtime => ours.ctime = now.ctime,
             _ => ours.ctime = -1,
         }
         // Not what we expected (another file, or written since we looked):
         // its bytes are a local edit.
-        if let (Some(mut f), Some(exp)) = (displaced.or(self.old), expected) {
+        if let (Some(mut f), Some(exp)) = (displaced.or(this.old), expected) {
             let was = f.metadata().map(|m| Stat::of(&m)).map_err(io)?;
             if was.ino != exp.ino || was.size != exp.size || was.mtime != exp.mtime {
                 // Someone is writing it right now, maybe: a rewrite in place
@@ -418,12 +458,12 @@ impl Staged {
                         break;
                     }
                 }
-                let kept = exchanged.then(|| Displaced { path: self.tmp.clone(), dir: std::sync::Arc::new(dir), ino: was.ino });
+                let kept = exchanged.then(|| Displaced { path: this.tmp.clone(), dir: std::sync::Arc::new(dir), ino: was.ino });
                 return Ok(Replaced::Raced(raced, ours, kept));
             }
         }
         if exchanged {
-            let _ = std::fs::remove_file(&self.tmp);
+            let _ = std::fs::remove_file(&this.tmp);
         }
         Ok(Replaced::Done(ours))
     }
@@ -432,6 +472,9 @@ impl Staged {
 /// Files staged and renamed per round: each holds its old file open, so
 /// the round stays well under the open-file limit.
 const STAGE_BATCH: usize = 256;
+/// Batches of at least this many files are made durable by syncing the
+/// filesystem (see [`land_batch`]).
+const BULK_SYNC: usize = 16;
 
 fn replace_link(target: &Path, to: &str) -> Result<(), WatchError> {
     let dir = target.parent().ok_or(WatchError::Gone)?;
@@ -1050,14 +1093,14 @@ fn in_the_way(root: &Path, index: &Index, path: &str, itself: bool) -> Option<St
     }
 }
 
-/// A file staged for one path.
-struct Pending {
+/// A file staged for one path (then renamed: `S` is where it is).
+struct Pending<S = Staged> {
     path: String,
     id: EntryId,
     kind: Kind,
     version: Vec<fsync_core::EventId>,
     known: Option<Known>,
-    staged: Staged,
+    staged: S,
 }
 
 /// Records the batch's intents through `intents`, then renames each file
@@ -1091,20 +1134,82 @@ fn land_batch(
         }
         return Err(WatchError::Intent(e));
     }
-    let mut batch = batch.into_iter();
-    while let Some(p) = batch.next() {
-        let expected = p.known.as_ref().map(|k| k.stat);
-        index.new_intents.remove(&p.path);
-        let r = match p.staged.land(expected) {
-            Ok(r) => r,
-            Err(e) => {
-                batch.for_each(|p| {
-                    index.new_intents.remove(&p.path);
-                    p.staged.abandon();
-                });
-                return Err(e);
+    // Durable in two syncs for the batch: the staged contents before any
+    // rename (a rename must never be durable before what it puts in
+    // place), the renames before anything is checked or recorded. One
+    // sync of the filesystem each for a big batch (one per file cost a
+    // journal commit per file: the first sync of 20,000 files spent most
+    // of its time there); a few files are synced one by one, so a save's
+    // latency does not depend on what else the filesystem has to write.
+    let bulk = batch.len() >= BULK_SYNC;
+    // Each filesystem the batch writes to (a folder may hold mounts).
+    let dirs: Vec<PathBuf> = if bulk {
+        let mut dirs: Vec<PathBuf> = batch.iter().filter_map(|p| p.staged.target.parent().map(Path::to_owned)).collect();
+        dirs.sort();
+        dirs.dedup();
+        let mut devs = HashSet::new();
+        dirs.retain(|d| std::fs::metadata(d).is_ok_and(|m| devs.insert(std::os::unix::fs::MetadataExt::dev(&m))));
+        dirs
+    } else {
+        Vec::new()
+    };
+    let sync_fs = || -> Result<(), WatchError> {
+        dirs.iter().try_for_each(|dir| {
+            let d = std::fs::File::open(dir).map_err(|e| WatchError::io(dir, e))?;
+            nix::unistd::syncfs(&d).map_err(|e| WatchError::io(dir, std::io::Error::from(e)))
+        })
+    };
+    let synced = if bulk {
+        sync_fs()
+    } else {
+        batch.iter().try_for_each(|p| {
+            std::fs::File::open(&p.staged.tmp).and_then(|f| f.sync_all()).map_err(|e| WatchError::io(&p.staged.target, e))
+        })
+    };
+    let mut placed: Vec<Pending<Renamed>> = Vec::with_capacity(batch.len());
+    let mut failed = synced.err();
+    for p in batch {
+        let Pending { path, id, kind, version, known, staged } = p;
+        if failed.is_some() {
+            index.new_intents.remove(&path);
+            staged.abandon();
+            continue;
+        }
+        match staged.rename(known.as_ref().map(|k| k.stat)) {
+            Ok(r) => {
+                if let (false, Renamed::Placed(at)) = (bulk, &r) {
+                    if let Err(e) = at.dir.sync_all() {
+                        failed = Some(WatchError::io(&at.staged.target, e));
+                    }
+                }
+                placed.push(Pending { path, id, kind, version, known, staged: r });
             }
+            Err(e) => {
+                index.new_intents.remove(&path);
+                failed = Some(e);
+            }
+        }
+    }
+    if bulk && !placed.is_empty() {
+        if let Err(e) = sync_fs() {
+            failed.get_or_insert(e);
+        }
+    }
+    for p in placed {
+        let expected = p.known.as_ref().map(|k| k.stat);
+        // What could not be checked keeps its intent: the scan knows our
+        // file by it.
+        let r = match p.staged {
+            Renamed::Moved => Replaced::Moved,
+            Renamed::Placed(at) => match at.settle(expected) {
+                Ok(r) => r,
+                Err(e) => {
+                    failed.get_or_insert(e);
+                    continue;
+                }
+            },
         };
+        index.new_intents.remove(&p.path);
         let stat = match &r {
             Replaced::Done(s) | Replaced::Raced(_, s, _) => *s,
             Replaced::Moved => {
@@ -1146,7 +1251,7 @@ fn land_batch(
         );
         report.written.push(p.path);
     }
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]
@@ -1719,3 +1824,4 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
     }
 }
+
