@@ -38,7 +38,10 @@ pub struct Ignore {
 /// (small) on every scan and write-back, and builds the matcher again only
 /// when its content changed (building it cost more than the rest of a
 /// save's work in a large folder).
-static BUILT: Mutex<Vec<(PathBuf, Option<[u8; 32]>, Arc<Gitignore>)>> = Mutex::new(Vec::new());
+static BUILT: Mutex<Vec<Built>> = Mutex::new(Vec::new());
+
+/// A folder's root, the digest of its `.fsyncignore`, and the rules.
+type Built = (PathBuf, Option<[u8; 32]>, Arc<Gitignore>);
 
 /// Folders whose rules are kept built, at most.
 const BUILT_KEPT: usize = 64;
