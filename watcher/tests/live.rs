@@ -34,7 +34,7 @@ impl Live1 {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).expect("mkdir");
         let watch = LiveWatcher::new(&root).expect("watch");
-        Live1 {
+        let mut l = Live1 {
             root,
             folder: Folder::new(AgentId::from_index(1)),
             chunks: Chunks::default(),
@@ -43,7 +43,12 @@ impl Live1 {
             debounce: Debouncer::new(5, 200),
             start: Instant::now(),
             full_rescans: 0,
-        }
+        };
+        // The start-up scan, as the daemon makes it: later scans look only
+        // where events say (the rules are those of this scan).
+        let ignore = Ignore::load(&l.root);
+        scan(&l.root, &mut l.folder, &mut l.chunks, &mut l.index, &ignore, 0).expect("start-up scan");
+        l
     }
 
     fn ms(&self) -> u64 {
