@@ -11,7 +11,7 @@
 //! was last updated (`base`), so they merge with remote changes that
 //! arrived meanwhile instead of undoing them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -981,7 +981,7 @@ fn scan_inner(
             if index.files.iter().any(|(p, k)| k.kind == Kind::File && below_replaced(p) && is_gone(&disk, p, k)) {
                 let fresh: Vec<String> =
                     disk.iter().filter(|(p, d)| d.kind == Kind::File && is_new(index, p, d)).map(|(p, _)| p.clone()).collect();
-                read_bodies(root, &disk, &fresh, &mut bodies, &mut report, progress);
+                read_bodies(root, &disk, &fresh, &mut bodies, &mut index.busy, &mut report, progress);
                 let gone = |p: &str, k: &Known| below_replaced(p) && is_gone(&disk, p, k);
                 moves_by_similarity(folder, chunks, index, &mut report, &disk, &mut bodies, &fresh, gone, now)?;
             }
@@ -992,7 +992,7 @@ fn scan_inner(
 
     // Bodies of new paths, read once.
     let fresh: Vec<String> = disk.iter().filter(|(p, d)| is_new(index, p, d)).map(|(p, _)| p.clone()).collect();
-    read_bodies(root, &disk, &fresh, &mut bodies, &mut report, progress);
+    read_bodies(root, &disk, &fresh, &mut bodies, &mut index.busy, &mut report, progress);
 
     // Moves by content: a file gone from one path and the same bytes new at
     // another (writers that create a new file and delete the old one).
@@ -1100,6 +1100,7 @@ fn scan_inner(
         let Some(body) = bodies.remove(&p) else {
             continue;
         };
+        index.busy.remove(&p);
         let d = &disk[&p];
         let at = in_folder(folder, index, &p);
         let existing = folder.tree().lookup(&at).map(|n| (n.id, n.kind));
@@ -1256,11 +1257,17 @@ fn moved_and_edited(
 }
 
 /// Reads the bodies of `paths` not read yet.
+///
+/// A new file written while it was read (a program still writing it) is
+/// left for a second look shortly (once, by `busy`), as a changed one is:
+/// taken in, the half read would be a version of its own, sent to every
+/// peer and kept in history (for a big file, most of its size again).
 fn read_bodies(
     root: &Path,
     disk: &BTreeMap<String, OnDisk>,
     paths: &[String],
     bodies: &mut HashMap<String, Body>,
+    busy: &mut BTreeSet<String>,
     report: &mut ScanReport,
     progress: &ScanProgress,
 ) {
@@ -1270,6 +1277,13 @@ fn read_bodies(
             continue;
         }
         match read_counted(&root.join(p), d.kind, progress) {
+            Ok(_)
+                if d.kind == Kind::File
+                    && std::fs::symlink_metadata(root.join(p)).map(|m| Stat::of(&m)).ok() != Some(d.stat)
+                    && busy.insert(p.clone()) =>
+            {
+                report.deferred.push(p.clone());
+            }
             Ok(b) => {
                 bodies.insert(p.clone(), b);
             }
@@ -1529,6 +1543,38 @@ mod tests {
         assert!(!index.files.contains_key("l/f.txt"));
         assert!(folder.tree().nodes().all(|n| n.path != "l/f.txt"));
         assert_eq!(folder.tree().lookup("l").map(|n| n.kind), Some(Kind::Symlink));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A new file still being written was taken in as far as it was read:
+    /// a version of its own, sent to peers and kept in history (a big file
+    /// written by a program was sent twice, its first half once more). One
+    /// that changed between the walk and the read is looked at again, once.
+    #[test]
+    fn a_new_file_written_while_it_is_read_is_looked_at_again() {
+        let root = std::env::temp_dir().join(format!("fsync-new-busy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("mkdir");
+        std::fs::write(root.join("big.bin"), "first half").expect("write");
+        // The walk saw it; then the writer went on.
+        let disk: BTreeMap<String, OnDisk> = [("big.bin".to_owned(), on_disk(&root, "big.bin"))].into();
+        std::fs::write(root.join("big.bin"), "first half, second half").expect("write");
+        let fresh = vec!["big.bin".to_owned()];
+        let (mut bodies, mut busy, mut report) = (HashMap::new(), BTreeSet::new(), ScanReport::default());
+        read_bodies(&root, &disk, &fresh, &mut bodies, &mut busy, &mut report, &ScanProgress::default());
+        assert!(bodies.is_empty(), "taken in half written");
+        assert_eq!(report.deferred, fresh);
+        // Still changing at the second look: taken as it is (a file written
+        // all the time is synced all the same).
+        let mut report = ScanReport::default();
+        read_bodies(&root, &disk, &fresh, &mut bodies, &mut busy, &mut report, &ScanProgress::default());
+        assert!(bodies.contains_key("big.bin") && report.deferred.is_empty());
+        // A whole scan takes it once it holds still.
+        let (mut folder, mut chunks, mut index) =
+            (Folder::new(fsync_core::AgentId::from_index(1)), fsync_core::chunks::Chunks::default(), Index::default());
+        let r = scan(&root, &mut folder, &mut chunks, &mut index, &Ignore::load(&root), 1).expect("scan");
+        assert_eq!(r.created, fresh);
+        assert!(index.busy.is_empty());
         let _ = std::fs::remove_dir_all(&root);
     }
 
