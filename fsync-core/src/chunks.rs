@@ -55,6 +55,24 @@ pub fn split(data: &[u8]) -> Vec<(ChunkRef, &[u8])> {
         .collect()
 }
 
+/// [`split`] of a stream: a big file cut as it is read, never held whole.
+/// Each chunk goes into `store` as it is cut. Returns the references and
+/// the BLAKE3 of the whole content (what [`ChunkHash::of`] gives for it in
+/// one piece). The boundaries are those [`split`] finds.
+pub fn split_into(source: impl std::io::Read, store: &mut dyn ChunkStore) -> std::io::Result<(Vec<ChunkRef>, ChunkHash)> {
+    let mut whole = blake3::Hasher::new();
+    let mut refs = Vec::new();
+    for c in fastcdc::v2020::StreamCDC::new(source, MIN_CHUNK as usize, AVG_CHUNK as usize, MAX_CHUNK as usize) {
+        let c = c.map_err(std::io::Error::from)?;
+        whole.update(&c.data);
+        let r = ChunkRef { hash: ChunkHash::of(&c.data), len: c.length as u32 };
+        store.put(r.hash, &c.data);
+        store.spill();
+        refs.push(r);
+    }
+    Ok((refs, ChunkHash(*whole.finalize().as_bytes())))
+}
+
 /// Where chunks are kept. The daemon's store implements it on disk; tests
 /// and the simulation use [`Chunks`] without a source.
 pub trait ChunkStore {
@@ -64,6 +82,11 @@ pub trait ChunkStore {
     fn has(&self, hash: &ChunkHash) -> bool;
     /// Keeps a chunk whose bytes were already checked against `hash`.
     fn put(&mut self, hash: ChunkHash, bytes: &[u8]);
+    /// Lets chunks held in memory go to durable storage early, if there
+    /// are many (see [`ChunkSink`]). Called by the owner of the store's
+    /// writes only, between its own writes and garbage collections: a chunk
+    /// written early is not referenced by any version yet.
+    fn spill(&mut self) {}
 }
 
 /// Where chunks already made durable can be read back (the daemon's
@@ -72,6 +95,22 @@ pub trait ChunkSource: Send + Sync {
     /// The bytes of a stored chunk; `None` if absent or unreadable.
     fn read(&self, hash: &ChunkHash) -> Option<Vec<u8>>;
 }
+
+/// Where chunks not yet durable can be written early, without a sync (the
+/// daemon's store): a big file's chunks then leave memory as it is read
+/// ([`split_into`]). They become durable with the store's next sync,
+/// before any change that needs them is saved; until then nothing refers
+/// to them, so only the owner of the store's writes (which also collects
+/// its garbage) may write them.
+pub trait ChunkSink: Send + Sync {
+    /// Writes the chunks; false if they could not be written (they stay
+    /// in memory).
+    fn write(&self, chunks: &[(ChunkHash, &[u8])]) -> bool;
+}
+
+/// Bytes of chunks not yet durable held in memory before they are written
+/// early to the [`ChunkSink`], if there is one.
+pub const FRESH_BYTES: usize = 32 << 20;
 
 /// Bytes of stored chunks kept in memory after use (about one large file's
 /// worth of recent chunks: a write-back and a peer's fetch of the same
@@ -86,9 +125,12 @@ pub const CACHE_BYTES: usize = 16 << 20;
 pub struct Chunks {
     /// Not yet marked stored: the only copy.
     fresh: std::collections::HashMap<ChunkHash, Vec<u8>>,
+    /// Their bytes.
+    fresh_bytes: usize,
     /// In the source.
     stored: std::collections::HashSet<ChunkHash>,
     source: Option<std::sync::Arc<dyn ChunkSource>>,
+    sink: Option<std::sync::Arc<dyn ChunkSink>>,
     cache: std::sync::Mutex<Cache>,
 }
 
@@ -131,6 +173,31 @@ impl Chunks {
         Chunks { stored, source: Some(source), ..Default::default() }
     }
 
+    /// Chunks not yet durable are written to `sink` (readable back through
+    /// the source) when [`ChunkStore::spill`] finds more than
+    /// [`FRESH_BYTES`] of them.
+    pub fn with_sink(mut self, sink: std::sync::Arc<dyn ChunkSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Writes the fresh chunks to the sink once they hold more than
+    /// [`FRESH_BYTES`]; those written are read back through the source
+    /// from then on.
+    fn spill_fresh(&mut self) {
+        let (Some(sink), Some(_), true) = (&self.sink, &self.source, self.fresh_bytes > FRESH_BYTES) else {
+            return;
+        };
+        let batch: Vec<(ChunkHash, &[u8])> = self.fresh.iter().map(|(h, b)| (*h, b.as_slice())).collect();
+        if !sink.write(&batch) {
+            return;
+        }
+        for (h, _) in self.fresh.drain() {
+            self.stored.insert(h);
+        }
+        self.fresh_bytes = 0;
+    }
+
     /// Chunks not yet made durable, to be written to the source's store.
     pub fn fresh(&self) -> impl Iterator<Item = (ChunkHash, &[u8])> {
         self.fresh.iter().map(|(h, b)| (*h, b.as_slice()))
@@ -159,6 +226,7 @@ impl Chunks {
         let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for h in hashes {
             if let Some(bytes) = self.fresh.remove(h) {
+                self.fresh_bytes -= bytes.len();
                 self.stored.insert(*h);
                 cache.insert(*h, bytes.into());
             }
@@ -188,7 +256,11 @@ impl ChunkStore for Chunks {
     fn put(&mut self, hash: ChunkHash, bytes: &[u8]) {
         if !self.has(&hash) {
             self.fresh.insert(hash, bytes.to_vec());
+            self.fresh_bytes += bytes.len();
         }
+    }
+    fn spill(&mut self) {
+        self.spill_fresh();
     }
 }
 
@@ -316,6 +388,48 @@ mod tests {
         // A chunk already stored is not taken in again.
         c.put(last, b"other bytes");
         assert_eq!(c.fresh().count(), 0);
+    }
+
+    /// A big file is cut as it is read: the same chunks as in one piece,
+    /// and the hash of the whole.
+    #[test]
+    fn a_stream_is_cut_as_the_whole_is() {
+        let data = pseudo_random(5 << 20, 4);
+        let mut store = Chunks::default();
+        let (refs, whole) = split_into(std::io::Cursor::new(&data), &mut store).expect("read");
+        let at_once: Vec<ChunkRef> = split(&data).into_iter().map(|(r, _)| r).collect();
+        assert_eq!(refs, at_once);
+        assert_eq!(whole, ChunkHash::of(&data));
+        assert_eq!(assemble(&refs, &store), Some(data));
+    }
+
+    /// Writes chunks into a [`Counted`] source, as the store does.
+    struct Sink(std::sync::Arc<Counted>);
+
+    impl ChunkSink for Sink {
+        fn write(&self, chunks: &[(ChunkHash, &[u8])]) -> bool {
+            let mut map = self.0.map.lock().expect("lock");
+            for (h, b) in chunks {
+                map.insert(*h, b.to_vec());
+            }
+            true
+        }
+    }
+
+    /// Chunks not yet durable were all held in memory until the next save:
+    /// a file bigger than memory could not be taken in. Past a bound they
+    /// are written early and read back through the source.
+    #[test]
+    fn fresh_chunks_past_the_bound_go_to_the_sink() {
+        let source = std::sync::Arc::new(Counted::default());
+        let mut c = Chunks::backed(source.clone(), Default::default()).with_sink(std::sync::Arc::new(Sink(source.clone())));
+        let data = pseudo_random(3 * FRESH_BYTES, 5);
+        let (refs, _) = split_into(std::io::Cursor::new(&data), &mut c).expect("read");
+        let held: usize = c.fresh().map(|(_, b)| b.len()).sum();
+        assert!(held <= FRESH_BYTES, "{held} bytes held");
+        assert!(source.map.lock().expect("lock").len() > refs.len() / 2);
+        assert!(refs.iter().all(|r| c.has(&r.hash)));
+        assert_eq!(assemble(&refs, &c), Some(data));
     }
 
     #[test]

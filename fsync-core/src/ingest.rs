@@ -20,6 +20,10 @@ pub enum Body {
     Text(String),
     /// Anything else.
     Binary(Vec<u8>),
+    /// Binary content already cut into chunks and stored as it was read
+    /// (a big file, never held whole; see [`crate::chunks::split_into`]),
+    /// with the hash of the whole content.
+    Chunked(Vec<ChunkRef>, crate::chunks::ChunkHash),
     /// A symlink's target.
     Link(String),
     /// A directory.
@@ -36,6 +40,17 @@ pub enum IngestError {
     /// The entry is not there.
     #[error("an entry disappeared while being written")]
     Gone,
+}
+
+/// Sets a binary content written over `base`, unless it is the content
+/// already: what arrived since is concurrent (one wins by the binary rule,
+/// both are kept).
+fn write_binary(folder: &mut Folder, id: EntryId, base: &[EventId], refs: Vec<ChunkRef>, now: u64) -> Result<(), IngestError> {
+    let same = matches!(folder.state(id).map(|s| &s.content), Some(Content::Binary { chunks: c, .. }) if *c == refs);
+    if !same {
+        folder.write_binary_from(id, base, refs, now)?;
+    }
+    Ok(())
 }
 
 /// Text (valid UTF-8, no NUL, at most [`TEXT_MAX`] bytes) or binary.
@@ -132,13 +147,9 @@ pub fn take_in(
                     r
                 })
                 .collect();
-            let same = matches!(folder.state(id).map(|s| &s.content), Some(Content::Binary { chunks: c, .. }) if *c == refs);
-            if !same {
-                // Written over what the disk held: what arrived since is
-                // concurrent (one wins by the binary rule, both are kept).
-                folder.write_binary_from(id, &base, refs, now)?;
-            }
+            write_binary(folder, id, &base, refs, now)?;
         }
+        Body::Chunked(refs, _) => write_binary(folder, id, &base, refs, now)?,
     }
     if folder.state(id).is_some_and(|s| s.kind == Kind::File && s.exec != exec) {
         folder.set_exec(id, exec, now)?;

@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use fsync_core::chunks::{ChunkHash, ChunkSource};
+use fsync_core::chunks::{ChunkHash, ChunkSink, ChunkSource};
 use fsync_core::encoding::{Reader, Writer};
 use fsync_core::folder::VersionVector;
 use fsync_core::store::{Store, StoreError};
@@ -73,6 +73,28 @@ impl ChunkSource for RedbChunks {
             tracing::warn!("cannot read chunk {hash:?} from the store: {err}");
             None
         })
+    }
+}
+
+impl ChunkSink for RedbChunks {
+    /// One commit without a sync: durable with the store's next sync.
+    fn write(&self, chunks: &[(ChunkHash, &[u8])]) -> bool {
+        let Some(db) = self.db.read().ok().and_then(|d| d.clone()) else {
+            return false;
+        };
+        let r = (|| -> Result<(), redb::Error> {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::None)?;
+            {
+                let mut t = txn.open_table(CHUNKS)?;
+                for (h, b) in chunks {
+                    t.insert(h.0.as_slice(), *b)?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        r.map_err(|err| tracing::warn!("cannot write chunks to the store early: {err}")).is_ok()
     }
 }
 
@@ -132,6 +154,11 @@ impl RedbStore {
 
     /// A reader of this store's chunks for other threads.
     pub fn chunk_source(&self) -> Arc<dyn ChunkSource> {
+        Arc::new(RedbChunks { db: self.shared.clone() })
+    }
+
+    /// A writer of chunks ahead of the next sync (see [`ChunkSink`]).
+    pub fn chunk_sink(&self) -> Arc<dyn ChunkSink> {
         Arc::new(RedbChunks { db: self.shared.clone() })
     }
 

@@ -115,11 +115,12 @@ impl ScanProgress {
     }
 }
 
-fn read_counted(path: &Path, kind: Kind, progress: &ScanProgress) -> Result<Body, WatchError> {
-    let body = read_body(path, kind)?;
+fn read_counted(path: &Path, kind: Kind, chunks: &mut dyn ChunkStore, progress: &ScanProgress) -> Result<Body, WatchError> {
+    let body = read_body(path, kind, chunks)?;
     let len = match &body {
         Body::Text(t) => t.len(),
         Body::Binary(b) => b.len(),
+        Body::Chunked(refs, _) => refs.iter().map(|r| r.len as usize).sum(),
         Body::Link(_) => 0,
         Body::Dir => return Ok(body),
     };
@@ -128,7 +129,10 @@ fn read_counted(path: &Path, kind: Kind, progress: &ScanProgress) -> Result<Body
     Ok(body)
 }
 
-fn read_body(path: &Path, kind: Kind) -> Result<Body, WatchError> {
+/// What is at `path`. A file over [`TEXT_MAX`] (binary whatever it holds)
+/// is cut into `chunks` as it is read, never held whole.
+fn read_body(path: &Path, kind: Kind, chunks: &mut dyn ChunkStore) -> Result<Body, WatchError> {
+    use std::io::{Read, Seek};
     let io = |e| WatchError::io(path, e);
     Ok(match kind {
         Kind::Dir => Body::Dir,
@@ -141,7 +145,17 @@ fn read_body(path: &Path, kind: Kind) -> Result<Body, WatchError> {
                     MAX_FILE >> 30
                 ))));
             }
-            classify(std::fs::read(path).map_err(io)?)
+            let mut f = std::fs::File::open(path).map_err(io)?;
+            let mut small = Vec::new();
+            (&mut f).take(TEXT_MAX + 1).read_to_end(&mut small).map_err(io)?;
+            if small.len() as u64 <= TEXT_MAX {
+                classify(small)
+            } else {
+                drop(small);
+                f.rewind().map_err(io)?;
+                let (refs, whole) = fsync_core::chunks::split_into(f, chunks).map_err(io)?;
+                Body::Chunked(refs, whole)
+            }
         }
     })
 }
@@ -152,6 +166,7 @@ fn content_key(body: &Body) -> Option<[u8; 32]> {
     match body {
         Body::Text(t) => Some(fsync_core::chunks::ChunkHash::of(t.as_bytes()).0),
         Body::Binary(b) => Some(fsync_core::chunks::ChunkHash::of(b).0),
+        Body::Chunked(_, whole) => Some(whole.0),
         _ => None,
     }
 }
@@ -160,7 +175,9 @@ fn entry_key(folder: &Folder, id: EntryId, chunks: &dyn ChunkStore) -> Option<[u
     match &folder.state(id)?.content {
         Content::Text => Some(fsync_core::chunks::ChunkHash::of(folder.doc(id)?.text().as_bytes()).0),
         Content::Binary { chunks: refs, .. } => {
-            fsync_core::chunks::assemble(refs, chunks).map(|b| fsync_core::chunks::ChunkHash::of(&b).0)
+            // Hashed as it is read, chunk by chunk.
+            let mut whole = blake3::Hasher::new();
+            matches!(fsync_core::chunks::write_chunks(refs, chunks, &mut whole), Ok(true)).then(|| *whole.finalize().as_bytes())
         }
         _ => None,
     }
@@ -199,6 +216,7 @@ fn saved_after_move(folder: &mut Folder, index: &Index, path: &str, d: &OnDisk, 
 fn same_content(folder: &Folder, chunks: &dyn ChunkStore, id: EntryId, body: &Body) -> bool {
     match (body, folder.state(id).map(|s| &s.content)) {
         (Body::Link(t), Some(Content::Link(u))) => t == u,
+        (Body::Chunked(refs, _), Some(Content::Binary { chunks: c, .. })) => refs == c,
         (Body::Text(_) | Body::Binary(_), _) => {
             content_key(body).is_some() && content_key(body) == entry_key(folder, id, chunks)
         }
@@ -349,7 +367,11 @@ fn inode_reused(root: &Path, folder: &Folder, path: &str, known: &Known) -> bool
         return false;
     }
     let was_text = folder.state(known.id).is_some_and(|s| s.content == Content::Text);
-    match (read_body(&root.join(path), Kind::File), folder.doc(known.id)) {
+    if m.len() > TEXT_MAX {
+        return was_text;
+    }
+    let mut none = fsync_core::chunks::Chunks::default();
+    match (read_body(&root.join(path), Kind::File, &mut none), folder.doc(known.id)) {
         (Ok(Body::Text(now)), Some(doc)) if was_text => {
             let was = doc.lvs_of(&known.base).map_or_else(|| doc.text(), |l| doc.text_at(&l));
             similar::pair(&[was.as_str()], &[now.as_str()]).is_empty()
@@ -981,7 +1003,7 @@ fn scan_inner(
             if index.files.iter().any(|(p, k)| k.kind == Kind::File && below_replaced(p) && is_gone(&disk, p, k)) {
                 let fresh: Vec<String> =
                     disk.iter().filter(|(p, d)| d.kind == Kind::File && is_new(index, p, d)).map(|(p, _)| p.clone()).collect();
-                read_bodies(root, &disk, &fresh, &mut bodies, &mut index.busy, &mut report, progress);
+                read_bodies(root, &disk, &fresh, &mut bodies, &mut index.busy, chunks, &mut report, progress);
                 let gone = |p: &str, k: &Known| below_replaced(p) && is_gone(&disk, p, k);
                 moves_by_similarity(folder, chunks, index, &mut report, &disk, &mut bodies, &fresh, gone, now)?;
             }
@@ -992,7 +1014,7 @@ fn scan_inner(
 
     // Bodies of new paths, read once.
     let fresh: Vec<String> = disk.iter().filter(|(p, d)| is_new(index, p, d)).map(|(p, _)| p.clone()).collect();
-    read_bodies(root, &disk, &fresh, &mut bodies, &mut index.busy, &mut report, progress);
+    read_bodies(root, &disk, &fresh, &mut bodies, &mut index.busy, chunks, &mut report, progress);
 
     // Moves by content: a file gone from one path and the same bytes new at
     // another (writers that create a new file and delete the old one).
@@ -1180,7 +1202,7 @@ fn scan_inner(
             report.deferred.push(p);
             continue;
         }
-        let body = match read_counted(&root.join(&p), d.kind, progress) {
+        let body = match read_counted(&root.join(&p), d.kind, chunks, progress) {
             Ok(b) => b,
             Err(e) => {
                 unreadable(&mut report, &p, e);
@@ -1262,12 +1284,14 @@ fn moved_and_edited(
 /// left for a second look shortly (once, by `busy`), as a changed one is:
 /// taken in, the half read would be a version of its own, sent to every
 /// peer and kept in history (for a big file, most of its size again).
+#[allow(clippy::too_many_arguments)]
 fn read_bodies(
     root: &Path,
     disk: &BTreeMap<String, OnDisk>,
     paths: &[String],
     bodies: &mut HashMap<String, Body>,
     busy: &mut BTreeSet<String>,
+    chunks: &mut dyn ChunkStore,
     report: &mut ScanReport,
     progress: &ScanProgress,
 ) {
@@ -1276,7 +1300,7 @@ fn read_bodies(
         if bodies.contains_key(p) {
             continue;
         }
-        match read_counted(&root.join(p), d.kind, progress) {
+        match read_counted(&root.join(p), d.kind, chunks, progress) {
             Ok(_)
                 if d.kind == Kind::File
                     && std::fs::symlink_metadata(root.join(p)).map(|m| Stat::of(&m)).ok() != Some(d.stat)
@@ -1546,6 +1570,35 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
     }
 
+    /// A file over the text limit is cut as it is read (never held whole),
+    /// and its copy under a new name, with the old one removed, is still
+    /// found as a move by its content.
+    #[test]
+    fn a_big_file_is_cut_as_it_is_read_and_found_again_by_its_content() {
+        let (root, mut folder, mut chunks, mut index, ignore) = scanned("big-stream", &[]);
+        let mut x = 9u64;
+        let data: Vec<u8> = (0..TEXT_MAX as usize + (1 << 20))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(root.join("big.bin"), &data).expect("write");
+        let r = scan(&root, &mut folder, &mut chunks, &mut index, &ignore, 2).expect("scan");
+        assert_eq!(r.created, vec!["big.bin".to_owned()]);
+        let id = folder.tree().lookup("big.bin").expect("taken in").id;
+        let want: Vec<fsync_core::chunks::ChunkRef> = fsync_core::chunks::split(&data).into_iter().map(|(r, _)| r).collect();
+        assert!(matches!(&folder.state(id).expect("state").content, Content::Binary { chunks: c, .. } if *c == want));
+        std::fs::copy(root.join("big.bin"), root.join("copy.bin")).expect("cp");
+        std::fs::remove_file(root.join("big.bin")).expect("rm");
+        let r = scan(&root, &mut folder, &mut chunks, &mut index, &ignore, 3).expect("scan");
+        assert_eq!(r.moved, vec![("big.bin".to_owned(), "copy.bin".to_owned())], "{r:?}");
+        assert_eq!(folder.tree().lookup("copy.bin").map(|n| n.id), Some(id));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     /// A new file still being written was taken in as far as it was read:
     /// a version of its own, sent to peers and kept in history (a big file
     /// written by a program was sent twice, its first half once more). One
@@ -1561,13 +1614,13 @@ mod tests {
         std::fs::write(root.join("big.bin"), "first half, second half").expect("write");
         let fresh = vec!["big.bin".to_owned()];
         let (mut bodies, mut busy, mut report) = (HashMap::new(), BTreeSet::new(), ScanReport::default());
-        read_bodies(&root, &disk, &fresh, &mut bodies, &mut busy, &mut report, &ScanProgress::default());
+        read_bodies(&root, &disk, &fresh, &mut bodies, &mut busy, &mut fsync_core::chunks::Chunks::default(), &mut report, &ScanProgress::default());
         assert!(bodies.is_empty(), "taken in half written");
         assert_eq!(report.deferred, fresh);
         // Still changing at the second look: taken as it is (a file written
         // all the time is synced all the same).
         let mut report = ScanReport::default();
-        read_bodies(&root, &disk, &fresh, &mut bodies, &mut busy, &mut report, &ScanProgress::default());
+        read_bodies(&root, &disk, &fresh, &mut bodies, &mut busy, &mut fsync_core::chunks::Chunks::default(), &mut report, &ScanProgress::default());
         assert!(bodies.contains_key("big.bin") && report.deferred.is_empty());
         // A whole scan takes it once it holds still.
         let (mut folder, mut chunks, mut index) =

@@ -134,7 +134,7 @@ pub(super) fn open_folder(
     let mut stored = store.chunk_hashes()?;
     let referenced = folder.referenced_chunks();
     stored.retain(|h| referenced.contains(h));
-    let mut chunks = Chunks::backed(store.chunk_source(), stored);
+    let mut chunks = Chunks::backed(store.chunk_source(), stored).with_sink(store.chunk_sink());
     index.guard = fc.guard();
     let saver = Saver::loaded(&folder);
     folder.set_shareable(Some(saver.saved().clone()));
