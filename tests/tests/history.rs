@@ -223,6 +223,7 @@ fn the_guard_holds_a_mass_deletion_made_here_and_restore_puts_it_back() {
     assert_eq!(snapshot(&docs_b.join("many")), many, "a held deletion is not sent");
     let log = p.a.log();
     assert!(log.contains("mass-deletion guard"), "the log says why");
+    assert_eq!(log.matches("holding the deletion").count(), 1, "a hold is logged once, not as it grows:\n{log}");
 
     // One command puts it back on a's disk.
     let out = p.a.ok(&["restore", s(&docs_a.join("many"))]);

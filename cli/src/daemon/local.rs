@@ -40,10 +40,7 @@ impl Local {
         for p in gone {
             self.held_here.remove(p);
         }
-        if self.held_here.len() > before {
-            tracing::warn!(folder = %self.name, held = self.held_here.len(), first = ?self.held_here.first(),
-                "{}", self.held_message(self.held_here.len(), "found gone here"));
-        }
+        self.log_hold(before, self.held_here.len(), self.held_here.first(), "found gone here");
     }
 
     /// Keeps `held_from_peers` as a write-back left it: `still` tells
@@ -56,9 +53,16 @@ impl Local {
             self.held_from_peers.remove(p);
         }
         self.held_from_peers.retain(|p| still(p));
-        if self.held_from_peers.len() > before {
-            tracing::warn!(folder = %self.name, held = self.held_from_peers.len(), first = ?self.held_from_peers.first(),
-                "{}", self.held_message(self.held_from_peers.len(), "deleted by a peer"));
+        self.log_hold(before, self.held_from_peers.len(), self.held_from_peers.first(), "deleted by a peer");
+    }
+
+    /// A hold is logged once, when it begins (a `rm -r` is found in several
+    /// scans, each holding more); `fsync status` has the count as it grows.
+    fn log_hold(&self, before: usize, now: usize, first: Option<&String>, what: &str) {
+        if before == 0 && now > 0 {
+            tracing::warn!(folder = %self.name, held = now, first = ?first, "{}", self.held_message(now, what));
+        } else if now > before {
+            tracing::debug!(folder = %self.name, held = now, "{}", self.held_message(now, what));
         }
     }
 
