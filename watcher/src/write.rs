@@ -362,7 +362,8 @@ impl Staged {
         let flags = if expected.is_some() { RenameFlags::RENAME_EXCHANGE } else { RenameFlags::RENAME_NOREPLACE };
         let exchanged = match renameat2(AT_FDCWD, &self.tmp, AT_FDCWD, &self.target, flags) {
             Ok(()) => expected.is_some(),
-            Err(Errno::ENOENT) if expected.is_some() => {
+            // The temp file or the target's directory went meanwhile.
+            Err(Errno::ENOENT) => {
                 let _ = std::fs::remove_file(&self.tmp);
                 return Ok(Renamed::Moved);
             }
@@ -1093,6 +1094,17 @@ fn in_the_way(root: &Path, index: &Index, path: &str, itself: bool) -> Option<St
     }
 }
 
+/// Drops a staged write that will not land: its temp file, and the intent
+/// recorded for it (the disk never held that version: a scan must not take
+/// what it finds there as made on it).
+fn drop_staged(index: &mut Index, path: &str, staged: Staged) {
+    if let Some(k) = index.files.get_mut(path) {
+        k.staged = None;
+    }
+    index.new_intents.remove(path);
+    staged.abandon();
+}
+
 /// A file staged for one path (then renamed: `S` is where it is).
 struct Pending<S = Staged> {
     path: String,
@@ -1126,11 +1138,7 @@ fn land_batch(
     }
     if let Err(e) = intents(index) {
         for p in batch {
-            if let Some(k) = index.files.get_mut(&p.path) {
-                k.staged = None;
-            }
-            index.new_intents.remove(&p.path);
-            p.staged.abandon();
+            drop_staged(index, &p.path, p.staged);
         }
         return Err(WatchError::Intent(e));
     }
@@ -1159,21 +1167,30 @@ fn land_batch(
             nix::unistd::syncfs(&d).map_err(|e| WatchError::io(dir, std::io::Error::from(e)))
         })
     };
-    let synced = if bulk {
-        sync_fs()
-    } else {
-        batch.iter().try_for_each(|p| {
-            std::fs::File::open(&p.staged.tmp).and_then(|f| f.sync_all()).map_err(|e| WatchError::io(&p.staged.target, e))
-        })
-    };
     let mut placed: Vec<Pending<Renamed>> = Vec::with_capacity(batch.len());
-    let mut failed = synced.err();
+    let mut failed = if bulk { sync_fs().err() } else { None };
     for p in batch {
         let Pending { path, id, kind, version, known, staged } = p;
         if failed.is_some() {
-            index.new_intents.remove(&path);
-            staged.abandon();
+            drop_staged(index, &path, staged);
             continue;
+        }
+        if !bulk {
+            match std::fs::File::open(&staged.tmp).and_then(|f| f.sync_all()) {
+                Ok(()) => {}
+                // Its directory went meanwhile (the user moved or removed
+                // it): the scan sees where, and the next pass writes again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    drop_staged(index, &path, staged);
+                    needs_scan(index, report, path);
+                    continue;
+                }
+                Err(e) => {
+                    failed = Some(WatchError::io(&staged.target, e));
+                    drop_staged(index, &path, staged);
+                    continue;
+                }
+            }
         }
         match staged.rename(known.as_ref().map(|k| k.stat)) {
             Ok(r) => {
@@ -1185,6 +1202,9 @@ fn land_batch(
                 placed.push(Pending { path, id, kind, version, known, staged: r });
             }
             Err(e) => {
+                if let Some(k) = index.files.get_mut(&path) {
+                    k.staged = None;
+                }
                 index.new_intents.remove(&path);
                 failed = Some(e);
             }
@@ -1324,6 +1344,46 @@ mod tests {
     }
 
     /// A fresh root holding `f.txt` ("one\n"), written back from a folder.
+    /// A batch of writes where the user removed one file's directory after
+    /// it was staged: the whole batch failed, and every file in it kept the
+    /// intent of a write that never landed, so the next scan took what the
+    /// disk held as an edit of the version never written, and the lines it
+    /// lacked were deleted everywhere (the kind-changes oracle lost tokens).
+    /// The rest of the batch lands; the removed one is scanned, with no
+    /// intent left.
+    #[test]
+    fn a_directory_removed_under_a_staged_write_drops_only_that_write_and_its_intent() {
+        let root = std::env::temp_dir().join(format!("fsync-write-unit-gone-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("mkdir");
+        let mut folder = Folder::new(AgentId::from_index(1));
+        let (mut chunks, mut index) = (Chunks::default(), Index::default());
+        let f = folder.create("d/f.txt", Kind::File, 1).expect("create");
+        let g = folder.create("g.txt", Kind::File, 1).expect("create");
+        folder.set_text(f, "f\n", 1).expect("text");
+        folder.set_text(g, "g\n", 1).expect("text");
+        write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+        folder.set_text(f, "f\npeer\n", 2).expect("text");
+        folder.set_text(g, "g\npeer\n", 2).expect("text");
+        let batch: Vec<Pending> = [(f, "d/f.txt"), (g, "g.txt")]
+            .into_iter()
+            .map(|(id, path)| {
+                let text = folder.doc(id).expect("doc").text();
+                let staged = stage(&root.join(path), &Body::Bytes(text.as_bytes()), false).expect("stage").expect("staged");
+                let version = folder.doc(id).expect("doc").version_ids();
+                Pending { path: path.to_owned(), id, kind: Kind::File, version, known: index.files.get(path).cloned(), staged }
+            })
+            .collect();
+        std::fs::remove_dir_all(root.join("d")).expect("rm -r d");
+        let mut report = WriteReport::default();
+        land_batch(batch, &mut folder, &mut chunks, &mut index, &mut report, &mut |_: &mut Index| Ok(())).expect("landed");
+        assert_eq!(report.written, vec!["g.txt".to_owned()]);
+        assert_eq!(report.needs_scan, vec!["d/f.txt".to_owned()]);
+        assert_eq!(std::fs::read_to_string(root.join("g.txt")).expect("g"), "g\npeer\n");
+        assert!(index.files.get("d/f.txt").is_some_and(|k| k.staged.is_none()), "{:?}", index.files.get("d/f.txt"));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     /// A store that counts the chunks read from it.
     struct Counting {
         inner: Chunks,
