@@ -181,22 +181,6 @@ impl Chunks {
         self
     }
 
-    /// Writes the fresh chunks to the sink once they hold more than
-    /// [`FRESH_BYTES`]; those written are read back through the source
-    /// from then on.
-    fn spill_fresh(&mut self) {
-        let (Some(sink), Some(_), true) = (&self.sink, &self.source, self.fresh_bytes > FRESH_BYTES) else {
-            return;
-        };
-        let batch: Vec<(ChunkHash, &[u8])> = self.fresh.iter().map(|(h, b)| (*h, b.as_slice())).collect();
-        if !sink.write(&batch) {
-            return;
-        }
-        for (h, _) in self.fresh.drain() {
-            self.stored.insert(h);
-        }
-        self.fresh_bytes = 0;
-    }
 
     /// Chunks not yet made durable, to be written to the source's store.
     pub fn fresh(&self) -> impl Iterator<Item = (ChunkHash, &[u8])> {
@@ -259,8 +243,21 @@ impl ChunkStore for Chunks {
             self.fresh_bytes += bytes.len();
         }
     }
+    /// Writes the fresh chunks to the sink once they hold more than
+    /// [`FRESH_BYTES`]; those written are read back through the source
+    /// from then on.
     fn spill(&mut self) {
-        self.spill_fresh();
+        let (Some(sink), Some(_), true) = (&self.sink, &self.source, self.fresh_bytes > FRESH_BYTES) else {
+            return;
+        };
+        let batch: Vec<(ChunkHash, &[u8])> = self.fresh.iter().map(|(h, b)| (*h, b.as_slice())).collect();
+        if !sink.write(&batch) {
+            return;
+        }
+        for (h, _) in self.fresh.drain() {
+            self.stored.insert(h);
+        }
+        self.fresh_bytes = 0;
     }
 }
 

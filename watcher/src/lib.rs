@@ -71,3 +71,12 @@ impl WatchError {
         WatchError::Io { path: path.display().to_string(), cause }
     }
 }
+
+/// Random bytes, the same for the same seed: binary content for tests.
+#[cfg(test)]
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut bytes = vec![0; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut bytes);
+    bytes
+}

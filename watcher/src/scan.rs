@@ -1576,15 +1576,7 @@ mod tests {
     #[test]
     fn a_big_file_is_cut_as_it_is_read_and_found_again_by_its_content() {
         let (root, mut folder, mut chunks, mut index, ignore) = scanned("big-stream", &[]);
-        let mut x = 9u64;
-        let data: Vec<u8> = (0..TEXT_MAX as usize + (1 << 20))
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let data = crate::noise(TEXT_MAX as usize + (1 << 20), 9);
         std::fs::write(root.join("big.bin"), &data).expect("write");
         let r = scan(&root, &mut folder, &mut chunks, &mut index, &ignore, 2).expect("scan");
         assert_eq!(r.created, vec!["big.bin".to_owned()]);

@@ -336,21 +336,9 @@ impl Staged {
     /// temp-and-rename save, or a write into it since we looked), its bytes
     /// are taken in as a local edit. If nothing was there any more (the
     /// user moved or deleted it), nothing is written and the path is
-    /// scanned. A new file lands only where there is still none.
-    #[cfg(test)]
-    fn land(self, expected: Option<Stat>) -> Result<Replaced, WatchError> {
-        std::fs::File::open(&self.tmp).and_then(|f| f.sync_all()).map_err(|e| WatchError::io(&self.target, e))?;
-        match self.rename(expected)? {
-            Renamed::Moved => Ok(Replaced::Moved),
-            Renamed::Placed(p) => {
-                p.dir.sync_all().map_err(|e| WatchError::io(&p.staged.target, e))?;
-                p.settle(expected)
-            }
-        }
-    }
-
-    /// The rename of [`Staged::land`]; what it displaced is checked by
-    /// [`Placed::settle`], once the rename is durable.
+    /// scanned. A new file lands only where there is still none. What it
+    /// displaced is checked by [`Placed::settle`], once the rename is
+    /// durable.
     fn rename(self, expected: Option<Stat>) -> Result<Renamed, WatchError> {
         use nix::errno::Errno;
         use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
@@ -1295,7 +1283,7 @@ mod tests {
         std::fs::remove_file(&target).expect("rm");
         std::fs::create_dir(&target).expect("mkdir");
         std::fs::write(target.join("inside.txt"), "user's\n").expect("write");
-        assert!(matches!(staged.land(Some(expected)), Ok(Replaced::Moved)));
+        assert!(matches!(staged.rename(Some(expected)), Ok(Renamed::Moved)));
         assert_eq!(std::fs::read_to_string(target.join("inside.txt")).expect("still there"), "user's\n");
         let left: Vec<_> = std::fs::read_dir(&root).expect("list").flatten().map(|e| e.file_name()).collect();
         assert_eq!(left, vec![std::ffi::OsString::from("x")], "a temp file was left");
@@ -1415,15 +1403,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).expect("mkdir");
         // The content, made on a peer: its chunks, and its version here.
-        let mut x = 7u64;
-        let data: Vec<u8> = (0..(3 << 20))
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let data = crate::noise(3 << 20, 7);
         let mut theirs = Chunks::default();
         let mut folder = Folder::new(AgentId::from_index(1));
         let id = folder.create("big.bin", Kind::File, 1).expect("create");
