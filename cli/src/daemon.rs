@@ -294,7 +294,8 @@ pub async fn run(home: &Home, listen: SocketAddr, http: Option<HttpAt>, mount: O
         started.push((fc.name.clone(), folder, chunks));
         locals.push(local);
     }
-    collect_garbage(&mut store, agent, |name| {
+    let open: Vec<String> = started.iter().map(|(n, _, _)| n.clone()).collect();
+    collect_garbage(&mut store, agent, &open, |name| {
         started.iter().find(|(n, _, _)| n == name).map(|(_, f, _)| f.referenced_chunks())
     });
     // The folders are in place before the first peer can connect.

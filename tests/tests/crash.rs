@@ -260,3 +260,65 @@ fn sigkill_during_a_large_transfer_and_during_its_write_back() {
     assert!(versions >= 4, "{log}");
     assert_eq!(db.expect("running").stop(), Some(0), "{}", b.log());
 }
+
+/// A file over the text limit is cut as it is read, and past 32 MiB its
+/// chunks go to the store before the version naming them is saved. A
+/// SIGKILL of the sender in that window (chunks in the store, no version
+/// yet): after the restart the file is taken in once, reaches the peer
+/// whole, and no copy of it is made.
+#[test]
+fn sigkill_of_the_sender_while_it_takes_in_a_big_file_keeps_one_whole_version() {
+    let p = Pair::new("crashsender");
+    let (a, b, pa, pb) = (&p.a, &p.b, p.pa, p.pb);
+    let (ra, rb) = (p.da(""), p.db(""));
+    let store = a.home.join("store.redb");
+    let (mut da, _db) = (Some(a.start(pa)), b.start(pb));
+    wait_running(a);
+    let size = 96 << 20;
+    let mut hits = 0;
+    for round in 0..3u64 {
+        let before = std::fs::metadata(&store).map_or(0, |m| m.len());
+        let bytes = noise(size, round + 40);
+        let name = format!("big{round}.bin");
+        std::fs::write(ra.join(&name), &bytes).expect("write");
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(30) {
+            // Past the first early write: the rest of the file (60 MiB)
+            // is still to be read before the version is saved.
+            let grown = std::fs::metadata(&store).map_or(0, |m| m.len()).saturating_sub(before);
+            if std::fs::read(rb.join(&name)).ok().as_deref() == Some(bytes.as_slice()) {
+                break; // done before we could aim (a miss)
+            }
+            if grown > 33 << 20 {
+                kill9(da.take().expect("a runs"));
+                hits += 1;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        if da.is_none() {
+            da = Some(a.start(pa));
+            wait_running(a);
+        }
+        let start = std::time::Instant::now();
+        while std::fs::read(rb.join(&name)).ok().as_deref() != Some(bytes.as_slice()) {
+            assert!(start.elapsed() < std::time::Duration::from_secs(90), "{name} never arrived whole\n{}", a.log());
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        // The whole content is one version, not taken in again after the
+        // restart. (A version of what a scan found half written may come
+        // before it: the writer can pause between the walk and the read.)
+        let log = a.ok(&["log", ra.join(&name).to_str().expect("utf-8"), "--json"]);
+        let history = serde_json::from_str::<serde_json::Value>(&log).expect("json");
+        let whole = history.as_array().map_or(0, |v| v.iter().filter(|e| e["size"].as_u64() == Some(size as u64)).count());
+        assert_eq!(whole, 1, "{name}: the whole content once:\n{log}");
+        if hits > 0 {
+            break;
+        }
+    }
+    assert!(hits >= 1, "the kill never landed while the big file was being taken in");
+    let names: Vec<String> = files(&rb).into_keys().collect();
+    assert!(names.iter().all(|n| n.starts_with("big") && !n.contains('(')), "copies made: {names:?}");
+    assert!(temp_files(&ra).is_empty() && temp_files(&rb).is_empty(), "temp files left");
+    assert!(a.try_status().is_some_and(|s| s["running"] == true), "{}", a.log());
+}

@@ -6,7 +6,7 @@
 
 mod util;
 
-use util::{eventually, free_port, read, snapshot, Pair};
+use util::{eventually, free_port, noise, read, snapshot, Pair};
 
 #[test]
 fn two_daemons_sync_live_and_stop_cleanly() {
@@ -314,4 +314,22 @@ fn a_second_signal_exits_at_once_and_the_store_still_opens() {
     let again = p.a.start(p.pa);
     eventually("a restarts", 15, || p.a.try_status().is_some_and(|s| s["running"] == true));
     assert_eq!(again.stop(), Some(0));
+}
+
+/// A folder shared with a big file in it: the first scan writes the file's
+/// chunks to the store early (past 32 MiB), before the folder itself is
+/// saved, and the start's garbage collection, which counted only folders
+/// the store had, removed them. The node then lacked its own file's
+/// content: the peer never got it, and `cat` said it was not on the node.
+#[test]
+fn a_big_file_in_a_folder_shared_for_the_first_time_reaches_the_peer_and_stays_readable() {
+    let p = Pair::new("first-big");
+    let (ra, rb) = (p.da(""), p.db(""));
+    std::fs::create_dir_all(&ra).expect("mkdir");
+    let bytes = noise(48 << 20, 5);
+    std::fs::write(ra.join("big.bin"), &bytes).expect("write");
+    let (_da, _db) = (p.a.start(p.pa), p.b.start(p.pb));
+    eventually("big.bin whole on b", 90, || std::fs::read(rb.join("big.bin")).ok().as_deref() == Some(bytes.as_slice()));
+    let out = p.a.run(&["cat", ra.join("big.bin").to_str().expect("utf-8")]);
+    assert!(out.status.success() && out.stdout == bytes, "{}", String::from_utf8_lossy(&out.stderr));
 }

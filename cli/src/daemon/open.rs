@@ -6,19 +6,24 @@
 use super::*;
 
 /// Removes stored chunks that no kept version of any folder in the store
-/// refers to (folders no longer in the config count too: their history is
-/// still there); `open` gives the chunks an open folder keeps (see
-/// `Folder::set_retention`). Returns what is kept, or `None` when it
+/// or `open` refers to (folders no longer in the config count too: their
+/// history is still there); `referenced` gives the chunks an open folder
+/// keeps (see `Folder::set_retention`). Returns what is kept, or `None` when it
 /// failed, which is only logged: it wastes space, loses nothing.
 pub(super) fn collect_garbage(
     store: &mut RedbStore,
     agent: AgentId,
-    open: impl Fn(&str) -> Option<HashSet<ChunkHash>>,
+    open: &[String],
+    referenced: impl Fn(&str) -> Option<HashSet<ChunkHash>>,
 ) -> Option<HashSet<ChunkHash>> {
     let r = (|| -> Result<(HashSet<ChunkHash>, usize, u64)> {
         let mut keep: HashSet<ChunkHash> = HashSet::new();
-        for name in store.folders()? {
-            match open(&name) {
+        // The open folders count whether or not the store has them yet: a
+        // first scan's chunks are in the store before its folder is saved.
+        let mut names: std::collections::BTreeSet<String> = store.folders()?.into_iter().collect();
+        names.extend(open.iter().cloned());
+        for name in names {
+            match referenced(&name) {
                 Some(k) => keep.extend(k),
                 None => keep.extend(load_folder(agent, &name, store)?.referenced_chunks()),
             }

@@ -145,8 +145,9 @@ impl Daemon {
             self.node.read(&f.name, |s| s.folder.set_retention(Some(since)));
         }
         let node = self.node.clone();
+        let open: Vec<String> = self.locals.iter().map(|l| l.name.clone()).collect();
         let kept = tokio::task::block_in_place(|| {
-            collect_garbage(&mut self.store, self.agent, |name| node.read(name, |s| s.folder.referenced_chunks()))
+            collect_garbage(&mut self.store, self.agent, &open, |name| node.read(name, |s| s.folder.referenced_chunks()))
         });
         // What the store dropped is no longer there to serve.
         if let Some(keep) = kept {
