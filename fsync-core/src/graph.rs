@@ -29,6 +29,15 @@ pub struct GraphEntry {
     pub parents: Frontier,
 }
 
+/// Gives back a short list's spare room: most files have a few
+/// operations, and a list's first growth (to room for 4) would double
+/// their memory. Long lists keep theirs (growing them again would copy).
+pub(crate) fn shrink_short<T>(v: &mut Vec<T>) {
+    if v.capacity() > v.len() && v.capacity() <= 16 {
+        v.shrink_to_fit();
+    }
+}
+
 /// The whole graph of one document.
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
@@ -76,6 +85,12 @@ impl Graph {
     /// All entries, ascending.
     pub fn entries(&self) -> &[GraphEntry] {
         &self.entries
+    }
+
+    /// Gives back the spare room of a short graph (see
+    /// [`shrink_short`]).
+    pub(crate) fn shrink_short(&mut self) {
+        shrink_short(&mut self.entries);
     }
 
     /// Appends the run `span` (which must start at [`Graph::len`]) whose first

@@ -260,10 +260,19 @@ impl Folder {
     /// edit, a peer's changes, a rebuild of the tree that moved or hid
     /// them), and forgets them. What writes the folder to disk looks at
     /// these only: its work is that of the change, not of the folder.
+    ///
+    /// Their texts are compacted too (done changing for now, they hold
+    /// what they need, not room for edits: most of a small file's memory).
     pub fn take_changed(&mut self) -> HashSet<EntryId> {
         // Pending path changes are counted first.
         let _ = self.tree();
-        std::mem::take(&mut self.changed)
+        let changed = std::mem::take(&mut self.changed);
+        for id in &changed {
+            if let Some(e) = self.entries.get_mut(id) {
+                e.doc.compact();
+            }
+        }
+        changed
     }
 
     /// Counts `id` as changed with no event of its own: the disk shows it

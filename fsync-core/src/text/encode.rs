@@ -63,7 +63,7 @@ impl OpLog {
         let mut prev_end = 0i64;
         let mut markers = self.markers.iter().peekable();
         for o in &self.ops {
-            while let Some((&lv, payload)) = markers.next_if(|(&lv, _)| lv < o.lv) {
+            while let Some((lv, payload)) = markers.next_if(|(lv, _)| *lv < o.lv) {
                 let _ = lv;
                 w.usize(1 << 2 | 3);
                 w.bytes(payload);

@@ -1,17 +1,18 @@
 //! Text documents that merge character by character (Eg-walker).
 //!
 //! A [`TextDoc`] keeps the full history of operations with their original
-//! positions ([`OpLog`]) and the current text as a plain rope. Local edits go
-//! straight to both. Remote operations are added to the log and merged by
-//! replaying only the region that is concurrent with them through a temporary
-//! CRDT state ([`tracker`]); stretches of history with no concurrency are
-//! applied to the rope directly. So a file with a long linear history pays
+//! positions ([`OpLog`]) and the current text (a string, or a rope once it
+//! is big). Local edits go straight to both. Remote operations are added to
+//! the log and merged by replaying only the region that is concurrent with
+//! them through a temporary CRDT state ([`tracker`]); stretches of history
+//! with no concurrency are applied to the text directly. So a file with a long linear history pays
 //! nothing for it when a small remote change arrives.
 //!
 //! Concurrent inserts at one place are ordered by FugueMax (YjsMod), ties
 //! broken by agent id, so they never interleave and the result is the same on
 //! every replica.
 
+mod buf;
 mod encode;
 mod list;
 mod oplog;
@@ -19,13 +20,12 @@ mod tracker;
 
 use std::ops::Range;
 
-use jumprope::JumpRopeBuf;
-
 pub(crate) use oplog::PushOp;
 pub use oplog::{ExportedKind, ExportedRun, OpKind, OpLog, OpRun, OpSlice};
 
 use crate::graph::{Frontier, Graph};
 use crate::ids::{AgentId, EventId, Lv};
+use buf::TextBuf;
 use tracker::{runs_with_parents, Tracker};
 
 /// One edit as a diff gives it: at `pos` (Unicode scalar values), delete
@@ -44,8 +44,8 @@ pub struct Edit {
 #[derive(Clone, Debug, Default)]
 pub struct TextDoc {
     oplog: OpLog,
-    rope: JumpRopeBuf,
-    /// Version of `rope`; always the log's version between calls.
+    text: TextBuf,
+    /// Version of `text`; always the log's version between calls.
     version: Frontier,
 }
 
@@ -57,9 +57,10 @@ impl TextDoc {
 
     /// A document from a history, checked out at its newest version.
     pub fn from_oplog(oplog: OpLog) -> Self {
-        let mut doc = TextDoc { oplog, rope: JumpRopeBuf::new(), version: Frontier::new() };
+        let mut doc = TextDoc { oplog, text: TextBuf::default(), version: Frontier::new() };
         let target = doc.oplog.version.clone();
-        merge(&mut doc.rope, &mut doc.version, &doc.oplog, &target);
+        merge(&mut doc.text, &mut doc.version, &doc.oplog, &target);
+        doc.compact();
         doc
     }
 
@@ -70,12 +71,12 @@ impl TextDoc {
 
     /// The current text.
     pub fn text(&self) -> String {
-        self.rope.to_string()
+        self.text.to_string()
     }
 
     /// Length in Unicode scalar values.
     pub fn len_chars(&self) -> usize {
-        self.rope.len_chars()
+        self.text.len_chars()
     }
 
     /// True when the text is empty.
@@ -97,7 +98,7 @@ impl TextDoc {
 
     /// [`TextDoc::local_edit`] with the time of the change.
     pub fn local_edit_at(&mut self, agent: AgentId, seq: u64, edit: &Edit, time: u64) -> Range<u64> {
-        let len = self.rope.len_chars();
+        let len = self.text.len_chars();
         let pos = edit.pos.min(len);
         let del = edit.del.min(len - pos);
         let ai = self.oplog.agent_index(agent);
@@ -105,18 +106,27 @@ impl TextDoc {
         if del > 0 {
             let parents = self.version.clone();
             let r = self.oplog.push_op(ai, next, &parents, pos, PushOp::Del { len: del, fwd: true }, time);
-            self.rope.remove(pos..pos + del);
+            self.text.remove(pos..pos + del);
             Graph::advance_frontier(&mut self.version, &parents, r.clone());
             next += r.len() as u64;
         }
         if !edit.ins.is_empty() {
             let parents = self.version.clone();
             let r = self.oplog.push_op(ai, next, &parents, pos, PushOp::Ins(&edit.ins), time);
-            self.rope.insert(pos, &edit.ins);
+            self.text.insert(pos, &edit.ins);
             Graph::advance_frontier(&mut self.version, &parents, r.clone());
             next += r.len() as u64;
         }
         seq..next
+    }
+
+    /// Gives back spare room: most files are small, with short histories,
+    /// and an idle one should hold what it needs, not what its last growth
+    /// made room for. Costs about the text of a small file; call it when a
+    /// document is done being changed for now.
+    pub fn compact(&mut self) {
+        self.oplog.shrink_short();
+        self.text.compact();
     }
 
     /// Adds remote operations (any order within causal order: the parents
@@ -239,9 +249,7 @@ impl TextDoc {
         let Some(version) = self.lvs_of(ids) else {
             return false;
         };
-        let mut rope = JumpRopeBuf::new();
-        rope.insert(0, text);
-        self.rope = rope;
+        self.text = TextBuf::from_text(text);
         self.version = version;
         true
     }
@@ -249,15 +257,15 @@ impl TextDoc {
     /// Merges every operation of the log into the text.
     pub fn merge_pending(&mut self) {
         let target = self.oplog.version.clone();
-        merge(&mut self.rope, &mut self.version, &self.oplog, &target);
+        merge(&mut self.text, &mut self.version, &self.oplog, &target);
     }
 
     /// The text at a past version (a frontier of local versions).
     pub fn text_at(&self, version: &[Lv]) -> String {
-        let mut rope = JumpRopeBuf::new();
+        let mut text = TextBuf::default();
         let mut v = Frontier::new();
-        merge(&mut rope, &mut v, &self.oplog, version);
-        rope.to_string()
+        merge(&mut text, &mut v, &self.oplog, version);
+        text.to_string()
     }
 }
 
@@ -306,33 +314,33 @@ pub enum RemoteOpError {
     UnknownParent(EventId),
 }
 
-/// Brings `rope` (at `version`) up to `version ∪ target`.
-pub(crate) fn merge(rope: &mut JumpRopeBuf, version: &mut Frontier, oplog: &OpLog, target: &[Lv]) {
+/// Brings `buf` (at `version`) up to `version ∪ target`.
+pub(crate) fn merge(buf: &mut TextBuf, version: &mut Frontier, oplog: &OpLog, target: &[Lv]) {
     if version.as_slice() == target {
         return;
     }
     let graph = &oplog.graph;
     let zone = graph.conflict_zone(version, target);
     if zone.in_a.is_empty() {
-        // The rope is at the zone's base: replay from there in segments.
-        merge_segmented(rope, zone.base, &zone.only_b, oplog);
+        // The text is at the zone's base: replay from there in segments.
+        merge_segmented(buf, zone.base, &zone.only_b, oplog);
     } else {
         let mut t = Tracker::new(zone.base.clone());
         for (p, r) in runs_with_parents(graph, &zone.in_a) {
             t.apply_range(oplog, &p, r, None);
         }
         for (p, r) in runs_with_parents(graph, &zone.only_b) {
-            t.apply_range(oplog, &p, r, Some(rope));
+            t.apply_range(oplog, &p, r, Some(buf));
         }
     }
     *version = graph.frontier_union(version, target);
 }
 
-/// Replays `spans` onto `rope`, which is at the critical version `base`.
+/// Replays `spans` onto `buf`, which is at the critical version `base`.
 /// Wherever the history is linear between two critical versions the
-/// operations go straight to the rope; a temporary CRDT state exists only
+/// operations go straight to the text; a temporary CRDT state exists only
 /// from the critical version before a concurrent region to the one after.
-fn merge_segmented(rope: &mut JumpRopeBuf, base: Frontier, spans: &[Range<Lv>], oplog: &OpLog) {
+fn merge_segmented(buf: &mut TextBuf, base: Frontier, spans: &[Range<Lv>], oplog: &OpLog) {
     let runs: Vec<(Frontier, Range<Lv>)> = runs_with_parents(&oplog.graph, spans).collect();
     // suffix[i]: the smallest parent of any run from i on (-1 for the root).
     // A version [v] with everything before it processed is critical when no
@@ -359,7 +367,7 @@ fn merge_segmented(rope: &mut JumpRopeBuf, base: Frontier, spans: &[Range<Lv>], 
                 range.start
             };
             if direct_end > range.start {
-                apply_direct(rope, oplog, range.start..direct_end);
+                apply_direct(buf, oplog, range.start..direct_end);
                 frontier = smallvec::smallvec![direct_end - 1];
                 parents = frontier.clone();
                 range.start = direct_end;
@@ -367,7 +375,7 @@ fn merge_segmented(rope: &mut JumpRopeBuf, base: Frontier, spans: &[Range<Lv>], 
         }
         if !range.is_empty() {
             let t = tracker.get_or_insert_with(|| Tracker::new(frontier.clone()));
-            t.apply_range(oplog, &parents, range.clone(), Some(rope));
+            t.apply_range(oplog, &parents, range.clone(), Some(buf));
             Graph::advance_frontier(&mut frontier, &parents, range.clone());
         }
         if tracker.is_some() && frontier.len() == 1 && suffix[i + 1] >= frontier[0] as isize {
@@ -377,13 +385,13 @@ fn merge_segmented(rope: &mut JumpRopeBuf, base: Frontier, spans: &[Range<Lv>], 
 }
 
 /// Applies operations whose positions are already document positions.
-fn apply_direct(rope: &mut JumpRopeBuf, oplog: &OpLog, range: Range<Lv>) {
+fn apply_direct(buf: &mut TextBuf, oplog: &OpLog, range: Range<Lv>) {
     for op in oplog.ops_in(range) {
-        let len = rope.len_chars();
+        let len = buf.len_chars();
         let pos = op.pos.min(len);
         match op.text {
-            Some(text) => rope.insert(pos, text),
-            None => rope.remove(pos..(pos + op.len).min(len)),
+            Some(text) => buf.insert(pos, text),
+            None => buf.remove(pos..(pos + op.len).min(len)),
         }
     }
 }

@@ -1,7 +1,6 @@
 //! The history of one text document: every operation ever made, with its
 //! original position, its author and its parents.
 
-use std::collections::BTreeMap;
 use std::ops::Range;
 
 use crate::graph::{Frontier, Graph};
@@ -76,7 +75,7 @@ pub struct OpLog {
     pub(crate) content: String,
     /// Events that are not text operations (file metadata), by local
     /// version; the text merge skips them.
-    pub(crate) markers: BTreeMap<Lv, Box<[u8]>>,
+    pub(crate) markers: Markers,
     /// When each change was made (milliseconds since the Unix epoch, as the
     /// author's clock said): (first local version, time), ascending.
     pub(crate) times: Vec<(Lv, u64)>,
@@ -84,7 +83,70 @@ pub struct OpLog {
     pub(crate) version: Frontier,
 }
 
+/// Marker events by local version, ascending: a sorted vector (markers
+/// come with new, hence growing, local versions; a map's node would cost
+/// more than the few markers of a typical file).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Markers(Vec<(Lv, Box<[u8]>)>);
+
+impl Markers {
+    fn find(&self, lv: Lv) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&lv, |(l, _)| *l)
+    }
+
+    /// Adds (or replaces) the marker at `lv`.
+    pub(crate) fn insert(&mut self, lv: Lv, payload: Box<[u8]>) {
+        match self.find(lv) {
+            Ok(i) => {
+                if let Some(m) = self.0.get_mut(i) {
+                    m.1 = payload;
+                }
+            }
+            Err(i) => self.0.insert(i, (lv, payload)),
+        }
+    }
+
+    /// The marker at `lv`.
+    pub(crate) fn get(&self, lv: Lv) -> Option<&[u8]> {
+        self.find(lv).ok().and_then(|i| self.0.get(i)).map(|(_, b)| &b[..])
+    }
+
+    /// The first marker's version within `range`.
+    pub(crate) fn first_in(&self, range: Range<Lv>) -> Option<Lv> {
+        let i = self.find(range.start).unwrap_or_else(|i| i);
+        self.0.get(i).map(|(l, _)| *l).filter(|l| *l < range.end)
+    }
+
+    /// Every marker, ascending.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Lv, &[u8])> + '_ {
+        self.0.iter().map(|(l, b)| (*l, &b[..]))
+    }
+
+    /// How many there are.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 impl OpLog {
+    /// Gives back the spare room of short lists (see
+    /// [`crate::graph::shrink_short`]): called after each change, so an
+    /// idle file with a short history holds what it needs.
+    pub(crate) fn shrink_short(&mut self) {
+        use crate::graph::shrink_short;
+        self.graph.shrink_short();
+        shrink_short(&mut self.agents);
+        shrink_short(&mut self.lv_to_agent);
+        shrink_short(&mut self.agent_to_lv);
+        self.agent_to_lv.iter_mut().for_each(shrink_short);
+        shrink_short(&mut self.ops);
+        shrink_short(&mut self.markers.0);
+        shrink_short(&mut self.times);
+        if self.content.capacity() <= 1024 {
+            self.content.shrink_to_fit();
+        }
+    }
+
     /// An empty log.
     pub fn new() -> Self {
         Self::default()
@@ -178,12 +240,12 @@ impl OpLog {
 
     /// The marker event at `lv`, if it is one.
     pub fn marker(&self, lv: Lv) -> Option<&[u8]> {
-        self.markers.get(&lv).map(|b| &b[..])
+        self.markers.get(lv)
     }
 
     /// All marker events, ascending.
     pub fn markers(&self) -> impl Iterator<Item = (Lv, &[u8])> + '_ {
-        self.markers.iter().map(|(&lv, b)| (lv, &b[..]))
+        self.markers.iter()
     }
 
     fn note_time(&mut self, lv: Lv, time: u64) {
@@ -416,10 +478,10 @@ impl OpLog {
             // cutting where the change time changes.
             let mut at = lv;
             while at < end {
-                let (kind, pos, len) = if let Some(m) = self.markers.get(&at) {
+                let (kind, pos, len) = if let Some(m) = self.markers.get(at) {
                     (ExportedKind::Marker(m.to_vec()), 0, 1)
                 } else {
-                    let next_marker = self.markers.range(at..end).next().map_or(end, |(&l, _)| l);
+                    let next_marker = self.markers.first_in(at..end).unwrap_or(end);
                     let next_time = self.times.get(self.times.partition_point(|&(l, _)| l <= at)).map_or(end, |&(l, _)| l);
                     let op = self
                         .ops_in(at..next_marker.min(next_time).min(end))

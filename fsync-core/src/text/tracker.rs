@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use jumprope::JumpRopeBuf;
 
+use super::buf::TextBuf;
 use super::oplog::{OpLog, OpSlice};
 use crate::graph::{Frontier, Graph};
 use crate::ids::Lv;
@@ -64,7 +64,7 @@ impl Tracker {
     /// prepare version there, then applies each operation, editing `doc` when
     /// given (operations not yet in the document) and only updating the state
     /// otherwise.
-    pub(crate) fn apply_range(&mut self, oplog: &OpLog, parents: &[Lv], range: Range<Lv>, mut doc: Option<&mut JumpRopeBuf>) {
+    pub(crate) fn apply_range(&mut self, oplog: &OpLog, parents: &[Lv], range: Range<Lv>, mut doc: Option<&mut TextBuf>) {
         if self.version.as_slice() != parents {
             let (retreat, advance) = oplog.graph.diff(&self.version, parents);
             for r in retreat.into_iter().rev() {
@@ -149,7 +149,7 @@ impl Tracker {
         }
     }
 
-    fn insert(&mut self, oplog: &OpLog, op: &OpSlice<'_>, text: &str, doc: Option<&mut JumpRopeBuf>) {
+    fn insert(&mut self, oplog: &OpLog, op: &OpSlice<'_>, text: &str, doc: Option<&mut TextBuf>) {
         // The character left of the cursor in the prepare version.
         let (mut cursor, mut end_pos, origin_left) = if op.pos == 0 {
             (self.items.first(), 0, NONE)
@@ -211,7 +211,7 @@ impl Tracker {
         }
     }
 
-    fn delete(&mut self, op: &OpSlice<'_>, mut doc: Option<&mut JumpRopeBuf>) {
+    fn delete(&mut self, op: &OpSlice<'_>, mut doc: Option<&mut TextBuf>) {
         let mut done = 0;
         while done < op.len {
             // The first character still visible at op.pos (prepare version).
