@@ -2,7 +2,7 @@
 //! milliseconds, new directories are watched, and a queue overflow falls
 //! back to a full rescan that misses nothing.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -173,13 +173,29 @@ fn directory_moves_are_seen_live_as_moves() {
 }
 
 /// A fresh root holding directory `dir`, watched (and settled).
-fn watched(name: &str, dir: &str) -> (PathBuf, LiveWatcher) {
-    let root = std::env::temp_dir().join(format!("fsync-live-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
+fn watched(name: &str, dir: &str) -> (Scratch, LiveWatcher) {
+    let root = Scratch(std::env::temp_dir().join(format!("fsync-live-{name}-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&root.0);
     std::fs::create_dir_all(root.join(dir)).expect("mkdir");
-    let watch = LiveWatcher::new(&root).expect("watch");
+    let watch = LiveWatcher::new(&root.0).expect("watch");
     std::thread::sleep(Duration::from_millis(50));
     (root, watch)
+}
+
+/// A test's directory, removed when the test ends, passed or failed.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The paths reported within `time`, or until one ends with `until`
@@ -227,7 +243,6 @@ fn a_watched_directory_moved_into_a_new_one_stays_watched() {
         if !paths_within(&watch, Duration::from_secs(2), "made.txt").iter().any(|p| p.ends_with("made.txt")) {
             misses += 1;
         }
-        let _ = std::fs::remove_dir_all(&root);
     }
     assert_eq!(misses, 0, "files made in a directory moved into a new one were not seen");
 }
@@ -253,7 +268,6 @@ fn a_directory_that_became_a_link_is_not_watched_through_it() {
     let paths = paths_within(&watch, Duration::from_secs(1), "");
     assert!(paths.iter().any(|p| p == "target/x.txt"), "{paths:?}");
     assert!(paths.iter().all(|p| !p.starts_with("d/")), "a path through the link: {paths:?}");
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// A directory appeared, then a flood of events filled the queue before
@@ -280,7 +294,7 @@ fn a_flood_while_a_new_directory_waits_to_be_watched_again_does_not_stall() {
         std::fs::write(root.join("new/after.txt"), "x").expect("write");
         let after = paths_within(&watch, Duration::from_secs(3), "after.txt");
         let _ = done_tx.send((seen, after));
-        let _ = std::fs::remove_dir_all(&root);
+        drop(root);
     });
     let (seen, after) = done.recv_timeout(Duration::from_secs(30)).expect("the consumer stalled");
     assert!(seen > 1000, "{seen} events");
