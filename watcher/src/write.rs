@@ -13,6 +13,8 @@
 //! open handle) is taken in as a local edit, merged, and written again. What
 //! remains: a program that keeps the file open and writes after the rename
 //! writes into the replaced inode, as with any editor that saves by rename.
+//! A removal is guarded the same way: the file is renamed aside and
+//! checked there before it goes.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -143,6 +145,50 @@ fn inaccessible(root: &Path, path: &str) -> Option<String> {
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// What [`remove_unchanged`] did.
+enum Removal {
+    /// The file was as expected, and is gone.
+    Removed,
+    /// It had changed: it is back at its path, for the scan.
+    PutBack,
+    /// It had changed and something new is at its path: it is at this
+    /// temp path.
+    Kept(PathBuf),
+}
+
+/// Removes the file at `path` if it is still what `expected` describes.
+/// It is renamed aside first, then looked at: a write that came after
+/// the caller's look and before the rename is seen (the file goes back,
+/// for the scan), and a program that opens the path after the rename
+/// finds nothing there, or makes a new file the scan takes in. Only a
+/// write through a descriptor opened before the rename, landing between
+/// the look and the unlink, is not seen.
+fn remove_unchanged(path: &Path, expected: &Stat) -> std::io::Result<Removal> {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    let dir = path.parent().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+    let tmp = temp_path(dir);
+    std::fs::rename(path, &tmp)?;
+    // A rename changes the ctime, not the rest.
+    let same = lstat(&tmp).is_some_and(|s| s.ino == expected.ino && s.size == expected.size && s.mtime == expected.mtime);
+    if same {
+        std::fs::remove_file(&tmp)?;
+        return Ok(Removal::Removed);
+    }
+    match renameat2(AT_FDCWD, &tmp, AT_FDCWD, path, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => Ok(Removal::PutBack),
+        Err(nix::errno::Errno::EEXIST) => Ok(Removal::Kept(tmp)),
+        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS | nix::errno::Errno::EOPNOTSUPP) => {
+            // No renameat2 flags here: back, unless something is there.
+            if lstat(path).is_some() {
+                return Ok(Removal::Kept(tmp));
+            }
+            std::fs::rename(&tmp, path)?;
+            Ok(Removal::PutBack)
+        }
+        Err(e) => Err(std::io::Error::from(e)),
     }
 }
 
@@ -824,7 +870,26 @@ fn write_back_in(
         }
         let mut r = match k.kind {
             Kind::Dir => std::fs::remove_dir(&full),
-            _ => std::fs::remove_file(&full),
+            _ => match remove_unchanged(&full, &k.stat) {
+                Ok(Removal::Removed) => Ok(()),
+                Ok(Removal::PutBack) => {
+                    report.needs_scan.push(p);
+                    continue;
+                }
+                Ok(Removal::Kept(tmp)) => {
+                    // Written meanwhile, and something new took its path:
+                    // the write is an edit of the entry, concurrent with the
+                    // deletion, so the entry lives on with it.
+                    let bytes = std::fs::read(&tmp).map_err(|e| WatchError::io(&tmp, e))?;
+                    let exec = folder.state(k.id).map_or(k.stat.exec, |s| s.exec);
+                    fsync_core::ingest::take_in_bytes(folder, chunks, k.id, &k.base, bytes, exec, now_ms())?;
+                    let _ = std::fs::remove_file(&tmp);
+                    index.files.remove(&p);
+                    report.raced.push(p);
+                    continue;
+                }
+                Err(e) => Err(e),
+            },
         };
         // Our temp files left in a directory (a displaced file that moved
         // with it before it could be removed, or a killed process's) are
@@ -1369,6 +1434,29 @@ mod tests {
         assert_eq!(report.needs_scan, vec!["d/f.txt".to_owned()]);
         assert_eq!(std::fs::read_to_string(root.join("g.txt")).expect("g"), "g\npeer\n");
         assert!(index.files.get("d/f.txt").is_some_and(|k| k.staged.is_none()), "{:?}", index.files.get("d/f.txt"));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A peer's deletion of a file that a program wrote after the
+    /// write-back looked at it (the look said unchanged): the removal sees
+    /// the write once the file is renamed aside, and puts the file back
+    /// for the scan instead of deleting the write with it.
+    #[test]
+    fn a_write_after_the_look_before_a_removal_is_put_back_not_deleted() {
+        let root = std::env::temp_dir().join(format!("fsync-write-unit-remove-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("mkdir");
+        let target = root.join("f.txt");
+        std::fs::write(&target, "one\n").expect("write");
+        let looked = lstat(&target).expect("stat");
+        // The program's write, between the look and the removal.
+        std::fs::write(&target, "one\ntwo\n").expect("write");
+        assert!(matches!(remove_unchanged(&target, &looked), Ok(Removal::PutBack)));
+        assert_eq!(std::fs::read_to_string(&target).expect("still there"), "one\ntwo\n");
+        // Unchanged since the look: removed, with no temp file left.
+        let looked = lstat(&target).expect("stat");
+        assert!(matches!(remove_unchanged(&target, &looked), Ok(Removal::Removed)));
+        assert_eq!(std::fs::read_dir(&root).expect("list").count(), 0);
         let _ = std::fs::remove_dir_all(&root);
     }
 
