@@ -181,7 +181,6 @@ impl Chunks {
         self
     }
 
-
     /// Chunks not yet made durable, to be written to the source's store.
     pub fn fresh(&self) -> impl Iterator<Item = (ChunkHash, &[u8])> {
         self.fresh.iter().map(|(h, b)| (*h, b.as_slice()))

@@ -91,10 +91,14 @@ impl Saver {
         &self.saved_vv
     }
 
-    /// Appends every event not yet saved as one batch; does not sync.
-    /// Returns whether anything was written.
+    /// Appends every event not yet saved, in batches of a bounded size;
+    /// does not sync. Returns whether anything was written.
     pub fn save(&mut self, name: &str, folder: &Folder, store: &mut dyn Store) -> Result<bool, StoreError> {
-        Ok(self.append_unsaved(name, folder, store)?.is_some())
+        let mut wrote = false;
+        while self.append_unsaved(name, folder, store)?.is_some() {
+            wrote = true;
+        }
+        Ok(wrote)
     }
 
     /// Like [`Saver::save`], and adds to `chunks` every chunk the saved
@@ -107,18 +111,21 @@ impl Saver {
         store: &mut dyn Store,
         chunks: &mut std::collections::HashSet<crate::chunks::ChunkHash>,
     ) -> Result<bool, StoreError> {
-        let Some(changes) = self.append_unsaved(name, folder, store)? else { return Ok(false) };
-        for (_, r) in &changes.runs {
-            if let crate::text::ExportedKind::Marker(m) = &r.kind {
-                if let Ok(crate::folder::Meta::Binary { chunks: refs, .. }) = crate::folder::Meta::decode(m) {
-                    chunks.extend(refs.iter().map(|c| c.hash));
+        let mut wrote = false;
+        while let Some(changes) = self.append_unsaved(name, folder, store)? {
+            wrote = true;
+            for (_, r) in &changes.runs {
+                if let crate::text::ExportedKind::Marker(m) = &r.kind {
+                    if let Ok(crate::folder::Meta::Binary { chunks: refs, .. }) = crate::folder::Meta::decode(m) {
+                        chunks.extend(refs.iter().map(|c| c.hash));
+                    }
                 }
             }
         }
-        Ok(true)
+        Ok(wrote)
     }
 
-    /// The saving half of both: the changes appended, if any.
+    /// The saving half of both: one batch of changes appended, if any.
     fn append_unsaved(&mut self, name: &str, folder: &Folder, store: &mut dyn Store) -> Result<Option<Changes>, StoreError> {
         let (changes, pos) = folder.changes_since(&self.saved_vv, self.log_pos, usize::MAX);
         if changes.runs.is_empty() {
@@ -297,6 +304,25 @@ mod tests {
         crate::folder::tests::send(&f, &mut other);
         crate::folder::tests::send(&back, &mut other);
         assert_eq!(other.doc(id).map(|d| d.text()).as_deref(), Some("one two three"));
+    }
+
+    /// More new events than one batch holds (a first scan of a big
+    /// folder): one save takes them all, so what a caller acknowledges
+    /// after it (an fsync through the mount, an HTTP write) is all saved.
+    #[test]
+    fn a_save_of_more_than_a_batch_saves_every_event() {
+        let mut store = MemoryStore::new();
+        let mut f = Folder::new(AgentId::from_index(1));
+        let mut saver = Saver::default();
+        let line = "x".repeat(1000) + "\n";
+        for i in 0..12 {
+            let id = f.create(&format!("f{i}.txt"), Kind::File, 1).expect("create");
+            f.set_text(id, &line.repeat(1000), 2).expect("write");
+        }
+        assert!(saver.save("docs", &f, &mut store).expect("save"));
+        assert!(store.batches("docs").expect("batches").len() > 1, "the test needs more than a batch");
+        assert_eq!(saver.saved(), f.version_vector());
+        assert!(!saver.save("docs", &f, &mut store).expect("save"), "nothing left");
     }
 
     #[test]

@@ -333,3 +333,37 @@ fn a_big_file_in_a_folder_shared_for_the_first_time_reaches_the_peer_and_stays_r
     let out = p.a.run(&["cat", ra.join("big.bin").to_str().expect("utf-8")]);
     assert!(out.status.success() && out.stdout == bytes, "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A first share holding the changes of several saved batches (24 MiB of
+/// text, batches of 4 MiB): every batch reaches the peer. The node saved one batch per pass
+/// and hands peers only what is saved; with no pass after it, the rest
+/// stayed unsent and the peer stopped at part of the folder.
+#[test]
+fn a_first_share_of_more_changes_than_one_batch_reaches_the_peer_whole() {
+    let p = Pair::new("first-many");
+    let (ra, rb) = (p.da(""), p.db(""));
+    let line = "x".repeat(99) + "\n";
+    for i in 0..800 {
+        let dir = ra.join(format!("d{}", i % 20));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join(format!("f{i}.txt")), line.repeat(300)).expect("write");
+    }
+    let (_da, _db) = (p.a.start(p.pa), p.b.start(p.pb));
+    let count = |root: &std::path::Path| walkdir_files(root);
+    eventually("every file on b", 90, || count(&rb) == 800);
+}
+
+fn walkdir_files(root: &std::path::Path) -> usize {
+    let mut n = 0;
+    for d in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        if d.file_type().is_ok_and(|t| t.is_dir()) {
+            n += std::fs::read_dir(d.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "txt"))
+                .count();
+        }
+    }
+    n
+}

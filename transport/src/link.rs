@@ -145,6 +145,7 @@ impl Links {
                 false
             }
             FolderMsg::Frame(conn, bytes) => {
+                tracing::trace!(conn, len = bytes.len(), known = self.peers.contains_key(&conn), "frame");
                 let Some(p) = self.peers.get_mut(&conn) else { return false };
                 let result = p.session.handle_message(now, &bytes, folder, chunks);
                 let mut changed = false;

@@ -1606,13 +1606,31 @@ mod tests {
         std::fs::write(root.join("big.bin"), "first half, second half").expect("write");
         let fresh = vec!["big.bin".to_owned()];
         let (mut bodies, mut busy, mut report) = (HashMap::new(), BTreeSet::new(), ScanReport::default());
-        read_bodies(&root, &disk, &fresh, &mut bodies, &mut busy, &mut fsync_core::chunks::Chunks::default(), &mut report, &ScanProgress::default());
+        read_bodies(
+            &root,
+            &disk,
+            &fresh,
+            &mut bodies,
+            &mut busy,
+            &mut fsync_core::chunks::Chunks::default(),
+            &mut report,
+            &ScanProgress::default(),
+        );
         assert!(bodies.is_empty(), "taken in half written");
         assert_eq!(report.deferred, fresh);
         // Still changing at the second look: taken as it is (a file written
         // all the time is synced all the same).
         let mut report = ScanReport::default();
-        read_bodies(&root, &disk, &fresh, &mut bodies, &mut busy, &mut fsync_core::chunks::Chunks::default(), &mut report, &ScanProgress::default());
+        read_bodies(
+            &root,
+            &disk,
+            &fresh,
+            &mut bodies,
+            &mut busy,
+            &mut fsync_core::chunks::Chunks::default(),
+            &mut report,
+            &ScanProgress::default(),
+        );
         assert!(bodies.contains_key("big.bin") && report.deferred.is_empty());
         // A whole scan takes it once it holds still.
         let (mut folder, mut chunks, mut index) =

@@ -1952,4 +1952,3 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
     }
 }
-

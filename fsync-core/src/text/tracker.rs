@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-
 use super::buf::TextBuf;
 use super::oplog::{OpLog, OpSlice};
 use crate::graph::{Frontier, Graph};
