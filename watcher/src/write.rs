@@ -148,6 +148,33 @@ fn inaccessible(root: &Path, path: &str) -> Option<String> {
     }
 }
 
+/// The inode and kind at `path`, if anything is there.
+fn kind_at(path: &Path) -> Option<(u64, Kind)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).ok()?;
+    let kind = if m.is_dir() {
+        Kind::Dir
+    } else if m.file_type().is_symlink() {
+        Kind::Symlink
+    } else {
+        Kind::File
+    };
+    Some((m.ino(), kind))
+}
+
+/// Moves what a rename took by mistake from `at` back to `home`, unless
+/// something is at `home` now (then it stays at `at`, for the scan).
+fn put_back(at: &Path, home: &Path) {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    if let Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS | nix::errno::Errno::EOPNOTSUPP) =
+        renameat2(AT_FDCWD, at, AT_FDCWD, home, RenameFlags::RENAME_NOREPLACE)
+    {
+        if std::fs::symlink_metadata(home).is_err() {
+            let _ = std::fs::rename(at, home);
+        }
+    }
+}
+
 /// What [`remove_unchanged`] did.
 enum Removal {
     /// The file was as expected, and is gone.
@@ -742,6 +769,17 @@ fn write_back_in(
                 continue;
             }
             return Err(e);
+        }
+        // What moved must be the entry's own inode: a path replaced between
+        // the check and the rename (a file made a directory, with files
+        // in it) moved instead. It goes back where the user made it, and
+        // the scan takes it in.
+        let known = index.files.get(&old).map(|k| (k.stat.ino, k.kind));
+        if known.is_some() && known != kind_at(&root.join(&n.path)) {
+            put_back(&root.join(&n.path), &root.join(&old));
+            held.hold(n, &old);
+            needs_scan(index, &mut report, old);
+            continue;
         }
         for k in index.files.at_or_below(&old) {
             if let Some(mut v) = index.files.remove(&k) {
@@ -1457,6 +1495,30 @@ mod tests {
         let looked = lstat(&target).expect("stat");
         assert!(matches!(remove_unchanged(&target, &looked), Ok(Removal::Removed)));
         assert_eq!(std::fs::read_dir(&root).expect("list").count(), 0);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// A peer's rename of a file, with the file made a directory here
+    /// between the write-back's check and its rename: the rename took the
+    /// user's new directory (and the file in it) to the entry's new name.
+    /// The inode and kind moved are checked, and the directory goes back.
+    #[test]
+    fn a_path_made_a_directory_under_a_peers_rename_goes_back_with_its_files() {
+        let root = std::env::temp_dir().join(format!("fsync-write-unit-put-back-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).expect("mkdir");
+        std::fs::write(root.join("a.txt"), "the entry\n").expect("write");
+        let known = kind_at(&root.join("a.txt")).expect("there");
+        // The user's replacement, after the check.
+        std::fs::rename(root.join("a.txt"), root.join("kept-aside")).expect("mv");
+        std::fs::create_dir(root.join("a.txt")).expect("mkdir");
+        std::fs::write(root.join("a.txt/k.txt"), "the user's\n").expect("write");
+        // The write-back's rename, then its check.
+        std::fs::rename(root.join("a.txt"), root.join("b.txt")).expect("rename");
+        assert_ne!(Some(known), kind_at(&root.join("b.txt")), "not what the index knew");
+        put_back(&root.join("b.txt"), &root.join("a.txt"));
+        assert_eq!(std::fs::read_to_string(root.join("a.txt/k.txt")).expect("back"), "the user's\n");
+        assert!(kind_at(&root.join("b.txt")).is_none());
         let _ = std::fs::remove_dir_all(&root);
     }
 
