@@ -24,15 +24,7 @@ fn live() -> isize {
 
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let root = std::env::temp_dir().join(format!("fsync-heap-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    for i in 0..n {
-        let dir = root.join(format!("d{:03}", i % 1000));
-        if i < 1000 {
-            std::fs::create_dir_all(&dir).expect("mkdir");
-        }
-        std::fs::write(dir.join(format!("f{i}.txt")), format!("file {i}\nsome text\n")).expect("write");
-    }
+    let root = fsync_bench::small_files("heap", n);
     let ignore = Ignore::load(&root);
     let base = live();
     let mut folder = Folder::new(AgentId::from_index(1));

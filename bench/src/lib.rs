@@ -11,3 +11,18 @@
 pub mod trace;
 
 pub mod baselines;
+
+/// A fresh tree of `n` small text files over 1,000 directories, under the
+/// temp directory, for the examples that scan one.
+pub fn small_files(name: &str, n: usize) -> std::path::PathBuf {
+    let root = std::env::temp_dir().join(format!("fsync-{name}-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    for i in 0..n {
+        let dir = root.join(format!("d{:03}", i % 1000));
+        if i < 1000 {
+            std::fs::create_dir_all(&dir).expect("mkdir");
+        }
+        std::fs::write(dir.join(format!("f{i}.txt")), format!("file {i}\nsome text\n")).expect("write");
+    }
+    root
+}

@@ -83,6 +83,20 @@ pub struct Stat {
     pub exec: bool,
 }
 
+/// What kind of entry a file type is (`None`: a special file, which is
+/// not synced).
+pub(crate) fn kind_of(ft: &std::fs::FileType) -> Option<Kind> {
+    if ft.is_dir() {
+        Some(Kind::Dir)
+    } else if ft.is_symlink() {
+        Some(Kind::Symlink)
+    } else if ft.is_file() {
+        Some(Kind::File)
+    } else {
+        None
+    }
+}
+
 impl Stat {
     pub(crate) fn of(m: &std::fs::Metadata) -> Stat {
         Stat {

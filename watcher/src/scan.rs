@@ -509,13 +509,7 @@ fn walk_from(
             continue;
         };
         let ft = e.file_type();
-        let kind = if ft.is_dir() {
-            Kind::Dir
-        } else if ft.is_symlink() {
-            Kind::Symlink
-        } else if ft.is_file() {
-            Kind::File
-        } else {
+        let Some(kind) = crate::index::kind_of(&ft) else {
             if !ignore.ignored(&rel, false) {
                 unreadable.push((rel, format!("{NOT_SYNCED}: {}", special_kind(&ft))));
             }
@@ -1606,31 +1600,17 @@ mod tests {
         std::fs::write(root.join("big.bin"), "first half, second half").expect("write");
         let fresh = vec!["big.bin".to_owned()];
         let (mut bodies, mut busy, mut report) = (HashMap::new(), BTreeSet::new(), ScanReport::default());
-        read_bodies(
-            &root,
-            &disk,
-            &fresh,
-            &mut bodies,
-            &mut busy,
-            &mut fsync_core::chunks::Chunks::default(),
-            &mut report,
-            &ScanProgress::default(),
-        );
+        let look = |bodies: &mut HashMap<String, Body>, busy: &mut BTreeSet<String>, report: &mut ScanReport| {
+            let mut chunks = fsync_core::chunks::Chunks::default();
+            read_bodies(&root, &disk, &fresh, bodies, busy, &mut chunks, report, &ScanProgress::default());
+        };
+        look(&mut bodies, &mut busy, &mut report);
         assert!(bodies.is_empty(), "taken in half written");
         assert_eq!(report.deferred, fresh);
         // Still changing at the second look: taken as it is (a file written
         // all the time is synced all the same).
         let mut report = ScanReport::default();
-        read_bodies(
-            &root,
-            &disk,
-            &fresh,
-            &mut bodies,
-            &mut busy,
-            &mut fsync_core::chunks::Chunks::default(),
-            &mut report,
-            &ScanProgress::default(),
-        );
+        look(&mut bodies, &mut busy, &mut report);
         assert!(bodies.contains_key("big.bin") && report.deferred.is_empty());
         // A whole scan takes it once it holds still.
         let (mut folder, mut chunks, mut index) =

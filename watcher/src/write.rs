@@ -149,30 +149,42 @@ fn inaccessible(root: &Path, path: &str) -> Option<String> {
 }
 
 /// The inode and kind at `path`, if anything is there.
-fn kind_at(path: &Path) -> Option<(u64, Kind)> {
+fn kind_at(path: &Path) -> Option<(u64, Option<Kind>)> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::symlink_metadata(path).ok()?;
-    let kind = if m.is_dir() {
-        Kind::Dir
-    } else if m.file_type().is_symlink() {
-        Kind::Symlink
-    } else {
-        Kind::File
-    };
-    Some((m.ino(), kind))
+    Some((m.ino(), crate::index::kind_of(&m.file_type())))
 }
 
-/// Moves what a rename took by mistake from `at` back to `home`, unless
-/// something is at `home` now (then it stays at `at`, for the scan).
-fn put_back(at: &Path, home: &Path) {
+/// Renames `from` to `to` only where nothing is at `to`; false when
+/// something is. (Without renameat2's flags, a look then a rename.)
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<bool> {
+    use nix::errno::Errno;
     use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
-    if let Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS | nix::errno::Errno::EOPNOTSUPP) =
-        renameat2(AT_FDCWD, at, AT_FDCWD, home, RenameFlags::RENAME_NOREPLACE)
-    {
-        if std::fs::symlink_metadata(home).is_err() {
-            let _ = std::fs::rename(at, home);
+    match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => Ok(true),
+        Err(Errno::EEXIST) => Ok(false),
+        Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
+            if std::fs::symlink_metadata(to).is_ok() {
+                return Ok(false);
+            }
+            std::fs::rename(from, to).map(|()| true)
         }
+        Err(e) => Err(std::io::Error::from(e)),
     }
+}
+
+/// True when what a rename put at `at` is the inode and kind the index
+/// knew (`known`). Otherwise the path was replaced between the check and
+/// the rename (a file made a directory, with files in it), and what
+/// moved goes back to `home`, where the user made it (unless something is
+/// there now: then it stays at `at`, for the scan).
+fn moved_as_known(at: &Path, home: &Path, known: Option<(u64, Kind)>) -> bool {
+    let Some((ino, kind)) = known else { return true };
+    if kind_at(at) == Some((ino, Some(kind))) {
+        return true;
+    }
+    let _ = rename_noreplace(at, home);
+    false
 }
 
 /// What [`remove_unchanged`] did.
@@ -194,7 +206,6 @@ enum Removal {
 /// write through a descriptor opened before the rename, landing between
 /// the look and the unlink, is not seen.
 fn remove_unchanged(path: &Path, expected: &Stat) -> std::io::Result<Removal> {
-    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
     let dir = path.parent().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
     let tmp = temp_path(dir);
     std::fs::rename(path, &tmp)?;
@@ -204,19 +215,7 @@ fn remove_unchanged(path: &Path, expected: &Stat) -> std::io::Result<Removal> {
         std::fs::remove_file(&tmp)?;
         return Ok(Removal::Removed);
     }
-    match renameat2(AT_FDCWD, &tmp, AT_FDCWD, path, RenameFlags::RENAME_NOREPLACE) {
-        Ok(()) => Ok(Removal::PutBack),
-        Err(nix::errno::Errno::EEXIST) => Ok(Removal::Kept(tmp)),
-        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS | nix::errno::Errno::EOPNOTSUPP) => {
-            // No renameat2 flags here: back, unless something is there.
-            if lstat(path).is_some() {
-                return Ok(Removal::Kept(tmp));
-            }
-            std::fs::rename(&tmp, path)?;
-            Ok(Removal::PutBack)
-        }
-        Err(e) => Err(std::io::Error::from(e)),
-    }
+    Ok(if rename_noreplace(&tmp, path)? { Removal::PutBack } else { Removal::Kept(tmp) })
 }
 
 fn temp_path(dir: &Path) -> PathBuf {
@@ -254,6 +253,20 @@ pub fn recover_leftovers(
     take_in_leftovers(root, leftovers, folder, chunks, index)
 }
 
+/// Takes in `bytes`, what a write by someone else left in the file the
+/// index knew as `k`, as a local edit of its entry made on the version the
+/// index had read (text merged, binary a concurrent version). Returns the
+/// version taken in.
+fn take_in_displaced(
+    folder: &mut Folder,
+    chunks: &mut dyn ChunkStore,
+    k: &Known,
+    bytes: Vec<u8>,
+) -> Result<Vec<fsync_core::EventId>, WatchError> {
+    let exec = folder.state(k.id).map_or(k.stat.exec, |s| s.exec);
+    Ok(fsync_core::ingest::take_in_bytes(folder, chunks, k.id, &k.base, bytes, exec, now_ms())?)
+}
+
 /// [`recover_leftovers`] for the given temp files.
 fn take_in_leftovers(
     root: &Path,
@@ -279,8 +292,7 @@ fn take_in_leftovers(
             let changed = lstat(&tmp).is_some_and(|s| s.size != k.stat.size || s.mtime != k.stat.mtime);
             if changed && folder.tree().path_of(k.id).is_some() {
                 let bytes = std::fs::read(&tmp).map_err(|e| WatchError::io(&tmp, e))?;
-                let exec = folder.state(k.id).map_or(k.stat.exec, |s| s.exec);
-                fsync_core::ingest::take_in_bytes(folder, chunks, k.id, &k.base, bytes, exec, now_ms())?;
+                take_in_displaced(folder, chunks, k, bytes)?;
                 taken += 1;
             }
         }
@@ -770,13 +782,10 @@ fn write_back_in(
             }
             return Err(e);
         }
-        // What moved must be the entry's own inode: a path replaced between
-        // the check and the rename (a file made a directory, with files
-        // in it) moved instead. It goes back where the user made it, and
-        // the scan takes it in.
+        // What moved must be the entry's own inode, or the scan takes in
+        // what the user put there instead.
         let known = index.files.get(&old).map(|k| (k.stat.ino, k.kind));
-        if known.is_some() && known != kind_at(&root.join(&n.path)) {
-            put_back(&root.join(&n.path), &root.join(&old));
+        if !moved_as_known(&root.join(&n.path), &root.join(&old), known) {
             held.hold(n, &old);
             needs_scan(index, &mut report, old);
             continue;
@@ -919,8 +928,7 @@ fn write_back_in(
                     // the write is an edit of the entry, concurrent with the
                     // deletion, so the entry lives on with it.
                     let bytes = std::fs::read(&tmp).map_err(|e| WatchError::io(&tmp, e))?;
-                    let exec = folder.state(k.id).map_or(k.stat.exec, |s| s.exec);
-                    fsync_core::ingest::take_in_bytes(folder, chunks, k.id, &k.base, bytes, exec, now_ms())?;
+                    take_in_displaced(folder, chunks, &k, bytes)?;
                     let _ = std::fs::remove_file(&tmp);
                     index.files.remove(&p);
                     report.raced.push(p);
@@ -1189,11 +1197,16 @@ fn in_the_way(root: &Path, index: &Index, path: &str, itself: bool) -> Option<St
 /// recorded for it (the disk never held that version: a scan must not take
 /// what it finds there as made on it).
 fn drop_staged(index: &mut Index, path: &str, staged: Staged) {
+    forget_intent(index, path);
+    staged.abandon();
+}
+
+/// Forgets the write intent recorded for `path` (the write did not land).
+fn forget_intent(index: &mut Index, path: &str) {
     if let Some(k) = index.files.get_mut(path) {
         k.staged = None;
     }
     index.new_intents.remove(path);
-    staged.abandon();
 }
 
 /// A file staged for one path (then renamed: `S` is where it is).
@@ -1293,10 +1306,7 @@ fn land_batch(
                 placed.push(Pending { path, id, kind, version, known, staged: r });
             }
             Err(e) => {
-                if let Some(k) = index.files.get_mut(&path) {
-                    k.staged = None;
-                }
-                index.new_intents.remove(&path);
+                forget_intent(index, &path);
                 failed = Some(e);
             }
         }
@@ -1345,8 +1355,7 @@ fn land_batch(
             // was: the one the index had at the path, which is another
             // entry when ours took its name (two names swapped).
             if let Some(k) = p.known.as_ref() {
-                let exec = folder.state(k.id).map_or(k.stat.exec, |s| s.exec);
-                let raced = fsync_core::ingest::take_in_bytes(folder, chunks, k.id, &k.base, bytes, exec, now_ms())?;
+                let raced = take_in_displaced(folder, chunks, k, bytes)?;
                 if k.id == p.id {
                     written = crate::index::Written::after_race(raced);
                 }
@@ -1376,9 +1385,7 @@ mod tests {
     /// and the path is scanned instead.
     #[test]
     fn a_directory_made_where_we_write_is_never_swapped_out() {
-        let root = std::env::temp_dir().join(format!("fsync-write-unit-dir-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).expect("mkdir");
+        let root = fresh_root("fsync-write-unit-dir");
         let target = root.join("x");
         std::fs::write(&target, "old\n").expect("write");
         let expected = lstat(&target).expect("stat");
@@ -1444,9 +1451,7 @@ mod tests {
     /// intent left.
     #[test]
     fn a_directory_removed_under_a_staged_write_drops_only_that_write_and_its_intent() {
-        let root = std::env::temp_dir().join(format!("fsync-write-unit-gone-dir-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).expect("mkdir");
+        let root = fresh_root("fsync-write-unit-gone-dir");
         let mut folder = Folder::new(AgentId::from_index(1));
         let (mut chunks, mut index) = (Chunks::default(), Index::default());
         let f = folder.create("d/f.txt", Kind::File, 1).expect("create");
@@ -1481,9 +1486,7 @@ mod tests {
     /// for the scan instead of deleting the write with it.
     #[test]
     fn a_write_after_the_look_before_a_removal_is_put_back_not_deleted() {
-        let root = std::env::temp_dir().join(format!("fsync-write-unit-remove-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).expect("mkdir");
+        let root = fresh_root("fsync-write-unit-remove");
         let target = root.join("f.txt");
         std::fs::write(&target, "one\n").expect("write");
         let looked = lstat(&target).expect("stat");
@@ -1504,21 +1507,27 @@ mod tests {
     /// The inode and kind moved are checked, and the directory goes back.
     #[test]
     fn a_path_made_a_directory_under_a_peers_rename_goes_back_with_its_files() {
-        let root = std::env::temp_dir().join(format!("fsync-write-unit-put-back-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).expect("mkdir");
+        let root = fresh_root("fsync-write-unit-put-back");
         std::fs::write(root.join("a.txt"), "the entry\n").expect("write");
-        let known = kind_at(&root.join("a.txt")).expect("there");
+        let known_at = |p: &Path| match kind_at(p) {
+            Some((ino, Some(kind))) => (ino, kind),
+            other => panic!("nothing synced at {}: {other:?}", p.display()),
+        };
+        let known = known_at(&root.join("a.txt"));
         // The user's replacement, after the check.
         std::fs::rename(root.join("a.txt"), root.join("kept-aside")).expect("mv");
         std::fs::create_dir(root.join("a.txt")).expect("mkdir");
         std::fs::write(root.join("a.txt/k.txt"), "the user's\n").expect("write");
         // The write-back's rename, then its check.
         std::fs::rename(root.join("a.txt"), root.join("b.txt")).expect("rename");
-        assert_ne!(Some(known), kind_at(&root.join("b.txt")), "not what the index knew");
-        put_back(&root.join("b.txt"), &root.join("a.txt"));
+        assert!(!moved_as_known(&root.join("b.txt"), &root.join("a.txt"), Some(known)), "not what the index knew");
         assert_eq!(std::fs::read_to_string(root.join("a.txt/k.txt")).expect("back"), "the user's\n");
         assert!(kind_at(&root.join("b.txt")).is_none());
+        // What the index knew moves as it is.
+        let dir = known_at(&root.join("a.txt"));
+        std::fs::rename(root.join("a.txt"), root.join("c")).expect("rename");
+        assert!(moved_as_known(&root.join("c"), &root.join("a.txt"), Some(dir)));
+        assert!(root.join("c/k.txt").exists());
         let _ = std::fs::remove_dir_all(&root);
     }
 
@@ -1549,9 +1558,7 @@ mod tests {
     /// them one at a time.
     #[test]
     fn a_binary_still_arriving_is_not_read_and_is_written_from_its_chunks() {
-        let root = std::env::temp_dir().join(format!("fsync-write-unit-chunks-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).expect("mkdir");
+        let root = fresh_root("fsync-write-unit-chunks");
         // The content, made on a peer: its chunks, and its version here.
         let data = crate::noise(3 << 20, 7);
         let mut theirs = Chunks::default();
@@ -1578,10 +1585,16 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
     }
 
-    fn one_file_written(name: &str) -> (PathBuf, Folder, Chunks, Index, EntryId) {
+    /// An empty directory for one test, named after it.
+    fn fresh_root(name: &str) -> PathBuf {
         let root = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).expect("mkdir");
+        root
+    }
+
+    fn one_file_written(name: &str) -> (PathBuf, Folder, Chunks, Index, EntryId) {
+        let root = fresh_root(name);
         let mut folder = Folder::new(AgentId::from_index(1));
         let mut chunks = Chunks::default();
         let mut index = Index::default();
