@@ -134,8 +134,17 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// A free UDP port on 127.0.0.1 (bound and released; fine for tests).
+/// A UDP port free now, and never handed out before by this process: the
+/// kernel may give the same free port to two calls in a row (two nodes of
+/// one test then fought over it, and one never started).
 pub fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        if GIVEN.lock().expect("ports").insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A running `fsync run`; killed if the test ends without stopping it.
