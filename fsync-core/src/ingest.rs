@@ -98,6 +98,25 @@ pub fn take_in(
     let doc_version = |f: &Folder| f.doc(id).map(|d| d.version_ids()).unwrap_or_default();
     let current = doc_version(folder);
     let base: Vec<EventId> = if base.is_empty() { current.clone() } else { base.to_vec() };
+    // Binary content is cut into chunks first: it is compared by them.
+    let body = match body {
+        Body::Binary(bytes) => Body::Chunked(cut(&bytes, chunks), crate::chunks::ChunkHash::of(&bytes)),
+        other => other,
+    };
+    // A writer whose content is still what it started from changed
+    // nothing: whatever arrived since (a new content of any type, an exec
+    // bit) stays, and the write-back brings the disk up to date.
+    if base != current {
+        if let Some(at_base) = folder.doc(id).and_then(|d| d.lvs_of(&base)).and_then(|lvs| {
+            let was = folder.state_at(id, &lvs)?;
+            holds(folder, id, &body, &was.content, &lvs).then_some(was)
+        }) {
+            if at_base.exec != exec && folder.state(id).is_some_and(|s| s.kind == Kind::File && s.exec != exec) {
+                folder.set_exec(id, exec, now)?;
+            }
+            return Ok(base);
+        }
+    }
     let ops_before = folder.doc(id).map_or(0, |d| d.oplog().len());
     // The newest of our own text operations, if any (markers added later,
     // like the exec bit, sit on top of the merged version).
@@ -139,16 +158,7 @@ pub fn take_in(
                 }
             }
         }
-        Body::Binary(bytes) => {
-            let refs: Vec<ChunkRef> = split(&bytes)
-                .into_iter()
-                .map(|(r, b)| {
-                    chunks.put(r.hash, b);
-                    r
-                })
-                .collect();
-            write_binary(folder, id, &base, refs, now)?;
-        }
+        Body::Binary(bytes) => write_binary(folder, id, &base, cut(&bytes, chunks), now)?,
         Body::Chunked(refs, _) => write_binary(folder, id, &base, refs, now)?,
     }
     if folder.state(id).is_some_and(|s| s.kind == Kind::File && s.exec != exec) {
@@ -161,6 +171,28 @@ pub fn take_in(
         return Ok(doc_version(folder));
     }
     Ok(text_tip.map_or(base, |t| vec![t]))
+}
+
+/// `bytes` cut into chunks, which go into `chunks`.
+fn cut(bytes: &[u8], chunks: &mut dyn ChunkStore) -> Vec<ChunkRef> {
+    split(bytes)
+        .into_iter()
+        .map(|(r, b)| {
+            chunks.put(r.hash, b);
+            r
+        })
+        .collect()
+}
+
+/// True when `body` is `content`, the entry's content at `at`.
+fn holds(folder: &Folder, id: EntryId, body: &Body, content: &Content, at: &[crate::Lv]) -> bool {
+    match (body, content) {
+        (Body::Text(t), Content::Text) => folder.doc(id).is_some_and(|d| d.text_at(at) == *t),
+        (Body::Chunked(refs, _), Content::Binary { chunks, .. }) => chunks == refs,
+        (Body::Link(t), Content::Link(l)) => t == l,
+        (Body::Dir, Content::None) => true,
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -184,5 +216,28 @@ mod tests {
         assert_eq!(classify(b"\xff".to_vec()), Body::Binary(vec![0xff]));
         take_in_bytes(&mut f, &mut c, id, &[], vec![0, 1, 2], true, 4).expect("binary");
         assert!(matches!(f.state(id).expect("state").content, Content::Binary { size: 3, .. }));
+    }
+
+    /// A writer that wrote back exactly what it read (a file only moved,
+    /// or touched) changed nothing: a content of another type, or an exec
+    /// bit, that arrived since stays.
+    #[test]
+    fn a_body_still_at_its_base_takes_nothing_in() {
+        let mut f = Folder::new(AgentId::from_index(1));
+        let mut c = Chunks::default();
+        let id = f.create("a", Kind::File, 1).expect("create");
+        let text = take_in_bytes(&mut f, &mut c, id, &[], b"one\n".to_vec(), false, 1).expect("text");
+        take_in_bytes(&mut f, &mut c, id, &[], vec![0, 1, 2], false, 2).expect("binary since");
+        assert_eq!(take_in_bytes(&mut f, &mut c, id, &text, b"one\n".to_vec(), false, 3).expect("same"), text);
+        assert!(matches!(f.state(id).expect("state").content, Content::Binary { size: 3, .. }));
+        let bin = f.doc(id).expect("doc").version_ids();
+        take_in_bytes(&mut f, &mut c, id, &[], b"two\n".to_vec(), true, 4).expect("text and exec since");
+        take_in_bytes(&mut f, &mut c, id, &bin, vec![0, 1, 2], false, 5).expect("same");
+        let s = f.state(id).expect("state");
+        assert_eq!((&s.content, s.exec), (&Content::Text, true));
+        assert_eq!(f.doc(id).expect("doc").text(), "two\n");
+        // A change from that base is taken in, as ever.
+        take_in_bytes(&mut f, &mut c, id, &bin, vec![0, 1, 2, 3], false, 6).expect("binary");
+        assert!(matches!(f.state(id).expect("state").content, Content::Binary { size: 4, .. }));
     }
 }

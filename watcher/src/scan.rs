@@ -38,10 +38,9 @@ pub use fsync_core::ingest::TEXT_MAX;
 pub const NOT_SYNCED: &str = "not synced";
 
 /// How long a scoped scan waits before it takes a path gone for deleted:
-/// the other half of a move may come in a later batch of events (seed 261
-/// of the directory-operations workload: 55 ms later, after a write-back
-/// and a save; one more look 5 ms later had taken it for a deletion plus a
-/// new file, and a peer's concurrent edit kept both).
+/// the other half of a move may come in a later batch of events, tens of
+/// milliseconds later, and a move taken for a deletion plus a new file
+/// would keep a peer's concurrent edit beside the moved file.
 pub const GONE_WAIT: Duration = Duration::from_millis(150);
 
 /// How long after our write-back a file found cut short of what we wrote
@@ -328,10 +327,9 @@ fn linked_outside(index: &Index, disk: &BTreeMap<String, OnDisk>, scope: &[Strin
 
 /// A walk is not atomic: something moved while it went on, from a
 /// directory it had walked into one it had not reached yet, is in `disk`
-/// twice, at its old name and at its new one, with one inode (SIGKILL
-/// scenario, seed 3: `d20/t44.txt` moved to `d76/r132.txt`; the new name
-/// was taken for a new file, the old one deleted a moment later, and a
-/// peer's concurrent edit kept both). A known name that, looked at again,
+/// twice, at its old name and at its new one, with one inode; taken as
+/// found, the new name would be a new file and the old one deleted, and a
+/// peer's concurrent edit would keep both. A known name that, looked at again,
 /// no longer holds the inode a new name has is taken out, with what was
 /// below it: the move is then found. (A hard link still holds it.)
 fn seen_twice(root: &Path, index: &Index, fresh: &HashSet<(u64, u8)>, disk: &mut BTreeMap<String, OnDisk>) {
@@ -355,9 +353,8 @@ fn seen_twice(root: &Path, index: &Index, fresh: &HashSet<(u64, u8)>, disk: &mut
 /// tmpfs hand freed inodes out again at once). A file that kept its size
 /// and mtime was only moved; one that changed too is the same file only if
 /// its text still shares most lines with what `known` held. Text that
-/// became binary, or binary that became text, is another file (seed 199: a
-/// deleted text file's inode went to a new binary file, and the deletion
-/// was taken for a move, superseding a peer's concurrent edit). Binary
+/// became binary, or binary that became text, is another file: a deletion
+/// taken for a move would supersede a peer's concurrent edit. Binary
 /// content cannot tell otherwise: the inode is trusted.
 fn inode_reused(root: &Path, folder: &Folder, path: &str, known: &Known) -> bool {
     let Ok(m) = std::fs::symlink_metadata(root.join(path)) else {

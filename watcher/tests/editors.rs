@@ -1669,3 +1669,50 @@ fn the_folder_marker_is_neither_synced_nor_written() {
     d.write_back();
     assert!(watcher::root::Root::check(&d.root, "id").is_ok());
 }
+
+/// A binary content whose chunks have not all arrived is not written yet:
+/// the disk still holds the file's earlier content. A user who moves that
+/// file meanwhile moved it, and changed nothing: the content still to come
+/// stays the file's content, and lands at the new name.
+#[test]
+fn a_file_moved_while_its_binary_content_arrives_keeps_that_content() {
+    let mut d = Dir::new("arriving");
+    remote_new_file(&mut d, "d/b.bin", "");
+    d.write_back();
+    assert_eq!(read_file(&d, "d/b.bin"), "");
+    let id = d.id("d/b.bin");
+    let data = watcher_noise(300_000);
+    let mut theirs = Chunks::default();
+    remote_edit(&mut d, "d/b.bin", |f, id| {
+        fsync_core::ingest::take_in_bytes(f, &mut theirs, id, &[], data.clone(), false, 9).expect("binary");
+        f.rename(id, "e/b.bin", 9).expect("rename");
+    });
+    let w = d.write_back();
+    assert_eq!(w.waiting_for_chunks, vec!["e/b.bin".to_owned()], "{w:?}");
+    d.sh("mv e/b.bin r.bin");
+    d.scan();
+    assert!(
+        matches!(d.folder.state(id).expect("state").content, Content::Binary { size: 300_000, .. }),
+        "the content still to come was replaced by what the disk held: {:?}",
+        d.folder.state(id).map(|s| s.content.clone())
+    );
+    assert_eq!(d.folder.tree().path_of(id).as_deref(), Some("r.bin"));
+    // The chunks arrive: the content lands at the new name.
+    for (r, bytes) in fsync_core::chunks::split(&data) {
+        fsync_core::chunks::ChunkStore::put(&mut d.chunks, r.hash, &bytes);
+    }
+    d.write_back();
+    assert!(std::fs::read(d.root.join("r.bin")).expect("written") == data);
+}
+
+fn watcher_noise(n: usize) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
