@@ -632,6 +632,11 @@ impl Driver {
         if let Err(e) = r {
             if !((self.dir_ops && (85..=87).contains(&roll)) || (self.kind_ops && (79..=83).contains(&roll))) {
                 (self.ledger.tokens, self.ledger.blobs, self.ledger.deleted_bins) = before;
+            } else {
+                // Half done: what it removed stays superseded, but what it
+                // was about to write (the new kind's token) never was.
+                self.ledger.tokens.retain(|t, _| before.0.contains_key(t));
+                self.ledger.blobs.retain(|b, _| before.1.contains_key(b));
             }
             self.note(root, format_args!("that edit failed: {e}"));
             // Only races with the daemon may fail (a path moved meanwhile).
