@@ -6,6 +6,10 @@
 //!   taken in against what the disk had (a file deleted meanwhile is a
 //!   deletion, thanks to the saved index);
 //! - live events are debounced and rescanned (only the paths they name);
+//! - the loop owns every folder with its chunks, disk index and sync
+//!   sessions: the node only carries bytes between peers and the loop
+//!   (`transport::link`), so a connection never waits on a folder and a
+//!   folder never waits on the network;
 //! - changes from peers wake the loop, which writes merged state back
 //!   (never over an unscanned local edit);
 //! - after each round, new events, chunks and the index are saved and
@@ -20,15 +24,17 @@
 //!   signal exits at once (the store is crash-safe).
 //!
 //! Scans, write-back and saving run with `block_in_place`, so connections
-//! keep moving on the other runtime threads meanwhile.
+//! keep moving on the other runtime threads meanwhile (what peers send
+//! waits in the loop's queue, and then in QUIC's flow control).
 //!
 //! The HTTP front end (`http`) is one more client of this loop: its reads
 //! and edits are calls answered here, like control requests.
 //!
 //! This file holds the loop and its state; what it does is in its parts:
 //! `open` (a folder at start), `disk` (scans and write-backs),
-//! `persist` (saving), `local` (a folder's problems and held
-//! deletions), `control` (the control socket, status, config reloads),
+//! `persist` (saving), `peers` (the folders' sync sessions), `local` (a
+//! folder's problems and held deletions), `control` (the control socket,
+//! status, config reloads),
 //! `history` (restore, resume, views of the past), `mount` (the FUSE
 //! mount as a client), `http` (the HTTP front end as a client) and
 //! `process` (signals and limits).
@@ -40,6 +46,7 @@ mod http;
 mod local;
 mod mount;
 mod open;
+mod peers;
 mod persist;
 mod process;
 
@@ -64,7 +71,7 @@ use fsync_core::store::{load_folder, Saver, Store};
 use fsync_core::AgentId;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot, watch};
-use transport::node::FolderState;
+use transport::link::{FolderMsg, FolderPort, Links};
 use transport::tls::Joined;
 use transport::{DeviceId, Node, Trust};
 use watcher::ignore::Ignore;
@@ -95,9 +102,36 @@ const MOUNT_GROUP: Duration = Duration::from_millis(10);
 const STATUS_WAIT: Duration = Duration::from_secs(3);
 /// Errors kept for `fsync status`.
 const KEEP_ERRORS: usize = 20;
+/// Messages from peers queued for the loop, for every folder: a peer that
+/// sends faster than the folders take its changes waits (QUIC flow control
+/// holds it back).
+const FROM_PEERS: usize = 16;
+/// Messages from peers taken in one turn of the loop, before the
+/// write-back and the answers.
+const PEER_BATCH: usize = 16;
+
+/// A folder and its chunks: owned by the daemon's loop, which lends it
+/// to the mount's threads (a mounted folder is neither scanned nor written
+/// back, so they wait only on work in memory and the store).
+pub(crate) struct FolderState {
+    /// The folder.
+    pub(crate) folder: Folder,
+    /// Its binary chunks.
+    pub(crate) chunks: Chunks,
+}
+
+/// Runs `f` on a folder's state; `None` if a panic poisoned it (the
+/// process then exits: see docs/design.md).
+fn with_state<R>(state: &std::sync::Mutex<FolderState>, f: impl FnOnce(&mut FolderState) -> R) -> Option<R> {
+    Some(f(&mut *state.lock().ok()?))
+}
 
 /// One shared folder as the daemon sees it.
 struct Local {
+    /// The folder, with its chunks.
+    state: Arc<std::sync::Mutex<FolderState>>,
+    /// Its sync sessions with the peers connected for it.
+    links: Links,
     name: String,
     /// Presented through the FUSE mount: its directory is neither scanned
     /// nor written while mounted.
@@ -191,6 +225,14 @@ struct Daemon {
     trust: Arc<Trust>,
     locals: Vec<Local>,
     events: mpsc::Sender<(usize, Live)>,
+    /// Where the node sends the folders' messages from peers (keyed by
+    /// index in `locals`).
+    from_peers: mpsc::Sender<(usize, FolderMsg)>,
+    /// Bumped on every change to a folder (the HTTP front end's
+    /// subscriptions wait on it).
+    generation: watch::Sender<u64>,
+    /// A folder changed: a write-back pass is due.
+    wake_writes: bool,
     dialled: HashSet<(SocketAddr, DeviceId)>,
     errors: VecDeque<ErrorEntry>,
     /// Set while something failed and must be tried again.
@@ -219,8 +261,7 @@ enum MountMsg {
 /// The mounted folder as the daemon holds it: the live folder peers sync,
 /// saved by the main loop.
 struct MountBackend {
-    node: Arc<Node>,
-    name: String,
+    state: Arc<std::sync::Mutex<FolderState>>,
     tx: mpsc::UnboundedSender<MountMsg>,
 }
 
@@ -285,21 +326,21 @@ pub async fn run(home: &Home, listen: SocketAddr, http: Option<HttpAt>, mount: O
         let _ = joins_tx.send(j.clone());
     });
     let (events_tx, mut events) = mpsc::channel::<(usize, Live)>(1024);
-    let mut locals = Vec::new();
-    let mut started = Vec::new();
+    let mut locals: Vec<Local> = Vec::new();
     for (i, fc) in config.folders.iter().enumerate() {
         phase.send_replace(Some(format!("scanning folder {:?} at {}", fc.name, fc.path.display())));
         let mounted = mount.as_ref().is_some_and(|(name, _)| *name == fc.name);
-        let (local, folder, chunks) = open_folder(fc, i, &mut store, agent, &events_tx, mounted)?;
-        started.push((fc.name.clone(), folder, chunks));
-        locals.push(local);
+        locals.push(open_folder(fc, i, &mut store, agent, &events_tx, mounted)?);
     }
-    let open: Vec<String> = started.iter().map(|(n, _, _)| n.clone()).collect();
+    let open: Vec<String> = locals.iter().map(|l| l.name.clone()).collect();
     collect_garbage(&mut store, agent, &open, |name| {
-        started.iter().find(|(n, _, _)| n == name).map(|(_, f, _)| f.referenced_chunks())
+        let l = locals.iter().find(|l| l.name == name)?;
+        with_state(&l.state, |s| s.folder.referenced_chunks())
     });
     // The folders are in place before the first peer can connect.
-    let node = Node::serve(identity.clone(), trust.clone(), listen, transport::node::IDLE_TIMEOUT, started)?;
+    let (from_peers, mut peer_msgs) = mpsc::channel::<(usize, FolderMsg)>(FROM_PEERS);
+    let ports = locals.iter().enumerate().map(|(i, l)| (l.name.clone(), FolderPort::new(from_peers.clone(), i))).collect();
+    let node = Node::serve(identity.clone(), trust.clone(), listen, transport::node::IDLE_TIMEOUT, ports)?;
     tracing::info!(device = %me, listen = %node.local_addr()?, "fsync running");
     let mut d = Daemon {
         home: home.clone(),
@@ -311,6 +352,9 @@ pub async fn run(home: &Home, listen: SocketAddr, http: Option<HttpAt>, mount: O
         trust,
         locals,
         events: events_tx,
+        from_peers,
+        generation: watch::channel(0).0,
+        wake_writes: false,
         dialled: HashSet::new(),
         errors: VecDeque::new(),
         retry_at: None,
@@ -335,10 +379,10 @@ pub async fn run(home: &Home, listen: SocketAddr, http: Option<HttpAt>, mount: O
     // From here a signal stops the daemon the normal way (unmount, save).
     starting.store(false, std::sync::atomic::Ordering::SeqCst);
     if let Some((name, point)) = &mount {
-        let backend = MountBackend { node: d.node.clone(), name: name.clone(), tx: mount_tx };
+        let i = d.locals.iter().position(|l| l.name == *name).context("the mounted folder is not open")?;
+        let backend = MountBackend { state: d.locals[i].state.clone(), tx: mount_tx };
         let options = fuse_mount::MountOptions { fsname: format!("fsync:{name}"), space: home.dir.clone(), read_only: false };
         let m = tokio::task::block_in_place(|| fuse_mount::mount(backend, point, options))?;
-        let i = d.locals.iter().position(|l| l.name == *name).context("the mounted folder is not open")?;
         tracing::info!(folder = %name, mountpoint = %m.mountpoint().display(), "folder mounted");
         mounted = Some(Mount { i, fs: m, saved: Instant::now(), due: None });
     } else {
@@ -361,10 +405,9 @@ pub async fn run(home: &Home, listen: SocketAddr, http: Option<HttpAt>, mount: O
     phase.send_replace(None);
 
     let mut writes = WriteBack { last: Instant::now() - WRITE_GROUP, due: None };
-    let mut changes = d.node.changes();
-    // Peers may have sent changes between serve() and this subscription:
-    // start with a write-back pass so none of them waits for the next one.
-    changes.mark_changed();
+    // What the store has and the disk may lack (a write-back cut short by
+    // a crash) is written at once.
+    writes.changed(&mut d, mounted.as_ref());
     // Progress is looked at once a second (more often when its log period
     // is set shorter).
     let mut tick = tokio::time::interval(TICK.min(crate::progress::log_every()).max(Duration::from_millis(50)));
@@ -417,11 +460,14 @@ pub async fn run(home: &Home, listen: SocketAddr, http: Option<HttpAt>, mount: O
                     d.write(i);
                 }
             }
-            r = changes.changed() => {
-                if r.is_err() {
-                    break;
+            Some((i, msg)) = peer_msgs.recv() => {
+                // What else has come is taken too, then written back and
+                // answered together.
+                d.take_from_peer(i, msg);
+                for _ in 0..PEER_BATCH {
+                    let Ok((i, msg)) = peer_msgs.try_recv() else { break };
+                    d.take_from_peer(i, msg);
                 }
-                writes.changed(&mut d, mounted.as_ref());
             }
             Some(msg) = mount_rx.recv() => {
                 // Everything queued is saved together (group commit).
@@ -485,6 +531,12 @@ pub async fn run(home: &Home, listen: SocketAddr, http: Option<HttpAt>, mount: O
                 }
             }
             _ = stop.recv() => break,
+        }
+        if std::mem::take(&mut d.wake_writes) {
+            writes.changed(&mut d, mounted.as_ref());
+        }
+        for i in 0..d.locals.len() {
+            d.pump(i);
         }
     }
     tracing::info!("stopping (a second signal stops at once)");

@@ -4,24 +4,24 @@
 //! Per connection, one bidirectional stream carries every shared folder:
 //! each side first names the folders it shares *with that peer* (so a peer
 //! never learns the names of folders it is not trusted for), the
-//! intersection gets one [`Session`] each, and frames carry a folder index
-//! and a core message. Any change to a folder, local or from a peer, wakes
-//! every connection, so changes travel through the graph of peers.
+//! intersection is linked to each folder's owner (see [`crate::link`]),
+//! which runs one [`fsync_core::session::Session`] per peer, and frames carry
+//! a folder index and a core message. The node holds no folder: a
+//! connection only moves bytes between the peer and the owners.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fsync_core::chunks::Chunks;
 use fsync_core::encoding::{Reader, Writer};
-use fsync_core::folder::Folder;
-use fsync_core::session::{Event, Session};
 use rustls::pki_types::CertificateDer;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::frame::{read_frame, write_frame};
 use crate::id::{DeviceId, Identity};
+use crate::link::{FolderMsg, FolderPort, Link, Outbox};
 use crate::tls::{client_config, server_config, Trust};
 
 /// How often a connection sends a fresh summary (anti-entropy).
@@ -30,6 +30,8 @@ const RESYNC_EVERY: Duration = Duration::from_secs(30);
 const READ_AHEAD: usize = 4;
 /// Chunk replies handed to the bulk writer ahead of the wire, per connection.
 const BULK_AHEAD: usize = 8;
+/// Control frames the owners may queue ahead of the wire, per connection.
+const CONTROL_AHEAD: usize = 16;
 /// How long a peer may take to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait between dial attempts.
@@ -66,21 +68,13 @@ impl From<rustls::Error> for NodeError {
     }
 }
 
-/// A folder and its chunks, shared by every connection.
-#[derive(Debug)]
-pub struct FolderState {
-    /// The folder.
-    pub folder: Folder,
-    /// Its binary chunks.
-    pub chunks: Chunks,
-}
-
 struct Shared {
     identity: Identity,
     trust: Arc<Trust>,
-    folders: Mutex<BTreeMap<String, Arc<Mutex<FolderState>>>>,
-    /// Bumped on every change to any folder.
-    generation: watch::Sender<u64>,
+    /// Where each shared folder's owner takes messages.
+    folders: Mutex<BTreeMap<String, FolderPort>>,
+    /// Connections made so far (their ids for the owners).
+    conns: std::sync::atomic::AtomicU64,
     /// The one connection kept per peer, with the device that initiated it
     /// and the peer's boot id.
     connected: Mutex<BTreeMap<DeviceId, (quinn::Connection, DeviceId, u64)>>,
@@ -90,8 +84,9 @@ struct Shared {
     boot: u64,
     /// Connection loops running (for status and tests).
     running: std::sync::atomic::AtomicUsize,
-    /// What each peer has been up to, for status.
-    info: Mutex<BTreeMap<DeviceId, PeerInfo>>,
+    /// What each peer has been up to, for status (the owners note their
+    /// folders' progress here).
+    info: Arc<Mutex<BTreeMap<DeviceId, PeerInfo>>>,
 }
 
 /// What a node knows about a peer, for `fsync status`.
@@ -222,16 +217,16 @@ impl Node {
         Node::serve(identity, trust, listen, idle, Vec::new())
     }
 
-    /// Starts a node that shares `folders` (name, folder, chunks) from its
-    /// first connection on: a peer that connects at once is offered them.
-    /// Folders added later with [`Node::add_folder`] are offered on new
-    /// connections only.
+    /// Starts a node that shares `folders` (name, its owner's port) from
+    /// its first connection on: a peer that connects at once is offered
+    /// them. Folders added later with [`Node::add_folder`] are offered on
+    /// new connections only.
     pub fn serve(
         identity: Identity,
         trust: Arc<Trust>,
         listen: SocketAddr,
         idle: Duration,
-        folders: Vec<(String, Folder, Chunks)>,
+        folders: Vec<(String, FolderPort)>,
     ) -> Result<Node, NodeError> {
         let server = quinn::crypto::rustls::QuicServerConfig::try_from(server_config(&identity, trust.clone())?)
             .map_err(|e| NodeError::Quic(e.to_string()))?;
@@ -243,18 +238,14 @@ impl Node {
         client.transport_config(transport(idle));
         let mut endpoint = quinn::Endpoint::server(server, listen).map_err(|cause| NodeError::Bind { addr: listen, cause })?;
         endpoint.set_default_client_config(client);
-        let folders = folders
-            .into_iter()
-            .map(|(name, folder, chunks)| (name, Arc::new(Mutex::new(FolderState { folder, chunks }))))
-            .collect();
         let shared = Arc::new(Shared {
             identity,
             trust,
-            folders: Mutex::new(folders),
-            generation: watch::channel(0).0,
+            folders: Mutex::new(folders.into_iter().collect()),
+            conns: std::sync::atomic::AtomicU64::new(0),
             connected: Mutex::new(BTreeMap::new()),
             running: std::sync::atomic::AtomicUsize::new(0),
-            info: Mutex::new(BTreeMap::new()),
+            info: Arc::new(Mutex::new(BTreeMap::new())),
             boot: boot_id(),
         });
         let (ep, sh) = (endpoint.clone(), shared.clone());
@@ -325,44 +316,12 @@ impl Node {
         }
     }
 
-    /// Shares a folder under `name`.
-    pub fn add_folder(&self, name: &str, folder: Folder) {
-        self.add_folder_with(name, folder, Chunks::default());
-    }
-
-    /// Shares a folder under `name`, with the chunks it has.
-    pub fn add_folder_with(&self, name: &str, folder: Folder, chunks: Chunks) {
+    /// Shares a folder under `name`, owned by what takes `port`'s
+    /// messages.
+    pub fn add_folder(&self, name: &str, port: FolderPort) {
         if let Ok(mut f) = self.shared.folders.lock() {
-            f.insert(name.to_owned(), Arc::new(Mutex::new(FolderState { folder, chunks })));
+            f.insert(name.to_owned(), port);
         }
-        self.shared.generation.send_modify(|g| *g += 1);
-    }
-
-    /// Changes a folder (local edits); peers are told at once.
-    pub fn edit<R>(&self, name: &str, f: impl FnOnce(&mut FolderState) -> R) -> Option<R> {
-        let state = self.shared.folders.lock().ok()?.get(name)?.clone();
-        let r = f(&mut *state.lock().ok()?);
-        self.shared.generation.send_modify(|g| *g += 1);
-        Some(r)
-    }
-
-    /// A feed that changes whenever any folder changes (locally or from a
-    /// peer): what the daemon waits on to write merged state back.
-    pub fn changes(&self) -> watch::Receiver<u64> {
-        self.shared.generation.subscribe()
-    }
-
-    /// Tells every connection that folders changed (after changes made
-    /// through [`Node::read`]).
-    pub fn notify(&self) {
-        self.shared.generation.send_modify(|g| *g += 1);
-    }
-
-    /// Reads (or changes without telling peers) a folder.
-    pub fn read<R>(&self, name: &str, f: impl FnOnce(&mut FolderState) -> R) -> Option<R> {
-        let state = self.shared.folders.lock().ok()?.get(name)?.clone();
-        let mut guard = state.lock().ok()?;
-        Some(f(&mut guard))
     }
 
     /// Keeps a connection to `device` at `addr`: dials now and again after
@@ -488,27 +447,41 @@ fn parse_hello(bytes: &[u8]) -> Result<Hello, NodeError> {
     Ok(Hello { boot, folders, proof })
 }
 
-/// Notes how far each folder's session is with `peer`.
-fn record_progress(sh: &Shared, peer: DeviceId, conn: &quinn::Connection, sessions: &[FolderSession]) {
-    let mut folders = BTreeMap::new();
-    for s in sessions {
-        let to_send = s.state.lock().ok().and_then(|st| s.session.pending_ops(&st.folder));
-        let progress = Progress { to_send, to_fetch: s.session.chunks_in_flight(), sent_bytes: s.session.stats().sent_bytes };
-        folders.insert(s.name.clone(), progress);
+/// Unlinks a connection from its folders' owners when it ends.
+struct Closed {
+    ports: Vec<FolderPort>,
+    conn: crate::link::ConnId,
+}
+
+impl Drop for Closed {
+    fn drop(&mut self) {
+        let (ports, conn) = (std::mem::take(&mut self.ports), self.conn);
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        rt.spawn(async move {
+            for p in ports {
+                p.send(FolderMsg::Closed(conn)).await;
+            }
+        });
     }
+}
+
+/// Tells the owners that found no room for frames that there is some
+/// now.
+async fn ready(ports: &[FolderPort], wants: &[Arc<AtomicBool>], conn: crate::link::ConnId) {
+    for (p, w) in ports.iter().zip(wants) {
+        if w.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            p.send(FolderMsg::Ready(conn)).await;
+        }
+    }
+}
+
+/// Notes when `peer` was last heard and from where.
+fn record_seen(sh: &Shared, peer: DeviceId, conn: &quinn::Connection) {
     if let Ok(mut i) = sh.info.lock() {
         let e = i.entry(peer).or_default();
         e.last_seen = now_ms();
         e.addr = Some(conn.remote_address());
-        e.folders = folders;
     }
-}
-
-/// One folder shared on one connection: its state and the core session.
-struct FolderSession {
-    name: String,
-    state: Arc<Mutex<FolderState>>,
-    session: Session,
 }
 
 async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId, dialer: bool) -> Result<(), NodeError> {
@@ -571,17 +544,35 @@ async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId
     };
     let common: Vec<String> = mine.iter().filter(|m| theirs.contains(m)).cloned().collect();
     tracing::info!(peer = %peer.short(), folders = ?common, "connected");
-    let mut sessions: Vec<FolderSession> = Vec::new();
+    // Each common folder is linked to its owner; what the owners send
+    // for this peer comes back through two channels shared by the folders
+    // (control frames in order, chunk replies each on a stream of its own).
+    let (control_tx, mut control_rx) = mpsc::channel::<Vec<u8>>(CONTROL_AHEAD);
+    let (bulk_tx, mut bulk_rx) = mpsc::channel::<Vec<u8>>(BULK_AHEAD);
+    let id = sh.conns.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let mut ports: Vec<FolderPort> = Vec::new();
+    let mut wants: Vec<Arc<AtomicBool>> = Vec::new();
     for name in &common {
-        let Some(state) = sh.folders.lock().ok().and_then(|f| f.get(name).cloned()) else {
+        let Some(port) = sh.folders.lock().ok().and_then(|f| f.get(name).cloned()) else {
             continue;
         };
-        let mut session = Session::new();
-        if let Ok(s) = state.lock() {
-            session.start(&s.folder, &s.chunks);
+        let want = Arc::new(AtomicBool::new(false));
+        let out = Outbox {
+            idx: ports.len(),
+            control: control_tx.clone(),
+            bulk: bulk_tx.clone(),
+            want: want.clone(),
+            conn: conn.clone(),
+        };
+        let link = Link { conn: id, peer, name: name.clone(), out, book: sh.info.clone() };
+        if port.send(FolderMsg::Open(link)).await {
+            ports.push(port);
+            wants.push(want);
         }
-        sessions.push(FolderSession { name: name.clone(), state, session });
     }
+    drop((control_tx, bulk_tx));
+    // Unlinked whichever way this ends.
+    let _closed = Closed { ports: ports.clone(), conn: id };
     // Frames are read in their own task so that waiting for one is
     // cancel-safe in the select below.
     // The control stream goes first: a big transfer never delays an edit.
@@ -602,10 +593,10 @@ async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId
         }
     });
     // Chunks we serve go out the same way, a few at a time.
-    let (bulk_tx, mut bulk_rx) = mpsc::channel::<Vec<u8>>(BULK_AHEAD);
-    let bulk_conn = conn.clone();
+    let (bulk_conn, bulk_ports, bulk_wants) = (conn.clone(), ports.clone(), wants.clone());
     tokio::spawn(async move {
         while let Some(frame) = bulk_rx.recv().await {
+            ready(&bulk_ports, &bulk_wants, id).await;
             let Ok(mut s) = bulk_conn.open_uni().await else {
                 break;
             };
@@ -635,80 +626,33 @@ async fn run_connection(sh: Arc<Shared>, conn: quinn::Connection, peer: DeviceId
         reader_conn.close(4u32.into(), b"control stream ended");
     });
     let _running = Running::new(&sh.running);
-    let mut generation = sh.generation.subscribe();
+    record_seen(&sh, peer, &conn);
     let mut resync = tokio::time::interval(RESYNC_EVERY);
     resync.tick().await;
     loop {
-        // Send whatever the sessions have.
-        for (i, s) in sessions.iter_mut().enumerate() {
-            loop {
-                let out = match s.state.lock() {
-                    Ok(st) => s.session.poll_transmit(&st.folder),
-                    Err(_) => None,
-                };
-                let Some(bytes) = out else { break };
-                let mut frame = Writer::new();
-                frame.usize(i);
-                frame.raw(&bytes);
-                write_frame(&mut send, &frame.into_bytes()).await.map_err(|e| q(&e))?;
-            }
-        }
-        record_progress(&sh, peer, &conn, &sessions);
-        let bulk_waiting = sessions.iter().any(|s| s.session.bulk_pending() > 0);
         tokio::select! {
-            permit = bulk_tx.reserve(), if bulk_waiting => {
-                let Ok(permit) = permit else { break };
-                if let Some((i, s)) = sessions.iter_mut().enumerate().find(|(_, s)| s.session.bulk_pending() > 0) {
-                    let out = s.state.lock().ok().and_then(|st| s.session.poll_bulk(&st.chunks));
-                    if let Some(bytes) = out {
-                        let mut frame = Writer::new();
-                        frame.usize(i);
-                        frame.raw(&bytes);
-                        permit.send(frame.into_bytes());
-                    }
-                }
+            frame = control_rx.recv() => {
+                let Some(frame) = frame else { break };
+                ready(&ports, &wants, id).await;
+                write_frame(&mut send, &frame).await.map_err(|e| q(&e))?;
             }
             frame = rx.recv() => {
                 let Some(frame) = frame else { break };
+                record_seen(&sh, peer, &conn);
                 let mut r = Reader::new(&frame);
-                let idx = r.usize_max(sessions.len().saturating_sub(1)).ok().filter(|_| !sessions.is_empty());
-                let Some(idx) = idx else {
+                let port = r.usize_max(ports.len().saturating_sub(1)).ok().and_then(|i| ports.get(i));
+                let Some(port) = port else {
                     conn.close(2u32.into(), b"unknown folder");
                     return Err(NodeError::Peer("frame for an unknown folder".into()));
                 };
-                let body = r.raw(r.remaining()).unwrap_or_default();
-                let s = &mut sessions[idx];
-                let mut changed = false;
-                let result = match s.state.lock() {
-                    Ok(mut st) => {
-                        let st = &mut *st;
-                        let r = s.session.handle_message(now_ms(), body, &mut st.folder, &mut st.chunks);
-                        while let Some(ev) = s.session.poll_event() {
-                            changed |= matches!(ev, Event::Changed(_) | Event::ChunkStored(_));
-                        }
-                        r
-                    }
-                    Err(_) => Ok(()),
-                };
-                if changed {
-                    sh.generation.send_modify(|g| *g += 1);
-                }
-                if let Err(e) = result {
-                    tracing::warn!(peer = %peer.short(), folder = %s.name, "refused: {e}; closing the connection");
-                    conn.close(3u32.into(), b"protocol violation");
-                    return Err(NodeError::Peer(e.to_string()));
-                }
-            }
-            r = generation.changed() => {
-                if r.is_err() {
+                let body = r.raw(r.remaining()).unwrap_or_default().to_vec();
+                if !port.send(FolderMsg::Frame(id, body)).await {
                     break;
                 }
             }
             _ = resync.tick() => {
-                for s in &mut sessions {
-                    if let Ok(st) = s.state.lock() {
-                        s.session.resync(&st.folder, &st.chunks);
-                    }
+                for p in &ports {
+                    p.send(FolderMsg::Resync(id)).await;
                 }
             }
         }

@@ -1,6 +1,9 @@
 //! A big binary file transfers on its own streams while small text edits
 //! keep flowing: the edits are not queued behind the transfer.
 
+mod common;
+use common::TestNode;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,10 +14,11 @@ use transport::{Identity, Node, Trust};
 
 const SIZE: usize = 200 << 20;
 
-fn node(i: u64) -> (Node, Arc<Trust>) {
+fn node(i: u64) -> (TestNode, Arc<Trust>) {
     let trust = Arc::new(Trust::default());
-    let n =
-        Node::bind(Identity::generate().expect("identity"), trust.clone(), "127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let n = TestNode::new(
+        Node::bind(Identity::generate().expect("identity"), trust.clone(), "127.0.0.1:0".parse().expect("addr")).expect("bind"),
+    );
     n.add_folder("f", Folder::new(AgentId::from_index(i)));
     (n, trust)
 }
@@ -32,7 +36,7 @@ fn pseudo_random(n: usize) -> Vec<u8> {
     v
 }
 
-fn missing_chunks(n: &Node) -> usize {
+fn missing_chunks(n: &TestNode) -> usize {
     n.read("f", |s| s.folder.referenced_chunks().iter().filter(|h| !s.chunks.has(h)).count()).unwrap_or(usize::MAX)
 }
 
@@ -43,7 +47,7 @@ async fn small_edits_flow_during_a_200_mb_transfer() {
     ta.allow(b.device_id(), "f");
     tb.allow(a.device_id(), "f");
     let data = pseudo_random(SIZE);
-    a.edit("f", |s| {
+    a.edit("f", move |s| {
         let refs: Vec<_> = split(&data)
             .into_iter()
             .map(|(r, bytes)| {
@@ -57,7 +61,6 @@ async fn small_edits_flow_during_a_200_mb_transfer() {
         s.folder.set_text(t, "0", 1).expect("write");
     })
     .expect("folder");
-    drop(data);
     let start = Instant::now();
     a.dial(b.local_addr().expect("addr"), b.device_id());
 
@@ -68,9 +71,10 @@ async fn small_edits_flow_during_a_200_mb_transfer() {
         assert!(start.elapsed() < Duration::from_secs(300), "transfer did not finish");
         let body = i.to_string();
         let sent = Instant::now();
-        a.edit("f", |s| {
+        let new = body.clone();
+        a.edit("f", move |s| {
             let id = s.folder.tree().lookup("notes.txt").expect("notes").id;
-            s.folder.set_text(id, &body, 2).expect("write");
+            s.folder.set_text(id, &new, 2).expect("write");
         });
         loop {
             let seen = b.read("f", |s| {

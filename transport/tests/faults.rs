@@ -2,6 +2,9 @@
 //! nodes drops, delays (with jitter, so it reorders) and cuts packets. The
 //! kernel here has no netem qdisc, so this is the fault injector.
 
+mod common;
+use common::TestNode;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -69,14 +72,15 @@ impl Proxy {
 }
 
 struct Peer {
-    node: Node,
+    node: TestNode,
     trust: Arc<Trust>,
 }
 
 fn peer(i: u64) -> Peer {
     let trust = Arc::new(Trust::default());
-    let node =
-        Node::bind(Identity::generate().expect("identity"), trust.clone(), "127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let node = TestNode::new(
+        Node::bind(Identity::generate().expect("identity"), trust.clone(), "127.0.0.1:0".parse().expect("addr")).expect("bind"),
+    );
     node.add_folder("f", Folder::new(AgentId::from_index(i)));
     Peer { node, trust }
 }
@@ -87,20 +91,22 @@ fn befriend(a: &Peer, b: &Peer) {
 }
 
 fn write(p: &Peer, path: &str, body: &str) {
+    let (path, body) = (path.to_owned(), body.to_owned());
     p.node
-        .edit("f", |s| {
-            let id = match s.folder.tree().lookup(path) {
+        .edit("f", move |s| {
+            let id = match s.folder.tree().lookup(&path) {
                 Some(n) => n.id,
-                None => s.folder.create(path, Kind::File, 1).expect("create"),
+                None => s.folder.create(&path, Kind::File, 1).expect("create"),
             };
-            s.folder.set_text(id, body, 2).expect("write");
+            s.folder.set_text(id, &body, 2).expect("write");
         })
         .expect("folder");
 }
 
 fn read(p: &Peer, path: &str) -> Option<String> {
-    p.node.read("f", |s| {
-        let id = s.folder.tree().lookup(path)?.id;
+    let path = path.to_owned();
+    p.node.read("f", move |s| {
+        let id = s.folder.tree().lookup(&path)?.id;
         s.folder.doc(id).map(|d| d.text())
     })?
 }
@@ -190,13 +196,15 @@ async fn a_dead_peer_is_found_by_the_idle_timeout() {
     let idle = Duration::from_millis(900);
     let mk = |i: u64| {
         let trust = Arc::new(Trust::default());
-        let node = Node::bind_with_idle(
-            Identity::generate().expect("identity"),
-            trust.clone(),
-            "127.0.0.1:0".parse().expect("addr"),
-            idle,
-        )
-        .expect("bind");
+        let node = TestNode::new(
+            Node::bind_with_idle(
+                Identity::generate().expect("identity"),
+                trust.clone(),
+                "127.0.0.1:0".parse().expect("addr"),
+                idle,
+            )
+            .expect("bind"),
+        );
         node.add_folder("f", Folder::new(AgentId::from_index(i)));
         Peer { node, trust }
     };

@@ -3,6 +3,9 @@
 //! refused; the node stays up, keeps serving an honest peer, and its folder
 //! holds nothing bad.
 
+mod common;
+use common::TestNode;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,10 +18,11 @@ use transport::frame::{read_frame, write_frame};
 use transport::node::hello;
 use transport::{Identity, Node, Trust};
 
-fn node(i: u64) -> (Node, Arc<Trust>) {
+fn node(i: u64) -> (TestNode, Arc<Trust>) {
     let trust = Arc::new(Trust::default());
-    let n =
-        Node::bind(Identity::generate().expect("identity"), trust.clone(), "127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let n = TestNode::new(
+        Node::bind(Identity::generate().expect("identity"), trust.clone(), "127.0.0.1:0".parse().expect("addr")).expect("bind"),
+    );
     n.add_folder("f", Folder::new(AgentId::from_index(i)));
     (n, trust)
 }
@@ -156,4 +160,61 @@ async fn protocol_violations_are_refused_and_the_node_keeps_serving() {
     let paths: Vec<String> = a.read("f", |s| s.folder.tree().nodes().map(|n| n.path.clone()).collect()).expect("folder");
     assert!(paths.iter().all(|p| fsync_core::folder::split_path(p).is_ok()), "{paths:?}");
     assert!(!paths.iter().any(|p| p.contains("..")), "{paths:?}");
+}
+
+/// A trusted peer that says hello and then reads nothing: its connection's
+/// frames pile up until its outbox is full, and the folder's owner goes on
+/// without it. An honest peer still gets every edit at once, and the
+/// folder answers calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_holds_up_no_one() {
+    let (a, a_trust) = node(1);
+    let (honest, h_trust) = node(2);
+    let (mallory, m_trust) = node(3);
+    for (x, tx, y, ty) in [(&a, &a_trust, &honest, &h_trust), (&a, &a_trust, &mallory, &m_trust)] {
+        tx.allow(y.device_id(), "f");
+        ty.allow(x.device_id(), "f");
+    }
+    let conn = mallory.connect_raw(a.local_addr().expect("addr")).await.expect("trusted, so it connects");
+    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    write_frame(&mut send, &hello(&["f".to_owned()], None, 1)).await.expect("hello");
+    let _their_hello = read_frame(&mut recv).await.expect("hello back");
+    // Its summary says it has nothing: everything is to be sent to it.
+    let summary = Message::Summary(VersionVector::new()).encode();
+    write_frame(&mut send, &frame(0, &summary)).await.expect("summary");
+    honest.dial(a.local_addr().expect("addr"), a.device_id());
+    // Far more than the connection's flow control and outbox hold.
+    let line = "x".repeat(1000);
+    for batch in 0..40 {
+        let body = format!("{line}\n").repeat(100);
+        a.edit("f", move |s| {
+            for i in 0..25 {
+                let id = s.folder.create(&format!("d{batch}/f{i}.txt"), Kind::File, 1).expect("create");
+                s.folder.set_text(id, &body, 1).expect("write");
+            }
+        })
+        .expect("folder");
+    }
+    let t = Instant::now();
+    loop {
+        let done = honest.read("f", |s| s.folder.tree().len()).unwrap_or(0) >= 40 * 26;
+        if done {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "the honest peer did not get everything");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A new edit reaches the honest peer, and the folder answers, while
+    // mallory's frames are still waiting.
+    let sent = Instant::now();
+    a.edit("f", |s| {
+        let id = s.folder.create("last.txt", Kind::File, 2).expect("create");
+        s.folder.set_text(id, "last\n", 2).expect("write");
+    })
+    .expect("folder answers");
+    while honest.read("f", |s| s.folder.tree().lookup("last.txt").is_some()) != Some(true) {
+        assert!(sent.elapsed() < Duration::from_secs(5), "an edit waited on a peer that reads nothing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop((send, recv, conn));
 }

@@ -1,6 +1,9 @@
 //! Real QUIC on 127.0.0.1: nodes converge, relay through the graph, refuse
 //! strangers, and keep folders private to the peers trusted for them.
 
+mod common;
+use common::TestNode;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,14 +12,15 @@ use fsync_core::AgentId;
 use transport::{Identity, Node, Trust};
 
 struct Peer {
-    node: Node,
+    node: TestNode,
     trust: Arc<Trust>,
 }
 
 fn peer(i: u64, folders: &[&str]) -> Peer {
     let trust = Arc::new(Trust::default());
-    let node =
-        Node::bind(Identity::generate().expect("identity"), trust.clone(), "127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let node = TestNode::new(
+        Node::bind(Identity::generate().expect("identity"), trust.clone(), "127.0.0.1:0".parse().expect("addr")).expect("bind"),
+    );
     for f in folders {
         node.add_folder(f, Folder::new(AgentId::from_index(i)));
     }
@@ -32,20 +36,22 @@ fn befriend(a: &Peer, b: &Peer, folders: &[&str]) {
 }
 
 fn write(p: &Peer, folder: &str, path: &str, body: &str) {
+    let (path, body) = (path.to_owned(), body.to_owned());
     p.node
-        .edit(folder, |s| {
-            let id = match s.folder.tree().lookup(path) {
+        .edit(folder, move |s| {
+            let id = match s.folder.tree().lookup(&path) {
                 Some(n) => n.id,
-                None => s.folder.create(path, Kind::File, 1).expect("create"),
+                None => s.folder.create(&path, Kind::File, 1).expect("create"),
             };
-            s.folder.set_text(id, body, 2).expect("write");
+            s.folder.set_text(id, &body, 2).expect("write");
         })
         .expect("folder exists");
 }
 
 fn read(p: &Peer, folder: &str, path: &str) -> Option<String> {
-    p.node.read(folder, |s| {
-        let id = s.folder.tree().lookup(path)?.id;
+    let path = path.to_owned();
+    p.node.read(folder, move |s| {
+        let id = s.folder.tree().lookup(&path)?.id;
         s.folder.doc(id).map(|d| d.text())
     })?
 }
@@ -135,7 +141,8 @@ async fn a_restarted_peer_is_reconnected() {
     let a = peer(1, &["f"]);
     let b_identity = Identity::generate().expect("identity");
     let b_trust = Arc::new(Trust::default());
-    let b_node = Node::bind(b_identity.clone(), b_trust.clone(), "127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let b_node =
+        TestNode::new(Node::bind(b_identity.clone(), b_trust.clone(), "127.0.0.1:0".parse().expect("addr")).expect("bind"));
     b_node.add_folder("f", Folder::new(AgentId::from_index(2)));
     let b = Peer { node: b_node, trust: b_trust };
     befriend(&a, &b, &["f"]);
@@ -153,7 +160,7 @@ async fn a_restarted_peer_is_reconnected() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let trust = Arc::new(Trust::default());
     trust.allow(a.node.device_id(), "f");
-    let node = Node::bind(b_identity, trust.clone(), addr).expect("re-bind on the same port");
+    let node = TestNode::new(Node::bind(b_identity, trust.clone(), addr).expect("re-bind on the same port"));
     node.add_folder("f", b_folder);
     let b = Peer { node, trust };
     eventually("the edit made while b was down", || read(&b, "f", "two.txt").as_deref() == Some("2")).await;

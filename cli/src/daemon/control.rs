@@ -111,10 +111,9 @@ impl Daemon {
                 continue;
             }
             let i = self.locals.len();
-            let (local, folder, chunks) =
-                tokio::task::block_in_place(|| open_folder(fc, i, &mut self.store, self.agent, &self.events, false))?;
-            self.node.add_folder_with(&fc.name, folder, chunks);
+            let local = tokio::task::block_in_place(|| open_folder(fc, i, &mut self.store, self.agent, &self.events, false))?;
             self.locals.push(local);
+            self.node.add_folder(&fc.name, FolderPort::new(self.from_peers.clone(), i));
             self.persist(i);
             tracing::info!(folder = %fc.name, path = %fc.path.display(), "now sharing");
             // Connections offer folders when they open: reconnect the
@@ -165,12 +164,7 @@ impl Daemon {
             Request::Invite { folder, ttl, addrs } => Ok(self.invite(folder, *ttl, addrs.clone())?.into_bytes()),
             Request::Log { .. } | Request::Cat { .. } | Request::Ls { .. } => {
                 let devices = crate::query_devices(self.me, &self.config);
-                crate::answer(
-                    request,
-                    |folder, f| self.node.read(folder, |s| f(&mut s.folder, &s.chunks)),
-                    &devices,
-                    &self.config,
-                )
+                crate::answer(request, |folder, f| self.read(folder, |s| f(&mut s.folder, &s.chunks)), &devices, &self.config)
             }
             Request::Restore { folder, path, at, before } => self.restore(folder, path, at.as_deref(), *before),
             Request::Resume { folder } => self.resume(folder),
@@ -205,7 +199,7 @@ impl Daemon {
             .iter()
             .filter_map(|f| {
                 let problems = self.locals.iter().find(|l| l.name == f.name).map(Local::problems).unwrap_or_default();
-                self.node.read(&f.name, |s| {
+                self.read(&f.name, |s| {
                     let mut st = crate::status::FolderStatus::of(f, &mut s.folder, &s.chunks, &devices);
                     st.problems = problems;
                     st

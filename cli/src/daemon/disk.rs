@@ -113,15 +113,14 @@ impl Daemon {
         }
         let store = &mut self.store;
         let ignore = Ignore::load(&l.root);
+        let state = l.state.clone();
         let r = tokio::task::block_in_place(|| {
-            let name = l.name.clone();
-            self.node
-                .read(&name, |s: &mut FolderState| {
-                    let report = scan_scoped(&l.root, &mut s.folder, &mut s.chunks, &mut l.index, &ignore, scope, now_ms());
-                    let saved = save(l, s, store);
-                    (report, saved)
-                })
-                .context("folder vanished")
+            with_state(&state, |s: &mut FolderState| {
+                let report = scan_scoped(&l.root, &mut s.folder, &mut s.chunks, &mut l.index, &ignore, scope, now_ms());
+                let saved = save(l, s, store);
+                (report, saved)
+            })
+            .context("folder vanished")
         });
         let (report, saved) = match r {
             Ok((report, saved)) => (report.map_err(anyhow::Error::from), saved),
@@ -148,7 +147,7 @@ impl Daemon {
                         moved = report.moved.len(), deleted = report.deleted.len(), "local changes");
                     tracing::debug!(folder = %l.name, created = ?report.created, modified = ?report.modified,
                         moved = ?report.moved, deleted = ?report.deleted, "local changes by path");
-                    self.node.notify();
+                    self.changed_here(i);
                 }
             }
             Err(e) => {
@@ -167,8 +166,7 @@ impl Daemon {
         if self.locals[i].mounted {
             // Saved, so peers may have what arrived; the mount reads it live
             // (and nothing is written back: what changed is not kept).
-            let name = self.locals[i].name.clone();
-            self.node.read(&name, |s| s.folder.take_changed());
+            with_state(&self.locals[i].state, |s| s.folder.take_changed());
             self.persist(i);
             return;
         }
@@ -181,28 +179,27 @@ impl Daemon {
         for _ in 0..3 {
             let l = &mut self.locals[i];
             let store = &mut self.store;
+            let (name, state) = (l.name.clone(), l.state.clone());
             let r = tokio::task::block_in_place(|| {
-                let name = l.name.clone();
-                self.node
-                    .read(&name, |s: &mut FolderState| -> Result<Result<watcher::WriteReport, watcher::WatchError>> {
-                        if let Err(e) = save(l, s, store) {
-                            return Err(e.context("not writing merged changes before they are saved"));
-                        }
-                        // Intents are saved before files are replaced: see
-                        // `write_back_with`.
-                        let mut intents = |index: &mut Index| -> Result<(), String> {
-                            put_index(&name, index, store).and_then(|_| store.sync()).map_err(|e| e.to_string())
-                        };
-                        let mut report = l.dirty.write_back(&l.root, &mut s.folder, &mut s.chunks, &mut l.index, &mut intents);
-                        // The index, as written, and what raced writes brought.
-                        save(l, s, store)?;
-                        // Durable now: what those writes displaced may go.
-                        if let Ok(r) = &mut report {
-                            r.settle();
-                        }
-                        Ok(report)
-                    })
-                    .context("folder vanished")?
+                with_state(&state, |s: &mut FolderState| -> Result<Result<watcher::WriteReport, watcher::WatchError>> {
+                    if let Err(e) = save(l, s, store) {
+                        return Err(e.context("not writing merged changes before they are saved"));
+                    }
+                    // Intents are saved before files are replaced: see
+                    // `write_back_with`.
+                    let mut intents = |index: &mut Index| -> Result<(), String> {
+                        put_index(&name, index, store).and_then(|_| store.sync()).map_err(|e| e.to_string())
+                    };
+                    let mut report = l.dirty.write_back(&l.root, &mut s.folder, &mut s.chunks, &mut l.index, &mut intents);
+                    // The index, as written, and what raced writes brought.
+                    save(l, s, store)?;
+                    // Durable now: what those writes displaced may go.
+                    if let Ok(r) = &mut report {
+                        r.settle();
+                    }
+                    Ok(report)
+                })
+                .context("folder vanished")?
             });
             // A store failure (the changes are not saved) and a folder
             // failure (saved, but the disk cannot take them: a read-only
@@ -252,7 +249,7 @@ impl Daemon {
             }
             if !report.raced.is_empty() {
                 // Writes that slipped in were taken in as local edits.
-                self.node.notify();
+                self.changed_here(i);
             }
             if report.needs_scan.is_empty() && report.raced.is_empty() {
                 return;
@@ -279,10 +276,9 @@ impl Daemon {
         if known.is_empty() {
             return;
         }
-        let back: HashSet<String> = self
-            .node
-            .read(&l.name, |s| known.into_iter().filter(|p| s.folder.tree().lookup(p).is_some()).collect())
-            .unwrap_or_default();
+        let back: HashSet<String> =
+            with_state(&l.state, |s| known.into_iter().filter(|p| s.folder.tree().lookup(p).is_some()).collect())
+                .unwrap_or_default();
         self.locals[i].note_held_from_peers(&report.held_removals, &report.removed, |p| !back.contains(p));
     }
 }

@@ -22,7 +22,6 @@ impl Daemon {
         let source = self.store.chunk_source();
         let agent = self.agent;
         let past = self
-            .node
             .read(folder, |s| crate::past::Past::of(&mut s.folder, &s.chunks, source, before, agent))
             .ok_or_else(|| anyhow!("no folder named {folder:?}"))??;
         let entries = past.entries();
@@ -101,7 +100,6 @@ impl Daemon {
         }
         let now = now_ms();
         let done = self
-            .node
             .edit(folder, |s| {
                 let FolderState { folder, chunks } = s;
                 folder.restore(path, point, now, &|c: &ChunkRef| chunks.has(&c.hash))

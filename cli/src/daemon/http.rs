@@ -30,7 +30,7 @@ pub(super) async fn bind(at: HttpAt) -> Result<TcpListener> {
 pub(super) fn start(d: &Daemon, listener: TcpListener) -> Result<(std::net::SocketAddr, mpsc::Receiver<Call>)> {
     let addr = listener.local_addr()?;
     let (tx, rx) = mpsc::channel(QUEUE);
-    fsync_http::start(listener, d.home.http_token()?, tx, d.node.changes());
+    fsync_http::start(listener, d.home.http_token()?, tx, d.generation.subscribe());
     tracing::info!(http = %addr, "serving HTTP (`fsync open` prints the page's address)");
     Ok((addr, rx))
 }
@@ -69,8 +69,7 @@ impl Daemon {
 
     fn http_read(&mut self, target: &Target, at: Option<&[String]>, known: Option<&[String]>) -> Result<Read, Refusal> {
         let scope = Scope { node: self.agent, folder: &target.folder };
-        self.node
-            .read(&target.folder, |s| web::read(&scope, &mut s.folder, &s.chunks, &target.path, at, known))
+        self.read(&target.folder, |s| web::read(&scope, &mut s.folder, &s.chunks, &target.path, at, known))
             .unwrap_or_else(|| Err(no_folder(&target.folder)))
     }
 
@@ -86,7 +85,6 @@ impl Daemon {
         let scope = Scope { node: self.agent, folder: &target.folder };
         let now = now_ms();
         let written = self
-            .node
             .edit(&target.folder, |s| web::write(&scope, &mut s.folder, &mut s.chunks, &target.path, write, &ignored, now))
             .unwrap_or_else(|| Err(no_folder(&target.folder)))?;
         self.persist(i);

@@ -21,7 +21,7 @@ pub(super) fn check_mount(config: &Config, name: &str, point: &std::path::Path) 
 
 impl fuse_mount::Backend for MountBackend {
     fn with<R>(&self, f: impl FnOnce(&mut Folder, &mut Chunks) -> R) -> Option<R> {
-        self.node.read(&self.name, |s| f(&mut s.folder, &mut s.chunks))
+        with_state(&self.state, |s| f(&mut s.folder, &mut s.chunks))
     }
     fn changed(&self) {
         let _ = self.tx.send(MountMsg::Changed);

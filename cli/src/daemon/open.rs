@@ -119,7 +119,7 @@ pub(super) fn open_folder(
     agent: AgentId,
     events: &mpsc::Sender<(usize, Live)>,
     mounted: bool,
-) -> Result<(Local, Folder, Chunks)> {
+) -> Result<Local> {
     let t = Instant::now();
     let mut folder = load_folder(agent, &fc.name, store)?;
     folder.set_retention(Some(fc.keep_since(now_ms())));
@@ -196,6 +196,8 @@ pub(super) fn open_folder(
     let durable = saver.clone();
     let snapshot_events = saver.saved().values().sum();
     let mut local = Local {
+        state: Arc::new(std::sync::Mutex::new(FolderState { folder, chunks })),
+        links: transport::link::Links::new(),
         name: fc.name.clone(),
         mounted,
         root: fc.path.clone(),
@@ -223,5 +225,5 @@ pub(super) fn open_folder(
     for p in deferred_at_start {
         local.debounce.push(p, DEFERRED_LOOK_MS);
     }
-    Ok((local, folder, chunks))
+    Ok(local)
 }

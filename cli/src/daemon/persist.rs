@@ -70,21 +70,20 @@ impl Daemon {
     pub(super) fn persist(&mut self, i: usize) {
         let l = &mut self.locals[i];
         let store = &mut self.store;
-        let name = l.name.clone();
-        let node = &self.node;
+        let state = l.state.clone();
         let r = tokio::task::block_in_place(|| {
             if !l.mounted {
-                return node.read(&name, |s| save(l, s, store)).unwrap_or(Ok(()));
+                return with_state(&state, |s| save(l, s, store)).unwrap_or(Ok(()));
             }
             // A mounted folder has no disk copy to keep in step, so the
             // disk sync runs without holding the folder: the mount and
             // peers go on meanwhile, and peers get the events only once
             // they are durable (the shareable limit moves after the sync).
-            let (wrote, chunks) = node.read(&name, |s| write_unsynced(l, s, store)).unwrap_or(Ok((false, Vec::new())))?;
+            let (wrote, chunks) = with_state(&state, |s| write_unsynced(l, s, store)).unwrap_or(Ok((false, Vec::new())))?;
             if wrote {
                 store.sync()?;
             }
-            node.read(&name, |s| {
+            with_state(&state, |s| {
                 s.folder.set_shareable(Some(l.saver.saved().clone()));
                 s.chunks.mark_stored(&chunks);
             });
@@ -101,11 +100,14 @@ impl Daemon {
         let l = &mut self.locals[i];
         match r {
             Ok(()) => {
-                // Newly durable events may go to peers now (see `save`).
+                // Newly durable events may go to peers now (see `save`):
+                // the loop hands them over after this turn. The HTTP
+                // subscriptions look at them too (a change through the
+                // mount is known to the rest of the daemon from here).
                 let advanced = l.durable.saved() != l.saver.saved();
                 l.durable = l.saver.clone();
                 if advanced {
-                    self.node.notify();
+                    self.generation.send_modify(|g| *g += 1);
                 }
                 if self.store_error.take().is_some() {
                     tracing::info!("saving works again; everything is saved");
@@ -142,17 +144,21 @@ impl Daemon {
         let now = now_ms();
         for f in &self.config.folders {
             let since = f.keep_since(now);
-            self.node.read(&f.name, |s| s.folder.set_retention(Some(since)));
+            self.read(&f.name, |s| s.folder.set_retention(Some(since)));
         }
-        let node = self.node.clone();
         let open: Vec<String> = self.locals.iter().map(|l| l.name.clone()).collect();
+        let states: Vec<(String, Arc<std::sync::Mutex<FolderState>>)> =
+            self.locals.iter().map(|l| (l.name.clone(), l.state.clone())).collect();
         let kept = tokio::task::block_in_place(|| {
-            collect_garbage(&mut self.store, self.agent, &open, |name| node.read(name, |s| s.folder.referenced_chunks()))
+            collect_garbage(&mut self.store, self.agent, &open, |name| {
+                let (_, state) = states.iter().find(|(n, _)| n == name)?;
+                with_state(state, |s| s.folder.referenced_chunks())
+            })
         });
         // What the store dropped is no longer there to serve.
         if let Some(keep) = kept {
             for f in &self.config.folders {
-                self.node.read(&f.name, |s| s.chunks.retain_stored(&keep));
+                self.read(&f.name, |s| s.chunks.retain_stored(&keep));
             }
         }
     }
