@@ -413,8 +413,13 @@ fn saves_right_after_a_remote_change_and_deletions_are_what_users_did() {
             std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
             std::fs::write(&p, format!("{top}/{f}\n")).expect("write");
         }
+        // Whole: a node that deletes a file before the last save of it
+        // arrived deleted an older version, and that save, concurrent with
+        // the deletion, keeps the file (as documented).
         wait(&format!("{top} on node {b}"), 20, &|| {
-            ["f.txt", "sub/g.txt", "sub/deeper/h.txt"].iter().all(|f| read(b, &format!("{top}/{f}")).is_some())
+            ["f.txt", "sub/g.txt", "sub/deeper/h.txt"]
+                .iter()
+                .all(|f| read(b, &format!("{top}/{f}")).is_some_and(|t| t == format!("{top}/{f}\n")))
         });
         std::fs::remove_dir_all(c.root(b).join(&top)).expect("rm -r");
         wait(&format!("{top} gone everywhere"), 20, &|| (0..n).all(|i| !c.root(i).join(&top).exists()));
