@@ -7,7 +7,7 @@
 //! up). [`LiveWatcher`] wraps notify (inotify on Linux) and reports queue
 //! overflow or watch errors as "rescan everything", so nothing is missed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -100,10 +100,13 @@ impl Debouncer {
         for p in &ready {
             self.pending.remove(p);
         }
-        // A path below another ready one is covered by it.
+        // A path below another ready one is covered by it (in order, a
+        // directory comes before what is below it).
+        let mut kept: HashSet<String> = HashSet::new();
         let mut paths: Vec<String> = Vec::new();
         for p in ready {
-            if !paths.iter().any(|q| p.starts_with(q.as_str()) && p.as_bytes().get(q.len()) == Some(&b'/')) {
+            if !p.match_indices('/').any(|(i, _)| p.get(..i).is_some_and(|above| kept.contains(above))) {
+                kept.insert(p.clone());
                 paths.push(p);
             }
         }
@@ -412,11 +415,13 @@ mod tests {
         let mut d = Debouncer::new(5, 200);
         d.push("d43".into(), 0);
         d.push("older.txt".into(), 0);
+        // Between `d43` and what is below it, in order.
+        d.push("d43 x.txt".into(), 0);
         d.push("s1.txt".into(), 50);
         d.push("d43/r50.txt".into(), 50);
         d.push("d43/r50.txt".into(), 51);
         let b = d.poll(52).expect("d43 is settled");
-        assert_eq!(b.paths, vec!["d43", "older.txt", "s1.txt"], "d43/r50.txt is covered by d43");
+        assert_eq!(b.paths, vec!["d43", "d43 x.txt", "older.txt", "s1.txt"], "d43/r50.txt is covered by d43");
         d.push("later.txt".into(), 56);
         d.push("d43/r50.txt".into(), 58);
         // Touched within `delay` of a settled path: goes with it.

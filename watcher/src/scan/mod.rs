@@ -173,6 +173,23 @@ fn in_scope(path: &str, scope: Option<&[String]>) -> bool {
     })
 }
 
+/// True when `path` holds just what the index knows there: a file or
+/// link of the same inode, size, times and mode (the scan's fast path),
+/// with one name, nothing of ours pending at it, and its entry known at
+/// this path alone (an entry also known at another path is settled by
+/// the scan of both).
+fn as_known(index: &Index, path: &str, d: &OnDisk) -> bool {
+    d.kind != Kind::Dir
+        && d.links <= 1
+        && index.files.get(path).is_some_and(|k| {
+            k.kind == d.kind && k.stat == d.stat && k.staged.is_none() && index.files.paths_of(&k.id).len() == 1
+        })
+        && !index.busy.contains(path)
+        && !index.deferred.contains_key(path)
+        && !index.new_intents.contains_key(path)
+        && !index.renamed.contains_key(path)
+}
+
 /// On disk at a path the index does not hold (as that kind): new there.
 fn is_new(index: &Index, path: &str, d: &OnDisk) -> bool {
     index.files.get(path).is_none_or(|k| k.kind != d.kind)
@@ -330,6 +347,15 @@ fn scan_at(
         }
         None => None,
     };
+    // Files and links in scope that hold just what the index knows: our
+    // own write-backs, mostly, and everything in a new directory, which a
+    // rescan of it names. Nothing to take in, so they stay out of this
+    // scan, and its work is what changed, not what the events named.
+    let same: HashSet<String> = match scope {
+        Some(_) => disk.iter().filter(|(p, d)| as_known(index, p, d)).map(|(p, _)| p.clone()).collect(),
+        None => HashSet::new(),
+    };
+    disk.retain(|p, _| !same.contains(p));
     // The index as far as this scan can see: the rest is left alone, and
     // so is what lies below a directory that could not be listed.
     let hidden: Vec<String> = unreadable.iter().map(|(p, _)| p.clone()).collect();
@@ -360,7 +386,7 @@ fn scan_at(
             keys.extend(disk.keys().filter(|k| index.files.contains_key(*k)).cloned());
             keys.sort();
             keys.dedup();
-            keys.retain(|k| index.files.get(k).is_some_and(|v| seen(k, v)));
+            keys.retain(|k| !same.contains(k) && index.files.get(k).is_some_and(|v| seen(k, v)));
             index.files.take_keys(keys)
         }
     };

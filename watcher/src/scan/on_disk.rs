@@ -144,11 +144,14 @@ pub(super) fn walk(
         walk_from(root, root, 1, usize::MAX, ignore, &mut out, progress, unreadable)?;
         return Ok(out);
     };
+    let mut parents: HashSet<&str> = HashSet::new();
     for p in scope {
         // The parents, one entry each, so new directories are indexed too.
-        let parts: Vec<&str> = p.split('/').collect();
-        for i in 1..parts.len() {
-            walk_from(root, &root.join(parts[..i].join("/")), 0, 0, ignore, &mut out, progress, unreadable)?;
+        for (i, _) in p.match_indices('/') {
+            let Some(parent) = p.get(..i) else { continue };
+            if parents.insert(parent) {
+                walk_from(root, &root.join(parent), 0, 0, ignore, &mut out, progress, unreadable)?;
+            }
         }
         walk_from(root, &root.join(p), 0, usize::MAX, ignore, &mut out, progress, unreadable)?;
     }

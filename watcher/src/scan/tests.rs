@@ -280,3 +280,33 @@ fn the_start_up_scan_looks_again_at_what_it_finds_gone() {
     assert!(folder.tree().lookup("gone.txt").is_none());
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// A scoped scan of a directory (what a new directory's rescan is) takes
+/// in what changed in it and leaves the rest known as it was: the files
+/// that hold what the index knows are not taken out and put back.
+#[test]
+fn a_scoped_scan_of_a_directory_takes_in_only_what_changed() {
+    let files: Vec<(String, String)> = (0..50).map(|i| (format!("d/f{i}.txt"), format!("file {i}\n"))).collect();
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
+    let (root, mut folder, mut chunks, mut index, ignore) = scanned("scoped-same", &refs);
+    std::fs::write(root.join("d/f7.txt"), "file 7, edited\n").expect("edit");
+    std::fs::write(root.join("d/new.txt"), "new\n").expect("new");
+    std::fs::remove_file(root.join("d/f9.txt")).expect("rm");
+    index.take_unsaved();
+    let scope = vec!["d".to_owned()];
+    let mut report = scan_scoped(&root, &mut folder, &mut chunks, &mut index, &ignore, Some(&scope), 2).expect("scan");
+    // The deletion waits for its second look.
+    std::thread::sleep(GONE_WAIT);
+    let second = scan_scoped(&root, &mut folder, &mut chunks, &mut index, &ignore, Some(&scope), 3).expect("scan");
+    report.deleted.extend(second.deleted);
+    assert_eq!(
+        (report.created, report.modified, report.deleted),
+        (vec!["d/new.txt".to_owned()], vec!["d/f7.txt".to_owned()], vec!["d/f9.txt".to_owned()])
+    );
+    assert_eq!(index.files.len(), 51, "d and its 50 files, less one, plus one");
+    let rows: Vec<String> = index.take_unsaved().rows.into_iter().map(|(p, _)| p).collect();
+    assert!(rows.len() <= 4, "unchanged files were rewritten: {rows:?}");
+    let f3 = folder.tree().lookup("d/f3.txt").expect("f3").id;
+    assert_eq!(folder.doc(f3).expect("doc").text(), "file 3\n");
+    let _ = std::fs::remove_dir_all(&root);
+}
