@@ -141,8 +141,8 @@ pub struct LiveWatcher {
     _watcher: Arc<Mutex<Box<dyn notify::Watcher + Send>>>,
 }
 
-/// How long after a directory appears, or after a directory was moved
-/// away while it was new, it is watched again. notify's recursive watch
+/// How long after a directory appears, or after a directory is moved in
+/// while another is new, it is watched again. notify's recursive watch
 /// keys watches by path, but the kernel by inode: a watched directory
 /// moved into a directory made a moment before (`mkdir new && mv old
 /// new/`) was watched under its new path by notify's walk of `new`, with
@@ -265,20 +265,26 @@ impl Drop for LiveWatcher {
 
 /// What an event says of new directories (see [`REWATCH`]).
 enum Appeared {
-    /// This directory was made, or moved in.
+    /// This directory was made.
     Dir(PathBuf),
-    /// A directory was moved away: new ones are to be watched again.
-    MovedAway,
+    /// This directory was moved in: new ones are to be watched again too.
+    MovedIn(PathBuf),
 }
 
 fn appeared(ev: &notify::Event) -> Option<Appeared> {
     use notify::event::{CreateKind, EventKind, ModifyKind, RenameMode};
+    let real_dir = |p: &&PathBuf| is_real_dir(p);
     match ev.kind {
         EventKind::Create(CreateKind::Folder) => ev.paths.first().cloned().map(Appeared::Dir),
+        // A move is told by its new name, which shows what moved (the old
+        // name is gone): only a directory moved in matters here, not the
+        // renames of files that every save through a temp file makes.
         EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
-            ev.paths.first().filter(|p| is_real_dir(p)).cloned().map(Appeared::Dir)
+            ev.paths.first().filter(real_dir).cloned().map(Appeared::MovedIn)
         }
-        EventKind::Modify(ModifyKind::Name(RenameMode::From)) => Some(Appeared::MovedAway),
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
+            ev.paths.get(1).filter(real_dir).cloned().map(Appeared::MovedIn)
+        }
         _ => None,
     }
 }
@@ -299,17 +305,28 @@ fn rewatch(
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         let wait = due.iter().map(|(t, _)| t.saturating_duration_since(now)).min().unwrap_or(Duration::from_millis(500));
-        match news.recv_timeout(wait.min(Duration::from_millis(500))) {
-            Ok(Appeared::Dir(p)) => {
-                due.push((Instant::now() + REWATCH, p.clone()));
-                recent.push((Instant::now(), p));
-            }
-            Ok(Appeared::MovedAway) => {
-                recent.retain(|(t, _)| t.elapsed() < RECENT);
-                due.extend(recent.iter().map(|(_, p)| (Instant::now() + REWATCH, p.clone())));
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        let first = match news.recv_timeout(wait.min(Duration::from_millis(500))) {
+            Ok(a) => Some(a),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        // What came meanwhile is taken together: a burst of moves asks
+        // for one more watch of each new directory, not one per move.
+        let mut dir_moved = false;
+        for a in first.into_iter().chain(std::iter::from_fn(|| news.try_recv().ok())) {
+            let (Appeared::Dir(p) | Appeared::MovedIn(p)) = &a;
+            due.push((Instant::now() + REWATCH, p.clone()));
+            recent.push((Instant::now(), p.clone()));
+            dir_moved |= matches!(a, Appeared::MovedIn(_));
+        }
+        recent.retain(|(t, _)| t.elapsed() < RECENT);
+        if dir_moved {
+            for (_, p) in &recent {
+                // One still to come is after the move already.
+                if !due.iter().any(|(_, q)| q == p) {
+                    due.push((Instant::now() + REWATCH, p.clone()));
+                }
+            }
         }
         let now = Instant::now();
         let (ready, later): (Vec<_>, Vec<_>) = due.drain(..).partition(|(t, _)| *t <= now);

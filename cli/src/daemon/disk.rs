@@ -114,6 +114,7 @@ impl Daemon {
         let store = &mut self.store;
         let ignore = Ignore::load(&l.root);
         let state = l.state.clone();
+        let began = Instant::now();
         let r = tokio::task::block_in_place(|| {
             with_state(&state, |s: &mut FolderState| {
                 let report = scan_scoped(&l.root, &mut s.folder, &mut s.chunks, &mut l.index, &ignore, scope, now_ms());
@@ -122,6 +123,8 @@ impl Daemon {
             })
             .context("folder vanished")
         });
+        tracing::debug!(folder = %l.name, paths = scope.map_or(0, <[String]>::len), whole = scope.is_none(),
+            ms = began.elapsed().as_millis() as u64, "scanned and saved");
         let (report, saved) = match r {
             Ok((report, saved)) => (report.map_err(anyhow::Error::from), saved),
             Err(e) => (Err(e), Ok(())),
