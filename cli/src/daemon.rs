@@ -506,6 +506,14 @@ pub async fn run(home: &Home, listen: SocketAddr, http: Option<HttpAt>, mount: O
             }
             _ = tick.tick() => {
                 d.report();
+                // Files removed for a peer's deletion get their last look
+                // (see `watcher::ASIDE_GRACE`).
+                for i in 0..d.locals.len() {
+                    let l = &d.locals[i];
+                    if !l.mounted && l.stopped.is_none() && l.index.aside_due() {
+                        d.write(i);
+                    }
+                }
                 // What no event reported (a write through a hard link from
                 // outside the folder, a filesystem without events) is
                 // found by a full rescan now and then.

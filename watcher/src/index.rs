@@ -137,6 +137,9 @@ pub struct Index {
     /// Renames the kernel reported, not scanned yet: new path -> (old
     /// path, when). In memory only (see [`Index::renamed`]).
     pub(crate) renamed: BTreeMap<String, (String, Instant)>,
+    /// Files a peer's deletion removed, kept aside for a moment (see
+    /// [`crate::write::ASIDE_GRACE`]). In memory only.
+    pub(crate) aside: Vec<crate::write::Aside>,
     /// The write intents as [`Index::take_unsaved`] last gave them out
     /// (none: not given out since loading or [`Index::touch_all`]).
     intents_given: Option<Vec<u8>>,
@@ -170,6 +173,13 @@ const INDEX_MAGIC: &[u8] = b"FSIX";
 const INDEX_VERSION: u64 = 3;
 
 impl Index {
+    /// True when files removed for a peer's deletion wait to be looked at
+    /// once more (see [`crate::write::ASIDE_GRACE`]): a write-back pass
+    /// is due when they are.
+    pub fn aside_due(&self) -> bool {
+        self.aside.iter().any(|a| a.at.elapsed() >= crate::write::ASIDE_GRACE)
+    }
+
     /// Forgets what was seen at `path`: the next write-back puts there
     /// what the folder has, as at a path it never wrote (a held deletion
     /// the user undoes: see [`crate::guard`]).

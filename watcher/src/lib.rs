@@ -28,7 +28,7 @@ use std::path::Path;
 pub use guard::Guard;
 pub use index::{Files, Index, Known, Stat, Unsaved};
 pub use scan::{scan, scan_scoped, scan_with_progress, ScanProgress, ScanReport, GONE_WAIT, UNSEEN_WRITE};
-pub use write::{write_back, write_back_with, Dirty, WriteReport};
+pub use write::{write_back, write_back_with, Dirty, WriteReport, ASIDE_GRACE};
 
 /// Why a scan or write-back failed.
 #[derive(Debug, thiserror::Error)]

@@ -1464,6 +1464,8 @@ fn disk_state(d: &Dir) -> Vec<(String, String)> {
         .min_depth(1)
         .into_iter()
         .filter_map(Result::ok)
+        // Files kept aside for a last look (`watcher::ASIDE_GRACE`) are ours.
+        .filter(|e| !e.file_name().to_string_lossy().starts_with(watcher::ignore::TEMP_PREFIX))
         .map(|e| {
             let rel = e.path().strip_prefix(&d.root).expect("below").to_string_lossy().into_owned();
             let what = if e.file_type().is_symlink() {

@@ -65,7 +65,8 @@ fn sync(a: &mut Node, b: &mut Node) {
 fn files(root: &Path) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for e in walkdir::WalkDir::new(root).into_iter().filter_map(Result::ok) {
-        if e.file_type().is_file() {
+        // Files kept aside for a last look (`watcher::ASIDE_GRACE`) are ours.
+        if e.file_type().is_file() && !e.file_name().to_string_lossy().starts_with(watcher::ignore::TEMP_PREFIX) {
             let rel = e.path().strip_prefix(root).expect("inside").to_string_lossy().into_owned();
             out.push((rel, std::fs::read_to_string(e.path()).unwrap_or_default()));
         }

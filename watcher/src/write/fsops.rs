@@ -84,8 +84,9 @@ pub(super) fn moved_as_known(at: &Path, home: &Path, known: Option<(u64, Kind)>)
 
 /// What [`remove_unchanged`] did.
 pub(super) enum Removal {
-    /// The file was as expected, and is gone.
-    Removed,
+    /// The file was as expected, and is gone from its path: it is at this
+    /// temp path now, to be looked at once more (see [`super::Aside`]).
+    Removed(PathBuf),
     /// It had changed: it is back at its path, for the scan.
     PutBack,
     /// It had changed and something new is at its path: it is at this
@@ -93,22 +94,30 @@ pub(super) enum Removal {
     Kept(PathBuf),
 }
 
-/// Removes the file at `path` if it is still what `expected` describes.
-/// It is renamed aside first, then looked at: a write that came after
-/// the caller's look and before the rename is seen (the file goes back,
-/// for the scan), and a program that opens the path after the rename
-/// finds nothing there, or makes a new file the scan takes in. Only a
-/// write through a descriptor opened before the rename, landing between
-/// the look and the unlink, is not seen.
-pub(super) fn remove_unchanged(path: &Path, expected: &Stat) -> std::io::Result<Removal> {
+/// Removes the file at `path` from there if it is still what `expected`
+/// describes. It is renamed aside first, then looked at: a write that
+/// came after the caller's look and before the rename is seen (the file
+/// goes back, for the scan), and a program that opens the path after the
+/// rename finds nothing there, or makes a new file the scan takes in. A
+/// write through a descriptor opened before the rename may still land
+/// after this look: the file is moved on to a temp name at `root` (its
+/// directory may go next) and looked at again later (see
+/// [`super::Aside`]); where it cannot be (another filesystem), it goes.
+pub(super) fn remove_unchanged(root: &Path, path: &Path, expected: &Stat) -> std::io::Result<Removal> {
     let dir = path.parent().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
     let tmp = temp_path(dir);
     std::fs::rename(path, &tmp)?;
     // A rename changes the ctime, not the rest.
     let same = lstat(&tmp).is_some_and(|s| s.ino == expected.ino && s.size == expected.size && s.mtime == expected.mtime);
     if same {
-        std::fs::remove_file(&tmp)?;
-        return Ok(Removal::Removed);
+        let aside = temp_path(root);
+        return Ok(match std::fs::rename(&tmp, &aside) {
+            Ok(()) => Removal::Removed(aside),
+            Err(_) => {
+                std::fs::remove_file(&tmp)?;
+                Removal::Removed(tmp)
+            }
+        });
     }
     Ok(if rename_noreplace(&tmp, path)? { Removal::PutBack } else { Removal::Kept(tmp) })
 }

@@ -14,7 +14,8 @@
 //! remains: a program that keeps the file open and writes after the rename
 //! writes into the replaced inode, as with any editor that saves by rename.
 //! A removal is guarded the same way: the file is renamed aside and
-//! checked there before it goes.
+//! checked there, then kept for a moment (see [`ASIDE_GRACE`]) and checked
+//! again before it goes.
 
 mod fsops;
 mod leftovers;
@@ -157,7 +158,7 @@ impl Dirty {
         } else {
             let mut scope = std::mem::take(&mut self.carry);
             scope.extend(changed);
-            if scope.is_empty() {
+            if scope.is_empty() && !index.aside_due() {
                 return Ok(WriteReport::default());
             }
             Some(scope)
@@ -173,6 +174,47 @@ impl Dirty {
     }
 }
 
+/// How long a file removed for a peer's deletion is kept aside before it
+/// goes: a program that had it open may still write into it. A write in
+/// that time is an edit made before it saw the deletion (concurrent with
+/// it), so the file lives on with it.
+pub const ASIDE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A file a peer's deletion removed from `path`, kept at `tmp` (ignored
+/// by scans) until [`ASIDE_GRACE`] has passed.
+#[derive(Clone, Debug)]
+pub(crate) struct Aside {
+    tmp: std::path::PathBuf,
+    known: Known,
+    path: String,
+    pub(crate) at: std::time::Instant,
+}
+
+/// Looks at the files kept aside whose time is up: one still as it was
+/// goes; one written since is taken in as an edit of its entry (reported
+/// as raced, like a write that raced a replace).
+fn settle_aside(
+    folder: &mut Folder,
+    chunks: &mut dyn ChunkStore,
+    index: &mut Index,
+    report: &mut WriteReport,
+) -> Result<(), WatchError> {
+    let (due, waiting): (Vec<Aside>, Vec<Aside>) =
+        std::mem::take(&mut index.aside).into_iter().partition(|a| a.at.elapsed() >= ASIDE_GRACE);
+    index.aside = waiting;
+    for a in due {
+        let k = &a.known;
+        let changed = lstat(&a.tmp).is_some_and(|s| s.ino != k.stat.ino || s.size != k.stat.size || s.mtime != k.stat.mtime);
+        if changed {
+            let bytes = std::fs::read(&a.tmp).map_err(|e| WatchError::io(&a.tmp, e))?;
+            take_in_displaced(folder, chunks, k, bytes)?;
+            report.raced.push(a.path.clone());
+        }
+        let _ = std::fs::remove_file(&a.tmp);
+    }
+    Ok(())
+}
+
 /// The write-back, over every entry (`scope` none) or those in `scope`.
 fn write_back_in(
     root: &Path,
@@ -184,6 +226,7 @@ fn write_back_in(
     scope: Option<&HashSet<EntryId>>,
 ) -> Result<WriteReport, WatchError> {
     let mut report = WriteReport::default();
+    settle_aside(folder, chunks, index, &mut report)?;
     // What this node ignores is never written, moved or removed here (a
     // peer's file at such a path stays in the folder, not on this disk).
     let shown = |n: &&fsync_core::folder::Node| !ignore.ignored(&n.path, n.kind == Kind::Dir);
@@ -437,8 +480,11 @@ fn write_back_in(
         }
         let mut r = match k.kind {
             Kind::Dir => std::fs::remove_dir(&full),
-            _ => match remove_unchanged(&full, &k.stat) {
-                Ok(Removal::Removed) => Ok(()),
+            _ => match remove_unchanged(root, &full, &k.stat) {
+                Ok(Removal::Removed(tmp)) => {
+                    index.aside.push(Aside { tmp, known: k.clone(), path: p.clone(), at: std::time::Instant::now() });
+                    Ok(())
+                }
                 Ok(Removal::PutBack) => {
                     report.needs_scan.push(p);
                     continue;

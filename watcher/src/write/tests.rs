@@ -119,12 +119,15 @@ fn a_write_after_the_look_before_a_removal_is_put_back_not_deleted() {
     let looked = lstat(&target).expect("stat");
     // The program's write, between the look and the removal.
     std::fs::write(&target, "one\ntwo\n").expect("write");
-    assert!(matches!(remove_unchanged(&target, &looked), Ok(Removal::PutBack)));
+    assert!(matches!(remove_unchanged(&root, &target, &looked), Ok(Removal::PutBack)));
     assert_eq!(std::fs::read_to_string(&target).expect("still there"), "one\ntwo\n");
-    // Unchanged since the look: removed, with no temp file left.
+    // Unchanged since the look: gone from its path, kept aside at the
+    // root for a last look (see `a_write_through_a_descriptor_opened_...`).
     let looked = lstat(&target).expect("stat");
-    assert!(matches!(remove_unchanged(&target, &looked), Ok(Removal::Removed)));
-    assert_eq!(std::fs::read_dir(&root).expect("list").count(), 0);
+    let Ok(Removal::Removed(aside)) = remove_unchanged(&root, &target, &looked) else { panic!("not removed") };
+    assert!(!target.exists());
+    assert_eq!(aside.parent(), Some(root.as_path()));
+    assert_eq!(std::fs::read_dir(&root).expect("list").count(), 1);
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -651,5 +654,41 @@ fn what_our_writes_replaced_is_forgotten_after_its_window() {
     }
     write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
     assert_eq!(index.files["f.txt"].written, None);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A peer's deletion of a file a program has open: the program's write
+/// may land after the removal looked at the file (the kind-changes oracle
+/// lost an edit so, the write going into the unlinked inode). The file is
+/// kept aside for [`ASIDE_GRACE`]; written meanwhile, it is an edit
+/// concurrent with the deletion, and the file lives on with it. One not
+/// written goes, and stays deleted.
+#[test]
+fn a_write_through_a_descriptor_opened_before_a_peers_deletion_keeps_the_file() {
+    let (root, mut folder, mut chunks, mut index, id) = one_file_written("fsync-write-unit-aside");
+    let other = folder.create("g.txt", Kind::File, 1).expect("create");
+    folder.set_text(other, "untouched\n", 1).expect("text");
+    write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+    let mut open = std::fs::OpenOptions::new().append(true).open(root.join("f.txt")).expect("open");
+    folder.delete(id, 2).expect("delete");
+    folder.delete(other, 2).expect("delete");
+    let w = write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+    assert_eq!(w.removed, vec!["g.txt".to_owned(), "f.txt".to_owned()]);
+    assert!(!root.join("f.txt").exists() && !root.join("g.txt").exists());
+    // The program writes after the removal looked at the file.
+    open.write_all(b"two\n").expect("append");
+    drop(open);
+    std::thread::sleep(ASIDE_GRACE);
+    let w = write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+    assert_eq!(w.raced, vec!["f.txt".to_owned()]);
+    write_back(&root, &mut folder, &mut chunks, &mut index).expect("write");
+    assert_eq!(std::fs::read_to_string(root.join("f.txt")).expect("back"), "one\ntwo\n");
+    assert!(!root.join("g.txt").exists(), "an untouched file came back");
+    let names: Vec<String> = std::fs::read_dir(&root)
+        .expect("list")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["f.txt".to_owned()], "temp files left");
     let _ = std::fs::remove_dir_all(&root);
 }
