@@ -98,23 +98,24 @@ pub fn take_in(
     let doc_version = |f: &Folder| f.doc(id).map(|d| d.version_ids()).unwrap_or_default();
     let current = doc_version(folder);
     let base: Vec<EventId> = if base.is_empty() { current.clone() } else { base.to_vec() };
-    // Binary content is cut into chunks first: it is compared by them.
-    let body = match body {
-        Body::Binary(bytes) => Body::Chunked(cut(&bytes, chunks), crate::chunks::ChunkHash::of(&bytes)),
-        other => other,
-    };
-    // A writer whose content is still what it started from changed
-    // nothing: whatever arrived since (a new content of any type, an exec
-    // bit) stays, and the write-back brings the disk up to date.
+    // A writer whose content is what the folder holds now (our own write,
+    // its index update lost in a crash) or still what it started from (a
+    // file only moved or touched) changed no content: whatever arrived
+    // since stays (a content of any type, an exec bit), and the
+    // write-back brings the disk up to date. Looked at only when something
+    // arrived since `base`: otherwise the take-in below changes nothing.
     if base != current {
-        if let Some(at_base) = folder.doc(id).and_then(|d| d.lvs_of(&base)).and_then(|lvs| {
-            let was = folder.state_at(id, &lvs)?;
-            holds(folder, id, &body, &was.content, &lvs).then_some(was)
-        }) {
-            if at_base.exec != exec && folder.state(id).is_some_and(|s| s.kind == Kind::File && s.exec != exec) {
+        let base_lvs = folder.doc(id).and_then(|d| d.lvs_of(&base));
+        let was = base_lvs.as_deref().and_then(|lvs| folder.state_at(id, lvs));
+        let holds_now = folder.state(id).is_some_and(|s| holds(folder, id, &body, &s.content, None));
+        let holds_base = !holds_now
+            && was.as_ref().zip(base_lvs.as_deref()).is_some_and(|(w, lvs)| holds(folder, id, &body, &w.content, Some(lvs)));
+        if holds_now || holds_base {
+            // An exec bit it changed itself is taken.
+            if was.is_none_or(|w| w.exec != exec) && folder.state(id).is_some_and(|s| s.kind == Kind::File && s.exec != exec) {
                 folder.set_exec(id, exec, now)?;
             }
-            return Ok(base);
+            return Ok(if holds_now { doc_version(folder) } else { base });
         }
     }
     let ops_before = folder.doc(id).map_or(0, |d| d.oplog().len());
@@ -131,16 +132,6 @@ pub fn take_in(
         Body::Text(t) => {
             let doc = folder.doc(id).ok_or(IngestError::Gone)?;
             let was_text = folder.state(id).is_some_and(|s| s.content == Content::Text);
-            // The disk already holds the current version (a write-back whose
-            // index update was lost in a crash): nothing to take in. Diffing
-            // from the old base would record the merged changes a second
-            // time.
-            if was_text && base != current && doc.text() == t {
-                if folder.state(id).is_some_and(|s| s.kind == Kind::File && s.exec != exec) {
-                    folder.set_exec(id, exec, now)?;
-                }
-                return Ok(doc_version(folder));
-            }
             let base_text = if base == current {
                 doc.text()
             } else {
@@ -184,10 +175,16 @@ fn cut(bytes: &[u8], chunks: &mut dyn ChunkStore) -> Vec<ChunkRef> {
         .collect()
 }
 
-/// True when `body` is `content`, the entry's content at `at`.
-fn holds(folder: &Folder, id: EntryId, body: &Body, content: &Content, at: &[crate::Lv]) -> bool {
+/// True when `body` is `content`, the entry's content at `at` (`None`:
+/// now).
+fn holds(folder: &Folder, id: EntryId, body: &Body, content: &Content, at: Option<&[crate::Lv]>) -> bool {
     match (body, content) {
-        (Body::Text(t), Content::Text) => folder.doc(id).is_some_and(|d| d.text_at(at) == *t),
+        (Body::Text(t), Content::Text) => {
+            folder.doc(id).is_some_and(|d| at.map_or_else(|| d.text(), |lvs| d.text_at(lvs)) == *t)
+        }
+        (Body::Binary(bytes), Content::Binary { size, chunks }) => {
+            bytes.len() as u64 == *size && split(bytes).iter().map(|(r, _)| r).eq(chunks.iter())
+        }
         (Body::Chunked(refs, _), Content::Binary { chunks, .. }) => chunks == refs,
         (Body::Link(t), Content::Link(l)) => t == l,
         (Body::Dir, Content::None) => true,
@@ -239,5 +236,10 @@ mod tests {
         // A change from that base is taken in, as ever.
         take_in_bytes(&mut f, &mut c, id, &bin, vec![0, 1, 2, 3], false, 6).expect("binary");
         assert!(matches!(f.state(id).expect("state").content, Content::Binary { size: 4, .. }));
+        // What the folder holds now, from an older base (our own write, its
+        // index update lost): nothing new, and the disk holds the version now.
+        let (ops, now) = (f.doc(id).expect("doc").oplog().len(), f.doc(id).expect("doc").version_ids());
+        assert_eq!(take_in_bytes(&mut f, &mut c, id, &bin, vec![0, 1, 2, 3], false, 7).expect("same"), now);
+        assert_eq!(f.doc(id).expect("doc").oplog().len(), ops);
     }
 }
