@@ -83,6 +83,14 @@ pub struct Stat {
     pub exec: bool,
 }
 
+impl Stat {
+    /// The same file with the same content as `other`, as far as metadata
+    /// tells: a rename changes only the ctime.
+    pub(crate) fn same_file(&self, other: &Stat) -> bool {
+        self.ino == other.ino && self.size == other.size && self.mtime == other.mtime
+    }
+}
+
 /// What kind of entry a file type is (`None`: a special file, which is
 /// not synced).
 pub(crate) fn kind_of(ft: &std::fs::FileType) -> Option<Kind> {

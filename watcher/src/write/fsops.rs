@@ -108,7 +108,7 @@ pub(super) fn remove_unchanged(root: &Path, path: &Path, expected: &Stat) -> std
     let tmp = temp_path(dir);
     std::fs::rename(path, &tmp)?;
     // A rename changes the ctime, not the rest.
-    let same = lstat(&tmp).is_some_and(|s| s.ino == expected.ino && s.size == expected.size && s.mtime == expected.mtime);
+    let same = lstat(&tmp).is_some_and(|s| s.same_file(expected));
     if same {
         let aside = temp_path(root);
         return Ok(match std::fs::rename(&tmp, &aside) {

@@ -101,6 +101,12 @@ pub(super) fn take_in_displaced(
     Ok(fsync_core::ingest::take_in_bytes(folder, chunks, k.id, &k.base, bytes, exec, now_ms())?)
 }
 
+/// [`take_in_displaced`] of what the file at `path` holds.
+pub(super) fn take_in_file(folder: &mut Folder, chunks: &mut dyn ChunkStore, k: &Known, path: &Path) -> Result<(), WatchError> {
+    let bytes = std::fs::read(path).map_err(|e| WatchError::io(path, e))?;
+    take_in_displaced(folder, chunks, k, bytes).map(|_| ())
+}
+
 /// [`recover_leftovers`] for the given temp files.
 pub(super) fn take_in_leftovers(
     root: &Path,
@@ -125,8 +131,7 @@ pub(super) fn take_in_leftovers(
         if let Some(k) = displaced_at(root, &intended, &tmp) {
             let changed = lstat(&tmp).is_some_and(|s| s.size != k.stat.size || s.mtime != k.stat.mtime);
             if changed && folder.tree().path_of(k.id).is_some() {
-                let bytes = std::fs::read(&tmp).map_err(|e| WatchError::io(&tmp, e))?;
-                take_in_displaced(folder, chunks, k, bytes)?;
+                take_in_file(folder, chunks, k, &tmp)?;
                 taken += 1;
             }
         }

@@ -34,7 +34,7 @@ use crate::index::{Index, Known, Stat};
 use crate::WatchError;
 
 use fsops::{inaccessible, lstat, moved_as_known, remove_unchanged, replace_link, temp_path, untouched, Removal};
-use leftovers::{only_temp_files, take_in_displaced, take_in_leftovers};
+use leftovers::{only_temp_files, take_in_file, take_in_leftovers};
 pub use leftovers::{recover_leftovers, Displaced};
 use stage::{land_batch, stage, Body, Pending, STAGE_BATCH};
 
@@ -204,10 +204,9 @@ fn settle_aside(
     index.aside = waiting;
     for a in due {
         let k = &a.known;
-        let changed = lstat(&a.tmp).is_some_and(|s| s.ino != k.stat.ino || s.size != k.stat.size || s.mtime != k.stat.mtime);
+        let changed = lstat(&a.tmp).is_some_and(|s| !s.same_file(&k.stat));
         if changed {
-            let bytes = std::fs::read(&a.tmp).map_err(|e| WatchError::io(&a.tmp, e))?;
-            take_in_displaced(folder, chunks, k, bytes)?;
+            take_in_file(folder, chunks, k, &a.tmp)?;
             report.raced.push(a.path.clone());
         }
         let _ = std::fs::remove_file(&a.tmp);
@@ -365,7 +364,7 @@ fn write_back_in(
                     if let Some(now) = lstat(&root.join(&nk)) {
                         if v.kind == Kind::Dir {
                             v.stat = now;
-                        } else if now.ino == v.stat.ino && now.size == v.stat.size && now.mtime == v.stat.mtime {
+                        } else if now.same_file(&v.stat) {
                             v.stat.ctime = now.ctime;
                         }
                     }
@@ -493,8 +492,7 @@ fn write_back_in(
                     // Written meanwhile, and something new took its path:
                     // the write is an edit of the entry, concurrent with the
                     // deletion, so the entry lives on with it.
-                    let bytes = std::fs::read(&tmp).map_err(|e| WatchError::io(&tmp, e))?;
-                    take_in_displaced(folder, chunks, &k, bytes)?;
+                    take_in_file(folder, chunks, &k, &tmp)?;
                     let _ = std::fs::remove_file(&tmp);
                     index.files.remove(&p);
                     report.raced.push(p);

@@ -198,14 +198,14 @@ impl Placed {
         // unless someone already wrote to it (then keep a ctime that cannot
         // match, so the next scan reads their write).
         match lstat(&this.target) {
-            Some(now) if now.ino == ours.ino && now.size == ours.size && now.mtime == ours.mtime => ours.ctime = now.ctime,
+            Some(now) if now.same_file(&ours) => ours.ctime = now.ctime,
             _ => ours.ctime = -1,
         }
         // Not what we expected (another file, or written since we looked):
         // its bytes are a local edit.
         if let (Some(mut f), Some(exp)) = (displaced.or(this.old), expected) {
             let was = f.metadata().map(|m| Stat::of(&m)).map_err(io)?;
-            if was.ino != exp.ino || was.size != exp.size || was.mtime != exp.mtime {
+            if !was.same_file(&exp) {
                 // Someone is writing it right now, maybe: a rewrite in place
                 // truncates first. Read until it holds still (a short while
                 // at most), so a half-written or emptied file is not taken
