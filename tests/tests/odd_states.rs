@@ -118,6 +118,29 @@ fn a_deleted_directory_does_not_come_back() {
     }
 }
 
+/// A program that holds a file open when a peer deletes it may write
+/// after the removal looked at the file: that write went into the
+/// unlinked inode (the kind-changes oracle lost an edit so). It is an edit
+/// concurrent with the deletion, so the file comes back with it, on both
+/// nodes.
+#[test]
+fn a_write_through_a_file_held_open_across_a_peers_deletion_comes_back() {
+    use std::io::Write;
+    let p = Pair::new("held-open");
+    let (ra, rb) = (p.a.scratch.join("docs"), p.b.scratch.join("docs"));
+    let (_da, _db) = (p.a.start(p.pa), p.b.start(p.pb));
+    sh(&ra, "echo one > log.txt");
+    eventually("log.txt on b", 15, || read(&rb.join("log.txt")).as_deref() == Some("one\n"));
+    let mut held = std::fs::OpenOptions::new().append(true).open(rb.join("log.txt")).expect("open");
+    sh(&ra, "rm log.txt");
+    eventually("the deletion on b", 15, || !rb.join("log.txt").exists());
+    held.write_all(b"two\n").expect("append");
+    drop(held);
+    eventually("the write on both nodes", 15, || {
+        read(&ra.join("log.txt")).as_deref() == Some("one\ntwo\n") && read(&rb.join("log.txt")).as_deref() == Some("one\ntwo\n")
+    });
+}
+
 /// A file moved on one node while the other, cut off, deleted it: the
 /// move is concurrent with the deletion, so the file lives on where it
 /// went, on both nodes, with its content (docs/design.md, "deleted?").
